@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+
+#include "shared/util.h"
+
+#define CONFIG_DEFAULT_PATH SYSCONFDIR "/skyforge/agent.conf"
+
+typedef struct RemoteConfig {
+        char *name; /* from [remote.NAME] */
+        char *endpoint;
+        char *region;
+        char *access_key_id;
+        char *secret_access_key_file; /* NULL: $CREDENTIALS_DIRECTORY/<name>, then AWS_SECRET_ACCESS_KEY */
+        bool path_style;
+        char *ca_file;
+        bool tls_verify;
+        bool create_bucket;
+        unsigned max_attempts;
+        uint64_t timeout_usec;
+} RemoteConfig;
+
+typedef struct AgentConfig {
+        char *state_dir;
+        char *work_dir;
+        char *log_level;
+        char *healthz_url;
+        char *metrics_file; /* Prometheus textfile, optional */
+} AgentConfig;
+
+typedef struct PostgresConfig {
+        bool present; /* the section was written */
+        char *conninfo;
+        char *destination;
+        unsigned retention_days;
+        unsigned keep_min;
+        int compression_level;
+        unsigned compression_threads; /* 0: one per CPU */
+        char **recipients;
+        char *identity_file;
+        bool per_database;
+        char *pg_bindir; /* force a client directory */
+} PostgresConfig;
+
+typedef struct MirrorConfig {
+        bool present;
+        char *source;      /* a remote name */
+        char **buckets;    /* NULL: all buckets of the source */
+        char *destination; /* REMOTE:bucket/prefix */
+        bool delete;
+        unsigned transfers;
+        uint64_t multipart_threshold;
+} MirrorConfig;
+
+typedef struct ConfigJobConfig {
+        bool present;
+        char **manifests;
+        char *kubeconfig;
+        char **namespaces; /* NULL: all */
+        char **recipients;
+        char *identity_file;
+        char **extra_secret_files;
+        char *destination;
+        unsigned retention_days;
+        unsigned keep_min;
+        int compression_level;
+} ConfigJobConfig;
+
+typedef struct Config {
+        char *path;
+        bool from_file; /* false when the default file does not exist and built-in defaults apply */
+        AgentConfig agent;
+        RemoteConfig *remotes;
+        size_t n_remotes;
+        PostgresConfig postgres;
+        MirrorConfig mirror;
+        ConfigJobConfig config;
+} Config;
+
+typedef struct ConfigProblem {
+        unsigned line; /* 0: not tied to one line */
+        char *message;
+} ConfigProblem;
+
+typedef struct ConfigProblems {
+        ConfigProblem *items;
+        size_t n;
+} ConfigProblems;
+
+void config_problems_done(ConfigProblems *p);
+/* Prints each problem as "FILE:LINE: message" to f. */
+void config_problems_print(const ConfigProblems *p, const char *path, FILE *f);
+
+/* Loads and validates. A missing file is a problem when explicit, built-in defaults otherwise.
+ * Returns 0 when the configuration is usable, -EINVAL with every problem in ret_problems otherwise.
+ * ret_config is set either way when the file could be parsed at all. */
+int config_load(const char *path, bool explicit, Config **ret_config, ConfigProblems *ret_problems);
+/* Same, from an in-memory text (tests). */
+int config_load_string(const char *text, const char *path_for_messages, Config **ret_config,
+                       ConfigProblems *ret_problems);
+void config_free(Config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
+
+const RemoteConfig *config_find_remote(const Config *c, const char *name);
+
+/* The destination of a job, with the built-in default applied: "minio:skyforge-backups/<job>/" when a
+ * remote "minio" is configured, "<state_dir>/backups/<job>" otherwise. */
+char *config_job_destination(const Config *c, const char *job);
+
+/* Reads a secret from a file that must not be readable by group or others. */
+int config_read_secret_file(const char *path, char **ret);

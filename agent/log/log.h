@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+#include <syslog.h>
+
+#include "shared/util.h"
+
+/* Journal message ids; the catalog in log/skyforge-agent.catalog explains each one (journalctl -x). */
+#define SKYFORGE_MESSAGE_JOB_STARTED   "b8d06561d1a7481891ca96c3ae2ef6a0"
+#define SKYFORGE_MESSAGE_JOB_SUCCEEDED "eac4d542a7f643f782ac674f5c39d97f"
+#define SKYFORGE_MESSAGE_JOB_FAILED    "79a9ad08d95f43e8901fd55e2600d4ac"
+#define SKYFORGE_MESSAGE_BACKUP_PRUNED "3d9ce0f7cf474da5b1e638d81f0c093d"
+#define SKYFORGE_MESSAGE_VERIFY        "79a96bf90fbe434ebc222a5f13059842"
+
+void log_setup(void);
+void log_set_max_level(int level);
+int log_get_max_level(void);
+/* True when stderr is the journal (we run under systemd); then plain lines go to the journal with
+ * their priority and nothing is printed twice. */
+bool log_to_journal(void);
+
+int log_internal(int level, int error, const char *file, int line, const char *func, const char *fmt, ...)
+        _printf_(6, 7);
+
+#define log_full_errno(level, error, ...) log_internal(level, error, __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define log_debug(...) log_full_errno(LOG_DEBUG, 0, __VA_ARGS__)
+#define log_info(...) log_full_errno(LOG_INFO, 0, __VA_ARGS__)
+#define log_notice(...) log_full_errno(LOG_NOTICE, 0, __VA_ARGS__)
+#define log_warning(...) log_full_errno(LOG_WARNING, 0, __VA_ARGS__)
+#define log_error(...) log_full_errno(LOG_ERR, 0, __VA_ARGS__)
+#define log_debug_errno(e, ...) log_full_errno(LOG_DEBUG, e, __VA_ARGS__)
+#define log_warning_errno(e, ...) log_full_errno(LOG_WARNING, e, __VA_ARGS__)
+#define log_error_errno(e, ...) log_full_errno(LOG_ERR, e, __VA_ARGS__)
+
+/* A job event: printed like any log line and sent to the journal with MESSAGE_ID and SKYFORGE_* fields.
+ * backup_id may be NULL; bytes/duration of UINT64_MAX are left out. */
+void log_job_event(int level, const char *message_id, const char *job, const char *backup_id, uint64_t bytes,
+                   uint64_t duration_usec, const char *fmt, ...) _printf_(7, 8);
+
+/* Error detail: library code records what failed and what to do about it, returns the negative errno,
+ * and the command at the top prints the message and exits with the matching sysexits code. */
+int err_set(int error, int exit_code, const char *fmt, ...) _printf_(3, 4);
+#define err_setf(error, ...) err_set(error, 0, __VA_ARGS__)
+const char *err_message(void);
+void err_clear(void);
+int err_exit_code(int error);

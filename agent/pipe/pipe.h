@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shared/util.h"
+#include "store/store.h"
+
+/* Streaming stages. A Sink takes bytes and pushes them downstream; a Source pulls bytes from upstream.
+ * Stages own their downstream/upstream and free it with themselves. Buffers are fixed-size, so memory
+ * does not depend on how much flows through. */
+
+typedef struct Sink Sink;
+struct Sink {
+        int (*write)(Sink *s, const void *buf, size_t n);
+        int (*finish)(Sink *s); /* flush all buffered data downstream and finish the downstream too */
+        void (*free)(Sink *s);
+        Sink *next;
+};
+
+int sink_write(Sink *s, const void *buf, size_t n);
+int sink_finish(Sink *s);
+void sink_free(Sink *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Sink *, sink_free);
+
+typedef struct Source Source;
+struct Source {
+        ssize_t (*read)(Source *s, void *buf, size_t n); /* 0 at end */
+        void (*free)(Source *s);
+        Source *upstream;
+};
+
+ssize_t source_read(Source *s, void *buf, size_t n);
+void source_free(Source *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Source *, source_free);
+
+/* SHA-256 and byte count of what passes through. */
+typedef struct Digest {
+        uint64_t bytes;
+        uint8_t sha256[32];
+        char sha256_hex[65];
+        bool done;
+} Digest;
+
+/* The digest is filled in when the sink finishes / the source reaches its end. */
+Sink *sink_digest_new(Sink *next, Digest *ret);
+Source *source_digest_new(Source *upstream, Digest *ret);
+
+/* zstd; threads = 0 means single-threaded. Frames carry a content checksum. */
+Sink *sink_zstd_new(Sink *next, int level, int threads, int *ret_error);
+Source *source_zstd_new(Source *upstream);
+
+/* Ends of the pipe. The store sink writes to an open writer but does not commit it; the caller commits
+ * once everything checked out. */
+Sink *sink_store_new(StoreWriter *w);
+Sink *sink_fd_new(int fd); /* does not close fd */
+Source *source_store_new(StoreReader *r); /* takes ownership of r */
+Source *source_fd_new(int fd);            /* does not close fd */
+
+/* Pumps a source into a sink until the end, then finishes the sink. */
+int pipe_pump(Source *from, Sink *to);

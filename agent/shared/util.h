@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Cleanup helpers in systemd's shape: a variable marked _cleanup_free_ is freed when it goes out of
+ * scope; TAKE_PTR() hands ownership to the caller. Every destructor accepts NULL. */
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _noreturn_ __attribute__((noreturn))
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+
+#define TAKE_PTR(p)                                                                                          \
+        ({                                                                                                   \
+                typeof(p) _p_ = (p);                                                                         \
+                (p) = NULL;                                                                                  \
+                _p_;                                                                                         \
+        })
+
+#define TAKE_FD(fd)                                                                                          \
+        ({                                                                                                   \
+                int _fd_ = (fd);                                                                             \
+                (fd) = -EBADF;                                                                               \
+                _fd_;                                                                                        \
+        })
+
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                              \
+        static inline void func##p(type *p) {                                                                \
+                if (*p)                                                                                      \
+                        func(*p);                                                                            \
+        }
+
+static inline void freep(void *p) {
+        free(*(void **) p);
+}
+#define _cleanup_free_ _cleanup_(freep)
+
+static inline void closep(int *fd) {
+        if (*fd >= 0) {
+                int saved = errno;
+                close(*fd);
+                errno = saved;
+        }
+}
+#define _cleanup_close_ _cleanup_(closep)
+
+static inline void fclosep(FILE **f) {
+        if (*f)
+                fclose(*f);
+}
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
+void strv_free(char **l);
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+#define _cleanup_strv_free_ _cleanup_(strv_freep)
+
+static inline bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
+}
+static inline bool streq_ptr(const char *a, const char *b) {
+        if (!a || !b)
+                return a == b;
+        return streq(a, b);
+}
+static inline bool isempty(const char *s) {
+        return !s || !*s;
+}
+static inline const char *strempty(const char *s) {
+        return s ?: "";
+}
+static inline const char *strna(const char *s) {
+        return s ?: "n/a";
+}
+const char *startswith(const char *s, const char *prefix);
+const char *endswith(const char *s, const char *suffix);
+
+/* Allocation failure is not recoverable for a backup agent in any useful way; abort loudly. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+
+size_t strv_length(char *const *l);
+int strv_push(char ***l, char *value); /* takes ownership of value */
+char **strv_split(const char *s, const char *separators);
+bool strv_contains(char *const *l, const char *s);
+#define STRV_FOREACH(s, l) for (char **s = (l); s && *s; s++)
+
+char *strstrip(char *s);
+int levenshtein(const char *a, const char *b);
+
+int parse_bool(const char *s);                                   /* 1, 0, or -EINVAL */
+int parse_uint64(const char *s, uint64_t *ret);
+int parse_size(const char *s, uint64_t *ret);                    /* "64M", "1GiB", "4096" */
+
+uint64_t now_usec(int clock);                                    /* CLOCK_REALTIME / CLOCK_MONOTONIC */
+#define USEC_PER_SEC UINT64_C(1000000)
+#define USEC_PER_MSEC UINT64_C(1000)
+#define USEC_PER_DAY (UINT64_C(86400) * USEC_PER_SEC)
+
+/* "20261125T142546Z" <-> usec since the epoch (UTC). */
+#define BACKUP_ID_LEN 16
+int backup_id_format(uint64_t usec, char ret[static BACKUP_ID_LEN + 1]);
+int backup_id_parse(const char *id, uint64_t *ret_usec);
+bool backup_id_valid(const char *id);
+/* ISO 8601 "2026-11-25T14:25:46Z" for manifests and JSON output. */
+char *format_iso8601(uint64_t usec);
+int parse_iso8601(const char *s, uint64_t *ret_usec);
+
+char *format_bytes(uint64_t n, char *buf, size_t len);           /* "1.2 GiB" */
+#define FORMAT_BYTES_MAX 32
+
+int mkdir_p(const char *path, mode_t mode);
+int fsync_directory_of(const char *path);
+int write_full(int fd, const void *buf, size_t n);
+ssize_t read_full(int fd, void *buf, size_t n);
+int read_file_string(const char *path, size_t max, char **ret);
+/* Writes data to path atomically: temporary file in the same directory, fsync, rename, fsync dir. */
+int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
+
+char *path_join(const char *a, const char *b);

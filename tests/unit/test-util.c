@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "shared/util.h"
+
+static void backup_id_round_trips(void **state) {
+        char id[BACKUP_ID_LEN + 1];
+        uint64_t u;
+
+        assert_int_equal(backup_id_format(UINT64_C(1795617946) * USEC_PER_SEC, id), 0);
+        assert_string_equal(id, "20261125T144546Z");
+        assert_int_equal(backup_id_parse(id, &u), 0);
+        assert_true(u == UINT64_C(1795617946) * USEC_PER_SEC);
+        assert_false(backup_id_valid("20261125T142546"));
+        assert_false(backup_id_valid("2026112XT142546Z"));
+        assert_false(backup_id_valid("20261125x142546Z"));
+}
+
+static void parse_size_accepts_units(void **state) {
+        uint64_t v;
+
+        assert_int_equal(parse_size("64M", &v), 0);
+        assert_true(v == 64ULL << 20);
+        assert_int_equal(parse_size("1GiB", &v), 0);
+        assert_true(v == 1ULL << 30);
+        assert_int_equal(parse_size("4096", &v), 0);
+        assert_true(v == 4096);
+        assert_int_equal(parse_size("12 parsecs", &v), -EINVAL);
+        assert_int_equal(parse_size("-1", &v), -EINVAL);
+}
+
+static void parse_bool_is_strict(void **state) {
+        assert_int_equal(parse_bool("yes"), 1);
+        assert_int_equal(parse_bool("Off"), 0);
+        assert_int_equal(parse_bool("maybe"), -EINVAL);
+}
+
+static void levenshtein_counts_edits(void **state) {
+        assert_int_equal(levenshtein("retention_days", "retention_day"), 1);
+        assert_int_equal(levenshtein("conninfo", "conninfo"), 0);
+        assert_int_equal(levenshtein("abc", "xyz"), 3);
+}
+
+static void path_join_normalises_slashes(void **state) {
+        _cleanup_free_ char *a = path_join("/var/lib/", "/x"), *b = path_join("/a", "");
+        assert_string_equal(a, "/var/lib/x");
+        assert_string_equal(b, "/a");
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(backup_id_round_trips),
+                cmocka_unit_test(parse_size_accepts_units),
+                cmocka_unit_test(parse_bool_is_strict),
+                cmocka_unit_test(levenshtein_counts_edits),
+                cmocka_unit_test(path_join_normalises_slashes),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
