@@ -1,6 +1,36 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
+#include <sysexits.h>
+
 #include "conf/conf.h"
 
+/* Global options shared by every command. */
+typedef struct CliContext {
+        const char *config_path;
+        bool config_explicit;
+        bool json;
+        bool quiet;
+} CliContext;
+
+/* One command: verbs[] in cli/main.c lists them. argv[0] is the command name; options after it are the
+ * command's own (getopt_long from optind = 1). Returns a sysexits code. */
+typedef struct Verb {
+        const char *name;
+        const char *args;    /* for usage */
+        const char *summary; /* one line */
+        const char *help;    /* the per-command --help text, after the usage line */
+        int (*run)(CliContext *ctx, int argc, char *argv[]);
+} Verb;
+
 int cli_main(int argc, char *argv[]);
+
+/* Loads the configuration; on problems prints them all and returns EX_CONFIG. */
+int cli_load_config(CliContext *ctx, Config **ret);
+/* Prints the error recorded with err_set() (or strerror) for a failed operation and returns its
+ * sysexits code. */
+int cli_fail(int r, const char *what);
+/* "--help" handling for a command: prints the usage and help text. */
+void cli_verb_help(const Verb *v, FILE *f);
+
+extern const Verb verb_config, verb_run, verb_list, verb_status, verb_restore, verb_prune, verb_version;
