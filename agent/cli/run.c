@@ -59,7 +59,8 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                 }
                 r = job_run(c, *j, &id);
                 if (r < 0) {
-                        int code = cli_fail(r, "job failed");
+                        /* job_run logged the failure with its journal fields already. */
+                        int code = err_exit_code(r);
                         if (ret == 0)
                                 ret = code;
                         if (job_cancel_requested)

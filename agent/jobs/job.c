@@ -103,8 +103,11 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         if (!def)
                 return err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
         r = job_lock(c->agent.state_dir, job, &lock_fd);
-        if (r < 0)
+        if (r < 0) {
+                /* Not a failed run: the state belongs to the run that holds the lock. */
+                log_error("%s", err_message());
                 return r;
+        }
 
         (void) job_state_read(c->agent.state_dir, job, &st);
         start_mono = now_usec(CLOCK_MONOTONIC);

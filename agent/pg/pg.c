@@ -38,12 +38,23 @@ static char *describe_target(PGconn *c) {
                          strempty(user));
 }
 
+/* libpq's messages span lines and indent with tabs: fold them into one line for journal and state. */
 static char *one_line(const char *msg) {
-        char *s = xstrdup(strempty(msg));
-        for (char *p = s; *p; p++)
-                if (*p == '\n')
-                        *p = ' ';
-        return strstrip(s);
+        char *s = xstrdup(strempty(msg)), *o = s;
+        bool space = false;
+
+        for (const char *p = s; *p; p++) {
+                if (isspace((unsigned char) *p)) {
+                        space = true;
+                        continue;
+                }
+                if (space && o != s)
+                        *o++ = ' ';
+                space = false;
+                *o++ = *p;
+        }
+        *o = 0;
+        return s;
 }
 
 int pg_preflight(const char *conninfo, PgServerInfo *ret) {

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/pidfd.h>
 #include <sys/wait.h>
 
 #include "log/log.h"
@@ -79,6 +80,7 @@ void child_drain_stderr(Child *c) {
 int child_spawn(char *const argv[], char *const envp_extra[], ChildFlags flags, Child *ret) {
         int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
         posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
         _cleanup_strv_free_ char **env = xcalloc(1, sizeof(char *));
         pid_t pid;
         int r;
@@ -102,8 +104,14 @@ int child_spawn(char *const argv[], char *const envp_extra[], ChildFlags flags, 
         else
                 posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
         posix_spawn_file_actions_adddup2(&fa, err[1], STDERR_FILENO);
-        r = posix_spawn(&pid, argv[0], &fa, NULL, argv, env);
+        /* Its own process group: pg_dumpall runs pg_dump children that share its pipes, and all of them
+         * must go when we stop the dump. */
+        posix_spawnattr_init(&attr);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+        posix_spawnattr_setpgroup(&attr, 0);
+        r = posix_spawn(&pid, argv[0], &fa, &attr, argv, env);
         posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
 
         if (in[0] >= 0)
                 close(in[0]);
@@ -119,17 +127,41 @@ int child_spawn(char *const argv[], char *const envp_extra[], ChildFlags flags, 
                 return err_setf(-r, "cannot run %s: %s", argv[0], strerror(r));
         }
         (void) fcntl(err[0], F_SETFL, O_NONBLOCK);
-        *ret = (Child){ .pid = pid, .stdin_fd = in[1], .stdout_fd = out[0], .stderr_fd = err[0] };
+        *ret = (Child){ .pid = pid, .stdin_fd = in[1], .stdout_fd = out[0], .stderr_fd = err[0],
+                        .pidfd = pidfd_open(pid, 0) };
         ret->name = xstrdup(strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0]);
         return 0;
 }
 
-/* Waits until fd is ready for `events`, handling the child's stderr meanwhile. */
+/* The child is gone: whatever it started and left behind (pg_dump under a killed pg_dumpall) would keep
+ * our pipes open forever, so its process group goes too. */
+static void child_reap_group(Child *c) {
+        c->exited = true;
+        (void) kill(-c->pid, SIGKILL);
+}
+
+/* Waits until fd is ready for `events` (fd < 0: until the child exits), handling the child's stderr and
+ * its exit meanwhile. */
 static int child_poll(Child *c, int fd, short events) {
         for (;;) {
-                struct pollfd p[2] = { { .fd = fd, .events = events }, { .fd = c->stderr_fd, .events = POLLIN } };
-                int n = poll(p, c->stderr_fd >= 0 ? 2 : 1, -1);
+                struct pollfd p[3];
+                int n = 0, i_fd = -1, i_err = -1, i_pid = -1;
 
+                if (fd >= 0) {
+                        i_fd = n;
+                        p[n++] = (struct pollfd){ .fd = fd, .events = events };
+                }
+                if (c->stderr_fd >= 0) {
+                        i_err = n;
+                        p[n++] = (struct pollfd){ .fd = c->stderr_fd, .events = POLLIN };
+                }
+                if (!c->exited && c->pidfd >= 0) {
+                        i_pid = n;
+                        p[n++] = (struct pollfd){ .fd = c->pidfd, .events = POLLIN };
+                }
+                if (n == 0 || (fd < 0 && c->exited))
+                        return 0;
+                n = poll(p, (nfds_t) n, -1);
                 if (child_cancel_flag && *child_cancel_flag)
                         return -ECANCELED;
                 if (n < 0) {
@@ -137,9 +169,11 @@ static int child_poll(Child *c, int fd, short events) {
                                 continue;
                         return -errno;
                 }
-                if (c->stderr_fd >= 0 && p[1].revents)
+                if (i_err >= 0 && p[i_err].revents)
                         child_drain_stderr(c);
-                if (p[0].revents)
+                if (i_pid >= 0 && p[i_pid].revents)
+                        child_reap_group(c);
+                if (i_fd >= 0 && p[i_fd].revents)
                         return 0;
         }
 }
@@ -187,15 +221,25 @@ int child_wait(Child *c) {
         int status;
 
         child_close_stdin(c);
-        if (c->stderr_fd >= 0) {
-                (void) fcntl(c->stderr_fd, F_SETFL, 0); /* blocking: read to EOF */
-                child_drain_stderr(c);
-        }
         if (c->pid <= 0)
                 return -ECHILD;
+        /* Keep reading stderr while waiting, so a chatty child never blocks on a full pipe. */
+        if (c->pidfd >= 0)
+                while (!c->exited)
+                        if (child_poll(c, -1, 0) < 0) {
+                                /* Cancelled while waiting: stop it, then wait for real. */
+                                child_kill(c);
+                                break;
+                        }
         while (waitpid(c->pid, &status, 0) < 0)
                 if (errno != EINTR)
                         return -errno;
+        (void) kill(-c->pid, SIGKILL);
+        c->exited = true;
+        if (c->stderr_fd >= 0) {
+                (void) fcntl(c->stderr_fd, F_SETFL, 0); /* blocking: read to EOF, all writers are gone */
+                child_drain_stderr(c);
+        }
         c->pid = 0;
         if (WIFEXITED(status))
                 return WEXITSTATUS(status);
@@ -204,7 +248,7 @@ int child_wait(Child *c) {
 
 void child_kill(Child *c) {
         if (c->pid > 0)
-                (void) kill(c->pid, SIGTERM);
+                (void) kill(-c->pid, SIGTERM);
 }
 
 void child_done(Child *c) {
@@ -217,7 +261,9 @@ void child_done(Child *c) {
                 close(c->stdout_fd);
         if (c->stderr_fd >= 0)
                 close(c->stderr_fd);
-        c->stdout_fd = c->stderr_fd = -1;
+        if (c->pidfd >= 0)
+                close(c->pidfd);
+        c->stdout_fd = c->stderr_fd = c->pidfd = -1;
         free(c->name);
         c->name = NULL;
 }

@@ -13,6 +13,8 @@ typedef struct Child {
         int stdin_fd;  /* ours to write, -1 when not piped */
         int stdout_fd; /* ours to read, -1 when not piped */
         int stderr_fd;
+        int pidfd;     /* readable once the child has exited */
+        bool exited;
         char *name;    /* for messages: "pg_dumpall" */
         char tail[4096];
         size_t tail_len;

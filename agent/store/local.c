@@ -193,7 +193,8 @@ static int local_walk(Store *s, const char *rel, const char *prefix, StoreListFu
                 items[n++] = (DirItem){ .key = xasprintf("%s%s", de->d_name, dir ? "/" : ""), .dir = dir };
         }
         closedir(d);
-        qsort(items, n, sizeof *items, dir_item_cmp);
+        if (n > 0)
+                qsort(items, n, sizeof *items, dir_item_cmp);
 
         for (size_t i = 0; i < n; i++) {
                 _cleanup_free_ char *name = xasprintf("%s%s", rel, items[i].key);
