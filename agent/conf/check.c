@@ -193,14 +193,13 @@ static void check_location(ConfLoader *l, const Config *c, unsigned line, const 
 
 /* ---- sections ---- */
 
-static unsigned key_line(const ConfLoader *l, const char *sid, const char *key, bool *ret_written) {
-        for (size_t i = l->n_lines; i > 0; i--)
-                if (streq(l->lines[i - 1].section, sid) && streq_ptr(l->lines[i - 1].key, key)) {
-                        *ret_written = true;
-                        return l->lines[i - 1].line;
-                }
-        *ret_written = false;
-        return conf_line(l, sid, NULL);
+static unsigned key_line(const ConfLoader *l, const char *sid, const char *key, bool *ret_written,
+                         bool *ret_bad) {
+        const struct ConfLine *e = conf_key_line(l, sid, key);
+
+        *ret_written = e;
+        *ret_bad = e && e->bad;
+        return e ? e->line : conf_line(l, sid, NULL);
 }
 
 /* The checks every key of a type gets, wherever it appears. */
@@ -209,12 +208,14 @@ static void check_section_keys(ConfLoader *l, const Config *c, ConfSection secti
         for (size_t i = 0; i < conf_n_keys; i++) {
                 const ConfKey *k = &conf_keys[i];
                 const void *field = (const uint8_t *) base + k->offset;
-                bool written;
+                bool written, bad;
                 unsigned line;
 
                 if (k->section != section)
                         continue;
-                line = key_line(l, sid, k->name, &written);
+                line = key_line(l, sid, k->name, &written, &bad);
+                if (bad)
+                        continue; /* said once is enough */
 
                 switch (k->type) {
                 case CONF_SECRET_FILE:
@@ -244,12 +245,10 @@ static void check_section_keys(ConfLoader *l, const Config *c, ConfSection secti
 
 static void check_remote(ConfLoader *l, const Config *c, const RemoteConfig *r) {
         _cleanup_free_ char *sid = conf_section_id(CONF_SECTION_REMOTE, r->name);
-        bool written;
-        unsigned line;
-
         check_section_keys(l, c, CONF_SECTION_REMOTE, r, sid);
 
-        if (!r->endpoint)
+        /* A written but invalid value was reported while parsing. */
+        if (!r->endpoint && !conf_key_line(l, sid, "endpoint"))
                 conf_problem(l, CONFIG_ERROR, conf_line(l, sid, NULL),
                              "[%s] has no endpoint; add endpoint = http(s)://HOST[:PORT]", sid);
         if (!r->access_key_id)
@@ -257,17 +256,15 @@ static void check_remote(ConfLoader *l, const Config *c, const RemoteConfig *r) 
                              "[%s] has no access_key_id; add access_key_id = ... (its secret goes into "
                              "secret_access_key_file)",
                              sid);
-        line = key_line(l, sid, "tls_verify", &written);
         if (!r->tls_verify)
-                conf_problem(l, CONFIG_WARNING, line,
+                conf_problem(l, CONFIG_WARNING, conf_line(l, sid, "tls_verify"),
                              "tls_verify = no: [%s] accepts any certificate, so anyone on the path can read and "
                              "change backups; give the endpoint's CA with ca_file = instead",
                              sid);
 }
 
 static void check_conninfo(ConfLoader *l, const char *conninfo) {
-        bool written;
-        unsigned line = key_line(l, "postgres", "conninfo", &written);
+        unsigned line = conf_line(l, "postgres", "conninfo");
         PQconninfoOption *opts;
         char *errmsg = NULL;
 
@@ -316,7 +313,7 @@ void conf_check(ConfLoader *l, const Config *c) {
 
         if (c->config.present) {
                 check_section_keys(l, c, CONF_SECTION_CONFIG, &c->config, "config");
-                if (!c->config.recipients)
+                if (!c->config.recipients && !conf_key_line(l, "config", "recipients"))
                         conf_problem(l, CONFIG_ERROR, conf_line(l, "config", NULL),
                                      "[config] has no recipients; the Secrets export is always encrypted: add "
                                      "recipients = age1... (skyforge-agent keygen makes a key pair)");

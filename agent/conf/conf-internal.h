@@ -71,6 +71,7 @@ typedef struct ConfLoader {
                 char *section;
                 char *key;
                 unsigned line;
+                bool bad; /* the value did not parse: the field holds the default, check nothing more */
         } *lines;
         size_t n_lines;
 } ConfLoader;
@@ -79,6 +80,8 @@ void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const c
 /* The line of the last "key =" in [section]; the section's first header line when the key was not written;
  * 0 when neither is known. */
 unsigned conf_line(const ConfLoader *l, const char *section, const char *key);
+/* The last "key =" line of [section], or NULL when the key was not written. */
+struct ConfLine *conf_key_line(const ConfLoader *l, const char *section, const char *key);
 
 /* check.c: value syntax, used while parsing. Return NULL when fine, else a message (to free). */
 char *conf_check_url(const char *value);

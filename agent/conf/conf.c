@@ -162,6 +162,13 @@ unsigned conf_line(const ConfLoader *l, const char *section, const char *key) {
         return header;
 }
 
+struct ConfLine *conf_key_line(const ConfLoader *l, const char *section, const char *key) {
+        for (size_t i = l->n_lines; i > 0; i--)
+                if (streq(l->lines[i - 1].section, section) && streq_ptr(l->lines[i - 1].key, key))
+                        return &l->lines[i - 1];
+        return NULL;
+}
+
 void config_problems_done(ConfigProblems *p) {
         if (!p)
                 return;
@@ -783,8 +790,12 @@ static void load_key(ConfLoader *l, ConfSection section, void *base, const char 
                 return;
         }
         m = conf_parse_value(k, value, base);
-        if (m)
+        if (m) {
+                struct ConfLine *e = conf_key_line(l, sid, key);
                 conf_problem(l, CONFIG_ERROR, line, "%s", m);
+                if (e)
+                        e->bad = true;
+        }
 }
 
 static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *sid) {
@@ -1001,9 +1012,16 @@ static bool field_is_set(const ConfKey *k, const void *base) {
         }
 }
 
+/* A section not in the file is shown commented out, so that the output loads back to the same
+ * configuration (a written [config] would need recipients). */
 static void show_section(FILE *f, const Config *c, ConfSection section, const void *base, const char *sid,
                          bool present) {
-        fprintf(f, "[%s]%s\n", sid, present ? "" : "\n; (not in the file: built-in defaults)");
+        const char *pre = present ? "" : "; ";
+
+        if (present)
+                fprintf(f, "[%s]\n", sid);
+        else
+                fprintf(f, "; [%s]   (not in the file: the built-in defaults)\n", sid);
         for (size_t i = 0; i < conf_n_keys; i++) {
                 const ConfKey *k = &conf_keys[i];
                 if (k->section != section)
@@ -1011,9 +1029,9 @@ static void show_section(FILE *f, const Config *c, ConfSection section, const vo
                 if (k->type == CONF_LOCATION && section != CONF_SECTION_MIRROR &&
                     !*FIELD(base, k, char *)) {
                         _cleanup_free_ char *d = config_job_destination(c, sid);
-                        fprintf(f, "%s = %s\n", k->name, d);
+                        fprintf(f, "%s%s = %s\n", pre, k->name, d);
                 } else if (field_is_set(k, base)) {
-                        fprintf(f, "%s = ", k->name);
+                        fprintf(f, "%s%s = ", pre, k->name);
                         show_value(f, k, base);
                         fputc('\n', f);
                 } else
