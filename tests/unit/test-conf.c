@@ -897,6 +897,25 @@ static void conf_example_file_loads_and_documents_every_key(void **state) {
 
         assert_true(read_file_string(path, 1 << 20, &text) >= 0);
         assert_true(read_file_string(TOP_SRCDIR "/man/skyforge-agent.conf.5", 1 << 20, &man) >= 0);
+
+        /* Every example value is valid: uncommented, only files absent on this machine are reported. */
+        uncommented = xstrdup(text);
+        for (char *q = uncommented; q; q = strchr(q, '\n') ? strchr(q, '\n') + 1 : NULL)
+                if (q[0] == ';')
+                        q[0] = ' ';
+        {
+                Loaded all = load(uncommented);
+                for (size_t i = 0; i < all.p.n; i++)
+                        if (!strstr(all.p.items[i].message, "does not exist") &&
+                            !strstr(all.p.items[i].message, "No such file or directory")) {
+                                dump(&all);
+                                fail_msg("the uncommented example has a problem on line %u",
+                                         all.p.items[i].line);
+                        }
+                assert_non_null(config_find_remote(all.c, "offsite"));
+                assert_true(all.c->config.present);
+                loaded_done(&all);
+        }
         for (size_t i = 0; i < conf_n_keys; i++) {
                 _cleanup_free_ char *ini = xasprintf("\n;%s = ", conf_keys[i].name);
                 _cleanup_free_ char *roff = xasprintf("\n.It %s", conf_keys[i].name);
