@@ -72,7 +72,8 @@ static int verb_config_run(CliContext *ctx, int argc, char *argv[]) {
         }
         sub = argv[optind];
         if (optind + 1 < argc) {
-                fprintf(stderr, "skyforge-agent config %s: unexpected argument '%s'\n", sub, argv[optind + 1]);
+                fprintf(stderr, "skyforge-agent config %s: unexpected argument '%s'\n", sub,
+                        argv[optind + 1]);
                 return EX_USAGE;
         }
         if (streq(sub, "check"))
@@ -91,8 +92,7 @@ const Verb verb_config = {
                 "          exit status 78 (EX_CONFIG) when there is an error, 0 otherwise\n"
                 "          (warnings are printed but do not fail the check)\n"
                 "  show    print the effective configuration with every default applied;\n"
-                "          secrets are never shown, only the files that hold them\n"
-                "\n"
+                "          secrets are never shown, only the files that hold them\n\n"
                 "The file is " CONFIG_DEFAULT_PATH " unless -c FILE is given; see\n"
                 "skyforge-agent.conf(5).\n",
         .run = verb_config_run,

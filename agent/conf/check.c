@@ -34,8 +34,10 @@ char *conf_check_recipient(const char *value) {
 
         if (startswith(value, "AGE-SECRET-KEY-"))
                 /* Never echo a secret key back into logs. */
-                return xstrdup("an AGE-SECRET-KEY-... is an identity (a secret key), not a recipient; move it "
-                               "into identity_file (chmod 600) and list its public key here (age-keygen -y FILE)");
+                return xstrdup("an AGE-SECRET-KEY-... is an identity (a secret key), not a recipient; move "
+                               "it "
+                               "into identity_file (chmod 600) and list its public key here (age-keygen -y "
+                               "FILE)");
         if (startswith(value, "ssh-"))
                 return xasprintf("'%.16s...' is an SSH key; only X25519 age1... recipients are supported "
                                  "(make one with skyforge-agent keygen or age-keygen)",
@@ -63,12 +65,15 @@ char *conf_check_log_level(const char *value) {
 /* RFC 1123 label, as Kubernetes requires for namespace names. */
 char *conf_check_namespace(const char *value) {
         size_t n = strlen(value);
-        bool ok = n >= 1 && n <= 63 && isalnum((unsigned char) value[0]) && isalnum((unsigned char) value[n - 1]);
+        bool ok = n >= 1 && n <= 63 && isalnum((unsigned char) value[0]) &&
+                  isalnum((unsigned char) value[n - 1]);
 
         for (size_t i = 0; ok && i < n; i++)
-                ok = islower((unsigned char) value[i]) || isdigit((unsigned char) value[i]) || value[i] == '-';
+                ok = islower((unsigned char) value[i]) || isdigit((unsigned char) value[i]) ||
+                     value[i] == '-';
         if (!ok)
-                return xasprintf("'%s' is not a Kubernetes namespace name (lowercase letters, digits and '-')",
+                return xasprintf("'%s' is not a Kubernetes namespace name (lowercase letters, digits and "
+                                 "'-')",
                                  value);
         return NULL;
 }
@@ -78,16 +83,18 @@ char *conf_inline_secret_message(const char *key) {
                 return NULL;
         if (strstr(key, "password") || strstr(key, "passwd"))
                 return xasprintf("%s: passwords are never written in this file; put it in a pgpass file "
-                                 "(chmod 600) and add passfile=FILE to conninfo, or use a systemd credential",
+                                 "(chmod 600) and add passfile=FILE to conninfo, or use a systemd "
+                                 "credential",
                                  key);
         if (strstr(key, "secret_access_key") || strstr(key, "secret_key"))
-                return xasprintf("%s: secrets are never written in this file; put it in a file only root can "
+                return xasprintf("%s: secrets are never written in this file; put it in a file only root "
+                                 "can "
                                  "read (chmod 600) and set secret_access_key_file = FILE, or use a systemd "
                                  "credential (LoadCredential=NAME:FILE)",
                                  key);
         if (strstr(key, "secret") || strstr(key, "token") || strstr(key, "private_key"))
-                return xasprintf("%s: secrets are never written in this file; put it in a file only root can "
-                                 "read (chmod 600) and name that file, or use a systemd credential",
+                return xasprintf("%s: secrets are never written in this file; put it in a file only root "
+                                 "can read (chmod 600) and name that file, or use a systemd credential",
                                  key);
         return NULL;
 }
@@ -108,7 +115,8 @@ int conf_secret_file_open(const char *path, int *ret_fd) {
                                        path, path);
                 if (errno == EACCES)
                         return err_set(-EACCES, EX_NOPERM,
-                                       "cannot read secret file %s: %s (run as root, like the agent's units)",
+                                       "cannot read secret file %s: %s (run as root, like the agent's "
+                                       "units)",
                                        path, strerror(errno));
                 return err_set(-errno, EX_CONFIG, "cannot open secret file %s: %s", path, strerror(errno));
         }
@@ -118,7 +126,8 @@ int conf_secret_file_open(const char *path, int *ret_fd) {
                 return err_set(-EINVAL, EX_CONFIG, "secret file %s is not a regular file", path);
         if (st.st_mode & 077)
                 return err_set(-EPERM, EX_CONFIG,
-                               "secret file %s is accessible by group or others (mode %04o); run chmod 600 %s",
+                               "secret file %s is accessible by group or others (mode %04o); run chmod 600 "
+                               "%s",
                                path, (unsigned) (st.st_mode & 07777), path);
         *ret_fd = TAKE_FD(fd);
         return 0;
@@ -161,8 +170,8 @@ static char *remote_names(const Config *c) {
         return s;
 }
 
-static void check_remote_ref(ConfLoader *l, const Config *c, unsigned line, const char *key, const char *name,
-                             bool written) {
+static void check_remote_ref(ConfLoader *l, const Config *c, unsigned line, const char *key,
+                             const char *name, bool written) {
         _cleanup_free_ char *names = NULL;
 
         if (config_find_remote(c, name))
@@ -258,8 +267,8 @@ static void check_remote(ConfLoader *l, const Config *c, const RemoteConfig *r) 
                              sid);
         if (!r->tls_verify)
                 conf_problem(l, CONFIG_WARNING, conf_line(l, sid, "tls_verify"),
-                             "tls_verify = no: [%s] accepts any certificate, so anyone on the path can read and "
-                             "change backups; give the endpoint's CA with ca_file = instead",
+                             "tls_verify = no: [%s] accepts any certificate, so anyone on the path can read "
+                             "and change backups; give the endpoint's CA with ca_file = instead",
                              sid);
 }
 
@@ -285,9 +294,9 @@ static void check_conninfo(ConfLoader *l, const char *conninfo) {
                         continue;
                 if (streq(o->keyword, "password"))
                         conf_problem(l, CONFIG_ERROR, line,
-                                     "conninfo: contains a password; secrets are never written in this file: "
-                                     "put it in a pgpass file (chmod 600) and write passfile=FILE in conninfo, "
-                                     "or use a systemd credential");
+                                     "conninfo: contains a password; secrets are never written in this "
+                                     "file: put it in a pgpass file (chmod 600) and write passfile=FILE in "
+                                     "conninfo, or use a systemd credential");
                 else if (streq(o->keyword, "passfile") && conf_secret_file_open(o->val, &fd) < 0)
                         /* libpq skips a passfile with group or other access, with at most a warning on a
                          * terminal, and the login then fails for a reason nobody sees. */
@@ -315,7 +324,7 @@ void conf_check(ConfLoader *l, const Config *c) {
                 check_section_keys(l, c, CONF_SECTION_CONFIG, &c->config, "config");
                 if (!c->config.recipients && !conf_key_line(l, "config", "recipients"))
                         conf_problem(l, CONFIG_ERROR, conf_line(l, "config", NULL),
-                                     "[config] has no recipients; the Secrets export is always encrypted: add "
-                                     "recipients = age1... (skyforge-agent keygen makes a key pair)");
+                                     "[config] has no recipients; the Secrets export is always encrypted: "
+                                     "add recipients = age1... (skyforge-agent keygen makes a key pair)");
         }
 }

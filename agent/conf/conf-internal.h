@@ -37,12 +37,13 @@ typedef enum ConfType {
 
 /* What the file-system check wants of a path (or of every item of a list). */
 typedef enum ConfFlags {
-        CONF_F_EXISTS = 1 << 0,      /* missing is an error */
-        CONF_F_EXISTS_WARN = 1 << 1, /* missing is a warning: the job fails until it appears (k3s not yet up) */
+        CONF_F_EXISTS = 1 << 0, /* missing is an error */
+        CONF_F_EXISTS_WARN =
+                1 << 1, /* missing is a warning: the job fails until it appears (k3s not yet up) */
         CONF_F_DIRECTORY = 1 << 2,
-        CONF_F_ABSOLUTE = 1 << 3,    /* list items are absolute paths */
-        CONF_F_BUCKETS = 1 << 4,     /* list items are bucket names */
-        CONF_F_NAMESPACES = 1 << 5,  /* list items are Kubernetes namespace names */
+        CONF_F_ABSOLUTE = 1 << 3,   /* list items are absolute paths */
+        CONF_F_BUCKETS = 1 << 4,    /* list items are bucket names */
+        CONF_F_NAMESPACES = 1 << 5, /* list items are Kubernetes namespace names */
 } ConfFlags;
 
 typedef struct ConfKey {
@@ -72,11 +73,12 @@ typedef struct ConfLoader {
                 char *key;
                 unsigned line;
                 bool bad; /* the value did not parse: the field holds the default, check nothing more */
-        } *lines;
+        } * lines;
         size_t n_lines;
 } ConfLoader;
 
-void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...) _printf_(4, 5);
+void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...)
+        _printf_(4, 5);
 /* The line of the last "key =" in [section]; the section's first header line when the key was not written;
  * 0 when neither is known. */
 unsigned conf_line(const ConfLoader *l, const char *section, const char *key);

@@ -45,7 +45,8 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_AGENT, "metrics_file", CONF_ABS_PATH, A(metrics_file),
           .help = "Prometheus textfile written after each job" },
 
-        { CONF_SECTION_REMOTE, "endpoint", CONF_URL, R(endpoint), .help = "http(s)://HOST[:PORT] (required)" },
+        { CONF_SECTION_REMOTE, "endpoint", CONF_URL, R(endpoint),
+          .help = "http(s)://HOST[:PORT] (required)" },
         { CONF_SECTION_REMOTE, "region", CONF_STRING, R(region), .def = "us-east-1" },
         { CONF_SECTION_REMOTE, "access_key_id", CONF_STRING, R(access_key_id), .help = "(required)" },
         { CONF_SECTION_REMOTE, "secret_access_key_file", CONF_SECRET_FILE, R(secret_access_key_file),
@@ -67,8 +68,8 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_POSTGRES, "retention_days", CONF_UINT, P(retention_days), 0, 36500, .def = "30" },
         { CONF_SECTION_POSTGRES, "keep_min", CONF_UINT, P(keep_min), 1, 100000, .def = "3" },
         { CONF_SECTION_POSTGRES, "compression_level", CONF_INT, P(compression_level), 1, 19, .def = "3" },
-        { CONF_SECTION_POSTGRES, "compression_threads", CONF_UINT, P(compression_threads), 0, 256, .def = "0",
-          .help = "0: one per CPU" },
+        { CONF_SECTION_POSTGRES, "compression_threads", CONF_UINT, P(compression_threads), 0, 256,
+          .def = "0", .help = "0: one per CPU" },
         { CONF_SECTION_POSTGRES, "recipients", CONF_RECIPIENTS, P(recipients),
           .help = "age1... recipients; set: dumps are encrypted" },
         { CONF_SECTION_POSTGRES, "identity_file", CONF_SECRET_FILE, P(identity_file),
@@ -82,7 +83,8 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio" },
         { CONF_SECTION_MIRROR, "buckets", CONF_STAR_LIST, M(buckets), .def = "*", .flags = CONF_F_BUCKETS,
           .help = "* (all buckets of the source) or a list" },
-        { CONF_SECTION_MIRROR, "destination", CONF_LOCATION, M(destination), .def = "offsite:skyforge-offsite/" },
+        { CONF_SECTION_MIRROR, "destination", CONF_LOCATION, M(destination),
+          .def = "offsite:skyforge-offsite/" },
         { CONF_SECTION_MIRROR, "delete", CONF_BOOL, M(delete), .def = "no",
           .help = "remove destination objects gone at the source" },
         { CONF_SECTION_MIRROR, "transfers", CONF_UINT, M(transfers), 1, 64, .def = "8" },
@@ -91,8 +93,8 @@ const ConfKey conf_keys[] = {
 
         { CONF_SECTION_CONFIG, "manifests", CONF_LIST, C(manifests), .def = "/opt/skyforge/k8s",
           .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY },
-        { CONF_SECTION_CONFIG, "kubeconfig", CONF_ABS_PATH, C(kubeconfig), .def = "/etc/rancher/k3s/k3s.yaml",
-          .flags = CONF_F_EXISTS_WARN },
+        { CONF_SECTION_CONFIG, "kubeconfig", CONF_ABS_PATH, C(kubeconfig),
+          .def = "/etc/rancher/k3s/k3s.yaml", .flags = CONF_F_EXISTS_WARN },
         { CONF_SECTION_CONFIG, "namespaces", CONF_STAR_LIST, C(namespaces), .def = "*",
           .flags = CONF_F_NAMESPACES, .help = "* (all) or a list" },
         { CONF_SECTION_CONFIG, "recipients", CONF_RECIPIENTS, C(recipients),
@@ -100,7 +102,8 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_CONFIG, "identity_file", CONF_SECRET_FILE, C(identity_file),
           .help = "age identity for restore config" },
         { CONF_SECTION_CONFIG, "extra_secret_files", CONF_LIST, C(extra_secret_files),
-          .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN, .help = "more files to encrypt, e.g. the k3s token" },
+          .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN,
+          .help = "more files to encrypt, e.g. the k3s token" },
         { CONF_SECTION_CONFIG, "destination", CONF_LOCATION, C(destination),
           .help = "unset: minio:skyforge-backups/config/ with a [remote.minio], else STATE_DIR/backups/" },
         { CONF_SECTION_CONFIG, "retention_days", CONF_UINT, C(retention_days), 0, 36500, .def = "30" },
@@ -272,14 +275,16 @@ static void scanner_section(Scanner *s, const char *text, unsigned line, char **
                              "comments on a line of their own",
                              (int) (close - text + 1), text);
         } else {
-                conf_problem(s->loader, CONFIG_ERROR, line, "section header '%s' lacks its closing ']'", text);
+                conf_problem(s->loader, CONFIG_ERROR, line, "section header '%s' lacks its closing ']'",
+                             text);
         }
 
         if (name) {
                 strstrip(name);
                 lowercase(name);
                 if (!section_name_valid(name)) {
-                        conf_problem(s->loader, CONFIG_ERROR, line, "'[%s]' is not a valid section name", name);
+                        conf_problem(s->loader, CONFIG_ERROR, line, "'[%s]' is not a valid section name",
+                                     name);
                         free(name);
                         name = NULL;
                 }
@@ -308,8 +313,8 @@ static void scanner_check_value(Scanner *s, const char *key, const char *value, 
         c = strpbrk(value, ";#");
         if (c && c > value && !isspace((unsigned char) c[-1]))
                 conf_problem(s->loader, CONFIG_WARNING, line,
-                             "%s: the value is cut at '%c' (iniparser starts a comment there); quote the value "
-                             "if '%c' belongs to it",
+                             "%s: the value is cut at '%c' (iniparser starts a comment there); quote the "
+                             "value if '%c' belongs to it",
                              key, *c, *c);
 }
 
@@ -332,7 +337,8 @@ static void scanner_key(Scanner *s, const char *text, unsigned line, bool *ret_d
         }
         if (!s->section) {
                 conf_problem(s->loader, CONFIG_ERROR, line,
-                             "'%s' comes before any [section]; every key belongs to a section such as [agent]",
+                             "'%s' comes before any [section]; every key belongs to a section such as "
+                             "[agent]",
                              key);
                 return;
         }
@@ -344,8 +350,8 @@ static void scanner_key(Scanner *s, const char *text, unsigned line, bool *ret_d
                 const struct ConfLine *e = &s->loader->lines[i];
                 if (streq(e->section, s->section) && streq_ptr(e->key, key)) {
                         conf_problem(s->loader, CONFIG_ERROR, line,
-                                     "%s is set twice in [%s] (also on line %u); remove one, iniparser would "
-                                     "silently use the last",
+                                     "%s is set twice in [%s] (also on line %u); remove one, iniparser "
+                                     "would silently use the last",
                                      key, s->section, e->line);
                         break;
                 }
@@ -403,7 +409,8 @@ static char *scanner_run(ConfLoader *l, const char *text) {
 
                 if (too_long) {
                         conf_problem(l, CONFIG_ERROR, first,
-                                     "line longer than %d characters (iniparser would reject the whole file)",
+                                     "line longer than %d characters (iniparser would reject the whole "
+                                     "file)",
                                      CONF_LINE_MAX);
                         drop = true;
                 } else if (*t == 0 || *t == '#' || *t == ';')
@@ -462,16 +469,18 @@ static char *parse_number(const ConfKey *k, const char *value, uint64_t *ret) {
         else
                 r = parse_uint64(value, &v);
         if (r == -EINVAL && k->type == CONF_SIZE)
-                return xasprintf("%s: '%s' is not a size (a number with an optional unit: 64M, 512MiB, 1GiB)",
+                return xasprintf("%s: '%s' is not a size (a number with an optional unit: 64M, 512MiB, "
+                                 "1GiB)",
                                  k->name, value);
         if (r == -EINVAL)
-                return xasprintf("%s: '%s' is not a number (expected %" PRIu64 "..%" PRIu64 ")", k->name, value,
-                                 k->min, k->max);
+                return xasprintf("%s: '%s' is not a number (expected %" PRIu64 "..%" PRIu64 ")", k->name,
+                                 value, k->min, k->max);
         if (r < 0 || v < k->min || v > k->max) {
                 if (k->type == CONF_SIZE) {
                         char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX];
                         return xasprintf("%s: %s is out of range (%s..%s)", k->name, value,
-                                         format_bytes(k->min, a, sizeof a), format_bytes(k->max, b, sizeof b));
+                                         format_bytes(k->min, a, sizeof a),
+                                         format_bytes(k->max, b, sizeof b));
                 }
                 return xasprintf("%s: %s is out of range (%" PRIu64 "..%" PRIu64 ")", k->name, value, k->min,
                                  k->max);
@@ -497,8 +506,8 @@ static char *parse_list(const ConfKey *k, const char *value, char ***ret) {
                 else if ((k->flags & CONF_F_ABSOLUTE) && (*i)[0] != '/')
                         m = xasprintf("'%s' is not an absolute path", *i);
                 else if ((k->flags & CONF_F_BUCKETS) && !location_bucket_name_valid(*i))
-                        m = xasprintf("'%s' is not a valid bucket name (3..63 characters: lowercase letters, "
-                                      "digits, '.' and '-')",
+                        m = xasprintf("'%s' is not a valid bucket name (3..63 characters: lowercase "
+                                      "letters, digits, '.' and '-')",
                                       *i);
                 else if (k->flags & CONF_F_NAMESPACES)
                         m = conf_check_namespace(*i);
@@ -566,8 +575,8 @@ static char *conf_parse_value(const ConfKey *k, const char *value, void *base) {
         case CONF_BOOL:
                 b = parse_bool(value);
                 if (b < 0)
-                        return xasprintf("%s: '%s' is not a boolean (yes/no, true/false, on/off, 1/0)", k->name,
-                                         value);
+                        return xasprintf("%s: '%s' is not a boolean (yes/no, true/false, on/off, 1/0)",
+                                         k->name, value);
                 *FIELD(base, k, bool) = b;
                 return NULL;
         case CONF_UINT:
@@ -813,8 +822,8 @@ static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *si
         if (remote) {
                 if (!location_remote_name_valid(remote)) {
                         conf_problem(l, CONFIG_ERROR, conf_line(l, sid, NULL),
-                                     "[%s]: '%s' is not a remote name (lowercase letters, digits, '-' and '_', "
-                                     "at most 63)",
+                                     "[%s]: '%s' is not a remote name (lowercase letters, digits, '-' and "
+                                     "'_', at most 63)",
                                      sid, remote);
                         return;
                 }
@@ -845,12 +854,14 @@ static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *si
                 for (int i = 0; i < n; i++) {
                         const char *key = strchr(keys[i], ':');
                         if (key)
-                                load_key(l, section, base, sid, key + 1, iniparser_getstring(d, keys[i], ""));
+                                load_key(l, section, base, sid, key + 1,
+                                         iniparser_getstring(d, keys[i], ""));
                 }
         free(keys);
 }
 
-static int config_load_text(const char *text, const char *path, Config **ret_config, ConfigProblems *ret_problems) {
+static int config_load_text(const char *text, const char *path, Config **ret_config,
+                            ConfigProblems *ret_problems) {
         _cleanup_(config_freep) Config *c = config_new(path);
         ConfigProblems problems = {};
         ConfLoader l = { .problems = &problems };
@@ -939,16 +950,19 @@ int config_read_secret_file(const char *path, char **ret) {
         buf = xmalloc(CONF_SECRET_MAX + 1);
         n = read_full(fd, buf, CONF_SECRET_MAX + 1);
         if (n < 0)
-                return err_set((int) n, EX_IOERR, "cannot read secret file %s: %s", path, strerror((int) -n));
+                return err_set((int) n, EX_IOERR, "cannot read secret file %s: %s", path,
+                               strerror((int) -n));
         if (n > CONF_SECRET_MAX)
-                return err_set(-EFBIG, EX_CONFIG, "secret file %s is larger than %d bytes; is it the right file?",
-                               path, CONF_SECRET_MAX);
+                return err_set(-EFBIG, EX_CONFIG,
+                               "secret file %s is larger than %d bytes; is it the right file?", path,
+                               CONF_SECRET_MAX);
         buf[n] = 0;
         /* echo secret > file and editors add a newline that is not part of the secret. */
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
                 buf[--n] = 0;
         if (n == 0)
-                return err_set(-EINVAL, EX_CONFIG, "secret file %s is empty; write the secret into it", path);
+                return err_set(-EINVAL, EX_CONFIG, "secret file %s is empty; write the secret into it",
+                               path);
         *ret = TAKE_PTR(buf);
         return 0;
 }
@@ -1026,8 +1040,7 @@ static void show_section(FILE *f, const Config *c, ConfSection section, const vo
                 const ConfKey *k = &conf_keys[i];
                 if (k->section != section)
                         continue;
-                if (k->type == CONF_LOCATION && section != CONF_SECTION_MIRROR &&
-                    !*FIELD(base, k, char *)) {
+                if (k->type == CONF_LOCATION && section != CONF_SECTION_MIRROR && !*FIELD(base, k, char *)) {
                         _cleanup_free_ char *d = config_job_destination(c, sid);
                         fprintf(f, "%s%s = %s\n", pre, k->name, d);
                 } else if (field_is_set(k, base)) {

@@ -13,8 +13,8 @@ bool location_remote_name_valid(const char *name) {
         if (n < 1 || n > 63 || !isalnum((unsigned char) name[0]))
                 return false;
         for (size_t i = 0; i < n; i++)
-                if (!islower((unsigned char) name[i]) && !isdigit((unsigned char) name[i]) && name[i] != '-' &&
-                    name[i] != '_')
+                if (!islower((unsigned char) name[i]) && !isdigit((unsigned char) name[i]) &&
+                    name[i] != '-' && name[i] != '_')
                         return false;
         return true;
 }
@@ -43,13 +43,13 @@ static int prefix_check(const char *location, const char *prefix) {
                 size_t k = strcspn(p, "/");
                 if (k == 0)
                         return err_set(-EINVAL, EX_CONFIG,
-                                       "location '%s' has an empty path segment ('//' or a leading '/' after "
-                                       "the bucket); write REMOTE:bucket/prefix/",
+                                       "location '%s' has an empty path segment ('//' or a leading '/' "
+                                       "after the bucket); write REMOTE:bucket/prefix/",
                                        location);
                 if ((k == 1 && p[0] == '.') || (k == 2 && p[0] == '.' && p[1] == '.'))
                         return err_set(-EINVAL, EX_CONFIG,
-                                       "location '%s' contains a '.' or '..' segment, which S3 keeps literally; "
-                                       "write the prefix without it",
+                                       "location '%s' contains a '.' or '..' segment, which S3 keeps "
+                                       "literally; write the prefix without it",
                                        location);
                 p += k;
                 if (*p == '/')
@@ -66,15 +66,16 @@ static int location_parse_remote(const char *s, const char *colon, Location *ret
 
         if (!location_remote_name_valid(remote))
                 return err_set(-EINVAL, EX_CONFIG,
-                               "location '%s': '%s' is not a remote name (lowercase letters, digits, '-' and '_', "
+                               "location '%s': '%s' is not a remote name (lowercase letters, digits, '-' "
+                               "and '_', "
                                "as in [remote.NAME]); write REMOTE:bucket/prefix or an absolute path",
                                s, remote);
 
         slash = strchr(rest, '/');
         bucket = slash ? xstrndup(rest, (size_t) (slash - rest)) : xstrdup(rest);
         if (isempty(bucket))
-                return err_set(-EINVAL, EX_CONFIG, "location '%s' names no bucket; write %s:BUCKET/prefix/", s,
-                               remote);
+                return err_set(-EINVAL, EX_CONFIG, "location '%s' names no bucket; write %s:BUCKET/prefix/",
+                               s, remote);
         if (!location_bucket_name_valid(bucket))
                 return err_set(-EINVAL, EX_CONFIG,
                                "location '%s': '%s' is not a valid bucket name (3..63 characters: lowercase "
@@ -118,8 +119,8 @@ int location_parse(const char *s, Location *ret) {
 
         if (strstr(s, "://"))
                 return err_set(-EINVAL, EX_CONFIG,
-                               "location '%s' is a URL; define a [remote.NAME] section with endpoint = ... and "
-                               "write NAME:bucket/prefix",
+                               "location '%s' is a URL; define a [remote.NAME] section with endpoint = ... "
+                               "and write NAME:bucket/prefix",
                                s);
 
         colon = strchr(s, ':');
