@@ -66,7 +66,6 @@ const ConfKey *conf_key_find(ConfSection section, const char *name);
 /* Problems with their line numbers, collected over one load. */
 typedef struct ConfLoader {
         ConfigProblems *problems;
-        unsigned seq; /* keeps problems on one line in the order found */
         /* (section, key) -> line from the second pass over the text; key NULL for a section header. */
         struct ConfLine {
                 char *section;

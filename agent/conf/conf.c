@@ -147,7 +147,6 @@ void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const c
 
         p->items = xrealloc(p->items, sizeof(ConfigProblem) * (p->n + 1));
         p->items[p->n++] = (ConfigProblem) { .line = line, .severity = severity, .message = m };
-        l->seq++;
 }
 
 unsigned conf_line(const ConfLoader *l, const char *section, const char *key) {

@@ -135,9 +135,14 @@ static void conf_missing_explicit_file_is_a_problem(void **state) {
 }
 
 static void conf_remote_defaults_and_job_destination(void **state) {
-        Loaded l = load("[remote.minio]\nendpoint = http://127.0.0.1:9000\n"
-                        "access_key_id = backup\n[config]\nrecipients = " R62 "\nmanifests = /\n"
-                        "kubeconfig = /dev/null\ndestination = /srv/config-backups/\n");
+        Loaded l = load("[remote.minio]\n"
+                        "endpoint = http://127.0.0.1:9000\n"
+                        "access_key_id = backup\n"
+                        "[config]\n"
+                        "recipients = " R62 "\n"
+                        "manifests = /\n"
+                        "kubeconfig = /dev/null\n"
+                        "destination = /srv/config-backups/\n");
         const RemoteConfig *r;
         _cleanup_free_ char *pg = NULL, *cf = NULL, *mi = NULL;
 
@@ -166,17 +171,35 @@ static void conf_remote_defaults_and_job_destination(void **state) {
 }
 
 static void conf_values_and_lists_parse(void **state) {
-        Loaded l = load("[agent]\nlog_level = debug\n"
-                        "[remote.offsite]\nendpoint = https://s3.eu-central-1.amazonaws.com\n"
-                        "region = eu-central-1\naccess_key_id = AKIAEXAMPLE\n"
-                        "path_style = yes\nmax_attempts = 7\ntimeout = 15\n[remote.minio]\n"
-                        "endpoint = http://127.0.0.1:9000\naccess_key_id = backup\n"
-                        "[postgres]\nconninfo = host=127.0.0.1 port=5432 user=postgres\n"
-                        "recipients = " R62 ", " R62 "\ncompression_level = 19\n"
-                        "compression_threads = 4\nper_database = on\nretention_days = 0\n[mirror]\n"
-                        "buckets = skyforge-backups,artifacts  terraform-state\ntransfers = 64\n"
-                        "multipart_threshold = 1GiB\ndelete = true\n[config]\nrecipients = " R62 "\n"
-                        "namespaces = default kube-system\nmanifests = / /tmp\nkubeconfig = /dev/null\n");
+        Loaded l = load("[agent]\n"
+                        "log_level = debug\n"
+                        "[remote.offsite]\n"
+                        "endpoint = https://s3.eu-central-1.amazonaws.com\n"
+                        "region = eu-central-1\n"
+                        "access_key_id = AKIAEXAMPLE\n"
+                        "path_style = yes\n"
+                        "max_attempts = 7\n"
+                        "timeout = 15\n"
+                        "[remote.minio]\n"
+                        "endpoint = http://127.0.0.1:9000\n"
+                        "access_key_id = backup\n"
+                        "[postgres]\n"
+                        "conninfo = host=127.0.0.1 port=5432 user=postgres\n"
+                        "recipients = " R62 ", " R62 "\n"
+                        "compression_level = 19\n"
+                        "compression_threads = 4\n"
+                        "per_database = on\n"
+                        "retention_days = 0\n"
+                        "[mirror]\n"
+                        "buckets = skyforge-backups,artifacts  terraform-state\n"
+                        "transfers = 64\n"
+                        "multipart_threshold = 1GiB\n"
+                        "delete = true\n"
+                        "[config]\n"
+                        "recipients = " R62 "\n"
+                        "namespaces = default kube-system\n"
+                        "manifests = / /tmp\n"
+                        "kubeconfig = /dev/null\n");
         const RemoteConfig *r;
 
         expect_clean(&l);
@@ -205,8 +228,11 @@ static void conf_values_and_lists_parse(void **state) {
 
 static void conf_names_are_case_insensitive(void **state) {
         /* iniparser lowercases section and key names: [Remote.MinIO] is remote "minio". */
-        Loaded l = load("[Remote.MinIO]\nEndpoint = http://127.0.0.1:9000\n"
-                        "ACCESS_KEY_ID = Backup\n[POSTGRES]\nRetention_Days = 9\n");
+        Loaded l = load("[Remote.MinIO]\n"
+                        "Endpoint = http://127.0.0.1:9000\n"
+                        "ACCESS_KEY_ID = Backup\n"
+                        "[POSTGRES]\n"
+                        "Retention_Days = 9\n");
 
         expect_clean(&l);
         assert_non_null(config_find_remote(l.c, "minio"));
@@ -228,7 +254,8 @@ static void conf_empty_value_means_default(void **state) {
 }
 
 static void conf_quoted_values_keep_comment_characters(void **state) {
-        Loaded l = load("[agent]\nhealthz_url = \"https://hc.example/ping#frag\"\n"
+        Loaded l = load("[agent]\n"
+                        "healthz_url = \"https://hc.example/ping#frag\"\n"
                         "metrics_file = /var/lib/x#y.prom\n");
 
         /* Quoted: kept whole. Unquoted: iniparser cuts at '#', which deserves a warning. */
@@ -241,8 +268,13 @@ static void conf_quoted_values_keep_comment_characters(void **state) {
 /* ---- problem classes ---- */
 
 static void conf_unknown_section_suggests(void **state) {
-        Loaded l = load("; comment\n\n[postgress]\nretention_days = 3\n"
-                        "[remotes.minio]\nendpoint = http://x\n[backup]\n");
+        Loaded l = load("; comment\n"
+                        "\n"
+                        "[postgress]\n"
+                        "retention_days = 3\n"
+                        "[remotes.minio]\n"
+                        "endpoint = http://x\n"
+                        "[backup]\n");
 
         expect(&l, 3, CONFIG_ERROR, "unknown section [postgress]; did you mean [postgres]?");
         expect(&l, 5, CONFIG_ERROR, "unknown section [remotes.minio]; did you mean [remote.minio]?");
@@ -254,8 +286,12 @@ static void conf_unknown_section_suggests(void **state) {
 }
 
 static void conf_unknown_key_suggests(void **state) {
-        Loaded l = load("[postgres]\nretention_dys = 7\ntransfers = 4\ncolour = blue\n"
-                        "[agent]\nstatedir = /x\n");
+        Loaded l = load("[postgres]\n"
+                        "retention_dys = 7\n"
+                        "transfers = 4\n"
+                        "colour = blue\n"
+                        "[agent]\n"
+                        "statedir = /x\n");
 
         expect(&l, 2, CONFIG_ERROR,
                "unknown key 'retention_dys' in [postgres]; did you mean 'retention_days'?");
@@ -270,11 +306,20 @@ static void conf_unknown_key_suggests(void **state) {
 }
 
 static void conf_bad_numbers_and_ranges(void **state) {
-        Loaded l = load("[postgres]\nretention_days = 3O\ncompression_level = 20\nkeep_min = 0\n"
-                        "compression_threads = -1\n[mirror]\ntransfers = 65\nsource = minio\n"
-                        "destination = /srv/mirror\n[remote.minio]\n"
-                        "endpoint = http://127.0.0.1:9000\naccess_key_id = k\n"
-                        "timeout = 99999999999999999999999\nmax_attempts = 0x10\n");
+        Loaded l = load("[postgres]\n"
+                        "retention_days = 3O\n"
+                        "compression_level = 20\n"
+                        "keep_min = 0\n"
+                        "compression_threads = -1\n"
+                        "[mirror]\n"
+                        "transfers = 65\n"
+                        "source = minio\n"
+                        "destination = /srv/mirror\n"
+                        "[remote.minio]\n"
+                        "endpoint = http://127.0.0.1:9000\n"
+                        "access_key_id = k\n"
+                        "timeout = 99999999999999999999999\n"
+                        "max_attempts = 0x10\n");
 
         expect(&l, 2, CONFIG_ERROR, "retention_days: '3O' is not a number (expected 0..36500)");
         expect(&l, 3, CONFIG_ERROR, "compression_level: 20 is out of range (1..19)");
@@ -291,10 +336,18 @@ static void conf_bad_numbers_and_ranges(void **state) {
 }
 
 static void conf_bad_bool_and_size(void **state) {
-        Loaded l = load("[mirror]\ndestination = /srv/m\nsource = minio\ndelete = maybe\n"
-                        "multipart_threshold = 12 parsecs\n[remote.minio]\n"
-                        "endpoint = http://127.0.0.1:9000\naccess_key_id = k\n"
-                        "path_style = yess\n[postgres]\n[mirror]\nmultipart_threshold = 1M\n");
+        Loaded l = load("[mirror]\n"
+                        "destination = /srv/m\n"
+                        "source = minio\n"
+                        "delete = maybe\n"
+                        "multipart_threshold = 12 parsecs\n"
+                        "[remote.minio]\n"
+                        "endpoint = http://127.0.0.1:9000\n"
+                        "access_key_id = k\n"
+                        "path_style = yess\n"
+                        "[postgres]\n"
+                        "[mirror]\n"
+                        "multipart_threshold = 1M\n");
 
         expect(&l, 4, CONFIG_ERROR, "delete: 'maybe' is not a boolean");
         expect(&l, 9, CONFIG_ERROR, "path_style: 'yess' is not a boolean");
@@ -313,11 +366,19 @@ static void conf_bad_bool_and_size(void **state) {
 }
 
 static void conf_bad_location_syntax(void **state) {
-        Loaded l = load("[postgres]\ndestination = backups/postgres\n[config]\nrecipients = " R62 "\n"
-                        "manifests = /\nkubeconfig = /dev/null\n"
-                        "destination = minio:Skyforge_Backups/config/\n[mirror]\n"
-                        "source = minio\ndestination = s3://offsite/x\n"
-                        "[remote.minio]\nendpoint = http://127.0.0.1:9000\naccess_key_id = k\n");
+        Loaded l = load("[postgres]\n"
+                        "destination = backups/postgres\n"
+                        "[config]\n"
+                        "recipients = " R62 "\n"
+                        "manifests = /\n"
+                        "kubeconfig = /dev/null\n"
+                        "destination = minio:Skyforge_Backups/config/\n"
+                        "[mirror]\n"
+                        "source = minio\n"
+                        "destination = s3://offsite/x\n"
+                        "[remote.minio]\n"
+                        "endpoint = http://127.0.0.1:9000\n"
+                        "access_key_id = k\n");
 
         expect(&l, 2, CONFIG_ERROR,
                "destination: location 'backups/postgres' is neither REMOTE:bucket/prefix");
@@ -330,28 +391,42 @@ static void conf_bad_location_syntax(void **state) {
 }
 
 static void conf_destination_names_undefined_remote(void **state) {
-        Loaded l = load("[remote.minio]\nendpoint = http://127.0.0.1:9000\n"
-                        "access_key_id = k\n[remote.backup2]\n"
-                        "endpoint = https://s3.example\naccess_key_id = k\n"
-                        "[postgres]\ndestination = offsite:skyforge-backups/postgres/\n");
+        Loaded l = load("[remote.minio]\n"
+                        "endpoint = http://127.0.0.1:9000\n"
+                        "access_key_id = k\n"
+                        "[remote.backup2]\n"
+                        "endpoint = https://s3.example\n"
+                        "access_key_id = k\n"
+                        "[postgres]\n"
+                        "destination = offsite:skyforge-backups/postgres/\n");
         Loaded none = load("[postgres]\ndestination = minio:skyforge-backups/postgres/\n");
 
         expect_only(&l, 8, CONFIG_ERROR,
                     "destination: remote 'offsite' is not defined; add a [remote.offsite] section or use "
                     "one of the defined remotes: minio, backup2");
         expect_only(&none, 2, CONFIG_ERROR,
-                    "destination: remote 'minio' is not defined; add a [remote.minio] section (none is "
-                    "defined)");
+                    "destination: remote 'minio' is not defined; add a [remote.minio] section "
+                    "(none is defined)");
         loaded_done(&l);
         loaded_done(&none);
 }
 
 static void conf_mirror_source_undefined(void **state) {
-        Loaded l = load("[remote.offsite]\nendpoint = https://s3.example\naccess_key_id = k\n[mirror]\n"
-                        "buckets = *\n[remote.x]\nendpoint = https://s3.example\naccess_key_id = k\n"
-                        "[mirror]\nsource = mino\n");
-        Loaded dflt = load("[remote.offsite]\nendpoint = https://s3.example\naccess_key_id = "
-                           "k\n\n[mirror]\n");
+        Loaded l = load("[remote.offsite]\n"
+                        "endpoint = https://s3.example\n"
+                        "access_key_id = k\n"
+                        "[mirror]\n"
+                        "buckets = *\n"
+                        "[remote.x]\n"
+                        "endpoint = https://s3.example\n"
+                        "access_key_id = k\n"
+                        "[mirror]\n"
+                        "source = mino\n");
+        Loaded dflt = load("[remote.offsite]\n"
+                           "endpoint = https://s3.example\n"
+                           "access_key_id = k\n"
+                           "\n"
+                           "[mirror]\n");
 
         expect_only(&l, 10, CONFIG_ERROR, "source: remote 'mino' is not defined");
         /* Not written: the default source "minio" is checked against the section header. */
@@ -364,8 +439,12 @@ static void conf_remote_endpoint_and_tls(void **state) {
         _cleanup_free_ char *ca = xasprintf("%s/missing-ca.pem", tmpdir), *text = NULL;
         Loaded l, warn;
 
-        text = xasprintf("[remote.a]\nendpoint = ftp://10.0.0.1\naccess_key_id = k\nca_file = %s\n"
-                         "[remote.b]\nregion = x\n",
+        text = xasprintf("[remote.a]\n"
+                         "endpoint = ftp://10.0.0.1\n"
+                         "access_key_id = k\n"
+                         "ca_file = %s\n"
+                         "[remote.b]\n"
+                         "region = x\n",
                          ca);
         l = load(text);
         expect(&l, 2, CONFIG_ERROR, "endpoint: 'ftp://10.0.0.1' is not an http:// or https:// URL");
@@ -398,8 +477,8 @@ static void conf_secret_files_are_checked(void **state) {
                          "[remote.e]\nendpoint = http://h\naccess_key_id = k\nsecret_access_key_file = %s\n",
                          good, open_, group, missing, tmpdir);
         l = load(text);
-        want = xasprintf("secret_access_key_file: secret file %s is accessible by group or others (mode "
-                         "0644); run chmod 600 %s",
+        want = xasprintf("secret_access_key_file: secret file %s is accessible by group or others "
+                         "(mode 0644); run chmod 600 %s",
                          open_, open_);
         expect(&l, 8, CONFIG_ERROR, want);
         expect(&l, 12, CONFIG_ERROR, "(mode 0640); run chmod 600");
@@ -438,10 +517,14 @@ static void conf_unreadable_secret_file_is_reported(void **state) {
 }
 
 static void conf_identity_file_missing(void **state) {
-        _cleanup_free_ char *text = xasprintf("[postgres]\nrecipients = " R62 "\n"
-                                              "identity_file = %s/age.key\n[config]\n"
-                                              "recipients = " R62 "\nmanifests = /\n"
-                                              "kubeconfig = /dev/null\nidentity_file = relative/age.key\n",
+        _cleanup_free_ char *text = xasprintf("[postgres]\n"
+                                              "recipients = " R62 "\n"
+                                              "identity_file = %s/age.key\n"
+                                              "[config]\n"
+                                              "recipients = " R62 "\n"
+                                              "manifests = /\n"
+                                              "kubeconfig = /dev/null\n"
+                                              "identity_file = relative/age.key\n",
                                               tmpdir);
         Loaded l = load(text);
 
@@ -477,8 +560,12 @@ static void conf_conninfo_secrets(void **state) {
 }
 
 static void conf_inline_secrets_are_refused(void **state) {
-        Loaded l = load("[remote.minio]\nendpoint = http://127.0.0.1:9000\n"
-                        "access_key_id = k\nsecret_access_key = hunter2\n[postgres]\npassword = hunter2\n"
+        Loaded l = load("[remote.minio]\n"
+                        "endpoint = http://127.0.0.1:9000\n"
+                        "access_key_id = k\n"
+                        "secret_access_key = hunter2\n"
+                        "[postgres]\n"
+                        "password = hunter2\n"
                         "api_token = abc\n");
 
         expect(&l, 4, CONFIG_ERROR, "secret_access_key: secrets are never written in this file");
@@ -495,13 +582,18 @@ static void conf_inline_secrets_are_refused(void **state) {
 }
 
 static void conf_recipients_syntax(void **state) {
-        Loaded l = load("[postgres]\nrecipients = age1short\n[config]\nmanifests = /\n"
-                        "kubeconfig = /dev/null\nrecipients = "
-                        "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\n"
-                        "[postgres]\nidentity_file =\n");
+        Loaded l = load("[postgres]\n"
+                        "recipients = age1short\n"
+                        "[config]\n"
+                        "manifests = /\n"
+                        "kubeconfig = /dev/null\n"
+                        "recipients = AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+                        "QQQQQQQQQQQQQQQQQQQQ\n"
+                        "[postgres]\n"
+                        "identity_file =\n");
         Loaded ssh = load("[postgres]\nrecipients = ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n");
-        Loaded b = load("[postgres]\nrecipients = "
-                        "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8b\n");
+        Loaded b = load("[postgres]\n"
+                        "recipients = age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8b\n");
         Loaded n = load("[postgres]\nrecipients = " R62 " npub1xyz\n");
 
         expect(&l, 2, CONFIG_ERROR, "recipients: 'age1short' has 9 characters, an age recipient has 62");
@@ -519,11 +611,19 @@ static void conf_recipients_syntax(void **state) {
 }
 
 static void conf_other_value_types(void **state) {
-        Loaded l = load("[agent]\nstate_dir = var/lib/x\n"
-                        "log_level = verbose\nhealthz_url = hc.example/ping\n"
-                        "[config]\nrecipients = " R62 "\nkubeconfig = /dev/null\nmanifests = /opt/k8s k8s\n"
-                        "namespaces = default, Kube_System\n[mirror]\n"
-                        "source = MinIO\nbuckets = *, artifacts\ndestination = /srv/mirror\n"
+        Loaded l = load("[agent]\n"
+                        "state_dir = var/lib/x\n"
+                        "log_level = verbose\n"
+                        "healthz_url = hc.example/ping\n"
+                        "[config]\n"
+                        "recipients = " R62 "\n"
+                        "kubeconfig = /dev/null\n"
+                        "manifests = /opt/k8s k8s\n"
+                        "namespaces = default, Kube_System\n"
+                        "[mirror]\n"
+                        "source = MinIO\n"
+                        "buckets = *, artifacts\n"
+                        "destination = /srv/mirror\n"
                         "[remote.minio]\nendpoint = http://h\naccess_key_id = k\n");
 
         expect(&l, 2, CONFIG_ERROR, "state_dir: 'var/lib/x' is not an absolute path");
@@ -539,15 +639,18 @@ static void conf_other_value_types(void **state) {
 }
 
 static void conf_missing_job_inputs_are_warnings(void **state) {
-        _cleanup_free_ char *text = xasprintf("[config]\nrecipients = " R62 "\n"
-                                              "manifests = %s/k8s\nkubeconfig = %s/k3s.yaml\n"
-                                              "extra_secret_files = %s/token\n[postgres]\n"
+        _cleanup_free_ char *text = xasprintf("[config]\n"
+                                              "recipients = " R62 "\n"
+                                              "manifests = %s/k8s\n"
+                                              "kubeconfig = %s/k3s.yaml\n"
+                                              "extra_secret_files = %s/token\n"
+                                              "[postgres]\n"
                                               "pg_bindir = %s/bin\n",
                                               tmpdir, tmpdir, tmpdir, tmpdir);
         Loaded l = load(text);
 
-        /* k3s is installed after the agent: missing cluster files only warn; a forced pg_bindir must exist.
-         */
+        /* k3s is installed after the agent: missing cluster files only warn; a forced pg_bindir must
+         * exist. */
         expect(&l, 3, CONFIG_WARNING, "manifests: ");
         expect(&l, 4, CONFIG_WARNING, "kubeconfig: ");
         expect(&l, 5, CONFIG_WARNING, "extra_secret_files: ");
@@ -560,10 +663,22 @@ static void conf_missing_job_inputs_are_warnings(void **state) {
 /* ---- syntax the second pass catches ---- */
 
 static void conf_syntax_problems_keep_going(void **state) {
-        Loaded l = load("top = 1\n[agent]\nwork_dir = /srv/work\nthis is not ini\n"
-                        "= orphan\n[postgres] ; the database\nkeep_min = 5\n[broken\n"
-                        "retention_days = x\n[mirror]\ntransfers = \\\n   99\n"
-                        "delete = yes\ndelete = no\ndestination = /srv/m\nsource = \n");
+        Loaded l = load("top = 1\n"
+                        "[agent]\n"
+                        "work_dir = /srv/work\n"
+                        "this is not ini\n"
+                        "= orphan\n"
+                        "[postgres] ; the database\n"
+                        "keep_min = 5\n"
+                        "[broken\n"
+                        "retention_days = x\n"
+                        "[mirror]\n"
+                        "transfers = \\\n"
+                        "   99\n"
+                        "delete = yes\n"
+                        "delete = no\n"
+                        "destination = /srv/m\n"
+                        "source = \n");
 
         expect(&l, 1, CONFIG_ERROR, "'top' comes before any [section]");
         expect(&l, 4, CONFIG_ERROR, "cannot parse 'this is not ini': expected 'key = value'");
@@ -600,12 +715,16 @@ static void conf_every_problem_in_one_pass_sorted(void **state) {
         _cleanup_free_ char *open_ = tmpfile_with("open2.secret", "x\n", 0604), *text = NULL;
         Loaded l;
 
-        text = xasprintf("[agent]\nlog_level = loud\n" /* 2 */
-                         "[remote.minio]\nendpoint = minio:9000\n" /* 4 */
-                         "access_key_id = k\nsecret_access_key_file = %s\n" /* 6 */
-                         "[postgres]\ndestination = offsite:b-u-c/p\n" /* 8 */
-                         "keep_mn = 2\n"                   /* 9 */
-                         "[mirorr]\n",                     /* 10 */
+        text = xasprintf("[agent]\n"
+                         "log_level = loud\n"                      /* 2 */
+                         "[remote.minio]\n"
+                         "endpoint = minio:9000\n"                 /* 4 */
+                         "access_key_id = k\n"
+                         "secret_access_key_file = %s\n"           /* 6 */
+                         "[postgres]\n"
+                         "destination = offsite:b-u-c/p\n"         /* 8 */
+                         "keep_mn = 2\n"                           /* 9 */
+                         "[mirorr]\n",                             /* 10 */
                          open_);
         l = load(text);
         assert_int_equal(l.r, -EINVAL);
@@ -634,9 +753,8 @@ static void conf_problems_print_format(void **state) {
         assert_string_equal(buf, "/etc/skyforge/agent.conf:2: log_level: 'x' is not a log level (debug, "
                                  "info, notice, warning, err)\n"
                                  "/etc/skyforge/agent.conf:6: warning: tls_verify = no: [remote.a] accepts "
-                                 "any "
-                                 "certificate, so anyone on the path can read and change backups; give the "
-                                 "endpoint's CA with ca_file = instead\n");
+                                 "any certificate, so anyone on the path can read and change backups; give "
+                                 "the endpoint's CA with ca_file = instead\n");
         loaded_done(&l);
 }
 
@@ -676,8 +794,8 @@ static void conf_show_prints_paths_not_secrets(void **state) {
         Loaded l;
 
         text = xasprintf("[remote.minio]\nendpoint = http://127.0.0.1:9000\naccess_key_id = k\n"
-                         "secret_access_key_file = %s\n[mirror]\ndestination = minio:copy/\nbuckets = a-b "
-                         "c-d\n",
+                         "secret_access_key_file = %s\n"
+                         "[mirror]\ndestination = minio:copy/\nbuckets = a-b c-d\n",
                          secret);
         l = load(text);
         expect_clean(&l);
@@ -706,8 +824,8 @@ static void conf_show_prints_paths_not_secrets(void **state) {
 }
 
 static int run_verb(const char *path, const char *sub, char **ret_out, char **ret_err) {
-        _cleanup_free_ char *out_path = xasprintf("%s/verb.out", tmpdir),
-                            *err_path = xasprintf("%s/verb.err", tmpdir);
+        _cleanup_free_ char *out_path = xasprintf("%s/verb.out", tmpdir);
+        _cleanup_free_ char *err_path = xasprintf("%s/verb.err", tmpdir);
         CliContext ctx = { .config_path = path, .config_explicit = true };
         char *argv[] = { (char *) "config", (char *) sub, NULL };
         int saved_out = dup(STDOUT_FILENO), saved_err = dup(STDERR_FILENO), o, e, rc;
@@ -733,8 +851,8 @@ static int run_verb(const char *path, const char *sub, char **ret_out, char **re
 }
 
 static void conf_verb_check_exit_codes(void **state) {
-        _cleanup_free_ char *bad =
-                tmpfile_with("bad.conf", "[postgres]\nretention_days = x\nkeep_mn = 1\n", 0644);
+        _cleanup_free_ char *bad = tmpfile_with("bad.conf", "[postgres]\nretention_days = x\nkeep_mn = 1\n",
+                                                0644);
         _cleanup_free_ char *warn = tmpfile_with("warn.conf",
                                                  "[remote.m]\nendpoint = https://h\naccess_key_id = k\n"
                                                  "tls_verify = no\n",
@@ -779,8 +897,8 @@ static void conf_verb_check_exit_codes(void **state) {
 /* ---- documentation matches the table ---- */
 
 static void conf_example_file_loads_and_documents_every_key(void **state) {
-        _cleanup_free_ char *path = xstrdup(TOP_SRCDIR "/conf/agent.conf"), *text = NULL,
-                            *uncommented = NULL;
+        _cleanup_free_ char *path = xstrdup(TOP_SRCDIR "/conf/agent.conf");
+        _cleanup_free_ char *text = NULL, *uncommented = NULL;
         _cleanup_free_ char *man = NULL;
         Config *c = NULL;
         ConfigProblems p = {};
