@@ -78,8 +78,14 @@ typedef struct Config {
         ConfigJobConfig config;
 } Config;
 
+typedef enum ConfigSeverity {
+        CONFIG_ERROR = 0, /* the configuration is not usable */
+        CONFIG_WARNING,   /* printed, but does not fail config_load() or `config check` */
+} ConfigSeverity;
+
 typedef struct ConfigProblem {
         unsigned line; /* 0: not tied to one line */
+        ConfigSeverity severity;
         char *message;
 } ConfigProblem;
 
@@ -89,8 +95,9 @@ typedef struct ConfigProblems {
 } ConfigProblems;
 
 void config_problems_done(ConfigProblems *p);
-/* Prints each problem as "FILE:LINE: message" to f. */
+/* Prints each problem as "FILE:LINE: message" to f ("FILE:LINE: warning: message" for warnings). */
 void config_problems_print(const ConfigProblems *p, const char *path, FILE *f);
+size_t config_problems_count(const ConfigProblems *p, ConfigSeverity severity);
 
 /* Loads and validates. A missing file is a problem when explicit, built-in defaults otherwise.
  * Returns 0 when the configuration is usable, -EINVAL with every problem in ret_problems otherwise.
@@ -110,3 +117,7 @@ char *config_job_destination(const Config *c, const char *job);
 
 /* Reads a secret from a file that must not be readable by group or others. */
 int config_read_secret_file(const char *path, char **ret);
+
+/* Prints the effective configuration, defaults applied, in INI form. Secrets are never inline in a
+ * valid configuration; only the files holding them are shown. */
+void config_show(const Config *c, FILE *f);

@@ -107,6 +107,8 @@ typedef struct Location {
 
 int location_parse(const char *s, Location *ret); /* -EINVAL with err_message() set */
 void location_done(Location *l);
+bool location_remote_name_valid(const char *name); /* as in [remote.NAME]: [a-z0-9][a-z0-9_-]{0,62} */
+bool location_bucket_name_valid(const char *name); /* S3 rules: 3..63 of [a-z0-9.-] */
 
 struct Config;
 /* Opens the store for a location, resolving remotes from the configuration. */

@@ -1,0 +1,1066 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <assert.h>
+#include <ctype.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sysexits.h>
+
+#if defined(HAVE_INIPARSER_INIPARSER_H)
+#include <iniparser/iniparser.h>
+#else
+#include <iniparser.h>
+#endif
+
+#include "conf/conf-internal.h"
+#include "log/log.h"
+#include "store/store.h"
+
+/* iniparser 4.1 reads lines into 1024-byte buffers and gives up on the whole file past that. */
+#define CONF_LINE_MAX 1000
+#define CONF_FILE_MAX (1024 * 1024)
+#define INVALID_SECTION_PREFIX "@invalid@"
+
+#define A(f) offsetof(AgentConfig, f)
+#define R(f) offsetof(RemoteConfig, f)
+#define P(f) offsetof(PostgresConfig, f)
+#define M(f) offsetof(MirrorConfig, f)
+#define C(f) offsetof(ConfigJobConfig, f)
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+
+/* The one list of every key the agent knows: parsing, defaults, checking, `config show` and the
+ * did-you-mean suggestions all walk it. Key names are an interface (PRODUCT.md §5): add, never rename. */
+const ConfKey conf_keys[] = {
+        { CONF_SECTION_AGENT, "state_dir", CONF_ABS_PATH, A(state_dir), .def = STATEDIR,
+          .help = "job state; the default local store is <state_dir>/backups" },
+        { CONF_SECTION_AGENT, "work_dir", CONF_ABS_PATH, A(work_dir), .def = "/var/tmp/skyforge-agent",
+          .help = "scratch space (never plaintext secrets)" },
+        { CONF_SECTION_AGENT, "log_level", CONF_LOG_LEVEL, A(log_level), .def = "info",
+          .help = "debug, info, notice, warning or err" },
+        { CONF_SECTION_AGENT, "healthz_url", CONF_URL, A(healthz_url),
+          .help = "pinged after each job: URL on success, URL/fail on failure" },
+        { CONF_SECTION_AGENT, "metrics_file", CONF_ABS_PATH, A(metrics_file),
+          .help = "Prometheus textfile written after each job" },
+
+        { CONF_SECTION_REMOTE, "endpoint", CONF_URL, R(endpoint),
+          .help = "http(s)://HOST[:PORT] (required)" },
+        { CONF_SECTION_REMOTE, "region", CONF_STRING, R(region), .def = "us-east-1" },
+        { CONF_SECTION_REMOTE, "access_key_id", CONF_STRING, R(access_key_id), .help = "(required)" },
+        { CONF_SECTION_REMOTE, "secret_access_key_file", CONF_SECRET_FILE, R(secret_access_key_file),
+          .help = "unset: credential NAME in $CREDENTIALS_DIRECTORY, then $AWS_SECRET_ACCESS_KEY" },
+        { CONF_SECTION_REMOTE, "path_style", CONF_BOOL, R(path_style), .def = "no",
+          .help = "yes for MinIO: http://HOST/bucket/key instead of http://bucket.HOST/key" },
+        { CONF_SECTION_REMOTE, "ca_file", CONF_ABS_PATH, R(ca_file), .flags = CONF_F_EXISTS,
+          .help = "PEM bundle to verify the endpoint's certificate" },
+        { CONF_SECTION_REMOTE, "tls_verify", CONF_BOOL, R(tls_verify), .def = "yes" },
+        { CONF_SECTION_REMOTE, "create_bucket", CONF_BOOL, R(create_bucket), .def = "no" },
+        { CONF_SECTION_REMOTE, "max_attempts", CONF_UINT, R(max_attempts), 1, 100, .def = "5" },
+        { CONF_SECTION_REMOTE, "timeout", CONF_SECONDS, R(timeout_usec), 1, 3600, .def = "60",
+          .help = "seconds without progress before a request is retried" },
+
+        { CONF_SECTION_POSTGRES, "conninfo", CONF_CONNINFO, P(conninfo),
+          .help = "libpq connection string; unset: libpq defaults and PG* variables" },
+        { CONF_SECTION_POSTGRES, "destination", CONF_LOCATION, P(destination),
+          .help = "unset: minio:skyforge-backups/postgres/ with a [remote.minio], else STATE_DIR/backups/" },
+        { CONF_SECTION_POSTGRES, "retention_days", CONF_UINT, P(retention_days), 0, 36500, .def = "30" },
+        { CONF_SECTION_POSTGRES, "keep_min", CONF_UINT, P(keep_min), 1, 100000, .def = "3" },
+        { CONF_SECTION_POSTGRES, "compression_level", CONF_INT, P(compression_level), 1, 19, .def = "3" },
+        { CONF_SECTION_POSTGRES, "compression_threads", CONF_UINT, P(compression_threads), 0, 256,
+          .def = "0", .help = "0: one per CPU" },
+        { CONF_SECTION_POSTGRES, "recipients", CONF_RECIPIENTS, P(recipients),
+          .help = "age1... recipients; set: dumps are encrypted" },
+        { CONF_SECTION_POSTGRES, "identity_file", CONF_SECRET_FILE, P(identity_file),
+          .help = "age identity for restore and verify" },
+        { CONF_SECTION_POSTGRES, "per_database", CONF_BOOL, P(per_database), .def = "no",
+          .help = "also pg_dump -Fc each database" },
+        { CONF_SECTION_POSTGRES, "pg_bindir", CONF_ABS_PATH, P(pg_bindir),
+          .flags = CONF_F_EXISTS | CONF_F_DIRECTORY,
+          .help = "unset: the newest fitting /usr/lib/postgresql/N/bin, then PATH" },
+
+        { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio" },
+        { CONF_SECTION_MIRROR, "buckets", CONF_STAR_LIST, M(buckets), .def = "*", .flags = CONF_F_BUCKETS,
+          .help = "* (all buckets of the source) or a list" },
+        { CONF_SECTION_MIRROR, "destination", CONF_LOCATION, M(destination),
+          .def = "offsite:skyforge-offsite/" },
+        { CONF_SECTION_MIRROR, "delete", CONF_BOOL, M(delete), .def = "no",
+          .help = "remove destination objects gone at the source" },
+        { CONF_SECTION_MIRROR, "transfers", CONF_UINT, M(transfers), 1, 64, .def = "8" },
+        { CONF_SECTION_MIRROR, "multipart_threshold", CONF_SIZE, M(multipart_threshold), 5 * MIB, 5 * GIB,
+          .def = "64MiB" },
+
+        { CONF_SECTION_CONFIG, "manifests", CONF_LIST, C(manifests), .def = "/opt/skyforge/k8s",
+          .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY },
+        { CONF_SECTION_CONFIG, "kubeconfig", CONF_ABS_PATH, C(kubeconfig),
+          .def = "/etc/rancher/k3s/k3s.yaml", .flags = CONF_F_EXISTS_WARN },
+        { CONF_SECTION_CONFIG, "namespaces", CONF_STAR_LIST, C(namespaces), .def = "*",
+          .flags = CONF_F_NAMESPACES, .help = "* (all) or a list" },
+        { CONF_SECTION_CONFIG, "recipients", CONF_RECIPIENTS, C(recipients),
+          .help = "age1... recipients of the Secrets export (required)" },
+        { CONF_SECTION_CONFIG, "identity_file", CONF_SECRET_FILE, C(identity_file),
+          .help = "age identity for restore config" },
+        { CONF_SECTION_CONFIG, "extra_secret_files", CONF_LIST, C(extra_secret_files),
+          .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN,
+          .help = "more files to encrypt, e.g. the k3s token" },
+        { CONF_SECTION_CONFIG, "destination", CONF_LOCATION, C(destination),
+          .help = "unset: minio:skyforge-backups/config/ with a [remote.minio], else STATE_DIR/backups/" },
+        { CONF_SECTION_CONFIG, "retention_days", CONF_UINT, C(retention_days), 0, 36500, .def = "30" },
+        { CONF_SECTION_CONFIG, "keep_min", CONF_UINT, C(keep_min), 1, 100000, .def = "3" },
+        { CONF_SECTION_CONFIG, "compression_level", CONF_INT, C(compression_level), 1, 19, .def = "3" },
+};
+const size_t conf_n_keys = ELEMENTSOF(conf_keys);
+
+const char *const conf_section_names[_CONF_SECTION_MAX] = {
+        [CONF_SECTION_AGENT] = "agent",       [CONF_SECTION_REMOTE] = "remote",
+        [CONF_SECTION_POSTGRES] = "postgres", [CONF_SECTION_MIRROR] = "mirror",
+        [CONF_SECTION_CONFIG] = "config",
+};
+
+const ConfKey *conf_key_find(ConfSection section, const char *name) {
+        for (size_t i = 0; i < conf_n_keys; i++)
+                if (conf_keys[i].section == section && streq(conf_keys[i].name, name))
+                        return &conf_keys[i];
+        return NULL;
+}
+
+char *conf_section_id(ConfSection section, const char *remote_name) {
+        if (section == CONF_SECTION_REMOTE)
+                return xasprintf("remote.%s", remote_name);
+        return xstrdup(conf_section_names[section]);
+}
+
+/* ---- problems ---- */
+
+void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...) {
+        ConfigProblems *p = l->problems;
+        va_list ap;
+        char *m;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        if (!m)
+                abort();
+
+        p->items = xrealloc(p->items, sizeof(ConfigProblem) * (p->n + 1));
+        p->items[p->n++] = (ConfigProblem) { .line = line, .severity = severity, .message = m };
+}
+
+unsigned conf_line(const ConfLoader *l, const char *section, const char *key) {
+        unsigned header = 0;
+
+        for (size_t i = l->n_lines; i > 0; i--) {
+                const struct ConfLine *e = &l->lines[i - 1];
+                if (!streq(e->section, section))
+                        continue;
+                if (key && streq_ptr(e->key, key))
+                        return e->line;
+                if (!e->key)
+                        header = e->line; /* walking backwards: ends at the first header */
+        }
+        return header;
+}
+
+struct ConfLine *conf_key_line(const ConfLoader *l, const char *section, const char *key) {
+        for (size_t i = l->n_lines; i > 0; i--)
+                if (streq(l->lines[i - 1].section, section) && streq_ptr(l->lines[i - 1].key, key))
+                        return &l->lines[i - 1];
+        return NULL;
+}
+
+void config_problems_done(ConfigProblems *p) {
+        if (!p)
+                return;
+        for (size_t i = 0; i < p->n; i++)
+                free(p->items[i].message);
+        free(p->items);
+        *p = (ConfigProblems) {};
+}
+
+size_t config_problems_count(const ConfigProblems *p, ConfigSeverity severity) {
+        size_t n = 0;
+        for (size_t i = 0; p && i < p->n; i++)
+                if (p->items[i].severity == severity)
+                        n++;
+        return n;
+}
+
+void config_problems_print(const ConfigProblems *p, const char *path, FILE *f) {
+        for (size_t i = 0; p && i < p->n; i++) {
+                const ConfigProblem *e = &p->items[i];
+                const char *sev = e->severity == CONFIG_WARNING ? "warning: " : "";
+                if (e->line > 0)
+                        fprintf(f, "%s:%u: %s%s\n", path, e->line, sev, e->message);
+                else
+                        fprintf(f, "%s: %s%s\n", path, sev, e->message);
+        }
+}
+
+/* Stable by line: problems on one line stay in the order they were found; those tied to no line
+ * (a file that cannot be read) come first. */
+static void problems_sort(ConfigProblems *p) {
+        for (size_t i = 1; i < p->n; i++) {
+                ConfigProblem x = p->items[i];
+                size_t j = i;
+                while (j > 0 && p->items[j - 1].line > x.line) {
+                        p->items[j] = p->items[j - 1];
+                        j--;
+                }
+                p->items[j] = x;
+        }
+}
+
+static void loader_done(ConfLoader *l) {
+        for (size_t i = 0; i < l->n_lines; i++) {
+                free(l->lines[i].section);
+                free(l->lines[i].key);
+        }
+        free(l->lines);
+        l->lines = NULL;
+        l->n_lines = 0;
+}
+
+static void loader_add_line(ConfLoader *l, const char *section, const char *key, unsigned line) {
+        l->lines = xrealloc(l->lines, sizeof(struct ConfLine) * (l->n_lines + 1));
+        l->lines[l->n_lines++] = (struct ConfLine) {
+                .section = xstrdup(section),
+                .key = key ? xstrdup(key) : NULL,
+                .line = line,
+        };
+}
+
+/* ---- the second pass: line numbers, duplicates and lines iniparser cannot parse ---- */
+
+static void lowercase(char *s) {
+        for (; *s; s++)
+                *s = (char) tolower((unsigned char) *s);
+}
+
+typedef struct Scanner {
+        ConfLoader *loader;
+        char *section; /* NULL before the first header */
+        char *out;     /* the text handed to iniparser: bad lines blanked, same line numbers */
+        size_t out_len, out_cap;
+} Scanner;
+
+static void scanner_emit(Scanner *s, const char *text, size_t n) {
+        if (s->out_len + n + 1 > s->out_cap) {
+                s->out_cap = (s->out_len + n + 1) * 2;
+                s->out = xrealloc(s->out, s->out_cap);
+        }
+        memcpy(s->out + s->out_len, text, n);
+        s->out_len += n;
+        s->out[s->out_len] = 0;
+}
+
+static bool section_name_valid(const char *name) {
+        return !isempty(name) && !strpbrk(name, "[]:;#=\"'") && name[0] != '@';
+}
+
+static void scanner_section(Scanner *s, const char *text, unsigned line, char **ret_replacement) {
+        _cleanup_free_ char *name = NULL;
+        size_t n = strlen(text);
+        const char *close = strchr(text, ']');
+
+        if (text[n - 1] == ']')
+                name = xstrndup(text + 1, n - 2);
+        else if (close) {
+                name = xstrndup(text + 1, (size_t) (close - text - 1));
+                conf_problem(s->loader, CONFIG_ERROR, line,
+                             "text after the section header '%.*s': iniparser rejects the whole file; put "
+                             "comments on a line of their own",
+                             (int) (close - text + 1), text);
+        } else {
+                conf_problem(s->loader, CONFIG_ERROR, line, "section header '%s' lacks its closing ']'",
+                             text);
+        }
+
+        if (name) {
+                strstrip(name);
+                lowercase(name);
+                if (!section_name_valid(name)) {
+                        conf_problem(s->loader, CONFIG_ERROR, line, "'[%s]' is not a valid section name",
+                                     name);
+                        free(name);
+                        name = NULL;
+                }
+        }
+        /* Keys below a broken header belong to no section we could name: park them in a placeholder
+         * section (skipped later) rather than let iniparser file them under the previous one. */
+        if (!name)
+                name = xasprintf(INVALID_SECTION_PREFIX "%u", line);
+
+        free(s->section);
+        s->section = xstrdup(name);
+        if (!startswith(name, INVALID_SECTION_PREFIX))
+                loader_add_line(s->loader, name, NULL, line);
+        *ret_replacement = xasprintf("[%s]", name);
+}
+
+/* iniparser cuts an unquoted value at ';' or '#' anywhere: "pa#ss" becomes "pa". Say so when the
+ * character is glued to the text (a comment is normally preceded by a blank). */
+static void scanner_check_value(Scanner *s, const char *key, const char *value, unsigned line) {
+        const char *c;
+
+        while (isspace((unsigned char) *value))
+                value++;
+        if (*value == '"' || *value == '\'')
+                return;
+        c = strpbrk(value, ";#");
+        if (c && c > value && !isspace((unsigned char) c[-1]))
+                conf_problem(s->loader, CONFIG_WARNING, line,
+                             "%s: the value is cut at '%c' (iniparser starts a comment there); quote the "
+                             "value if '%c' belongs to it",
+                             key, *c, *c);
+}
+
+static void scanner_key(Scanner *s, const char *text, unsigned line, bool *ret_drop) {
+        const char *eq = strchr(text, '=');
+        _cleanup_free_ char *key = NULL;
+
+        *ret_drop = true;
+        if (!eq) {
+                conf_problem(s->loader, CONFIG_ERROR, line,
+                             "cannot parse '%s': expected 'key = value', '[section]' or a comment", text);
+                return;
+        }
+        key = xstrndup(text, (size_t) (eq - text));
+        strstrip(key);
+        lowercase(key);
+        if (isempty(key)) {
+                conf_problem(s->loader, CONFIG_ERROR, line, "a value without a key name before '='");
+                return;
+        }
+        if (!s->section) {
+                conf_problem(s->loader, CONFIG_ERROR, line,
+                             "'%s' comes before any [section]; every key belongs to a section such as "
+                             "[agent]",
+                             key);
+                return;
+        }
+        *ret_drop = false;
+        if (startswith(s->section, INVALID_SECTION_PREFIX))
+                return;
+
+        for (size_t i = 0; i < s->loader->n_lines; i++) {
+                const struct ConfLine *e = &s->loader->lines[i];
+                if (streq(e->section, s->section) && streq_ptr(e->key, key)) {
+                        conf_problem(s->loader, CONFIG_ERROR, line,
+                                     "%s is set twice in [%s] (also on line %u); remove one, iniparser "
+                                     "would silently use the last",
+                                     key, s->section, e->line);
+                        break;
+                }
+        }
+        loader_add_line(s->loader, s->section, key, line);
+        scanner_check_value(s, key, eq + 1, line);
+}
+
+/* Reads one logical line as iniparser does: trailing blanks dropped, a trailing backslash joins the next
+ * physical line. Returns the number of physical lines consumed. */
+static unsigned scanner_logical_line(const char **p, char **ret, bool *ret_too_long) {
+        char *buf = NULL;
+        size_t len = 0;
+        unsigned n = 0;
+
+        *ret_too_long = false;
+        for (;;) {
+                const char *eol = strchrnul(*p, '\n');
+                size_t k = (size_t) (eol - *p);
+
+                if (k > CONF_LINE_MAX || len + k > CONF_LINE_MAX)
+                        *ret_too_long = true;
+                buf = xrealloc(buf, len + k + 1);
+                memcpy(buf + len, *p, k);
+                len += k;
+                buf[len] = 0;
+                n++;
+                *p = *eol ? eol + 1 : eol;
+
+                while (len > 0 && isspace((unsigned char) buf[len - 1]))
+                        buf[--len] = 0;
+                if (len == 0 || buf[len - 1] != '\\' || !**p)
+                        break;
+                buf[--len] = 0;
+        }
+        *ret = buf;
+        return n;
+}
+
+static char *scanner_run(ConfLoader *l, const char *text) {
+        Scanner s = { .loader = l };
+        const char *p = text;
+        unsigned line = 0;
+
+        scanner_emit(&s, "", 0);
+        while (*p) {
+                _cleanup_free_ char *logical = NULL, *replacement = NULL;
+                const char *start = p;
+                bool too_long, drop = false;
+                unsigned first = line + 1;
+                char *t;
+
+                line += scanner_logical_line(&p, &logical, &too_long);
+                t = strstrip(logical);
+
+                if (too_long) {
+                        conf_problem(l, CONFIG_ERROR, first,
+                                     "line longer than %d characters (iniparser would reject the whole "
+                                     "file)",
+                                     CONF_LINE_MAX);
+                        drop = true;
+                } else if (*t == 0 || *t == '#' || *t == ';')
+                        ;
+                else if (*t == '[')
+                        scanner_section(&s, t, first, &replacement);
+                else
+                        scanner_key(&s, t, first, &drop);
+
+                if (replacement || drop) {
+                        /* Keep the line count so iniparser's view and ours stay aligned. */
+                        if (replacement)
+                                scanner_emit(&s, replacement, strlen(replacement));
+                        for (unsigned i = first; i <= line; i++)
+                                scanner_emit(&s, "\n", 1);
+                } else
+                        scanner_emit(&s, start, (size_t) (p - start));
+        }
+        /* iniparser needs the last line terminated to see it whole. */
+        if (s.out_len > 0 && s.out[s.out_len - 1] != '\n')
+                scanner_emit(&s, "\n", 1);
+        free(s.section);
+        return s.out;
+}
+
+/* ---- values ---- */
+
+#define FIELD(base, k, type) ((type *) ((uint8_t *) (base) + (k)->offset))
+
+static void field_free(const ConfKey *k, void *base) {
+        switch (k->type) {
+        case CONF_BOOL:
+        case CONF_UINT:
+        case CONF_INT:
+        case CONF_SECONDS:
+        case CONF_SIZE:
+                break;
+        case CONF_LIST:
+        case CONF_STAR_LIST:
+        case CONF_RECIPIENTS:
+                strv_free(*FIELD(base, k, char **));
+                *FIELD(base, k, char **) = NULL;
+                break;
+        default:
+                free(*FIELD(base, k, char *));
+                *FIELD(base, k, char *) = NULL;
+        }
+}
+
+static char *parse_number(const ConfKey *k, const char *value, uint64_t *ret) {
+        uint64_t v;
+        int r;
+
+        if (k->type == CONF_SIZE)
+                r = parse_size(value, &v);
+        else
+                r = parse_uint64(value, &v);
+        if (r == -EINVAL && k->type == CONF_SIZE)
+                return xasprintf("%s: '%s' is not a size (a number with an optional unit: 64M, 512MiB, "
+                                 "1GiB)",
+                                 k->name, value);
+        if (r == -EINVAL)
+                return xasprintf("%s: '%s' is not a number (expected %" PRIu64 "..%" PRIu64 ")", k->name,
+                                 value, k->min, k->max);
+        if (r < 0 || v < k->min || v > k->max) {
+                if (k->type == CONF_SIZE) {
+                        char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX];
+                        return xasprintf("%s: %s is out of range (%s..%s)", k->name, value,
+                                         format_bytes(k->min, a, sizeof a),
+                                         format_bytes(k->max, b, sizeof b));
+                }
+                return xasprintf("%s: %s is out of range (%" PRIu64 "..%" PRIu64 ")", k->name, value, k->min,
+                                 k->max);
+        }
+        *ret = v;
+        return NULL;
+}
+
+static char *parse_list(const ConfKey *k, const char *value, char ***ret) {
+        _cleanup_strv_free_ char **l = strv_split(value, " \t,");
+
+        if (k->type == CONF_STAR_LIST && strv_contains(l, "*")) {
+                if (strv_length(l) > 1)
+                        return xasprintf("%s: '*' (all) cannot be combined with names", k->name);
+                *ret = NULL;
+                return NULL;
+        }
+        STRV_FOREACH(i, l) {
+                char *m = NULL;
+
+                if (k->type == CONF_RECIPIENTS)
+                        m = conf_check_recipient(*i);
+                else if ((k->flags & CONF_F_ABSOLUTE) && (*i)[0] != '/')
+                        m = xasprintf("'%s' is not an absolute path", *i);
+                else if ((k->flags & CONF_F_BUCKETS) && !location_bucket_name_valid(*i))
+                        m = xasprintf("'%s' is not a valid bucket name (3..63 characters: lowercase "
+                                      "letters, digits, '.' and '-')",
+                                      *i);
+                else if (k->flags & CONF_F_NAMESPACES)
+                        m = conf_check_namespace(*i);
+                if (m) {
+                        char *full = xasprintf("%s: %s", k->name, m);
+                        free(m);
+                        return full;
+                }
+        }
+        *ret = strv_length(l) > 0 ? TAKE_PTR(l) : NULL;
+        return NULL;
+}
+
+static char *parse_string(const ConfKey *k, const char *value) {
+        _cleanup_free_ char *m = NULL;
+        Location loc = {};
+
+        switch (k->type) {
+        case CONF_ABS_PATH:
+        case CONF_SECRET_FILE:
+                if (value[0] != '/')
+                        return xasprintf("%s: '%s' is not an absolute path", k->name, value);
+                return NULL;
+        case CONF_URL:
+                m = conf_check_url(value);
+                break;
+        case CONF_LOG_LEVEL:
+                m = conf_check_log_level(value);
+                break;
+        case CONF_REMOTE:
+                if (!location_remote_name_valid(value))
+                        return xasprintf("%s: '%s' is not a remote name (lowercase letters, digits, '-' and "
+                                         "'_', as in [remote.NAME])",
+                                         k->name, value);
+                return NULL;
+        case CONF_LOCATION:
+                if (location_parse(value, &loc) < 0)
+                        m = xstrdup(err_message() ?: "invalid location");
+                location_done(&loc);
+                break;
+        default:
+                return NULL;
+        }
+        if (!m)
+                return NULL;
+        return xasprintf("%s: %s", k->name, m);
+}
+
+/* Parses one value into its field. An empty value means the default. Returns NULL or a message; on a
+ * problem the field keeps what it had (the default). */
+static char *conf_parse_value(const ConfKey *k, const char *value, void *base) {
+        uint64_t u = 0;
+        char **l = NULL;
+        char *m;
+        int b;
+
+        if (isempty(value))
+                value = k->def;
+        if (!value) {
+                field_free(k, base);
+                return NULL;
+        }
+
+        switch (k->type) {
+        case CONF_BOOL:
+                b = parse_bool(value);
+                if (b < 0)
+                        return xasprintf("%s: '%s' is not a boolean (yes/no, true/false, on/off, 1/0)",
+                                         k->name, value);
+                *FIELD(base, k, bool) = b;
+                return NULL;
+        case CONF_UINT:
+        case CONF_INT:
+        case CONF_SECONDS:
+        case CONF_SIZE:
+                m = parse_number(k, value, &u);
+                if (m)
+                        return m;
+                if (k->type == CONF_UINT)
+                        *FIELD(base, k, unsigned) = (unsigned) u;
+                else if (k->type == CONF_INT)
+                        *FIELD(base, k, int) = (int) u;
+                else if (k->type == CONF_SECONDS)
+                        *FIELD(base, k, uint64_t) = u * USEC_PER_SEC;
+                else
+                        *FIELD(base, k, uint64_t) = u;
+                return NULL;
+        case CONF_LIST:
+        case CONF_STAR_LIST:
+        case CONF_RECIPIENTS:
+                m = parse_list(k, value, &l);
+                if (m)
+                        return m;
+                field_free(k, base);
+                *FIELD(base, k, char **) = l;
+                return NULL;
+        default:
+                m = parse_string(k, value);
+                if (m)
+                        return m;
+                field_free(k, base);
+                *FIELD(base, k, char *) = xstrdup(value);
+                return NULL;
+        }
+}
+
+static void section_defaults(ConfSection section, void *base) {
+        for (size_t i = 0; i < conf_n_keys; i++)
+                if (conf_keys[i].section == section) {
+                        _cleanup_free_ char *m = conf_parse_value(&conf_keys[i], NULL, base);
+                        /* The defaults are ours: one that does not parse is a bug caught by the tests. */
+                        assert(!m);
+                }
+}
+
+static void section_free(ConfSection section, void *base) {
+        for (size_t i = 0; i < conf_n_keys; i++)
+                if (conf_keys[i].section == section)
+                        field_free(&conf_keys[i], base);
+}
+
+static void *section_base(Config *c, ConfSection section, size_t remote) {
+        switch (section) {
+        case CONF_SECTION_AGENT:
+                return &c->agent;
+        case CONF_SECTION_REMOTE:
+                return &c->remotes[remote];
+        case CONF_SECTION_POSTGRES:
+                return &c->postgres;
+        case CONF_SECTION_MIRROR:
+                return &c->mirror;
+        case CONF_SECTION_CONFIG:
+                return &c->config;
+        default:
+                abort();
+        }
+}
+
+static Config *config_new(const char *path) {
+        Config *c = xcalloc(1, sizeof(Config));
+
+        c->path = xstrdup(path);
+        for (ConfSection s = 0; s < _CONF_SECTION_MAX; s++)
+                if (s != CONF_SECTION_REMOTE)
+                        section_defaults(s, section_base(c, s, 0));
+        return c;
+}
+
+void config_free(Config *c) {
+        if (!c)
+                return;
+        for (size_t i = 0; i < c->n_remotes; i++) {
+                section_free(CONF_SECTION_REMOTE, &c->remotes[i]);
+                free(c->remotes[i].name);
+        }
+        free(c->remotes);
+        for (ConfSection s = 0; s < _CONF_SECTION_MAX; s++)
+                if (s != CONF_SECTION_REMOTE)
+                        section_free(s, section_base(c, s, 0));
+        free(c->path);
+        free(c);
+}
+
+const RemoteConfig *config_find_remote(const Config *c, const char *name) {
+        for (size_t i = 0; c && name && i < c->n_remotes; i++)
+                if (streq(c->remotes[i].name, name))
+                        return &c->remotes[i];
+        return NULL;
+}
+
+char *config_job_destination(const Config *c, const char *job) {
+        const char *set = NULL;
+
+        if (streq(job, "postgres"))
+                set = c->postgres.destination;
+        else if (streq(job, "config"))
+                set = c->config.destination;
+        else if (streq(job, "mirror"))
+                return c->mirror.destination ? xstrdup(c->mirror.destination) : NULL;
+        if (set)
+                return xstrdup(set);
+        if (config_find_remote(c, "minio"))
+                return xasprintf("minio:skyforge-backups/%s/", job);
+        return xasprintf("%s/backups/%s", c->agent.state_dir, job);
+}
+
+/* ---- did you mean ---- */
+
+static const char *closest(const char *word, const char *const *candidates, size_t n) {
+        const char *best = NULL;
+        int best_d = INT32_MAX;
+        /* Close enough to be a typo, not just another short word. */
+        int limit = strlen(word) < 6 ? 1 : strlen(word) < 12 ? 2 : 3;
+
+        for (size_t i = 0; i < n; i++) {
+                int d = levenshtein(word, candidates[i]);
+                if (d <= limit && d < best_d) {
+                        best = candidates[i];
+                        best_d = d;
+                }
+        }
+        return best;
+}
+
+static char *suggest_key(ConfSection section, const char *key) {
+        const char *names[ELEMENTSOF(conf_keys)], *m;
+        size_t n = 0;
+
+        for (size_t i = 0; i < conf_n_keys; i++)
+                if (conf_keys[i].section == section)
+                        names[n++] = conf_keys[i].name;
+        m = closest(key, names, n);
+        if (m)
+                return xasprintf("; did you mean '%s'?", m);
+        /* The right key in the wrong section. */
+        for (size_t i = 0; i < conf_n_keys; i++)
+                if (streq(conf_keys[i].name, key))
+                        return xasprintf("; %s belongs in [%s]", key,
+                                         conf_keys[i].section == CONF_SECTION_REMOTE
+                                                 ? "remote.NAME"
+                                                 : conf_section_names[conf_keys[i].section]);
+        return xstrdup("");
+}
+
+static char *suggest_section(const char *name) {
+        const char *fixed[] = { "agent", "postgres", "mirror", "config" }, *m;
+        const char *sep;
+
+        m = closest(name, fixed, ELEMENTSOF(fixed));
+        if (m)
+                return xasprintf("; did you mean [%s]?", m);
+        /* [remotes.minio], [remote:minio], [remote minio], [s3.minio] */
+        sep = strpbrk(name, ". :_");
+        if (sep && sep[1]) {
+                _cleanup_free_ char *head = xstrndup(name, (size_t) (sep - name));
+                const char *r[] = { "remote" };
+                if (closest(head, r, 1) || streq(head, "s3"))
+                        return xasprintf("; did you mean [remote.%s]?", sep + 1);
+        }
+        return xstrdup("");
+}
+
+/* ---- loading ---- */
+
+static int iniparser_quiet(const char *fmt, ...) {
+        /* The second pass reports every line iniparser would complain about, with better words. */
+        return 0;
+}
+
+static dictionary *ini_load_text(const char *text) {
+        _cleanup_close_ int fd = -EBADF;
+        char path[64];
+
+        /* iniparser 4.1 reads only named files: hand it the sanitized text through a memfd. */
+        fd = memfd_create("skyforge-agent.conf", MFD_CLOEXEC);
+        if (fd < 0)
+                return NULL;
+        if (write_full(fd, text, strlen(text)) < 0)
+                return NULL;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        iniparser_set_error_callback(iniparser_quiet);
+        return iniparser_load(path);
+}
+
+static RemoteConfig *config_add_remote(Config *c, const char *name) {
+        RemoteConfig *r;
+
+        c->remotes = xrealloc(c->remotes, sizeof(RemoteConfig) * (c->n_remotes + 1));
+        r = &c->remotes[c->n_remotes++];
+        *r = (RemoteConfig) { .name = xstrdup(name) };
+        section_defaults(CONF_SECTION_REMOTE, r);
+        return r;
+}
+
+static void load_key(ConfLoader *l, ConfSection section, void *base, const char *sid, const char *key,
+                     const char *value) {
+        unsigned line = conf_line(l, sid, key);
+        const ConfKey *k = conf_key_find(section, key);
+        _cleanup_free_ char *m = NULL;
+
+        if (!k) {
+                m = conf_inline_secret_message(key);
+                if (m) {
+                        conf_problem(l, CONFIG_ERROR, line, "%s", m);
+                        return;
+                }
+                m = suggest_key(section, key);
+                conf_problem(l, CONFIG_ERROR, line, "unknown key '%s' in [%s]%s", key, sid, m);
+                return;
+        }
+        m = conf_parse_value(k, value, base);
+        if (m) {
+                struct ConfLine *e = conf_key_line(l, sid, key);
+                conf_problem(l, CONFIG_ERROR, line, "%s", m);
+                if (e)
+                        e->bad = true;
+        }
+}
+
+static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *sid) {
+        static const ConfSection fixed[] = { CONF_SECTION_AGENT, CONF_SECTION_POSTGRES, CONF_SECTION_MIRROR,
+                                             CONF_SECTION_CONFIG };
+        ConfSection section = _CONF_SECTION_MAX;
+        const char *remote = startswith(sid, "remote."), **keys;
+        void *base = NULL;
+        int n;
+
+        for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
+                if (streq(sid, conf_section_names[fixed[i]]))
+                        section = fixed[i];
+
+        if (remote) {
+                if (!location_remote_name_valid(remote)) {
+                        conf_problem(l, CONFIG_ERROR, conf_line(l, sid, NULL),
+                                     "[%s]: '%s' is not a remote name (lowercase letters, digits, '-' and "
+                                     "'_', at most 63)",
+                                     sid, remote);
+                        return;
+                }
+                section = CONF_SECTION_REMOTE;
+                base = (void *) config_find_remote(c, remote) ?: config_add_remote(c, remote);
+        } else if (section == _CONF_SECTION_MAX) {
+                _cleanup_free_ char *m = suggest_section(sid);
+                conf_problem(l, CONFIG_ERROR, conf_line(l, sid, NULL),
+                             "unknown section [%s]%s (known: [agent], [remote.NAME], [postgres], [mirror], "
+                             "[config])",
+                             sid, m);
+                return;
+        } else
+                base = section_base(c, section, 0);
+
+        if (section == CONF_SECTION_POSTGRES)
+                c->postgres.present = true;
+        else if (section == CONF_SECTION_MIRROR)
+                c->mirror.present = true;
+        else if (section == CONF_SECTION_CONFIG)
+                c->config.present = true;
+
+        n = iniparser_getsecnkeys(d, sid);
+        if (n <= 0)
+                return;
+        keys = xcalloc((size_t) n, sizeof(char *));
+        if (iniparser_getseckeys(d, sid, keys))
+                for (int i = 0; i < n; i++) {
+                        const char *key = strchr(keys[i], ':');
+                        if (key)
+                                load_key(l, section, base, sid, key + 1,
+                                         iniparser_getstring(d, keys[i], ""));
+                }
+        free(keys);
+}
+
+static int config_load_text(const char *text, const char *path, Config **ret_config,
+                            ConfigProblems *ret_problems) {
+        _cleanup_(config_freep) Config *c = config_new(path);
+        ConfigProblems problems = {};
+        ConfLoader l = { .problems = &problems };
+        _cleanup_free_ char *sanitized = NULL;
+        size_t n_errors;
+        dictionary *d;
+
+        c->from_file = true;
+        sanitized = scanner_run(&l, text);
+        d = ini_load_text(sanitized);
+        if (!d)
+                conf_problem(&l, CONFIG_ERROR, 0, "iniparser could not load the file: %m");
+        else {
+                int n = iniparser_getnsec(d);
+                for (int i = 0; i < n; i++) {
+                        const char *sid = iniparser_getsecname(d, i);
+                        if (sid && !startswith(sid, INVALID_SECTION_PREFIX))
+                                load_section(&l, c, d, sid);
+                }
+                iniparser_freedict(d);
+        }
+
+        conf_check(&l, c);
+        loader_done(&l);
+        problems_sort(&problems);
+
+        n_errors = config_problems_count(&problems, CONFIG_ERROR);
+        if (ret_config)
+                *ret_config = TAKE_PTR(c);
+        if (ret_problems)
+                *ret_problems = problems;
+        else
+                config_problems_done(&problems);
+        return n_errors > 0 ? -EINVAL : 0;
+}
+
+int config_load_string(const char *text, const char *path_for_messages, Config **ret_config,
+                       ConfigProblems *ret_problems) {
+        return config_load_text(text, path_for_messages ?: "(string)", ret_config, ret_problems);
+}
+
+int config_load(const char *path, bool explicit, Config **ret_config, ConfigProblems *ret_problems) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!path)
+                path = CONFIG_DEFAULT_PATH;
+        r = read_file_string(path, CONF_FILE_MAX, &text);
+        if (r == -ENOENT && !explicit) {
+                /* Out of the box: no file, built-in defaults, the local store under state_dir. */
+                if (ret_config)
+                        *ret_config = config_new(path);
+                if (ret_problems)
+                        *ret_problems = (ConfigProblems) {};
+                return 0;
+        }
+        if (r < 0) {
+                ConfigProblems problems = {};
+                ConfLoader l = { .problems = &problems };
+
+                if (r == -EFBIG)
+                        conf_problem(&l, CONFIG_ERROR, 0, "cannot read %s: larger than %d bytes", path,
+                                     CONF_FILE_MAX);
+                else
+                        conf_problem(&l, CONFIG_ERROR, 0, "cannot read %s: %s", path, strerror(-r));
+                if (ret_problems)
+                        *ret_problems = problems;
+                else
+                        config_problems_done(&problems);
+                return -EINVAL;
+        }
+        return config_load_text(text, path, ret_config, ret_problems);
+}
+
+/* ---- secrets ---- */
+
+int config_read_secret_file(const char *path, char **ret) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        ssize_t n;
+        int r;
+
+        r = conf_secret_file_open(path, &fd);
+        if (r < 0)
+                return r;
+        buf = xmalloc(CONF_SECRET_MAX + 1);
+        n = read_full(fd, buf, CONF_SECRET_MAX + 1);
+        if (n < 0)
+                return err_set((int) n, EX_IOERR, "cannot read secret file %s: %s", path,
+                               strerror((int) -n));
+        if (n > CONF_SECRET_MAX)
+                return err_set(-EFBIG, EX_CONFIG,
+                               "secret file %s is larger than %d bytes; is it the right file?", path,
+                               CONF_SECRET_MAX);
+        buf[n] = 0;
+        /* echo secret > file and editors add a newline that is not part of the secret. */
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+                buf[--n] = 0;
+        if (n == 0)
+                return err_set(-EINVAL, EX_CONFIG, "secret file %s is empty; write the secret into it",
+                               path);
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+/* ---- show ---- */
+
+static void show_value(FILE *f, const ConfKey *k, const void *base) {
+        char **l;
+
+        switch (k->type) {
+        case CONF_BOOL:
+                fprintf(f, "%s", *FIELD(base, k, bool) ? "yes" : "no");
+                break;
+        case CONF_UINT:
+                fprintf(f, "%u", *FIELD(base, k, unsigned));
+                break;
+        case CONF_INT:
+                fprintf(f, "%d", *FIELD(base, k, int));
+                break;
+        case CONF_SECONDS:
+                fprintf(f, "%" PRIu64, *FIELD(base, k, uint64_t) / USEC_PER_SEC);
+                break;
+        case CONF_SIZE: {
+                uint64_t v = *FIELD(base, k, uint64_t);
+                if (v % GIB == 0)
+                        fprintf(f, "%" PRIu64 "GiB", v / GIB);
+                else if (v % MIB == 0)
+                        fprintf(f, "%" PRIu64 "MiB", v / MIB);
+                else
+                        fprintf(f, "%" PRIu64, v);
+                break;
+        }
+        case CONF_LIST:
+        case CONF_STAR_LIST:
+        case CONF_RECIPIENTS:
+                l = *FIELD(base, k, char **);
+                if (!l && k->type == CONF_STAR_LIST)
+                        fputs("*", f);
+                STRV_FOREACH(i, l)
+                        fprintf(f, "%s%s", i == l ? "" : " ", *i);
+                break;
+        default:
+                fputs(strempty(*FIELD(base, k, char *)), f);
+        }
+}
+
+static bool field_is_set(const ConfKey *k, const void *base) {
+        switch (k->type) {
+        case CONF_BOOL:
+        case CONF_UINT:
+        case CONF_INT:
+        case CONF_SECONDS:
+        case CONF_SIZE:
+        case CONF_STAR_LIST:
+                return true;
+        case CONF_LIST:
+        case CONF_RECIPIENTS:
+                return *FIELD(base, k, char **) != NULL;
+        default:
+                return *FIELD(base, k, char *) != NULL;
+        }
+}
+
+/* A section not in the file is shown commented out, so that the output loads back to the same
+ * configuration (a written [config] would need recipients). */
+static void show_section(FILE *f, const Config *c, ConfSection section, const void *base, const char *sid,
+                         bool present) {
+        const char *pre = present ? "" : "; ";
+
+        if (present)
+                fprintf(f, "[%s]\n", sid);
+        else
+                fprintf(f, "; [%s]   (not in the file: the built-in defaults)\n", sid);
+        for (size_t i = 0; i < conf_n_keys; i++) {
+                const ConfKey *k = &conf_keys[i];
+                if (k->section != section)
+                        continue;
+                if (k->type == CONF_LOCATION && section != CONF_SECTION_MIRROR && !*FIELD(base, k, char *)) {
+                        _cleanup_free_ char *d = config_job_destination(c, sid);
+                        fprintf(f, "%s%s = %s\n", pre, k->name, d);
+                } else if (field_is_set(k, base)) {
+                        fprintf(f, "%s%s = ", pre, k->name);
+                        show_value(f, k, base);
+                        fputc('\n', f);
+                } else
+                        fprintf(f, "; %s =%s%s\n", k->name, k->help ? "   ; " : "", strempty(k->help));
+        }
+        fputc('\n', f);
+}
+
+void config_show(const Config *c, FILE *f) {
+        fprintf(f, "; effective configuration from %s%s\n\n", c->path,
+                c->from_file ? "" : " (not present: built-in defaults)");
+        show_section(f, c, CONF_SECTION_AGENT, &c->agent, "agent", true);
+        for (size_t i = 0; i < c->n_remotes; i++) {
+                _cleanup_free_ char *sid = conf_section_id(CONF_SECTION_REMOTE, c->remotes[i].name);
+                show_section(f, c, CONF_SECTION_REMOTE, &c->remotes[i], sid, true);
+        }
+        show_section(f, c, CONF_SECTION_POSTGRES, &c->postgres, "postgres", c->postgres.present);
+        show_section(f, c, CONF_SECTION_MIRROR, &c->mirror, "mirror", c->mirror.present);
+        show_section(f, c, CONF_SECTION_CONFIG, &c->config, "config", c->config.present);
+}

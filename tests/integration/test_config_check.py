@@ -1,0 +1,94 @@
+"""`config check` as a process: FILE:LINE messages on stderr, exit 78 on errors, "FILE: OK" otherwise.
+
+Runs tests/helpers/conf-tool, which calls the `config` verb exactly as skyforge-agent does; once
+cli/main.c dispatches `config`, the same assertions hold for `skyforge-agent -c FILE config check`.
+"""
+import os
+import subprocess
+
+import pytest
+
+BUILDDIR = os.environ.get("SKYFORGE_BUILDDIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+CONF_TOOL = os.path.join(BUILDDIR, "tests", "helpers", "conf-tool")
+EX_CONFIG = 78
+
+
+def config(path, *args):
+    return subprocess.run([CONF_TOOL, "-c", str(path), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(name, text, mode=0o644):
+        p = tmp_path / name
+        p.write_text(text)
+        p.chmod(mode)
+        return p
+    return _write
+
+
+def test_config_check_reports_every_error_with_line_and_exits_78(write):
+    secret = write("minio.secret", "s3cr3t\n", 0o644)
+    conf = write("agent.conf", f"""[agent]
+log_level = loud
+
+[remote.minio]
+endpoint = http://127.0.0.1:9000
+access_key_id = backup
+secret_access_key_file = {secret}
+
+[postgres]
+retention_dys = 7
+destination = offsite:skyforge-backups/postgres/
+""")
+    p = config(conf, "check")
+    assert p.returncode == EX_CONFIG, p.stderr
+    assert p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert lines == [
+        f"{conf}:2: log_level: 'loud' is not a log level (debug, info, notice, warning, err)",
+        f"{conf}:7: secret_access_key_file: secret file {secret} is accessible by group or others "
+        f"(mode 0644); run chmod 600 {secret}",
+        f"{conf}:10: unknown key 'retention_dys' in [postgres]; did you mean 'retention_days'?",
+        f"{conf}:11: destination: remote 'offsite' is not defined; add a [remote.offsite] section or use "
+        f"one of the defined remotes: minio",
+    ]
+
+
+def test_config_check_passes_after_fixes_and_prints_warnings(write):
+    secret = write("minio.secret", "s3cr3t\n", 0o600)
+    conf = write("agent.conf", f"""[remote.minio]
+endpoint = https://127.0.0.1:9000
+access_key_id = backup
+secret_access_key_file = {secret}
+tls_verify = no
+
+[postgres]
+retention_days = 7
+""")
+    p = config(conf, "check")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{conf}: OK (1 warning)\n"
+    assert p.stderr.startswith(f"{conf}:5: warning: tls_verify = no")
+
+
+def test_config_check_missing_explicit_file(tmp_path):
+    missing = tmp_path / "nope.conf"
+    p = config(missing, "check")
+    assert p.returncode == EX_CONFIG
+    assert p.stderr == f"{missing}: cannot read {missing}: No such file or directory\n"
+
+
+def test_config_show_never_prints_secrets(write):
+    secret = write("offsite.secret", "TOPSECRET-VALUE\n", 0o600)
+    conf = write("agent.conf", f"""[remote.offsite]
+endpoint = https://s3.example
+access_key_id = AKIAEXAMPLE
+secret_access_key_file = {secret}
+""")
+    p = config(conf, "show")
+    assert p.returncode == 0, p.stderr
+    assert "TOPSECRET" not in p.stdout
+    assert f"secret_access_key_file = {secret}\n" in p.stdout
+    assert "retention_days = 30\n" in p.stdout
