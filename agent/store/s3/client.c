@@ -1,0 +1,1012 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <ctype.h>
+#include <curl/curl.h>
+#include <expat.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include "log/log.h"
+#include "s3-internal.h"
+
+#define S3_DEFAULT_ATTEMPTS 5
+#define S3_DEFAULT_TIMEOUT_USEC (60 * USEC_PER_SEC)
+#define S3_BACKOFF_BASE_USEC (100 * USEC_PER_MSEC)
+#define S3_BACKOFF_MAX_USEC (5 * USEC_PER_SEC)
+#define S3_COLLECT_MAX (8U * 1024 * 1024)
+#define S3_ERROR_BODY_MAX (64U * 1024)
+
+struct S3Client {
+        char *remote;
+        char *endpoint; /* as configured, for messages */
+        char *scheme;
+        char *authority; /* host[:port] */
+        char *base_path; /* "" or "/path" */
+        char *region;
+        char *access_key_id;
+        char *secret;
+        char *secret_source; /* where the secret came from, for the fix in auth errors */
+        bool path_style;
+        char *ca_file;
+        bool tls_verify;
+        unsigned max_attempts;
+        uint64_t timeout_usec;
+        CURL *curl; /* kept: its connection cache and TLS sessions are what makes requests cheap */
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ---- credentials ---- */
+
+static int read_secret(const char *path, bool check_mode, char **ret) {
+        _cleanup_free_ char *s = NULL;
+        struct stat st;
+        int r;
+
+        if (stat(path, &st) < 0)
+                return -errno;
+        if (check_mode && (st.st_mode & 0077))
+                return -EPERM;
+        r = read_file_string(path, 4096, &s);
+        if (r < 0)
+                return r;
+        strstrip(s);
+        if (isempty(s))
+                return -ENODATA;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+static int client_load_credentials(S3Client *c, const RemoteConfig *remote) {
+        const char *e;
+        int r;
+
+        e = remote->access_key_id ?: getenv("AWS_ACCESS_KEY_ID");
+        if (isempty(e))
+                return err_set(-EINVAL, EX_CONFIG,
+                               "remote \"%s\" has no access_key_id (set access_key_id in [remote.%s] or "
+                               "AWS_ACCESS_KEY_ID)", c->remote, c->remote);
+        c->access_key_id = xstrdup(e);
+
+        if (remote->secret_access_key_file) {
+                r = read_secret(remote->secret_access_key_file, true, &c->secret);
+                if (r == -EPERM)
+                        return err_set(r, EX_NOPERM,
+                                       "secret_access_key_file %s for remote \"%s\" is readable by group or "
+                                       "others: chmod 600 it", remote->secret_access_key_file, c->remote);
+                if (r < 0)
+                        return err_set(r, EX_CONFIG,
+                                       "cannot read secret_access_key_file %s for remote \"%s\": %s",
+                                       remote->secret_access_key_file, c->remote, strerror(-r));
+                c->secret_source = xasprintf("check secret_access_key_file for remote \"%s\"", c->remote);
+                return 0;
+        }
+
+        e = getenv("CREDENTIALS_DIRECTORY");
+        if (!isempty(e)) {
+                _cleanup_free_ char *p = path_join(e, c->remote);
+
+                /* systemd made the directory private to the service; its mode is not ours to judge. */
+                r = read_secret(p, false, &c->secret);
+                if (r >= 0) {
+                        c->secret_source = xasprintf("check the credential \"%s\" (LoadCredential=)",
+                                                     c->remote);
+                        return 0;
+                }
+                if (r != -ENOENT)
+                        return err_set(r, EX_CONFIG, "cannot read credential %s for remote \"%s\": %s", p,
+                                       c->remote, strerror(-r));
+        }
+
+        e = getenv("AWS_SECRET_ACCESS_KEY");
+        if (!isempty(e)) {
+                c->secret = xstrdup(e);
+                c->secret_source = xasprintf("check AWS_SECRET_ACCESS_KEY for remote \"%s\"", c->remote);
+                return 0;
+        }
+        return err_set(-ENOKEY, EX_CONFIG,
+                       "remote \"%s\" has no secret key: set secret_access_key_file in [remote.%s], a "
+                       "systemd credential \"%s\", or AWS_SECRET_ACCESS_KEY",
+                       c->remote, c->remote, c->remote);
+}
+
+/* ---- client ---- */
+
+static int client_parse_endpoint(S3Client *c) {
+        const char *p = c->endpoint, *rest, *slash;
+
+        if ((rest = startswith(p, "https://")))
+                c->scheme = xstrdup("https");
+        else if ((rest = startswith(p, "http://")))
+                c->scheme = xstrdup("http");
+        else
+                return err_set(-EINVAL, EX_CONFIG,
+                               "endpoint \"%s\" of remote \"%s\" must start with http:// or https://", p,
+                               c->remote);
+        slash = strchr(rest, '/');
+        c->authority = slash ? xstrndup(rest, (size_t) (slash - rest)) : xstrdup(rest);
+        if (isempty(c->authority))
+                return err_set(-EINVAL, EX_CONFIG, "endpoint \"%s\" of remote \"%s\" has no host", p,
+                               c->remote);
+        c->base_path = xstrdup(slash ? slash : "");
+        while (endswith(c->base_path, "/"))
+                c->base_path[strlen(c->base_path) - 1] = 0;
+        return 0;
+}
+
+int s3_client_new(const RemoteConfig *remote, S3Client **ret) {
+        _cleanup_(s3_client_freep) S3Client *c = NULL;
+        int r;
+
+        pthread_once(&curl_once, curl_init_once);
+        c = xcalloc(1, sizeof *c);
+        c->remote = xstrdup(strempty(remote->name));
+        if (isempty(remote->endpoint))
+                return err_set(-EINVAL, EX_CONFIG, "remote \"%s\" has no endpoint", c->remote);
+        c->endpoint = xstrdup(remote->endpoint);
+        while (endswith(c->endpoint, "/"))
+                c->endpoint[strlen(c->endpoint) - 1] = 0;
+        r = client_parse_endpoint(c);
+        if (r < 0)
+                return r;
+        c->region = xstrdup(isempty(remote->region) ? "us-east-1" : remote->region);
+        c->path_style = remote->path_style;
+        c->ca_file = remote->ca_file ? xstrdup(remote->ca_file) : NULL;
+        c->tls_verify = remote->tls_verify;
+        c->max_attempts = remote->max_attempts > 0 ? remote->max_attempts : S3_DEFAULT_ATTEMPTS;
+        c->timeout_usec = remote->timeout_usec > 0 ? remote->timeout_usec : S3_DEFAULT_TIMEOUT_USEC;
+        r = client_load_credentials(c, remote);
+        if (r < 0)
+                return r;
+        c->curl = curl_easy_init();
+        if (!c->curl)
+                return err_set(-ENOMEM, EX_OSERR, "cannot initialize libcurl");
+        if (!c->tls_verify)
+                log_warning("TLS verification is off for remote \"%s\" (%s): tls_verify = no is for test "
+                            "endpoints only", c->remote, c->endpoint);
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+void s3_client_free(S3Client *c) {
+        if (!c)
+                return;
+        if (c->curl)
+                curl_easy_cleanup(c->curl);
+        if (c->secret)
+                explicit_bzero(c->secret, strlen(c->secret));
+        free(c->remote);
+        free(c->endpoint);
+        free(c->scheme);
+        free(c->authority);
+        free(c->base_path);
+        free(c->region);
+        free(c->access_key_id);
+        free(c->secret);
+        free(c->secret_source);
+        free(c->ca_file);
+        free(c);
+}
+
+const char *s3_client_endpoint(const S3Client *c) {
+        return c->endpoint;
+}
+
+const char *s3_client_remote(const S3Client *c) {
+        return c->remote;
+}
+
+/* ---- small helpers ---- */
+
+void s3_response_done(S3Response *r) {
+        if (!r)
+                return;
+        free(r->body);
+        free(r->etag);
+        free(r->content_type);
+        free(r->cache_control);
+        strv_free(r->metadata);
+        *r = (S3Response){};
+}
+
+void s3_object_info_done(S3ObjectInfo *i) {
+        if (!i)
+                return;
+        free(i->etag);
+        free(i->content_type);
+        free(i->cache_control);
+        strv_free(i->metadata);
+        *i = (S3ObjectInfo){};
+}
+
+char *s3_strip_quotes(const char *etag) {
+        size_t n = strlen(etag);
+
+        if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"')
+                return xstrndup(etag + 1, n - 2);
+        return xstrdup(etag);
+}
+
+int s3_parse_iso8601(const char *s, uint64_t *ret_usec) {
+        struct tm tm = {};
+        int y, mo, d, h, mi, sec;
+        time_t t;
+
+        if (sscanf(s, "%d-%d-%dT%d:%d:%d", &y, &mo, &d, &h, &mi, &sec) != 6)
+                return -EINVAL;
+        tm = (struct tm){ .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi,
+                          .tm_sec = sec };
+        t = timegm(&tm);
+        if (t < 0)
+                return -EINVAL;
+        *ret_usec = (uint64_t) t * USEC_PER_SEC;
+        return 0;
+}
+
+char *s3_xml_escape(const char *s) {
+        size_t n = 1;
+        char *r, *p;
+
+        for (const char *c = s; *c; c++)
+                n += strchr("<>&\"'", *c) ? 6 : 1;
+        p = r = xmalloc(n);
+        for (const char *c = s; *c; c++) {
+                const char *e = NULL;
+                switch (*c) {
+                case '<': e = "&lt;"; break;
+                case '>': e = "&gt;"; break;
+                case '&': e = "&amp;"; break;
+                case '"': e = "&quot;"; break;
+                case '\'': e = "&apos;"; break;
+                }
+                if (e)
+                        p = stpcpy(p, e);
+                else
+                        *p++ = *c;
+        }
+        *p = 0;
+        return r;
+}
+
+/* ---- streaming XML ---- */
+
+#define S3_XML_TEXT_MAX (64U * 1024)
+
+struct S3Xml {
+        XML_Parser parser;
+        S3XmlFunc f;
+        void *userdata;
+        char *path;
+        size_t path_len;
+        char *text;
+        size_t text_len;
+        int error;
+};
+
+static void xml_start(void *ud, const XML_Char *name, const XML_Char **attrs) {
+        S3Xml *x = ud;
+        const char *local = strrchr(name, ' '); /* no namespace processing: names come bare */
+        size_t n;
+
+        local = local ? local + 1 : name;
+        n = strlen(local);
+        x->path = xrealloc(x->path, x->path_len + n + 2);
+        x->path[x->path_len++] = '/';
+        memcpy(x->path + x->path_len, local, n + 1);
+        x->path_len += n;
+        x->text_len = 0;
+        x->text[0] = 0;
+}
+
+static void xml_end(void *ud, const XML_Char *name) {
+        S3Xml *x = ud;
+        char *slash;
+
+        if (x->error == 0) {
+                int r = x->f(x->path, x->text, x->userdata);
+                if (r < 0) {
+                        x->error = r;
+                        XML_StopParser(x->parser, false);
+                }
+        }
+        slash = strrchr(x->path, '/');
+        if (slash) {
+                *slash = 0;
+                x->path_len = (size_t) (slash - x->path);
+        }
+        x->text_len = 0;
+        x->text[0] = 0;
+}
+
+static void xml_text(void *ud, const XML_Char *s, int len) {
+        S3Xml *x = ud;
+
+        if (x->text_len + (size_t) len >= S3_XML_TEXT_MAX)
+                return; /* nothing S3 sends in one element is this long; keep memory bounded */
+        memcpy(x->text + x->text_len, s, (size_t) len);
+        x->text_len += (size_t) len;
+        x->text[x->text_len] = 0;
+}
+
+S3Xml *s3_xml_new(S3XmlFunc f, void *userdata) {
+        S3Xml *x = xcalloc(1, sizeof *x);
+
+        x->parser = XML_ParserCreate("UTF-8");
+        if (!x->parser)
+                abort();
+        x->f = f;
+        x->userdata = userdata;
+        x->path = xstrdup("");
+        x->text = xmalloc(S3_XML_TEXT_MAX);
+        x->text[0] = 0;
+        XML_SetUserData(x->parser, x);
+        XML_SetElementHandler(x->parser, xml_start, xml_end);
+        XML_SetCharacterDataHandler(x->parser, xml_text);
+        return x;
+}
+
+int s3_xml_feed(S3Xml *x, const void *p, size_t n, bool final) {
+        if (x->error < 0)
+                return x->error;
+        if (XML_Parse(x->parser, p, (int) n, final) == XML_STATUS_ERROR)
+                return x->error < 0 ? x->error : -EBADMSG;
+        return 0;
+}
+
+void s3_xml_free(S3Xml *x) {
+        if (!x)
+                return;
+        XML_ParserFree(x->parser);
+        free(x->path);
+        free(x->text);
+        free(x);
+}
+
+int s3_xml_parse(const char *p, size_t n, S3XmlFunc f, void *userdata) {
+        _cleanup_(s3_xml_freep) S3Xml *x = s3_xml_new(f, userdata);
+
+        return s3_xml_feed(x, p, n, true);
+}
+
+/* ---- errors ---- */
+
+typedef struct S3Error {
+        char *code;
+        char *message;
+} S3Error;
+
+static int error_xml(const char *path, const char *text, void *userdata) {
+        S3Error *e = userdata;
+
+        if (streq(path, "/Error/Code") && !e->code)
+                e->code = xstrdup(text);
+        else if (streq(path, "/Error/Message") && !e->message)
+                e->message = xstrdup(text);
+        return 0;
+}
+
+static bool code_is_auth(const char *code) {
+        static const char *const auth[] = { "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied",
+                                            "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed",
+                                            "InvalidSecurity", "AllAccessDisabled", "AccountProblem" };
+        for (size_t i = 0; i < ELEMENTSOF(auth); i++)
+                if (streq(code, auth[i]))
+                        return true;
+        return false;
+}
+
+static bool code_is_retryable(const char *code) {
+        static const char *const retry[] = { "SlowDown", "InternalError", "ServiceUnavailable",
+                                             "RequestTimeout", "Throttling", "ThrottlingException",
+                                             "RequestTimeTooSkewed" };
+        if (!code)
+                return false;
+        for (size_t i = 0; i < ELEMENTSOF(retry); i++)
+                if (streq(code, retry[i]))
+                        return true;
+        return false;
+}
+
+int s3_fail(S3Client *c, const S3Request *req, long status, const char *code, const char *message) {
+        _cleanup_free_ char *where = NULL, *fallback = NULL, *fix = NULL;
+        int error = -EIO, exit_code = EX_PROTOCOL;
+
+        if (!code) {
+                if (status == 404)
+                        code = req->key ? "NoSuchKey" : "NoSuchBucket";
+                else if (status == 403)
+                        code = "AccessDenied";
+                else if (status == 401)
+                        code = "Unauthorized";
+                else
+                        code = fallback = xasprintf("HTTP %ld", status);
+        }
+
+        if (req->bucket && req->key)
+                where = xasprintf(" (bucket %s, key %s)", req->bucket, req->key);
+        else if (req->bucket)
+                where = xasprintf(" (bucket %s)", req->bucket);
+        else
+                where = xstrdup("");
+
+        if (streq(code, "SignatureDoesNotMatch")) {
+                fix = xstrdup(c->secret_source);
+                error = -EACCES, exit_code = EX_NOPERM;
+        } else if (streq(code, "InvalidAccessKeyId")) {
+                fix = xasprintf("check access_key_id for remote \"%s\"", c->remote);
+                error = -EACCES, exit_code = EX_NOPERM;
+        } else if (streq(code, "AuthorizationHeaderMalformed")) {
+                fix = xasprintf("check region for remote \"%s\" (now %s)", c->remote, c->region);
+                error = -EACCES, exit_code = EX_NOPERM;
+        } else if (code_is_auth(code) || status == 401 || status == 403) {
+                fix = xasprintf("grant access key %s access to the bucket, or check the credentials of "
+                                "remote \"%s\"", c->access_key_id, c->remote);
+                error = -EACCES, exit_code = EX_NOPERM;
+        } else if (streq(code, "NoSuchBucket")) {
+                fix = xasprintf("create the bucket, or set create_bucket = yes for remote \"%s\"",
+                                c->remote);
+                error = -ENOENT, exit_code = EX_UNAVAILABLE;
+        } else if (streq(code, "NoSuchKey") || streq(code, "NoSuchUpload")) {
+                fix = xstrdup("the object does not exist");
+                error = -ENOENT, exit_code = EX_NOINPUT;
+        } else if (streq(code, "PreconditionFailed")) {
+                fix = xstrdup("the object changed while it was read; run again");
+                error = -ESTALE, exit_code = EX_TEMPFAIL;
+        } else if (streq(code, "PermanentRedirect") || streq(code, "IllegalLocationConstraintException") ||
+                   status == 301 || status == 307) {
+                fix = xasprintf("the bucket lives in another region: check region and endpoint for remote "
+                                "\"%s\"", c->remote);
+                error = -EADDRNOTAVAIL, exit_code = EX_CONFIG;
+        } else if (streq(code, "InvalidBucketName")) {
+                fix = xstrdup("fix the bucket name in the location");
+                error = -EINVAL, exit_code = EX_CONFIG;
+        } else if (status >= 500 || status == 429 || code_is_retryable(code)) {
+                fix = xasprintf("the server kept failing after %u attempts; check its health or raise "
+                                "max_attempts for remote \"%s\"", c->max_attempts, c->remote);
+                error = -EAGAIN, exit_code = EX_UNAVAILABLE;
+        } else
+                fix = xstrdup("unexpected reply");
+
+        if (!isempty(message))
+                return err_set(error, exit_code, "%s from %s%s: %s (server said: %s)", code, c->endpoint,
+                               where, fix, message);
+        return err_set(error, exit_code, "%s from %s%s: %s", code, c->endpoint, where, fix);
+}
+
+static int fail_transport(S3Client *c, const S3Request *req, CURLcode cc, const char *detail) {
+        const char *what = isempty(detail) ? curl_easy_strerror(cc) : detail;
+        int error;
+
+        switch (cc) {
+        case CURLE_COULDNT_CONNECT:
+                error = -ECONNREFUSED;
+                break;
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+                error = -EHOSTUNREACH;
+                break;
+        case CURLE_OPERATION_TIMEDOUT:
+                error = -ETIMEDOUT;
+                break;
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CONNECT_ERROR:
+                return err_set(-EPROTO, EX_UNAVAILABLE,
+                               "TLS with %s failed: %s (set ca_file for remote \"%s\" to the CA that signed "
+                               "the server's certificate)", c->endpoint, what, c->remote);
+        default:
+                error = -ECONNRESET;
+        }
+        return err_set(error, EX_UNAVAILABLE,
+                       "cannot reach S3 endpoint %s%s%s after %u attempts: %s (is the server up? check "
+                       "endpoint for remote \"%s\")", c->endpoint, req->bucket ? " bucket " : "",
+                       strempty(req->bucket), c->max_attempts, what, c->remote);
+}
+
+static bool curl_retryable(CURLcode cc) {
+        switch (cc) {
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_OPERATION_TIMEDOUT:
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_PARTIAL_FILE:
+        case CURLE_GOT_NOTHING:
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_HTTP2:
+        case CURLE_HTTP2_STREAM:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* ---- one attempt ---- */
+
+typedef struct Attempt {
+        S3Client *c;
+        const S3Request *req;
+        S3Response *resp;
+        size_t send_pos;
+        long status;
+        char *err_body;
+        size_t err_len;
+        int cb_error;
+} Attempt;
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *ud) {
+        Attempt *a = ud;
+        size_t n = MIN(size * nitems, a->req->body_len - a->send_pos);
+
+        memcpy(buf, (const uint8_t *) a->req->body + a->send_pos, n);
+        a->send_pos += n;
+        return n;
+}
+
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+        Attempt *a = ud;
+
+        /* curl rewinds when it resends on a reused connection that turned out dead. */
+        if (origin != SEEK_SET || offset < 0 || (size_t) offset > a->req->body_len)
+                return CURL_SEEKFUNC_CANTSEEK;
+        a->send_pos = (size_t) offset;
+        return CURL_SEEKFUNC_OK;
+}
+
+static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
+        Attempt *a = ud;
+        size_t n = size * nmemb;
+
+        if (a->status < 200 || a->status >= 300) {
+                size_t k = MIN(n, S3_ERROR_BODY_MAX - a->err_len);
+                a->err_body = xrealloc(a->err_body, a->err_len + k + 1);
+                memcpy(a->err_body + a->err_len, p, k);
+                a->err_len += k;
+                a->err_body[a->err_len] = 0;
+                return n;
+        }
+        if (a->req->on_body) {
+                int r = a->req->on_body(p, n, a->req->userdata);
+                if (r < 0) {
+                        a->cb_error = r;
+                        return 0;
+                }
+                a->resp->body_bytes += n;
+                return n;
+        }
+        if (a->resp->body_len + n > S3_COLLECT_MAX) {
+                a->cb_error = -EFBIG;
+                return 0;
+        }
+        a->resp->body = xrealloc(a->resp->body, a->resp->body_len + n + 1);
+        memcpy(a->resp->body + a->resp->body_len, p, n);
+        a->resp->body_len += n;
+        a->resp->body[a->resp->body_len] = 0;
+        return n;
+}
+
+static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
+        Attempt *a = ud;
+        S3Response *resp = a->resp;
+        size_t n = size * nitems;
+        _cleanup_free_ char *line = xstrndup(p, n);
+        char *colon, *value;
+        const char *meta;
+
+        strstrip(line);
+        if (startswith(line, "HTTP/")) {
+                /* A new status line (after "100 Continue" or a redirect): forget earlier headers. */
+                long status = 0;
+                const char *sp = strchr(line, ' ');
+                if (sp)
+                        status = strtol(sp + 1, NULL, 10);
+                a->status = status;
+                free(resp->etag);
+                free(resp->content_type);
+                free(resp->cache_control);
+                strv_free(resp->metadata);
+                resp->etag = resp->content_type = resp->cache_control = NULL;
+                resp->metadata = NULL;
+                resp->content_length = 0;
+                resp->mtime_usec = 0;
+                return n;
+        }
+        colon = strchr(line, ':');
+        if (!colon)
+                return n;
+        *colon = 0;
+        value = strstrip(colon + 1);
+        for (char *c = line; *c; c++)
+                *c = (char) tolower((unsigned char) *c);
+        if (streq(line, "etag")) {
+                free(resp->etag);
+                resp->etag = s3_strip_quotes(value);
+        } else if (streq(line, "content-type")) {
+                free(resp->content_type);
+                resp->content_type = xstrdup(value);
+        } else if (streq(line, "cache-control")) {
+                free(resp->cache_control);
+                resp->cache_control = xstrdup(value);
+        } else if (streq(line, "content-length"))
+                (void) parse_uint64(value, &resp->content_length);
+        else if (streq(line, "last-modified")) {
+                time_t t = curl_getdate(value, NULL);
+                if (t > 0)
+                        resp->mtime_usec = (uint64_t) t * USEC_PER_SEC;
+        } else if ((meta = startswith(line, "x-amz-meta-"))) {
+                strv_push(&resp->metadata, xstrdup(meta));
+                strv_push(&resp->metadata, xstrdup(value));
+        }
+        return n;
+}
+
+static char *request_path(S3Client *c, const S3Request *req) {
+        _cleanup_free_ char *key = req->key ? s3_uri_encode(req->key, true) : NULL;
+
+        if (!req->bucket)
+                return xasprintf("%s/", c->base_path);
+        if (c->path_style)
+                return key ? xasprintf("%s/%s/%s", c->base_path, req->bucket, key)
+                           : xasprintf("%s/%s", c->base_path, req->bucket);
+        return xasprintf("%s/%s", c->base_path, strempty(key));
+}
+
+static char *request_host(S3Client *c, const S3Request *req) {
+        if (req->bucket && !c->path_style)
+                return xasprintf("%s.%s", req->bucket, c->authority);
+        return xstrdup(c->authority);
+}
+
+static void curl_slist_freep(struct curl_slist **l) {
+        curl_slist_free_all(*l);
+}
+
+static int attempt_once(S3Client *c, const S3Request *req, const char *payload_hash, S3Response *resp,
+                        bool *ret_retryable) {
+        _cleanup_(curl_slist_freep) struct curl_slist *hl = NULL;
+        _cleanup_free_ char *path = request_path(c, req), *host = request_host(c, req), *url = NULL,
+                            *query = s3_canonical_query(req->params, req->n_params);
+        _cleanup_free_ S3Header *h = NULL;
+        _cleanup_(s3_signature_done) S3Signature sig = {};
+        char amz_date[17], errbuf[CURL_ERROR_SIZE] = "";
+        bool has_content_type = false;
+        Attempt a = { .c = c, .req = req, .resp = resp };
+        time_t now = time(NULL);
+        struct tm tm;
+        size_t n = 0;
+        CURL *e = c->curl;
+        CURLcode cc;
+        int r;
+
+        *ret_retryable = false;
+        s3_response_done(resp);
+        strftime(amz_date, sizeof amz_date, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+
+        h = xcalloc(req->n_headers + 3, sizeof *h);
+        h[n++] = (S3Header){ "host", host };
+        h[n++] = (S3Header){ "x-amz-date", amz_date };
+        h[n++] = (S3Header){ "x-amz-content-sha256", payload_hash };
+        for (size_t i = 0; i < req->n_headers; i++) {
+                h[n++] = req->headers[i];
+                if (strcasecmp(req->headers[i].name, "content-type") == 0)
+                        has_content_type = true;
+        }
+        S3SignInput in = {
+                .method = req->method,
+                .path = path,
+                .query = query,
+                .headers = h,
+                .n_headers = n,
+                .payload_hash = payload_hash,
+                .amz_date = amz_date,
+                .region = c->region,
+                .access_key_id = c->access_key_id,
+                .secret_access_key = c->secret,
+        };
+        r = s3_sign(&in, &sig);
+        if (r < 0)
+                return err_set(r, EX_SOFTWARE, "cannot sign request to %s", c->endpoint);
+
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *line = xasprintf("%s: %s", h[i].name, h[i].value);
+                hl = curl_slist_append(hl, line);
+        }
+        {
+                _cleanup_free_ char *line = xasprintf("Authorization: %s", sig.authorization);
+                hl = curl_slist_append(hl, line);
+        }
+        /* No "Expect: 100-continue" round trip, and no form content type on POST. */
+        hl = curl_slist_append(hl, "Expect:");
+        if (!has_content_type)
+                hl = curl_slist_append(hl, "Content-Type:");
+        if (!hl)
+                return err_set(-ENOMEM, EX_OSERR, "out of memory");
+
+        url = isempty(query) ? xasprintf("%s://%s%s", c->scheme, host, path)
+                             : xasprintf("%s://%s%s?%s", c->scheme, host, path, query);
+
+        curl_easy_reset(e);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(e, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) (c->timeout_usec / USEC_PER_MSEC));
+        /* A stall, not a slow large transfer, is a timeout. */
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+                         (long) MAX(c->timeout_usec / USEC_PER_SEC, (uint64_t) 1));
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, &a);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &a);
+        if (c->ca_file)
+                curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+        if (!c->tls_verify) {
+                curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+                curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+        }
+
+        if (streq(req->method, "HEAD"))
+                curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        else if (streq(req->method, "PUT") || streq(req->method, "POST")) {
+                curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+                curl_easy_setopt(e, CURLOPT_READDATA, &a);
+                curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+                curl_easy_setopt(e, CURLOPT_SEEKDATA, &a);
+                if (streq(req->method, "PUT")) {
+                        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+                        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) req->body_len);
+                } else {
+                        curl_easy_setopt(e, CURLOPT_POST, 1L);
+                        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+                }
+        } else if (!streq(req->method, "GET"))
+                curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+
+        cc = curl_easy_perform(e);
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+        if (a.cb_error < 0) {
+                free(a.err_body);
+                return a.cb_error; /* the callback's owner set the message */
+        }
+        if (cc != CURLE_OK) {
+                free(a.err_body);
+                log_debug("%s %s: %s", req->method, url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+                *ret_retryable = curl_retryable(cc);
+                return fail_transport(c, req, cc, errbuf);
+        }
+        if (resp->status >= 200 && resp->status < 300) {
+                free(a.err_body);
+                return 0;
+        }
+
+        S3Error se = {};
+        if (a.err_len > 0)
+                (void) s3_xml_parse(a.err_body, a.err_len, error_xml, &se);
+        free(a.err_body);
+        log_debug("%s %s: HTTP %ld %s", req->method, url, resp->status, strna(se.code));
+        *ret_retryable = resp->status >= 500 || resp->status == 429 || code_is_retryable(se.code);
+        r = s3_fail(c, req, resp->status, se.code, se.message);
+        free(se.code);
+        free(se.message);
+        return r;
+}
+
+static uint64_t backoff_usec(unsigned attempt) {
+        uint64_t cap = S3_BACKOFF_BASE_USEC << MIN(attempt, 16U);
+
+        cap = MIN(cap, S3_BACKOFF_MAX_USEC);
+        /* Half fixed, half random: spreads clients that failed together without ever retrying at once. */
+        return cap / 2 + arc4random_uniform((uint32_t) (cap / 2 + 1));
+}
+
+int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
+        char payload_hash[65];
+
+        s3_sha256_hex(req->body ?: "", req->body ? req->body_len : 0, payload_hash);
+        for (unsigned attempt = 1;; attempt++) {
+                bool retryable;
+                int r;
+
+                r = attempt_once(c, req, payload_hash, ret, &retryable);
+                if (r >= 0)
+                        return 0;
+                if (!retryable || attempt >= c->max_attempts)
+                        return r;
+                if (ret->body_bytes > 0) {
+                        if (!req->on_retry)
+                                return r;
+                        int k = req->on_retry(req->userdata);
+                        if (k < 0)
+                                return k;
+                }
+                uint64_t d = backoff_usec(attempt - 1);
+                log_debug("S3 %s to %s failed (%s), retrying in %" PRIu64 " ms", req->method, c->endpoint,
+                          strna(err_message()), d / USEC_PER_MSEC);
+                usleep((useconds_t) d);
+        }
+}
+
+/* ---- object operations ---- */
+
+int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInfo *ret) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        S3Request req = { .method = "HEAD", .bucket = bucket, .key = key };
+        int r;
+
+        r = s3_request(c, &req, &resp);
+        if (r < 0)
+                return r;
+        *ret = (S3ObjectInfo){
+                .size = resp.content_length,
+                .mtime_usec = resp.mtime_usec,
+                .etag = TAKE_PTR(resp.etag),
+                .content_type = TAKE_PTR(resp.content_type),
+                .cache_control = TAKE_PTR(resp.cache_control),
+                .metadata = TAKE_PTR(resp.metadata),
+        };
+        return 0;
+}
+
+typedef struct GetState {
+        Sink *sink;
+        uint64_t got;
+} GetState;
+
+static int get_on_body(const void *p, size_t n, void *userdata) {
+        GetState *g = userdata;
+        int r = g->sink->write(g->sink, p, n);
+
+        if (r < 0)
+                return r;
+        g->got += n;
+        return 0;
+}
+
+int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, Sink *sink) {
+        _cleanup_free_ char *etag = if_match ? xstrdup(if_match) : NULL;
+        GetState g = { .sink = sink };
+        unsigned resumes = 0;
+
+        if (length == 0)
+                return 0;
+        for (;;) {
+                _cleanup_(s3_response_done) S3Response resp = {};
+                _cleanup_free_ char *range = NULL, *quoted = NULL;
+                S3Header h[2];
+                size_t n = 0;
+                uint64_t from = offset + g.got;
+                int r;
+
+                if (from > 0 || length != UINT64_MAX) {
+                        if (length == UINT64_MAX)
+                                range = xasprintf("bytes=%" PRIu64 "-", from);
+                        else
+                                range = xasprintf("bytes=%" PRIu64 "-%" PRIu64, from, offset + length - 1);
+                        h[n++] = (S3Header){ "Range", range };
+                }
+                if (etag) {
+                        quoted = xasprintf("\"%s\"", etag);
+                        h[n++] = (S3Header){ "If-Match", quoted };
+                }
+                S3Request req = { .method = "GET", .bucket = bucket, .key = key, .headers = h,
+                                  .n_headers = n, .on_body = get_on_body, .userdata = &g };
+                uint64_t before = g.got;
+
+                r = s3_request(c, &req, &resp);
+                if (!etag && resp.etag)
+                        etag = xstrdup(resp.etag); /* pin the version we started on */
+                if (r >= 0) {
+                        if (length != UINT64_MAX && g.got < length) {
+                                /* The server closed cleanly but short (HTTP/1.0 peers): resume. */
+                                if (++resumes > c->max_attempts * 4U)
+                                        return err_set(-EIO, EX_UNAVAILABLE,
+                                                       "%s (bucket %s, key %s) keeps ending early",
+                                                       c->endpoint, bucket, key);
+                                continue;
+                        }
+                        return 0;
+                }
+                /* Only a transfer cut mid-body that made progress is resumed here; everything else
+                 * s3_request already retried. */
+                if (g.got == before || resp.body_bytes == 0)
+                        return r;
+                if (++resumes > c->max_attempts * 4U)
+                        return r;
+                log_debug("GET %s/%s cut after %" PRIu64 " bytes, resuming", bucket, key, g.got);
+        }
+}
+
+size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) {
+        S3Header *h = xcalloc(2 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
+        char **names = NULL;
+        size_t nh = 0;
+
+        if (o && o->content_type)
+                h[nh++] = (S3Header){ "Content-Type", o->content_type };
+        if (o && o->cache_control)
+                h[nh++] = (S3Header){ "Cache-Control", o->cache_control };
+        for (size_t i = 0; o && o->metadata && o->metadata[i] && o->metadata[i + 1]; i += 2) {
+                char *name = xasprintf("x-amz-meta-%s", o->metadata[i]);
+                strv_push(&names, name);
+                h[nh++] = (S3Header){ name, o->metadata[i + 1] };
+        }
+        *ret = h;
+        *ret_names = names;
+        return nh;
+}
+
+char *s3_content_md5(const void *data, size_t n) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        char *r = xmalloc(4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1);
+
+        EVP_Digest(data, n, md, &len, EVP_md5(), NULL);
+        EVP_EncodeBlock((unsigned char *) r, md, (int) len);
+        return r;
+}
+
+int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *data, size_t n,
+                  const S3PutOptions *o, char **ret_etag) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        _cleanup_free_ S3Header *h = NULL;
+        _cleanup_strv_free_ char **names = NULL;
+        size_t nh = s3_put_headers(o, &h, &names);
+        int r;
+
+        S3Request req = { .method = "PUT", .bucket = bucket, .key = key, .headers = h, .n_headers = nh,
+                          .body = data ?: "", .body_len = n };
+        r = s3_request(c, &req, &resp);
+        if (r < 0)
+                return r;
+        if (ret_etag)
+                *ret_etag = resp.etag ? TAKE_PTR(resp.etag) : xstrdup("");
+        return 0;
+}
+
+int s3_delete_object(S3Client *c, const char *bucket, const char *key) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        S3Request req = { .method = "DELETE", .bucket = bucket, .key = key };
+        int r;
+
+        r = s3_request(c, &req, &resp);
+        if (r == -ENOENT && resp.status == 404 && req.key)
+                return 0;
+        return r;
+}
+
+int s3_create_bucket(S3Client *c, const char *bucket) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        _cleanup_free_ char *body = NULL;
+        S3Request req = { .method = "PUT", .bucket = bucket };
+        int r;
+
+        /* us-east-1 takes no location constraint; every other region needs one. */
+        if (!streq(c->region, "us-east-1"))
+                body = xasprintf("<CreateBucketConfiguration xmlns=\"" S3_XMLNS "\">"
+                                 "<LocationConstraint>%s</LocationConstraint></CreateBucketConfiguration>",
+                                 c->region);
+        req.body = body ?: "";
+        req.body_len = body ? strlen(body) : 0;
+        r = s3_request(c, &req, &resp);
+        if (r < 0 && resp.status == 409) {
+                /* BucketAlreadyOwnedByYou is fine; BucketAlreadyExists (someone else's) is not. */
+                const char *m = err_message();
+                if (m && startswith(m, "BucketAlreadyOwnedByYou")) {
+                        err_clear();
+                        return 0;
+                }
+        }
+        return r;
+}

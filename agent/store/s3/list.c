@@ -1,0 +1,344 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Listings: parsed by expat as the bytes arrive, one page at a time, so memory does not grow with the
+ * number of keys. */
+#include <sysexits.h>
+
+#include "log/log.h"
+#include "s3-internal.h"
+
+typedef struct ListState {
+        S3Xml *xml;
+        S3ObjectFunc f;
+        void *userdata;
+        int stop; /* > 0: the callback asked to stop */
+        /* The current <Contents> entry. */
+        char *key;
+        char *etag;
+        uint64_t size;
+        uint64_t mtime_usec;
+        /* Page state. */
+        bool truncated;
+        char *next_token;
+        /* The last key handed out: a page re-read after a dropped connection skips up to here. */
+        char *last_key;
+} ListState;
+
+static void list_state_entry_clear(ListState *s) {
+        s->key = mfree_str(s->key);
+        s->etag = mfree_str(s->etag);
+        s->size = s->mtime_usec = 0;
+}
+
+static int list_xml(const char *path, const char *text, void *userdata) {
+        ListState *s = userdata;
+        const char *p = startswith(path, "/ListBucketResult/");
+
+        if (!p || s->stop)
+                return 0;
+        if (streq(p, "Contents/Key")) {
+                free(s->key);
+                s->key = xstrdup(text);
+        } else if (streq(p, "Contents/Size"))
+                (void) parse_uint64(text, &s->size);
+        else if (streq(p, "Contents/ETag")) {
+                free(s->etag);
+                s->etag = s3_strip_quotes(text);
+        } else if (streq(p, "Contents/LastModified"))
+                (void) s3_parse_iso8601(text, &s->mtime_usec);
+        else if (streq(p, "Contents")) {
+                if (s->key && (!s->last_key || strcmp(s->key, s->last_key) > 0)) {
+                        S3Object o = { s->key, s->size, s->mtime_usec, s->etag };
+                        int r = s->f(&o, s->userdata);
+                        if (r < 0)
+                                return r;
+                        if (r > 0)
+                                s->stop = r;
+                        free(s->last_key);
+                        s->last_key = xstrdup(s->key);
+                }
+                list_state_entry_clear(s);
+        } else if (streq(p, "IsTruncated"))
+                s->truncated = streq(text, "true");
+        else if (streq(p, "NextContinuationToken")) {
+                free(s->next_token);
+                s->next_token = xstrdup(text);
+        }
+        return 0;
+}
+
+static int list_on_body(const void *p, size_t n, void *userdata) {
+        ListState *s = userdata;
+        int r = s3_xml_feed(s->xml, p, n, false);
+
+        if (r == -EBADMSG)
+                return err_set(r, EX_PROTOCOL, "malformed ListObjectsV2 reply");
+        return r;
+}
+
+static int list_on_retry(void *userdata) {
+        ListState *s = userdata;
+
+        /* The page is asked for again; keys already handed out are skipped by last_key. */
+        s3_xml_free(s->xml);
+        s->xml = s3_xml_new(list_xml, s);
+        list_state_entry_clear(s);
+        s->truncated = false;
+        s->next_token = mfree_str(s->next_token);
+        return 0;
+}
+
+int s3_list_objects(S3Client *c, const char *bucket, const char *prefix, const char *start_after,
+                    S3ObjectFunc f, void *userdata) {
+        ListState s = { .f = f, .userdata = userdata };
+        _cleanup_free_ char *token = NULL;
+        int r = 0;
+
+        for (;;) {
+                _cleanup_(s3_response_done) S3Response resp = {};
+                S3Param q[4];
+                size_t n = 0;
+
+                q[n++] = (S3Param){ "list-type", "2" };
+                if (!isempty(prefix))
+                        q[n++] = (S3Param){ "prefix", prefix };
+                if (token)
+                        q[n++] = (S3Param){ "continuation-token", token };
+                else if (!isempty(start_after))
+                        q[n++] = (S3Param){ "start-after", start_after };
+                S3Request req = { .method = "GET", .bucket = bucket, .params = q, .n_params = n,
+                                  .on_body = list_on_body, .on_retry = list_on_retry, .userdata = &s };
+
+                s.xml = s3_xml_new(list_xml, &s);
+                s.truncated = false;
+                r = s3_request(c, &req, &resp);
+                if (r >= 0) {
+                        r = s3_xml_feed(s.xml, "", 0, true);
+                        if (r == -EBADMSG)
+                                r = err_set(r, EX_PROTOCOL,
+                                            "malformed ListObjectsV2 reply from %s (bucket %s)",
+                                            s3_client_endpoint(c), bucket);
+                }
+                s.xml = (s3_xml_free(s.xml), NULL);
+                if (r < 0 || s.stop)
+                        break;
+                if (!s.truncated)
+                        break;
+                if (isempty(s.next_token)) {
+                        r = err_set(-EBADMSG, EX_PROTOCOL,
+                                    "ListObjectsV2 reply from %s (bucket %s) is truncated but has no "
+                                    "continuation token", s3_client_endpoint(c), bucket);
+                        break;
+                }
+                free(token);
+                token = TAKE_PTR(s.next_token);
+        }
+        list_state_entry_clear(&s);
+        free(s.next_token);
+        free(s.last_key);
+        return r < 0 ? r : 0;
+}
+
+typedef struct BucketsState {
+        char **names;
+} BucketsState;
+
+static int buckets_xml(const char *path, const char *text, void *userdata) {
+        BucketsState *s = userdata;
+
+        if (streq(path, "/ListAllMyBucketsResult/Buckets/Bucket/Name"))
+                strv_push(&s->names, xstrdup(text));
+        return 0;
+}
+
+static int strcmp_ptr(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int s3_list_buckets(S3Client *c, char ***ret) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        S3Request req = { .method = "GET" };
+        BucketsState s = {};
+        int r;
+
+        r = s3_request(c, &req, &resp);
+        if (r < 0)
+                return r;
+        r = s3_xml_parse(resp.body ?: "", resp.body_len, buckets_xml, &s);
+        if (r < 0) {
+                strv_free(s.names);
+                return err_set(r, EX_PROTOCOL, "malformed ListBuckets reply from %s", s3_client_endpoint(c));
+        }
+        if (s.names)
+                qsort(s.names, strv_length(s.names), sizeof(char *), strcmp_ptr);
+        *ret = s.names ?: xcalloc(1, sizeof(char *));
+        return 0;
+}
+
+typedef struct UploadsState {
+        char *key, *upload_id, *next_key, *next_upload_id;
+        uint64_t initiated_usec;
+        bool truncated;
+        S3UploadInfo *items;
+        size_t n_items;
+} UploadsState;
+
+static int uploads_xml(const char *path, const char *text, void *userdata) {
+        UploadsState *s = userdata;
+        const char *p = startswith(path, "/ListMultipartUploadsResult/");
+
+        if (!p)
+                return 0;
+        if (streq(p, "Upload/Key")) {
+                free(s->key);
+                s->key = xstrdup(text);
+        } else if (streq(p, "Upload/UploadId")) {
+                free(s->upload_id);
+                s->upload_id = xstrdup(text);
+        } else if (streq(p, "Upload/Initiated"))
+                (void) s3_parse_iso8601(text, &s->initiated_usec);
+        else if (streq(p, "Upload")) {
+                if (s->key && s->upload_id) {
+                        s->items = xrealloc(s->items, (s->n_items + 1) * sizeof *s->items);
+                        s->items[s->n_items++] = (S3UploadInfo){ TAKE_PTR(s->key), TAKE_PTR(s->upload_id),
+                                                                 s->initiated_usec };
+                }
+                s->key = mfree_str(s->key);
+                s->upload_id = mfree_str(s->upload_id);
+                s->initiated_usec = 0;
+        } else if (streq(p, "IsTruncated"))
+                s->truncated = streq(text, "true");
+        else if (streq(p, "NextKeyMarker")) {
+                free(s->next_key);
+                s->next_key = xstrdup(text);
+        } else if (streq(p, "NextUploadIdMarker")) {
+                free(s->next_upload_id);
+                s->next_upload_id = xstrdup(text);
+        }
+        return 0;
+}
+
+static void uploads_state_done(UploadsState *s) {
+        for (size_t i = 0; i < s->n_items; i++) {
+                free((char *) s->items[i].key);
+                free((char *) s->items[i].upload_id);
+        }
+        free(s->items);
+        free(s->key);
+        free(s->upload_id);
+        free(s->next_key);
+        free(s->next_upload_id);
+        *s = (UploadsState){};
+}
+
+int s3_list_multipart_uploads(S3Client *c, const char *bucket, const char *prefix, S3UploadFunc f,
+                              void *userdata) {
+        _cleanup_free_ char *key_marker = NULL, *id_marker = NULL;
+
+        for (;;) {
+                _cleanup_(s3_response_done) S3Response resp = {};
+                _cleanup_(uploads_state_done) UploadsState s = {};
+                S3Param q[4];
+                size_t n = 0;
+                int r;
+
+                q[n++] = (S3Param){ "uploads", "" };
+                if (!isempty(prefix))
+                        q[n++] = (S3Param){ "prefix", prefix };
+                if (key_marker)
+                        q[n++] = (S3Param){ "key-marker", key_marker };
+                if (id_marker)
+                        q[n++] = (S3Param){ "upload-id-marker", id_marker };
+                S3Request req = { .method = "GET", .bucket = bucket, .params = q, .n_params = n };
+
+                /* A page is at most 1000 small entries: collected, then handed out, so the callback may
+                 * abort uploads while we page. */
+                r = s3_request(c, &req, &resp);
+                if (r < 0)
+                        return r;
+                r = s3_xml_parse(resp.body ?: "", resp.body_len, uploads_xml, &s);
+                if (r < 0)
+                        return err_set(r, EX_PROTOCOL,
+                                       "malformed ListMultipartUploads reply from %s (bucket %s)",
+                                       s3_client_endpoint(c), bucket);
+                for (size_t i = 0; i < s.n_items; i++) {
+                        r = f(&s.items[i], userdata);
+                        if (r != 0)
+                                return r < 0 ? r : 0;
+                }
+                if (!s.truncated || isempty(s.next_key))
+                        return 0;
+                free(key_marker);
+                free(id_marker);
+                key_marker = TAKE_PTR(s.next_key);
+                id_marker = TAKE_PTR(s.next_upload_id);
+        }
+}
+
+typedef struct DeleteState {
+        char *key;
+        char *code;
+        char *message;
+        int error;
+        S3Client *c;
+        const char *bucket;
+} DeleteState;
+
+static int delete_xml(const char *path, const char *text, void *userdata) {
+        DeleteState *s = userdata;
+
+        if (streq(path, "/DeleteResult/Error/Key")) {
+                free(s->key);
+                s->key = xstrdup(text);
+        } else if (streq(path, "/DeleteResult/Error/Code")) {
+                free(s->code);
+                s->code = xstrdup(text);
+        } else if (streq(path, "/DeleteResult/Error/Message")) {
+                free(s->message);
+                s->message = xstrdup(text);
+        } else if (streq(path, "/DeleteResult/Error") && s->error == 0 && s->code &&
+                   !streq(s->code, "NoSuchKey")) {
+                S3Request req = { .method = "POST", .bucket = s->bucket, .key = s->key };
+                s->error = s3_fail(s->c, &req, 200, s->code, s->message);
+        }
+        return 0;
+}
+
+int s3_delete_objects(S3Client *c, const char *bucket, char *const *keys, size_t n) {
+        for (size_t done = 0; done < n;) {
+                _cleanup_(s3_response_done) S3Response resp = {};
+                size_t batch = MIN(n - done, (size_t) 1000), len = 0;
+                _cleanup_free_ char *body = NULL, *md5 = NULL;
+                DeleteState s = { .c = c, .bucket = bucket };
+                const S3Param q[] = { { "delete", "" } };
+                int r;
+
+                body = s3_strbuf_append(NULL, &len, "<Delete xmlns=\"" S3_XMLNS "\"><Quiet>true</Quiet>");
+                for (size_t i = done; i < done + batch; i++) {
+                        _cleanup_free_ char *k = s3_xml_escape(keys[i]);
+                        _cleanup_free_ char *o = xasprintf("<Object><Key>%s</Key></Object>", k);
+                        body = s3_strbuf_append(body, &len, o);
+                }
+                body = s3_strbuf_append(body, &len, "</Delete>");
+
+                /* DeleteObjects requires an integrity header; AWS takes the SigV4 payload hash in place
+                 * of Content-MD5 only for some clients, so send the MD5 too. */
+                md5 = s3_content_md5(body, len);
+                const S3Header h[] = { { "Content-Type", "application/xml" }, { "Content-MD5", md5 } };
+                S3Request req = { .method = "POST", .bucket = bucket, .params = q, .n_params = 1,
+                                  .headers = h, .n_headers = ELEMENTSOF(h), .body = body, .body_len = len };
+                r = s3_request(c, &req, &resp);
+                if (r < 0)
+                        return r;
+                r = s3_xml_parse(resp.body ?: "", resp.body_len, delete_xml, &s);
+                free(s.key);
+                free(s.code);
+                free(s.message);
+                if (s.error < 0)
+                        return s.error;
+                if (r < 0)
+                        return err_set(r, EX_PROTOCOL, "malformed DeleteObjects reply from %s (bucket %s)",
+                                       s3_client_endpoint(c), bucket);
+                done += batch;
+        }
+        return 0;
+}

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <inttypes.h>
+
+#include "s3.h"
+#include "sign.h"
+
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#ifndef MAX
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+
+#define S3_XMLNS "http://s3.amazonaws.com/doc/2006-03-01/"
+
+/* One S3 call. The body to send is in memory (parts are buffered anyway); the response body of a
+ * successful call goes to on_body, or is collected (bounded) into S3Response.body when on_body is NULL. */
+typedef struct S3Request {
+        const char *method;
+        const char *bucket; /* NULL: the service (ListBuckets) */
+        const char *key;    /* NULL: the bucket */
+        const S3Param *params;
+        size_t n_params;
+        const S3Header *headers; /* extra headers, all signed */
+        size_t n_headers;
+        const void *body;
+        size_t body_len;
+        /* Returns < 0 to abort the transfer with that error. */
+        int (*on_body)(const void *p, size_t n, void *userdata);
+        /* Called before a retry when on_body already got bytes of a failed attempt; NULL: such an
+         * attempt is not retried here, and the call fails with S3Response.body_bytes > 0. */
+        int (*on_retry)(void *userdata);
+        void *userdata;
+} S3Request;
+
+typedef struct S3Response {
+        long status;
+        char *body; /* collected body (on_body NULL) */
+        size_t body_len;
+        uint64_t body_bytes; /* bytes given to on_body in the last attempt */
+        char *etag;          /* without quotes */
+        char *content_type;
+        char *cache_control;
+        uint64_t content_length;
+        uint64_t mtime_usec;
+        char **metadata;
+} S3Response;
+
+void s3_response_done(S3Response *r);
+
+/* Sends the request with retries. Returns 0 for a 2xx reply, a negative errno with err_set() otherwise
+ * (-ENOENT for 404, -EACCES for auth errors, -ECONNREFUSED etc. for transport failures). */
+int s3_request(S3Client *c, const S3Request *req, S3Response *ret);
+
+/* Error text for a request, for callers that find a failure inside a 200 reply. */
+int s3_fail(S3Client *c, const S3Request *req, long status, const char *code, const char *message);
+
+/* A streaming XML reader: calls f at every element end with the element path ("/A/B/C", namespaces
+ * dropped) and its text. */
+typedef struct S3Xml S3Xml;
+typedef int (*S3XmlFunc)(const char *path, const char *text, void *userdata);
+S3Xml *s3_xml_new(S3XmlFunc f, void *userdata);
+int s3_xml_feed(S3Xml *x, const void *p, size_t n, bool final);
+void s3_xml_free(S3Xml *x);
+DEFINE_TRIVIAL_CLEANUP_FUNC(S3Xml *, s3_xml_free);
+/* Parses a whole small document. */
+int s3_xml_parse(const char *p, size_t n, S3XmlFunc f, void *userdata);
+
+char *s3_xml_escape(const char *s);
+/* Base64 of the MD5 of data, for Content-MD5. */
+char *s3_content_md5(const void *data, size_t n);
+/* Headers for PutObject / CreateMultipartUpload from options; names allocated into *ret_names. */
+size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names);
+
+static inline char *mfree_str(char *p) {
+        free(p);
+        return NULL;
+}
+char *s3_strip_quotes(const char *etag);
+int s3_parse_iso8601(const char *s, uint64_t *ret_usec);

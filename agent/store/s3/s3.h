@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "pipe/pipe.h"
+#include "shared/util.h"
+
+/* An S3 client for one configured remote: SigV4-signed requests over one kept libcurl handle (so
+ * connections and TLS sessions are reused), bounded retries with exponential backoff and jitter, and
+ * errors set with err_set() naming the endpoint, bucket, key, the S3 code and the fix.
+ *
+ * A client is used by one thread at a time; threads that work in parallel make one client each. */
+
+typedef struct S3Client S3Client;
+
+/* Resolves credentials (secret_access_key_file, else $CREDENTIALS_DIRECTORY/<remote name>, else
+ * AWS_SECRET_ACCESS_KEY; access_key_id, else AWS_ACCESS_KEY_ID). Makes no request. */
+int s3_client_new(const RemoteConfig *remote, S3Client **ret);
+void s3_client_free(S3Client *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(S3Client *, s3_client_free);
+const char *s3_client_endpoint(const S3Client *c);
+const char *s3_client_remote(const S3Client *c);
+
+typedef struct S3Object {
+        const char *key;
+        uint64_t size;
+        uint64_t mtime_usec;
+        const char *etag; /* with the quotes removed */
+} S3Object;
+
+/* Return < 0 to stop with that error, > 0 to stop early without error. */
+typedef int (*S3ObjectFunc)(const S3Object *o, void *userdata);
+
+/* ListObjectsV2 over every page (continuation tokens), parsed as it arrives; keys in ascending byte
+ * order. start_after may be NULL. */
+int s3_list_objects(S3Client *c, const char *bucket, const char *prefix, const char *start_after,
+                    S3ObjectFunc f, void *userdata);
+
+/* Names of all buckets the credentials own, sorted. */
+int s3_list_buckets(S3Client *c, char ***ret);
+
+typedef struct S3ObjectInfo {
+        uint64_t size;
+        uint64_t mtime_usec;
+        char *etag; /* without quotes */
+        char *content_type;
+        char *cache_control;
+        char **metadata; /* pairs: name (lower case, without "x-amz-meta-"), value; NULL when none */
+} S3ObjectInfo;
+
+void s3_object_info_done(S3ObjectInfo *i);
+
+/* -ENOENT when the object does not exist. */
+int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInfo *ret);
+
+/* Streams the object from offset (length bytes, UINT64_MAX: to the end) into sink; does not finish the
+ * sink. When the connection drops mid-body the rest is requested again with a Range and If-Match on the
+ * ETag of the first response, so a changed object is never spliced. if_match may be NULL. */
+int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t offset, uint64_t length,
+                  const char *if_match, Sink *sink);
+
+typedef struct S3PutOptions {
+        const char *content_type;
+        const char *cache_control;
+        char **metadata; /* pairs: name without "x-amz-meta-", value */
+} S3PutOptions;
+
+int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *data, size_t n,
+                  const S3PutOptions *o, char **ret_etag);
+
+/* An upload of unknown length: buffered into parts; a single PutObject when everything fits in the first
+ * part, multipart otherwise. Part size doubles every 1000 parts so the 10,000-part limit is never hit.
+ * Freeing an uncommitted upload aborts the multipart upload. */
+typedef struct S3Upload S3Upload;
+int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o, S3Upload **ret);
+int s3_upload_write(S3Upload *u, const void *buf, size_t n);
+int s3_upload_commit(S3Upload *u, char **ret_etag);
+void s3_upload_free(S3Upload *u);
+DEFINE_TRIVIAL_CLEANUP_FUNC(S3Upload *, s3_upload_free);
+/* Reads source to its end into an upload and commits it. */
+int s3_put_source(S3Client *c, const char *bucket, const char *key, Source *src, const S3PutOptions *o,
+                  char **ret_etag);
+
+typedef struct S3UploadInfo {
+        const char *key;
+        const char *upload_id;
+        uint64_t initiated_usec;
+} S3UploadInfo;
+typedef int (*S3UploadFunc)(const S3UploadInfo *u, void *userdata);
+int s3_list_multipart_uploads(S3Client *c, const char *bucket, const char *prefix, S3UploadFunc f,
+                              void *userdata);
+int s3_abort_multipart_upload(S3Client *c, const char *bucket, const char *key, const char *upload_id);
+
+/* A missing object is not an error. */
+int s3_delete_object(S3Client *c, const char *bucket, const char *key);
+/* DeleteObjects in batches of 1000. */
+int s3_delete_objects(S3Client *c, const char *bucket, char *const *keys, size_t n);
+/* An existing bucket owned by us is not an error. */
+int s3_create_bucket(S3Client *c, const char *bucket);
