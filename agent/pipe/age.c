@@ -320,7 +320,13 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
         a->carry = TAKE_PTR(carry);
         a->carry_len = carry_len;
         n = age_source_fill(a, nonce, sizeof nonce);
-        r = n < 0 ? (int) n : (size_t) n < sizeof nonce ? payload_fail("has no complete nonce") : 0;
+        /* Like age, a missing nonce counts as a bad header: it is read before any STREAM chunk. */
+        if (n < 0)
+                r = (int) n;
+        else if ((size_t) n < sizeof nonce)
+                r = err_set(-EBADMSG, EX_DATAERR, "the age file ends before its payload nonce (is it truncated?)");
+        else
+                r = 0;
         if (r >= 0)
                 r = age_stream_new(file_key, nonce, false, &stream);
         OPENSSL_cleanse(file_key, sizeof file_key);
