@@ -299,7 +299,7 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
         _cleanup_free_ char *header = NULL;
         _cleanup_free_ uint8_t *carry = NULL;
         uint8_t file_key[AGE_FILE_KEY_SIZE], nonce[AGE_NONCE_SIZE];
-        size_t header_len, carry_len;
+        size_t header_len = 0, carry_len = 0;
         AgeStream *stream = NULL;
         AgeSource *a;
         ssize_t n;
