@@ -102,12 +102,10 @@ static void age_sink_free(Sink *s) {
                 OPENSSL_cleanse(a->buf, CIPHER_CHUNK_SIZE);
         free(a->buf);
         free(a->pending);
-        sink_free(a->base.next);
         free(a);
 }
 
 Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
-        _cleanup_(sink_freep) Sink *down = next;
         _cleanup_free_ uint8_t (*keys)[AGE_KEY_SIZE] = NULL;
         _cleanup_free_ char *header = NULL;
         uint8_t file_key[AGE_FILE_KEY_SIZE], nonce[AGE_NONCE_SIZE];
@@ -140,7 +138,7 @@ Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
 
         a = xcalloc(1, sizeof *a);
         a->base = (Sink){ .write = age_sink_write, .finish = age_sink_finish, .free = age_sink_free,
-                          .next = TAKE_PTR(down) };
+                          .next = next };
         a->pending = TAKE_PTR(header);
         a->pending_len = header_len + AGE_NONCE_SIZE;
         a->stream = stream;
@@ -256,7 +254,6 @@ static void age_source_free(Source *s) {
         free(a->plain);
         free(a->cipher);
         free(a->carry);
-        source_free(a->base.upstream);
         free(a);
 }
 
@@ -295,7 +292,6 @@ static int age_source_read_header(Source *upstream, char **ret_header, size_t *r
 
 Source *source_age_new(Source *upstream, const char *identity_file, int *ret_error) {
         _cleanup_(age_identities_freep) AgeIdentities *ids = NULL;
-        _cleanup_(source_freep) Source *up = upstream;
         _cleanup_free_ char *header = NULL;
         _cleanup_free_ uint8_t *carry = NULL;
         uint8_t file_key[AGE_FILE_KEY_SIZE], nonce[AGE_NONCE_SIZE];
@@ -308,7 +304,7 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
         r = age_identities_load(identity_file, &ids);
         if (r < 0)
                 return fail_with(ret_error, r);
-        r = age_source_read_header(up, &header, &header_len, &carry, &carry_len);
+        r = age_source_read_header(upstream, &header, &header_len, &carry, &carry_len);
         if (r < 0)
                 return fail_with(ret_error, r);
         r = age_header_unwrap(header, header_len, ids, file_key);
@@ -316,7 +312,7 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
                 return fail_with(ret_error, r);
 
         a = xcalloc(1, sizeof *a);
-        a->base = (Source){ .read = age_source_read, .free = age_source_free, .upstream = TAKE_PTR(up) };
+        a->base = (Source){ .read = age_source_read, .free = age_source_free, .upstream = upstream };
         a->carry = TAKE_PTR(carry);
         a->carry_len = carry_len;
         n = age_source_fill(a, nonce, sizeof nonce);
@@ -331,7 +327,7 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
                 r = age_stream_new(file_key, nonce, false, &stream);
         OPENSSL_cleanse(file_key, sizeof file_key);
         if (r < 0) {
-                age_source_free(&a->base);
+                age_source_free(&a->base); /* not source_free(): upstream stays the caller's */
                 return fail_with(ret_error, r);
         }
         a->stream = stream;

@@ -51,10 +51,9 @@ Source *source_digest_new(Source *upstream, Digest *ret);
 Sink *sink_zstd_new(Sink *next, int level, int threads, int *ret_error);
 Source *source_zstd_new(Source *upstream);
 
-/* age v1 (X25519 recipients "age1..."). Both take ownership of next/upstream even when they fail (then
- * it is freed), so stages can be chained as x = stage_new(TAKE_PTR(x), ...). The sink writes nothing
- * until the first write or finish; the source reads and checks the header (identity, MAC) before it
- * returns, and releases plaintext only chunk by authenticated chunk. */
+/* age v1 (X25519 recipients "age1..."). On failure they return NULL and leave next/upstream to the
+ * caller. The sink writes nothing until the first write or finish; the source reads and checks the
+ * header (identity, MAC) before it returns, and releases plaintext only chunk by authenticated chunk. */
 Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error);
 Source *source_age_new(Source *upstream, const char *identity_file, int *ret_error);
 

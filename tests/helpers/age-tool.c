@@ -41,21 +41,23 @@ int main(int argc, char *argv[]) {
                 }
 
         if (decrypt) {
-                _cleanup_(source_freep) Source *src = NULL;
+                _cleanup_(source_freep) Source *in = source_fd_new(STDIN_FILENO), *src = NULL;
                 _cleanup_(sink_freep) Sink *out = sink_fd_new(STDOUT_FILENO);
                 if (!identity)
                         return EX_USAGE;
-                src = source_age_new(source_fd_new(STDIN_FILENO), identity, &r);
+                src = source_age_new(in, identity, &r);
                 if (!src)
                         return fail(r, "decrypt");
+                in = NULL; /* src owns it now */
                 r = pipe_pump(src, out);
                 return r < 0 ? fail(r, "decrypt") : 0;
         } else {
                 _cleanup_(source_freep) Source *in = source_fd_new(STDIN_FILENO);
-                _cleanup_(sink_freep) Sink *sink = NULL;
-                sink = sink_age_new(sink_fd_new(STDOUT_FILENO), recipients, &r);
+                _cleanup_(sink_freep) Sink *out = sink_fd_new(STDOUT_FILENO), *sink = NULL;
+                sink = sink_age_new(out, recipients, &r);
                 if (!sink)
                         return fail(r, "encrypt");
+                out = NULL; /* sink owns it now */
                 r = pipe_pump(in, sink);
                 return r < 0 ? fail(r, "encrypt") : 0;
         }

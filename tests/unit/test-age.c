@@ -108,12 +108,16 @@ static int decrypt(const uint8_t *data, size_t len, size_t step, const char *ide
                    size_t *ret_len) {
         _cleanup_unlink_ char *id = write_temp(identity_text);
         _cleanup_(source_freep) Source *src = NULL;
+        Source *up;
         uint8_t *out = NULL, buf[10000];
         size_t n = 0;
         int r;
 
-        src = source_age_new(mem_source_new(data, len, step), id, &r);
-        if (src)
+        up = mem_source_new(data, len, step);
+        src = source_age_new(up, id, &r);
+        if (!src)
+                source_free(up); /* still ours on failure */
+        else
                 for (;;) {
                         ssize_t k = source_read(src, buf, step ? step : sizeof buf);
                         if (k <= 0) {
@@ -524,7 +528,7 @@ static void age_rejects_tampering(void **state) {
         free(c.data);
 }
 
-/* Failing closed: bad recipients give no sink (and free the downstream), nothing is written before the
+/* Failing closed: bad recipients give no sink (the downstream stays the caller's), nothing is written before the
  * first byte of payload, and a downstream error sticks. */
 static void age_sink_fails_closed(void **state) {
         _cleanup_(keys_done) Keys k = {};

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <inttypes.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include "shared/progress.h"
+
+void progress_init(Progress *p, const char *verb, uint64_t total_estimate, const char *state_dir, JobState *state) {
+        *p = (Progress){
+                .verb = xstrdup(verb),
+                .total_estimate = total_estimate,
+                .start_usec = now_usec(CLOCK_MONOTONIC),
+                .tty = isatty(STDERR_FILENO) > 0 && !getenv("SKYFORGE_NO_PROGRESS"),
+                .notify = !!getenv("NOTIFY_SOCKET"),
+                .state_dir = state_dir,
+                .state = state,
+        };
+}
+
+char *progress_format(const Progress *p, uint64_t now) {
+        char done[FORMAT_BYTES_MAX], total[FORMAT_BYTES_MAX], rate[FORMAT_BYTES_MAX];
+        uint64_t elapsed = now > p->start_usec ? now - p->start_usec : 0;
+        uint64_t bps = elapsed > 0 ? (uint64_t) ((double) p->done * USEC_PER_SEC / (double) elapsed) : 0;
+
+        format_bytes(p->done, done, sizeof done);
+        format_bytes(bps, rate, sizeof rate);
+        if (p->total_estimate == 0)
+                return xasprintf("%s: %s, %s/s", p->verb, done, rate);
+        format_bytes(p->total_estimate, total, sizeof total);
+        /* The total is an estimate (database size on disk vs. dump size): never show more than 99 %. */
+        unsigned pct = (unsigned) (100.0 * (double) p->done / (double) p->total_estimate);
+        if (pct > 99)
+                pct = 99;
+        return xasprintf("%s: %s of ~%s (%u %%), %s/s", p->verb, done, total, pct, rate);
+}
+
+void progress_flush(Progress *p) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        _cleanup_free_ char *line = progress_format(p, now);
+
+        p->last_shown_usec = now;
+        if (p->tty) {
+                fprintf(stderr, "\r\033[K%s", line);
+                fflush(stderr);
+                p->shown = true;
+        }
+        if (p->notify)
+                /* Work is moving: give the unit another 5 minutes before its start timeout fires. */
+                (void) sd_notifyf(false, "STATUS=%s\nEXTEND_TIMEOUT_USEC=%" PRIu64, line, 300 * USEC_PER_SEC);
+        if (p->state && p->state_dir) {
+                free(p->state->progress_text);
+                p->state->progress_text = xstrdup(line);
+                p->state->progress = p->total_estimate > 0 ? (double) p->done / (double) p->total_estimate : -1;
+                if (p->state->progress > 0.99)
+                        p->state->progress = 0.99;
+                (void) job_state_write(p->state_dir, p->state);
+        }
+}
+
+void progress_update(Progress *p, uint64_t done) {
+        p->done = done;
+        if (now_usec(CLOCK_MONOTONIC) - p->last_shown_usec < USEC_PER_SEC)
+                return;
+        progress_flush(p);
+}
+
+void progress_done(Progress *p) {
+        if (p->shown) {
+                fputs("\r\033[K", stderr);
+                fflush(stderr);
+        }
+        if (p->notify)
+                (void) sd_notify(false, "STATUS=");
+        free(p->verb);
+        p->verb = NULL;
+}

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <json-c/json.h>
+
+#include "log/log.h"
+#include "shared/state.h"
+
+void job_state_done(JobState *s) {
+        free(s->job);
+        free(s->state);
+        free(s->last_result);
+        free(s->last_error);
+        free(s->last_backup_id);
+        free(s->progress_text);
+        free(s->last_verify);
+        *s = (JobState){};
+}
+
+char *job_state_path(const char *state_dir, const char *job) {
+        return xasprintf("%s/%s.json", state_dir, job);
+}
+
+static void put_str(json_object *o, const char *k, const char *v) {
+        json_object_object_add(o, k, json_object_new_string(strempty(v)));
+}
+
+static void put_u64(json_object *o, const char *k, uint64_t v) {
+        json_object_object_add(o, k, json_object_new_uint64(v));
+}
+
+json_object *job_state_to_json(const JobState *s) {
+        json_object *o = json_object_new_object();
+
+        put_str(o, "job", s->job);
+        put_str(o, "state", s->state ?: "idle");
+        put_str(o, "last_result", s->last_result);
+        put_str(o, "last_error", s->last_error);
+        put_str(o, "last_backup_id", s->last_backup_id);
+        put_u64(o, "last_bytes", s->last_bytes);
+        put_u64(o, "last_start_usec", s->last_start_usec);
+        put_u64(o, "last_end_usec", s->last_end_usec);
+        put_u64(o, "last_success_usec", s->last_success_usec);
+        json_object_object_add(o, "progress", json_object_new_double(s->progress));
+        put_str(o, "progress_text", s->progress_text);
+        put_str(o, "last_verify", s->last_verify);
+        put_u64(o, "pid", s->pid);
+        return o;
+}
+
+static char *get_str(json_object *o, const char *k) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+                return xstrdup("");
+        return xstrdup(json_object_get_string(v));
+}
+
+static uint64_t get_u64(json_object *o, const char *k) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, k, &v))
+                return 0;
+        return json_object_get_uint64(v);
+}
+
+int job_state_from_json(json_object *o, JobState *ret) {
+        json_object *v;
+
+        if (!json_object_is_type(o, json_type_object))
+                return -EBADMSG;
+        *ret = (JobState){
+                .job = get_str(o, "job"),
+                .state = get_str(o, "state"),
+                .last_result = get_str(o, "last_result"),
+                .last_error = get_str(o, "last_error"),
+                .last_backup_id = get_str(o, "last_backup_id"),
+                .last_bytes = get_u64(o, "last_bytes"),
+                .last_start_usec = get_u64(o, "last_start_usec"),
+                .last_end_usec = get_u64(o, "last_end_usec"),
+                .last_success_usec = get_u64(o, "last_success_usec"),
+                .progress = json_object_object_get_ex(o, "progress", &v) ? json_object_get_double(v) : -1,
+                .progress_text = get_str(o, "progress_text"),
+                .last_verify = get_str(o, "last_verify"),
+                .pid = get_u64(o, "pid"),
+        };
+        if (isempty(ret->state)) {
+                free(ret->state);
+                ret->state = xstrdup("idle");
+        }
+        return 0;
+}
+
+int job_state_read(const char *state_dir, const char *job, JobState *ret) {
+        _cleanup_free_ char *path = job_state_path(state_dir, job), *text = NULL;
+        json_object *o;
+        int r;
+
+        r = read_file_string(path, 1 << 20, &text);
+        if (r == -ENOENT) {
+                *ret = (JobState){ .job = xstrdup(job), .state = xstrdup("idle"), .last_result = xstrdup(""),
+                                   .last_error = xstrdup(""), .last_backup_id = xstrdup(""),
+                                   .progress = -1, .progress_text = xstrdup(""), .last_verify = xstrdup("") };
+                return 0;
+        }
+        if (r < 0)
+                return err_setf(r, "cannot read job state %s: %m", path);
+        o = json_tokener_parse(text);
+        if (!o)
+                return err_setf(-EBADMSG, "job state %s is not valid JSON; remove it to reset the state", path);
+        r = job_state_from_json(o, ret);
+        json_object_put(o);
+        if (r < 0)
+                return err_setf(r, "job state %s has an unexpected shape; remove it to reset the state", path);
+        if (isempty(ret->job)) {
+                free(ret->job);
+                ret->job = xstrdup(job);
+        }
+        return 0;
+}
+
+int job_state_write(const char *state_dir, const JobState *s) {
+        _cleanup_free_ char *path = job_state_path(state_dir, s->job);
+        json_object *o = job_state_to_json(s);
+        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        int r;
+
+        r = mkdir_p(state_dir, 0755);
+        if (r >= 0)
+                r = write_file_atomic(path, text, strlen(text), 0644);
+        json_object_put(o);
+        if (r < 0)
+                return err_setf(r, "cannot write job state %s: %m (is state_dir writable?)", path);
+        return 0;
+}
