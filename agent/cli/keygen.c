@@ -31,7 +31,8 @@ static void format_created(char *buf, size_t len) {
         if (off == 0)
                 snprintf(buf + k, len - k, "Z");
         else
-                snprintf(buf + k, len - k, "%c%02ld:%02ld", off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
+                snprintf(buf + k, len - k, "%c%02ld:%02ld", off < 0 ? '-' : '+', labs(off) / 60,
+                         labs(off) % 60);
 }
 
 /* Like age-keygen: never overwrites, and the file is private from the first byte. */
@@ -129,7 +130,8 @@ static int keygen_convert(const char *input, const char *output) {
                 line = xasprintf("%s\n", recipient);
                 r = write_full(fd, line, strlen(line));
                 if (r < 0)
-                        r = err_set(r, 0, "cannot write to %s: %s", output ?: "standard output", strerror(-r));
+                        r = err_set(r, 0, "cannot write to %s: %s", output ?: "standard output",
+                                    strerror(-r));
         }
         return close_output(fd, output, r);
 }

@@ -208,7 +208,8 @@ static int aead_zero_nonce(bool encrypt, const uint8_t key[static 32], const uin
         return ok ? 0 : -EBADMSG;
 }
 
-static int x25519_wrap_key(const uint8_t shared[static AGE_KEY_SIZE], const uint8_t share[static AGE_KEY_SIZE],
+static int x25519_wrap_key(const uint8_t shared[static AGE_KEY_SIZE],
+                           const uint8_t share[static AGE_KEY_SIZE],
                            const uint8_t recipient[static AGE_KEY_SIZE], uint8_t ret[static 32]) {
         uint8_t salt[2 * AGE_KEY_SIZE];
 
@@ -441,7 +442,8 @@ static char **split_args(const char *line, size_t len) {
 }
 
 static int header_fail(const char *what) {
-        return err_set(-EBADMSG, EX_DATAERR, "the age header is malformed: %s (is this file corrupt?)", what);
+        return err_set(-EBADMSG, EX_DATAERR, "the age header is malformed: %s (is this file corrupt?)",
+                       what);
 }
 
 static int parse_stanza(const char *line, size_t len, const char **pos, const char *end, Stanza *ret) {
@@ -611,7 +613,8 @@ void age_stream_free(AgeStream *s) {
         free(s);
 }
 
-int age_stream_new(const uint8_t file_key[static AGE_FILE_KEY_SIZE], const uint8_t nonce[static AGE_NONCE_SIZE],
+int age_stream_new(const uint8_t file_key[static AGE_FILE_KEY_SIZE],
+                   const uint8_t nonce[static AGE_NONCE_SIZE],
                    bool encrypt, AgeStream **ret) {
         _cleanup_(age_stream_freep) AgeStream *s = xcalloc(1, sizeof *s);
         uint8_t key[32];

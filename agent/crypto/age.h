@@ -59,7 +59,8 @@ ssize_t age_header_find_end(const char *buf, size_t len);
 
 /* STREAM: ChaCha20-Poly1305 over 64 KiB chunks, nonce = 88-bit big-endian counter || last flag. */
 typedef struct AgeStream AgeStream;
-int age_stream_new(const uint8_t file_key[static AGE_FILE_KEY_SIZE], const uint8_t nonce[static AGE_NONCE_SIZE],
+int age_stream_new(const uint8_t file_key[static AGE_FILE_KEY_SIZE],
+                   const uint8_t nonce[static AGE_NONCE_SIZE],
                    bool encrypt, AgeStream **ret);
 void age_stream_free(AgeStream *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AgeStream *, age_stream_free);

@@ -57,23 +57,27 @@ static int convert_bits(const uint8_t *in, size_t n, unsigned from, unsigned to,
         return 0;
 }
 
-int bech32_encode(const char *hrp, const uint8_t *data, size_t len, bool upper, char **ret) {
-        _cleanup_free_ uint8_t *five = NULL;
-        _cleanup_free_ char *s = NULL;
-        size_t hlen = strlen(hrp), n5 = 0, k = 0;
+/* Printable ASCII only, and never mixed case. */
+static int check_chars(const char *s, size_t n) {
         bool has_lower = false, has_upper = false;
-        uint32_t chk;
 
-        if (hlen == 0)
-                return -EINVAL;
-        for (size_t i = 0; i < hlen; i++) {
-                unsigned char c = (unsigned char) hrp[i];
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char) s[i];
                 if (c < 33 || c > 126)
                         return -EINVAL;
                 has_lower = has_lower || islower(c);
                 has_upper = has_upper || isupper(c);
         }
-        if (has_lower && has_upper)
+        return has_lower && has_upper ? -EINVAL : 0;
+}
+
+int bech32_encode(const char *hrp, const uint8_t *data, size_t len, bool upper, char **ret) {
+        _cleanup_free_ uint8_t *five = NULL;
+        _cleanup_free_ char *s = NULL;
+        size_t hlen = strlen(hrp), n5 = 0, k = 0;
+        uint32_t chk;
+
+        if (hlen == 0 || check_chars(hrp, hlen) < 0)
                 return -EINVAL;
 
         five = xmalloc(len * 8 / 5 + 2);
@@ -104,21 +108,13 @@ int bech32_encode(const char *hrp, const uint8_t *data, size_t len, bool upper, 
 int bech32_decode(const char *s, char **ret_hrp, uint8_t **ret_data, size_t *ret_len) {
         _cleanup_free_ uint8_t *five = NULL, *data = NULL;
         _cleanup_free_ char *hrp = NULL;
-        bool has_lower = false, has_upper = false;
-        size_t len = strlen(s), sep = SIZE_MAX, n5, dlen;
+        size_t len = strlen(s), n5, dlen;
+        const char *one = strrchr(s, '1');
+        size_t sep = one ? (size_t) (one - s) : SIZE_MAX;
         uint32_t chk;
         int r;
 
-        for (size_t i = 0; i < len; i++) {
-                unsigned char c = (unsigned char) s[i];
-                if (c < 33 || c > 126)
-                        return -EINVAL;
-                has_lower = has_lower || islower(c);
-                has_upper = has_upper || isupper(c);
-                if (c == '1')
-                        sep = i;
-        }
-        if (has_lower && has_upper)
+        if (check_chars(s, len) < 0)
                 return -EINVAL;
         /* The separator is the last '1'; at least one hrp character and six checksum characters. */
         if (sep == SIZE_MAX || sep < 1 || sep + 7 > len)

@@ -320,7 +320,8 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
         if (n < 0)
                 r = (int) n;
         else if ((size_t) n < sizeof nonce)
-                r = err_set(-EBADMSG, EX_DATAERR, "the age file ends before its payload nonce (is it truncated?)");
+                r = err_set(-EBADMSG, EX_DATAERR,
+                            "the age file ends before its payload nonce (is it truncated?)");
         else
                 r = 0;
         if (r >= 0)
