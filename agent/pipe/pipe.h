@@ -51,6 +51,12 @@ Source *source_digest_new(Source *upstream, Digest *ret);
 Sink *sink_zstd_new(Sink *next, int level, int threads, int *ret_error);
 Source *source_zstd_new(Source *upstream);
 
+/* age v1 (X25519 recipients "age1..."). On failure they return NULL and leave next/upstream to the
+ * caller. The sink writes nothing until the first write or finish; the source reads and checks the
+ * header (identity, MAC) before it returns, and releases plaintext only chunk by authenticated chunk. */
+Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error);
+Source *source_age_new(Source *upstream, const char *identity_file, int *ret_error);
+
 /* Ends of the pipe. The store sink writes to an open writer but does not commit it; the caller commits
  * once everything checked out. */
 Sink *sink_store_new(StoreWriter *w);
