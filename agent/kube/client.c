@@ -52,20 +52,13 @@ static void curl_freep(char **p) {
         curl_free(*p);
 }
 
-static void dup_wiped_blob(const char *src, size_t n, char **ret, size_t *ret_size) {
+static void dup_blob(const char *src, size_t n, char **ret, size_t *ret_size) {
         if (!src)
                 return;
         *ret = xmalloc(n + 1);
         memcpy(*ret, src, n);
         (*ret)[n] = 0;
         *ret_size = n;
-}
-
-static void wipe_free(char *p, size_t n) {
-        if (!p)
-                return;
-        explicit_bzero(p, n);
-        free(p);
 }
 
 void kube_client_free(KubeClient *c) {
@@ -83,7 +76,7 @@ void kube_client_free(KubeClient *c) {
         free(c->user);
         free(c->ca_pem);
         free(c->cert_pem);
-        wipe_free(c->key_pem, c->key_pem_size);
+        kube_erase_and_free(c->key_pem, c->key_pem_size);
         free(c);
 }
 
@@ -137,9 +130,10 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         c->cluster = xstrdup(config->cluster);
         c->user = xstrdup(config->user);
         c->page_size = KUBE_PAGE_SIZE_DEFAULT;
-        dup_wiped_blob(config->ca_pem, config->ca_pem_size, &c->ca_pem, &c->ca_pem_size);
-        dup_wiped_blob(config->client_cert_pem, config->client_cert_pem_size, &c->cert_pem, &c->cert_pem_size);
-        dup_wiped_blob(config->client_key_pem, config->client_key_pem_size, &c->key_pem, &c->key_pem_size);
+        dup_blob(config->ca_pem, config->ca_pem_size, &c->ca_pem, &c->ca_pem_size);
+        dup_blob(config->client_cert_pem, config->client_cert_pem_size, &c->cert_pem,
+                       &c->cert_pem_size);
+        dup_blob(config->client_key_pem, config->client_key_pem_size, &c->key_pem, &c->key_pem_size);
 
         c->curl = curl_easy_init();
         if (!c->curl)
@@ -156,9 +150,8 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         if (!c->headers)
                 return -ENOMEM;
 
-#define SETOPT(o, v)                                                                                         \
-        if (e == CURLE_OK)                                                                                   \
-                e = curl_easy_setopt(c->curl, o, v)
+/* Stops at the first option that fails; e keeps its code. */
+#define SETOPT(o, v) (e = e != CURLE_OK ? e : curl_easy_setopt(c->curl, o, v))
         SETOPT(CURLOPT_NOSIGNAL, 1L);
         SETOPT(CURLOPT_ERRORBUFFER, c->errbuf);
         SETOPT(CURLOPT_HTTPHEADER, c->headers);
@@ -177,8 +170,12 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
                 SETOPT(CURLOPT_CAPATH, NULL);
         }
         if (c->cert_pem) {
-                struct curl_blob b = { .data = c->cert_pem, .len = c->cert_pem_size, .flags = CURL_BLOB_NOCOPY };
-                struct curl_blob k = { .data = c->key_pem, .len = c->key_pem_size, .flags = CURL_BLOB_NOCOPY };
+                struct curl_blob b = { .data = c->cert_pem,
+                                       .len = c->cert_pem_size,
+                                       .flags = CURL_BLOB_NOCOPY };
+                struct curl_blob k = { .data = c->key_pem,
+                                       .len = c->key_pem_size,
+                                       .flags = CURL_BLOB_NOCOPY };
                 SETOPT(CURLOPT_SSLCERT_BLOB, &b);
                 SETOPT(CURLOPT_SSLCERTTYPE, "PEM");
                 SETOPT(CURLOPT_SSLKEY_BLOB, &k);
@@ -202,30 +199,40 @@ static int transport_error(KubeClient *c, CURLcode e) {
                 (void) curl_easy_getinfo(c->curl, CURLINFO_OS_ERRNO, &os_errno);
                 if (os_errno == 0)
                         os_errno = ECONNREFUSED;
-                return err_set(-(int) os_errno, EX_UNAVAILABLE, "cannot reach the Kubernetes API at %s: %s — "
-                               "is k3s running?", c->server, os_errno == ECONNREFUSED ? "connection refused" :
-                               strerror((int) os_errno));
+                return err_set(-(int) os_errno, EX_UNAVAILABLE,
+                               "cannot reach the Kubernetes API at %s: %s — "
+                               "is k3s running?",
+                               c->server,
+                               os_errno == ECONNREFUSED ? "connection refused" : strerror((int) os_errno));
         case CURLE_OPERATION_TIMEDOUT:
-                return err_set(-ETIMEDOUT, EX_UNAVAILABLE, "cannot reach the Kubernetes API at %s: timed out "
-                               "(%s) — is k3s running?", c->server, detail);
+                return err_set(-ETIMEDOUT, EX_UNAVAILABLE,
+                               "cannot reach the Kubernetes API at %s: timed out "
+                               "(%s) — is k3s running?",
+                               c->server, detail);
         case CURLE_COULDNT_RESOLVE_HOST:
-                return err_set(-EHOSTUNREACH, EX_UNAVAILABLE, "cannot reach the Kubernetes API at %s: the "
-                               "host name does not resolve — check server of cluster \"%s\" in %s", c->server,
-                               c->cluster, c->kubeconfig_path);
+                return err_set(-EHOSTUNREACH, EX_UNAVAILABLE,
+                               "cannot reach the Kubernetes API at %s: the "
+                               "host name does not resolve — check server of cluster \"%s\" in %s",
+                               c->server, c->cluster, c->kubeconfig_path);
         case CURLE_PEER_FAILED_VERIFICATION:
         case CURLE_SSL_CACERT_BADFILE:
-                return err_set(-EPROTO, EX_CONFIG, "TLS verification of the Kubernetes API at %s failed (%s): "
-                               "check certificate-authority-data of cluster \"%s\" in %s", c->server, detail,
-                               c->cluster, c->kubeconfig_path);
+                return err_set(-EPROTO, EX_CONFIG,
+                               "TLS verification of the Kubernetes API at %s failed (%s): "
+                               "check certificate-authority-data of cluster \"%s\" in %s",
+                               c->server, detail, c->cluster, c->kubeconfig_path);
         case CURLE_SSL_CERTPROBLEM:
-                return err_set(-EINVAL, EX_CONFIG, "the client certificate or key of user \"%s\" in %s cannot "
-                               "be used (%s): check client-certificate-data and client-key-data", c->user,
-                               c->kubeconfig_path, detail);
+                return err_set(-EINVAL, EX_CONFIG,
+                               "the client certificate or key of user \"%s\" in %s cannot "
+                               "be used (%s): check client-certificate-data and client-key-data",
+                               c->user, c->kubeconfig_path, detail);
         case CURLE_WRITE_ERROR:
-                return err_set(-EFBIG, EX_PROTOCOL, "the Kubernetes API at %s sent a response larger than "
-                               "%u MiB", c->server, KUBE_RESPONSE_MAX >> 20);
+                return err_set(-EFBIG, EX_PROTOCOL,
+                               "the Kubernetes API at %s sent a response larger than "
+                               "%u MiB",
+                               c->server, KUBE_RESPONSE_MAX >> 20);
         default:
-                return err_set(-ECONNABORTED, EX_UNAVAILABLE, "request to the Kubernetes API at %s failed: %s "
+                return err_set(-ECONNABORTED, EX_UNAVAILABLE,
+                               "request to the Kubernetes API at %s failed: %s "
                                "— is k3s running, and is the client certificate of user \"%s\" in %s valid?",
                                c->server, detail, c->user, c->kubeconfig_path);
         }
@@ -252,7 +259,8 @@ static int request(KubeClient *c, const char *method, const char *path, json_obj
         } else if (e == CURLE_OK) {
                 e = curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
                 if (e == CURLE_OK)
-                        e = curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, streq(method, "GET") ? NULL : method);
+                        e = curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST,
+                                             streq(method, "GET") ? NULL : method);
         }
         if (e == CURLE_OK)
                 e = curl_easy_perform(c->curl);
@@ -302,24 +310,29 @@ static json_object *json_get_object(json_object *o, const char *key) {
 static int status_error(KubeClient *c, const Response *r, const char *what) {
         _cleanup_json_ json_object *j = parse_json(r);
         const char *msg = json_get_string(j, "message");
-        _cleanup_free_ char *reason = msg ? xasprintf("%ld: %s", r->status, msg) : xasprintf("HTTP %ld", r->status);
+        _cleanup_free_ char *reason =
+                msg ? xasprintf("%ld: %s", r->status, msg) : xasprintf("HTTP %ld", r->status);
 
         switch (r->status) {
         case 401:
-                return err_set(-EACCES, EX_NOPERM, "the Kubernetes API at %s refused the credentials of user "
+                return err_set(-EACCES, EX_NOPERM,
+                               "the Kubernetes API at %s refused the credentials of user "
                                "\"%s\" in %s (%s): the client certificate or token is not valid for this "
-                               "cluster — use the kubeconfig the cluster wrote (k3s: %s)", c->server, c->user,
-                               c->kubeconfig_path, reason, KUBECONFIG_DEFAULT_PATH);
+                               "cluster — use the kubeconfig the cluster wrote (k3s: %s)",
+                               c->server, c->user, c->kubeconfig_path, reason, KUBECONFIG_DEFAULT_PATH);
         case 403:
-                return err_set(-EACCES, EX_NOPERM, "user \"%s\" in %s may not %s (%s): use a kubeconfig whose "
-                               "user may read and write Secrets, such as the cluster admin's", c->user,
-                               c->kubeconfig_path, what, reason);
+                return err_set(-EACCES, EX_NOPERM,
+                               "user \"%s\" in %s may not %s (%s): use a kubeconfig whose "
+                               "user may read and write Secrets, such as the cluster admin's",
+                               c->user, c->kubeconfig_path, what, reason);
         case 422:
         case 400:
-                return err_set(-EINVAL, EX_DATAERR, "the Kubernetes API at %s rejected the request to %s (%s)",
-                               c->server, what, reason);
+                return err_set(-EINVAL, EX_DATAERR,
+                               "the Kubernetes API at %s rejected the request to %s (%s)", c->server, what,
+                               reason);
         default:
-                return err_set(r->status >= 500 ? -EIO : -EPROTO, r->status >= 500 ? EX_UNAVAILABLE : EX_PROTOCOL,
+                return err_set(r->status >= 500 ? -EIO : -EPROTO,
+                               r->status >= 500 ? EX_UNAVAILABLE : EX_PROTOCOL,
                                "cannot %s: the Kubernetes API at %s answered %s", what, c->server, reason);
         }
 }
@@ -331,7 +344,8 @@ static bool dns_name_valid(const char *s, size_t max) {
         if (n == 0 || n > max || s[0] == '-' || s[0] == '.' || s[n - 1] == '-' || s[n - 1] == '.')
                 return false;
         for (const char *p = s; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || (*p == '.' && max > 63)))
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+                      (*p == '.' && max > 63)))
                         return false;
         return true;
 }
@@ -341,14 +355,8 @@ static bool dns_name_valid(const char *s, size_t max) {
 /* Metadata the API server sets; a restore must not carry them over (uid and resourceVersion would be
  * rejected, the rest is noise in the export). */
 static const char *const server_set_metadata[] = {
-        "uid",
-        "resourceVersion",
-        "managedFields",
-        "creationTimestamp",
-        "selfLink",
-        "generation",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
+        "uid",      "resourceVersion", "managedFields",     "creationTimestamp",
+        "selfLink", "generation",      "deletionTimestamp", "deletionGracePeriodSeconds",
 };
 
 json_object *kube_secret_export(json_object *item) {
@@ -357,12 +365,12 @@ json_object *kube_secret_export(json_object *item) {
         /* List items come without apiVersion and kind; kubectl create -f needs them on each item. */
         json_object_object_add(out, "apiVersion", json_object_new_string("v1"));
         json_object_object_add(out, "kind", json_object_new_string("Secret"));
-        json_object_object_foreach(item, key, val) {
+        json_object_object_foreach (item, key, val) {
                 if (streq(key, "apiVersion") || streq(key, "kind"))
                         continue;
                 if (streq(key, "metadata") && json_object_is_type(val, json_type_object)) {
                         json_object *m = json_object_new_object();
-                        json_object_object_foreach(val, mkey, mval) {
+                        json_object_object_foreach (val, mkey, mval) {
                                 bool drop = false;
                                 for (size_t i = 0; i < ELEMENTSOF(server_set_metadata); i++)
                                         drop = drop || streq(mkey, server_set_metadata[i]);
@@ -383,9 +391,11 @@ bool kube_secret_is_service_account_token(json_object *secret) {
 static int secret_cmp(const void *a, const void *b) {
         json_object *ma = json_get_object(*(json_object *const *) a, "metadata");
         json_object *mb = json_get_object(*(json_object *const *) b, "metadata");
-        int r = strcmp(strempty(json_get_string(ma, "namespace")), strempty(json_get_string(mb, "namespace")));
+        int r = strcmp(strempty(json_get_string(ma, "namespace")),
+                       strempty(json_get_string(mb, "namespace")));
 
-        return r != 0 ? r : strcmp(strempty(json_get_string(ma, "name")), strempty(json_get_string(mb, "name")));
+        return r != 0 ? r
+                      : strcmp(strempty(json_get_string(ma, "name")), strempty(json_get_string(mb, "name")));
 }
 
 void kube_secrets_sort(json_object *items) {
@@ -397,7 +407,8 @@ void kube_secrets_collect(json_object *page_items, json_object *out) {
 
         for (size_t i = 0; i < n; i++) {
                 json_object *item = json_object_array_get_idx(page_items, i);
-                if (!json_object_is_type(item, json_type_object) || kube_secret_is_service_account_token(item))
+                if (!json_object_is_type(item, json_type_object) ||
+                    kube_secret_is_service_account_token(item))
                         continue;
                 json_object_array_add(out, kube_secret_export(item));
         }
@@ -413,8 +424,10 @@ static int check_namespace(KubeClient *c, const char *ns) {
         if (k < 0)
                 return k;
         if (r.status == 404)
-                return err_set(-ENOENT, EX_CONFIG, "namespace \"%s\" does not exist in the cluster at %s: fix "
-                               "namespaces = in [config] (or use * for all)", ns, c->server);
+                return err_set(-ENOENT, EX_CONFIG,
+                               "namespace \"%s\" does not exist in the cluster at %s: fix "
+                               "namespaces = in [config] (or use * for all)",
+                               ns, c->server);
         if (r.status != 200)
                 return status_error(c, &r, what);
         return 0;
@@ -461,9 +474,12 @@ static int list_paged(KubeClient *c, const char *base, const char *what, json_ob
                         return status_error(c, &r, what);
                 page = parse_json(&r);
                 if (!page || !json_object_object_get_ex(page, "items", &items) ||
-                    !(json_object_is_type(items, json_type_array) || json_object_is_type(items, json_type_null)))
-                        return err_set(-EBADMSG, EX_PROTOCOL, "the Kubernetes API at %s answered %s with "
-                                       "something that is not a SecretList", c->server, path);
+                    !(json_object_is_type(items, json_type_array) ||
+                      json_object_is_type(items, json_type_null)))
+                        return err_set(-EBADMSG, EX_PROTOCOL,
+                                       "the Kubernetes API at %s answered %s with "
+                                       "something that is not a SecretList",
+                                       c->server, path);
                 if (json_object_is_type(items, json_type_array))
                         kube_secrets_collect(items, out);
 
@@ -490,8 +506,10 @@ int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_
                 _cleanup_free_ char *base = NULL, *what = NULL;
 
                 if (!namespace_valid(ns))
-                        return err_set(-EINVAL, EX_CONFIG, "\"%s\" is not a valid namespace name: fix "
-                                       "namespaces = in [config]", ns);
+                        return err_set(-EINVAL, EX_CONFIG,
+                                       "\"%s\" is not a valid namespace name: fix "
+                                       "namespaces = in [config]",
+                                       ns);
                 bool seen = false;
                 for (size_t j = 0; j < i; j++)
                         seen = seen || streq(namespaces[j], ns);
@@ -529,11 +547,13 @@ int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeAppl
         name = json_get_string(meta, "name");
         ns = json_get_string(meta, "namespace") ?: "default";
         if (!json_object_is_type(secret, json_type_object) || (kind && !streq(kind, "Secret")) || !name)
-                return err_set(-EINVAL, EX_DATAERR, "cannot apply %s \"%s\": only Secrets with a "
-                               "metadata.name are restored", strna(kind), strna(name));
+                return err_set(-EINVAL, EX_DATAERR,
+                               "cannot apply %s \"%s\": only Secrets with a "
+                               "metadata.name are restored",
+                               strna(kind), strna(name));
         if (!secret_name_valid(name) || !namespace_valid(ns))
-                return err_set(-EINVAL, EX_DATAERR, "cannot apply Secret %s/%s: not a valid namespace and name",
-                               ns, name);
+                return err_set(-EINVAL, EX_DATAERR,
+                               "cannot apply Secret %s/%s: not a valid namespace and name", ns, name);
 
         desired = kube_secret_export(secret);
         if (!json_get_string(json_get_object(desired, "metadata"), "namespace"))
@@ -550,9 +570,10 @@ int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeAppl
                 return 0;
         }
         if (post.status == 404)
-                return err_set(-ENOENT, EX_UNAVAILABLE, "cannot create Secret %s/%s: namespace \"%s\" does "
-                               "not exist — apply the manifests first or run: kubectl create namespace %s", ns,
-                               name, ns, ns);
+                return err_set(-ENOENT, EX_UNAVAILABLE,
+                               "cannot create Secret %s/%s: namespace \"%s\" does "
+                               "not exist — apply the manifests first or run: kubectl create namespace %s",
+                               ns, name, ns, ns);
         if (post.status != 409)
                 return status_error(c, &post, what);
 
@@ -567,10 +588,12 @@ int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeAppl
         if (get.status != 200)
                 return status_error(c, &get, what);
         existing = parse_json(&get);
-        rv = json_get_string(json_get_object(existing, "metadata"), "resourceVersion");
         if (!existing)
-                return err_set(-EBADMSG, EX_PROTOCOL, "the Kubernetes API at %s answered GET %s with "
-                               "something that is not a Secret", c->server, path);
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "the Kubernetes API at %s answered GET %s with "
+                               "something that is not a Secret",
+                               c->server, path);
+        rv = json_get_string(json_get_object(existing, "metadata"), "resourceVersion");
         existing_export = kube_secret_export(existing);
         if (json_object_equal(existing_export, desired)) {
                 *ret = KUBE_APPLY_UNCHANGED;
@@ -590,8 +613,10 @@ int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeAppl
         if (r < 0)
                 return r;
         if (put.status == 409)
-                return err_set(-EAGAIN, EX_TEMPFAIL, "Secret %s/%s changed while it was being replaced: run "
-                               "the restore again", ns, name);
+                return err_set(-EAGAIN, EX_TEMPFAIL,
+                               "Secret %s/%s changed while it was being replaced: run "
+                               "the restore again",
+                               ns, name);
         if (put.status != 200 && put.status != 201)
                 return status_error(c, &put, what);
         *ret = KUBE_APPLY_REPLACED;

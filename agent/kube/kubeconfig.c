@@ -8,8 +8,7 @@
 #define KUBECONFIG_MAX_SIZE (4U << 20)
 #define KUBECONFIG_REF_MAX_SIZE (1U << 20)
 
-/* Frees and wipes: the key and the token are credentials, so they should not linger in freed memory. */
-static void free_wiped(char *p, size_t n) {
+void kube_erase_and_free(char *p, size_t n) {
         if (!p)
                 return;
         explicit_bzero(p, n);
@@ -26,8 +25,8 @@ void kubeconfig_free(KubeConfig *c) {
         free(c->server);
         free(c->ca_pem);
         free(c->client_cert_pem);
-        free_wiped(c->client_key_pem, c->client_key_pem_size);
-        free_wiped(c->token, c->token ? strlen(c->token) : 0);
+        kube_erase_and_free(c->client_key_pem, c->client_key_pem_size);
+        kube_erase_and_free(c->token, c->token ? strlen(c->token) : 0);
         free(c);
 }
 
@@ -141,8 +140,10 @@ static int load_blob(yaml_document_t *d, yaml_node_t *map, const char *key, cons
         if (v) {
                 r = base64_decode(v, &buf, &size);
                 if (r < 0)
-                        return err_set(r, EX_CONFIG, "%s of %s in kubeconfig %s is not valid base64: "
-                                       "copy it again from the cluster's kubeconfig", data_key, what, kcpath);
+                        return err_set(r, EX_CONFIG,
+                                       "%s of %s in kubeconfig %s is not valid base64: "
+                                       "copy it again from the cluster's kubeconfig",
+                                       data_key, what, kcpath);
                 *ret = TAKE_PTR(buf);
                 *ret_size = size;
                 return 1;
@@ -168,8 +169,10 @@ static int load_cluster(yaml_document_t *d, yaml_node_t *root, KubeConfig *c) {
         int r;
 
         if (!cl)
-                return err_set(-ENOENT, EX_CONFIG, "kubeconfig %s: context \"%s\" names cluster \"%s\", "
-                               "which is not listed under clusters:", c->path, c->context, c->cluster);
+                return err_set(-ENOENT, EX_CONFIG,
+                               "kubeconfig %s: context \"%s\" names cluster \"%s\", "
+                               "which is not listed under clusters:",
+                               c->path, c->context, c->cluster);
         server = map_get_scalar(d, cl, "server");
         if (!server || !(startswith(server, "https://") || startswith(server, "http://")))
                 return err_set(-EINVAL, EX_CONFIG, "kubeconfig %s: %s has no https:// server address",
@@ -183,8 +186,10 @@ static int load_cluster(yaml_document_t *d, yaml_node_t *root, KubeConfig *c) {
         if (insecure) {
                 r = parse_bool(insecure);
                 if (r < 0)
-                        return err_set(r, EX_CONFIG, "kubeconfig %s: insecure-skip-tls-verify of %s is not "
-                                       "a boolean: \"%s\"", c->path, what, insecure);
+                        return err_set(r, EX_CONFIG,
+                                       "kubeconfig %s: insecure-skip-tls-verify of %s is not "
+                                       "a boolean: \"%s\"",
+                                       c->path, what, insecure);
                 c->insecure_skip_tls_verify = r;
         }
         r = load_blob(d, cl, "certificate-authority", what, c->path, &c->ca_pem, &c->ca_pem_size);
@@ -198,12 +203,16 @@ static int load_user(yaml_document_t *d, yaml_node_t *root, KubeConfig *c) {
         int r, have_cert, have_key;
 
         if (!u)
-                return err_set(-ENOENT, EX_CONFIG, "kubeconfig %s: context \"%s\" names user \"%s\", "
-                               "which is not listed under users:", c->path, c->context, c->user);
+                return err_set(-ENOENT, EX_CONFIG,
+                               "kubeconfig %s: context \"%s\" names user \"%s\", "
+                               "which is not listed under users:",
+                               c->path, c->context, c->user);
         if (map_get(d, u, "exec") || map_get(d, u, "auth-provider"))
-                return err_set(-EOPNOTSUPP, EX_CONFIG, "kubeconfig %s: %s authenticates through an exec or "
+                return err_set(-EOPNOTSUPP, EX_CONFIG,
+                               "kubeconfig %s: %s authenticates through an exec or "
                                "auth-provider plugin, which skyforge-agent does not run: use a kubeconfig "
-                               "with a client certificate or a token", c->path, what);
+                               "with a client certificate or a token",
+                               c->path, what);
 
         have_cert = load_blob(d, u, "client-certificate", what, c->path, &c->client_cert_pem,
                               &c->client_cert_pem_size);
@@ -230,8 +239,10 @@ static int load_user(yaml_document_t *d, yaml_node_t *root, KubeConfig *c) {
                 strstrip(c->token);
         }
         if (!have_cert && isempty(c->token))
-                return err_set(-EINVAL, EX_CONFIG, "kubeconfig %s: %s has neither a client certificate nor "
-                               "a token (username/password is not supported)", c->path, what);
+                return err_set(-EINVAL, EX_CONFIG,
+                               "kubeconfig %s: %s has neither a client certificate nor "
+                               "a token (username/password is not supported)",
+                               c->path, what);
         return 0;
 }
 
@@ -260,19 +271,25 @@ int kubeconfig_parse(const char *text, size_t size, const char *path, KubeConfig
         c->path = xstrdup(path);
         root = yaml_document_get_root_node(doc);
         if (!root || root->type != YAML_MAPPING_NODE)
-                return err_set(-EBADMSG, EX_CONFIG, "kubeconfig %s is empty or not a mapping: regenerate it "
-                               "(k3s writes %s)", path, KUBECONFIG_DEFAULT_PATH);
+                return err_set(-EBADMSG, EX_CONFIG,
+                               "kubeconfig %s is empty or not a mapping: regenerate it "
+                               "(k3s writes %s)",
+                               path, KUBECONFIG_DEFAULT_PATH);
 
         s = map_get_scalar(doc, root, "current-context");
         if (!s)
-                return err_set(-EINVAL, EX_CONFIG, "kubeconfig %s has no current-context: pick one with "
-                               "\"kubectl --kubeconfig %s config use-context NAME\"", path, path);
+                return err_set(-EINVAL, EX_CONFIG,
+                               "kubeconfig %s has no current-context: pick one with "
+                               "\"kubectl --kubeconfig %s config use-context NAME\"",
+                               path, path);
         c->context = xstrdup(s);
 
         ctx = find_named(doc, root, "contexts", "context", c->context);
         if (!ctx)
-                return err_set(-ENOENT, EX_CONFIG, "kubeconfig %s: current-context \"%s\" is not listed "
-                               "under contexts:", path, c->context);
+                return err_set(-ENOENT, EX_CONFIG,
+                               "kubeconfig %s: current-context \"%s\" is not listed "
+                               "under contexts:",
+                               path, c->context);
         s = map_get_scalar(doc, ctx, "cluster");
         if (!s)
                 return err_set(-EINVAL, EX_CONFIG, "kubeconfig %s: context \"%s\" names no cluster", path,
@@ -303,8 +320,10 @@ int kubeconfig_load(const char *path, KubeConfig **ret) {
                 path = KUBECONFIG_DEFAULT_PATH;
         r = read_file_string(path, KUBECONFIG_MAX_SIZE, &text);
         if (r == -ENOENT)
-                return err_set(r, EX_CONFIG, "no kubeconfig at %s — is k3s installed? (or set kubeconfig = "
-                               "in [config])", path);
+                return err_set(r, EX_CONFIG,
+                               "no kubeconfig at %s — is k3s installed? (or set kubeconfig = "
+                               "in [config])",
+                               path);
         if (r < 0)
                 return err_set(r, r == -EACCES ? EX_NOPERM : EX_CONFIG, "cannot read kubeconfig %s: %s%s",
                                path, strerror(-r), r == -EACCES ? " (run as root)" : "");

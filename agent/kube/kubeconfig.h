@@ -12,11 +12,11 @@
  * Certificates and keys are held as PEM in memory (decoded from *-data or read from the referenced
  * files), so the client can hand them to libcurl without writing the key anywhere. */
 typedef struct KubeConfig {
-        char *path;    /* for messages */
+        char *path; /* for messages */
         char *context; /* current-context */
         char *cluster; /* the context's cluster name */
-        char *user;    /* the context's user name */
-        char *server;  /* without trailing slash */
+        char *user; /* the context's user name */
+        char *server; /* without trailing slash */
         bool insecure_skip_tls_verify;
 
         char *ca_pem; /* NULL: the system's CA store */
@@ -34,4 +34,7 @@ int kubeconfig_load(const char *path, KubeConfig **ret);
 /* The same from text in memory; path is used for messages and to resolve relative file references. */
 int kubeconfig_parse(const char *text, size_t size, const char *path, KubeConfig **ret);
 void kubeconfig_free(KubeConfig *c);
+
+/* Wipes n bytes, then frees: keys and tokens should not linger in freed memory. NULL is fine. */
+void kube_erase_and_free(char *p, size_t n);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KubeConfig *, kubeconfig_free);

@@ -87,7 +87,8 @@ int main(int argc, char *argv[]) {
                         return EX_USAGE;
                 }
         if (optind >= argc) {
-                fprintf(stderr, "usage: kube-tool [--kubeconfig PATH] [--limit N] list [NS...] | apply [--dry-run]\n");
+                fprintf(stderr, "usage: kube-tool [--kubeconfig PATH] [--limit N] list [NS...]\n"
+                                "       kube-tool [--kubeconfig PATH] apply [--dry-run]\n");
                 return EX_USAGE;
         }
         r = kubeconfig_load(path, &kc);

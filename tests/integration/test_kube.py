@@ -85,6 +85,20 @@ def test_export_equals_seeded_secrets_across_pages(kube_api, kube_tool):
     assert json.loads(p.stdout) == export
 
 
+def test_expired_continue_token_restarts_the_listing(kube_api, kube_tool):
+    seed_cluster(kube_api, n=250)
+    kube_api.expire_continue = 1
+    export = run_list(kube_tool, kube_api.kubeconfig(), limit=100)
+    assert export == expected_export(kube_api)  # no page twice, none missing
+    pages = [r[1] for r in kube_api.requests if r[1].startswith("/api/v1/secrets")]
+    assert len(pages) == 5 and "continue=" not in pages[2]  # page 1, 410, then pages 1-3 again
+
+    kube_api.requests.clear()
+    kube_api.expire_continue = 100
+    p = kube_tool(kube_api.kubeconfig(), "list", limit=100)
+    assert p.returncode != 0 and "410: The provided continue parameter is too old" in p.stderr
+
+
 def test_export_filters_namespaces(kube_api, kube_tool):
     seed_cluster(kube_api, n=40)
     export = run_list(kube_tool, kube_api.kubeconfig(), "kube-system", "app", "app", limit=5)

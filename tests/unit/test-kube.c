@@ -15,26 +15,25 @@
 #define KEY_B64 "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCktFWQo="
 
 /* The shape k3s writes to /etc/rancher/k3s/k3s.yaml. */
-static const char k3s_yaml[] =
-        "apiVersion: v1\n"
-        "clusters:\n"
-        "- cluster:\n"
-        "    certificate-authority-data: " CA_B64 "\n"
-        "    server: https://127.0.0.1:6443/\n"
-        "  name: default\n"
-        "contexts:\n"
-        "- context:\n"
-        "    cluster: default\n"
-        "    user: default\n"
-        "  name: default\n"
-        "current-context: default\n"
-        "kind: Config\n"
-        "preferences: {}\n"
-        "users:\n"
-        "- name: default\n"
-        "  user:\n"
-        "    client-certificate-data: " CERT_B64 "\n"
-        "    client-key-data: " KEY_B64 "\n";
+static const char k3s_yaml[] = "apiVersion: v1\n"
+                               "clusters:\n"
+                               "- cluster:\n"
+                               "    certificate-authority-data: " CA_B64 "\n"
+                               "    server: https://127.0.0.1:6443/\n"
+                               "  name: default\n"
+                               "contexts:\n"
+                               "- context:\n"
+                               "    cluster: default\n"
+                               "    user: default\n"
+                               "  name: default\n"
+                               "current-context: default\n"
+                               "kind: Config\n"
+                               "preferences: {}\n"
+                               "users:\n"
+                               "- name: default\n"
+                               "  user:\n"
+                               "    client-certificate-data: " CERT_B64 "\n"
+                               "    client-key-data: " KEY_B64 "\n";
 
 static int parse(const char *yaml, KubeConfig **ret) {
         err_clear();
@@ -120,11 +119,13 @@ static void kubeconfig_reads_referenced_files(void **state) {
         write_file(cert, "CERT PEM\n");
         write_file(key, "KEY PEM\n");
         write_file(tok, "  s3cr3t-token\n");
-        yaml = xasprintf("current-context: c\n"
-                         "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
-                         "clusters: [{name: k, cluster: {server: 'https://h:6443', certificate-authority: %s}}]\n"
-                         "users: [{name: u, user: {client-certificate: client.crt, client-key: ./client.key,\n"
-                         "         tokenFile: token}}]\n", ca);
+        yaml = xasprintf(
+                "current-context: c\n"
+                "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+                "clusters: [{name: k, cluster: {server: 'https://h:6443', certificate-authority: %s}}]\n"
+                "users: [{name: u, user: {client-certificate: client.crt, client-key: ./client.key,\n"
+                "         tokenFile: token}}]\n",
+                ca);
         write_file(kc, yaml);
 
         err_clear();
@@ -183,15 +184,16 @@ static void kubeconfig_errors_name_the_problem(void **state) {
 
         bad_b64 = strdup(k3s_yaml);
         memcpy(strstr(bad_b64, KEY_B64) + 4, "$%", 2);
-        assert_parse_fails(bad_b64, -EBADMSG, "client-key-data of user \"default\" in kubeconfig "
-                                              "/etc/test/kc.yaml is not valid base64");
+        assert_parse_fails(bad_b64, -EBADMSG,
+                           "client-key-data of user \"default\" in kubeconfig "
+                           "/etc/test/kc.yaml is not valid base64");
         free(bad_b64);
         bad_b64 = strdup(k3s_yaml);
         memcpy(strstr(bad_b64, "Cg=="), "C=g=", 4); /* padding in the middle */
         assert_parse_fails(bad_b64, -EBADMSG, "certificate-authority-data of cluster \"default\"");
 
-        exec = xasprintf("%.*s    exec: {command: aws}\n", (int) (strstr(k3s_yaml, "    client-cert") - k3s_yaml),
-                         k3s_yaml);
+        exec = xasprintf("%.*s    exec: {command: aws}\n",
+                         (int) (strstr(k3s_yaml, "    client-cert") - k3s_yaml), k3s_yaml);
         assert_parse_fails(exec, -EOPNOTSUPP, "exec or auth-provider plugin");
 
         half = xasprintf("%.*s", (int) (strstr(k3s_yaml, "    client-key") - k3s_yaml), k3s_yaml);
@@ -216,7 +218,8 @@ static const char listed_secret[] =
         "{\"metadata\":{\"name\":\"db\",\"namespace\":\"apps\",\"uid\":\"0b9c\",\"resourceVersion\":\"812\","
         "\"creationTimestamp\":\"2026-01-02T03:04:05Z\",\"selfLink\":\"/api/v1/x\",\"generation\":1,"
         "\"labels\":{\"app\":\"db\"},\"annotations\":{\"kubectl.kubernetes.io/last-applied-configuration\":"
-        "\"{}\"},\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"o\",\"uid\":\"u\"}],"
+        "\"{}\"},\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\","
+        "\"name\":\"o\",\"uid\":\"u\"}],"
         "\"managedFields\":[{\"manager\":\"kubectl\",\"operation\":\"Update\"}]},"
         "\"data\":{\"password\":\"aHVudGVyMg==\"},\"type\":\"Opaque\",\"immutable\":false}";
 
@@ -225,12 +228,13 @@ static void export_strips_server_fields(void **state) {
 
         assert_non_null(in);
         out = kube_secret_export(in);
-        assert_string_equal(json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
-                            "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"db\","
-                            "\"namespace\":\"apps\",\"labels\":{\"app\":\"db\"},\"annotations\":{"
-                            "\"kubectl.kubernetes.io/last-applied-configuration\":\"{}\"},\"ownerReferences\":"
-                            "[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"o\",\"uid\":\"u\"}]},"
-                            "\"data\":{\"password\":\"aHVudGVyMg==\"},\"type\":\"Opaque\",\"immutable\":false}");
+        assert_string_equal(
+                json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+                "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"db\","
+                "\"namespace\":\"apps\",\"labels\":{\"app\":\"db\"},\"annotations\":{"
+                "\"kubectl.kubernetes.io/last-applied-configuration\":\"{}\"},\"ownerReferences\":"
+                "[{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"name\":\"o\",\"uid\":\"u\"}]},"
+                "\"data\":{\"password\":\"aHVudGVyMg==\"},\"type\":\"Opaque\",\"immutable\":false}");
         /* The input is left alone. */
         assert_non_null(strstr(json_object_to_json_string(in), "resourceVersion"));
         json_object_put(out);
@@ -238,8 +242,10 @@ static void export_strips_server_fields(void **state) {
 }
 
 static json_object *secret(const char *ns, const char *name, const char *type) {
-        _cleanup_free_ char *s = xasprintf("{\"metadata\":{\"name\":\"%s\",\"namespace\":\"%s\",\"uid\":\"x\"},"
-                                           "\"type\":\"%s\"}", name, ns, type);
+        _cleanup_free_ char *s =
+                xasprintf("{\"metadata\":{\"name\":\"%s\",\"namespace\":\"%s\",\"uid\":\"x\"},"
+                          "\"type\":\"%s\"}",
+                          name, ns, type);
         json_object *j = json_tokener_parse(s);
         assert_non_null(j);
         return j;
@@ -251,7 +257,8 @@ static void collect_skips_tokens_and_sorts(void **state) {
 
         json_object_array_add(page, secret("z", "a", "Opaque"));
         json_object_array_add(page, secret("apps", "b-2", "Opaque"));
-        json_object_array_add(page, secret("kube-system", "default-token-x", "kubernetes.io/service-account-token"));
+        json_object_array_add(
+                page, secret("kube-system", "default-token-x", "kubernetes.io/service-account-token"));
         json_object_array_add(page, secret("kube-system", "a", "kubernetes.io/tls"));
         json_object_array_add(page, secret("apps", "b", "Opaque"));
         json_object_array_add(page, secret("apps", "a", "kubernetes.io/dockerconfigjson"));
@@ -263,9 +270,9 @@ static void collect_skips_tokens_and_sorts(void **state) {
         assert_int_equal(json_object_array_length(out), ELEMENTSOF(expected));
         for (size_t i = 0; i < ELEMENTSOF(expected); i++) {
                 json_object *m = json_object_object_get(json_object_array_get_idx(out, i), "metadata");
-                _cleanup_free_ char *id = xasprintf("%s/%s",
-                                                    json_object_get_string(json_object_object_get(m, "namespace")),
-                                                    json_object_get_string(json_object_object_get(m, "name")));
+                _cleanup_free_ char *id =
+                        xasprintf("%s/%s", json_object_get_string(json_object_object_get(m, "namespace")),
+                                  json_object_get_string(json_object_object_get(m, "name")));
                 assert_string_equal(id, expected[i]);
                 assert_null(json_object_object_get(m, "uid"));
         }
