@@ -95,6 +95,9 @@ size_t strv_length(char *const *l);
 int strv_push(char ***l, char *value); /* takes ownership of value */
 char **strv_split(const char *s, const char *separators);
 bool strv_contains(char *const *l, const char *s);
+static inline bool strv_isempty(char *const *l) {
+        return !l || !l[0];
+}
 #define STRV_FOREACH(s, l) for (char **s = (l); s && *s; s++)
 
 char *strstrip(char *s);

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <getopt.h>
+#include <json-c/json.h>
+
+#include "cli/cli.h"
+#include "jobs/job.h"
+#include "log/log.h"
+
+/* Jobs that leave backups with manifests (mirror copies buckets, it has none). */
+static const char *const listable[] = { "postgres", "config", NULL };
+
+static int manifest_cmp_newest_first(const void *a, const void *b) {
+        const Manifest *x = *(Manifest *const *) a, *y = *(Manifest *const *) b;
+        int c = strcmp(y->id, x->id);
+        return c != 0 ? c : strcmp(x->job, y->job);
+}
+
+static int run_list(CliContext *ctx, int argc, char *argv[]) {
+        static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_free_ Manifest **all = NULL;
+        BackupList lists[ELEMENTSOF(listable)] = {};
+        size_t n_all = 0;
+        const char *only = NULL;
+        bool json = false;
+        int r, o;
+
+        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                if (o == 'j')
+                        json = true;
+                else
+                        return EX_USAGE;
+        if (optind < argc) {
+                only = argv[optind];
+                if (!strv_contains((char **) listable, only)) {
+                        fprintf(stderr, "skyforge-agent list: \"%s\" has no backups to list (postgres, config).\n", only);
+                        return EX_USAGE;
+                }
+        }
+        r = cli_load_config(ctx, &c);
+        if (r != 0)
+                return r;
+
+        for (size_t i = 0; listable[i]; i++) {
+                _cleanup_(store_freep) Store *s = NULL;
+                _cleanup_free_ char *dest = NULL;
+
+                if (only && !streq(only, listable[i]))
+                        continue;
+                if (!only && streq(listable[i], "config") && !c->config.present)
+                        continue;
+                dest = config_job_destination(c, listable[i]);
+                r = store_open_location(c, dest, &s);
+                if (r >= 0)
+                        r = backup_list_load(s, &lists[i]);
+                if (r < 0) {
+                        r = cli_fail(r, "cannot list backups");
+                        for (size_t j = 0; j < ELEMENTSOF(lists); j++)
+                                backup_list_done(&lists[j]);
+                        return r;
+                }
+                all = xrealloc(all, (n_all + lists[i].n + 1) * sizeof *all);
+                for (size_t j = 0; j < lists[i].n; j++)
+                        all[n_all++] = lists[i].items[j];
+        }
+        if (n_all > 0)
+                qsort(all, n_all, sizeof *all, manifest_cmp_newest_first);
+
+        if (json) {
+                json_object *arr = json_object_new_array();
+                for (size_t i = 0; i < n_all; i++)
+                        json_object_array_add(arr, manifest_to_json(all[i]));
+                puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(arr);
+        } else if (n_all == 0) {
+                fputs("No backups.\n", stderr);
+        } else {
+                printf("%-9s %-17s %-20s %10s %5s %s\n", "JOB", "ID", "FINISHED", "SIZE", "ENC", "OBJECTS");
+                for (size_t i = 0; i < n_all; i++) {
+                        _cleanup_free_ char *fin = format_iso8601(all[i]->finished_usec);
+                        char size[FORMAT_BYTES_MAX];
+                        printf("%-9s %-17s %-20s %10s %5s %zu\n", all[i]->job, all[i]->id, fin,
+                               format_bytes(all[i]->bytes, size, sizeof size), all[i]->encrypted ? "yes" : "no",
+                               all[i]->n_objects);
+                }
+        }
+        for (size_t j = 0; j < ELEMENTSOF(lists); j++)
+                backup_list_done(&lists[j]);
+        return 0;
+}
+
+const Verb verb_list = {
+        .name = "list",
+        .args = "[JOB] [--json]",
+        .summary = "List backups, newest first.",
+        .help = "Only backups with a manifest are listed: data left by an interrupted run is not a backup.\n"
+                "  --json   print a JSON array of the manifests (job, id, started, finished, bytes, encrypted,\n"
+                "           objects: [{name, bytes, sha256}], ...)\n",
+        .run = run_list,
+};

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <getopt.h>
+
+#include "cli/cli.h"
+#include "jobs/job.h"
+#include "jobs/postgres.h"
+#include "log/log.h"
+
+static int restore_postgres(CliContext *ctx, const char *id, const char *to) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_(backup_list_done) BackupList l = {};
+        _cleanup_free_ char *dest = NULL;
+        const Manifest *m;
+        int r;
+
+        r = cli_load_config(ctx, &c);
+        if (r != 0)
+                return r;
+        dest = config_job_destination(c, "postgres");
+        r = store_open_location(c, dest, &s);
+        if (r >= 0)
+                r = backup_list_load(s, &l);
+        if (r >= 0)
+                r = backup_list_find(&l, id, &m);
+        if (r >= 0)
+                r = postgres_restore(c, s, m, to);
+        if (r < 0)
+                return cli_fail(r, "restore failed");
+        fprintf(stderr, "Restored postgres backup %s.\n", m->id);
+        return 0;
+}
+
+static int run_restore(CliContext *ctx, int argc, char *argv[]) {
+        static const struct option options[] = { { "to", required_argument, NULL, 't' }, {} };
+        const char *to = NULL, *what, *id;
+        int o;
+
+        while ((o = getopt_long(argc, argv, "t:", options, NULL)) >= 0)
+                if (o == 't')
+                        to = optarg;
+                else
+                        return EX_USAGE;
+        if (optind >= argc) {
+                fputs("skyforge-agent restore: name what to restore (postgres).\n", stderr);
+                return EX_USAGE;
+        }
+        what = argv[optind];
+        id = optind + 1 < argc ? argv[optind + 1] : "latest";
+        if (streq(what, "postgres")) {
+                if (!to) {
+                        fputs("skyforge-agent restore postgres: --to CONNINFO is required (where to restore, e.g.\n"
+                              "  --to 'host=127.0.0.1 port=5432 user=postgres'); restoring over the live server is\n"
+                              "  never implied.\n", stderr);
+                        return EX_USAGE;
+                }
+                return restore_postgres(ctx, id, to);
+        }
+        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres).\n", what);
+        return EX_USAGE;
+}
+
+const Verb verb_restore = {
+        .name = "restore",
+        .args = "postgres [ID|latest] --to CONNINFO",
+        .summary = "Restore a backup.",
+        .help = "postgres: checks the SHA-256 of every object of the backup against its manifest first (a damaged\n"
+                "backup is refused before anything reaches the server), then streams the dump through psql into\n"
+                "the server named by --to. ID defaults to latest.\n"
+                "  -t, --to CONNINFO   libpq connection string of the target server\n",
+        .run = run_restore,
+};

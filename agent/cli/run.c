@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <getopt.h>
+
+#include "cli/cli.h"
+#include "jobs/job.h"
+#include "log/log.h"
+#include "shared/process.h"
+
+/* "all" means every job the configuration enables: postgres always (it has usable defaults), mirror and
+ * config when their sections are written. */
+static char **jobs_for_all(const Config *c) {
+        char **l = xcalloc(1, sizeof(char *));
+
+        strv_push(&l, xstrdup("postgres"));
+        if (c->mirror.present)
+                strv_push(&l, xstrdup("mirror"));
+        if (c->config.present)
+                strv_push(&l, xstrdup("config"));
+        return l;
+}
+
+static int run_run(CliContext *ctx, int argc, char *argv[]) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_strv_free_ char **jobs = xcalloc(1, sizeof(char *));
+        int r, ret = 0;
+
+        if (getopt_long(argc, argv, "", (const struct option[]){ {} }, NULL) >= 0)
+                return EX_USAGE;
+        if (optind >= argc) {
+                fputs("skyforge-agent run: name a job (postgres, mirror, config) or \"all\".\n", stderr);
+                return EX_USAGE;
+        }
+        r = cli_load_config(ctx, &c);
+        if (r != 0)
+                return r;
+        for (int i = optind; i < argc; i++) {
+                if (streq(argv[i], "all")) {
+                        _cleanup_strv_free_ char **all = jobs_for_all(c);
+                        STRV_FOREACH(j, all)
+                                if (!strv_contains(jobs, *j))
+                                        strv_push(&jobs, xstrdup(*j));
+                } else if (!job_find(argv[i])) {
+                        bool known = strv_contains((char **) job_names, argv[i]);
+                        fprintf(stderr, "skyforge-agent run: %s \"%s\" (jobs: postgres, mirror, config).\n",
+                                known ? "this build cannot run job" : "unknown job", argv[i]);
+                        return known ? EX_UNAVAILABLE : EX_USAGE;
+                } else if (!strv_contains(jobs, argv[i]))
+                        strv_push(&jobs, xstrdup(argv[i]));
+        }
+
+        job_install_signal_handlers();
+        child_cancel_flag = &job_cancel_requested;
+        STRV_FOREACH(j, jobs) {
+                _cleanup_free_ char *id = NULL;
+
+                if (!job_find(*j)) {
+                        log_warning("job %s is not available in this build, skipping.", *j);
+                        continue;
+                }
+                r = job_run(c, *j, &id);
+                if (r < 0) {
+                        int code = cli_fail(r, "job failed");
+                        if (ret == 0)
+                                ret = code;
+                        if (job_cancel_requested)
+                                break;
+                        continue;
+                }
+                printf("%s\n", id);
+                fflush(stdout);
+        }
+        return ret;
+}
+
+const Verb verb_run = {
+        .name = "run",
+        .args = "JOB...|all",
+        .summary = "Run backup jobs now and print the new backup ids.",
+        .help = "Jobs: postgres (pg_dumpall to the store), mirror (MinIO to offsite S3), config (manifests and\n"
+                "encrypted Secrets). \"all\" runs every configured job. Each job takes a lock, writes its state\n"
+                "to state_dir/JOB.json, logs to the journal, and applies retention after a successful backup.\n"
+                "On a terminal, progress is shown on stderr.\n",
+        .run = run_run,
+};

@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/file.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include "jobs/job.h"
+#include "log/log.h"
+#include "store/retention.h"
+
+volatile sig_atomic_t job_cancel_requested = 0;
+
+const char *const job_names[] = { "postgres", "mirror", "config", NULL };
+
+static const JobDefinition *const job_definitions[] = { &job_postgres };
+
+const JobDefinition *job_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)
+                if (streq(job_definitions[i]->name, name))
+                        return job_definitions[i];
+        return NULL;
+}
+
+static void on_cancel(int sig) {
+        job_cancel_requested = 1;
+}
+
+void job_install_signal_handlers(void) {
+        struct sigaction sa = { .sa_handler = on_cancel };
+
+        /* No SA_RESTART: blocking calls return EINTR so loops notice the request promptly. */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+}
+
+void job_retention_settings(const Config *c, const char *job, unsigned *ret_days, unsigned *ret_keep_min) {
+        if (streq(job, "config")) {
+                *ret_days = c->config.retention_days;
+                *ret_keep_min = c->config.keep_min;
+        } else {
+                *ret_days = c->postgres.retention_days;
+                *ret_keep_min = c->postgres.keep_min;
+        }
+}
+
+/* One run of a job at a time: a second one fails at once instead of racing the first. */
+static int job_lock(const char *state_dir, const char *job, int *ret_fd) {
+        _cleanup_free_ char *path = xasprintf("%s/%s.lock", state_dir, job);
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = mkdir_p(state_dir, 0755);
+        if (r < 0)
+                return err_set(r, EX_CANTCREAT, "cannot create state_dir %s: %s (set state_dir in [agent])",
+                               state_dir, strerror(-r));
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return err_set(-errno, EX_CANTCREAT, "cannot open lock %s: %m", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK)
+                        return err_set(-EBUSY, EX_TEMPFAIL, "job %s is already running (lock %s is held)", job, path);
+                return err_set(-errno, EX_OSERR, "cannot lock %s: %m", path);
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static void job_new_id(Store *s, char ret[static BACKUP_ID_LEN + 1]) {
+        /* Ids have one-second resolution: never reuse the id of an existing backup. */
+        for (;;) {
+                _cleanup_free_ char *name = NULL;
+                StoreEntry e = {};
+
+                backup_id_format(now_usec(CLOCK_REALTIME), ret);
+                name = manifest_name(ret);
+                if (store_stat(s, name, &e) < 0)
+                        return;
+                store_entry_done(&e);
+                usleep(200 * 1000);
+        }
+}
+
+static void state_set(char **field, const char *value) {
+        free(*field);
+        *field = xstrdup(strempty(value));
+}
+
+int job_run(const Config *c, const char *job, char **ret_id) {
+        const JobDefinition *def = job_find(job);
+        _cleanup_close_ int lock_fd = -EBADF;
+        _cleanup_(store_freep) Store *store = NULL;
+        _cleanup_(manifest_freep) Manifest *m = NULL;
+        _cleanup_free_ char *destination = NULL;
+        _cleanup_(job_state_done) JobState st = {};
+        JobContext ctx = { .config = c, .job = job };
+        char hostname[256] = "";
+        uint64_t start_mono, started;
+        int r;
+
+        if (!def)
+                return err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
+        r = job_lock(c->agent.state_dir, job, &lock_fd);
+        if (r < 0)
+                return r;
+
+        (void) job_state_read(c->agent.state_dir, job, &st);
+        start_mono = now_usec(CLOCK_MONOTONIC);
+        started = now_usec(CLOCK_REALTIME);
+        state_set(&st.state, "running");
+        state_set(&st.progress_text, "starting");
+        st.progress = -1;
+        st.pid = (uint64_t) getpid();
+        st.last_start_usec = started;
+        (void) job_state_write(c->agent.state_dir, &st);
+        ctx.state = &st;
+        log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_STARTED, job, NULL, UINT64_MAX, UINT64_MAX,
+                      "Job %s started.", job);
+
+        err_clear();
+        destination = config_job_destination(c, job);
+        r = store_open_location(c, destination, &store);
+        if (r >= 0) {
+                ctx.store = store;
+                job_new_id(store, ctx.id);
+                r = backup_cleanup_orphans(store, NULL);
+        }
+        if (r >= 0) {
+                m = xcalloc(1, sizeof *m);
+                m->job = xstrdup(job);
+                m->id = xstrdup(ctx.id);
+                m->started_usec = started;
+                m->agent_version = xstrdup(PACKAGE_VERSION);
+                gethostname(hostname, sizeof hostname - 1);
+                m->hostname = xstrdup(hostname);
+                r = def->backup(&ctx, m);
+                if (r >= 0 && job_cancel_requested)
+                        r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", job);
+        }
+        if (r >= 0) {
+                m->finished_usec = now_usec(CLOCK_REALTIME);
+                r = manifest_store(store, m);
+                if (r < 0)
+                        r = err_setf(r, "cannot write the manifest of backup %s to %s: %s", ctx.id, destination,
+                                     err_message() ?: strerror(-r));
+        }
+
+        uint64_t duration = now_usec(CLOCK_MONOTONIC) - start_mono;
+        st.pid = 0;
+        st.progress = -1;
+        state_set(&st.progress_text, "");
+        st.last_end_usec = now_usec(CLOCK_REALTIME);
+        if (r < 0) {
+                _cleanup_free_ char *msg = xstrdup(err_message() ?: strerror(-r));
+                int saved_code = err_exit_code(r);
+
+                state_set(&st.state, "failed");
+                state_set(&st.last_result, "failed");
+                state_set(&st.last_error, msg);
+                (void) job_state_write(c->agent.state_dir, &st);
+                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, job, NULL, UINT64_MAX, duration,
+                              "Job %s failed: %s", job, msg);
+                /* Writing the state may have replaced the error detail; restore it for the caller. */
+                return err_set(r, saved_code, "%s", msg);
+        }
+
+        char size[FORMAT_BYTES_MAX];
+        state_set(&st.state, "idle");
+        state_set(&st.last_result, "success");
+        state_set(&st.last_error, "");
+        state_set(&st.last_backup_id, ctx.id);
+        st.last_bytes = m->bytes;
+        st.last_success_usec = st.last_end_usec;
+        (void) job_state_write(c->agent.state_dir, &st);
+        log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, job, ctx.id, m->bytes, duration,
+                      "Job %s succeeded: backup %s, %s in %.1f s.", job, ctx.id,
+                      format_bytes(m->bytes, size, sizeof size), (double) duration / USEC_PER_SEC);
+
+        /* Retention only after a new backup has succeeded; its failure does not fail the backup. */
+        if (def->has_retention && job_prune_store(c, job, store, false, NULL) < 0)
+                log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
+                            err_message() ?: "unknown error", ctx.id);
+        if (ret_id)
+                *ret_id = xstrdup(ctx.id);
+        return 0;
+}
+
+int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
+        _cleanup_(backup_list_done) BackupList l = {};
+        _cleanup_free_ RetentionItem *items = NULL;
+        unsigned days, keep_min;
+        size_t n;
+        int r, deleted = 0;
+
+        job_retention_settings(c, job, &days, &keep_min);
+        r = backup_list_load(s, &l);
+        if (r < 0)
+                return r;
+        items = xcalloc(l.n ?: 1, sizeof *items);
+        for (size_t i = 0; i < l.n; i++)
+                items[i] = (RetentionItem){ .id = l.items[i]->id, .time_usec = l.items[i]->started_usec };
+        n = retention_select(items, l.n, now_usec(CLOCK_REALTIME), days, keep_min);
+        for (size_t i = 0; i < l.n; i++) {
+                if (!items[i].remove) {
+                        if (out)
+                                fprintf(out, "keep   %s %s  %s\n", job, items[i].id, items[i].reason);
+                        continue;
+                }
+                if (dry_run) {
+                        if (out)
+                                fprintf(out, "would delete %s %s  %s\n", job, items[i].id, items[i].reason);
+                        deleted++;
+                        continue;
+                }
+                r = backup_delete(s, l.items[i]);
+                if (r < 0)
+                        return r;
+                deleted++;
+                if (out)
+                        fprintf(out, "deleted %s %s  %s\n", job, items[i].id, items[i].reason);
+                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, l.items[i]->bytes,
+                              UINT64_MAX, "Pruned backup %s of %s: %s.", items[i].id, job, items[i].reason);
+        }
+        (void) n;
+        return deleted;
+}
+
+int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
+        _cleanup_(store_freep) Store *store = NULL;
+        _cleanup_free_ char *destination = config_job_destination(c, job);
+        int r;
+
+        r = store_open_location(c, destination, &store);
+        if (r < 0)
+                return r;
+        return job_prune_store(c, job, store, dry_run, out);
+}

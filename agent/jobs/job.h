@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <signal.h>
+
+#include "conf/conf.h"
+#include "shared/progress.h"
+#include "shared/state.h"
+#include "store/manifest.h"
+#include "store/store.h"
+
+/* What a job's backup step gets: the store it writes into, the id of the backup, and progress. The runner
+ * (job.c) does everything around it: locking, state, journal, orphan cleanup, the manifest, retention. */
+typedef struct JobContext {
+        const Config *config;
+        const char *job;
+        Store *store;
+        char id[BACKUP_ID_LEN + 1];
+        JobState *state;
+        Progress progress;
+} JobContext;
+
+typedef struct JobDefinition {
+        const char *name;
+        bool has_retention;
+        /* Writes the data objects and records them (and job details) in m; never writes the manifest. */
+        int (*backup)(JobContext *ctx, Manifest *m);
+} JobDefinition;
+
+extern const JobDefinition job_postgres;
+
+const JobDefinition *job_find(const char *name);
+extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
+
+/* Runs one job to the end. On success the new backup id is returned in ret_id. */
+int job_run(const Config *c, const char *job, char **ret_id);
+
+/* Applies retention to a job's store. With dry_run nothing is deleted. Each decision is printed to out
+ * (may be NULL). Returns the number of backups deleted (or that would be). */
+int job_prune(const Config *c, const char *job, bool dry_run, FILE *out);
+int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out);
+
+void job_retention_settings(const Config *c, const char *job, unsigned *ret_days, unsigned *ret_keep_min);
+
+/* SIGTERM/SIGINT during a run: set by the signal handler, checked by long loops. */
+extern volatile sig_atomic_t job_cancel_requested;
+void job_install_signal_handlers(void);

@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <ctype.h>
+#include <glob.h>
+#include <libpq-fe.h>
+#include <sysexits.h>
+
+#include "log/log.h"
+#include "pg/pg.h"
+#include "shared/process.h"
+
+void pg_server_info_done(PgServerInfo *i) {
+        free(i->version);
+        free(i->target);
+        free(i->user);
+        strv_free(i->databases);
+        *i = (PgServerInfo){};
+}
+
+void pg_client_done(PgClient *c) {
+        free(c->path);
+        free(c->version_line);
+        *c = (PgClient){};
+}
+
+static void pqfinishp(PGconn **c) {
+        if (*c)
+                PQfinish(*c);
+}
+
+static void pqclearp(PGresult **r) {
+        if (*r)
+                PQclear(*r);
+}
+
+static char *describe_target(PGconn *c) {
+        const char *host = PQhost(c), *port = PQport(c), *user = PQuser(c);
+        return xasprintf("host=%s port=%s user=%s", isempty(host) ? "(default socket)" : host, strempty(port),
+                         strempty(user));
+}
+
+static char *one_line(const char *msg) {
+        char *s = xstrdup(strempty(msg));
+        for (char *p = s; *p; p++)
+                if (*p == '\n')
+                        *p = ' ';
+        return strstrip(s);
+}
+
+int pg_preflight(const char *conninfo, PgServerInfo *ret) {
+        _cleanup_(pqfinishp) PGconn *c = NULL;
+        _cleanup_(pqclearp) PGresult *res = NULL;
+        _cleanup_free_ char *target = NULL, *msg = NULL;
+        /* Later keywords override earlier ones, so the operator's conninfo wins over our defaults. */
+        const char *keys[] = { "connect_timeout", "application_name", "dbname", NULL };
+        const char *values[] = { "10", "skyforge-agent", isempty(conninfo) ? "dbname=postgres" : conninfo, NULL };
+        PgServerInfo info = {};
+
+        c = PQconnectdbParams(keys, values, 1);
+        if (!c)
+                return err_set(-ENOMEM, EX_OSERR, "cannot allocate a PostgreSQL connection");
+        target = describe_target(c);
+        if (PQstatus(c) != CONNECTION_OK) {
+                msg = one_line(PQerrorMessage(c));
+                if (strstr(msg, "password authentication failed") || strstr(msg, "no password supplied") ||
+                    strstr(msg, "authentication failed") || strstr(msg, "no pg_hba.conf entry") ||
+                    (strstr(msg, "role \"") && strstr(msg, "does not exist")))
+                        return err_set(-EACCES, EX_NOPERM,
+                                       "PostgreSQL at %s refused the login: %s (check the user and the passfile= "
+                                       "in [postgres] conninfo)", target, msg);
+                if (strstr(msg, "database \"") && strstr(msg, "does not exist"))
+                        return err_set(-ENOENT, EX_CONFIG, "PostgreSQL at %s: %s (fix dbname in [postgres] conninfo)",
+                                       target, msg);
+                return err_set(-ECONNREFUSED, EX_UNAVAILABLE,
+                               "cannot reach PostgreSQL at %s: %s (is the db pod running? is conninfo in [postgres] "
+                               "right?)", target, msg);
+        }
+
+        info.target = TAKE_PTR(target);
+        info.user = xstrdup(strempty(PQuser(c)));
+        info.version_num = PQserverVersion(c);
+        info.version = xstrdup(strempty(PQparameterStatus(c, "server_version")));
+        res = PQexec(c, "SELECT datname, pg_database_size(oid) FROM pg_database WHERE datallowconn ORDER BY datname");
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+                msg = one_line(PQerrorMessage(c));
+                int r = err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: cannot list databases: %s", info.target, msg);
+                pg_server_info_done(&info);
+                return r;
+        }
+        info.databases = xcalloc(1, sizeof(char *));
+        for (int i = 0; i < PQntuples(res); i++) {
+                uint64_t size = 0;
+                strv_push(&info.databases, xstrdup(PQgetvalue(res, i, 0)));
+                if (parse_uint64(PQgetvalue(res, i, 1), &size) >= 0)
+                        info.size_estimate += size;
+        }
+        *ret = info;
+        return 0;
+}
+
+int pg_parse_client_major(const char *line) {
+        const char *p = strstr(strempty(line), "(PostgreSQL) ");
+        if (!p)
+                return -1;
+        p += strlen("(PostgreSQL) ");
+        if (!isdigit((unsigned char) *p))
+                return -1;
+        return atoi(p);
+}
+
+static int probe_client(const char *path, PgClient *ret) {
+        char *argv[] = { (char *) path, (char *) "--version", NULL };
+        _cleanup_free_ char *line = NULL;
+        int r, major;
+
+        if (access(path, X_OK) < 0)
+                return -errno;
+        r = run_capture_line(argv, &line);
+        if (r < 0)
+                return r;
+        major = pg_parse_client_major(line);
+        if (major < 0)
+                return -EINVAL;
+        *ret = (PgClient){ .path = xstrdup(path), .major = major, .version_line = TAKE_PTR(line) };
+        return 0;
+}
+
+static char *find_in_path(const char *program) {
+        const char *path = getenv("PATH") ?: "/usr/bin:/bin";
+        _cleanup_strv_free_ char **dirs = strv_split(path, ":");
+
+        STRV_FOREACH(d, dirs) {
+                char *p = path_join(*d, program);
+                if (access(p, X_OK) >= 0)
+                        return p;
+                free(p);
+        }
+        return NULL;
+}
+
+int pg_find_client(const char *program, const char *bindir, int server_major, PgClient *ret) {
+        PgClient best = {}, c;
+        int newest_too_old = -1;
+        glob_t g = {};
+
+        if (bindir) {
+                _cleanup_free_ char *p = path_join(bindir, program);
+                if (probe_client(p, &c) < 0)
+                        return err_set(-ENOENT, EX_CONFIG, "no usable %s in pg_bindir %s", program, bindir);
+                if (c.major < server_major) {
+                        int r = err_set(-EPROTO, EX_UNAVAILABLE,
+                                        "%s in %s is version %d, older than the server (%d): install "
+                                        "postgresql-client-%d or point pg_bindir at a newer client",
+                                        program, bindir, c.major, server_major, server_major);
+                        pg_client_done(&c);
+                        return r;
+                }
+                *ret = c;
+                return 0;
+        }
+
+        _cleanup_free_ char *pattern = xasprintf("/usr/lib/postgresql/*/bin/%s", program);
+        if (glob(pattern, 0, NULL, &g) == 0)
+                for (size_t i = 0; i < g.gl_pathc; i++) {
+                        if (probe_client(g.gl_pathv[i], &c) < 0)
+                                continue;
+                        /* Prefer the exact major; otherwise the newest newer one. */
+                        bool better = c.major >= server_major &&
+                                      (!best.path || (best.major != server_major &&
+                                                      (c.major == server_major || c.major > best.major)));
+                        if (c.major < server_major && c.major > newest_too_old)
+                                newest_too_old = c.major;
+                        if (better) {
+                                pg_client_done(&best);
+                                best = c;
+                        } else
+                                pg_client_done(&c);
+                }
+        globfree(&g);
+        if (!best.path) {
+                _cleanup_free_ char *p = find_in_path(program);
+                if (p && probe_client(p, &c) >= 0) {
+                        if (c.major >= server_major)
+                                best = c;
+                        else {
+                                if (c.major > newest_too_old)
+                                        newest_too_old = c.major;
+                                pg_client_done(&c);
+                        }
+                }
+        }
+        if (!best.path) {
+                if (newest_too_old >= 0)
+                        return err_set(-EPROTO, EX_UNAVAILABLE,
+                                       "%s is version %d, older than the PostgreSQL server (%d): install "
+                                       "postgresql-client-%d", program, newest_too_old, server_major, server_major);
+                return err_set(-ENOENT, EX_UNAVAILABLE,
+                               "no %s found in /usr/lib/postgresql/*/bin or PATH: install postgresql-client-%d",
+                               program, server_major);
+        }
+        *ret = best;
+        return 0;
+}
+
+int pg_conninfo_set(const char *conninfo, const char *key, const char *value, char **ret) {
+        char *err = NULL;
+        PQconninfoOption *opts = PQconninfoParse(strempty(conninfo), &err);
+        _cleanup_free_ char *out = xstrdup("");
+        bool found = false;
+
+        if (!opts) {
+                int r = err_set(-EINVAL, EX_USAGE, "invalid conninfo \"%s\": %s", strempty(conninfo),
+                                err ? strstrip(err) : "parse error");
+                PQfreemem(err);
+                return r;
+        }
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+                const char *v = o->val;
+                if (streq(o->keyword, key)) {
+                        v = value;
+                        found = true;
+                }
+                _cleanup_free_ char *quoted = NULL, *next = NULL;
+                size_t n = 0;
+
+                if (!v)
+                        continue;
+                /* Single-quote values, escaping backslashes and quotes, as libpq expects. */
+                quoted = xmalloc(strlen(v) * 2 + 3);
+                quoted[n++] = '\'';
+                for (const char *p = v; *p; p++) {
+                        if (*p == '\'' || *p == '\\')
+                                quoted[n++] = '\\';
+                        quoted[n++] = *p;
+                }
+                quoted[n++] = '\'';
+                quoted[n] = 0;
+                next = xasprintf("%s%s%s=%s", out, *out ? " " : "", o->keyword, quoted);
+                free(out);
+                out = TAKE_PTR(next);
+        }
+        PQconninfoFree(opts);
+        if (!found) {
+                char *next = xasprintf("%s%s%s='%s'", out, *out ? " " : "", key, value);
+                free(out);
+                out = next;
+        }
+        *ret = TAKE_PTR(out);
+        return 0;
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+
+#include "shared/util.h"
+
+/* What the preflight learns about the server before dumping. */
+typedef struct PgServerInfo {
+        int version_num;        /* server_version_num, e.g. 150020 */
+        char *version;          /* "15.20 (Debian 15.20-0+deb12u1)" */
+        uint64_t size_estimate; /* sum(pg_database_size) of the databases that allow connections */
+        char *target;           /* "host=127.0.0.1 port=5432 user=postgres" for messages, never a password */
+        char *user;
+        char **databases;       /* names of databases that allow connections, sorted */
+} PgServerInfo;
+
+void pg_server_info_done(PgServerInfo *i);
+
+/* Connects with libpq, checks reachability and authentication, reads the version and the size.
+ * Errors: EX_UNAVAILABLE when unreachable, EX_NOPERM when the login is refused. */
+int pg_preflight(const char *conninfo, PgServerInfo *ret);
+
+/* A PostgreSQL client program (pg_dumpall, psql, pg_restore) whose major version is >= the server's. */
+typedef struct PgClient {
+        char *path;
+        int major;
+        char *version_line; /* "pg_dumpall (PostgreSQL) 15.20 (Debian ...)" */
+} PgClient;
+
+void pg_client_done(PgClient *c);
+/* Looks in bindir when set, else /usr/lib/postgresql/N/bin (exact major first, then newer ones, newest
+ * first), then PATH. A too-old client is an error naming both versions and the package to install. */
+int pg_find_client(const char *program, const char *bindir, int server_major, PgClient *ret);
+/* "pg_dumpall (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" -> 15; "... 9.6.24" -> 9. -1 when unparsable. */
+int pg_parse_client_major(const char *version_line);
+
+/* Sets or replaces one keyword in a conninfo string, e.g. dbname. Returns a new string. */
+int pg_conninfo_set(const char *conninfo, const char *key, const char *value, char **ret);

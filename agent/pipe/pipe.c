@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <openssl/evp.h>
+
+#include "log/log.h"
+#include "pipe/pipe.h"
+
+#define PUMP_BUFFER_SIZE (256 * 1024)
+
+int sink_write(Sink *s, const void *buf, size_t n) {
+        if (n == 0)
+                return 0;
+        return s->write(s, buf, n);
+}
+
+int sink_finish(Sink *s) {
+        return s->finish(s);
+}
+
+void sink_free(Sink *s) {
+        if (!s)
+                return;
+        Sink *next = s->next;
+        s->free(s);
+        sink_free(next);
+}
+
+ssize_t source_read(Source *s, void *buf, size_t n) {
+        return s->read(s, buf, n);
+}
+
+void source_free(Source *s) {
+        if (!s)
+                return;
+        Source *up = s->upstream;
+        s->free(s);
+        source_free(up);
+}
+
+int pipe_pump(Source *from, Sink *to) {
+        _cleanup_free_ uint8_t *buf = xmalloc(PUMP_BUFFER_SIZE);
+
+        for (;;) {
+                ssize_t k = source_read(from, buf, PUMP_BUFFER_SIZE);
+                int r;
+
+                if (k < 0)
+                        return (int) k;
+                if (k == 0)
+                        break;
+                r = sink_write(to, buf, (size_t) k);
+                if (r < 0)
+                        return r;
+        }
+        return sink_finish(to);
+}
+
+/* --- digest --- */
+
+typedef struct DigestStage {
+        union {
+                Sink sink;
+                Source source;
+        };
+        EVP_MD_CTX *md;
+        Digest *out;
+} DigestStage;
+
+static void digest_init(DigestStage *d, Digest *out) {
+        d->md = EVP_MD_CTX_new();
+        if (!d->md || EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) != 1)
+                abort();
+        d->out = out;
+        *out = (Digest){};
+}
+
+static void digest_update(DigestStage *d, const void *buf, size_t n) {
+        EVP_DigestUpdate(d->md, buf, n);
+        d->out->bytes += n;
+}
+
+static void digest_final(DigestStage *d) {
+        unsigned int len = 0;
+
+        if (d->out->done)
+                return;
+        EVP_DigestFinal_ex(d->md, d->out->sha256, &len);
+        for (unsigned i = 0; i < 32; i++)
+                snprintf(d->out->sha256_hex + 2 * i, 3, "%02x", d->out->sha256[i]);
+        d->out->done = true;
+}
+
+static int digest_sink_write(Sink *s, const void *buf, size_t n) {
+        DigestStage *d = (DigestStage *) s;
+        digest_update(d, buf, n);
+        return sink_write(s->next, buf, n);
+}
+
+static int digest_sink_finish(Sink *s) {
+        digest_final((DigestStage *) s);
+        return sink_finish(s->next);
+}
+
+static void digest_stage_free_sink(Sink *s) {
+        EVP_MD_CTX_free(((DigestStage *) s)->md);
+        free(s);
+}
+
+Sink *sink_digest_new(Sink *next, Digest *ret) {
+        DigestStage *d = xcalloc(1, sizeof *d);
+        digest_init(d, ret);
+        d->sink = (Sink){ .write = digest_sink_write, .finish = digest_sink_finish,
+                          .free = digest_stage_free_sink, .next = next };
+        return &d->sink;
+}
+
+static ssize_t digest_source_read(Source *s, void *buf, size_t n) {
+        DigestStage *d = (DigestStage *) s;
+        ssize_t k = source_read(s->upstream, buf, n);
+
+        if (k > 0)
+                digest_update(d, buf, (size_t) k);
+        else if (k == 0)
+                digest_final(d);
+        return k;
+}
+
+static void digest_stage_free_source(Source *s) {
+        EVP_MD_CTX_free(((DigestStage *) s)->md);
+        free(s);
+}
+
+Source *source_digest_new(Source *upstream, Digest *ret) {
+        DigestStage *d = xcalloc(1, sizeof *d);
+        digest_init(d, ret);
+        d->source = (Source){ .read = digest_source_read, .free = digest_stage_free_source, .upstream = upstream };
+        return &d->source;
+}
+
+/* --- store and fd ends --- */
+
+typedef struct StoreSink {
+        Sink sink;
+        StoreWriter *w;
+} StoreSink;
+
+static int store_sink_write(Sink *s, const void *buf, size_t n) {
+        return store_write(((StoreSink *) s)->w, buf, n);
+}
+
+static int store_sink_finish(Sink *s) {
+        return 0;
+}
+
+static void free_plain_sink(Sink *s) {
+        free(s);
+}
+
+Sink *sink_store_new(StoreWriter *w) {
+        StoreSink *s = xcalloc(1, sizeof *s);
+        s->sink = (Sink){ .write = store_sink_write, .finish = store_sink_finish, .free = free_plain_sink };
+        s->w = w;
+        return &s->sink;
+}
+
+typedef struct FdEnd {
+        union {
+                Sink sink;
+                Source source;
+        };
+        int fd;
+} FdEnd;
+
+static int fd_sink_write(Sink *s, const void *buf, size_t n) {
+        return write_full(((FdEnd *) s)->fd, buf, n);
+}
+
+Sink *sink_fd_new(int fd) {
+        FdEnd *e = xcalloc(1, sizeof *e);
+        e->sink = (Sink){ .write = fd_sink_write, .finish = store_sink_finish, .free = free_plain_sink };
+        e->fd = fd;
+        return &e->sink;
+}
+
+static ssize_t fd_source_read(Source *s, void *buf, size_t n) {
+        for (;;) {
+                ssize_t k = read(((FdEnd *) s)->fd, buf, n);
+                if (k >= 0)
+                        return k;
+                if (errno != EINTR)
+                        return -errno;
+        }
+}
+
+static void free_plain_source(Source *s) {
+        free(s);
+}
+
+Source *source_fd_new(int fd) {
+        FdEnd *e = xcalloc(1, sizeof *e);
+        e->source = (Source){ .read = fd_source_read, .free = free_plain_source };
+        e->fd = fd;
+        return &e->source;
+}
+
+typedef struct StoreSource {
+        Source source;
+        StoreReader *r;
+} StoreSource;
+
+static ssize_t store_source_read(Source *s, void *buf, size_t n) {
+        return store_read(((StoreSource *) s)->r, buf, n);
+}
+
+static void store_source_free(Source *s) {
+        store_reader_free(((StoreSource *) s)->r);
+        free(s);
+}
+
+Source *source_store_new(StoreReader *r) {
+        StoreSource *s = xcalloc(1, sizeof *s);
+        s->source = (Source){ .read = store_source_read, .free = store_source_free };
+        s->r = r;
+        return &s->source;
+}
