@@ -138,6 +138,11 @@ static int scandir_filter(const struct dirent *d) {
         return !streq(d->d_name, ".") && !streq(d->d_name, "..");
 }
 
+/* Byte order, unlike alphasort(), which follows the locale's collation. */
+static int name_cmp(const struct dirent **a, const struct dirent **b) {
+        return strcmp((*a)->d_name, (*b)->d_name);
+}
+
 static int add_path(TarWriter *w, const char *path, const char *name, int depth);
 
 static int add_directory_children(TarWriter *w, const char *path, const char *name, int depth) {
@@ -145,7 +150,7 @@ static int add_directory_children(TarWriter *w, const char *path, const char *na
         int n, r = 0;
 
         /* Sorted, so the archive lists the same tree the same way every run. */
-        n = scandir(path, &list, scandir_filter, alphasort);
+        n = scandir(path, &list, scandir_filter, name_cmp);
         if (n < 0)
                 return err_set(-errno, EX_NOINPUT, "cannot list directory %s: %m", path);
         for (int i = 0; i < n; i++) {
