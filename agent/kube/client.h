@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+#include "kube/kubeconfig.h"
+
+/* A small client for the Kubernetes API's core/v1 Secrets, on libcurl. Client certificate, key and CA
+ * are handed to libcurl as in-memory blobs: the key is never written anywhere. */
+typedef struct KubeClient KubeClient;
+
+typedef enum KubeApplyResult {
+        KUBE_APPLY_CREATED,
+        KUBE_APPLY_REPLACED,
+        KUBE_APPLY_UNCHANGED,
+} KubeApplyResult;
+
+const char *kube_apply_result_to_string(KubeApplyResult r); /* "created", "replaced", "unchanged" */
+
+int kube_client_new(const KubeConfig *config, KubeClient **ret);
+void kube_client_free(KubeClient *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(KubeClient *, kube_client_free);
+
+/* Page size for list requests (default 100); tests lower it to exercise continue tokens. */
+void kube_client_set_page_size(KubeClient *c, unsigned limit);
+
+/* All Secrets of the given namespaces (NULL: every namespace) as {"apiVersion":"v1","kind":"List",
+ * "items":[...]}: each item with apiVersion/kind, without server-set fields, service-account tokens
+ * skipped, sorted by namespace and name. A namespace that does not exist is an error. The result holds
+ * Secret values in memory only; the caller encrypts it and drops it. */
+int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_list);
+
+/* Creates the Secret, or replaces it when one of that name exists and differs. dry_run asks the API
+ * server to check everything and persist nothing (dryRun=All). */
+int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeApplyResult *ret);
+
+/* The pieces of the export, exported for the unit tests. */
+/* A new object: apiVersion and kind first, then the item without server-set metadata. */
+json_object *kube_secret_export(json_object *item);
+bool kube_secret_is_service_account_token(json_object *secret);
+void kube_secrets_sort(json_object *items);
+/* Turns one SecretList page's items into export items: strips, skips tokens, appends to out. */
+void kube_secrets_collect(json_object *page_items, json_object *out);
