@@ -81,7 +81,8 @@ static int daemon_init(Daemon *d, const char *state_dir) {
 
         r = mkdir_p(state_dir, 0755);
         if (r < 0)
-                return err_setf(r, "cannot create the state directory %s: %m (set [agent] state_dir)", state_dir);
+                return err_setf(r, "cannot create the state directory %s: %m (set [agent] state_dir)",
+                                state_dir);
 
         r = sd_event_default(&d->event);
         if (r < 0)
@@ -115,12 +116,13 @@ static int daemon_connect(Daemon *d) {
         r = sd_bus_open_system(&d->bus);
         if (r < 0)
                 return err_setf(r, "cannot connect to the system bus: %m (is dbus running?)");
-        r = sd_bus_add_object_vtable(d->bus, NULL, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, bus_manager_vtable, d);
+        r = sd_bus_add_object_vtable(d->bus, NULL, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE,
+                                     bus_manager_vtable, d);
         if (r < 0)
                 return err_setf(r, "cannot export %s: %m", BUS_MANAGER_PATH);
         for (size_t i = 0; i < BUS_N_JOBS; i++) {
-                r = sd_bus_add_object_vtable(d->bus, NULL, d->jobs[i].path, BUS_JOB_INTERFACE, bus_job_vtable,
-                                             &d->jobs[i]);
+                r = sd_bus_add_object_vtable(d->bus, NULL, d->jobs[i].path, BUS_JOB_INTERFACE,
+                                             bus_job_vtable, &d->jobs[i]);
                 if (r < 0)
                         return err_setf(r, "cannot export %s: %m", d->jobs[i].path);
         }
@@ -136,8 +138,9 @@ static int daemon_connect(Daemon *d) {
                 return err_set(r, EX_UNAVAILABLE, "%s is already owned by another process on the system bus "
                                "(is skyforge-agent.service already running?)", BUS_NAME);
         if (r < 0)
-                return err_set(r, EX_NOPERM, "cannot own %s on the system bus: %m (only root may; is the policy "
-                               "file org.skyforge.Agent1.conf installed?)", BUS_NAME);
+                return err_set(r, EX_NOPERM,
+                               "cannot own %s on the system bus: %m (only root may; is the policy file "
+                               "org.skyforge.Agent1.conf installed?)", BUS_NAME);
         return 0;
 }
 

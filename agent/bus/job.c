@@ -13,11 +13,11 @@ size_t bus_job_changed_properties(const JobState *old, const JobState *new,
                                   const char *ret[static BUS_JOB_PROPERTIES_MAX + 1]) {
         size_t n = 0;
 
-#define CHANGED_STR(field, prop)                                                                             \
-        if (!streq(strempty(old->field), strempty(new->field)))                                              \
+#define CHANGED_STR(field, prop) \
+        if (!streq(strempty(old->field), strempty(new->field))) \
                 ret[n++] = prop;
-#define CHANGED_NUM(field, prop)                                                                             \
-        if (old->field != new->field)                                                                        \
+#define CHANGED_NUM(field, prop) \
+        if (old->field != new->field) \
                 ret[n++] = prop;
 
         CHANGED_STR(state, "State");
@@ -98,7 +98,8 @@ uint64_t bus_job_next_elapse(sd_bus *bus, const char *timer) {
         /* A reader waits for this answer: do not let a stuck systemd hold it for the default 25 s. */
         r = sd_bus_call(bus, m, 5 * USEC_PER_SEC, &error, &reply);
         if (r < 0) {
-                log_debug("Cannot read NextElapseUSecRealtime of %s: %s", timer, error.message ?: strerror(-r));
+                log_debug("Cannot read NextElapseUSecRealtime of %s: %s", timer,
+                          error.message ?: strerror(-r));
                 return 0;
         }
         r = sd_bus_message_read(reply, "v", "t", &t);
@@ -107,8 +108,9 @@ uint64_t bus_job_next_elapse(sd_bus *bus, const char *timer) {
         return t;
 }
 
-static int property_get_next_elapse(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+static int property_get_next_elapse(sd_bus *bus, const char *path, const char *interface,
+                                    const char *property, sd_bus_message *reply, void *userdata,
+                                    sd_bus_error *error) {
         BusJob *j = userdata;
 
         return sd_bus_message_append(reply, "t", bus_job_next_elapse(bus, j->timer));

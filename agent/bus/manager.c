@@ -83,11 +83,14 @@ static int unit_call_done(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
         if (sd_bus_message_is_method_error(reply, NULL)) {
                 const sd_bus_error *e = sd_bus_message_get_error(reply);
-                const char *hint = sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER)
-                                           ? " (is systemd running and on this bus?)" : "";
+                const char *hint = sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN,
+                                                          SD_BUS_ERROR_NAME_HAS_NO_OWNER)
+                                           ? " (is systemd running and on this bus?)"
+                                           : "";
 
-                r = sd_bus_reply_method_errorf(c->request, BUS_ERROR_SYSTEMD, "cannot %s %s through systemd: %s: %s%s",
-                                               c->what, c->unit, e->name, strna(e->message), hint);
+                r = sd_bus_reply_method_errorf(c->request, BUS_ERROR_SYSTEMD,
+                                               "cannot %s %s through systemd: %s: %s%s", c->what, c->unit,
+                                               e->name, strna(e->message), hint);
         } else {
                 r = sd_bus_message_read(reply, "o", &job_path);
                 if (r >= 0)
@@ -98,7 +101,8 @@ static int unit_call_done(sd_bus_message *reply, void *userdata, sd_bus_error *r
                                                        c->what, c->unit);
         }
         if (r < 0)
-                log_warning_errno(r, "Failed to answer the %s request for %s: %m, ignoring.", c->what, c->unit);
+                log_warning_errno(r, "Failed to answer the %s request for %s: %m, ignoring.", c->what,
+                                  c->unit);
         unit_call_free(c);
         return 0;
 }
@@ -179,7 +183,8 @@ const sd_bus_vtable bus_manager_vtable[] = {
                                 method_start_job, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CancelJob", SD_BUS_ARGS("s", job), SD_BUS_RESULT("o", systemd_job),
                                 method_cancel_job, SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_METHOD_WITH_ARGS("ListBackups", SD_BUS_ARGS("s", job), SD_BUS_RESULT(BUS_BACKUPS_SIGNATURE, backups),
-                                method_list_backups, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListBackups", SD_BUS_ARGS("s", job),
+                                SD_BUS_RESULT(BUS_BACKUPS_SIGNATURE, backups), method_list_backups,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

@@ -254,17 +254,18 @@ def test_state_written_before_start_is_served(system_bus, state_dir, tmp_path):
 
 
 def test_state_file_change_emits_properties_changed_and_reads_back(daemon, signals):
-    write_state(daemon.state_dir, "postgres", state="running", last_start_usec=1795617900000000, progress=0.0,
+    start = 1795617900000000
+    write_state(daemon.state_dir, "postgres", state="running", last_start_usec=start, progress=0.0,
                 progress_text="dumping: 0 B of ~3.4 GiB (0 %), 0 B/s", pid=os.getpid())
     signals.wait_for(properties_changed("postgres", State="running"), what="PropertiesChanged State=running")
-    write_state(daemon.state_dir, "postgres", state="running", last_start_usec=1795617900000000, progress=0.35,
+    write_state(daemon.state_dir, "postgres", state="running", last_start_usec=start, progress=0.35,
                 pid=os.getpid())
     sig = signals.wait_for(properties_changed("postgres", Progress=0.35), what="PropertiesChanged Progress")
     # Only what changed is announced.
     assert set(sig[3][1]) == {"Progress"}
     assert get_property(daemon.bus, "postgres", "State") == "running"
     assert get_property(daemon.bus, "postgres", "Progress") == 0.35
-    assert get_property(daemon.bus, "postgres", "LastStartUSec") == 1795617900000000
+    assert get_property(daemon.bus, "postgres", "LastStartUSec") == start
     # Other jobs are untouched.
     assert not any(s[0] != job_path("postgres") for s in signals.signals)
 
@@ -358,7 +359,8 @@ def test_list_jobs_as_root(daemon):
 
 
 def test_list_backups_as_root_answers_an_array(daemon):
-    p = busctl(daemon.bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s", "postgres")
+    p = busctl(daemon.bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s",
+               "postgres")
     assert json.loads(p.stdout) == {"type": "a(sstttb)", "data": [[]]}
 
 
@@ -385,6 +387,11 @@ def test_next_elapse_is_zero_without_systemd_and_answers_fast(daemon):
 
 
 # --- lifecycle ---
+
+def test_ready_carries_a_status_line(daemon):
+    ready = daemon.notify.wait_for("READY=1")
+    assert f"STATUS=Following 3 jobs in {daemon.state_dir}" in ready.split("\n")
+
 
 def test_sigterm_stops_cleanly_with_stopping(daemon):
     assert daemon.stop() == 0, daemon.stderr()

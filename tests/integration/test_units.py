@@ -26,7 +26,7 @@ MAX_EXPOSURE = 2.5
 def systemd_analyze():
     path = shutil.which("systemd-analyze")
     if not path:
-        pytest.fail("systemd-analyze is not installed (apt-get install systemd); the units cannot be checked")
+        pytest.fail("systemd-analyze is not installed (apt-get install systemd): cannot check the units")
     return path
 
 
