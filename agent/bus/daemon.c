@@ -17,12 +17,8 @@ BusJob *daemon_find_job(Daemon *d, const char *name) {
 }
 
 static void daemon_done(Daemon *d) {
-        for (size_t i = 0; i < BUS_N_JOBS; i++) {
-                free(d->jobs[i].path);
-                free(d->jobs[i].unit);
-                free(d->jobs[i].timer);
-                job_state_done(&d->jobs[i].state);
-        }
+        for (size_t i = 0; i < BUS_N_JOBS; i++)
+                bus_job_done(&d->jobs[i]);
         sd_event_source_disable_unref(d->inotify_source);
         sd_bus_flush_close_unref(d->bus);
         sd_event_unref(d->event);

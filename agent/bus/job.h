@@ -26,6 +26,10 @@ typedef struct BusJob {
         char *unit;   /* skyforge-backup@<name>.service */
         char *timer;  /* skyforge-backup-<name>.timer */
         JobState state; /* as last read from the state file */
+        /* While running: the job's process, watched with a pidfd to notice a run that died without
+         * writing its result (SIGKILL, OOM killer). */
+        sd_event_source *pid_source;
+        uint64_t watched_pid;
 } BusJob;
 
 extern const sd_bus_vtable bus_job_vtable[];
@@ -41,6 +45,8 @@ size_t bus_job_changed_properties(const JobState *old, const JobState *new,
 /* Whether a run ended between the two readings: the job left "running", or a new end time appeared (a
  * short run that started and ended between two reads). */
 bool bus_job_finished(const JobState *old, const JobState *new);
+
+void bus_job_done(BusJob *j);
 
 /* Reads the job's state file again and announces what changed (PropertiesChanged, Finished). */
 int bus_job_reload(BusJob *j, bool announce);

@@ -254,7 +254,7 @@ def test_state_written_before_start_is_served(system_bus, state_dir, tmp_path):
 
 
 def test_state_file_change_emits_properties_changed_and_reads_back(daemon, signals):
-    start = 1795617900000000
+    start = time.time_ns() // 1000
     write_state(daemon.state_dir, "postgres", state="running", last_start_usec=start, progress=0.0,
                 progress_text="dumping: 0 B of ~3.4 GiB (0 %), 0 B/s", pid=os.getpid())
     signals.wait_for(properties_changed("postgres", State="running"), what="PropertiesChanged State=running")
@@ -315,6 +315,47 @@ def test_garbage_state_file_keeps_the_last_good_state(daemon, signals):
         f.write("{not json")
     assert get_property(daemon.bus, "config", "State") == "running"
     assert daemon.proc.poll() is None
+
+
+def test_job_process_killed_without_a_result_reads_failed(daemon, signals):
+    job = subprocess.Popen(["sleep", "60"])
+    try:
+        write_state(daemon.state_dir, "postgres", state="running", last_start_usec=time.time_ns() // 1000,
+                    pid=job.pid)
+        signals.wait_for(properties_changed("postgres", State="running"))
+        job.kill()
+        job.wait()
+        fin = signals.wait_for(lambda s: s[2] == "Finished", what="Finished after the kill")
+        assert list(fin[3]) == ["postgres", "failed", ""]
+        assert get_property(daemon.bus, "postgres", "State") == "failed"
+        assert f"PID {job.pid}" in get_property(daemon.bus, "postgres", "LastError")
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_stale_running_state_from_before_a_restart_reads_failed(system_bus, state_dir, tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    write_state(state_dir, "mirror", state="running", last_start_usec=time.time_ns() // 1000, pid=gone.pid)
+    # A PID that was reused by a process started after the job recorded its start (here: this test,
+    # started long after the hour-old start time) is not the job either.
+    write_state(state_dir, "config", state="running", last_start_usec=time.time_ns() // 1000 - 3600 * 10**6,
+                pid=os.getpid())
+    d = Daemon(system_bus, state_dir, str(tmp_path))
+    try:
+        assert get_property(system_bus, "mirror", "State") == "failed"
+        assert get_property(system_bus, "config", "State") == "failed"
+    finally:
+        d.kill()
+
+
+def test_running_job_alive_stays_running(daemon, signals):
+    write_state(daemon.state_dir, "config", state="running", last_start_usec=time.time_ns() // 1000,
+                pid=os.getpid())
+    signals.wait_for(properties_changed("config", State="running"))
+    time.sleep(0.3)
+    assert get_property(daemon.bus, "config", "State") == "running"
 
 
 # --- policy and methods ---
