@@ -65,8 +65,10 @@ def test_right_key_is_accepted_and_wrong_key_refused_with_clear_error(s3_server,
 def test_secret_file_readable_by_others_is_refused(s3_server, s3_bucket, conf):
     os.chmod(conf + ".secret", 0o644)
     p = tool(conf, s3_bucket, "", "list")
-    assert p.returncode == 77
-    assert "readable by group or others: chmod 600" in p.stderr.decode()
+    assert p.returncode == 78
+    err = p.stderr.decode()
+    assert 'remote "minio": secret file' in err and "accessible by group or others" in err, err
+    assert "chmod 600" in err, err
 
 
 def test_secret_from_credentials_directory(s3_server, s3_bucket, tmp_path):
