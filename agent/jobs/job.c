@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "jobs/job.h"
+#include "jobs/monitor.h"
 #include "log/log.h"
 #include "store/retention.h"
 
@@ -121,6 +122,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         ctx.state = &st;
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_STARTED, job, NULL, UINT64_MAX, UINT64_MAX,
                       "Job %s started.", job);
+        job_monitor_ping(c, job, JOB_PING_START, NULL);
 
         err_clear();
         destination = config_job_destination(c, job);
@@ -165,6 +167,8 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 (void) job_state_write(c->agent.state_dir, &st);
                 log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, job, NULL, UINT64_MAX, duration,
                               "Job %s failed: %s", job, msg);
+                job_monitor_write_metrics(c);
+                job_monitor_ping(c, job, JOB_PING_FAIL, msg);
                 /* Writing the state may have replaced the error detail; restore it for the caller. */
                 return err_set(r, saved_code, "%s", msg);
         }
@@ -180,6 +184,8 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, job, ctx.id, m->bytes, duration,
                       "Job %s succeeded: backup %s, %s in %.1f s.", job, ctx.id,
                       format_bytes(m->bytes, size, sizeof size), (double) duration / USEC_PER_SEC);
+        job_monitor_write_metrics(c);
+        job_monitor_ping(c, job, JOB_PING_SUCCESS, NULL);
 
         /* Retention only after a new backup has succeeded; its failure does not fail the backup. */
         if (def->has_retention && job_prune_store(c, job, store, false, NULL) < 0)

@@ -40,6 +40,12 @@ int job_run(const Config *c, const char *job, char **ret_id);
 int job_prune(const Config *c, const char *job, bool dry_run, FILE *out);
 int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out);
 
+/* Jobs that keep backups with manifests (NULL-terminated: postgres, config). */
+extern const char *const job_listable[];
+/* The backups of every such job (only: just that one), newest first: what `list` shows. The config job
+ * is left out unless configured or asked for. */
+int job_list_backups(const Config *c, const char *only, BackupList *ret);
+
 void job_retention_settings(const Config *c, const char *job, unsigned *ret_days, unsigned *ret_keep_min);
 
 /* SIGTERM/SIGINT during a run: set by the signal handler, checked by long loops. */
