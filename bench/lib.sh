@@ -10,7 +10,8 @@ bench_build() {
         [ -x "$bench_top/configure" ] || (cd "$bench_top" && ./autogen.sh >/dev/null 2>&1)
         if [ -f "$bench_top/config.status" ]; then
                 # A tree configured in place cannot also host a VPATH build: copy the sources aside.
-                b=$(mktemp -d /tmp/skyforge-bench-build.XXXXXX)
+                b=/tmp/skyforge-bench-build
+                rm -rf "$b" && mkdir -p "$b"
                 git -C "$bench_top" archive HEAD | tar -x -C "$b"
                 (cd "$b" && ./autogen.sh >/dev/null 2>&1 && ./configure -q && make -j"$(nproc)" -s skyforge-agent) >&2
                 echo "$b/skyforge-agent"
