@@ -951,7 +951,7 @@ static void pair_make(Pair *p, MirrorDirection dir, const RemoteConfig *local, c
 
 int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, MirrorStats *ret_stats) {
         const MirrorConfig *mc = &c->mirror;
-        const RemoteConfig *local, *offsite;
+        const RemoteConfig *local = NULL, *offsite = NULL;
         _cleanup_(location_done) Location loc = {};
         _cleanup_(s3_client_freep) S3Client *lc = NULL, *oc = NULL;
         _cleanup_strv_free_ char **buckets = NULL;
