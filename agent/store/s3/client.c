@@ -865,6 +865,17 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
 
 /* ---- object operations ---- */
 
+static void response_take_info(S3Response *resp, uint64_t size, S3ObjectInfo *ret) {
+        *ret = (S3ObjectInfo){
+                .size = size,
+                .mtime_usec = resp->mtime_usec,
+                .etag = TAKE_PTR(resp->etag),
+                .content_type = TAKE_PTR(resp->content_type),
+                .cache_control = TAKE_PTR(resp->cache_control),
+                .metadata = TAKE_PTR(resp->metadata),
+        };
+}
+
 int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInfo *ret) {
         _cleanup_(s3_response_done) S3Response resp = {};
         S3Request req = { .method = "HEAD", .bucket = bucket, .key = key };
@@ -873,14 +884,7 @@ int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInf
         r = s3_request(c, &req, &resp);
         if (r < 0)
                 return r;
-        *ret = (S3ObjectInfo){
-                .size = resp.content_length,
-                .mtime_usec = resp.mtime_usec,
-                .etag = TAKE_PTR(resp.etag),
-                .content_type = TAKE_PTR(resp.content_type),
-                .cache_control = TAKE_PTR(resp.cache_control),
-                .metadata = TAKE_PTR(resp.metadata),
-        };
+        response_take_info(&resp, resp.content_length, ret);
         return 0;
 }
 
@@ -1033,14 +1037,7 @@ int s3_get_object_buffer(S3Client *c, const char *bucket, const char *key, size_
         if (resp.body_len > max)
                 return err_set(-EFBIG, EX_SOFTWARE, "%s (bucket %s, key %s) is larger than %zu bytes",
                                c->endpoint, bucket, key, max);
-        *ret_info = (S3ObjectInfo){
-                .size = resp.body_len,
-                .mtime_usec = resp.mtime_usec,
-                .etag = TAKE_PTR(resp.etag),
-                .content_type = TAKE_PTR(resp.content_type),
-                .cache_control = TAKE_PTR(resp.cache_control),
-                .metadata = TAKE_PTR(resp.metadata),
-        };
+        response_take_info(&resp, resp.body_len, ret_info);
         *ret_len = resp.body_len;
         *ret_data = resp.body ? TAKE_PTR(resp.body) : xstrdup("");
         return 0;
