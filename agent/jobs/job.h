@@ -45,3 +45,11 @@ void job_retention_settings(const Config *c, const char *job, unsigned *ret_days
 /* SIGTERM/SIGINT during a run: set by the signal handler, checked by long loops. */
 extern volatile sig_atomic_t job_cancel_requested;
 void job_install_signal_handlers(void);
+
+struct Source;
+/* Puts age decryption on top of upstream (taking it over, also on failure) for an encrypted object of
+ * backup m, with the identities in identity_file (the key named by "[section] identity_file"). The
+ * errors name the backup and the fix: a missing identity_file, or one whose keys match none of the
+ * backup's recipients. */
+int job_source_decrypt(struct Source *upstream, const Manifest *m, const char *identity_file,
+                       const char *section, struct Source **ret);
