@@ -28,6 +28,7 @@ typedef struct JobDefinition {
 } JobDefinition;
 
 extern const JobDefinition job_postgres;
+extern const JobDefinition job_config;
 
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
