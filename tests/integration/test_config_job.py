@@ -1,6 +1,7 @@
 """The config job end to end: manifests plus the cluster's Secrets (from the HTTPS Kubernetes stand-in),
 age-encrypted, in one tar.zst; restore config --to DIR and --apply-secrets; the age CLI reads the export."""
 import base64
+import hashlib
 import io
 import json
 import os
@@ -12,16 +13,8 @@ import time
 
 import pytest
 
+from fixtures.age import age_keypair
 from fixtures.agent import AGENT
-
-
-def keypair(tmp_path, name):
-    path = tmp_path / name
-    subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
-    os.chmod(path, 0o600)
-    recipient = subprocess.run(["age-keygen", "-y", str(path)], check=True, capture_output=True,
-                               text=True).stdout.strip()
-    return path, recipient
 
 
 def make_manifests(root):
@@ -94,7 +87,7 @@ def zstd_tar(path):
 
 @pytest.fixture
 def config_setup(local_agent, kube_api, tmp_path):
-    key, recipient = keypair(tmp_path, "age.key")
+    key, recipient = age_keypair(tmp_path, "age.key")
     manifests = make_manifests(tmp_path / "k8s")
     token = tmp_path / "node-token"
     cluster = Cluster(kube_api).seed()
@@ -219,7 +212,7 @@ def test_apply_secrets_restores_identical_secrets_onto_emptied_cluster(config_se
 def test_apply_secrets_with_wrong_identity_is_refused(config_setup, kube_api, tmp_path):
     agent, cluster, key, manifests, token = config_setup
     backup_id = agent("run", "config", check=True).stdout.strip()
-    wrong, _ = keypair(tmp_path, "wrong.key")
+    wrong, _ = age_keypair(tmp_path, "wrong.key")
     conf = agent.config_path.read_text().replace(str(key), str(wrong))
     agent.config_path.write_text(conf)
     kube_api.clear()
@@ -270,7 +263,6 @@ def test_restore_to_refuses_unsafe_archive(config_setup, tmp_path):
         blob = subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), check=True, capture_output=True).stdout
         (store / f"{backup_id}.tar.zst").write_bytes(blob)
         m = json.loads((store / f"{backup_id}.json").read_text())
-        import hashlib
         m["objects"][0]["bytes"] = len(blob)
         m["objects"][0]["sha256"] = hashlib.sha256(blob).hexdigest()
         m["bytes"] = len(blob)
@@ -322,7 +314,7 @@ def test_restore_to_refuses_unsafe_archive(config_setup, tmp_path):
 
 
 def test_missing_kubeconfig_is_a_clear_error(local_agent, tmp_path):
-    _, recipient = keypair(tmp_path, "k")
+    _, recipient = age_keypair(tmp_path, "k")
     (tmp_path / "m").mkdir()
     local_agent.configure(config={"manifests": tmp_path / "m", "recipients": recipient,
                                   "kubeconfig": tmp_path / "nope.yaml",

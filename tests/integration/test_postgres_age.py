@@ -3,16 +3,8 @@ import json
 import os
 import subprocess
 
+from fixtures.age import age_keypair
 from fixtures.postgres import load_sample_data
-
-
-def keypair(tmp_path, name):
-    path = tmp_path / name
-    subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
-    os.chmod(path, 0o600)
-    recipient = subprocess.run(["age-keygen", "-y", str(path)], check=True, capture_output=True,
-                               text=True).stdout.strip()
-    return path, recipient
 
 
 def store_files(root):
@@ -20,8 +12,8 @@ def store_files(root):
 
 
 def test_encrypted_dump_roundtrip_equal_dumpall(local_agent, pg_factory, tmp_path):
-    key, recipient = keypair(tmp_path, "key")
-    other_key, other_recipient = keypair(tmp_path, "other")
+    key, recipient = age_keypair(tmp_path, "key")
+    other_key, other_recipient = age_keypair(tmp_path, "other")
     src = pg_factory()
     load_sample_data(src, big_rows=20000)
     local_agent.configure(postgres={"conninfo": src.conninfo, "destination": local_agent.store / "postgres",
@@ -49,8 +41,8 @@ def test_encrypted_dump_roundtrip_equal_dumpall(local_agent, pg_factory, tmp_pat
 
 
 def test_restore_refuses_wrong_or_missing_identity(local_agent, pg_factory, tmp_path):
-    key, recipient = keypair(tmp_path, "key")
-    wrong, _ = keypair(tmp_path, "wrong")
+    key, recipient = age_keypair(tmp_path, "key")
+    wrong, _ = age_keypair(tmp_path, "wrong")
     src = pg_factory()
     src.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
     keys = {"conninfo": src.conninfo, "destination": local_agent.store / "postgres", "recipients": recipient}
