@@ -13,8 +13,8 @@ typedef enum RestoreAction {
         RESTORE_CONFIG_SECRETS,
 } RestoreAction;
 
-static int restore_backup(CliContext *ctx, const char *job, RestoreAction action, const char *id, const char *to,
-                          bool dry_run) {
+static int restore_backup(CliContext *ctx, const char *job, RestoreAction action, const char *id,
+                          const char *to, bool dry_run) {
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
@@ -46,11 +46,12 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         if (r < 0)
                 return cli_fail(r, "restore failed");
         if (action == RESTORE_CONFIG_SECRETS)
-                fprintf(stderr, "%s %d Secrets of config backup %s.\n", dry_run ? "Checked (dry run)" : "Applied",
-                        r, m->id);
+                fprintf(stderr, "%s %d Secrets of config backup %s.\n",
+                        dry_run ? "Checked (dry run)" : "Applied", r, m->id);
+        else if (action == RESTORE_CONFIG_TO)
+                fprintf(stderr, "Restored config backup %s into %s.\n", m->id, to);
         else
-                fprintf(stderr, "Restored %s backup %s%s%s.\n", job, m->id, to && action == RESTORE_CONFIG_TO ?
-                        " into " : "", action == RESTORE_CONFIG_TO ? to : "");
+                fprintf(stderr, "Restored %s backup %s.\n", job, m->id);
         return 0;
 }
 
@@ -93,25 +94,27 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                         return EX_USAGE;
                 }
                 if (apply_secrets || dry_run) {
-                        fputs("skyforge-agent restore postgres: --apply-secrets and --dry-run are for config.\n",
-                              stderr);
+                        fputs("skyforge-agent restore postgres: --apply-secrets and --dry-run are for "
+                              "config.\n", stderr);
                         return EX_USAGE;
                 }
                 return restore_backup(ctx, "postgres", RESTORE_POSTGRES, id, to, false);
         }
         if (streq(what, "config")) {
                 if (apply_secrets == !!to) {
-                        fputs("skyforge-agent restore config: give either --to DIR (extract the manifests and the\n"
-                              "  still-encrypted Secrets) or --apply-secrets [--dry-run] (decrypt and apply the\n"
-                              "  Secrets through the Kubernetes API).\n", stderr);
+                        fputs("skyforge-agent restore config: give either --to DIR (extract the\n"
+                              "  manifests and the still-encrypted Secrets) or --apply-secrets [--dry-run]\n"
+                              "  (decrypt and apply the Secrets through the Kubernetes API).\n", stderr);
                         return EX_USAGE;
                 }
                 if (dry_run && !apply_secrets) {
-                        fputs("skyforge-agent restore config: --dry-run goes with --apply-secrets.\n", stderr);
+                        fputs("skyforge-agent restore config: --dry-run goes with --apply-secrets.\n",
+                              stderr);
                         return EX_USAGE;
                 }
-                return restore_backup(ctx, "config", apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO,
-                                      id, to, dry_run);
+                return restore_backup(ctx, "config",
+                                      apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO, id, to,
+                                      dry_run);
         }
         fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres or config).\n", what);
         return EX_USAGE;
@@ -122,15 +125,15 @@ const Verb verb_restore = {
         .args = "postgres [ID|latest] --to CONNINFO | config [ID|latest] --to DIR | config --apply-secrets "
                 "[--dry-run] [ID|latest]",
         .summary = "Restore a backup.",
-        .help = "Every object of the backup is checked against the SHA-256 in its manifest first: a damaged backup\n"
-                "is refused before anything is restored. ID defaults to latest.\n"
-                "postgres: streams the dump (decrypted with [postgres] identity_file when it is encrypted) through\n"
-                "psql into the server named by --to.\n"
-                "config --to DIR: extracts the manifests and the still-encrypted secrets/ files into DIR (no\n"
-                "absolute paths, no .., nothing written through symlinks, existing files are kept).\n"
-                "config --apply-secrets: decrypts the Secrets export with [config] identity_file and creates or\n"
-                "replaces each Secret through the API of [config] kubeconfig, printing created, replaced or\n"
-                "unchanged for each; with --dry-run the API server checks everything and stores nothing.\n"
+        .help = "Every object of the backup is checked against the SHA-256 in its manifest first: a\n"
+                "damaged backup is refused before anything is restored. ID defaults to latest.\n"
+                "postgres: streams the dump (decrypted with [postgres] identity_file when it is encrypted)\n"
+                "through psql into the server named by --to.\n"
+                "config --to DIR: extracts the manifests and the still-encrypted secrets/ files into DIR\n"
+                "(no absolute paths, no .., nothing written through symlinks, existing files are kept).\n"
+                "config --apply-secrets: decrypts the Secrets export with [config] identity_file and\n"
+                "creates or replaces each Secret through the API of [config] kubeconfig, printing created,\n"
+                "replaced or unchanged for each; with --dry-run the API server checks and stores nothing.\n"
                 "  -t, --to CONNINFO|DIR   libpq connection string of the target server, or a directory\n"
                 "      --apply-secrets     config: apply the Secrets instead of extracting\n"
                 "      --dry-run           with --apply-secrets: change nothing\n",

@@ -645,7 +645,8 @@ int age_stream_clone(const AgeStream *s, AgeStream **ret) {
         c->counter = s->counter;
         c->ctx = EVP_CIPHER_CTX_new();
         if (!c->ctx || EVP_CIPHER_CTX_copy(c->ctx, s->ctx) != 1)
-                return err_set(-EIO, EX_SOFTWARE, "cannot copy the ChaCha20-Poly1305 context: OpenSSL failed");
+                return err_set(-EIO, EX_SOFTWARE,
+                               "cannot copy the ChaCha20-Poly1305 context: OpenSSL failed");
         *ret = TAKE_PTR(c);
         return 0;
 }

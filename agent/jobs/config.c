@@ -55,14 +55,16 @@ static int manifest_prefixes(char *const *dirs, char ***ret, uint64_t *ret_bytes
 
                 if (stat(*d, &st) < 0)
                         return err_set(-errno, EX_NOINPUT,
-                                       "cannot read manifest directory %s: %m (create it or change manifests = "
-                                       "in [config]); nothing was stored", *d);
+                                       "cannot read manifest directory %s: %m (create it or change "
+                                       "manifests = in [config]); nothing was stored", *d);
                 if (!S_ISDIR(st.st_mode))
-                        return err_set(-ENOTDIR, EX_CONFIG, "manifests = %s in [config] is not a directory", *d);
+                        return err_set(-ENOTDIR, EX_CONFIG, "manifests = %s in [config] is not a directory",
+                                       *d);
                 p = xasprintf("manifests/%s", base && base[1] ? base + 1 : "root");
                 if (strv_contains(prefixes, p))
                         return err_set(-EEXIST, EX_CONFIG,
-                                       "two manifest directories in [config] share the name %s; rename one", p);
+                                       "two manifest directories in [config] share the name %s; rename one",
+                                       p);
                 (void) nftw(*d, tree_bytes_add, 16, FTW_PHYS);
                 strv_push(&prefixes, TAKE_PTR(p));
         }
@@ -91,8 +93,8 @@ static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t 
         if (r < 0)
                 return r;
         json_object_object_get_ex(list, "items", &items);
-        text = json_object_to_json_string_length(list, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE,
-                                                 &len);
+        text = json_object_to_json_string_length(
+                list, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
         src = source_memory_new(text, len);
         r = encrypt_to_memory(src, cc->recipients, ret_data, ret_size);
         /* json-c keeps the text in the object; wipe it before the object goes. */
@@ -105,7 +107,8 @@ static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t 
         return r;
 }
 
-static int add_extra_secret_file(TarWriter *tar, const char *path, char *const *recipients, json_object *names) {
+static int add_extra_secret_file(TarWriter *tar, const char *path, char *const *recipients,
+                                  json_object *names) {
         _cleanup_(source_freep) Source *src = NULL;
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ uint8_t *data = NULL;
@@ -117,17 +120,17 @@ static int add_extra_secret_file(TarWriter *tar, const char *path, char *const *
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return err_set(-errno, errno == EACCES ? EX_NOPERM : EX_NOINPUT,
-                               "cannot read %s (extra_secret_files in [config]): %m; nothing was stored", path);
+                               "cannot read %s (extra_secret_files in [config]): %m; nothing was stored",
+                               path);
         src = source_fd_new(fd);
         r = encrypt_to_memory(src, recipients, &data, &size);
         if (r < 0)
                 return r;
         member = xasprintf("secrets/%s.age", base ? base + 1 : path);
-        if (json_object_array_length(names) > 0)
-                for (size_t i = 0; i < json_object_array_length(names); i++)
-                        if (streq(json_object_get_string(json_object_array_get_idx(names, i)), member))
-                                return err_set(-EEXIST, EX_CONFIG,
-                                               "two extra_secret_files in [config] share the name %s", member);
+        for (size_t i = 0; i < json_object_array_length(names); i++)
+                if (streq(json_object_get_string(json_object_array_get_idx(names, i)), member))
+                        return err_set(-EEXIST, EX_CONFIG,
+                                       "two extra_secret_files in [config] share the name %s", member);
         json_object_array_add(names, json_object_new_string(member));
         return tar_writer_add_data(tar, member, data, size, 0600);
 }
@@ -149,7 +152,8 @@ static int config_backup(JobContext *ctx, Manifest *m) {
         if (strv_isempty(cc->recipients))
                 return err_set(-ENOKEY, EX_CONFIG,
                                "[config] has no recipients; the Secrets export is always encrypted: add "
-                               "recipients = age1... (skyforge-agent keygen makes a key pair); nothing was stored");
+                               "recipients = age1... (skyforge-agent keygen makes a key pair); nothing was "
+                               "stored");
         r = manifest_prefixes(cc->manifests, &prefixes, &estimate);
         if (r < 0)
                 return r;
@@ -217,8 +221,10 @@ static int config_backup(JobContext *ctx, Manifest *m) {
         json_object_object_add(details, "contents", contents);
         json_object *encrypted = json_object_new_array();
         json_object_array_add(encrypted, json_object_new_string(CONFIG_SECRETS_MEMBER));
-        for (size_t i = 0; i < json_object_array_length(extra_members); i++)
-                json_object_array_add(encrypted, json_object_get(json_object_array_get_idx(extra_members, i)));
+        for (size_t i = 0; i < json_object_array_length(extra_members); i++) {
+                json_object *member = json_object_array_get_idx(extra_members, i);
+                json_object_array_add(encrypted, json_object_get(member));
+        }
         json_object_put(extra_members);
         json_object_object_add(details, "encrypted_members", encrypted);
         json_object_object_add(details, "secrets", json_object_new_uint64(n_secrets));
@@ -272,7 +278,8 @@ int config_restore_to(const Config *c, Store *s, const Manifest *m, const char *
                 fprintf(out, "%s/%s\n", dir, *e);
         if (strv_contains(entries, CONFIG_SECRETS_MEMBER))
                 fprintf(out, "%s/%s is still encrypted: apply it with skyforge-agent restore config "
-                             "--apply-secrets %s, or by hand with\n  age -d -i KEY %s/%s | kubectl apply -f -\n",
+                             "--apply-secrets %s, or by hand with\n"
+                             "  age -d -i KEY %s/%s | kubectl apply -f -\n",
                         dir, CONFIG_SECRETS_MEMBER, m->id, dir, CONFIG_SECRETS_MEMBER);
         return 0;
 }
@@ -296,7 +303,8 @@ static int secrets_load(const Config *c, Store *s, const Manifest *m, json_objec
                 return err_set(r, EX_DATAERR, "backup %s has no %s", m->id, CONFIG_SECRETS_MEMBER);
         if (r < 0)
                 return r;
-        r = job_source_decrypt(source_memory_new(cipher, cipher_size), m, c->config.identity_file, "config", &src);
+        r = job_source_decrypt(source_memory_new(cipher, cipher_size), m, c->config.identity_file, "config",
+                               &src);
         if (r < 0)
                 return r;
         r = pipe_pump(src, mem);
@@ -310,7 +318,8 @@ static int secrets_load(const Config *c, Store *s, const Manifest *m, json_objec
         if (!list || !json_object_object_get_ex(list, "items", &items) ||
             !json_object_is_type(items, json_type_array)) {
                 json_object_put(list);
-                return err_set(-EBADMSG, EX_DATAERR, "the Secrets export of backup %s is not a v1 List", m->id);
+                return err_set(-EBADMSG, EX_DATAERR, "the Secrets export of backup %s is not a v1 List",
+                               m->id);
         }
         *ret = list;
         return 0;
@@ -359,12 +368,14 @@ int config_apply_secrets(const Config *c, Store *s, const Manifest *m, bool dry_
                         }
                         continue;
                 }
-                fprintf(out, "%-9s %s/%s%s\n", kube_apply_result_to_string(res), secret_field(secret, "namespace"),
-                        secret_field(secret, "name"), dry_run ? " (dry run)" : "");
+                fprintf(out, "%-9s %s/%s%s\n", kube_apply_result_to_string(res),
+                        secret_field(secret, "namespace"), secret_field(secret, "name"),
+                        dry_run ? " (dry run)" : "");
         }
         json_object_put(list);
         if (failed > 0)
-                return err_set(first_r, first_code, "%zu of %zu Secrets of backup %s could not be applied; the first: %s",
+                return err_set(first_r, first_code,
+                               "%zu of %zu Secrets of backup %s could not be applied; the first: %s",
                                failed, n, m->id, first_error);
         return (int) n;
 }

@@ -256,8 +256,9 @@ int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity
         }
         if (isempty(identity_file))
                 return err_set(-ENOKEY, EX_CONFIG,
-                               "backup %s is encrypted (to %s); set identity_file = in [%s] to the age identity "
-                               "of one of those recipients", m->id, recipients ?: "age recipients", section);
+                               "backup %s is encrypted (to %s); set identity_file = in [%s] to the age "
+                               "identity of one of those recipients", m->id, recipients ?: "age recipients",
+                               section);
         s = source_age_new(up, identity_file, &r);
         if (!s) {
                 if (r == -ENOKEY)

@@ -63,7 +63,8 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
                 if (!stage) {
                         _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
                         int code = err_exit_code(r);
-                        return err_set(r, code, "cannot encrypt the dump to the recipients in [postgres]: %s; "
+                        return err_set(r, code,
+                                       "cannot encrypt the dump to the recipients in [postgres]: %s; "
                                        "nothing was stored", why);
                 }
                 chain = stage;

@@ -72,7 +72,7 @@ static void pool_start(AgePool *pool, const AgeStream *s) {
         }
         pthread_mutex_init(&pool->lock, NULL);
         pthread_cond_init(&pool->cond, NULL);
-        /* Signals (SIGTERM to cancel a job) stay with the main thread, whose blocking calls they interrupt. */
+        /* Signals (SIGTERM cancels a job) stay with the main thread, whose blocking calls they interrupt. */
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, &saved);
         pool->running = pthread_create(&pool->thread, NULL, pool_worker, pool) == 0;

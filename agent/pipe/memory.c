@@ -45,7 +45,8 @@ static void memory_sink_free(Sink *s) {
 
 Sink *sink_memory_new(void) {
         MemorySink *m = xcalloc(1, sizeof *m);
-        m->sink = (Sink){ .write = memory_sink_write, .finish = memory_sink_finish, .free = memory_sink_free };
+        m->sink = (Sink){ .write = memory_sink_write, .finish = memory_sink_finish,
+                          .free = memory_sink_free };
         return &m->sink;
 }
 
@@ -107,8 +108,8 @@ static void progress_sink_free(Sink *s) {
 
 Sink *sink_progress_new(Sink *next, Progress *progress) {
         ProgressSink *p = xcalloc(1, sizeof *p);
-        p->sink = (Sink){ .write = progress_sink_write, .finish = progress_sink_finish, .free = progress_sink_free,
-                          .next = next };
+        p->sink = (Sink){ .write = progress_sink_write, .finish = progress_sink_finish,
+                          .free = progress_sink_free, .next = next };
         p->progress = progress;
         return &p->sink;
 }

@@ -60,8 +60,8 @@ static int read_failed(TarReader *r, const char *what) {
         /* The source recorded the better message (a checksum or decompression error). */
         if (r->source_error < 0 && err_message())
                 return r->source_error;
-        return err_set(r->source_error ?: -EBADMSG, EX_DATAERR, "cannot read %s from the tar archive: %s", what,
-                       strna(archive_error_string(r->archive)));
+        return err_set(r->source_error ?: -EBADMSG, EX_DATAERR, "cannot read %s from the tar archive: %s",
+                       what, strna(archive_error_string(r->archive)));
 }
 
 /* 1 and the entry, 0 at the end. */
@@ -180,8 +180,8 @@ int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries) {
                                        "nothing more was extracted", name);
                 if (archive_entry_hardlink(e) || (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK))
                         return err_set(-EPERM, EX_DATAERR,
-                                       "the archive holds \"%s\", which is not a file, directory or symlink; "
-                                       "nothing more was extracted", name);
+                                       "the archive holds \"%s\", which is not a file, directory or "
+                                       "symlink; nothing more was extracted", name);
                 if (type == AE_IFLNK && !link_stays_inside(name, archive_entry_symlink(e))) {
                         log_warning("Not restoring symlink %s -> %s: it points outside %s.", name,
                                     archive_entry_symlink(e), dir);
@@ -214,7 +214,8 @@ int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries) {
         return 0;
 }
 
-int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t **ret_data, size_t *ret_size) {
+int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t **ret_data,
+                           size_t *ret_size) {
         for (;;) {
                 _cleanup_(sink_freep) Sink *mem = NULL;
                 struct archive_entry *e;
@@ -229,7 +230,8 @@ int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t *
                         continue;
                 size = archive_entry_size(e);
                 if (size < 0 || (uint64_t) size > max)
-                        return err_set(-EFBIG, EX_DATAERR, "%s in the archive is larger than %zu bytes", name, max);
+                        return err_set(-EFBIG, EX_DATAERR, "%s in the archive is larger than %zu bytes",
+                                       name, max);
                 mem = sink_memory_new();
                 for (;;) {
                         uint8_t buf[16384];

@@ -21,4 +21,5 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(TarReader *, tar_reader_free);
 int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries);
 
 /* Reads the regular file member name (at most max bytes) into memory; -ENOENT when it is not there. */
-int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t **ret_data, size_t *ret_size);
+int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t **ret_data,
+                           size_t *ret_size);
