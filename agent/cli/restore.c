@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "jobs/config.h"
 #include "jobs/job.h"
+#include "jobs/mirror.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
 
@@ -55,36 +56,70 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         return 0;
 }
 
+/* The mirror engine in reverse: offsite -> the [mirror] source remote, creating buckets. */
+static int restore_mirror(CliContext *ctx, const char *bucket, bool dry_run) {
+        _cleanup_(config_freep) Config *c = NULL;
+        MirrorOptions o = { .direction = MIRROR_REVERSE, .dry_run = dry_run, .bucket = bucket };
+        MirrorStats s = {};
+        Progress p;
+        int r;
+
+        r = cli_load_config(ctx, &c);
+        if (r != 0)
+                return r;
+        job_install_signal_handlers();
+        progress_init(&p, "restoring", 0, NULL, NULL);
+        p.count_objects = true;
+        r = mirror_run(c, &o, &p, &s);
+        progress_done(&p);
+        mirror_stats_print(&s, dry_run, stdout);
+        if (r < 0)
+                return cli_fail(r, "restore mirror failed");
+        return 0;
+}
+
 static int run_restore(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
                 { "to", required_argument, NULL, 't' },
-                { "apply-secrets", no_argument, NULL, 'a' },
+                { "bucket", required_argument, NULL, 'b' },
                 { "dry-run", no_argument, NULL, 'n' },
+                { "apply-secrets", no_argument, NULL, 'a' },
                 {},
         };
-        const char *to = NULL, *what, *id;
+        const char *to = NULL, *bucket = NULL, *what, *id;
         bool apply_secrets = false, dry_run = false;
         int o;
 
-        while ((o = getopt_long(argc, argv, "t:", options, NULL)) >= 0)
+        while ((o = getopt_long(argc, argv, "t:b:n", options, NULL)) >= 0)
                 switch (o) {
                 case 't':
                         to = optarg;
                         break;
-                case 'a':
-                        apply_secrets = true;
+                case 'b':
+                        bucket = optarg;
                         break;
                 case 'n':
                         dry_run = true;
+                        break;
+                case 'a':
+                        apply_secrets = true;
                         break;
                 default:
                         return EX_USAGE;
                 }
         if (optind >= argc) {
-                fputs("skyforge-agent restore: name what to restore (postgres or config).\n", stderr);
+                fputs("skyforge-agent restore: name what to restore (postgres, config or mirror).\n", stderr);
                 return EX_USAGE;
         }
         what = argv[optind];
+        if (streq(what, "mirror")) {
+                if (optind + 1 < argc) {
+                        fputs("skyforge-agent restore mirror: takes no ID (use --bucket B for one bucket).\n",
+                              stderr);
+                        return EX_USAGE;
+                }
+                return restore_mirror(ctx, bucket, dry_run);
+        }
         id = optind + 1 < argc ? argv[optind + 1] : "latest";
         if (streq(what, "postgres")) {
                 if (!to) {
@@ -95,7 +130,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 }
                 if (apply_secrets || dry_run) {
                         fputs("skyforge-agent restore postgres: --apply-secrets and --dry-run are for "
-                              "config.\n", stderr);
+                              "config (and --dry-run for mirror).\n", stderr);
                         return EX_USAGE;
                 }
                 return restore_backup(ctx, "postgres", RESTORE_POSTGRES, id, to, false);
@@ -116,17 +151,17 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                                       apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO, id, to,
                                       dry_run);
         }
-        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres or config).\n", what);
+        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, config, mirror).\n", what);
         return EX_USAGE;
 }
 
 const Verb verb_restore = {
         .name = "restore",
         .args = "postgres [ID|latest] --to CONNINFO | config [ID|latest] --to DIR | config --apply-secrets "
-                "[--dry-run] [ID|latest]",
+                "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]",
         .summary = "Restore a backup.",
-        .help = "Every object of the backup is checked against the SHA-256 in its manifest first: a\n"
-                "damaged backup is refused before anything is restored. ID defaults to latest.\n"
+        .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
+                "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
                 "postgres: streams the dump (decrypted with [postgres] identity_file when it is encrypted)\n"
                 "through psql into the server named by --to.\n"
                 "config --to DIR: extracts the manifests and the still-encrypted secrets/ files into DIR\n"
@@ -134,8 +169,12 @@ const Verb verb_restore = {
                 "config --apply-secrets: decrypts the Secrets export with [config] identity_file and\n"
                 "creates or replaces each Secret through the API of [config] kubeconfig, printing created,\n"
                 "replaced or unchanged for each; with --dry-run the API server checks and stores nothing.\n"
-                "  -t, --to CONNINFO|DIR   libpq connection string of the target server, or a directory\n"
+                "mirror: copies the offsite buckets back to the [mirror] source remote (MinIO), creating\n"
+                "buckets, with the mirror engine in reverse; objects already equal are skipped, nothing is\n"
+                "deleted unless [mirror] delete = yes.\n"
+                "  -t, --to CONNINFO|DIR   postgres: libpq connection string of the target; config: a directory\n"
                 "      --apply-secrets     config: apply the Secrets instead of extracting\n"
-                "      --dry-run           with --apply-secrets: change nothing\n",
+                "  -b, --bucket B          restore mirror: only bucket B\n"
+                "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n",
         .run = run_restore,
 };

@@ -35,7 +35,7 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         _cleanup_(child_donep) Child child = {};
         _cleanup_free_ char *name = NULL;
         _cleanup_free_ uint8_t *buf = NULL;
-        Digest stored = {}, raw = {};
+        Digest stored = {};
         uint64_t total = 0;
         bool encrypted;
         Sink *stage;
@@ -76,7 +76,6 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         if (!stage)
                 return r;
         chain = stage;
-        chain = sink_digest_new(chain, &raw);
 
         char *argv[] = { dumpall.path, (char *) "--no-password", (char *) "-d", pc->conninfo ?: (char *) "", NULL };
         if (isempty(pc->conninfo))
@@ -125,7 +124,7 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
                 return r;
 
         manifest_add_object(m, name, stored.bytes, stored.sha256_hex);
-        m->raw_bytes = raw.bytes;
+        m->raw_bytes = total;
         m->compression = xstrdup("zstd");
         m->compression_level = pc->compression_level;
         m->encrypted = encrypted;
