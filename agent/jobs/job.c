@@ -7,13 +7,14 @@
 
 #include "jobs/job.h"
 #include "log/log.h"
+#include "pipe/pipe.h"
 #include "store/retention.h"
 
 volatile sig_atomic_t job_cancel_requested = 0;
 
 const char *const job_names[] = { "postgres", "mirror", "config", NULL };
 
-static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror };
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config };
 
 const JobDefinition *job_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)
@@ -244,4 +245,37 @@ int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
         if (r < 0)
                 return r;
         return job_prune_store(c, job, store, dry_run, out);
+}
+
+int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity_file, const char *section,
+                       Source **ret) {
+        _cleanup_(source_freep) Source *up = upstream;
+        _cleanup_free_ char *recipients = NULL;
+        Source *s;
+        int r;
+
+        STRV_FOREACH(p, m->recipients) {
+                char *j = xasprintf("%s%s%s", strempty(recipients), recipients ? ", " : "", *p);
+                free(recipients);
+                recipients = j;
+        }
+        if (isempty(identity_file))
+                return err_set(-ENOKEY, EX_CONFIG,
+                               "backup %s is encrypted (to %s); set identity_file = in [%s] to the age "
+                               "identity of one of those recipients", m->id, recipients ?: "age recipients",
+                               section);
+        s = source_age_new(up, identity_file, &r);
+        if (!s) {
+                if (r == -ENOKEY)
+                        return err_set(r, EX_DATAERR,
+                                       "no identity in %s matches the recipients of backup %s (%s); set "
+                                       "identity_file = in [%s] to the right key", identity_file, m->id,
+                                       recipients ?: "unknown", section);
+                _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
+                int code = err_exit_code(r);
+                return err_set(r, code, "cannot decrypt backup %s with %s: %s", m->id, identity_file, why);
+        }
+        TAKE_PTR(up);
+        *ret = s;
+        return 0;
 }

@@ -31,6 +31,7 @@ typedef struct JobDefinition {
 
 extern const JobDefinition job_postgres;
 extern const JobDefinition job_mirror;
+extern const JobDefinition job_config;
 
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
@@ -48,3 +49,11 @@ void job_retention_settings(const Config *c, const char *job, unsigned *ret_days
 /* SIGTERM/SIGINT during a run: set by the signal handler, checked by long loops. */
 extern volatile sig_atomic_t job_cancel_requested;
 void job_install_signal_handlers(void);
+
+struct Source;
+/* Puts age decryption on top of upstream (taking it over, also on failure) for an encrypted object of
+ * backup m, with the identities in identity_file (the key named by "[section] identity_file"). The
+ * errors name the backup and the fix: a missing identity_file, or one whose keys match none of the
+ * backup's recipients. */
+int job_source_decrypt(struct Source *upstream, const Manifest *m, const char *identity_file,
+                       const char *section, struct Source **ret);
