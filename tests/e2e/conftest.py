@@ -205,7 +205,8 @@ class Container:
         env = ["env", "-i", f"PATH={CONTAINER_PATH}", "LANG=C.UTF-8", "HOME=/root", "TERM=dumb",
                "SYSTEMD_PAGER=", "DEBIAN_FRONTEND=noninteractive"]
         if user:
-            env = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + env
+            env = ["/bin/sh", "-c", 'exec setpriv --reuid="$0" --regid="$(id -g "$0")" --clear-groups "$@"',
+                   user] + env
         return run(["nsenter", "-t", str(self.pid), "-a", "--"] + env + list(argv), check=check,
                    timeout=timeout, input=input)
 

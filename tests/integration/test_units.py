@@ -87,7 +87,9 @@ def test_service_exposure_is_at_most_2_5(unit_dir, service):
 def test_backup_service_runs_the_instance_job_notify_capable(unit_dir):
     u = read_unit(unit_dir / "skyforge-backup@.service")
     s = u["Service"]
-    assert s["Type"] == ["notify"]
+    # oneshot with NotifyAccess: STATUS= progress while it runs, `systemctl start` waits for the result.
+    # Type=notify fails a job that exits without READY=1 (result "protocol", seen in tests/e2e).
+    assert s["Type"] == ["oneshot"] and s["NotifyAccess"] == ["main"]
     assert s["ExecStart"][0].endswith("skyforge-agent run %i")
     assert s["IOSchedulingClass"] == ["idle"]
     assert "ProtectSystem" in s and s["ProtectSystem"] == ["strict"]
