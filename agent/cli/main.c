@@ -17,7 +17,10 @@ static void usage(FILE *f) {
               "Commands:\n", f);
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 _cleanup_free_ char *head = xasprintf("%s %s", verbs[i]->name, verbs[i]->args);
-                fprintf(f, "  %-34s %s\n", head, verbs[i]->summary);
+                if (strlen(head) > 34)
+                        fprintf(f, "  %s\n  %-34s %s\n", head, "", verbs[i]->summary);
+                else
+                        fprintf(f, "  %-34s %s\n", head, verbs[i]->summary);
         }
         fputs("\n"
               "Options:\n"

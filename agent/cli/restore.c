@@ -2,11 +2,20 @@
 #include <getopt.h>
 
 #include "cli/cli.h"
+#include "jobs/config.h"
 #include "jobs/job.h"
+#include "jobs/mirror.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
 
-static int restore_postgres(CliContext *ctx, const char *id, const char *to) {
+typedef enum RestoreAction {
+        RESTORE_POSTGRES,
+        RESTORE_CONFIG_TO,
+        RESTORE_CONFIG_SECRETS,
+} RestoreAction;
+
+static int restore_backup(CliContext *ctx, const char *job, RestoreAction action, const char *id,
+                          const char *to, bool dry_run) {
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
@@ -17,35 +26,100 @@ static int restore_postgres(CliContext *ctx, const char *id, const char *to) {
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;
-        dest = config_job_destination(c, "postgres");
+        dest = config_job_destination(c, job);
         r = store_open_location(c, dest, &s);
         if (r >= 0)
                 r = backup_list_load(s, &l);
         if (r >= 0)
                 r = backup_list_find(&l, id, &m);
         if (r >= 0)
-                r = postgres_restore(c, s, m, to);
+                switch (action) {
+                case RESTORE_POSTGRES:
+                        r = postgres_restore(c, s, m, to);
+                        break;
+                case RESTORE_CONFIG_TO:
+                        r = config_restore_to(c, s, m, to, stdout);
+                        break;
+                case RESTORE_CONFIG_SECRETS:
+                        r = config_apply_secrets(c, s, m, dry_run, stdout);
+                        break;
+                }
         if (r < 0)
                 return cli_fail(r, "restore failed");
-        fprintf(stderr, "Restored postgres backup %s.\n", m->id);
+        if (action == RESTORE_CONFIG_SECRETS)
+                fprintf(stderr, "%s %d Secrets of config backup %s.\n",
+                        dry_run ? "Checked (dry run)" : "Applied", r, m->id);
+        else if (action == RESTORE_CONFIG_TO)
+                fprintf(stderr, "Restored config backup %s into %s.\n", m->id, to);
+        else
+                fprintf(stderr, "Restored %s backup %s.\n", job, m->id);
+        return 0;
+}
+
+/* The mirror engine in reverse: offsite -> the [mirror] source remote, creating buckets. */
+static int restore_mirror(CliContext *ctx, const char *bucket, bool dry_run) {
+        _cleanup_(config_freep) Config *c = NULL;
+        MirrorOptions o = { .direction = MIRROR_REVERSE, .dry_run = dry_run, .bucket = bucket };
+        MirrorStats s = {};
+        Progress p;
+        int r;
+
+        r = cli_load_config(ctx, &c);
+        if (r != 0)
+                return r;
+        job_install_signal_handlers();
+        progress_init(&p, "restoring", 0, NULL, NULL);
+        p.count_objects = true;
+        r = mirror_run(c, &o, &p, &s);
+        progress_done(&p);
+        mirror_stats_print(&s, dry_run, stdout);
+        if (r < 0)
+                return cli_fail(r, "restore mirror failed");
         return 0;
 }
 
 static int run_restore(CliContext *ctx, int argc, char *argv[]) {
-        static const struct option options[] = { { "to", required_argument, NULL, 't' }, {} };
-        const char *to = NULL, *what, *id;
+        static const struct option options[] = {
+                { "to", required_argument, NULL, 't' },
+                { "bucket", required_argument, NULL, 'b' },
+                { "dry-run", no_argument, NULL, 'n' },
+                { "apply-secrets", no_argument, NULL, 'a' },
+                {},
+        };
+        const char *to = NULL, *bucket = NULL, *what, *id;
+        bool apply_secrets = false, dry_run = false;
         int o;
 
-        while ((o = getopt_long(argc, argv, "t:", options, NULL)) >= 0)
-                if (o == 't')
+        while ((o = getopt_long(argc, argv, "t:b:n", options, NULL)) >= 0)
+                switch (o) {
+                case 't':
                         to = optarg;
-                else
+                        break;
+                case 'b':
+                        bucket = optarg;
+                        break;
+                case 'n':
+                        dry_run = true;
+                        break;
+                case 'a':
+                        apply_secrets = true;
+                        break;
+                default:
                         return EX_USAGE;
+                }
         if (optind >= argc) {
-                fputs("skyforge-agent restore: name what to restore (postgres).\n", stderr);
+                fputs("skyforge-agent restore: name what to restore (postgres, config or mirror).\n", stderr);
                 return EX_USAGE;
         }
         what = argv[optind];
+        if (streq(what, "mirror")) {
+                if (optind + 1 < argc) {
+                        fputs("skyforge-agent restore mirror: takes no ID (use --bucket B for one bucket).\n",
+                              stderr);
+                        return EX_USAGE;
+                }
+                return restore_mirror(ctx, bucket, dry_run);
+        }
         id = optind + 1 < argc ? argv[optind + 1] : "latest";
         if (streq(what, "postgres")) {
                 if (!to) {
@@ -54,19 +128,53 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                               "  never implied.\n", stderr);
                         return EX_USAGE;
                 }
-                return restore_postgres(ctx, id, to);
+                if (apply_secrets || dry_run) {
+                        fputs("skyforge-agent restore postgres: --apply-secrets and --dry-run are for "
+                              "config (and --dry-run for mirror).\n", stderr);
+                        return EX_USAGE;
+                }
+                return restore_backup(ctx, "postgres", RESTORE_POSTGRES, id, to, false);
         }
-        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres).\n", what);
+        if (streq(what, "config")) {
+                if (apply_secrets == !!to) {
+                        fputs("skyforge-agent restore config: give either --to DIR (extract the\n"
+                              "  manifests and the still-encrypted Secrets) or --apply-secrets [--dry-run]\n"
+                              "  (decrypt and apply the Secrets through the Kubernetes API).\n", stderr);
+                        return EX_USAGE;
+                }
+                if (dry_run && !apply_secrets) {
+                        fputs("skyforge-agent restore config: --dry-run goes with --apply-secrets.\n",
+                              stderr);
+                        return EX_USAGE;
+                }
+                return restore_backup(ctx, "config",
+                                      apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO, id, to,
+                                      dry_run);
+        }
+        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, config, mirror).\n", what);
         return EX_USAGE;
 }
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO",
+        .args = "postgres [ID|latest] --to CONNINFO | config [ID|latest] --to DIR | config --apply-secrets "
+                "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]",
         .summary = "Restore a backup.",
-        .help = "postgres: checks the SHA-256 of every object of the backup against its manifest first (a damaged\n"
-                "backup is refused before anything reaches the server), then streams the dump through psql into\n"
-                "the server named by --to. ID defaults to latest.\n"
-                "  -t, --to CONNINFO   libpq connection string of the target server\n",
+        .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
+                "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
+                "postgres: streams the dump (decrypted with [postgres] identity_file when it is encrypted)\n"
+                "through psql into the server named by --to.\n"
+                "config --to DIR: extracts the manifests and the still-encrypted secrets/ files into DIR\n"
+                "(no absolute paths, no .., nothing written through symlinks, existing files are kept).\n"
+                "config --apply-secrets: decrypts the Secrets export with [config] identity_file and\n"
+                "creates or replaces each Secret through the API of [config] kubeconfig, printing created,\n"
+                "replaced or unchanged for each; with --dry-run the API server checks and stores nothing.\n"
+                "mirror: copies the offsite buckets back to the [mirror] source remote (MinIO), creating\n"
+                "buckets, with the mirror engine in reverse; objects already equal are skipped, nothing is\n"
+                "deleted unless [mirror] delete = yes.\n"
+                "  -t, --to CONNINFO|DIR   postgres: libpq connection string of the target; config: a directory\n"
+                "      --apply-secrets     config: apply the Secrets instead of extracting\n"
+                "  -b, --bucket B          restore mirror: only bucket B\n"
+                "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n",
         .run = run_restore,
 };

@@ -7,13 +7,14 @@
 
 #include "jobs/job.h"
 #include "log/log.h"
+#include "pipe/pipe.h"
 #include "store/retention.h"
 
 volatile sig_atomic_t job_cancel_requested = 0;
 
 const char *const job_names[] = { "postgres", "mirror", "config", NULL };
 
-static const JobDefinition *const job_definitions[] = { &job_postgres };
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config };
 
 const JobDefinition *job_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)
@@ -124,8 +125,13 @@ int job_run(const Config *c, const char *job, char **ret_id) {
 
         err_clear();
         destination = config_job_destination(c, job);
-        r = store_open_location(c, destination, &store);
-        if (r >= 0) {
+        if (def->no_manifest) {
+                /* The id names the run in the state and the journal; nothing is stored under it. */
+                backup_id_format(started, ctx.id);
+                r = 0;
+        } else
+                r = store_open_location(c, destination, &store);
+        if (r >= 0 && !def->no_manifest) {
                 ctx.store = store;
                 job_new_id(store, ctx.id);
                 r = backup_cleanup_orphans(store, NULL);
@@ -142,7 +148,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 if (r >= 0 && job_cancel_requested)
                         r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", job);
         }
-        if (r >= 0) {
+        if (r >= 0 && !def->no_manifest) {
                 m->finished_usec = now_usec(CLOCK_REALTIME);
                 r = manifest_store(store, m);
                 if (r < 0)
@@ -178,11 +184,11 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         st.last_success_usec = st.last_end_usec;
         (void) job_state_write(c->agent.state_dir, &st);
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, job, ctx.id, m->bytes, duration,
-                      "Job %s succeeded: backup %s, %s in %.1f s.", job, ctx.id,
+                      "Job %s succeeded: %s %s, %s in %.1f s.", job, def->no_manifest ? "run" : "backup", ctx.id,
                       format_bytes(m->bytes, size, sizeof size), (double) duration / USEC_PER_SEC);
 
         /* Retention only after a new backup has succeeded; its failure does not fail the backup. */
-        if (def->has_retention && job_prune_store(c, job, store, false, NULL) < 0)
+        if (def->has_retention && store && job_prune_store(c, job, store, false, NULL) < 0)
                 log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
                             err_message() ?: "unknown error", ctx.id);
         if (ret_id)
@@ -239,4 +245,37 @@ int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
         if (r < 0)
                 return r;
         return job_prune_store(c, job, store, dry_run, out);
+}
+
+int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity_file, const char *section,
+                       Source **ret) {
+        _cleanup_(source_freep) Source *up = upstream;
+        _cleanup_free_ char *recipients = NULL;
+        Source *s;
+        int r;
+
+        STRV_FOREACH(p, m->recipients) {
+                char *j = xasprintf("%s%s%s", strempty(recipients), recipients ? ", " : "", *p);
+                free(recipients);
+                recipients = j;
+        }
+        if (isempty(identity_file))
+                return err_set(-ENOKEY, EX_CONFIG,
+                               "backup %s is encrypted (to %s); set identity_file = in [%s] to the age "
+                               "identity of one of those recipients", m->id, recipients ?: "age recipients",
+                               section);
+        s = source_age_new(up, identity_file, &r);
+        if (!s) {
+                if (r == -ENOKEY)
+                        return err_set(r, EX_DATAERR,
+                                       "no identity in %s matches the recipients of backup %s (%s); set "
+                                       "identity_file = in [%s] to the right key", identity_file, m->id,
+                                       recipients ?: "unknown", section);
+                _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
+                int code = err_exit_code(r);
+                return err_set(r, code, "cannot decrypt backup %s with %s: %s", m->id, identity_file, why);
+        }
+        TAKE_PTR(up);
+        *ret = s;
+        return 0;
 }

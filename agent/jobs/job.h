@@ -23,11 +23,15 @@ typedef struct JobContext {
 typedef struct JobDefinition {
         const char *name;
         bool has_retention;
+        /* The job keeps no backups (mirror): no store, no manifest; still lock, state, journal. */
+        bool no_manifest;
         /* Writes the data objects and records them (and job details) in m; never writes the manifest. */
         int (*backup)(JobContext *ctx, Manifest *m);
 } JobDefinition;
 
 extern const JobDefinition job_postgres;
+extern const JobDefinition job_mirror;
+extern const JobDefinition job_config;
 
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
@@ -45,3 +49,11 @@ void job_retention_settings(const Config *c, const char *job, unsigned *ret_days
 /* SIGTERM/SIGINT during a run: set by the signal handler, checked by long loops. */
 extern volatile sig_atomic_t job_cancel_requested;
 void job_install_signal_handlers(void);
+
+struct Source;
+/* Puts age decryption on top of upstream (taking it over, also on failure) for an encrypted object of
+ * backup m, with the identities in identity_file (the key named by "[section] identity_file"). The
+ * errors name the backup and the fix: a missing identity_file, or one whose keys match none of the
+ * backup's recipients. */
+int job_source_decrypt(struct Source *upstream, const Manifest *m, const char *identity_file,
+                       const char *section, struct Source **ret);
