@@ -131,7 +131,9 @@ int cli_main(int argc, char *argv[]) {
                         }
                 }
                 optind = 0; /* reset getopt for the command's own options */
-                return verbs[i]->run(&ctx, sub_argc, sub_argv);
+                int r = verbs[i]->run(&ctx, sub_argc, sub_argv);
+                log_journal_sync();
+                return r;
         }
         fprintf(stderr, "skyforge-agent: unknown command \"%s\". Try 'skyforge-agent --help'.\n", name);
         return EX_USAGE;

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <inttypes.h>
 #include <stdarg.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sysexits.h>
 #include <systemd/sd-journal.h>
 
@@ -112,6 +115,25 @@ void log_job_event(int level, const char *message_id, const char *job, const cha
         for (size_t i = 0; i < n; i++)
                 free(f[i]);
         memset(f, 0, sizeof f);
+}
+
+void log_journal_sync(void) {
+        static const char request[] = "{\"method\":\"io.systemd.Journal.Synchronize\",\"parameters\":{}}";
+        struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = "/run/systemd/journal/io.systemd.journal" };
+        _cleanup_close_ int fd = -EBADF;
+        char reply[512];
+
+        if (!log_to_journal())
+                return;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0)
+                return;
+        /* Varlink: one JSON object, NUL-terminated; the reply comes once journald caught up. */
+        if (write_full(fd, request, sizeof request) < 0)
+                return;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 2000) > 0)
+                (void) read(fd, reply, sizeof reply);
 }
 
 static _Thread_local char err_buf[2048];

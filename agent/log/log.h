@@ -38,6 +38,11 @@ int log_internal(int level, int error, const char *file, int line, const char *f
 void log_job_event(int level, const char *message_id, const char *job, const char *backup_id, uint64_t bytes,
                    uint64_t duration_usec, const char *fmt, ...) _printf_(7, 8);
 
+/* Under systemd: asks journald to process what we sent before we exit. journald reads a sender's unit and
+ * invocation from /proc when it handles a datagram; a job that fails within milliseconds would otherwise be
+ * gone by then and its entries would miss _SYSTEMD_UNIT, so `journalctl -u` would not show them. */
+void log_journal_sync(void);
+
 /* Error detail: library code records what failed and what to do about it, returns the negative errno,
  * and the command at the top prints the message and exits with the matching sysexits code. */
 int err_set(int error, int exit_code, const char *fmt, ...) _printf_(3, 4);

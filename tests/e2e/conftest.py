@@ -245,6 +245,8 @@ class Container:
         raise AssertionError(f"{unit} still running after {timeout} s: {self.unit(unit)}")
 
     def journal(self, *args):
+        # What journald has received but not yet processed is not visible to readers yet.
+        self.exec(["journalctl", "--sync"], check=False)
         out = self.exec(["journalctl", "--no-pager", "-o", "json"] + list(args)).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
