@@ -2,12 +2,10 @@
 #pragma once
 
 #include "conf/conf.h"
+#include "jobs/verify.h"
 #include "store/manifest.h"
 #include "store/store.h"
 
 /* Restores a pg_dumpall backup into the server at conninfo: checks every object's SHA-256 first, then
  * streams read -> checksum -> decrypt -> decompress -> psql. */
 int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *conninfo);
-
-/* Re-reads the stored objects of a backup and compares size and SHA-256 with the manifest. */
-int backup_verify_objects(Store *s, const Manifest *m, bool show_progress);
