@@ -238,3 +238,28 @@ def test_restore_test_removes_leftovers_of_a_killed_run(local_agent, pg, work):
     (stale / "data" / "PG_VERSION").write_text("15\n")
     local_agent("verify", "--restore-test", check=True)
     assert not stale.exists()
+
+
+def test_dbus_last_verify_shows_the_restore_test(local_agent, pg, work, system_bus, tmp_path):
+    from test_daemon import Daemon, get_property
+
+    load_sample_data(pg, big_rows=500)
+    configure_pg(local_agent, pg, work)
+    backup_id = local_agent("run", "postgres", check=True).stdout.strip()
+    os.makedirs(local_agent.state_dir, exist_ok=True)
+    d = Daemon(system_bus, str(local_agent.state_dir), str(tmp_path))
+    try:
+        assert get_property(system_bus, "postgres", "LastVerify") == ""
+        local_agent("verify", "--restore-test", check=True)
+        deadline = time.monotonic() + 10
+        while get_property(system_bus, "postgres", "LastVerify") == "" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        v = json.loads(get_property(system_bus, "postgres", "LastVerify"))
+        assert v["result"] == "ok" and v["backups"][0]["id"] == backup_id
+        dbs = {x["name"]: x["rows"] for x in v["restore_test"]["databases"]}
+        assert dbs["nautobot"] == 500 and dbs["gitea"] == 1000
+        # A backup run afterwards keeps the verify result.
+        local_agent("run", "postgres", check=True)
+        assert json.loads(get_property(system_bus, "postgres", "LastVerify"))["result"] == "ok"
+    finally:
+        d.kill()
