@@ -3,10 +3,13 @@
 
 #include "cli/cli.h"
 #include "jobs/job.h"
+#include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
+#include "shared/process.h"
 
-static int restore_postgres(CliContext *ctx, const char *id, const char *to) {
+static int restore_postgres(CliContext *ctx, const char *id, const char *to, const char *database,
+                            unsigned jobs) {
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
@@ -23,23 +26,43 @@ static int restore_postgres(CliContext *ctx, const char *id, const char *to) {
                 r = backup_list_load(s, &l);
         if (r >= 0)
                 r = backup_list_find(&l, id, &m);
-        if (r >= 0)
+        if (r >= 0 && database) {
+                job_install_signal_handlers();
+                child_cancel_flag = &job_cancel_requested;
+                r = postgres_restore_database(c, s, m, database, to, jobs);
+        } else if (r >= 0)
                 r = postgres_restore(c, s, m, to);
         if (r < 0)
                 return cli_fail(r, "restore failed");
-        fprintf(stderr, "Restored postgres backup %s.\n", m->id);
+        if (database)
+                fprintf(stderr, "Restored database \"%s\" of postgres backup %s.\n", database, m->id);
+        else
+                fprintf(stderr, "Restored postgres backup %s.\n", m->id);
         return 0;
 }
 
 static int run_restore(CliContext *ctx, int argc, char *argv[]) {
-        static const struct option options[] = { { "to", required_argument, NULL, 't' }, {} };
-        const char *to = NULL, *what, *id;
+        static const struct option options[] = {
+                { "to", required_argument, NULL, 't' },
+                { "database", required_argument, NULL, 'd' },
+                { "jobs", required_argument, NULL, 'j' },
+                {},
+        };
+        const char *to = NULL, *what, *id, *database = NULL;
+        uint64_t jobs = 2;
         int o;
 
-        while ((o = getopt_long(argc, argv, "t:", options, NULL)) >= 0)
+        while ((o = getopt_long(argc, argv, "t:d:j:", options, NULL)) >= 0)
                 if (o == 't')
                         to = optarg;
-                else
+                else if (o == 'd')
+                        database = optarg;
+                else if (o == 'j') {
+                        if (parse_uint64(optarg, &jobs) < 0 || jobs < 1 || jobs > 64) {
+                                fprintf(stderr, "skyforge-agent restore: --jobs takes 1..64, not \"%s\".\n", optarg);
+                                return EX_USAGE;
+                        }
+                } else
                         return EX_USAGE;
         if (optind >= argc) {
                 fputs("skyforge-agent restore: name what to restore (postgres).\n", stderr);
@@ -54,7 +77,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                               "  never implied.\n", stderr);
                         return EX_USAGE;
                 }
-                return restore_postgres(ctx, id, to);
+                return restore_postgres(ctx, id, to, database, (unsigned) jobs);
         }
         fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres).\n", what);
         return EX_USAGE;
@@ -62,11 +85,16 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO",
+        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]]",
         .summary = "Restore a backup.",
         .help = "postgres: checks the SHA-256 of every object of the backup against its manifest first (a damaged\n"
                 "backup is refused before anything reaches the server), then streams the dump through psql into\n"
                 "the server named by --to. ID defaults to latest.\n"
-                "  -t, --to CONNINFO   libpq connection string of the target server\n",
+                "  -t, --to CONNINFO   libpq connection string of the target server\n"
+                "  -d, --database NAME restore only this database, from the per-database dumps (per_database =\n"
+                "                      yes) with pg_restore; it is created on the target and must not exist there;\n"
+                "                      roles it needs are created from the backup's globals when missing\n"
+                "  -j, --jobs N        parallel pg_restore jobs for --database (default 2; fewer when the server\n"
+                "                      has fewer free connections)\n",
         .run = run_restore,
 };

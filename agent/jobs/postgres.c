@@ -4,6 +4,7 @@
 #include <sysexits.h>
 
 #include "jobs/job.h"
+#include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
 #include "pg/pg.h"
@@ -126,6 +127,8 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         json_object_object_add(details, "server_version_num", json_object_new_int(info.version_num));
         json_object_object_add(details, "size_estimate", json_object_new_uint64(info.size_estimate));
         m->extra = details;
+        if (pc->per_database)
+                return postgres_dump_databases(ctx, &info, m);
         return 0;
 }
 
@@ -153,7 +156,7 @@ static void child_sink_free(Sink *s) {
         free(s);
 }
 
-static Sink *sink_child_new(Child *c) {
+Sink *sink_child_new(Child *c) {
         ChildSink *s = xcalloc(1, sizeof *s);
         s->sink = (Sink){ .write = child_sink_write, .finish = child_sink_finish, .free = child_sink_free };
         s->child = c;
@@ -186,7 +189,7 @@ int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *c
         int r, status;
 
         for (size_t i = 0; i < m->n_objects; i++)
-                if (endswith(m->objects[i].name, ".sql.zst"))
+                if (!o && endswith(m->objects[i].name, ".sql.zst")) /* the cluster dump comes first */
                         o = m->objects + i;
         if (!o)
                 return err_set(-ENOENT, EX_DATAERR, "backup %s has no cluster dump (.sql.zst) to restore", m->id);

@@ -9,3 +9,7 @@
 /* Restores a pg_dumpall backup into the server at conninfo: checks every object's SHA-256 first, then
  * streams read -> checksum -> decrypt -> decompress -> psql. */
 int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *conninfo);
+
+struct Child;
+/* A sink that writes into a child's stdin (draining its stderr meanwhile); finishing closes the stdin. */
+struct Sink *sink_child_new(struct Child *c);
