@@ -275,10 +275,7 @@ static char *parse_ident(const char *p) {
         return out;
 }
 
-/* The statements of a globals dump that concern roles missing on the target: their CREATE ROLE and
- * ALTER ROLE lines, and the memberships granted to them. Roles that exist stay as they are (their
- * passwords included). */
-static char *globals_for_missing_roles(char *sql, char *const *existing, unsigned *ret_n) {
+char *postgres_globals_for_missing_roles(char *sql, char *const *existing, unsigned *ret_n) {
         _cleanup_free_ char *out = xstrdup("");
         unsigned n = 0;
         char *save = NULL;
@@ -426,7 +423,7 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         r = read_object(c, s, m, globals, GLOBALS_MAX, &globals_sql);
         if (r < 0)
                 return r;
-        roles_sql = globals_for_missing_roles(globals_sql, t.roles, &n_roles);
+        roles_sql = postgres_globals_for_missing_roles(globals_sql, t.roles, &n_roles);
         if (n_roles > 0) {
                 log_info("Creating %u role(s) missing at %s from the globals of backup %s.", n_roles, info.target,
                          m->id);

@@ -28,3 +28,8 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
 
 /* "netbox_ü 日本/x" -> "netbox_%C3%BC%20%E6%97%A5%E6%9C%AC%2Fx": object names safe on every store. */
 char *postgres_db_object_encode(const char *name);
+
+/* The statements of a globals dump (sql, modified) that concern roles missing on the target: their CREATE
+ * ROLE and ALTER ROLE lines, and the memberships granted to them. Roles that exist stay as they are, their
+ * passwords included. *ret_n: how many roles would be created. */
+char *postgres_globals_for_missing_roles(char *sql, char *const *existing, unsigned *ret_n);
