@@ -387,7 +387,7 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         _cleanup_(unlink_freep) char *tmp = NULL;
         _cleanup_free_ char *target = NULL, *globals_sql = NULL, *roles_sql = NULL, *jobs_s = NULL;
         _cleanup_strv_free_ char **problems = xcalloc(1, sizeof(char *));
-        const char *object, *globals;
+        const char *object = NULL, *globals = NULL;
         StoreReader *rd = NULL;
         Digest d = {};
         unsigned n_roles;
