@@ -201,6 +201,8 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         if (r < 0)
                 return r;
 
+        if (n_sel == 0 && o->out)
+                fprintf(o->out, "%s: no backups in %s\n", job, s->location);
         for (size_t i = 0; i < n_sel; i++)
                 total += sel[i]->bytes;
         progress_init(&p, "verifying", total, NULL, NULL);
@@ -253,7 +255,7 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                         rt_r = err_set(-ENOENT, EX_NOINPUT, "no postgres backup to restore-test in %s; run "
                                        "`skyforge-agent run postgres` first", s->location);
                 else
-                        rt_r = postgres_restore_test(c, s, l.items[0], &rt);
+                        rt_r = postgres_restore_test(c, s, o->id ? sel[0] : l.items[0], &rt);
                 restore_test_print(o->out, &rt, rt_r);
         }
 
