@@ -209,16 +209,6 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
         return r < 0 ? r : 0;
 }
 
-static void pqfinishp(PGconn **c) {
-        if (*c)
-                PQfinish(*c);
-}
-
-static void pqclearp(PGresult **r) {
-        if (*r)
-                PQclear(*r);
-}
-
 typedef struct TargetInfo {
         char **roles;
         bool database_exists;

@@ -286,16 +286,6 @@ static int scratch_cluster_start(const char *work_dir, const char *bindir, Scrat
         return 0;
 }
 
-static void pqfinishp(PGconn **c) {
-        if (*c)
-                PQfinish(*c);
-}
-
-static void pqclearp(PGresult **r) {
-        if (*r)
-                PQclear(*r);
-}
-
 /* Counts user tables and their rows exactly (count(*) per table; partitions are counted, their parents
  * not, so no row is counted twice). */
 static int count_database(const ScratchCluster *sc, const char *db, RestoreTestDatabase *ret) {
