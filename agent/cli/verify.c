@@ -93,7 +93,7 @@ const Verb verb_verify = {
                 "manifest. Missing and corrupt objects are reported per backup; exit status 65 when any backup\n"
                 "is damaged. The result is recorded in the job state (status, D-Bus LastVerify) and the journal.\n"
                 "  -a, --all            verify every backup, not only the newest\n"
-                "      --restore-test   also restore the newest postgres dump into a throwaway cluster in\n"
+                "      --restore-test   also restore the newest postgres dump (or ID) into a throwaway cluster in\n"
                 "                       work_dir, check that every database of the manifest came back, and\n"
                 "                       count tables and rows per database\n",
         .run = run_verify,
