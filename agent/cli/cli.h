@@ -37,3 +37,4 @@ extern const Verb verb_config, verb_run, verb_list, verb_status, verb_restore, v
 extern const Verb verb_keygen;
 extern const Verb verb_daemon;
 extern const Verb verb_verify;
+extern const Verb verb_recover;

@@ -5,7 +5,7 @@
 #include "log/log.h"
 
 static const Verb *const verbs[] = {
-        &verb_run, &verb_list, &verb_status, &verb_verify, &verb_restore, &verb_prune, &verb_config, &verb_keygen,
+        &verb_run, &verb_list, &verb_status, &verb_verify, &verb_restore, &verb_recover, &verb_prune, &verb_config, &verb_keygen,
         &verb_daemon, &verb_version,
 };
 
