@@ -30,7 +30,7 @@ static int on_state_dir_event(sd_event_source *s, const struct inotify_event *ev
         Daemon *d = userdata;
         _cleanup_free_ char *job = NULL;
         const char *suffix;
-        BusJob *j;
+        BusJob *j = NULL;
 
         if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT)) {
                 /* Without the directory there is nothing to follow; systemd restarts us and StateDirectory=

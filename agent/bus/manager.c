@@ -111,7 +111,7 @@ static int call_systemd_for_job(sd_bus_message *m, void *userdata, sd_bus_error 
                                 const char *what) {
         Daemon *d = userdata;
         const char *name;
-        BusJob *j;
+        BusJob *j = NULL;
         UnitCall *c;
         int r;
 
@@ -151,7 +151,7 @@ static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Daemon *d = userdata;
         const char *name;
-        BusJob *j;
+        BusJob *j = NULL;
         int r;
 
         r = sd_bus_message_read(m, "s", &name);

@@ -5,8 +5,9 @@
 #include "log/log.h"
 
 static const Verb *const verbs[] = {
-        &verb_run, &verb_list, &verb_status, &verb_verify, &verb_restore, &verb_recover, &verb_prune, &verb_config, &verb_keygen,
+        &verb_run, &verb_list, &verb_status, &verb_restore, &verb_prune, &verb_config, &verb_keygen,
         &verb_daemon, &verb_version,
+        &verb_verify, &verb_recover,
 };
 
 static void usage(FILE *f) {
@@ -17,7 +18,10 @@ static void usage(FILE *f) {
               "Commands:\n", f);
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 _cleanup_free_ char *head = xasprintf("%s %s", verbs[i]->name, verbs[i]->args);
-                fprintf(f, "  %-34s %s\n", head, verbs[i]->summary);
+                if (strlen(head) > 34)
+                        fprintf(f, "  %s\n  %-34s %s\n", head, "", verbs[i]->summary);
+                else
+                        fprintf(f, "  %-34s %s\n", head, verbs[i]->summary);
         }
         fputs("\n"
               "Options:\n"

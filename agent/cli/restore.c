@@ -3,6 +3,7 @@
 
 #include "cli/cli.h"
 #include "jobs/job.h"
+#include "jobs/mirror.h"
 #include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
@@ -41,20 +42,49 @@ static int restore_postgres(CliContext *ctx, const char *id, const char *to, con
         return 0;
 }
 
+/* The mirror engine in reverse: offsite -> the [mirror] source remote, creating buckets. */
+static int restore_mirror(CliContext *ctx, const char *bucket, bool dry_run) {
+        _cleanup_(config_freep) Config *c = NULL;
+        MirrorOptions o = { .direction = MIRROR_REVERSE, .dry_run = dry_run, .bucket = bucket };
+        MirrorStats s = {};
+        Progress p;
+        int r;
+
+        r = cli_load_config(ctx, &c);
+        if (r != 0)
+                return r;
+        job_install_signal_handlers();
+        progress_init(&p, "restoring", 0, NULL, NULL);
+        p.count_objects = true;
+        r = mirror_run(c, &o, &p, &s);
+        progress_done(&p);
+        mirror_stats_print(&s, dry_run, stdout);
+        if (r < 0)
+                return cli_fail(r, "restore mirror failed");
+        return 0;
+}
+
 static int run_restore(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
                 { "to", required_argument, NULL, 't' },
+                { "bucket", required_argument, NULL, 'b' },
+                { "dry-run", no_argument, NULL, 'n' },
                 { "database", required_argument, NULL, 'd' },
                 { "jobs", required_argument, NULL, 'j' },
                 {},
         };
-        const char *to = NULL, *what, *id, *database = NULL;
+        const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL;
+        bool dry_run = false;
         uint64_t jobs = 2;
         int o;
 
-        while ((o = getopt_long(argc, argv, "t:d:j:", options, NULL)) >= 0)
+        while ((o = getopt_long(argc, argv, "t:b:nd:j:", options, NULL)) >= 0)
                 if (o == 't')
                         to = optarg;
+                else if (o == 'b')
+                        bucket = optarg;
+                else if (o == 'n')
+                        dry_run = true;
                 else if (o == 'd')
                         database = optarg;
                 else if (o == 'j') {
@@ -69,6 +99,14 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 return EX_USAGE;
         }
         what = argv[optind];
+        if (streq(what, "mirror")) {
+                if (optind + 1 < argc) {
+                        fputs("skyforge-agent restore mirror: takes no ID (use --bucket B for one bucket).\n",
+                              stderr);
+                        return EX_USAGE;
+                }
+                return restore_mirror(ctx, bucket, dry_run);
+        }
         id = optind + 1 < argc ? argv[optind + 1] : "latest";
         if (streq(what, "postgres")) {
                 if (!to) {
@@ -79,22 +117,27 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 }
                 return restore_postgres(ctx, id, to, database, (unsigned) jobs);
         }
-        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres).\n", what);
+        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, mirror).\n", what);
         return EX_USAGE;
 }
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]]",
+        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | mirror [--bucket B] [--dry-run]",
         .summary = "Restore a backup.",
         .help = "postgres: checks the SHA-256 of every object of the backup against its manifest first (a damaged\n"
                 "backup is refused before anything reaches the server), then streams the dump through psql into\n"
                 "the server named by --to. ID defaults to latest.\n"
+                "mirror: copies the offsite buckets back to the [mirror] source remote (MinIO), creating buckets,\n"
+                "with the mirror engine in reverse; objects already equal are skipped, nothing is deleted unless\n"
+                "[mirror] delete = yes.\n"
                 "  -t, --to CONNINFO   libpq connection string of the target server\n"
-                "  -d, --database NAME restore only this database, from the per-database dumps (per_database =\n"
-                "                      yes) with pg_restore; it is created on the target and must not exist there;\n"
-                "                      roles it needs are created from the backup's globals when missing\n"
-                "  -j, --jobs N        parallel pg_restore jobs for --database (default 2; fewer when the server\n"
-                "                      has fewer free connections)\n",
+                "  -d, --database NAME restore postgres: only this database, from the per-database dumps\n"
+                "                      (per_database = yes) with pg_restore; it is created on the target and must\n"
+                "                      not exist there; roles it needs are created from the globals when missing\n"
+                "  -j, --jobs N        restore postgres --database: parallel pg_restore jobs (default 2; fewer\n"
+                "                      when the server has fewer free connections)\n"
+                "  -b, --bucket B      restore mirror: only bucket B\n"
+                "  -n, --dry-run       restore mirror: print what would be copied; change nothing\n",
         .run = run_restore,
 };

@@ -90,6 +90,10 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_MIRROR, "transfers", CONF_UINT, M(transfers), 1, 64, .def = "8" },
         { CONF_SECTION_MIRROR, "multipart_threshold", CONF_SIZE, M(multipart_threshold), 5 * MIB, 5 * GIB,
           .def = "64MiB" },
+        { CONF_SECTION_MIRROR, "include", CONF_LIST, M(include),
+          .help = "globs (fnmatch) on KEY or BUCKET/KEY; set: only matching objects are mirrored" },
+        { CONF_SECTION_MIRROR, "exclude", CONF_LIST, M(exclude),
+          .help = "globs on KEY or BUCKET/KEY never mirrored nor deleted" },
 
         { CONF_SECTION_CONFIG, "manifests", CONF_LIST, C(manifests), .def = "/opt/skyforge/k8s",
           .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY },

@@ -51,6 +51,8 @@ typedef struct MirrorConfig {
         bool delete;
         unsigned transfers;
         uint64_t multipart_threshold;
+        char **include; /* globs on the key (or bucket/key); NULL: everything */
+        char **exclude;
 } MirrorConfig;
 
 typedef struct ConfigJobConfig {

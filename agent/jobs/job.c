@@ -13,7 +13,7 @@ volatile sig_atomic_t job_cancel_requested = 0;
 
 const char *const job_names[] = { "postgres", "mirror", "config", NULL };
 
-static const JobDefinition *const job_definitions[] = { &job_postgres };
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror };
 
 const JobDefinition *job_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)
@@ -124,8 +124,13 @@ int job_run(const Config *c, const char *job, char **ret_id) {
 
         err_clear();
         destination = config_job_destination(c, job);
-        r = store_open_location(c, destination, &store);
-        if (r >= 0) {
+        if (def->no_manifest) {
+                /* The id names the run in the state and the journal; nothing is stored under it. */
+                backup_id_format(started, ctx.id);
+                r = 0;
+        } else
+                r = store_open_location(c, destination, &store);
+        if (r >= 0 && !def->no_manifest) {
                 ctx.store = store;
                 job_new_id(store, ctx.id);
                 r = backup_cleanup_orphans(store, NULL);
@@ -142,7 +147,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 if (r >= 0 && job_cancel_requested)
                         r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", job);
         }
-        if (r >= 0) {
+        if (r >= 0 && !def->no_manifest) {
                 m->finished_usec = now_usec(CLOCK_REALTIME);
                 r = manifest_store(store, m);
                 if (r < 0)
@@ -178,11 +183,11 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         st.last_success_usec = st.last_end_usec;
         (void) job_state_write(c->agent.state_dir, &st);
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, job, ctx.id, m->bytes, duration,
-                      "Job %s succeeded: backup %s, %s in %.1f s.", job, ctx.id,
+                      "Job %s succeeded: %s %s, %s in %.1f s.", job, def->no_manifest ? "run" : "backup", ctx.id,
                       format_bytes(m->bytes, size, sizeof size), (double) duration / USEC_PER_SEC);
 
         /* Retention only after a new backup has succeeded; its failure does not fail the backup. */
-        if (def->has_retention && job_prune_store(c, job, store, false, NULL) < 0)
+        if (def->has_retention && store && job_prune_store(c, job, store, false, NULL) < 0)
                 log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
                             err_message() ?: "unknown error", ctx.id);
         if (ret_id)

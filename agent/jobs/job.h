@@ -23,11 +23,14 @@ typedef struct JobContext {
 typedef struct JobDefinition {
         const char *name;
         bool has_retention;
+        /* The job keeps no backups (mirror): no store, no manifest; still lock, state, journal. */
+        bool no_manifest;
         /* Writes the data objects and records them (and job details) in m; never writes the manifest. */
         int (*backup)(JobContext *ctx, Manifest *m);
 } JobDefinition;
 
 extern const JobDefinition job_postgres;
+extern const JobDefinition job_mirror;
 
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */

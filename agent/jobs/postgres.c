@@ -36,7 +36,7 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         _cleanup_(child_donep) Child child = {};
         _cleanup_free_ char *name = NULL;
         _cleanup_free_ uint8_t *buf = NULL;
-        Digest stored = {}, raw = {};
+        Digest stored = {};
         uint64_t total = 0;
         int r, status;
 
@@ -65,7 +65,6 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
                               &r);
         if (!chain)
                 return r;
-        chain = sink_digest_new(chain, &raw);
 
         char *argv[] = { dumpall.path, (char *) "--no-password", (char *) "-d", pc->conninfo ?: (char *) "", NULL };
         if (isempty(pc->conninfo))
@@ -114,7 +113,7 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
                 return r;
 
         manifest_add_object(m, name, stored.bytes, stored.sha256_hex);
-        m->raw_bytes = raw.bytes;
+        m->raw_bytes = total;
         m->compression = xstrdup("zstd");
         m->compression_level = pc->compression_level;
         m->tool = xstrdup("pg_dumpall");

@@ -24,6 +24,12 @@ char *progress_format(const Progress *p, uint64_t now) {
 
         format_bytes(p->done, done, sizeof done);
         format_bytes(bps, rate, sizeof rate);
+        if (p->count_objects) {
+                /* Totals grow while the listings are read. */
+                format_bytes(p->total_estimate, total, sizeof total);
+                return xasprintf("%s: %" PRIu64 "/%" PRIu64 " objects, %s/%s, %s/s", p->verb, p->objects_done,
+                                 p->objects_total, done, total, rate);
+        }
         if (p->total_estimate == 0)
                 return xasprintf("%s: %s, %s/s", p->verb, done, rate);
         format_bytes(p->total_estimate, total, sizeof total);

@@ -13,6 +13,9 @@ typedef struct Progress {
         char *verb;              /* "dumping" */
         uint64_t total_estimate; /* 0: unknown */
         uint64_t done;
+        bool count_objects;      /* also show objects_done/objects_total (mirror) */
+        uint64_t objects_done;
+        uint64_t objects_total;
         uint64_t start_usec;
         uint64_t last_shown_usec;
         bool tty;

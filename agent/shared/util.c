@@ -176,16 +176,27 @@ int parse_bool(const char *s) {
         return -EINVAL;
 }
 
-int parse_uint64(const char *s, uint64_t *ret) {
-        char *end;
+/* A decimal number at the start of s; *ret_end points after it. Signs and blanks in front are refused. */
+static int parse_leading_u64(const char *s, uint64_t *ret, char **ret_end) {
         unsigned long long v;
 
         if (isempty(s) || !isdigit((unsigned char) *s))
                 return -EINVAL;
         errno = 0;
-        v = strtoull(s, &end, 10);
+        v = strtoull(s, ret_end, 10);
         if (errno == ERANGE)
                 return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+int parse_uint64(const char *s, uint64_t *ret) {
+        uint64_t v;
+        char *end;
+        int r = parse_leading_u64(s, &v, &end);
+
+        if (r < 0)
+                return r;
         if (*end)
                 return -EINVAL;
         *ret = v;
@@ -204,14 +215,11 @@ int parse_size(const char *s, uint64_t *ret) {
                 { "T",   1ULL << 40 },  { "TiB", 1ULL << 40 },
         };
         char *end;
-        unsigned long long v;
+        uint64_t v;
+        int r = parse_leading_u64(s, &v, &end);
 
-        if (isempty(s) || !isdigit((unsigned char) *s))
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno == ERANGE)
-                return -ERANGE;
+        if (r < 0)
+                return r;
         while (*end == ' ')
                 end++;
         for (size_t i = 0; i < ELEMENTSOF(table); i++)

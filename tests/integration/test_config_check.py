@@ -1,7 +1,6 @@
 """`config check` as a process: FILE:LINE messages on stderr, exit 78 on errors, "FILE: OK" otherwise.
 
-Runs tests/helpers/conf-tool, which calls the `config` verb exactly as skyforge-agent does; once
-cli/main.c dispatches `config`, the same assertions hold for `skyforge-agent -c FILE config check`.
+Runs the real binary: `skyforge-agent -c FILE config check`.
 """
 import os
 import subprocess
@@ -10,12 +9,12 @@ import pytest
 
 BUILDDIR = os.environ.get("SKYFORGE_BUILDDIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
-CONF_TOOL = os.path.join(BUILDDIR, "tests", "helpers", "conf-tool")
+AGENT = os.path.join(BUILDDIR, "skyforge-agent")
 EX_CONFIG = 78
 
 
 def config(path, *args):
-    return subprocess.run([CONF_TOOL, "-c", str(path), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([AGENT, "-c", str(path), "config", *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture

@@ -545,6 +545,23 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud) {
         Attempt *a = ud;
         size_t n = MIN(size * nitems, a->req->body_len - a->send_pos);
 
+        if (a->req->read_body) {
+                ssize_t k = n > 0 ? a->req->read_body(buf, n, a->req->read_userdata) : 0;
+                if (k < 0) {
+                        a->cb_error = (int) k;
+                        return CURL_READFUNC_ABORT;
+                }
+                if (k == 0 && n > 0) {
+                        a->cb_error = err_set(-EPIPE, EX_UNAVAILABLE,
+                                              "the body for %s/%s ended after %zu of %zu bytes",
+                                              strna(a->req->bucket), strna(a->req->key), a->send_pos,
+                                              a->req->body_len);
+                        return CURL_READFUNC_ABORT;
+                }
+                a->send_pos += (size_t) k;
+                a->resp->sent_bytes = a->send_pos;
+                return (size_t) k;
+        }
         memcpy(buf, (const uint8_t *) a->req->body + a->send_pos, n);
         a->send_pos += n;
         return n;
@@ -553,7 +570,11 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud) {
 static int on_seek(void *ud, curl_off_t offset, int origin) {
         Attempt *a = ud;
 
-        /* curl rewinds when it resends on a reused connection that turned out dead. */
+        /* curl rewinds when it resends on a reused connection that turned out dead. A pulled body can
+         * only be "rewound" to where it is. */
+        if (a->req->read_body)
+                return origin == SEEK_SET && (size_t) offset == a->send_pos ? CURL_SEEKFUNC_OK
+                                                                             : CURL_SEEKFUNC_CANTSEEK;
         if (origin != SEEK_SET || offset < 0 || (size_t) offset > a->req->body_len)
                 return CURL_SEEKFUNC_CANTSEEK;
         a->send_pos = (size_t) offset;
@@ -813,7 +834,10 @@ static uint64_t backoff_usec(unsigned attempt) {
 int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
         char payload_hash[65];
 
-        s3_sha256_hex(req->body ?: "", req->body ? req->body_len : 0, payload_hash);
+        if (req->read_body)
+                strcpy(payload_hash, "UNSIGNED-PAYLOAD");
+        else
+                s3_sha256_hex(req->body ?: "", req->body ? req->body_len : 0, payload_hash);
         for (unsigned attempt = 1;; attempt++) {
                 bool retryable;
                 int r;
@@ -823,6 +847,8 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
                         return 0;
                 if (!retryable || attempt >= c->max_attempts)
                         return r;
+                if (ret->sent_bytes > 0)
+                        return r; /* a pulled body cannot be sent again */
                 if (ret->body_bytes > 0) {
                         if (!req->on_retry)
                                 return r;
@@ -839,6 +865,17 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
 
 /* ---- object operations ---- */
 
+static void response_take_info(S3Response *resp, uint64_t size, S3ObjectInfo *ret) {
+        *ret = (S3ObjectInfo){
+                .size = size,
+                .mtime_usec = resp->mtime_usec,
+                .etag = TAKE_PTR(resp->etag),
+                .content_type = TAKE_PTR(resp->content_type),
+                .cache_control = TAKE_PTR(resp->cache_control),
+                .metadata = TAKE_PTR(resp->metadata),
+        };
+}
+
 int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInfo *ret) {
         _cleanup_(s3_response_done) S3Response resp = {};
         S3Request req = { .method = "HEAD", .bucket = bucket, .key = key };
@@ -847,14 +884,7 @@ int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInf
         r = s3_request(c, &req, &resp);
         if (r < 0)
                 return r;
-        *ret = (S3ObjectInfo){
-                .size = resp.content_length,
-                .mtime_usec = resp.mtime_usec,
-                .etag = TAKE_PTR(resp.etag),
-                .content_type = TAKE_PTR(resp.content_type),
-                .cache_control = TAKE_PTR(resp.cache_control),
-                .metadata = TAKE_PTR(resp.metadata),
-        };
+        response_take_info(&resp, resp.content_length, ret);
         return 0;
 }
 
@@ -972,6 +1002,44 @@ int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *
                 return r;
         if (ret_etag)
                 *ret_etag = resp.etag ? TAKE_PTR(resp.etag) : xstrdup("");
+        return 0;
+}
+
+int s3_put_object_stream(S3Client *c, const char *bucket, const char *key, uint64_t size, S3ReadFunc read,
+                         void *userdata, const S3PutOptions *o, char **ret_etag) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        _cleanup_free_ S3Header *h = NULL;
+        _cleanup_strv_free_ char **names = NULL;
+        size_t nh = s3_put_headers(o, &h, &names);
+        int r;
+
+        S3Request req = { .method = "PUT", .bucket = bucket, .key = key, .headers = h, .n_headers = nh,
+                          .body_len = (size_t) size, .read_body = read, .read_userdata = userdata };
+        r = s3_request(c, &req, &resp);
+        if (r < 0)
+                return r;
+        if (ret_etag)
+                *ret_etag = resp.etag ? TAKE_PTR(resp.etag) : xstrdup("");
+        return 0;
+}
+
+int s3_get_object_buffer(S3Client *c, const char *bucket, const char *key, size_t max, void **ret_data,
+                         size_t *ret_len, S3ObjectInfo *ret_info) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        S3Request req = { .method = "GET", .bucket = bucket, .key = key };
+        int r;
+
+        if (max > S3_COLLECT_MAX)
+                max = S3_COLLECT_MAX;
+        r = s3_request(c, &req, &resp);
+        if (r < 0)
+                return r;
+        if (resp.body_len > max)
+                return err_set(-EFBIG, EX_SOFTWARE, "%s (bucket %s, key %s) is larger than %zu bytes",
+                               c->endpoint, bucket, key, max);
+        response_take_info(&resp, resp.body_len, ret_info);
+        *ret_len = resp.body_len;
+        *ret_data = resp.body ? TAKE_PTR(resp.body) : xstrdup("");
         return 0;
 }
 

@@ -11,6 +11,7 @@ typedef struct ListState {
         S3ObjectFunc f;
         void *userdata;
         int stop; /* > 0: the callback asked to stop */
+        char ***prefixes; /* non-NULL: collect CommonPrefixes here */
         /* The current <Contents> entry. */
         char *key;
         char *etag;
@@ -27,6 +28,12 @@ static void list_state_entry_clear(ListState *s) {
         s->key = mfree_str(s->key);
         s->etag = mfree_str(s->etag);
         s->size = s->mtime_usec = 0;
+}
+
+static void list_state_done(ListState *s) {
+        list_state_entry_clear(s);
+        s->next_token = mfree_str(s->next_token);
+        s->last_key = mfree_str(s->last_key);
 }
 
 static int list_xml(const char *path, const char *text, void *userdata) {
@@ -48,7 +55,7 @@ static int list_xml(const char *path, const char *text, void *userdata) {
         else if (streq(p, "Contents")) {
                 if (s->key && (!s->last_key || strcmp(s->key, s->last_key) > 0)) {
                         S3Object o = { s->key, s->size, s->mtime_usec, s->etag };
-                        int r = s->f(&o, s->userdata);
+                        int r = s->f ? s->f(&o, s->userdata) : 0;
                         if (r < 0)
                                 return r;
                         if (r > 0)
@@ -57,7 +64,9 @@ static int list_xml(const char *path, const char *text, void *userdata) {
                         s->last_key = xstrdup(s->key);
                 }
                 list_state_entry_clear(s);
-        } else if (streq(p, "IsTruncated"))
+        } else if (streq(p, "CommonPrefixes/Prefix") && s->prefixes && !strv_contains(*s->prefixes, text))
+                strv_push(s->prefixes, xstrdup(text));
+        else if (streq(p, "IsTruncated"))
                 s->truncated = streq(text, "true");
         else if (streq(p, "NextContinuationToken")) {
                 free(s->next_token);
@@ -87,55 +96,170 @@ static int list_on_retry(void *userdata) {
         return 0;
 }
 
+/* One ListObjectsV2 page; afterwards s->truncated and s->next_token say whether and how to go on. */
+static int list_page(S3Client *c, const char *bucket, const char *prefix, const char *delimiter,
+                     const char *start_after, const char *token, ListState *s) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        const char *max_keys = getenv("SKYFORGE_S3_LIST_MAX_KEYS"); /* tests: many pages from few keys */
+        S3Param q[6];
+        size_t n = 0;
+        int r;
+
+        q[n++] = (S3Param){ "list-type", "2" };
+        if (!isempty(max_keys))
+                q[n++] = (S3Param){ "max-keys", max_keys };
+        if (!isempty(prefix))
+                q[n++] = (S3Param){ "prefix", prefix };
+        if (!isempty(delimiter))
+                q[n++] = (S3Param){ "delimiter", delimiter };
+        if (token)
+                q[n++] = (S3Param){ "continuation-token", token };
+        else if (!isempty(start_after))
+                q[n++] = (S3Param){ "start-after", start_after };
+        S3Request req = { .method = "GET", .bucket = bucket, .params = q, .n_params = n,
+                          .on_body = list_on_body, .on_retry = list_on_retry, .userdata = s };
+
+        s->xml = s3_xml_new(list_xml, s);
+        s->truncated = false;
+        s->next_token = mfree_str(s->next_token);
+        r = s3_request(c, &req, &resp);
+        if (r >= 0) {
+                r = s3_xml_feed(s->xml, "", 0, true);
+                if (r == -EBADMSG)
+                        r = err_set(r, EX_PROTOCOL, "malformed ListObjectsV2 reply from %s (bucket %s)",
+                                    s3_client_endpoint(c), bucket);
+        }
+        s->xml = (s3_xml_free(s->xml), NULL);
+        if (r >= 0 && s->truncated && isempty(s->next_token))
+                r = err_set(-EBADMSG, EX_PROTOCOL,
+                            "ListObjectsV2 reply from %s (bucket %s) is truncated but has no continuation "
+                            "token", s3_client_endpoint(c), bucket);
+        return r;
+}
+
+static int list_all(S3Client *c, const char *bucket, const char *prefix, const char *delimiter,
+                    const char *start_after, ListState *s) {
+        _cleanup_free_ char *token = NULL;
+        int r;
+
+        for (;;) {
+                r = list_page(c, bucket, prefix, delimiter, start_after, token, s);
+                if (r < 0 || s->stop || !s->truncated)
+                        break;
+                free(token);
+                token = TAKE_PTR(s->next_token);
+        }
+        list_state_done(s);
+        return r < 0 ? r : 0;
+}
+
 int s3_list_objects(S3Client *c, const char *bucket, const char *prefix, const char *start_after,
                     S3ObjectFunc f, void *userdata) {
         ListState s = { .f = f, .userdata = userdata };
-        _cleanup_free_ char *token = NULL;
-        int r = 0;
 
-        for (;;) {
-                _cleanup_(s3_response_done) S3Response resp = {};
-                S3Param q[4];
-                size_t n = 0;
+        return list_all(c, bucket, prefix, NULL, start_after, &s);
+}
 
-                q[n++] = (S3Param){ "list-type", "2" };
-                if (!isempty(prefix))
-                        q[n++] = (S3Param){ "prefix", prefix };
-                if (token)
-                        q[n++] = (S3Param){ "continuation-token", token };
-                else if (!isempty(start_after))
-                        q[n++] = (S3Param){ "start-after", start_after };
-                S3Request req = { .method = "GET", .bucket = bucket, .params = q, .n_params = n,
-                                  .on_body = list_on_body, .on_retry = list_on_retry, .userdata = &s };
+int s3_list_common_prefixes(S3Client *c, const char *bucket, const char *prefix, const char *delimiter,
+                            char ***ret) {
+        _cleanup_strv_free_ char **l = xcalloc(1, sizeof(char *));
+        ListState s = { .prefixes = &l };
+        int r;
 
-                s.xml = s3_xml_new(list_xml, &s);
-                s.truncated = false;
-                r = s3_request(c, &req, &resp);
-                if (r >= 0) {
-                        r = s3_xml_feed(s.xml, "", 0, true);
-                        if (r == -EBADMSG)
-                                r = err_set(r, EX_PROTOCOL,
-                                            "malformed ListObjectsV2 reply from %s (bucket %s)",
-                                            s3_client_endpoint(c), bucket);
-                }
-                s.xml = (s3_xml_free(s.xml), NULL);
-                if (r < 0 || s.stop)
-                        break;
-                if (!s.truncated)
-                        break;
-                if (isempty(s.next_token)) {
-                        r = err_set(-EBADMSG, EX_PROTOCOL,
-                                    "ListObjectsV2 reply from %s (bucket %s) is truncated but has no "
-                                    "continuation token", s3_client_endpoint(c), bucket);
-                        break;
-                }
-                free(token);
-                token = TAKE_PTR(s.next_token);
+        r = list_all(c, bucket, prefix, delimiter, NULL, &s);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* ---- pull-style listing: one page in memory ---- */
+
+typedef struct ListerItem {
+        char *key;
+        char *etag;
+        uint64_t size;
+        uint64_t mtime_usec;
+} ListerItem;
+
+struct S3Lister {
+        S3Client *c;
+        char *bucket;
+        char *prefix;
+        char *token;
+        ListState state;
+        ListerItem *items;
+        size_t n_items;
+        size_t pos;
+        bool started;
+        bool done;
+        S3Object current;
+};
+
+static void lister_page_clear(S3Lister *l) {
+        for (size_t i = 0; i < l->n_items; i++) {
+                free(l->items[i].key);
+                free(l->items[i].etag);
         }
-        list_state_entry_clear(&s);
-        free(s.next_token);
-        free(s.last_key);
-        return r < 0 ? r : 0;
+        l->n_items = l->pos = 0;
+}
+
+static int lister_collect(const S3Object *o, void *userdata) {
+        S3Lister *l = userdata;
+
+        /* A page holds at most 1000 keys (max-keys); the array keeps its size across pages. */
+        l->items = xrealloc(l->items, (l->n_items + 1) * sizeof *l->items);
+        l->items[l->n_items++] = (ListerItem){ xstrdup(o->key), xstrdup(strempty(o->etag)), o->size,
+                                               o->mtime_usec };
+        return 0;
+}
+
+int s3_lister_new(S3Client *c, const char *bucket, const char *prefix, S3Lister **ret) {
+        S3Lister *l = xcalloc(1, sizeof *l);
+
+        l->c = c;
+        l->bucket = xstrdup(bucket);
+        l->prefix = xstrdup(strempty(prefix));
+        l->state = (ListState){ .f = lister_collect, .userdata = l };
+        *ret = l;
+        return 0;
+}
+
+int s3_lister_next(S3Lister *l, const S3Object **ret) {
+        int r;
+
+        while (l->pos >= l->n_items) {
+                if (l->done)
+                        return 0;
+                if (l->started && l->token == NULL) {
+                        l->done = true;
+                        return 0;
+                }
+                lister_page_clear(l);
+                r = list_page(l->c, l->bucket, l->prefix, NULL, NULL, l->token, &l->state);
+                if (r < 0)
+                        return r;
+                l->started = true;
+                l->token = mfree_str(l->token);
+                if (l->state.truncated)
+                        l->token = TAKE_PTR(l->state.next_token);
+        }
+        ListerItem *i = &l->items[l->pos++];
+        l->current = (S3Object){ i->key, i->size, i->mtime_usec, i->etag };
+        *ret = &l->current;
+        return 1;
+}
+
+void s3_lister_free(S3Lister *l) {
+        if (!l)
+                return;
+        lister_page_clear(l);
+        free(l->items);
+        list_state_done(&l->state);
+        free(l->bucket);
+        free(l->prefix);
+        free(l->token);
+        free(l);
 }
 
 typedef struct BucketsState {

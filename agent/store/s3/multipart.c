@@ -66,21 +66,20 @@ static int init_xml(const char *path, const char *text, void *userdata) {
         return 0;
 }
 
-static int upload_create(S3Upload *u) {
+int s3_multipart_create(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o,
+                        char **ret_upload_id) {
         _cleanup_(s3_response_done) S3Response resp = {};
         _cleanup_free_ S3Header *h = NULL;
         _cleanup_strv_free_ char **names = NULL;
         const S3Param q[] = { { "uploads", "" } };
         InitState s = {};
-        S3PutOptions o;
         size_t nh;
         int r;
 
-        upload_options(u, &o);
-        nh = s3_put_headers(&o, &h, &names);
-        S3Request req = { .method = "POST", .bucket = u->bucket, .key = u->key, .params = q, .n_params = 1,
+        nh = s3_put_headers(o, &h, &names);
+        S3Request req = { .method = "POST", .bucket = bucket, .key = key, .params = q, .n_params = 1,
                           .headers = h, .n_headers = nh, .body = "", .body_len = 0 };
-        r = s3_request(u->c, &req, &resp);
+        r = s3_request(c, &req, &resp);
         if (r < 0)
                 return r;
         r = s3_xml_parse(resp.body ?: "", resp.body_len, init_xml, &s);
@@ -88,10 +87,38 @@ static int upload_create(S3Upload *u) {
                 free(s.upload_id);
                 return err_set(-EBADMSG, EX_PROTOCOL,
                                "CreateMultipartUpload reply from %s (bucket %s, key %s) has no UploadId",
-                               s3_client_endpoint(u->c), u->bucket, u->key);
+                               s3_client_endpoint(c), bucket, key);
         }
-        u->upload_id = s.upload_id;
-        log_debug("multipart upload %s started for %s/%s", u->upload_id, u->bucket, u->key);
+        log_debug("multipart upload %s started for %s/%s", s.upload_id, bucket, key);
+        *ret_upload_id = s.upload_id;
+        return 0;
+}
+
+static int upload_create(S3Upload *u) {
+        S3PutOptions o;
+
+        upload_options(u, &o);
+        return s3_multipart_create(u->c, u->bucket, u->key, &o, &u->upload_id);
+}
+
+int s3_multipart_put_part_stream(S3Client *c, const char *bucket, const char *key, const char *upload_id,
+                                 unsigned part_number, uint64_t size, S3ReadFunc read, void *userdata,
+                                 char **ret_etag) {
+        _cleanup_(s3_response_done) S3Response resp = {};
+        char number[16];
+        int r;
+
+        snprintf(number, sizeof number, "%u", part_number);
+        const S3Param q[] = { { "partNumber", number }, { "uploadId", upload_id } };
+        S3Request req = { .method = "PUT", .bucket = bucket, .key = key, .params = q, .n_params = 2,
+                          .body_len = (size_t) size, .read_body = read, .read_userdata = userdata };
+        r = s3_request(c, &req, &resp);
+        if (r < 0)
+                return r;
+        if (isempty(resp.etag))
+                return err_set(-EBADMSG, EX_PROTOCOL, "UploadPart reply from %s (bucket %s, key %s) has no ETag",
+                               s3_client_endpoint(c), bucket, key);
+        *ret_etag = TAKE_PTR(resp.etag);
         return 0;
 }
 
@@ -172,7 +199,8 @@ static int complete_xml(const char *path, const char *text, void *userdata) {
         return 0;
 }
 
-static int upload_complete(S3Upload *u, char **ret_etag) {
+int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, const char *upload_id,
+                          char *const *etags, unsigned n_parts, char **ret_etag) {
         _cleanup_(s3_response_done) S3Response resp = {};
         _cleanup_free_ char *body = NULL;
         CompleteState s = {};
@@ -180,34 +208,38 @@ static int upload_complete(S3Upload *u, char **ret_etag) {
         int r;
 
         body = s3_strbuf_append(NULL, &len, "<CompleteMultipartUpload xmlns=\"" S3_XMLNS "\">");
-        for (unsigned i = 0; i < u->n_parts; i++) {
+        for (unsigned i = 0; i < n_parts; i++) {
                 _cleanup_free_ char *part = xasprintf(
-                        "<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag></Part>", i + 1, u->etags[i]);
+                        "<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag></Part>", i + 1, etags[i]);
                 body = s3_strbuf_append(body, &len, part);
         }
         body = s3_strbuf_append(body, &len, "</CompleteMultipartUpload>");
 
-        const S3Param q[] = { { "uploadId", u->upload_id } };
+        const S3Param q[] = { { "uploadId", upload_id } };
         const S3Header h[] = { { "Content-Type", "application/xml" } };
-        S3Request req = { .method = "POST", .bucket = u->bucket, .key = u->key, .params = q, .n_params = 1,
+        S3Request req = { .method = "POST", .bucket = bucket, .key = key, .params = q, .n_params = 1,
                           .headers = h, .n_headers = 1, .body = body, .body_len = len };
-        r = s3_request(u->c, &req, &resp);
+        r = s3_request(c, &req, &resp);
         if (r < 0)
                 return r;
         /* CompleteMultipartUpload can fail after "200 OK" with an <Error> body. */
         r = s3_xml_parse(resp.body ?: "", resp.body_len, complete_xml, &s);
         if (s.code)
-                r = s3_fail(u->c, &req, 200, s.code, s.message);
+                r = s3_fail(c, &req, 200, s.code, s.message);
         else if (r < 0)
                 r = err_set(r, EX_PROTOCOL,
                             "malformed CompleteMultipartUpload reply from %s (bucket %s, key %s)",
-                            s3_client_endpoint(u->c), u->bucket, u->key);
+                            s3_client_endpoint(c), bucket, key);
         else if (ret_etag)
                 *ret_etag = s.etag ? TAKE_PTR(s.etag) : xstrdup("");
         free(s.etag);
         free(s.code);
         free(s.message);
         return r;
+}
+
+static int upload_complete(S3Upload *u, char **ret_etag) {
+        return s3_multipart_complete(u->c, u->bucket, u->key, u->upload_id, u->etags, u->n_parts, ret_etag);
 }
 
 int s3_upload_commit(S3Upload *u, char **ret_etag) {

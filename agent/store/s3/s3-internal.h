@@ -33,6 +33,10 @@ typedef struct S3Request {
          * attempt is not retried here, and the call fails with S3Response.body_bytes > 0. */
         int (*on_retry)(void *userdata);
         void *userdata;
+        /* Set: the body (body_len bytes) is pulled from here, sent as UNSIGNED-PAYLOAD, and an attempt
+         * that already pulled bytes is not retried (they cannot be pulled again). */
+        S3ReadFunc read_body;
+        void *read_userdata;
 } S3Request;
 
 typedef struct S3Response {
@@ -40,6 +44,7 @@ typedef struct S3Response {
         char *body; /* collected body (on_body NULL) */
         size_t body_len;
         uint64_t body_bytes; /* bytes given to on_body in the last attempt */
+        uint64_t sent_bytes; /* bytes pulled from read_body in the last attempt */
         char *etag;          /* without quotes */
         char *content_type;
         char *cache_control;

@@ -38,6 +38,20 @@ typedef int (*S3ObjectFunc)(const S3Object *o, void *userdata);
 int s3_list_objects(S3Client *c, const char *bucket, const char *prefix, const char *start_after,
                     S3ObjectFunc f, void *userdata);
 
+/* Names of the CommonPrefixes under prefix up to the delimiter ("p/a/", "p/b/"), as listed. */
+int s3_list_common_prefixes(S3Client *c, const char *bucket, const char *prefix, const char *delimiter,
+                            char ***ret);
+
+/* The same listing pulled one object at a time, one page (at most 1000 keys) in memory, so two listings
+ * can be merged side by side. s3_lister_next() returns 1 with *ret valid until the next call, 0 at the
+ * end of the listing, < 0 when a page could not be read (the listing is then incomplete: never act on
+ * what is missing from it). */
+typedef struct S3Lister S3Lister;
+int s3_lister_new(S3Client *c, const char *bucket, const char *prefix, S3Lister **ret);
+int s3_lister_next(S3Lister *l, const S3Object **ret);
+void s3_lister_free(S3Lister *l);
+DEFINE_TRIVIAL_CLEANUP_FUNC(S3Lister *, s3_lister_free);
+
 /* Names of all buckets the credentials own, sorted. */
 int s3_list_buckets(S3Client *c, char ***ret);
 
@@ -61,6 +75,11 @@ int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInf
 int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t offset, uint64_t length,
                   const char *if_match, Sink *sink);
 
+/* GetObject of an object of at most max bytes into memory, with its headers (ETag, Content-Type,
+ * Cache-Control, user metadata) in ret_info. -EFBIG when it is larger. */
+int s3_get_object_buffer(S3Client *c, const char *bucket, const char *key, size_t max, void **ret_data,
+                         size_t *ret_len, S3ObjectInfo *ret_info);
+
 typedef struct S3PutOptions {
         const char *content_type;
         const char *cache_control;
@@ -69,6 +88,26 @@ typedef struct S3PutOptions {
 
 int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *data, size_t n,
                   const S3PutOptions *o, char **ret_etag);
+
+/* Pulls up to n bytes; returns the count, 0 at the end, < 0 on error (with err_set()). */
+typedef ssize_t (*S3ReadFunc)(void *buf, size_t n, void *userdata);
+
+/* PutObject of exactly size bytes pulled from read, without holding them: the body goes unsigned
+ * (UNSIGNED-PAYLOAD) and a failure after the first byte is returned, not retried; the caller starts the
+ * object over. */
+int s3_put_object_stream(S3Client *c, const char *bucket, const char *key, uint64_t size, S3ReadFunc read,
+                         void *userdata, const S3PutOptions *o, char **ret_etag);
+
+/* Multipart upload by parts, for callers that upload parts from several threads (one client each). */
+int s3_multipart_create(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o,
+                        char **ret_upload_id);
+/* UploadPart pulled from read, like s3_put_object_stream(). */
+int s3_multipart_put_part_stream(S3Client *c, const char *bucket, const char *key, const char *upload_id,
+                                 unsigned part_number, uint64_t size, S3ReadFunc read, void *userdata,
+                                 char **ret_etag);
+/* etags[i] is the ETag of part i + 1. */
+int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, const char *upload_id,
+                          char *const *etags, unsigned n_parts, char **ret_etag);
 
 /* An upload of unknown length: buffered into parts; a single PutObject when everything fits in the first
  * part, multipart otherwise. Part size doubles every 1000 parts so the 10,000-part limit is never hit.

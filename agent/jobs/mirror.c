@@ -1,0 +1,1076 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The mirror job: bucket by bucket, the source and destination listings are pulled page by page and
+ * merged in key order; the main thread decides per key (copy, check, delete, skip) and hands copies to
+ * `transfers` worker threads through a small bounded queue. Nothing here grows with the number of
+ * objects: a listing page per side, the queue, one buffer per small transfer, and pipes for large ones.
+ *
+ * Content identity: every copy records the source's ETag (and the SHA-256 where the object was read
+ * before it was written) in destination metadata, so a multipart object, whose destination ETag never
+ * equals the source's, compares by one HEAD, and same-size edits are caught because the source ETag
+ * changes with the content. Equal ETags need no request at all, so a no-op resync only lists. */
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include "jobs/job.h"
+#include "jobs/mirror.h"
+#include "log/log.h"
+#include "pipe/pipe.h"
+#include "store/s3/s3.h"
+#include "store/s3/sign.h"
+
+#define META_PREFIX "skyforge-"
+#define META_ETAG META_PREFIX "etag"
+#define META_SHA256 META_PREFIX "sha256"
+/* Objects up to this size are read into memory (one GET, hashed, one signed PUT); larger ones stream
+ * through a pipe. transfers * SMALL_MAX bounds the buffers. */
+#define SMALL_MAX (1024U * 1024)
+#define PART_SIZE_MIN (8U * 1024 * 1024)
+#define PARTS_MAX 10000U
+#define COPY_ATTEMPTS 3U
+#define DELETE_BATCH 1000U
+
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#ifndef MAX
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
+
+static int safe_close(int fd) {
+        if (fd >= 0)
+                close(fd);
+        return -EBADF;
+}
+
+static void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
+
+typedef struct Side {
+        const RemoteConfig *remote;
+        char *bucket;
+        char *prefix; /* "" or ending in '/' */
+} Side;
+
+typedef struct Pair {
+        char *name; /* the mirrored bucket, for filters and messages */
+        Side src, dst;
+} Pair;
+
+typedef enum TaskKind {
+        TASK_COPY,
+        TASK_CHECK, /* same size, different ETag: compare the stored source ETag first */
+} TaskKind;
+
+typedef struct Task {
+        TaskKind kind;
+        const Pair *pair;
+        char *key; /* relative to the pair's prefixes */
+        char *etag;
+        uint64_t size;
+} Task;
+
+/* A multipart copy in progress: its owner created the upload; any worker may take a part. */
+typedef struct BigCopy {
+        const Pair *pair;
+        const char *src_key, *dst_key, *src_etag, *upload_id;
+        uint64_t size, part_size;
+        unsigned n_parts, next_part, parts_done;
+        char **etags;
+        int error;
+        char *error_message;
+        struct BigCopy *next;
+} BigCopy;
+
+typedef struct Mirror {
+        const Config *config;
+        const MirrorConfig *mc;
+        const MirrorOptions *o;
+        Progress *progress;
+
+        pthread_mutex_t lock;
+        pthread_cond_t work;     /* a task or a part is available, or closing */
+        pthread_cond_t space;    /* the queue has room */
+        pthread_cond_t progress_cond; /* a task or a part finished */
+        Task **queue;
+        size_t queue_cap, queue_head, queue_len;
+        size_t pending; /* queued or running tasks */
+        bool closing;
+        BigCopy *bigs;
+
+        MirrorStats stats;
+        uint64_t done_bytes; /* for progress: copied, skipped or failed */
+        uint64_t seen, seen_bytes; /* source objects selected so far */
+        char *first_error;
+        int first_errno;
+        int first_exit;
+} Mirror;
+
+typedef struct Worker {
+        Mirror *m;
+        pthread_t thread;
+        S3Client *src, *dst; /* each thread its own clients */
+        S3Client *src_for; /* which remote src belongs to */
+} Worker;
+
+/* ---- small pure helpers ---- */
+
+bool mirror_key_selected(char *const *include, char *const *exclude, const char *bucket, const char *key) {
+        _cleanup_free_ char *full = xasprintf("%s/%s", strempty(bucket), key);
+        bool in = strv_isempty(include);
+
+        for (char *const *p = include; p && *p && !in; p++)
+                in = fnmatch(*p, key, 0) == 0 || fnmatch(*p, full, 0) == 0;
+        if (!in)
+                return false;
+        for (char *const *p = exclude; p && *p; p++)
+                if (fnmatch(*p, key, 0) == 0 || fnmatch(*p, full, 0) == 0)
+                        return false;
+        return true;
+}
+
+char **mirror_metadata(char *const *source_metadata, const char *etag, const char *sha256) {
+        char **l = xcalloc(1, sizeof(char *));
+
+        for (size_t i = 0; source_metadata && source_metadata[i] && source_metadata[i + 1]; i += 2) {
+                /* Our own names describe the copy we make now, not an older one. */
+                if (startswith(source_metadata[i], META_PREFIX))
+                        continue;
+                strv_push(&l, xstrdup(source_metadata[i]));
+                strv_push(&l, xstrdup(source_metadata[i + 1]));
+        }
+        strv_push(&l, xstrdup(META_ETAG));
+        strv_push(&l, xstrdup(strempty(etag)));
+        if (sha256) {
+                strv_push(&l, xstrdup(META_SHA256));
+                strv_push(&l, xstrdup(sha256));
+        }
+        return l;
+}
+
+static const char *metadata_get(char *const *md, const char *name) {
+        for (size_t i = 0; md && md[i] && md[i + 1]; i += 2)
+                if (streq(md[i], name))
+                        return md[i + 1];
+        return NULL;
+}
+
+void mirror_stats_print(const MirrorStats *s, bool dry_run, FILE *f) {
+        char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], d[FORMAT_BYTES_MAX];
+
+        fprintf(f, "%s %" PRIu64 " objects (%s), skipped %" PRIu64 " (%s), %s %" PRIu64 " (%s), failed %" PRIu64
+                   ", kept %" PRIu64 " extra\n",
+                dry_run ? "would copy" : "copied", s->copied, format_bytes(s->copied_bytes, a, sizeof a),
+                s->skipped, format_bytes(s->skipped_bytes, b, sizeof b), dry_run ? "would delete" : "deleted",
+                s->deleted, format_bytes(s->deleted_bytes, d, sizeof d), s->failed, s->kept);
+}
+
+static void pair_done(Pair *p) {
+        free(p->name);
+        free(p->src.bucket);
+        free(p->src.prefix);
+        free(p->dst.bucket);
+        free(p->dst.prefix);
+        *p = (Pair){};
+}
+
+static void task_free(Task *t) {
+        if (!t)
+                return;
+        free(t->key);
+        free(t->etag);
+        free(t);
+}
+
+/* Records the first failure for the job's error; every failure is logged where it happens. */
+static void mirror_fail(Mirror *m, int r, const char *what) {
+        const char *msg = err_message() ?: strerror(-r);
+
+        log_error("%s: %s", what, msg);
+        pthread_mutex_lock(&m->lock);
+        if (!m->first_error) {
+                m->first_error = xasprintf("%s: %s", what, msg);
+                m->first_errno = r;
+                m->first_exit = err_exit_code(r);
+        }
+        pthread_mutex_unlock(&m->lock);
+}
+
+static void stats_add(Mirror *m, uint64_t *count, uint64_t *bytes, uint64_t n) {
+        pthread_mutex_lock(&m->lock);
+        (*count)++;
+        if (bytes)
+                *bytes += n;
+        pthread_mutex_unlock(&m->lock);
+}
+
+/* ---- streaming one byte range GET -> PUT through a pipe ---- */
+
+typedef struct StreamGet {
+        S3Client *c;
+        const char *bucket, *key, *etag;
+        uint64_t offset, length;
+        int fd;
+        int error;
+        char *message;
+} StreamGet;
+
+static void *stream_get_thread(void *userdata) {
+        StreamGet *g = userdata;
+        _cleanup_(sink_freep) Sink *sink = sink_fd_new(g->fd);
+
+        g->error = s3_get_object(g->c, g->bucket, g->key, g->offset, g->length, g->etag, sink);
+        if (g->error < 0)
+                g->message = xstrdup(err_message() ?: strerror(-g->error));
+        safe_close(g->fd); /* the reader sees the end */
+        g->fd = -EBADF;
+        return NULL;
+}
+
+static ssize_t pipe_read(void *buf, size_t n, void *userdata) {
+        int fd = *(int *) userdata;
+
+        for (;;) {
+                ssize_t k = read(fd, buf, n);
+                if (k >= 0)
+                        return k;
+                if (errno != EINTR)
+                        return err_set(-errno, EX_IOERR, "cannot read the copy pipe: %m");
+        }
+}
+
+typedef int (*StreamPutFunc)(S3Client *dst, uint64_t size, S3ReadFunc read, void *userdata, void *put_data,
+                             char **ret_etag);
+
+static int stream_copy(Worker *w, const char *bucket, const char *key, const char *etag, uint64_t offset,
+                       uint64_t length, StreamPutFunc put, void *put_data, char **ret_etag) {
+        StreamGet g = { .c = w->src, .bucket = bucket, .key = key, .etag = etag, .offset = offset,
+                        .length = length, .fd = -EBADF };
+        int fds[2], r;
+        pthread_t t;
+
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return err_set(-errno, EX_OSERR, "cannot create a pipe: %m");
+        g.fd = fds[1];
+        r = -pthread_create(&t, NULL, stream_get_thread, &g);
+        if (r < 0) {
+                safe_close(fds[0]);
+                safe_close(fds[1]);
+                return err_set(r, EX_OSERR, "cannot start a transfer thread: %s", strerror(-r));
+        }
+        r = put(w->dst, length, pipe_read, &fds[0], put_data, ret_etag);
+        /* Closing the read end stops a GET that is still writing (EPIPE; SIGPIPE is ignored). */
+        safe_close(fds[0]);
+        pthread_join(t, NULL);
+        if (g.error < 0) {
+                /* The GET's cause (a changed object, a server error) explains a short PUT better. */
+                if (r >= 0 && ret_etag)
+                        *ret_etag = mfree(*ret_etag);
+                r = err_set(g.error, err_exit_code(g.error), "%s", g.message);
+        }
+        free(g.message);
+        return r;
+}
+
+typedef struct PutObjectData {
+        const char *bucket, *key;
+        const S3PutOptions *o;
+} PutObjectData;
+
+static int put_object(S3Client *dst, uint64_t size, S3ReadFunc read, void *userdata, void *put_data,
+                      char **ret_etag) {
+        PutObjectData *p = put_data;
+        return s3_put_object_stream(dst, p->bucket, p->key, size, read, userdata, p->o, ret_etag);
+}
+
+typedef struct PutPartData {
+        BigCopy *b;
+        unsigned part;
+} PutPartData;
+
+static int put_part(S3Client *dst, uint64_t size, S3ReadFunc read, void *userdata, void *put_data,
+                    char **ret_etag) {
+        PutPartData *p = put_data;
+        return s3_multipart_put_part_stream(dst, p->b->pair->dst.bucket, p->b->dst_key, p->b->upload_id,
+                                            p->part + 1, size, read, userdata, ret_etag);
+}
+
+/* ---- copies ---- */
+
+static int copy_small(Worker *w, const Pair *p, const char *src_key, const char *dst_key, uint64_t *ret_bytes) {
+        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
+        _cleanup_free_ void *data = NULL;
+        _cleanup_strv_free_ char **md = NULL;
+        char sha[65];
+        size_t n;
+        int r;
+
+        r = s3_get_object_buffer(w->src, p->src.bucket, src_key, SMALL_MAX, &data, &n, &info);
+        if (r < 0)
+                return r;
+        s3_sha256_hex(data, n, sha);
+        md = mirror_metadata(info.metadata, info.etag, sha);
+        S3PutOptions o = { info.content_type, info.cache_control, md };
+        r = s3_put_object(w->dst, p->dst.bucket, dst_key, data, n, &o, NULL);
+        if (r < 0)
+                return r;
+        *ret_bytes = n;
+        return 0;
+}
+
+static bool big_claim(Mirror *m, BigCopy **ret_b, unsigned *ret_part) {
+        for (BigCopy *b = m->bigs; b; b = b->next)
+                if (b->next_part < b->n_parts && b->error == 0) {
+                        *ret_b = b;
+                        *ret_part = b->next_part++;
+                        return true;
+                }
+        return false;
+}
+
+/* Runs one part; called without the lock. */
+static void big_run_part(Worker *w, BigCopy *b, unsigned part) {
+        Mirror *m = w->m;
+        uint64_t off = (uint64_t) part * b->part_size, len = MIN(b->part_size, b->size - off);
+        PutPartData d = { b, part };
+        char *etag = NULL;
+        int r;
+
+        r = stream_copy(w, b->pair->src.bucket, b->src_key, b->src_etag, off, len, put_part, &d, &etag);
+        pthread_mutex_lock(&m->lock);
+        if (r < 0 && b->error == 0) {
+                b->error = r;
+                b->error_message = xstrdup(err_message() ?: strerror(-r));
+        }
+        if (r >= 0)
+                b->etags[part] = etag;
+        b->parts_done++;
+        if (r >= 0)
+                m->done_bytes += len;
+        pthread_cond_broadcast(&m->progress_cond);
+        pthread_mutex_unlock(&m->lock);
+}
+
+static int copy_multipart(Worker *w, const Pair *p, const char *src_key, const char *dst_key,
+                          const S3ObjectInfo *info, const S3PutOptions *o) {
+        Mirror *m = w->m;
+        _cleanup_free_ char *upload_id = NULL, *etag = NULL;
+        BigCopy b = { .pair = p, .src_key = src_key, .dst_key = dst_key, .src_etag = info->etag,
+                      .size = info->size };
+        int r;
+
+        b.part_size = MAX((uint64_t) PART_SIZE_MIN, (info->size + PARTS_MAX - 1) / PARTS_MAX);
+        b.n_parts = (unsigned) ((info->size + b.part_size - 1) / b.part_size);
+        r = s3_multipart_create(w->dst, p->dst.bucket, dst_key, o, &upload_id);
+        if (r < 0)
+                return r;
+        b.upload_id = upload_id;
+        b.etags = xcalloc(b.n_parts + 1, sizeof(char *));
+
+        pthread_mutex_lock(&m->lock);
+        b.next = m->bigs;
+        m->bigs = &b;
+        pthread_cond_broadcast(&m->work);
+        /* Take parts ourselves; idle workers take the others. Then wait for the stragglers. */
+        for (;;) {
+                unsigned part;
+                if (b.error == 0 && b.next_part < b.n_parts) {
+                        part = b.next_part++;
+                        pthread_mutex_unlock(&m->lock);
+                        big_run_part(w, &b, part);
+                        pthread_mutex_lock(&m->lock);
+                        continue;
+                }
+                if (b.parts_done == b.next_part)
+                        break;
+                pthread_cond_wait(&m->progress_cond, &m->lock);
+        }
+        for (BigCopy **i = &m->bigs; *i; i = &(*i)->next)
+                if (*i == &b) {
+                        *i = b.next;
+                        break;
+                }
+        pthread_mutex_unlock(&m->lock);
+
+        if (b.error == 0)
+                r = s3_multipart_complete(w->dst, p->dst.bucket, dst_key, upload_id, b.etags, b.n_parts, &etag);
+        else
+                r = err_set(b.error, err_exit_code(b.error), "%s", b.error_message);
+        if (r < 0) {
+                _cleanup_free_ char *saved = xstrdup(err_message() ?: strerror(-r));
+                int code = err_exit_code(r);
+                if (s3_abort_multipart_upload(w->dst, p->dst.bucket, dst_key, upload_id) < 0)
+                        log_warning("could not abort multipart upload %s of %s/%s (the next run removes it): %s",
+                                    upload_id, p->dst.bucket, dst_key, strna(err_message()));
+                r = err_set(r, code, "%s", saved);
+        }
+        strv_free(b.etags);
+        free(b.error_message);
+        return r;
+}
+
+static int copy_large(Worker *w, const Pair *p, const char *src_key, const char *dst_key, uint64_t *ret_bytes) {
+        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
+        _cleanup_strv_free_ char **md = NULL;
+        int r;
+
+        /* The headers to copy, and the ETag every range read is pinned to. */
+        r = s3_head_object(w->src, p->src.bucket, src_key, &info);
+        if (r < 0)
+                return r;
+        md = mirror_metadata(info.metadata, info.etag, metadata_get(info.metadata, META_SHA256));
+        S3PutOptions o = { info.content_type, info.cache_control, md };
+        if (info.size >= w->m->mc->multipart_threshold)
+                r = copy_multipart(w, p, src_key, dst_key, &info, &o);
+        else if (info.size <= SMALL_MAX)
+                return copy_small(w, p, src_key, dst_key, ret_bytes);
+        else {
+                PutObjectData d = { p->dst.bucket, dst_key, &o };
+                _cleanup_free_ char *etag = NULL;
+                r = stream_copy(w, p->src.bucket, src_key, info.etag, 0, info.size, put_object, &d, &etag);
+        }
+        if (r < 0)
+                return r;
+        *ret_bytes = info.size;
+        return 0;
+}
+
+static bool copy_retryable(int r) {
+        /* A changed source (If-Match failed), a cut stream, or a server that kept failing. */
+        return r == -ESTALE || r == -EPIPE || r == -ECONNRESET || r == -ETIMEDOUT || r == -EAGAIN || r == -EIO ||
+               r == -EBADMSG;
+}
+
+static void task_copy(Worker *w, const Task *t) {
+        const Pair *p = t->pair;
+        _cleanup_free_ char *src_key = xasprintf("%s%s", p->src.prefix, t->key);
+        _cleanup_free_ char *dst_key = xasprintf("%s%s", p->dst.prefix, t->key);
+        uint64_t bytes = 0;
+        int r = 0;
+
+        for (unsigned attempt = 1; attempt <= COPY_ATTEMPTS; attempt++) {
+                if (job_cancel_requested)
+                        break;
+                if (t->size <= SMALL_MAX) {
+                        r = copy_small(w, p, src_key, dst_key, &bytes);
+                        if (r == -EFBIG) /* it grew since it was listed */
+                                r = copy_large(w, p, src_key, dst_key, &bytes);
+                } else
+                        r = copy_large(w, p, src_key, dst_key, &bytes);
+                if (r >= 0 || !copy_retryable(r))
+                        break;
+                log_debug("copy of %s/%s failed (%s), %s", p->name, t->key, strna(err_message()),
+                          attempt < COPY_ATTEMPTS ? "starting over" : "giving up");
+        }
+        if (r == -ENOENT && startswith(strempty(err_message()), "NoSuchKey")) {
+                /* Deleted at the source after it was listed: nothing to copy, not a failure. */
+                log_debug("%s/%s vanished at the source while mirroring, skipping.", p->name, t->key);
+                return;
+        }
+        if (r < 0) {
+                _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", p->name, t->key);
+                mirror_fail(w->m, r, what);
+                pthread_mutex_lock(&w->m->lock);
+                w->m->stats.failed++;
+                w->m->stats.failed_bytes += t->size;
+                w->m->done_bytes += t->size;
+                pthread_mutex_unlock(&w->m->lock);
+                return;
+        }
+        pthread_mutex_lock(&w->m->lock);
+        w->m->stats.copied++;
+        w->m->stats.copied_bytes += bytes;
+        if (bytes < w->m->mc->multipart_threshold)
+                w->m->done_bytes += bytes; /* parts count their own */
+        pthread_mutex_unlock(&w->m->lock);
+}
+
+/* Same size, other ETag: copied unless the destination records this source ETag. */
+static int check_needs_copy(S3Client *dst, const Pair *p, const char *key, const char *src_etag, bool *ret) {
+        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
+        _cleanup_free_ char *dst_key = xasprintf("%s%s", p->dst.prefix, key);
+        int r;
+
+        r = s3_head_object(dst, p->dst.bucket, dst_key, &info);
+        if (r == -ENOENT) {
+                *ret = true;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        *ret = !streq_ptr(metadata_get(info.metadata, META_ETAG), src_etag);
+        return 0;
+}
+
+static void task_run(Worker *w, Task *t) {
+        if (t->kind == TASK_CHECK) {
+                bool copy;
+                int r = check_needs_copy(w->dst, t->pair, t->key, t->etag, &copy);
+                if (r < 0) {
+                        _cleanup_free_ char *what = xasprintf("cannot compare %s/%s", t->pair->name, t->key);
+                        mirror_fail(w->m, r, what);
+                        pthread_mutex_lock(&w->m->lock);
+                        w->m->stats.failed++;
+                        pthread_mutex_unlock(&w->m->lock);
+                        return;
+                }
+                if (!copy) {
+                        pthread_mutex_lock(&w->m->lock);
+                        w->m->stats.skipped++;
+                        w->m->stats.skipped_bytes += t->size;
+                        w->m->done_bytes += t->size;
+                        pthread_mutex_unlock(&w->m->lock);
+                        return;
+                }
+        }
+        task_copy(w, t);
+}
+
+static void *worker_main(void *userdata) {
+        Worker *w = userdata;
+        Mirror *m = w->m;
+
+        pthread_mutex_lock(&m->lock);
+        for (;;) {
+                BigCopy *b;
+                unsigned part;
+
+                if (big_claim(m, &b, &part)) {
+                        pthread_mutex_unlock(&m->lock);
+                        big_run_part(w, b, part);
+                        pthread_mutex_lock(&m->lock);
+                        continue;
+                }
+                if (m->queue_len > 0) {
+                        Task *t = m->queue[m->queue_head];
+                        m->queue_head = (m->queue_head + 1) % m->queue_cap;
+                        m->queue_len--;
+                        pthread_cond_signal(&m->space);
+                        pthread_mutex_unlock(&m->lock);
+                        if (!job_cancel_requested)
+                                task_run(w, t);
+                        task_free(t);
+                        pthread_mutex_lock(&m->lock);
+                        m->pending--;
+                        pthread_cond_broadcast(&m->progress_cond);
+                        continue;
+                }
+                if (m->closing)
+                        break;
+                pthread_cond_wait(&m->work, &m->lock);
+        }
+        pthread_mutex_unlock(&m->lock);
+        return NULL;
+}
+
+/* ---- the main thread: listings, decisions, queue ---- */
+
+static void mirror_show_progress(Mirror *m) {
+        if (!m->progress)
+                return;
+        pthread_mutex_lock(&m->lock);
+        m->progress->objects_done = m->stats.copied + m->stats.skipped + m->stats.failed;
+        m->progress->objects_total = m->seen;
+        m->progress->total_estimate = m->seen_bytes;
+        uint64_t done = m->done_bytes;
+        pthread_mutex_unlock(&m->lock);
+        progress_update(m->progress, done);
+}
+
+static void queue_push(Mirror *m, Task *t) {
+        pthread_mutex_lock(&m->lock);
+        while (m->queue_len >= m->queue_cap)
+                pthread_cond_wait(&m->space, &m->lock);
+        m->queue[(m->queue_head + m->queue_len) % m->queue_cap] = t;
+        m->queue_len++;
+        m->pending++;
+        pthread_cond_signal(&m->work);
+        pthread_mutex_unlock(&m->lock);
+}
+
+static void queue_wait_idle(Mirror *m) {
+        pthread_mutex_lock(&m->lock);
+        while (m->pending > 0) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                pthread_cond_timedwait(&m->progress_cond, &m->lock, &ts);
+                pthread_mutex_unlock(&m->lock);
+                mirror_show_progress(m);
+                pthread_mutex_lock(&m->lock);
+        }
+        pthread_mutex_unlock(&m->lock);
+}
+
+typedef struct PairRun {
+        Mirror *m;
+        const Pair *p;
+        S3Client *src, *dst; /* the main thread's clients */
+        FILE *deletes;       /* keys to delete, NUL-separated, applied after complete listings */
+        uint64_t n_deletes, delete_bytes;
+} PairRun;
+
+static int decide(PairRun *pr, const S3Object *s, const S3Object *d) {
+        Mirror *m = pr->m;
+        TaskKind kind = TASK_COPY;
+
+        pthread_mutex_lock(&m->lock);
+        m->seen++;
+        m->seen_bytes += s->size;
+        pthread_mutex_unlock(&m->lock);
+
+        if (d && d->size == s->size) {
+                if (streq_ptr(d->etag, s->etag)) {
+                        pthread_mutex_lock(&m->lock);
+                        m->stats.skipped++;
+                        m->stats.skipped_bytes += s->size;
+                        m->done_bytes += s->size;
+                        pthread_mutex_unlock(&m->lock);
+                        return 0;
+                }
+                kind = TASK_CHECK;
+        }
+        if (m->o->dry_run) {
+                bool copy = true;
+                if (kind == TASK_CHECK) {
+                        int r = check_needs_copy(pr->dst, pr->p, s->key, s->etag, &copy);
+                        if (r < 0)
+                                return r;
+                }
+                if (copy)
+                        stats_add(m, &m->stats.copied, &m->stats.copied_bytes, s->size);
+                else
+                        stats_add(m, &m->stats.skipped, &m->stats.skipped_bytes, s->size);
+                return 0;
+        }
+        Task *t = xcalloc(1, sizeof *t);
+        *t = (Task){ kind, pr->p, xstrdup(s->key), xstrdup(strempty(s->etag)), s->size };
+        queue_push(m, t);
+        return 0;
+}
+
+static int note_extra(PairRun *pr, const S3Object *d) {
+        Mirror *m = pr->m;
+
+        if (!m->mc->delete) {
+                stats_add(m, &m->stats.kept, NULL, 0);
+                return 0;
+        }
+        if (!pr->deletes) {
+                _cleanup_free_ char *dir = xstrdup(m->config->agent.work_dir);
+                int fd;
+
+                (void) mkdir_p(dir, 0700);
+                fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+                if (fd < 0)
+                        return err_set(-errno, EX_CANTCREAT,
+                                       "cannot create a scratch file in work_dir %s: %m (set work_dir in [agent])",
+                                       dir);
+                pr->deletes = fdopen(fd, "w+");
+                if (!pr->deletes) {
+                        safe_close(fd);
+                        return err_set(-ENOMEM, EX_OSERR, "out of memory");
+                }
+        }
+        if (fwrite(d->key, 1, strlen(d->key) + 1, pr->deletes) != strlen(d->key) + 1)
+                return err_set(-EIO, EX_IOERR, "cannot write to work_dir %s", m->config->agent.work_dir);
+        pr->n_deletes++;
+        pr->delete_bytes += d->size;
+        return 0;
+}
+
+/* Deletes what only the destination has; runs only after both listings reached their end. */
+static int apply_deletes(PairRun *pr) {
+        Mirror *m = pr->m;
+        _cleanup_free_ char *line = NULL;
+        char **batch = xcalloc(DELETE_BATCH + 1, sizeof(char *));
+        size_t n = 0, cap = 0;
+        int r = 0;
+
+        if (m->o->dry_run || pr->n_deletes == 0) {
+                pthread_mutex_lock(&m->lock);
+                m->stats.deleted += pr->n_deletes;
+                m->stats.deleted_bytes += pr->delete_bytes;
+                pthread_mutex_unlock(&m->lock);
+                free(batch);
+                return 0;
+        }
+        if (fflush(pr->deletes) != 0 || fseek(pr->deletes, 0, SEEK_SET) != 0)
+                r = err_set(-errno, EX_IOERR, "cannot reread the delete list in work_dir: %m");
+        while (r >= 0) {
+                ssize_t k = getdelim(&line, &cap, 0, pr->deletes);
+                if (k > 0)
+                        batch[n++] = xasprintf("%s%s", pr->p->dst.prefix, line);
+                if (n > 0 && (n == DELETE_BATCH || k < 0)) {
+                        r = s3_delete_objects(pr->dst, pr->p->dst.bucket, batch, n);
+                        if (r >= 0) {
+                                pthread_mutex_lock(&m->lock);
+                                m->stats.deleted += n;
+                                pthread_mutex_unlock(&m->lock);
+                        }
+                        for (size_t i = 0; i < n; i++)
+                                batch[i] = mfree(batch[i]);
+                        n = 0;
+                }
+                if (k < 0)
+                        break;
+        }
+        for (size_t i = 0; i < n; i++)
+                free(batch[i]);
+        free(batch);
+        if (r >= 0) {
+                pthread_mutex_lock(&m->lock);
+                m->stats.deleted_bytes += pr->delete_bytes;
+                pthread_mutex_unlock(&m->lock);
+        }
+        return r;
+}
+
+static int strip_prefix(const Side *side, const S3Object *o, S3Object *ret) {
+        const char *k = startswith(o->key, side->prefix);
+
+        if (!k)
+                return err_set(-EBADMSG, EX_PROTOCOL, "listing of bucket %s returned key %s outside prefix %s",
+                               side->bucket, o->key, side->prefix);
+        *ret = *o;
+        ret->key = k;
+        return 0;
+}
+
+/* Pulls the next selected object of one side; *ret NULL at the end. */
+static int side_next(Mirror *m, const Pair *p, const Side *side, S3Lister *l, S3Object *buf,
+                     const S3Object **ret) {
+        for (;;) {
+                const S3Object *o;
+                int r = s3_lister_next(l, &o);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        *ret = NULL;
+                        return 0;
+                }
+                r = strip_prefix(side, o, buf);
+                if (r < 0)
+                        return r;
+                if (isempty(buf->key)) /* a "directory marker" for the prefix itself */
+                        continue;
+                if (mirror_key_selected(m->mc->include, m->mc->exclude, p->name, buf->key)) {
+                        *ret = buf;
+                        return 0;
+                }
+        }
+}
+
+/* Steps one side and keeps its own copy of the current key and ETag: a lister reuses its page. */
+static int advance(Mirror *m, const Pair *p, const Side *side, S3Lister *l, S3Object *buf, const S3Object **cur,
+                   char **key, char **etag) {
+        int r = side_next(m, p, side, l, buf, cur);
+
+        if (r < 0)
+                return r;
+        free(*key);
+        free(*etag);
+        *key = *cur ? xstrdup((*cur)->key) : NULL;
+        *etag = *cur ? xstrdup(strempty((*cur)->etag)) : NULL;
+        if (*cur) {
+                buf->key = *key;
+                buf->etag = *etag;
+        }
+        return 0;
+}
+
+static void abort_leftover_upload_log(const char *bucket, const S3UploadInfo *u) {
+        log_info("Aborting unfinished multipart upload %s of %s/%s from an interrupted run.", u->upload_id,
+                 bucket, u->key);
+}
+
+typedef struct AbortState {
+        S3Client *c;
+        const char *bucket;
+} AbortState;
+
+static int abort_leftover(const S3UploadInfo *u, void *userdata) {
+        AbortState *a = userdata;
+
+        abort_leftover_upload_log(a->bucket, u);
+        return s3_abort_multipart_upload(a->c, a->bucket, u->key, u->upload_id);
+}
+
+static int mirror_pair(Mirror *m, const Pair *p, S3Client *src, S3Client *dst) {
+        _cleanup_(s3_lister_freep) S3Lister *ls = NULL, *ld = NULL;
+        PairRun pr = { .m = m, .p = p, .src = src, .dst = dst };
+        S3Object sb = {}, db = {};
+        const S3Object *s = NULL, *d = NULL;
+        _cleanup_free_ char *skey = NULL, *setag = NULL, *dkey = NULL, *detag = NULL;
+        int r;
+
+        log_info("%s %s: %s:%s/%s -> %s:%s/%s", m->o->dry_run ? "Planning" : "Mirroring", p->name,
+                 p->src.remote->name, p->src.bucket, p->src.prefix, p->dst.remote->name, p->dst.bucket,
+                 p->dst.prefix);
+        if (!m->o->dry_run) {
+                if (m->o->direction == MIRROR_REVERSE || p->dst.remote->create_bucket) {
+                        r = s3_create_bucket(dst, p->dst.bucket);
+                        if (r < 0)
+                                return r;
+                }
+                /* A run killed during a multipart copy leaves its upload behind: nobody else writes
+                 * under this prefix (the job lock), so every unfinished upload here is ours. */
+                AbortState a = { dst, p->dst.bucket };
+                r = s3_list_multipart_uploads(dst, p->dst.bucket, p->dst.prefix, abort_leftover, &a);
+                if (r < 0)
+                        log_warning("cannot clean up unfinished multipart uploads in %s: %s", p->dst.bucket,
+                                    strna(err_message()));
+        }
+
+        s3_lister_new(src, p->src.bucket, p->src.prefix, &ls);
+        s3_lister_new(dst, p->dst.bucket, p->dst.prefix, &ld);
+
+        /* The merge: both sides ascend in byte order. */
+        r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
+        if (r >= 0)
+                r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
+        while (r >= 0 && (s || d)) {
+                int cmp = !s ? 1 : !d ? -1 : strcmp(s->key, d->key);
+
+                if (job_cancel_requested) {
+                        r = err_set(-ECANCELED, EX_TEMPFAIL, "job mirror was cancelled");
+                        break;
+                }
+                if (cmp < 0) {
+                        r = decide(&pr, s, NULL);
+                        if (r >= 0)
+                                r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
+                } else if (cmp > 0) {
+                        r = note_extra(&pr, d);
+                        if (r >= 0)
+                                r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
+                } else {
+                        r = decide(&pr, s, d);
+                        if (r >= 0)
+                                r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
+                        if (r >= 0)
+                                r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
+                }
+                mirror_show_progress(m);
+        }
+        queue_wait_idle(m);
+        if (r < 0) {
+                /* A listing that failed or stopped early says nothing about what is missing: no deletes. */
+                if (pr.n_deletes > 0)
+                        log_warning("%s: not deleting %" PRIu64 " destination objects, the listings did not "
+                                    "complete.", p->name, pr.n_deletes);
+        } else
+                r = apply_deletes(&pr);
+        if (pr.deletes)
+                fclose(pr.deletes);
+        return r;
+}
+
+/* ---- setup ---- */
+
+static int mirror_resolve(const Config *c, const MirrorOptions *o, const RemoteConfig **ret_local,
+                          const RemoteConfig **ret_offsite, Location *ret_loc) {
+        const MirrorConfig *mc = &c->mirror;
+        Location loc = {};
+        int r;
+
+        *ret_local = config_find_remote(c, mc->source);
+        if (!*ret_local)
+                return err_set(-ENOENT, EX_CONFIG,
+                               "[mirror] source = %s names no remote; add a [remote.%s] section", mc->source,
+                               mc->source);
+        r = location_parse(mc->destination, &loc);
+        if (r < 0)
+                return err_set(r, EX_CONFIG, "[mirror] destination: %s", strna(err_message()));
+        if (loc.type != LOCATION_REMOTE) {
+                location_done(&loc);
+                return err_set(-EINVAL, EX_CONFIG,
+                               "[mirror] destination %s is not a remote location; write REMOTE:bucket/prefix",
+                               mc->destination);
+        }
+        *ret_offsite = config_find_remote(c, loc.remote);
+        if (!*ret_offsite) {
+                err_set(-ENOENT, EX_CONFIG, "[mirror] destination %s names no remote; add a [remote.%s] section",
+                        mc->destination, loc.remote);
+                location_done(&loc);
+                return -ENOENT;
+        }
+        *ret_loc = loc;
+        return 0;
+}
+
+static int mirror_buckets(const Config *c, const MirrorOptions *o, S3Client *local, S3Client *offsite,
+                          const Location *loc, char ***ret) {
+        const MirrorConfig *mc = &c->mirror;
+        _cleanup_strv_free_ char **l = NULL;
+        int r;
+
+        if (o->bucket) {
+                l = xcalloc(1, sizeof(char *));
+                strv_push(&l, xstrdup(o->bucket));
+        } else if (mc->buckets) {
+                l = xcalloc(1, sizeof(char *));
+                STRV_FOREACH(b, mc->buckets)
+                        strv_push(&l, xstrdup(*b));
+        } else if (o->direction == MIRROR_FORWARD) {
+                r = s3_list_buckets(local, &l);
+                if (r < 0)
+                        return r;
+        } else {
+                _cleanup_strv_free_ char **pre = NULL;
+                r = s3_list_common_prefixes(offsite, loc->bucket, loc->prefix, "/", &pre);
+                if (r < 0)
+                        return r;
+                l = xcalloc(1, sizeof(char *));
+                STRV_FOREACH(x, pre) {
+                        const char *b = startswith(*x, loc->prefix);
+                        if (b && !isempty(b))
+                                strv_push(&l, xstrndup(b, strlen(b) - 1));
+                }
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+static void pair_make(Pair *p, MirrorDirection dir, const RemoteConfig *local, const RemoteConfig *offsite,
+                      const Location *loc, const char *bucket) {
+        Side l = { (RemoteConfig *) local, xstrdup(bucket), xstrdup("") };
+        Side off = { offsite, xstrdup(loc->bucket), xasprintf("%s%s/", loc->prefix, bucket) };
+
+        p->name = xstrdup(bucket);
+        p->src = dir == MIRROR_FORWARD ? l : off;
+        p->dst = dir == MIRROR_FORWARD ? off : l;
+}
+
+int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, MirrorStats *ret_stats) {
+        const MirrorConfig *mc = &c->mirror;
+        const RemoteConfig *local = NULL, *offsite = NULL;
+        _cleanup_(location_done) Location loc = {};
+        _cleanup_(s3_client_freep) S3Client *lc = NULL, *oc = NULL;
+        _cleanup_strv_free_ char **buckets = NULL;
+        _cleanup_free_ Worker *workers = NULL;
+        unsigned n_workers = o->dry_run ? 0 : MAX(mc->transfers, 1U);
+        Mirror m = { .config = c, .mc = mc, .o = o, .progress = progress };
+        int r;
+
+        signal(SIGPIPE, SIG_IGN); /* a copy stops its GET by closing the pipe */
+        r = mirror_resolve(c, o, &local, &offsite, &loc);
+        if (r < 0)
+                return r;
+        r = s3_client_new(local, &lc);
+        if (r >= 0)
+                r = s3_client_new(offsite, &oc);
+        if (r >= 0)
+                r = mirror_buckets(c, o, lc, oc, &loc, &buckets);
+        if (r < 0)
+                return r;
+
+        pthread_mutex_init(&m.lock, NULL);
+        pthread_cond_init(&m.work, NULL);
+        pthread_cond_init(&m.space, NULL);
+        pthread_cond_init(&m.progress_cond, NULL);
+        m.queue_cap = 4 * (size_t) MAX(n_workers, 1U);
+        m.queue = xcalloc(m.queue_cap, sizeof(Task *));
+        workers = xcalloc(MAX(n_workers, 1U), sizeof(Worker));
+        unsigned started = 0;
+        for (; started < n_workers; started++) {
+                Worker *w = &workers[started];
+                const RemoteConfig *from = o->direction == MIRROR_FORWARD ? local : offsite;
+                const RemoteConfig *to = o->direction == MIRROR_FORWARD ? offsite : local;
+                w->m = &m;
+                r = s3_client_new(from, &w->src);
+                if (r >= 0)
+                        r = s3_client_new(to, &w->dst);
+                if (r >= 0)
+                        r = -pthread_create(&w->thread, NULL, worker_main, w);
+                if (r < 0) {
+                        s3_client_free(w->src);
+                        s3_client_free(w->dst);
+                        break;
+                }
+        }
+
+        if (r >= 0)
+                STRV_FOREACH(b, buckets) {
+                        Pair p = {};
+                        int k;
+
+                        if (job_cancel_requested)
+                                break;
+                        pair_make(&p, o->direction, local, offsite, &loc, *b);
+                        k = mirror_pair(&m, &p, o->direction == MIRROR_FORWARD ? lc : oc,
+                                        o->direction == MIRROR_FORWARD ? oc : lc);
+                        if (k < 0) {
+                                _cleanup_free_ char *what = xasprintf("bucket %s", p.name);
+                                mirror_fail(&m, k, what);
+                        }
+                        pair_done(&p);
+                }
+
+        pthread_mutex_lock(&m.lock);
+        m.closing = true;
+        pthread_cond_broadcast(&m.work);
+        pthread_mutex_unlock(&m.lock);
+        for (unsigned i = 0; i < started; i++) {
+                pthread_join(workers[i].thread, NULL);
+                s3_client_free(workers[i].src);
+                s3_client_free(workers[i].dst);
+        }
+        free(m.queue);
+        pthread_mutex_destroy(&m.lock);
+        pthread_cond_destroy(&m.work);
+        pthread_cond_destroy(&m.space);
+        pthread_cond_destroy(&m.progress_cond);
+        if (progress) {
+                progress->objects_done = m.stats.copied + m.stats.skipped + m.stats.failed;
+                progress_flush(progress);
+        }
+        if (ret_stats)
+                *ret_stats = m.stats;
+
+        if (r < 0)
+                return r;
+        if (job_cancel_requested) {
+                free(m.first_error);
+                return err_set(-ECANCELED, EX_TEMPFAIL, "job mirror was cancelled");
+        }
+        if (m.first_error) {
+                _cleanup_free_ char *msg = m.first_error;
+                if (m.stats.failed > 0)
+                        return err_set(-EIO, m.first_exit ?: EX_UNAVAILABLE,
+                                       "%" PRIu64 " objects could not be mirrored (all others were); first: %s",
+                                       m.stats.failed, msg);
+                return err_set(m.first_errno, m.first_exit ?: EX_UNAVAILABLE, "%s", msg);
+        }
+        return 0;
+}
+
+/* ---- the job ---- */
+
+static int mirror_backup(JobContext *ctx, Manifest *manifest) {
+        MirrorOptions o = { .direction = MIRROR_FORWARD };
+        MirrorStats s = {};
+        int r;
+
+        progress_init(&ctx->progress, "mirroring", 0, ctx->config->agent.state_dir, ctx->state);
+        ctx->progress.count_objects = true;
+        r = mirror_run(ctx->config, &o, &ctx->progress, &s);
+        progress_done(&ctx->progress);
+        mirror_stats_print(&s, false, stderr);
+        manifest->bytes = s.copied_bytes;
+        return r;
+}
+
+const JobDefinition job_mirror = {
+        .name = "mirror",
+        .has_retention = false,
+        .no_manifest = true,
+        .backup = mirror_backup,
+};
