@@ -86,6 +86,8 @@ def test_verify_passes_on_good_backups(local_agent, pg):
     assert [b["id"] for b in v["backups"]] == ids[::-1] and all(b["ok"] for b in v["backups"])
     p = local_agent("verify", "postgres", ids[0], check=True)
     assert f"postgres {ids[0]} ok" in p.stdout
+    st = [s for s in json.loads(local_agent("status", "--json", check=True).stdout) if s["job"] == "postgres"][0]
+    assert st["last_verify"]["result"] == "ok" and st["last_verify"]["backups"][0]["id"] == ids[0]
 
 
 def test_verify_reports_flipped_truncated_missing_per_backup(local_agent, pg):
