@@ -30,8 +30,11 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                 case 's':
                         only = recover_step_find(optarg);
                         if (!only) {
-                                fprintf(stderr, "skyforge-agent recover: unknown step \"%s\" (steps: minio, postgres, "
-                                        "secrets, manifests, health).\n", optarg);
+                                fprintf(stderr,
+                                        "skyforge-agent recover: unknown step \"%s\" (steps: minio, "
+                                        "postgres, "
+                                        "secrets, manifests, health).\n",
+                                        optarg);
                                 return EX_USAGE;
                         }
                         break;
@@ -82,7 +85,8 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                         r = s->run(c, &ro, &outcome, &note);
                         if (r < 0) {
                                 int code = err_exit_code(r);
-                                log_error("Recovery step %s failed: %s", s->name, err_message() ?: strerror(-r));
+                                log_error("Recovery step %s failed: %s", s->name,
+                                          err_message() ?: strerror(-r));
                                 printf("%-10s FAILED   %6.1f s  %s\n", s->name,
                                        (double) (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC,
                                        err_message() ?: strerror(-r));
@@ -93,7 +97,9 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                         }
                 }
                 printf("%-10s %-8s %6.1f s  %s\n", s->name,
-                       outcome == RECOVER_DONE ? "done" : outcome == RECOVER_SKIPPED ? "skipped" : "n/a",
+                       outcome == RECOVER_DONE      ? "done"
+                       : outcome == RECOVER_SKIPPED ? "skipped"
+                                                    : "n/a",
                        (double) (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC, strempty(note));
                 fflush(stdout);
         }
@@ -106,11 +112,15 @@ const Verb verb_recover = {
         .name = "recover",
         .args = "[--plan] [--step NAME] [--postgres-to CONNINFO]",
         .summary = "Rebuild a node from its backups, step by step.",
-        .help = "Steps, in order: minio (buckets from offsite), postgres (the newest dump that verifies, from the\n"
-                "[postgres] destination or, when that is empty, from its offsite copy), secrets, manifests, health.\n"
-                "Every step is safe to rerun: one that finds its work done says so and skips; a step whose job\n"
+        .help = "Steps, in order: minio (buckets from offsite), postgres (the newest dump that verifies, "
+                "from the\n"
+                "[postgres] destination or, when that is empty, from its offsite copy), secrets, manifests, "
+                "health.\n"
+                "Every step is safe to rerun: one that finds its work done says so and skips; a step whose "
+                "job\n"
                 "is not configured is skipped. Stops at the first failing step.\n"
-                "  --plan                  print what each step would use (backup ids, sizes, sources), change nothing\n"
+                "  --plan                  print what each step would use (backup ids, sizes, sources), "
+                "change nothing\n"
                 "  --step NAME             run (or plan) only this step\n"
                 "  --postgres-to CONNINFO  restore PostgreSQL here instead of [postgres] conninfo\n",
         .run = run_recover,

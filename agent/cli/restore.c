@@ -89,7 +89,8 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                         database = optarg;
                 else if (o == 'j') {
                         if (parse_uint64(optarg, &jobs) < 0 || jobs < 1 || jobs > 64) {
-                                fprintf(stderr, "skyforge-agent restore: --jobs takes 1..64, not \"%s\".\n", optarg);
+                                fprintf(stderr, "skyforge-agent restore: --jobs takes 1..64, not \"%s\".\n",
+                                        optarg);
                                 return EX_USAGE;
                         }
                 } else
@@ -123,7 +124,8 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | mirror [--bucket B] [--dry-run]",
+        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | "
+                "mirror [--bucket B] [--dry-run]",
         .summary = "Restore a backup.",
         .help = "postgres: checks the SHA-256 of every object of the backup against its manifest first (a damaged\n"
                 "backup is refused before anything reaches the server), then streams the dump through psql into\n"
@@ -132,11 +134,11 @@ const Verb verb_restore = {
                 "with the mirror engine in reverse; objects already equal are skipped, nothing is deleted unless\n"
                 "[mirror] delete = yes.\n"
                 "  -t, --to CONNINFO   libpq connection string of the target server\n"
-                "  -d, --database NAME restore postgres: only this database, from the per-database dumps\n"
-                "                      (per_database = yes) with pg_restore; it is created on the target and must\n"
-                "                      not exist there; roles it needs are created from the globals when missing\n"
-                "  -j, --jobs N        restore postgres --database: parallel pg_restore jobs (default 2; fewer\n"
-                "                      when the server has fewer free connections)\n"
+                "  -d, --database NAME restore postgres: only this database, from the per-database\n"
+                "                      dumps (per_database = yes) with pg_restore; it is created on the\n"
+                "                      target and must not exist there; missing roles come from globals\n"
+                "  -j, --jobs N        restore postgres --database: parallel pg_restore jobs (default 2;\n"
+                "                      fewer when the server has fewer free connections)\n"
                 "  -b, --bucket B      restore mirror: only bucket B\n"
                 "  -n, --dry-run       restore mirror: print what would be copied; change nothing\n",
         .run = run_restore,

@@ -39,8 +39,10 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                 else if (!vo.id && (streq(argv[i], "latest") || backup_id_valid(argv[i])))
                         vo.id = argv[i];
                 else {
-                        fprintf(stderr, "skyforge-agent verify: unexpected \"%s\" (expected a job with backups: "
-                                "postgres, config; and/or a backup id).\n", argv[i]);
+                        fprintf(stderr,
+                                "skyforge-agent verify: unexpected \"%s\" (expected a job with backups: "
+                                "postgres, config; and/or a backup id).\n",
+                                argv[i]);
                         return EX_USAGE;
                 }
         }
@@ -53,7 +55,8 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                 return EX_USAGE;
         }
         if (vo.restore_test && only && !streq(only, "postgres")) {
-                fputs("skyforge-agent verify: --restore-test restores PostgreSQL dumps; use it with postgres.\n",
+                fputs("skyforge-agent verify: --restore-test restores PostgreSQL dumps; use it with "
+                      "postgres.\n",
                       stderr);
                 return EX_USAGE;
         }
@@ -88,12 +91,16 @@ const Verb verb_verify = {
         .name = "verify",
         .args = "[JOB] [ID|--all] [--restore-test]",
         .summary = "Check stored backups against their manifests; optionally restore-test the newest dump.",
-        .help = "Re-reads every object of the newest backup of each job (postgres, and config when configured),\n"
+        .help = "Re-reads every object of the newest backup of each job (postgres, and config when "
+                "configured),\n"
                 "or of the backup ID, or of all backups with --all, and compares size and SHA-256 with the\n"
-                "manifest. Missing and corrupt objects are reported per backup; exit status 65 when any backup\n"
-                "is damaged. The result is recorded in the job state (status, D-Bus LastVerify) and the journal.\n"
+                "manifest. Missing and corrupt objects are reported per backup; exit status 65 when any "
+                "backup\n"
+                "is damaged. The result is recorded in the job state (status, D-Bus LastVerify) and the "
+                "journal.\n"
                 "  -a, --all            verify every backup, not only the newest\n"
-                "      --restore-test   also restore the newest postgres dump (or ID) into a throwaway cluster in\n"
+                "      --restore-test   also restore the newest postgres dump (or ID) into a throwaway "
+                "cluster in\n"
                 "                       work_dir, check that every database of the manifest came back, and\n"
                 "                       count tables and rows per database\n",
         .run = run_verify,

@@ -23,8 +23,8 @@ char *postgres_db_object_encode(const char *name) {
 
         /* Everything but [A-Za-z0-9_-] is encoded: no '/', no leading '.', no bytes a store may mangle. */
         for (const unsigned char *p = (const unsigned char *) name; *p; p++)
-                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
-                    *p == '-')
+                if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                    *p == '_' || *p == '-')
                         *o++ = (char) *p;
                 else {
                         *o++ = '%';
@@ -37,7 +37,8 @@ char *postgres_db_object_encode(const char *name) {
 
 int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *raw, Digest *stored, Sink **ret) {
         Sink *chain = sink_digest_new(sink_store_new(w), stored), *next;
-        int threads = pc->compression_threads ? (int) pc->compression_threads : (int) sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = pc->compression_threads ? (int) pc->compression_threads
+                                              : (int) sysconf(_SC_NPROCESSORS_ONLN);
         int r;
 
         if (!strv_isempty(pc->recipients)) {
@@ -65,8 +66,10 @@ int postgres_source_chain(const PostgresConfig *pc, const Manifest *m, StoreRead
         if (m->encrypted) {
                 if (isempty(pc->identity_file)) {
                         source_free(src);
-                        return err_set(-ENOKEY, EX_CONFIG, "backup %s is encrypted: set identity_file in [postgres] "
-                                       "to the age identity of one of its recipients", m->id);
+                        return err_set(-ENOKEY, EX_CONFIG,
+                                       "backup %s is encrypted: set identity_file in [postgres] "
+                                       "to the age identity of one of its recipients",
+                                       m->id);
                 }
                 next = source_age_new(src, pc->identity_file, &r);
                 if (!next) {
@@ -84,7 +87,8 @@ static void child_donep(Child *c) {
 }
 
 /* Runs argv and stores its stdout as object `name` through the postgres chain; records the object. */
-static int dump_to_object(JobContext *ctx, char *const argv[], const char *name, Manifest *m, uint64_t *ret_raw) {
+static int dump_to_object(JobContext *ctx, char *const argv[], const char *name, Manifest *m,
+                          uint64_t *ret_raw) {
         const PostgresConfig *pc = &ctx->config->postgres;
         _cleanup_(store_writer_freep) StoreWriter *w = NULL;
         _cleanup_(sink_freep) Sink *chain = NULL;
@@ -99,7 +103,8 @@ static int dump_to_object(JobContext *ctx, char *const argv[], const char *name,
         r = postgres_sink_chain(pc, w, &raw, &stored, &chain);
         if (r < 0)
                 return r;
-        r = child_spawn(argv, (char *[]){ (char *) "PGAPPNAME=skyforge-agent", NULL }, CHILD_PIPE_STDOUT, &child);
+        r = child_spawn(argv, (char *[]){ (char *) "PGAPPNAME=skyforge-agent", NULL }, CHILD_PIPE_STDOUT,
+                        &child);
         if (r < 0)
                 return r;
         buf = xmalloc(DB_BUFFER_SIZE);
@@ -107,7 +112,8 @@ static int dump_to_object(JobContext *ctx, char *const argv[], const char *name,
                 ssize_t k = child_read_stdout(&child, buf, DB_BUFFER_SIZE);
                 if (k == -ECANCELED) {
                         child_kill(&child);
-                        r = err_set(-ECANCELED, EX_TEMPFAIL, "job postgres was cancelled; no backup was written");
+                        r = err_set(-ECANCELED, EX_TEMPFAIL,
+                                    "job postgres was cancelled; no backup was written");
                         break;
                 }
                 if (k < 0) {
@@ -132,7 +138,8 @@ static int dump_to_object(JobContext *ctx, char *const argv[], const char *name,
                 _cleanup_free_ char *tail = child_stderr_summary(&child);
                 return err_set(-EIO, status > 128 ? EX_SOFTWARE : EX_UNAVAILABLE,
                                "%s failed with %s %d: %s; no backup was written", child.name,
-                               status > 128 ? "signal" : "exit status", status > 128 ? status - 128 : status, tail);
+                               status > 128 ? "signal" : "exit status", status > 128 ? status - 128 : status,
+                               tail);
         }
         r = sink_finish(chain);
         if (r < 0)
@@ -161,8 +168,8 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
         if (r < 0)
                 return r;
 
-        char *gargv[] = { dumpall.path, (char *) "--globals-only", (char *) "--no-password", (char *) "-d",
-                          pc->conninfo ?: (char *) "", NULL };
+        char *gargv[] = { dumpall.path,  (char *) "--globals-only",   (char *) "--no-password",
+                          (char *) "-d", pc->conninfo ?: (char *) "", NULL };
         if (isempty(pc->conninfo))
                 gargv[3] = NULL;
         r = dump_to_object(ctx, gargv, globals, m, &raw);
@@ -194,8 +201,13 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
                         break;
                 log_info("Dumping database \"%s\" with %s.", *d, dump.path);
                 /* -Z0: zstd compresses better and faster than pg_dump's zlib, and once is enough. */
-                char *argv[] = { dump.path, (char *) "-Fc", (char *) "-Z0", (char *) "--no-password",
-                                 (char *) "-d", target, NULL };
+                char *argv[] = { dump.path,
+                                 (char *) "-Fc",
+                                 (char *) "-Z0",
+                                 (char *) "--no-password",
+                                 (char *) "-d",
+                                 target,
+                                 NULL };
                 r = dump_to_object(ctx, argv, name, m, &raw);
                 if (r < 0)
                         break;
@@ -228,7 +240,8 @@ static int target_inspect(const char *conninfo, const char *database, TargetInfo
 
         conn = PQconnectdbParams(keys, values, 1);
         roles = PQexec(conn, "SELECT rolname FROM pg_roles");
-        db = PQexecParams(conn, "SELECT 1 FROM pg_database WHERE datname = $1", 1, NULL, &database, NULL, NULL, 0);
+        db = PQexecParams(conn, "SELECT 1 FROM pg_database WHERE datname = $1", 1, NULL, &database, NULL,
+                          NULL, 0);
         conns = PQexec(conn, "SELECT current_setting('max_connections')::int - "
                              "current_setting('superuser_reserved_connections')::int - "
                              "(SELECT count(*) FROM pg_stat_activity)::int");
@@ -293,7 +306,8 @@ char *postgres_globals_for_missing_roles(char *sql, char *const *existing, unsig
         return TAKE_PTR(out);
 }
 
-static int read_object(const Config *c, Store *s, const Manifest *m, const char *name, size_t max, char **ret) {
+static int read_object(const Config *c, Store *s, const Manifest *m, const char *name, size_t max,
+                       char **ret) {
         _cleanup_(source_freep) Source *src = NULL;
         _cleanup_free_ char *buf = xmalloc(max + 1);
         StoreReader *rd = NULL;
@@ -322,8 +336,11 @@ static int read_object(const Config *c, Store *s, const Manifest *m, const char 
 
 static int run_psql_script(const PgClient *psql, const char *target, const char *sql) {
         _cleanup_(child_donep) Child child = {};
-        char *argv[] = { psql->path, (char *) "-X", (char *) "-q", (char *) "--no-password",
-                         (char *) "-v", (char *) "ON_ERROR_STOP=1", (char *) "-d", (char *) target, NULL };
+        char *argv[] = { psql->path,    (char *) "-X",
+                         (char *) "-q", (char *) "--no-password",
+                         (char *) "-v", (char *) "ON_ERROR_STOP=1",
+                         (char *) "-d", (char *) target,
+                         NULL };
         int r, status;
 
         r = child_spawn(argv, NULL, CHILD_PIPE_STDIN, &child);
@@ -350,21 +367,27 @@ static int find_database(const Manifest *m, const char *database, const char **r
         json_object *pd, *dbs, *g, *v;
 
         if (!m->extra || !json_object_object_get_ex(m->extra, "per_database", &pd) ||
-            !json_object_object_get_ex(pd, "databases", &dbs) || !json_object_object_get_ex(pd, "globals", &g))
-                return err_set(-ENOENT, EX_NOINPUT, "backup %s has no per-database dumps (set per_database = yes "
+            !json_object_object_get_ex(pd, "databases", &dbs) ||
+            !json_object_object_get_ex(pd, "globals", &g))
+                return err_set(-ENOENT, EX_NOINPUT,
+                               "backup %s has no per-database dumps (set per_database = yes "
                                "in [postgres] for future backups; restore the whole cluster with `restore "
-                               "postgres` instead)", m->id);
+                               "postgres` instead)",
+                               m->id);
         for (size_t i = 0; i < json_object_array_length(dbs); i++) {
                 json_object *e = json_object_array_get_idx(dbs, i), *name;
-                if (json_object_object_get_ex(e, "name", &name) && streq(json_object_get_string(name), database) &&
+                if (json_object_object_get_ex(e, "name", &name) &&
+                    streq(json_object_get_string(name), database) &&
                     json_object_object_get_ex(e, "object", &v)) {
                         *ret_object = json_object_get_string(v);
                         *ret_globals = json_object_get_string(g);
                         return 0;
                 }
         }
-        return err_set(-ENOENT, EX_NOINPUT, "backup %s has no dump of database \"%s\" (`skyforge-agent list "
-                       "--json` shows details.per_database)", m->id, database);
+        return err_set(-ENOENT, EX_NOINPUT,
+                       "backup %s has no dump of database \"%s\" (`skyforge-agent list "
+                       "--json` shows details.per_database)",
+                       m->id, database);
 }
 
 int postgres_restore_database(const Config *c, Store *s, const Manifest *m, const char *database,
@@ -387,12 +410,15 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         if (r < 0)
                 return r;
         /* Check what we use before anything reaches the server. */
-        r = backup_check_objects(s, m, (char *[]){ (char *) object, (char *) globals, NULL }, NULL, &problems);
+        r = backup_check_objects(s, m, (char *[]){ (char *) object, (char *) globals, NULL }, NULL,
+                                 &problems);
         if (r < 0)
                 return r;
         if (r > 0)
-                return err_set(-EBADMSG, EX_DATAERR, "backup %s is damaged: %s; pick another backup from "
-                               "`skyforge-agent list`", m->id, problems[0]);
+                return err_set(-EBADMSG, EX_DATAERR,
+                               "backup %s is damaged: %s; pick another backup from "
+                               "`skyforge-agent list`",
+                               m->id, problems[0]);
 
         r = pg_preflight(conninfo, &info);
         if (r < 0)
@@ -407,16 +433,18 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         if (r < 0)
                 return r;
         if (t.database_exists)
-                return err_set(-EEXIST, EX_CANTCREAT, "database \"%s\" exists at %s; restore never overwrites: drop "
-                               "or rename it first, or restore into another server", database, info.target);
+                return err_set(-EEXIST, EX_CANTCREAT,
+                               "database \"%s\" exists at %s; restore never overwrites: drop "
+                               "or rename it first, or restore into another server",
+                               database, info.target);
 
         r = read_object(c, s, m, globals, GLOBALS_MAX, &globals_sql);
         if (r < 0)
                 return r;
         roles_sql = postgres_globals_for_missing_roles(globals_sql, t.roles, &n_roles);
         if (n_roles > 0) {
-                log_info("Creating %u role(s) missing at %s from the globals of backup %s.", n_roles, info.target,
-                         m->id);
+                log_info("Creating %u role(s) missing at %s from the globals of backup %s.", n_roles,
+                         info.target, m->id);
                 r = run_psql_script(&psql, target, roles_sql);
                 if (r < 0)
                         return r;
@@ -434,8 +462,16 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         log_info("Restoring database \"%s\" of backup %s into %s with %s (%u job(s)).", database, m->id,
                  info.target, restore.path, jobs);
         jobs_s = xasprintf("%u", jobs);
-        char *argv[] = { restore.path, (char *) "--no-password", (char *) "--create", (char *) "--exit-on-error",
-                         (char *) "-d", target, (char *) "-j", jobs_s, NULL, NULL };
+        char *argv[] = { restore.path,
+                         (char *) "--no-password",
+                         (char *) "--create",
+                         (char *) "--exit-on-error",
+                         (char *) "-d",
+                         target,
+                         (char *) "-j",
+                         jobs_s,
+                         NULL,
+                         NULL };
         if (jobs > 1) {
                 _cleanup_close_ int fd = -EBADF;
                 _cleanup_(sink_freep) Sink *to_file = NULL;
@@ -454,8 +490,8 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
                 to_file = sink_fd_new(fd);
                 r = pipe_pump(src, to_file);
                 if (r < 0)
-                        return err_set(r, EX_IOERR, "cannot unpack the dump of \"%s\" into %s: %s", database, tmp,
-                                       err_message() ?: strerror(-r));
+                        return err_set(r, EX_IOERR, "cannot unpack the dump of \"%s\" into %s: %s", database,
+                                       tmp, err_message() ?: strerror(-r));
                 argv[8] = tmp;
                 r = child_spawn(argv, NULL, 0, &child);
         } else {
@@ -472,16 +508,20 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
                 return r;
         status = child_wait(&child);
         if (r < 0)
-                return err_set(r, EX_DATAERR, "cannot restore database \"%s\" of backup %s: %s", database, m->id,
-                               err_message() ?: strerror(-r));
+                return err_set(r, EX_DATAERR, "cannot restore database \"%s\" of backup %s: %s", database,
+                               m->id, err_message() ?: strerror(-r));
         for (size_t i = 0; i < m->n_objects; i++)
                 if (streq(m->objects[i].name, object) && !streq(d.sha256_hex, m->objects[i].sha256))
-                        return err_set(-EBADMSG, EX_DATAERR, "backup %s changed while it was restored (SHA-256 "
-                                       "mismatch of %s)", m->id, object);
+                        return err_set(-EBADMSG, EX_DATAERR,
+                                       "backup %s changed while it was restored (SHA-256 "
+                                       "mismatch of %s)",
+                                       m->id, object);
         if (status != 0) {
                 _cleanup_free_ char *tail = child_stderr_summary(&child);
-                return err_set(-EIO, EX_SOFTWARE, "pg_restore failed (status %d) restoring database \"%s\" of "
-                               "backup %s into %s: %s", status, database, m->id, info.target, tail);
+                return err_set(-EIO, EX_SOFTWARE,
+                               "pg_restore failed (status %d) restoring database \"%s\" of "
+                               "backup %s into %s: %s",
+                               status, database, m->id, info.target, tail);
         }
         log_info("Restored database \"%s\" of backup %s into %s.", database, m->id, info.target);
         return 0;

@@ -17,7 +17,8 @@ static char *offsite_location_of(const Config *c, const char *location) {
 
         if (!c->mirror.present || isempty(dest) || isempty(c->mirror.source))
                 return NULL;
-        if (location_parse(location, &l) < 0 || l.type != LOCATION_REMOTE || !streq(l.remote, c->mirror.source))
+        if (location_parse(location, &l) < 0 || l.type != LOCATION_REMOTE ||
+            !streq(l.remote, c->mirror.source))
                 return NULL;
         if (!strv_isempty(c->mirror.buckets) && !strv_contains(c->mirror.buckets, "*") &&
             !strv_contains(c->mirror.buckets, l.bucket))
@@ -70,17 +71,19 @@ static int postgres_source_open(const Config *c, PostgresSource *ret) {
         else
                 primary_error = xstrdup(err_message() ?: strerror(-r));
         if (!offsite)
-                return err_set(-ENOENT, EX_NOINPUT, "no postgres backup in %s%s%s and no offsite copy configured "
-                               "([mirror] does not copy it)", primary, primary_error ? ": " : "",
-                               strempty(primary_error));
-        log_info("No postgres backup in %s%s%s%s; looking offsite in %s.", primary, primary_error ? " (" : "",
-                 strempty(primary_error), primary_error ? ")" : "", offsite);
+                return err_set(-ENOENT, EX_NOINPUT,
+                               "no postgres backup in %s%s%s and no offsite copy configured "
+                               "([mirror] does not copy it)",
+                               primary, primary_error ? ": " : "", strempty(primary_error));
+        log_info("No postgres backup in %s%s%s%s; looking offsite in %s.", primary,
+                 primary_error ? " (" : "", strempty(primary_error), primary_error ? ")" : "", offsite);
         r = postgres_source_try(c, offsite, true, ret);
         if (r < 0)
                 return r;
         if (ret->list.n == 0) {
                 postgres_source_done(ret);
-                return err_set(-ENOENT, EX_NOINPUT, "no postgres backup in %s nor offsite in %s", primary, offsite);
+                return err_set(-ENOENT, EX_NOINPUT, "no postgres backup in %s nor offsite in %s", primary,
+                               offsite);
         }
         return 0;
 }
@@ -144,16 +147,20 @@ static int postgres_plan(const Config *c, const RecoverOptions *o, FILE *out) {
         if (r < 0)
                 fprintf(out, "           target not reachable now: %s\n", err_message() ?: strerror(-r));
         else if (total > 0 && present == total)
-                fprintf(out, "           target %s has all %zu database(s) already: nothing to do\n", target, total);
+                fprintf(out, "           target %s has all %zu database(s) already: nothing to do\n", target,
+                        total);
         else if (present > 0)
-                fprintf(out, "           target %s has %zu of %zu database(s): the step will refuse (partly "
-                        "restored; drop them or restore single databases)\n", target, present, total);
+                fprintf(out,
+                        "           target %s has %zu of %zu database(s): the step will refuse (partly "
+                        "restored; drop them or restore single databases)\n",
+                        target, present, total);
         else
                 fprintf(out, "           into %s\n", target);
         return 0;
 }
 
-static int postgres_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome, char **ret_note) {
+static int postgres_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome,
+                        char **ret_note) {
         _cleanup_(postgres_source_done) PostgresSource src = {};
         _cleanup_free_ char *target = NULL;
         const Manifest *m = NULL;
@@ -187,13 +194,17 @@ static int postgres_run(const Config *c, const RecoverOptions *o, RecoverOutcome
                 return r;
         if (total > 0 && present == total) {
                 *ret_outcome = RECOVER_SKIPPED;
-                *ret_note = xasprintf("%s has all %zu database(s) of backup %s already", target, total, m->id);
+                *ret_note =
+                        xasprintf("%s has all %zu database(s) of backup %s already", target, total, m->id);
                 return 0;
         }
         if (present > 0)
-                return err_set(-EEXIST, EX_CANTCREAT, "%s has %zu of the %zu databases of backup %s: a partly restored "
-                               "server is not overwritten; drop them and rerun, or restore single databases with "
-                               "`skyforge-agent restore postgres --database NAME`", target, present, total, m->id);
+                return err_set(
+                        -EEXIST, EX_CANTCREAT,
+                        "%s has %zu of the %zu databases of backup %s: a partly restored "
+                        "server is not overwritten; drop them and rerun, or restore single databases with "
+                        "`skyforge-agent restore postgres --database NAME`",
+                        target, present, total, m->id);
         r = postgres_restore(c, src.store, m, postgres_target(c, o));
         if (r < 0)
                 return r;

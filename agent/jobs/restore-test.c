@@ -62,9 +62,8 @@ static int scratch_spawn(ScratchCluster *sc, char *const argv[], const char *rem
                 return err_setf(-errno, "cannot fork: %m");
         if (pid == 0) {
                 int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-                if (sc->switch_user &&
-                    (setgroups(0, NULL) < 0 || setresgid(sc->gid, sc->gid, sc->gid) < 0 ||
-                     setresuid(sc->uid, sc->uid, sc->uid) < 0))
+                if (sc->switch_user && (setgroups(0, NULL) < 0 || setresgid(sc->gid, sc->gid, sc->gid) < 0 ||
+                                        setresuid(sc->uid, sc->uid, sc->uid) < 0))
                         _exit(126);
                 /* After the credential change, which clears it. */
                 (void) prctl(PR_SET_PDEATHSIG, SIGQUIT);
@@ -120,7 +119,8 @@ static int scratch_run(ScratchCluster *sc, char *const argv[]) {
         r = wait_status(pid);
         if (r != 0) {
                 _cleanup_free_ char *tail = scratch_log_tail(sc);
-                return err_set(-EIO, EX_SOFTWARE, "%s failed (status %d) in %s: %s", argv[0], r, sc->dir, tail);
+                return err_set(-EIO, EX_SOFTWARE, "%s failed (status %d) in %s: %s", argv[0], r, sc->dir,
+                               tail);
         }
         return 0;
 }
@@ -144,8 +144,9 @@ static void scratch_cluster_done(ScratchCluster *sc) {
                 }
                 r = rm_rf(sc->dir);
                 if (r < 0)
-                        log_warning_errno(r, "Cannot remove the restore-test cluster %s: %m; remove it by hand.",
-                                          sc->dir);
+                        log_warning_errno(
+                                r, "Cannot remove the restore-test cluster %s: %m; remove it by hand.",
+                                sc->dir);
                 else
                         log_debug("Removed the restore-test cluster %s.", sc->dir);
         }
@@ -204,8 +205,10 @@ static int scratch_cluster_start(const char *work_dir, const char *bindir, Scrat
                 /* initdb and postgres refuse to run as root. */
                 struct passwd *pw = getpwnam("postgres");
                 if (!pw)
-                        return err_set(-ESRCH, EX_NOUSER, "the restore test runs PostgreSQL as the user "
-                                       "\"postgres\", which does not exist (install the postgresql package)");
+                        return err_set(
+                                -ESRCH, EX_NOUSER,
+                                "the restore test runs PostgreSQL as the user "
+                                "\"postgres\", which does not exist (install the postgresql package)");
                 sc->switch_user = true;
                 sc->uid = pw->pw_uid;
                 sc->gid = pw->pw_gid;
@@ -214,15 +217,18 @@ static int scratch_cluster_start(const char *work_dir, const char *bindir, Scrat
         if (sc->switch_user) {
                 /* The server's user must pass through work_dir (not list it) to reach its directory. */
                 struct stat st;
-                if (stat(work_dir, &st) < 0 || ((st.st_mode & 0001) == 0 && chmod(work_dir, (st.st_mode & 07777) | 0001) < 0))
-                        return err_set(-errno, EX_CANTCREAT, "cannot let the postgres user into work_dir %s: %m",
-                                       work_dir);
+                if (stat(work_dir, &st) < 0 ||
+                    ((st.st_mode & 0001) == 0 && chmod(work_dir, (st.st_mode & 07777) | 0001) < 0))
+                        return err_set(-errno, EX_CANTCREAT,
+                                       "cannot let the postgres user into work_dir %s: %m", work_dir);
         }
 
         tmpl = xasprintf("%s/" SCRATCH_PREFIX "XXXXXX", work_dir);
         if (!mkdtemp(tmpl))
-                return err_set(-errno, EX_CANTCREAT, "cannot create a directory in work_dir %s: %m (set work_dir "
-                               "in [agent] to a writable directory)", work_dir);
+                return err_set(-errno, EX_CANTCREAT,
+                               "cannot create a directory in work_dir %s: %m (set work_dir "
+                               "in [agent] to a writable directory)",
+                               work_dir);
         sc->dir = TAKE_PTR(tmpl);
         sc->data = path_join(sc->dir, "data");
         /* Only we and the server's group get in: the socket lives here and the cluster trusts local
@@ -250,14 +256,14 @@ static int scratch_cluster_start(const char *work_dir, const char *bindir, Scrat
         sc->port = r;
         port_s = xasprintf("%d", sc->port);
         sockdir = xasprintf("unix_socket_directories=%s", sc->dir);
-        r = scratch_spawn(sc, (char *[]){ postgres, (char *) "-D", sc->data, (char *) "-p", port_s,
-                                          (char *) "-c", (char *) "listen_addresses=127.0.0.1",
-                                          (char *) "-c", sockdir,
-                                          /* Throwaway data: durability only costs time. */
-                                          (char *) "-c", (char *) "fsync=off",
-                                          (char *) "-c", (char *) "synchronous_commit=off",
-                                          (char *) "-c", (char *) "full_page_writes=off", NULL },
-                          NULL, &sc->postmaster);
+        /* Throwaway data: durability only costs time. */
+        char *server[] = { postgres, (char *) "-D", sc->data, (char *) "-p", port_s,
+                           (char *) "-c", (char *) "listen_addresses=127.0.0.1",
+                           (char *) "-c", sockdir,
+                           (char *) "-c", (char *) "fsync=off",
+                           (char *) "-c", (char *) "synchronous_commit=off",
+                           (char *) "-c", (char *) "full_page_writes=off", NULL };
+        r = scratch_spawn(sc, server, NULL, &sc->postmaster);
         if (r < 0)
                 return r;
         sc->conninfo = xasprintf("host=%s port=%d user=postgres", sc->dir, sc->port);
@@ -272,17 +278,21 @@ static int scratch_cluster_start(const char *work_dir, const char *bindir, Scrat
                 if (waitpid(sc->postmaster, &status, WNOHANG) == sc->postmaster) {
                         _cleanup_free_ char *tail = scratch_log_tail(sc);
                         sc->postmaster = 0;
-                        return err_set(-EIO, EX_SOFTWARE, "the throwaway PostgreSQL server in %s did not start: %s",
-                                       sc->dir, tail);
+                        return err_set(-EIO, EX_SOFTWARE,
+                                       "the throwaway PostgreSQL server in %s did not start: %s", sc->dir,
+                                       tail);
                 }
                 if (job_cancel_requested)
                         return err_set(-ECANCELED, EX_TEMPFAIL, "the restore test was cancelled");
                 if (now_usec(CLOCK_MONOTONIC) > deadline)
-                        return err_set(-ETIMEDOUT, EX_SOFTWARE, "the throwaway PostgreSQL server in %s did not "
-                                       "accept connections within 2 minutes", sc->dir);
+                        return err_set(-ETIMEDOUT, EX_SOFTWARE,
+                                       "the throwaway PostgreSQL server in %s did not "
+                                       "accept connections within 2 minutes",
+                                       sc->dir);
                 usleep(100 * 1000);
         }
-        log_info("Throwaway PostgreSQL cluster listening on 127.0.0.1:%d (socket in %s).", sc->port, sc->dir);
+        log_info("Throwaway PostgreSQL cluster listening on 127.0.0.1:%d (socket in %s).", sc->port,
+                 sc->dir);
         return 0;
 }
 
@@ -305,21 +315,24 @@ static int count_database(const ScratchCluster *sc, const char *db, RestoreTestD
                               "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' "
                               "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1");
         if (PQresultStatus(tables) != PGRES_TUPLES_OK)
-                return err_set(-EIO, EX_SOFTWARE, "cannot list the tables of restored database \"%s\": %s", db,
-                               PQerrorMessage(conn));
+                return err_set(-EIO, EX_SOFTWARE, "cannot list the tables of restored database \"%s\": %s",
+                               db, PQerrorMessage(conn));
         for (int i = 0; i < PQntuples(tables); i++) {
                 _cleanup_free_ char *q = xasprintf("SELECT count(*) FROM %s", PQgetvalue(tables, i, 0));
                 _cleanup_(pqclearp) PGresult *res = PQexec(conn, q);
                 uint64_t n = 0;
 
                 if (PQresultStatus(res) != PGRES_TUPLES_OK || parse_uint64(PQgetvalue(res, 0, 0), &n) < 0)
-                        return err_set(-EIO, EX_DATAERR, "cannot read table %s of restored database \"%s\": %s",
+                        return err_set(-EIO, EX_DATAERR,
+                                       "cannot read table %s of restored database \"%s\": %s",
                                        PQgetvalue(tables, i, 0), db, PQerrorMessage(conn));
                 rows += n;
                 if (job_cancel_requested)
                         return err_set(-ECANCELED, EX_TEMPFAIL, "the restore test was cancelled");
         }
-        *ret = (RestoreTestDatabase){ .name = xstrdup(db), .tables = (uint64_t) PQntuples(tables), .rows = rows };
+        *ret = (RestoreTestDatabase){ .name = xstrdup(db),
+                                      .tables = (uint64_t) PQntuples(tables),
+                                      .rows = rows };
         return 0;
 }
 
@@ -338,7 +351,8 @@ static int lock_work_dir(const char *work_dir, int *ret_fd) {
         if (fd < 0)
                 return err_set(-errno, EX_CANTCREAT, "cannot open %s: %m", path);
         if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-                return err_set(-EBUSY, EX_TEMPFAIL, "another restore test is running (lock %s is held)", path);
+                return err_set(-EBUSY, EX_TEMPFAIL, "another restore test is running (lock %s is held)",
+                               path);
         *ret_fd = TAKE_FD(fd);
         return 0;
 }
@@ -350,7 +364,8 @@ static int manifest_databases(const Manifest *m, char ***ret) {
         if (m->extra && json_object_object_get_ex(m->extra, "databases", &dbs) &&
             json_object_is_type(dbs, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(dbs); i++)
-                        strv_push(&l, xstrdup(strempty(json_object_get_string(json_object_array_get_idx(dbs, i)))));
+                        strv_push(&l, xstrdup(strempty(
+                                              json_object_get_string(json_object_array_get_idx(dbs, i)))));
         *ret = l;
         return 0;
 }
@@ -372,8 +387,10 @@ int postgres_restore_test(const Config *c, Store *s, const Manifest *m, RestoreT
                 major = json_object_get_int(v) / 10000;
         r = pg_find_client("initdb", c->postgres.pg_bindir, major, &initdb);
         if (r < 0)
-                return err_set(r, err_exit_code(r), "restore test: %s (the server package postgresql-%d "
-                               "provides initdb and postgres)", err_message(), major);
+                return err_set(r, err_exit_code(r),
+                               "restore test: %s (the server package postgresql-%d "
+                               "provides initdb and postgres)",
+                               err_message(), major);
         bindir = xstrndup(initdb.path, strrchr(initdb.path, '/') - initdb.path);
 
         r = lock_work_dir(c->agent.work_dir, &lock_fd);
@@ -415,8 +432,10 @@ int postgres_restore_test(const Config *c, Store *s, const Manifest *m, RestoreT
                         free(list);
                         list = n;
                 }
-                return err_set(-EBADMSG, EX_DATAERR, "restore test of backup %s: database(s) %s of the manifest "
-                               "missing after the restore", m->id, list);
+                return err_set(-EBADMSG, EX_DATAERR,
+                               "restore test of backup %s: database(s) %s of the manifest "
+                               "missing after the restore",
+                               m->id, list);
         }
         return 0;
 }

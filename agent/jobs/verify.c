@@ -44,13 +44,15 @@ int backup_check_objects(Store *s, const Manifest *m, char *const *only, Progres
                         return err_set((int) k, EX_IOERR, "cannot read %s/%s: %s", s->location, o->name,
                                        err_message() ?: strerror((int) -k));
                 if (d.bytes != o->bytes) {
-                        strv_push(problems, xasprintf("%s/%s has %" PRIu64 " bytes, the manifest says %" PRIu64
-                                                      " (truncated or replaced)",
-                                                      s->location, o->name, d.bytes, o->bytes));
+                        strv_push(problems,
+                                  xasprintf("%s/%s has %" PRIu64 " bytes, the manifest says %" PRIu64
+                                            " (truncated or replaced)",
+                                            s->location, o->name, d.bytes, o->bytes));
                         n++;
                 } else if (!streq(d.sha256_hex, o->sha256)) {
-                        strv_push(problems, xasprintf("SHA-256 of %s/%s is %s, the manifest says %s (corrupt)",
-                                                      s->location, o->name, d.sha256_hex, o->sha256));
+                        strv_push(problems,
+                                  xasprintf("SHA-256 of %s/%s is %s, the manifest says %s (corrupt)",
+                                            s->location, o->name, d.sha256_hex, o->sha256));
                         n++;
                 }
         }
@@ -71,8 +73,8 @@ int backup_verify_objects(Store *s, const Manifest *m, bool show_progress) {
                 return r;
         if (r > 0)
                 return err_set(-EBADMSG, EX_DATAERR,
-                               "backup %s is damaged: %s; pick another backup from `skyforge-agent list`", m->id,
-                               problems[0]);
+                               "backup %s is damaged: %s; pick another backup from `skyforge-agent list`",
+                               m->id, problems[0]);
         return 0;
 }
 
@@ -228,13 +230,14 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                 if (r > 0) {
                         n_damaged++;
                         if (!first_problem)
-                                first_problem = xasprintf("backup %s is damaged: %s", sel[i]->id, problems[0]);
+                                first_problem =
+                                        xasprintf("backup %s is damaged: %s", sel[i]->id, problems[0]);
                 }
                 if (o->out) {
                         char size[FORMAT_BYTES_MAX];
                         if (r == 0)
-                                fprintf(o->out, "%s %s ok (%zu objects, %s)\n", job, sel[i]->id, sel[i]->n_objects,
-                                        format_bytes(sel[i]->bytes, size, sizeof size));
+                                fprintf(o->out, "%s %s ok (%zu objects, %s)\n", job, sel[i]->id,
+                                        sel[i]->n_objects, format_bytes(sel[i]->bytes, size, sizeof size));
                         else
                                 fprintf(o->out, "%s %s DAMAGED (%d of %zu objects)\n", job, sel[i]->id, r,
                                         sel[i]->n_objects);
@@ -252,8 +255,10 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
 
         if (o->restore_test && streq(job, "postgres")) {
                 if (n_sel == 0 && l.n == 0)
-                        rt_r = err_set(-ENOENT, EX_NOINPUT, "no postgres backup to restore-test in %s; run "
-                                       "`skyforge-agent run postgres` first", s->location);
+                        rt_r = err_set(-ENOENT, EX_NOINPUT,
+                                       "no postgres backup to restore-test in %s; run "
+                                       "`skyforge-agent run postgres` first",
+                                       s->location);
                 else
                         rt_r = postgres_restore_test(c, s, o->id ? sel[0] : l.items[0], &rt);
                 restore_test_print(o->out, &rt, rt_r);
@@ -262,8 +267,10 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         finished = format_iso8601(now_usec(CLOCK_REALTIME));
         bool ok = n_damaged == 0 && rt_r >= 0;
         result = json_object_new_object();
-        json_object_object_add(result, "result", json_object_new_string(ok ? "ok" : n_damaged > 0 ? "damaged" :
-                                                                                               "failed"));
+        json_object_object_add(result, "result",
+                               json_object_new_string(ok              ? "ok"
+                                                      : n_damaged > 0 ? "damaged"
+                                                                      : "failed"));
         json_object_object_add(result, "finished", json_object_new_string(finished));
         json_object_object_add(result, "checked", json_object_new_uint64(n_sel));
         json_object_object_add(result, "damaged", json_object_new_uint64(n_damaged));
@@ -279,8 +286,8 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         r = job_state_read(c->agent.state_dir, job, &st);
         if (r >= 0) {
                 free(st.last_verify);
-                st.last_verify = xstrdup(json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN |
-                                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
+                st.last_verify = xstrdup(json_object_to_json_string_ext(
+                        result, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
                 r = job_state_write(c->agent.state_dir, &st);
         }
         if (r < 0)
@@ -298,8 +305,10 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                               "Verify of %s found problems: %s", job, first_problem ?: rt_error);
 
         if (first_problem)
-                return err_set(-EBADMSG, EX_DATAERR, "%s (%zu of %zu backup(s) of %s damaged; find a good one "
-                               "with `skyforge-agent verify %s --all`)", first_problem, n_damaged, n_sel, job, job);
+                return err_set(-EBADMSG, EX_DATAERR,
+                               "%s (%zu of %zu backup(s) of %s damaged; find a good one "
+                               "with `skyforge-agent verify %s --all`)",
+                               first_problem, n_damaged, n_sel, job, job);
         if (rt_r < 0)
                 return err_set(rt_r, rt_code, "%s", rt_error);
         return 0;
