@@ -9,7 +9,7 @@ PACKAGES="
  postgresql postgresql-client zstd age openssl
  python3 python3-pytest python3-boto3 python3-dbus python3-gi
  dbus systemd systemd-container debootstrap util-linux iproute2 procps man-db
- debhelper dh-autoreconf devscripts lintian fakeroot
+ debhelper dh-autoreconf devscripts lintian fakeroot git
  time hyperfine valgrind bc
 "
 missing=""

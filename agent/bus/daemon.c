@@ -141,7 +141,11 @@ static int daemon_connect(Daemon *d) {
 }
 
 int bus_daemon_run(const char *state_dir) {
-        _cleanup_(daemon_done) Daemon d = {};
+        return bus_daemon_run_config(NULL, state_dir);
+}
+
+int bus_daemon_run_config(const Config *config, const char *state_dir) {
+        _cleanup_(daemon_done) Daemon d = { .config = config };
         sigset_t mask;
         int r;
 

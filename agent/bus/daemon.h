@@ -5,11 +5,13 @@
 #include <systemd/sd-event.h>
 
 #include "bus/job.h"
+#include "conf/conf.h"
 
 struct Daemon {
         sd_event *event;
         sd_bus *bus;
         char *state_dir;
+        const Config *config; /* for ListBackups; may be NULL */
         sd_event_source *inotify_source;
         BusJob jobs[BUS_N_JOBS];
 };
@@ -20,5 +22,7 @@ BusJob *daemon_find_job(Daemon *d, const char *name);
  * $DBUS_SYSTEM_BUS_ADDRESS names, if set) and follows the state files with inotify until SIGTERM or SIGINT.
  * Returns 0 on a clean stop, negative errno with err_message() set otherwise. */
 int bus_daemon_run(const char *state_dir);
+/* Same, answering ListBackups from the job destinations of config. */
+int bus_daemon_run_config(const Config *config, const char *state_dir);
 
 extern const sd_bus_vtable bus_manager_vtable[];

@@ -169,9 +169,10 @@ static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
                 return r;
-        r = bus_backups_append(reply, isempty(name) ? NULL : name);
+        r = bus_backups_append(reply, d->config, isempty(name) ? NULL : name);
         if (r < 0)
-                return sd_bus_error_set_errnof(error, r, "%s", err_message());
+                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "cannot list backups: %s",
+                                         err_message() ?: strerror(-r));
         return sd_bus_send(NULL, reply, NULL);
 }
 

@@ -32,14 +32,18 @@ static int run_daemon(CliContext *ctx, int argc, char *argv[]) {
                 return EX_USAGE;
         }
 
-        if (!state_dir) {
-                r = cli_load_config(ctx, &config);
-                if (r != EX_OK)
-                        return r;
+        /* The configuration too: ListBackups lists the job destinations. */
+        r = cli_load_config(ctx, &config);
+        if (r != EX_OK)
+                return r;
+        if (state_dir) {
+                /* The default local destinations live below state_dir: follow the override there too. */
+                free(config->agent.state_dir);
+                config->agent.state_dir = xstrdup(state_dir);
+        } else
                 state_dir = config->agent.state_dir;
-        }
 
-        r = bus_daemon_run(state_dir);
+        r = bus_daemon_run_config(config, state_dir);
         if (r < 0)
                 return cli_fail(r, "daemon");
         return EX_OK;

@@ -6,21 +6,12 @@
 #include "jobs/job.h"
 #include "log/log.h"
 
-/* Jobs that leave backups with manifests (mirror copies buckets, it has none). */
-static const char *const listable[] = { "postgres", "config", NULL };
-
-static int manifest_cmp_newest_first(const void *a, const void *b) {
-        const Manifest *x = *(Manifest *const *) a, *y = *(Manifest *const *) b;
-        int c = strcmp(y->id, x->id);
-        return c != 0 ? c : strcmp(x->job, y->job);
-}
-
 static int run_list(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
         _cleanup_(config_freep) Config *c = NULL;
-        _cleanup_free_ Manifest **all = NULL;
-        BackupList lists[ELEMENTSOF(listable)] = {};
-        size_t n_all = 0;
+        _cleanup_(backup_list_done) BackupList l = {};
+        Manifest **all;
+        size_t n_all;
         const char *only = NULL;
         bool json = false;
         int r, o;
@@ -32,7 +23,7 @@ static int run_list(CliContext *ctx, int argc, char *argv[]) {
                         return EX_USAGE;
         if (optind < argc) {
                 only = argv[optind];
-                if (!strv_contains((char **) listable, only)) {
+                if (!strv_contains((char **) job_listable, only)) {
                         fprintf(stderr, "skyforge-agent list: \"%s\" has no backups to list (postgres, config).\n", only);
                         return EX_USAGE;
                 }
@@ -41,30 +32,11 @@ static int run_list(CliContext *ctx, int argc, char *argv[]) {
         if (r != 0)
                 return r;
 
-        for (size_t i = 0; listable[i]; i++) {
-                _cleanup_(store_freep) Store *s = NULL;
-                _cleanup_free_ char *dest = NULL;
-
-                if (only && !streq(only, listable[i]))
-                        continue;
-                if (!only && streq(listable[i], "config") && !c->config.present)
-                        continue;
-                dest = config_job_destination(c, listable[i]);
-                r = store_open_location(c, dest, &s);
-                if (r >= 0)
-                        r = backup_list_load(s, &lists[i]);
-                if (r < 0) {
-                        r = cli_fail(r, "cannot list backups");
-                        for (size_t j = 0; j < ELEMENTSOF(lists); j++)
-                                backup_list_done(&lists[j]);
-                        return r;
-                }
-                all = xrealloc(all, (n_all + lists[i].n + 1) * sizeof *all);
-                for (size_t j = 0; j < lists[i].n; j++)
-                        all[n_all++] = lists[i].items[j];
-        }
-        if (n_all > 0)
-                qsort(all, n_all, sizeof *all, manifest_cmp_newest_first);
+        r = job_list_backups(c, only, &l);
+        if (r < 0)
+                return cli_fail(r, "cannot list backups");
+        all = l.items;
+        n_all = l.n;
 
         if (json) {
                 json_object *arr = json_object_new_array();
@@ -84,8 +56,6 @@ static int run_list(CliContext *ctx, int argc, char *argv[]) {
                                all[i]->n_objects);
                 }
         }
-        for (size_t j = 0; j < ELEMENTSOF(lists); j++)
-                backup_list_done(&lists[j]);
         return 0;
 }
 

@@ -2,6 +2,7 @@
 #include <getopt.h>
 
 #include "cli/cli.h"
+#include "jobs/config.h"
 #include "jobs/job.h"
 #include "jobs/mirror.h"
 #include "jobs/postgres-db.h"
@@ -9,8 +10,24 @@
 #include "log/log.h"
 #include "shared/process.h"
 
-static int restore_postgres(CliContext *ctx, const char *id, const char *to, const char *database,
-                            unsigned jobs) {
+typedef enum RestoreAction {
+        RESTORE_POSTGRES,
+        RESTORE_POSTGRES_DATABASE,
+        RESTORE_CONFIG_TO,
+        RESTORE_CONFIG_SECRETS,
+} RestoreAction;
+
+typedef struct RestoreArgs {
+        const char *id;
+        const char *to;
+        bool dry_run;
+        const char *database; /* RESTORE_POSTGRES_DATABASE */
+        unsigned jobs;
+} RestoreArgs;
+
+static int restore_backup(CliContext *ctx, const char *job, RestoreAction action, const RestoreArgs *a) {
+        const char *id = a->id, *to = a->to;
+        bool dry_run = a->dry_run;
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
@@ -21,24 +38,40 @@ static int restore_postgres(CliContext *ctx, const char *id, const char *to, con
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;
-        dest = config_job_destination(c, "postgres");
+        dest = config_job_destination(c, job);
         r = store_open_location(c, dest, &s);
         if (r >= 0)
                 r = backup_list_load(s, &l);
         if (r >= 0)
                 r = backup_list_find(&l, id, &m);
-        if (r >= 0 && database) {
-                job_install_signal_handlers();
-                child_cancel_flag = &job_cancel_requested;
-                r = postgres_restore_database(c, s, m, database, to, jobs);
-        } else if (r >= 0)
-                r = postgres_restore(c, s, m, to);
+        if (r >= 0)
+                switch (action) {
+                case RESTORE_POSTGRES:
+                        r = postgres_restore(c, s, m, to);
+                        break;
+                case RESTORE_POSTGRES_DATABASE:
+                        job_install_signal_handlers();
+                        child_cancel_flag = &job_cancel_requested;
+                        r = postgres_restore_database(c, s, m, a->database, to, a->jobs);
+                        break;
+                case RESTORE_CONFIG_TO:
+                        r = config_restore_to(c, s, m, to, stdout);
+                        break;
+                case RESTORE_CONFIG_SECRETS:
+                        r = config_apply_secrets(c, s, m, dry_run, stdout);
+                        break;
+                }
         if (r < 0)
                 return cli_fail(r, "restore failed");
-        if (database)
-                fprintf(stderr, "Restored database \"%s\" of postgres backup %s.\n", database, m->id);
+        if (action == RESTORE_CONFIG_SECRETS)
+                fprintf(stderr, "%s %d Secrets of config backup %s.\n",
+                        dry_run ? "Checked (dry run)" : "Applied", r, m->id);
+        else if (action == RESTORE_POSTGRES_DATABASE)
+                fprintf(stderr, "Restored database \"%s\" of postgres backup %s.\n", a->database, m->id);
+        else if (action == RESTORE_CONFIG_TO)
+                fprintf(stderr, "Restored config backup %s into %s.\n", m->id, to);
         else
-                fprintf(stderr, "Restored postgres backup %s.\n", m->id);
+                fprintf(stderr, "Restored %s backup %s.\n", job, m->id);
         return 0;
 }
 
@@ -69,34 +102,45 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 { "to", required_argument, NULL, 't' },
                 { "bucket", required_argument, NULL, 'b' },
                 { "dry-run", no_argument, NULL, 'n' },
+                { "apply-secrets", no_argument, NULL, 'a' },
                 { "database", required_argument, NULL, 'd' },
                 { "jobs", required_argument, NULL, 'j' },
                 {},
         };
         const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL;
-        bool dry_run = false;
+        bool apply_secrets = false, dry_run = false;
         uint64_t jobs = 2;
         int o;
 
         while ((o = getopt_long(argc, argv, "t:b:nd:j:", options, NULL)) >= 0)
-                if (o == 't')
+                switch (o) {
+                case 't':
                         to = optarg;
-                else if (o == 'b')
+                        break;
+                case 'b':
                         bucket = optarg;
-                else if (o == 'n')
+                        break;
+                case 'n':
                         dry_run = true;
-                else if (o == 'd')
+                        break;
+                case 'a':
+                        apply_secrets = true;
+                        break;
+                case 'd':
                         database = optarg;
-                else if (o == 'j') {
+                        break;
+                case 'j':
                         if (parse_uint64(optarg, &jobs) < 0 || jobs < 1 || jobs > 64) {
                                 fprintf(stderr, "skyforge-agent restore: --jobs takes 1..64, not \"%s\".\n",
                                         optarg);
                                 return EX_USAGE;
                         }
-                } else
+                        break;
+                default:
                         return EX_USAGE;
+                }
         if (optind >= argc) {
-                fputs("skyforge-agent restore: name what to restore (postgres).\n", stderr);
+                fputs("skyforge-agent restore: name what to restore (postgres, config or mirror).\n", stderr);
                 return EX_USAGE;
         }
         what = argv[optind];
@@ -116,30 +160,65 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                               "  never implied.\n", stderr);
                         return EX_USAGE;
                 }
-                return restore_postgres(ctx, id, to, database, (unsigned) jobs);
+                if (apply_secrets || dry_run) {
+                        fputs("skyforge-agent restore postgres: --apply-secrets and --dry-run are for "
+                              "config (and --dry-run for mirror).\n", stderr);
+                        return EX_USAGE;
+                }
+                return restore_backup(ctx, "postgres", database ? RESTORE_POSTGRES_DATABASE : RESTORE_POSTGRES,
+                                      &(RestoreArgs){ .id = id, .to = to, .database = database,
+                                                      .jobs = (unsigned) jobs });
         }
-        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, mirror).\n", what);
+        if (streq(what, "config")) {
+                if (apply_secrets == !!to) {
+                        fputs("skyforge-agent restore config: give either --to DIR (extract the\n"
+                              "  manifests and the still-encrypted Secrets) or --apply-secrets [--dry-run]\n"
+                              "  (decrypt and apply the Secrets through the Kubernetes API).\n", stderr);
+                        return EX_USAGE;
+                }
+                if (dry_run && !apply_secrets) {
+                        fputs("skyforge-agent restore config: --dry-run goes with --apply-secrets.\n",
+                              stderr);
+                        return EX_USAGE;
+                }
+                if (database) {
+                        fputs("skyforge-agent restore config: --database is for postgres.\n", stderr);
+                        return EX_USAGE;
+                }
+                return restore_backup(ctx, "config",
+                                      apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO,
+                                      &(RestoreArgs){ .id = id, .to = to, .dry_run = dry_run });
+        }
+        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, config, mirror).\n", what);
         return EX_USAGE;
 }
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | "
-                "mirror [--bucket B] [--dry-run]",
+        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | config [ID|latest] --to DIR | config --apply-secrets "
+                "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]",
         .summary = "Restore a backup.",
-        .help = "postgres: checks the SHA-256 of every object of the backup against its manifest first (a damaged\n"
-                "backup is refused before anything reaches the server), then streams the dump through psql into\n"
-                "the server named by --to. ID defaults to latest.\n"
-                "mirror: copies the offsite buckets back to the [mirror] source remote (MinIO), creating buckets,\n"
-                "with the mirror engine in reverse; objects already equal are skipped, nothing is deleted unless\n"
-                "[mirror] delete = yes.\n"
-                "  -t, --to CONNINFO   libpq connection string of the target server\n"
-                "  -d, --database NAME restore postgres: only this database, from the per-database\n"
-                "                      dumps (per_database = yes) with pg_restore; it is created on the\n"
-                "                      target and must not exist there; missing roles come from globals\n"
-                "  -j, --jobs N        restore postgres --database: parallel pg_restore jobs (default 2;\n"
-                "                      fewer when the server has fewer free connections)\n"
-                "  -b, --bucket B      restore mirror: only bucket B\n"
-                "  -n, --dry-run       restore mirror: print what would be copied; change nothing\n",
+        .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
+                "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
+                "postgres: streams the dump (decrypted with [postgres] identity_file when it is encrypted)\n"
+                "through psql into the server named by --to.\n"
+                "postgres --database NAME: restores only that database from the per-database dumps\n"
+                "(per_database = yes) with pg_restore; it is created on the target and must not exist there;\n"
+                "roles it needs that the target lacks are created from the backup's globals first.\n"
+                "config --to DIR: extracts the manifests and the still-encrypted secrets/ files into DIR\n"
+                "(no absolute paths, no .., nothing written through symlinks, existing files are kept).\n"
+                "config --apply-secrets: decrypts the Secrets export with [config] identity_file and\n"
+                "creates or replaces each Secret through the API of [config] kubeconfig, printing created,\n"
+                "replaced or unchanged for each; with --dry-run the API server checks and stores nothing.\n"
+                "mirror: copies the offsite buckets back to the [mirror] source remote (MinIO), creating\n"
+                "buckets, with the mirror engine in reverse; objects already equal are skipped, nothing is\n"
+                "deleted unless [mirror] delete = yes.\n"
+                "  -t, --to CONNINFO|DIR   postgres: libpq connection string of the target; config: a directory\n"
+                "      --apply-secrets     config: apply the Secrets instead of extracting\n"
+                "  -d, --database NAME     postgres: restore only this database\n"
+                "  -j, --jobs N            postgres --database: parallel pg_restore jobs (default 2; fewer\n"
+                "                          when the server has fewer free connections)\n"
+                "  -b, --bucket B          restore mirror: only bucket B\n"
+                "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n",
         .run = run_restore,
 };

@@ -41,7 +41,9 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_AGENT, "log_level", CONF_LOG_LEVEL, A(log_level), .def = "info",
           .help = "debug, info, notice, warning or err" },
         { CONF_SECTION_AGENT, "healthz_url", CONF_URL, A(healthz_url),
-          .help = "pinged after each job: URL on success, URL/fail on failure" },
+          .help = "the cluster's health URL that recover waits for" },
+        { CONF_SECTION_AGENT, "healthcheck_url", CONF_URL, A(healthcheck_url),
+          .help = "pinged by each job: URL/start, URL on success, URL/fail; %j is the job's name" },
         { CONF_SECTION_AGENT, "metrics_file", CONF_ABS_PATH, A(metrics_file),
           .help = "Prometheus textfile written after each job" },
 

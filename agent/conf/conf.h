@@ -25,7 +25,8 @@ typedef struct AgentConfig {
         char *state_dir;
         char *work_dir;
         char *log_level;
-        char *healthz_url;
+        char *healthz_url;     /* the cluster's /healthz, polled by recovery */
+        char *healthcheck_url; /* healthchecks.io-style pings of each job, optional */
         char *metrics_file; /* Prometheus textfile, optional */
 } AgentConfig;
 

@@ -638,6 +638,23 @@ uint64_t age_stream_counter(const AgeStream *s) {
         return s->counter;
 }
 
+int age_stream_clone(const AgeStream *s, AgeStream **ret) {
+        _cleanup_(age_stream_freep) AgeStream *c = xcalloc(1, sizeof *c);
+
+        c->encrypt = s->encrypt;
+        c->counter = s->counter;
+        c->ctx = EVP_CIPHER_CTX_new();
+        if (!c->ctx || EVP_CIPHER_CTX_copy(c->ctx, s->ctx) != 1)
+                return err_set(-EIO, EX_SOFTWARE,
+                               "cannot copy the ChaCha20-Poly1305 context: OpenSSL failed");
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+void age_stream_set_counter(AgeStream *s, uint64_t counter) {
+        s->counter = counter;
+}
+
 static void stream_nonce(const AgeStream *s, bool last, uint8_t nonce[static 12]) {
         memset(nonce, 0, 12);
         for (unsigned i = 0; i < 8; i++)

@@ -65,6 +65,10 @@ int age_stream_new(const uint8_t file_key[static AGE_FILE_KEY_SIZE],
 void age_stream_free(AgeStream *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(AgeStream *, age_stream_free);
 uint64_t age_stream_counter(const AgeStream *s);
+/* STREAM chunks are independent (the nonce is the chunk counter), so several threads can each seal or
+ * open chunks with a clone of the stream, positioned with age_stream_set_counter(). */
+int age_stream_clone(const AgeStream *s, AgeStream **ret);
+void age_stream_set_counter(AgeStream *s, uint64_t counter);
 /* Encrypts n <= AGE_CHUNK_SIZE bytes from in to out (may be the same), appending the tag: out needs
  * n + AGE_TAG_SIZE bytes. */
 int age_stream_seal(AgeStream *s, const uint8_t *in, size_t n, bool last, uint8_t *out);

@@ -6,14 +6,16 @@
 #include <time.h>
 
 #include "jobs/job.h"
+#include "jobs/monitor.h"
 #include "log/log.h"
+#include "pipe/pipe.h"
 #include "store/retention.h"
 
 volatile sig_atomic_t job_cancel_requested = 0;
 
 const char *const job_names[] = { "postgres", "mirror", "config", NULL };
 
-static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror };
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config };
 
 const JobDefinition *job_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)
@@ -121,6 +123,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         ctx.state = &st;
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_STARTED, job, NULL, UINT64_MAX, UINT64_MAX,
                       "Job %s started.", job);
+        job_monitor_ping(c, job, JOB_PING_START, NULL);
 
         err_clear();
         destination = config_job_destination(c, job);
@@ -170,6 +173,8 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 (void) job_state_write(c->agent.state_dir, &st);
                 log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, job, NULL, UINT64_MAX, duration,
                               "Job %s failed: %s", job, msg);
+                job_monitor_write_metrics(c);
+                job_monitor_ping(c, job, JOB_PING_FAIL, msg);
                 /* Writing the state may have replaced the error detail; restore it for the caller. */
                 return err_set(r, saved_code, "%s", msg);
         }
@@ -185,6 +190,8 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, job, ctx.id, m->bytes, duration,
                       "Job %s succeeded: %s %s, %s in %.1f s.", job, def->no_manifest ? "run" : "backup", ctx.id,
                       format_bytes(m->bytes, size, sizeof size), (double) duration / USEC_PER_SEC);
+        job_monitor_write_metrics(c);
+        job_monitor_ping(c, job, JOB_PING_SUCCESS, NULL);
 
         /* Retention only after a new backup has succeeded; its failure does not fail the backup. */
         if (def->has_retention && store && job_prune_store(c, job, store, false, NULL) < 0)
@@ -244,4 +251,37 @@ int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
         if (r < 0)
                 return r;
         return job_prune_store(c, job, store, dry_run, out);
+}
+
+int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity_file, const char *section,
+                       Source **ret) {
+        _cleanup_(source_freep) Source *up = upstream;
+        _cleanup_free_ char *recipients = NULL;
+        Source *s;
+        int r;
+
+        STRV_FOREACH(p, m->recipients) {
+                char *j = xasprintf("%s%s%s", strempty(recipients), recipients ? ", " : "", *p);
+                free(recipients);
+                recipients = j;
+        }
+        if (isempty(identity_file))
+                return err_set(-ENOKEY, EX_CONFIG,
+                               "backup %s is encrypted (to %s); set identity_file = in [%s] to the age "
+                               "identity of one of those recipients", m->id, recipients ?: "age recipients",
+                               section);
+        s = source_age_new(up, identity_file, &r);
+        if (!s) {
+                if (r == -ENOKEY)
+                        return err_set(r, EX_DATAERR,
+                                       "no identity in %s matches the recipients of backup %s (%s); set "
+                                       "identity_file = in [%s] to the right key", identity_file, m->id,
+                                       recipients ?: "unknown", section);
+                _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
+                int code = err_exit_code(r);
+                return err_set(r, code, "cannot decrypt backup %s with %s: %s", m->id, identity_file, why);
+        }
+        TAKE_PTR(up);
+        *ret = s;
+        return 0;
 }

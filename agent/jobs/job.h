@@ -31,6 +31,7 @@ typedef struct JobDefinition {
 
 extern const JobDefinition job_postgres;
 extern const JobDefinition job_mirror;
+extern const JobDefinition job_config;
 
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
@@ -43,8 +44,22 @@ int job_run(const Config *c, const char *job, char **ret_id);
 int job_prune(const Config *c, const char *job, bool dry_run, FILE *out);
 int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out);
 
+/* Jobs that keep backups with manifests (NULL-terminated: postgres, config). */
+extern const char *const job_listable[];
+/* The backups of every such job (only: just that one), newest first: what `list` shows. The config job
+ * is left out unless configured or asked for. */
+int job_list_backups(const Config *c, const char *only, BackupList *ret);
+
 void job_retention_settings(const Config *c, const char *job, unsigned *ret_days, unsigned *ret_keep_min);
 
 /* SIGTERM/SIGINT during a run: set by the signal handler, checked by long loops. */
 extern volatile sig_atomic_t job_cancel_requested;
 void job_install_signal_handlers(void);
+
+struct Source;
+/* Puts age decryption on top of upstream (taking it over, also on failure) for an encrypted object of
+ * backup m, with the identities in identity_file (the key named by "[section] identity_file"). The
+ * errors name the backup and the fix: a missing identity_file, or one whose keys match none of the
+ * backup's recipients. */
+int job_source_decrypt(struct Source *upstream, const Manifest *m, const char *identity_file,
+                       const char *section, struct Source **ret);

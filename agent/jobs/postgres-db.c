@@ -44,8 +44,11 @@ int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *raw, D
         if (!strv_isempty(pc->recipients)) {
                 next = sink_age_new(chain, pc->recipients, &r);
                 if (!next) {
+                        _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
+                        int code = err_exit_code(r);
                         sink_free(chain);
-                        return r;
+                        return err_set(r, code, "cannot encrypt to the recipients in [postgres]: %s; nothing "
+                                       "was stored", why);
                 }
                 chain = next;
         }
@@ -60,23 +63,13 @@ int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *raw, D
 
 int postgres_source_chain(const PostgresConfig *pc, const Manifest *m, StoreReader *rd, Digest *stored,
                           Source **ret) {
-        Source *src = source_digest_new(source_store_new(rd), stored), *next;
+        Source *src = source_digest_new(source_store_new(rd), stored);
         int r;
 
         if (m->encrypted) {
-                if (isempty(pc->identity_file)) {
-                        source_free(src);
-                        return err_set(-ENOKEY, EX_CONFIG,
-                                       "backup %s is encrypted: set identity_file in [postgres] "
-                                       "to the age identity of one of its recipients",
-                                       m->id);
-                }
-                next = source_age_new(src, pc->identity_file, &r);
-                if (!next) {
-                        source_free(src);
+                r = job_source_decrypt(src, m, pc->identity_file, "postgres", &src);
+                if (r < 0)
                         return r;
-                }
-                src = next;
         }
         *ret = source_zstd_new(src);
         return 0;
@@ -157,7 +150,9 @@ static int dump_to_object(JobContext *ctx, char *const argv[], const char *name,
 int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest *m) {
         const PostgresConfig *pc = &ctx->config->postgres;
         _cleanup_(pg_client_done) PgClient dumpall = {}, dump = {};
-        _cleanup_free_ char *globals = xasprintf("%s/globals.sql.zst", ctx->id);
+        /* Encrypted objects end in .age, like the cluster dump. */
+        const char *age = strv_isempty(pc->recipients) ? "" : ".age";
+        _cleanup_free_ char *globals = xasprintf("%s/globals.sql.zst%s", ctx->id, age);
         json_object *pd, *dbs;
         uint64_t raw;
         int r;
@@ -195,7 +190,7 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
                 if (streq(*d, "template1"))
                         continue;
                 enc = postgres_db_object_encode(*d);
-                name = xasprintf("%s/db/%s.dump", ctx->id, enc);
+                name = xasprintf("%s/db/%s.dump%s", ctx->id, enc, age);
                 r = pg_conninfo_set(pc->conninfo, "dbname", *d, &target);
                 if (r < 0)
                         break;

@@ -38,6 +38,8 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         _cleanup_free_ uint8_t *buf = NULL;
         Digest stored = {};
         uint64_t total = 0;
+        bool encrypted;
+        Sink *stage;
         int r, status;
 
         r = pg_preflight(pc->conninfo, &info);
@@ -49,22 +51,32 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         log_info("Dumping PostgreSQL %s at %s (%zu databases) with %s.", info.version, info.target,
                  strv_length(info.databases), dumpall.path);
 
-        if (!strv_isempty(pc->recipients))
-                /* Fail closed: never store a plaintext dump when encryption was asked for. */
-                return err_set(-EOPNOTSUPP, EX_CONFIG,
-                               "recipients are set in [postgres] but this build cannot encrypt; refusing to store "
-                               "an unencrypted dump");
-
-        name = xasprintf("%s.sql.zst", ctx->id);
+        /* Fail closed: with recipients set, the age stage is set up before anything is stored, and a
+         * dump that cannot be encrypted is never written in plaintext. */
+        encrypted = !strv_isempty(pc->recipients);
+        name = xasprintf("%s.sql.zst%s", ctx->id, encrypted ? ".age" : "");
         r = store_writer_open(ctx->store, name, &w);
         if (r < 0)
                 return r;
         chain = sink_digest_new(sink_store_new(w), &stored);
-        chain = sink_zstd_new(chain, pc->compression_level,
-                              pc->compression_threads ? (int) pc->compression_threads : (int) sysconf(_SC_NPROCESSORS_ONLN),
+        if (encrypted) {
+                stage = sink_age_new(chain, pc->recipients, &r);
+                if (!stage) {
+                        _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
+                        int code = err_exit_code(r);
+                        return err_set(r, code,
+                                       "cannot encrypt the dump to the recipients in [postgres]: %s; "
+                                       "nothing was stored", why);
+                }
+                chain = stage;
+        }
+        stage = sink_zstd_new(chain, pc->compression_level,
+                              pc->compression_threads ? (int) pc->compression_threads :
+                                                        (int) sysconf(_SC_NPROCESSORS_ONLN),
                               &r);
-        if (!chain)
+        if (!stage)
                 return r;
+        chain = stage;
 
         char *argv[] = { dumpall.path, (char *) "--no-password", (char *) "-d", pc->conninfo ?: (char *) "", NULL };
         if (isempty(pc->conninfo))
@@ -116,6 +128,8 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         m->raw_bytes = total;
         m->compression = xstrdup("zstd");
         m->compression_level = pc->compression_level;
+        m->encrypted = encrypted;
+        m->recipients = strv_copy(pc->recipients);
         m->tool = xstrdup("pg_dumpall");
         m->tool_version = xstrdup(dumpall.version_line);
         m->server_version = xstrdup(info.version);
@@ -175,6 +189,27 @@ static int restore_filter_stderr(Child *c, const char *line, void *userdata) {
         return 1;
 }
 
+/* The dump of backup m as plaintext SQL: store -> checksum -> decrypt (if encrypted) -> decompress. An
+ * encrypted dump's header is checked here, before anything reaches a server. */
+static int dump_source_open(const Config *c, Store *s, const Manifest *m, const ManifestObject *o, Digest *d,
+                            Source **ret) {
+        _cleanup_(source_freep) Source *src = NULL;
+        StoreReader *rd = NULL;
+        int r;
+
+        r = store_reader_open(s, o->name, 0, &rd);
+        if (r < 0)
+                return r;
+        src = source_digest_new(source_store_new(rd), d);
+        if (m->encrypted || endswith(o->name, ".age")) {
+                r = job_source_decrypt(TAKE_PTR(src), m, c->postgres.identity_file, "postgres", &src);
+                if (r < 0)
+                        return r;
+        }
+        *ret = source_zstd_new(TAKE_PTR(src));
+        return 0;
+}
+
 int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *conninfo) {
         _cleanup_(pg_server_info_done) PgServerInfo info = {};
         _cleanup_(pg_client_done) PgClient psql = {};
@@ -183,19 +218,22 @@ int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *c
         _cleanup_(sink_freep) Sink *to_psql = NULL;
         _cleanup_free_ char *target = NULL;
         const ManifestObject *o = NULL;
-        StoreReader *rd = NULL;
         Digest d = {};
         int r, status;
 
-        for (size_t i = 0; i < m->n_objects; i++)
-                if (!o && endswith(m->objects[i].name, ".sql.zst")) /* the cluster dump comes first */
+        /* The cluster dump comes first; per-database objects (<id>/...) follow it. */
+        for (size_t i = 0; i < m->n_objects && !o; i++)
+                if (endswith(m->objects[i].name, ".sql.zst") || endswith(m->objects[i].name, ".sql.zst.age"))
                         o = m->objects + i;
         if (!o)
                 return err_set(-ENOENT, EX_DATAERR, "backup %s has no cluster dump (.sql.zst) to restore", m->id);
 
         /* Check everything before the first statement reaches the server: a damaged dump is refused
-         * whole instead of half-applied. */
+         * whole instead of half-applied, and so is one we hold no key for. */
         r = backup_verify_objects(s, m, true);
+        if (r < 0)
+                return r;
+        r = dump_source_open(c, s, m, o, &d, &src);
         if (r < 0)
                 return r;
 
@@ -218,10 +256,6 @@ int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *c
         child.on_stderr_line = restore_filter_stderr;
         child.userdata = info.user;
 
-        r = store_reader_open(s, o->name, 0, &rd);
-        if (r < 0)
-                return r;
-        src = source_zstd_new(source_digest_new(source_store_new(rd), &d));
         to_psql = sink_child_new(&child);
         r = pipe_pump(src, to_psql);
         if (r < 0) {

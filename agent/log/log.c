@@ -118,15 +118,18 @@ static _Thread_local char err_buf[2048];
 static _Thread_local int err_code;
 
 int err_set(int error, int exit_code, const char *fmt, ...) {
+        char buf[sizeof err_buf];
         va_list ap;
         int saved = errno;
 
         if (error > 0)
                 error = -error;
         errno = -error;
+        /* Format aside first: callers often wrap the previous detail, err_set(r, "...: %s", err_message()). */
         va_start(ap, fmt);
-        vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+        vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);
+        memcpy(err_buf, buf, sizeof buf);
         errno = saved;
         err_code = exit_code;
         return error;

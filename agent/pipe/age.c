@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <assert.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sysexits.h>
 
 #include "crypto/age.h"
@@ -15,16 +18,127 @@ static void *fail_with(int *ret_error, int r) {
         return NULL;
 }
 
+/* STREAM chunks are independent (the nonce is the chunk counter), so a round of up to AGE_BATCH chunks is
+ * sealed or opened by AGE_THREADS threads at once: the caller's thread takes the even chunks, one worker
+ * the odd ones. Output order is kept because every chunk has its fixed place in the round's buffer, and
+ * memory stays at one round's buffers whatever the stream's size. The worker starts with the first round
+ * of more than one chunk, so small payloads never start a thread. */
+#define AGE_THREADS 2
+#define AGE_BATCH 8
+
+typedef int (*AgeChunkFn)(void *userdata, AgeStream *s, size_t i);
+
+typedef struct AgePool {
+        AgeStream *worker_stream;
+        pthread_t thread;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool running, unavailable, quit;
+        uint64_t posted, finished;
+        AgeChunkFn fn;
+        void *userdata;
+        size_t n;
+        int results[AGE_BATCH];
+} AgePool;
+
+static void *pool_worker(void *p) {
+        AgePool *pool = p;
+        uint64_t seen = 0;
+
+        pthread_mutex_lock(&pool->lock);
+        for (;;) {
+                while (!pool->quit && pool->posted == seen)
+                        pthread_cond_wait(&pool->cond, &pool->lock);
+                if (pool->quit)
+                        break;
+                seen = pool->posted;
+                pthread_mutex_unlock(&pool->lock);
+                for (size_t i = 1; i < pool->n; i += AGE_THREADS)
+                        pool->results[i] = pool->fn(pool->userdata, pool->worker_stream, i);
+                pthread_mutex_lock(&pool->lock);
+                pool->finished = seen;
+                pthread_cond_broadcast(&pool->cond);
+        }
+        pthread_mutex_unlock(&pool->lock);
+        return NULL;
+}
+
+static void pool_start(AgePool *pool, const AgeStream *s) {
+        sigset_t all, saved;
+
+        if (age_stream_clone(s, &pool->worker_stream) < 0) {
+                pool->unavailable = true;
+                return;
+        }
+        pthread_mutex_init(&pool->lock, NULL);
+        pthread_cond_init(&pool->cond, NULL);
+        /* Signals (SIGTERM cancels a job) stay with the main thread, whose blocking calls they interrupt. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &saved);
+        pool->running = pthread_create(&pool->thread, NULL, pool_worker, pool) == 0;
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        if (!pool->running) {
+                /* Not fatal: the caller's thread does all chunks. */
+                pthread_cond_destroy(&pool->cond);
+                pthread_mutex_destroy(&pool->lock);
+                age_stream_free(TAKE_PTR(pool->worker_stream));
+                pool->unavailable = true;
+        }
+}
+
+/* Runs fn for chunks 0..n-1 of a round; results[] holds what each returned. */
+static void pool_run(AgePool *pool, AgeStream *s, AgeChunkFn fn, void *userdata, size_t n) {
+        assert(n <= AGE_BATCH);
+        if (n > 1 && !pool->running && !pool->unavailable)
+                pool_start(pool, s);
+        if (!pool->running || n == 1) {
+                for (size_t i = 0; i < n; i++)
+                        pool->results[i] = fn(userdata, s, i);
+                return;
+        }
+        pthread_mutex_lock(&pool->lock);
+        pool->fn = fn;
+        pool->userdata = userdata;
+        pool->n = n;
+        pool->posted++;
+        pthread_cond_broadcast(&pool->cond);
+        pthread_mutex_unlock(&pool->lock);
+        for (size_t i = 0; i < n; i += AGE_THREADS)
+                pool->results[i] = fn(userdata, s, i);
+        pthread_mutex_lock(&pool->lock);
+        while (pool->finished != pool->posted)
+                pthread_cond_wait(&pool->cond, &pool->lock);
+        pthread_mutex_unlock(&pool->lock);
+}
+
+static void pool_done(AgePool *pool) {
+        if (pool->running) {
+                pthread_mutex_lock(&pool->lock);
+                pool->quit = true;
+                pthread_cond_broadcast(&pool->cond);
+                pthread_mutex_unlock(&pool->lock);
+                pthread_join(pool->thread, NULL);
+                pthread_cond_destroy(&pool->cond);
+                pthread_mutex_destroy(&pool->lock);
+                pool->running = false;
+        }
+        age_stream_free(TAKE_PTR(pool->worker_stream));
+}
+
 /* Encryption. The header and payload nonce go out with the first write (or at finish), so a sink that
- * fails to set up writes nothing. A full chunk is held back until more data arrives, because only then
- * do we know it is not the last one. */
+ * fails to set up writes nothing. A full round of chunks is held back until more data arrives, because
+ * only then do we know its last chunk is not the final one. */
 typedef struct AgeSink {
         Sink base;
         char *pending; /* header + payload nonce, not written yet */
         size_t pending_len;
         AgeStream *stream;
-        uint8_t *buf; /* AGE_CHUNK_SIZE plaintext + tag room */
-        size_t fill;
+        AgePool pool;
+        uint8_t *buf; /* AGE_BATCH chunks, each AGE_CHUNK_SIZE plaintext + tag room */
+        size_t used;  /* plaintext bytes in the round */
+        uint64_t base_counter;
+        size_t n_chunks;
+        bool final_round;
         int error; /* sticky: once a write failed, the stream is broken for good */
         bool finished;
 } AgeSink;
@@ -40,17 +154,34 @@ static int age_sink_flush_pending(AgeSink *a) {
         return r;
 }
 
-static int age_sink_seal(AgeSink *a, bool last) {
+static int age_sink_seal_one(void *userdata, AgeStream *s, size_t i) {
+        AgeSink *a = userdata;
+        size_t off = i * AGE_CHUNK_SIZE, n = a->used - off < AGE_CHUNK_SIZE ? a->used - off : AGE_CHUNK_SIZE;
+        uint8_t *p = a->buf + i * CIPHER_CHUNK_SIZE;
+
+        age_stream_set_counter(s, a->base_counter + i);
+        return age_stream_seal(s, p, n, a->final_round && i == a->n_chunks - 1, p);
+}
+
+/* Seals the round (in place) and writes it: all chunks are full except perhaps the final one, so the
+ * ciphertext is contiguous. Only an empty payload has an empty final chunk. */
+static int age_sink_seal_round(AgeSink *a, bool final) {
         int r;
 
         r = age_sink_flush_pending(a);
         if (r < 0)
                 return r;
-        r = age_stream_seal(a->stream, a->buf, a->fill, last, a->buf);
-        if (r < 0)
-                return r;
-        r = sink_write(a->base.next, a->buf, a->fill + AGE_TAG_SIZE);
-        a->fill = 0;
+        a->final_round = final;
+        a->n_chunks = a->used == 0 ? 1 : (a->used + AGE_CHUNK_SIZE - 1) / AGE_CHUNK_SIZE;
+        a->base_counter = age_stream_counter(a->stream);
+        pool_run(&a->pool, a->stream, age_sink_seal_one, a, a->n_chunks);
+        for (size_t i = 0; i < a->n_chunks; i++)
+                if (a->pool.results[i] < 0)
+                        return err_set(a->pool.results[i], EX_SOFTWARE,
+                                       "ChaCha20-Poly1305 encryption failed in OpenSSL");
+        age_stream_set_counter(a->stream, a->base_counter + a->n_chunks);
+        r = sink_write(a->base.next, a->buf, a->used + a->n_chunks * AGE_TAG_SIZE);
+        a->used = 0;
         return r;
 }
 
@@ -63,15 +194,16 @@ static int age_sink_write(Sink *s, const void *buf, size_t n) {
         if (a->finished)
                 return -ESTALE;
         while (n > 0) {
-                size_t k;
-                if (a->fill == AGE_CHUNK_SIZE) {
-                        int r = age_sink_seal(a, false);
+                size_t off, k;
+                if (a->used == AGE_BATCH * AGE_CHUNK_SIZE) {
+                        int r = age_sink_seal_round(a, false);
                         if (r < 0)
                                 return a->error = r;
                 }
-                k = AGE_CHUNK_SIZE - a->fill < n ? AGE_CHUNK_SIZE - a->fill : n;
-                memcpy(a->buf + a->fill, p, k);
-                a->fill += k;
+                off = a->used % AGE_CHUNK_SIZE;
+                k = AGE_CHUNK_SIZE - off < n ? AGE_CHUNK_SIZE - off : n;
+                memcpy(a->buf + (a->used / AGE_CHUNK_SIZE) * CIPHER_CHUNK_SIZE + off, p, k);
+                a->used += k;
                 p += k;
                 n -= k;
         }
@@ -86,8 +218,7 @@ static int age_sink_finish(Sink *s) {
                 return a->error;
         if (a->finished)
                 return 0;
-        /* Only an empty payload has an empty final chunk. */
-        r = age_sink_seal(a, true);
+        r = age_sink_seal_round(a, true);
         if (r < 0)
                 return a->error = r;
         a->finished = true;
@@ -97,9 +228,10 @@ static int age_sink_finish(Sink *s) {
 static void age_sink_free(Sink *s) {
         AgeSink *a = (AgeSink *) s;
 
+        pool_done(&a->pool);
         age_stream_free(a->stream);
         if (a->buf)
-                OPENSSL_cleanse(a->buf, CIPHER_CHUNK_SIZE);
+                OPENSSL_cleanse(a->buf, AGE_BATCH * CIPHER_CHUNK_SIZE);
         free(a->buf);
         free(a->pending);
         free(a);
@@ -142,22 +274,27 @@ Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
         a->pending = TAKE_PTR(header);
         a->pending_len = header_len + AGE_NONCE_SIZE;
         a->stream = stream;
-        a->buf = xmalloc(CIPHER_CHUNK_SIZE);
+        a->buf = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
         return &a->base;
 }
 
 /* Decryption. The header is read and checked when the source is created, so a wrong identity or a
- * corrupt header fails before any plaintext exists. Plaintext is released one authenticated chunk at a
- * time. */
+ * corrupt header fails before any plaintext exists. A round of chunks is opened at once; plaintext is
+ * released only for chunks that authenticated, in order, up to the first one that did not. */
 typedef struct AgeSource {
         Source base;
         AgeStream *stream;
+        AgePool pool;
         uint8_t *carry; /* bytes read past the header, consumed before upstream */
         size_t carry_pos, carry_len;
-        uint8_t *cipher; /* one encrypted chunk */
-        uint8_t *plain;
+        uint8_t *cipher; /* one round of encrypted chunks */
+        size_t cipher_len;
+        uint64_t base_counter;
+        bool is_last[AGE_BATCH];
+        uint8_t *plain; /* AGE_BATCH chunks of plaintext */
         size_t pos, len; /* unread plaintext in plain[] */
         bool last_seen, eof;
+        int deferred; /* an error to return once the plaintext before it was read */
         int error;
 } AgeSource;
 
@@ -186,11 +323,45 @@ static int payload_fail(const char *what) {
         return err_set(-EPROTO, EX_DATAERR, "the age payload %s (the file is truncated or corrupt)", what);
 }
 
-static int age_source_next_chunk(AgeSource *a) {
+/* Opening results of one chunk, turned into messages by the caller's thread. */
+#define CHUNK_BAD -1         /* does not authenticate */
+#define CHUNK_EMPTY_FINAL -2 /* an empty final chunk after data */
+
+static int age_source_open_one(void *userdata, AgeStream *s, size_t i) {
+        AgeSource *a = userdata;
+        size_t off = i * CIPHER_CHUNK_SIZE;
+        size_t n = a->cipher_len - off < CIPHER_CHUNK_SIZE ? a->cipher_len - off : CIPHER_CHUNK_SIZE;
+        uint64_t counter = a->base_counter + i;
+        uint8_t *in = a->cipher + off, *out = a->plain + i * AGE_CHUNK_SIZE;
+
+        a->is_last[i] = false;
+        age_stream_set_counter(s, counter);
+        if (n < CIPHER_CHUNK_SIZE) {
+                if (n == AGE_TAG_SIZE && counter > 0)
+                        return CHUNK_EMPTY_FINAL;
+                if (age_stream_open(s, in, n, true, out) < 0)
+                        return CHUNK_BAD;
+                a->is_last[i] = true;
+                return 0;
+        }
+        if (age_stream_open(s, in, n, false, out) >= 0)
+                return 0;
+        /* A full-size chunk may also be the final one. */
+        age_stream_set_counter(s, counter);
+        if (age_stream_open(s, in, n, true, out) < 0)
+                return CHUNK_BAD;
+        a->is_last[i] = true;
+        return 0;
+}
+
+static int age_source_next_round(AgeSource *a) {
         uint64_t counter = age_stream_counter(a->stream);
+        size_t n_chunks, released = 0;
         ssize_t n;
         uint8_t extra;
 
+        if (a->deferred < 0)
+                return a->deferred;
         if (a->last_seen) {
                 /* Like age: the last chunk was released; anything after it is an error, not ignored. */
                 n = age_source_fill(a, &extra, 1);
@@ -202,27 +373,41 @@ static int age_source_next_chunk(AgeSource *a) {
                 return 0;
         }
 
-        n = age_source_fill(a, a->cipher, CIPHER_CHUNK_SIZE);
+        n = age_source_fill(a, a->cipher, AGE_BATCH * CIPHER_CHUNK_SIZE);
         if (n < 0)
                 return (int) n;
         if (n == 0)
                 return payload_fail(counter == 0 ? "has no chunks" : "ends without a final chunk");
-        if ((size_t) n < CIPHER_CHUNK_SIZE) {
-                if ((size_t) n == AGE_TAG_SIZE && counter > 0)
-                        return payload_fail("has an empty final chunk after data");
-                if (age_stream_open(a->stream, a->cipher, (size_t) n, true, a->plain) < 0)
-                        return payload_fail(counter == 0 && (size_t) n < AGE_TAG_SIZE ?
-                                            "is shorter than one chunk" : "does not authenticate");
-                a->last_seen = true;
-        } else if (age_stream_open(a->stream, a->cipher, (size_t) n, false, a->plain) < 0) {
-                /* A full-size chunk may also be the final one. */
-                if (age_stream_open(a->stream, a->cipher, (size_t) n, true, a->plain) < 0)
-                        return payload_fail("does not authenticate");
-                a->last_seen = true;
+        a->cipher_len = (size_t) n;
+        a->base_counter = counter;
+        n_chunks = (a->cipher_len + CIPHER_CHUNK_SIZE - 1) / CIPHER_CHUNK_SIZE;
+        pool_run(&a->pool, a->stream, age_source_open_one, a, n_chunks);
+
+        a->pos = a->len = 0;
+        for (size_t i = 0; i < n_chunks; i++) {
+                int k = a->pool.results[i];
+                size_t chunk_len = a->cipher_len - i * CIPHER_CHUNK_SIZE;
+
+                if (chunk_len > CIPHER_CHUNK_SIZE)
+                        chunk_len = CIPHER_CHUNK_SIZE;
+                if (k == CHUNK_EMPTY_FINAL)
+                        a->deferred = payload_fail("has an empty final chunk after data");
+                else if (k < 0)
+                        a->deferred = payload_fail(counter + i == 0 && chunk_len < AGE_TAG_SIZE ?
+                                                   "is shorter than one chunk" : "does not authenticate");
+                if (a->deferred < 0)
+                        break;
+                a->len += chunk_len - AGE_TAG_SIZE;
+                released++;
+                if (a->is_last[i]) {
+                        a->last_seen = true;
+                        if (i + 1 < n_chunks)
+                                a->deferred = payload_fail("has trailing data after the final chunk");
+                        break;
+                }
         }
-        a->pos = 0;
-        a->len = (size_t) n - AGE_TAG_SIZE;
-        return 0;
+        age_stream_set_counter(a->stream, counter + released);
+        return released > 0 ? 0 : a->deferred;
 }
 
 static ssize_t age_source_read(Source *s, void *buf, size_t n) {
@@ -235,7 +420,7 @@ static ssize_t age_source_read(Source *s, void *buf, size_t n) {
                 int r;
                 if (a->eof)
                         return 0;
-                r = age_source_next_chunk(a);
+                r = age_source_next_round(a);
                 if (r < 0)
                         return a->error = r;
         }
@@ -248,9 +433,10 @@ static ssize_t age_source_read(Source *s, void *buf, size_t n) {
 static void age_source_free(Source *s) {
         AgeSource *a = (AgeSource *) s;
 
+        pool_done(&a->pool);
         age_stream_free(a->stream);
         if (a->plain)
-                OPENSSL_cleanse(a->plain, AGE_CHUNK_SIZE);
+                OPENSSL_cleanse(a->plain, AGE_BATCH * AGE_CHUNK_SIZE);
         free(a->plain);
         free(a->cipher);
         free(a->carry);
@@ -332,7 +518,7 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
                 return fail_with(ret_error, r);
         }
         a->stream = stream;
-        a->cipher = xmalloc(CIPHER_CHUNK_SIZE);
-        a->plain = xmalloc(AGE_CHUNK_SIZE);
+        a->cipher = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        a->plain = xmalloc(AGE_BATCH * AGE_CHUNK_SIZE);
         return &a->base;
 }

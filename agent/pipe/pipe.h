@@ -66,3 +66,14 @@ Source *source_fd_new(int fd);            /* does not close fd */
 
 /* Pumps a source into a sink until the end, then finishes the sink. */
 int pipe_pump(Source *from, Sink *to);
+
+/* In-memory ends, for small payloads (an encrypted Secrets export, one archive member). The sink
+ * appends to a buffer that it wipes and frees with itself unless taken with sink_memory_take(); the
+ * source reads from memory it does not own. */
+Sink *sink_memory_new(void);
+void sink_memory_take(Sink *s, uint8_t **ret_data, size_t *ret_size);
+Source *source_memory_new(const void *data, size_t size);
+
+/* Counts what passes through and reports the running total to progress_update(). */
+struct Progress;
+Sink *sink_progress_new(Sink *next, struct Progress *p);

@@ -453,3 +453,15 @@ char *path_join(const char *a, const char *b) {
                 return xstrndup(a, la);
         return xasprintf("%.*s/%s", (int) la, a, b);
 }
+
+char **strv_copy(char *const *l) {
+        char **c;
+        size_t n = strv_length(l);
+
+        if (!l)
+                return NULL;
+        c = xcalloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+                c[i] = xstrdup(l[i]);
+        return c;
+}

@@ -133,3 +133,4 @@ int read_file_string(const char *path, size_t max, char **ret);
 int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
 
 char *path_join(const char *a, const char *b);
+char **strv_copy(char *const *l); /* NULL for NULL */

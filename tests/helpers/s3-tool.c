@@ -70,14 +70,6 @@ static int load_remote(const char *path, RemoteConfig *ret) {
         return 0;
 }
 
-static void store_close(Store *s) {
-        if (!s)
-                return;
-        s->iface->done(s);
-        free(s->location);
-        free(s);
-}
-
 static int print_entry(const StoreEntry *e, void *userdata) {
         printf("%s\t%" PRIu64 "\t%s\n", e->name, e->size, strempty(e->etag));
         return 0;
@@ -88,7 +80,7 @@ static int cmd_put(Store *s, const char *name, bool commit) {
         static uint8_t buf[256 * 1024];
         int r;
 
-        r = s->iface->writer_open(s, name, &w);
+        r = store_writer_open(s, name, &w);
         if (r < 0)
                 return r;
         for (;;) {
@@ -99,13 +91,13 @@ static int cmd_put(Store *s, const char *name, bool commit) {
                 }
                 if (n == 0)
                         break;
-                r = s->iface->writer_write(w, buf, (size_t) n);
+                r = store_write(w, buf, (size_t) n);
                 if (r < 0)
                         break;
         }
         if (r >= 0 && commit)
-                r = s->iface->writer_commit(w);
-        s->iface->writer_free(w);
+                r = store_writer_commit(w);
+        store_writer_free(w);
         return r;
 }
 
@@ -114,11 +106,11 @@ static int cmd_get(Store *s, const char *name, uint64_t offset) {
         static uint8_t buf[256 * 1024];
         int r;
 
-        r = s->iface->reader_open(s, name, offset, &rd);
+        r = store_reader_open(s, name, offset, &rd);
         if (r < 0)
                 return r;
         for (;;) {
-                ssize_t n = s->iface->reader_read(rd, buf, sizeof buf);
+                ssize_t n = store_read(rd, buf, sizeof buf);
                 if (n <= 0) {
                         r = (int) n;
                         break;
@@ -127,7 +119,7 @@ static int cmd_get(Store *s, const char *name, uint64_t offset) {
                 if (r < 0)
                         break;
         }
-        s->iface->reader_free(rd);
+        store_reader_free(rd);
         return r;
 }
 
@@ -247,28 +239,27 @@ int main(int argc, char **argv) {
                         (void) parse_uint64(argv[6], &off);
                 r = cmd_get(s, argv[5], off);
         } else if (streq(cmd, "list"))
-                r = s->iface->list(s, argc >= 6 ? argv[5] : "", print_entry, NULL);
+                r = store_list(s, argc >= 6 ? argv[5] : "", print_entry, NULL);
         else if (streq(cmd, "stat") && argc >= 6) {
                 StoreEntry e = {};
-                r = s->iface->stat(s, argv[5], &e);
+                r = store_stat(s, argv[5], &e);
                 if (r >= 0)
                         printf("%s\t%" PRIu64 "\t%s\n", e.name, e.size, strempty(e.etag));
-                free(e.name);
-                free(e.etag);
+                store_entry_done(&e);
         } else if (streq(cmd, "rm") && argc >= 6)
-                r = s->iface->remove(s, argv[5]);
+                r = store_remove(s, argv[5]);
         else if (streq(cmd, "cleanup") && argc >= 6) {
                 uint64_t age = 0;
                 (void) parse_uint64(argv[5], &age);
-                r = s->iface->cleanup(s, age * USEC_PER_SEC);
+                r = store_cleanup(s, age * USEC_PER_SEC);
                 if (r >= 0)
                         printf("%d\n", r);
         } else {
                 fprintf(stderr, "s3-tool: unknown command %s\n", cmd);
-                store_close(s);
+                store_free(s);
                 return EX_USAGE;
         }
-        store_close(s);
+        store_free(s);
 
 finish:
         fflush(stdout);

@@ -87,7 +87,7 @@ class NotifySocket:
 
 
 class Daemon:
-    def __init__(self, bus, state_dir, tmp, env=None):
+    def __init__(self, bus, state_dir, tmp, env=None, command=None):
         self.bus = bus
         self.state_dir = state_dir
         self.notify = NotifySocket(os.path.join(tmp, "notify"))
@@ -98,7 +98,7 @@ class Daemon:
         e["NOTIFY_SOCKET"] = self.notify.path
         e.update(env or {})
         self.stderr_path = os.path.join(tmp, "daemon.stderr")
-        self.proc = subprocess.Popen(daemon_command(state_dir), env=e, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(command or daemon_command(state_dir), env=e, stdout=subprocess.DEVNULL,
                                      stderr=open(self.stderr_path, "w"))
         try:
             self.notify.wait_for("READY=1")
@@ -403,6 +403,32 @@ def test_list_backups_as_root_answers_an_array(daemon):
     p = busctl(daemon.bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s",
                "postgres")
     assert json.loads(p.stdout) == {"type": "a(sstttb)", "data": [[]]}
+
+
+def test_list_backups_equals_list_json(system_bus, local_agent, pg_factory, tmp_path):
+    src = pg_factory()
+    local_agent.configure(postgres={"conninfo": src.conninfo, "destination": local_agent.store / "postgres"})
+    ids = []
+    for _ in range(2):
+        ids.append(local_agent("run", "postgres", check=True).stdout.strip())
+        time.sleep(1.1)
+    listed = json.loads(local_agent("list", "--json", check=True).stdout)
+    assert [b["id"] for b in listed] == ids[::-1]
+    expected = [[b["job"], b["id"], b["started_usec"], b["finished_usec"], b["bytes"], b["encrypted"]]
+                for b in listed]
+
+    # Started normally (with its configuration, no --state-dir), as skyforge-agent.service does.
+    d = Daemon(system_bus, str(local_agent.state_dir), str(tmp_path),
+               command=[AGENT, "-c", str(local_agent.config_path), "daemon"])
+    try:
+        for job in ("postgres", ""):
+            p = busctl(system_bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s", job)
+            assert json.loads(p.stdout) == {"type": "a(sstttb)", "data": [expected]}
+        p = busctl(system_bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s",
+                   "mirror")
+        assert json.loads(p.stdout)["data"] == [[]]  # mirror keeps no manifests
+    finally:
+        d.stop()
 
 
 @pytest.mark.parametrize("method", ["StartJob", "CancelJob"])

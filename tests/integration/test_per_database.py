@@ -127,3 +127,35 @@ def test_restore_database_refuses_damaged_or_absent_dumps(local_agent, pg_factor
     local_agent("run", "postgres", check=True)
     p = local_agent("restore", "postgres", "--database", "gitea", "--to", dst.conninfo)
     assert p.returncode == 66 and "per_database = yes" in p.stderr
+
+
+def test_encrypted_per_database_dumps_restore_with_the_identity(local_agent, pg_factory, tmp_path):
+    from fixtures.age import age_keypair
+
+    key, recipient = age_keypair(tmp_path, "key")
+    src = pg_factory()
+    load_sample_data(src, big_rows=500)
+    configure(local_agent, src, recipients=recipient, identity_file=key)
+    bid = local_agent("run", "postgres", check=True).stdout.strip()
+    m = manifest(local_agent, bid)
+    assert m["encrypted"] is True
+    names = {o["name"] for o in m["objects"]}
+    assert f"{bid}/globals.sql.zst.age" in names and f"{bid}/db/gitea.dump.age" in names
+    for o in m["objects"]:
+        raw = (local_agent.store / "postgres" / o["name"]).read_bytes()
+        assert raw.startswith(b"age-encryption.org/v1\n") and b"gitea-secret" not in raw
+    # The stock tools read it: age -d | zstd -d gives a pg_dump custom archive.
+    plain = subprocess.run(f"age -d -i {key} {local_agent.store / 'postgres' / bid / 'db' / 'gitea.dump.age'}"
+                           " | zstd -d", shell=True, check=True, capture_output=True).stdout
+    assert plain.startswith(b"PGDMP")
+
+    dst = pg_factory()
+    p = local_agent("restore", "postgres", "--database", UNICODE_DB, "--to", dst.conninfo)
+    assert p.returncode == 0, p.stderr
+    assert pg_dump(dst, UNICODE_DB) == pg_dump(src, UNICODE_DB)
+
+    # Without the identity: refused before anything reaches the server, naming the fix.
+    configure(local_agent, src, recipients=recipient)
+    p = local_agent("restore", "postgres", "--database", "gitea", "--to", dst.conninfo)
+    assert p.returncode == 78 and "identity_file" in p.stderr
+    assert "gitea" not in dst.databases()

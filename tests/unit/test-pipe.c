@@ -94,7 +94,10 @@ static void zstd_round_trips_with_digests(void **state) {
                                 got += (size_t) k;
                         assert_int_equal(k, 0);
                         assert_true(got == sizes[i]);
-                        assert_memory_equal(in, back, sizes[i] ?: 1 /* cmocka needs > 0 */ ) ;
+                        /* Nothing to compare for size 0 (cmocka needs > 0): comparing one byte there read
+                         * uninitialised memory, equal only under ASan's malloc fill. */
+                        if (sizes[i] > 0)
+                                assert_memory_equal(in, back, sizes[i]);
                         assert_string_equal(readd.sha256_hex, stored.sha256_hex);
                         assert_string_equal(plain.sha256_hex, raw.sha256_hex);
                         source_free(chain);

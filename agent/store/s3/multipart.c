@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Uploads of unknown length. Data is buffered one part at a time (memory is one part, whatever the
- * object's size); the multipart upload is only created once a first part is full, so small objects are
- * one PutObject. */
+/* Uploads of unknown length. Data is buffered a part at a time; the multipart upload is only created
+ * once a first part is full, so small objects are one PutObject. From then on full parts are handed to a
+ * few worker threads (each with its own client and connection) while the caller fills the next buffer:
+ * memory stays a fixed number of parts whatever the object's size, and the caller blocks when all
+ * buffers are in flight. */
+#include <pthread.h>
+#include <signal.h>
 #include <sysexits.h>
 
 #include "log/log.h"
@@ -10,6 +14,29 @@
 #define S3_PART_SIZE_MIN (8U * 1024 * 1024)
 #define S3_PARTS_PER_STEP 1000U
 #define S3_PARTS_MAX 10000U
+#define S3_WORKERS_MAX 16U
+
+typedef enum PartState {
+        PART_FREE,
+        PART_FILLING,
+        PART_QUEUED,
+        PART_UPLOADING,
+} PartState;
+
+typedef struct S3Part {
+        uint8_t *buf;
+        size_t len;
+        size_t cap;
+        unsigned number; /* 1-based, set when queued */
+        PartState state;
+} S3Part;
+
+typedef struct S3Worker {
+        S3Upload *upload;
+        S3Client *client;
+        pthread_t thread;
+        bool started;
+} S3Worker;
 
 struct S3Upload {
         S3Client *c;
@@ -18,18 +45,47 @@ struct S3Upload {
         char *content_type;
         char *cache_control;
         char **metadata;
-        uint8_t *buf;
-        size_t buf_len;
         size_t part_size;
         char *upload_id;
-        char **etags; /* one per uploaded part, in order */
-        unsigned n_parts;
+        char **etags; /* S3_PARTS_MAX slots, by part number - 1 */
+        unsigned n_parts; /* queued so far */
         bool committed;
         bool failed;
+
+        /* Shared with the workers; everything below under lock. */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        S3Part *parts;
+        size_t n_buffers;
+        S3Part *filling;
+        S3Worker *workers;
+        unsigned n_workers;
+        bool stopping;
+        int error; /* the first worker failure */
+        int error_code;
+        char *error_message;
 };
 
 static void upload_options(const S3Upload *u, S3PutOptions *ret) {
         *ret = (S3PutOptions){ u->content_type, u->cache_control, u->metadata };
+}
+
+static unsigned upload_workers(void) {
+        const char *e = getenv("SKYFORGE_S3_WORKERS"); /* tests and bench/s3: compare 1 with more */
+        uint64_t v;
+
+        if (e && parse_uint64(e, &v) >= 0 && v >= 1 && v <= S3_WORKERS_MAX)
+                return (unsigned) v;
+        return S3_UPLOAD_WORKERS;
+}
+
+static void part_reserve(S3Part *p, size_t size) {
+        if (p->cap < size) {
+                free(p->buf);
+                p->buf = xmalloc(size);
+                p->cap = size;
+        }
+        p->len = 0;
 }
 
 int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o, S3Upload **ret) {
@@ -49,7 +105,15 @@ int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutO
         uint64_t v;
         if (e && parse_size(e, &v) >= 0 && v >= 5U * 1024 * 1024)
                 u->part_size = (size_t) v;
-        u->buf = xmalloc(u->part_size);
+        pthread_mutex_init(&u->lock, NULL);
+        pthread_cond_init(&u->cond, NULL);
+        u->n_workers = upload_workers();
+        /* One buffer per worker plus the one being filled. */
+        u->n_buffers = u->n_workers + 1;
+        u->parts = xcalloc(u->n_buffers, sizeof *u->parts);
+        u->filling = &u->parts[0];
+        u->filling->state = PART_FILLING;
+        part_reserve(u->filling, u->part_size);
         *ret = u;
         return 0;
 }
@@ -122,41 +186,188 @@ int s3_multipart_put_part_stream(S3Client *c, const char *bucket, const char *ke
         return 0;
 }
 
-static int upload_part(S3Upload *u) {
+/* Runs in a worker thread, with that worker's client. */
+static int part_put(S3Upload *u, S3Client *c, const S3Part *p, char **ret_etag) {
         _cleanup_(s3_response_done) S3Response resp = {};
         char number[16];
         int r;
 
+        snprintf(number, sizeof number, "%u", p->number);
+        const S3Param q[] = { { "partNumber", number }, { "uploadId", u->upload_id } };
+        /* The payload hash is computed over the part and signed: a part corrupted on the way is refused. */
+        S3Request req = { .method = "PUT", .bucket = u->bucket, .key = u->key, .params = q, .n_params = 2,
+                          .body = p->buf, .body_len = p->len };
+        r = s3_request(c, &req, &resp);
+        if (r < 0)
+                return r;
+        if (isempty(resp.etag))
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "UploadPart reply from %s (bucket %s, key %s, part %u) has no ETag",
+                               s3_client_endpoint(c), u->bucket, u->key, p->number);
+        *ret_etag = TAKE_PTR(resp.etag);
+        return 0;
+}
+
+static S3Part *next_queued(S3Upload *u) {
+        S3Part *best = NULL;
+
+        for (size_t i = 0; i < u->n_buffers; i++)
+                if (u->parts[i].state == PART_QUEUED && (!best || u->parts[i].number < best->number))
+                        best = &u->parts[i];
+        return best;
+}
+
+static void *worker_main(void *userdata) {
+        S3Worker *w = userdata;
+        S3Upload *u = w->upload;
+
+        pthread_mutex_lock(&u->lock);
+        for (;;) {
+                S3Part *p = next_queued(u);
+                char *etag = NULL;
+                int r;
+
+                if (!p) {
+                        if (u->stopping)
+                                break;
+                        pthread_cond_wait(&u->cond, &u->lock);
+                        continue;
+                }
+                if (u->error < 0) {
+                        /* After a failure the rest is dropped: the upload will be aborted. */
+                        p->state = PART_FREE;
+                        pthread_cond_broadcast(&u->cond);
+                        continue;
+                }
+                p->state = PART_UPLOADING;
+                pthread_mutex_unlock(&u->lock);
+
+                r = part_put(u, w->client, p, &etag);
+
+                pthread_mutex_lock(&u->lock);
+                if (r < 0 && u->error == 0) {
+                        /* err_message() is per thread: carry it over to the caller's. */
+                        u->error = r;
+                        u->error_code = err_exit_code(r);
+                        u->error_message = xstrdup(err_message() ?: strerror(-r));
+                } else if (r >= 0)
+                        u->etags[p->number - 1] = etag;
+                p->state = PART_FREE;
+                pthread_cond_broadcast(&u->cond);
+        }
+        pthread_mutex_unlock(&u->lock);
+        return NULL;
+}
+
+static int workers_start(S3Upload *u) {
+        sigset_t all, saved;
+        int r = 0;
+
+        u->etags = xcalloc(S3_PARTS_MAX, sizeof *u->etags);
+        u->workers = xcalloc(u->n_workers, sizeof *u->workers);
+        /* Signals (SIGTERM cancels a job) stay with the caller's thread. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
+        for (unsigned i = 0; i < u->n_workers; i++) {
+                S3Worker *w = &u->workers[i];
+
+                w->upload = u;
+                r = s3_client_clone(u->c, &w->client);
+                if (r < 0)
+                        break;
+                r = -pthread_create(&w->thread, NULL, worker_main, w);
+                if (r < 0) {
+                        r = err_set(r, EX_OSERR, "cannot start an upload thread: %s", strerror(-r));
+                        break;
+                }
+                w->started = true;
+        }
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        return r;
+}
+
+static void workers_stop(S3Upload *u) {
+        if (!u->workers)
+                return;
+        pthread_mutex_lock(&u->lock);
+        u->stopping = true;
+        pthread_cond_broadcast(&u->cond);
+        pthread_mutex_unlock(&u->lock);
+        for (unsigned i = 0; i < u->n_workers; i++) {
+                if (u->workers[i].started)
+                        pthread_join(u->workers[i].thread, NULL);
+                s3_client_free(u->workers[i].client);
+        }
+        free(u->workers);
+        u->workers = NULL;
+}
+
+/* Called with the lock held. */
+static int worker_error(S3Upload *u) {
+        return err_set(u->error, u->error_code, "%s", u->error_message);
+}
+
+/* Hands the filled buffer to the workers and waits for a free one to fill next. */
+static int upload_submit(S3Upload *u) {
+        S3Part *p = u->filling;
+        int r = 0;
+
         if (!u->upload_id) {
                 r = upload_create(u);
+                if (r >= 0)
+                        r = workers_start(u);
                 if (r < 0)
                         return r;
         }
         if (u->n_parts >= S3_PARTS_MAX)
                 return err_set(-EFBIG, EX_SOFTWARE, "object %s/%s needs more than %u parts", u->bucket,
                                u->key, S3_PARTS_MAX);
-        snprintf(number, sizeof number, "%u", u->n_parts + 1);
-        const S3Param q[] = { { "partNumber", number }, { "uploadId", u->upload_id } };
-        /* The payload hash is computed over the part and signed: a part corrupted on the way is refused. */
-        S3Request req = { .method = "PUT", .bucket = u->bucket, .key = u->key, .params = q, .n_params = 2,
-                          .body = u->buf, .body_len = u->buf_len };
-        r = s3_request(u->c, &req, &resp);
-        if (r < 0)
-                return r;
-        if (isempty(resp.etag))
-                return err_set(-EBADMSG, EX_PROTOCOL,
-                               "UploadPart reply from %s (bucket %s, key %s) has no ETag",
-                               s3_client_endpoint(u->c), u->bucket, u->key);
-        strv_push(&u->etags, TAKE_PTR(resp.etag));
-        u->n_parts++;
-        u->buf_len = 0;
+        pthread_mutex_lock(&u->lock);
+        p->number = ++u->n_parts;
         /* Grow so that 10,000 parts are never reached: 8 MiB parts carry 8 GB in 1000 parts, then 16 MiB,
          * ... which reaches petabytes long before part 10,000. */
-        if (u->n_parts % S3_PARTS_PER_STEP == 0) {
+        if (u->n_parts % S3_PARTS_PER_STEP == 0)
                 u->part_size *= 2;
-                u->buf = xrealloc(u->buf, u->part_size);
+        p->state = PART_QUEUED;
+        u->filling = NULL;
+        pthread_cond_broadcast(&u->cond);
+        while (u->error == 0) {
+                for (size_t i = 0; i < u->n_buffers && !u->filling; i++)
+                        if (u->parts[i].state == PART_FREE)
+                                u->filling = &u->parts[i];
+                if (u->filling)
+                        break;
+                pthread_cond_wait(&u->cond, &u->lock);
         }
+        if (u->error < 0)
+                r = worker_error(u);
+        else
+                u->filling->state = PART_FILLING;
+        pthread_mutex_unlock(&u->lock);
+        if (r < 0)
+                return r;
+        part_reserve(u->filling, u->part_size);
         return 0;
+}
+
+/* Waits until every queued part is uploaded (or one failed). */
+static int upload_drain(S3Upload *u) {
+        int r = 0;
+
+        pthread_mutex_lock(&u->lock);
+        for (;;) {
+                bool busy = false;
+                for (size_t i = 0; i < u->n_buffers; i++)
+                        if (u->parts[i].state == PART_QUEUED || u->parts[i].state == PART_UPLOADING)
+                                busy = true;
+                if (!busy)
+                        break;
+                pthread_cond_wait(&u->cond, &u->lock);
+        }
+        if (u->error < 0)
+                r = worker_error(u);
+        pthread_mutex_unlock(&u->lock);
+        return r;
 }
 
 int s3_upload_write(S3Upload *u, const void *buf, size_t n) {
@@ -165,13 +376,14 @@ int s3_upload_write(S3Upload *u, const void *buf, size_t n) {
         if (u->failed || u->committed)
                 return -EBADF;
         while (n > 0) {
-                size_t k = MIN(n, u->part_size - u->buf_len);
-                memcpy(u->buf + u->buf_len, p, k);
-                u->buf_len += k;
+                S3Part *f = u->filling;
+                size_t k = MIN(n, u->part_size - f->len);
+                memcpy(f->buf + f->len, p, k);
+                f->len += k;
                 p += k;
                 n -= k;
-                if (u->buf_len == u->part_size) {
-                        int r = upload_part(u);
+                if (f->len == u->part_size) {
+                        int r = upload_submit(u);
                         if (r < 0) {
                                 u->failed = true;
                                 return r;
@@ -250,9 +462,12 @@ int s3_upload_commit(S3Upload *u, char **ret_etag) {
                 return -EBADF;
         if (!u->upload_id) {
                 upload_options(u, &o);
-                r = s3_put_object(u->c, u->bucket, u->key, u->buf, u->buf_len, &o, ret_etag);
+                r = s3_put_object(u->c, u->bucket, u->key, u->filling->buf, u->filling->len, &o, ret_etag);
         } else {
-                r = u->buf_len > 0 ? upload_part(u) : 0;
+                r = u->filling->len > 0 ? upload_submit(u) : 0;
+                if (r >= 0)
+                        r = upload_drain(u);
+                workers_stop(u);
                 if (r >= 0)
                         r = upload_complete(u, ret_etag);
         }
@@ -279,6 +494,7 @@ int s3_abort_multipart_upload(S3Client *c, const char *bucket, const char *key, 
 void s3_upload_free(S3Upload *u) {
         if (!u)
                 return;
+        workers_stop(u); /* parts in flight finish or fail; none start after this */
         if (u->upload_id && !u->committed) {
                 /* Keep the error that made the caller give up, not the abort's. */
                 _cleanup_free_ char *saved = err_message() ? xstrdup(err_message()) : NULL;
@@ -297,9 +513,16 @@ void s3_upload_free(S3Upload *u) {
         free(u->content_type);
         free(u->cache_control);
         strv_free(u->metadata);
-        free(u->buf);
+        for (size_t i = 0; i < u->n_buffers; i++)
+                free(u->parts[i].buf);
+        free(u->parts);
         free(u->upload_id);
-        strv_free(u->etags);
+        for (unsigned i = 0; u->etags && i < S3_PARTS_MAX; i++)
+                free(u->etags[i]);
+        free(u->etags);
+        free(u->error_message);
+        pthread_cond_destroy(&u->cond);
+        pthread_mutex_destroy(&u->lock);
         free(u);
 }
 

@@ -18,6 +18,8 @@ typedef struct S3Client S3Client;
 /* Resolves credentials (secret_access_key_file, else $CREDENTIALS_DIRECTORY/<remote name>, else
  * AWS_SECRET_ACCESS_KEY; access_key_id, else AWS_ACCESS_KEY_ID). Makes no request. */
 int s3_client_new(const RemoteConfig *remote, S3Client **ret);
+/* A second client for the same remote with its own connection, for another thread. Makes no request. */
+int s3_client_clone(const S3Client *c, S3Client **ret);
 void s3_client_free(S3Client *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(S3Client *, s3_client_free);
 const char *s3_client_endpoint(const S3Client *c);
@@ -111,7 +113,10 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 
 /* An upload of unknown length: buffered into parts; a single PutObject when everything fits in the first
  * part, multipart otherwise. Part size doubles every 1000 parts so the 10,000-part limit is never hit.
+ * Parts go up S3_UPLOAD_WORKERS at a time (threads with a cloned client each) while the caller fills the
+ * next one, so memory is (S3_UPLOAD_WORKERS + 1) parts whatever the object's size.
  * Freeing an uncommitted upload aborts the multipart upload. */
+#define S3_UPLOAD_WORKERS 3U
 typedef struct S3Upload S3Upload;
 int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o, S3Upload **ret);
 int s3_upload_write(S3Upload *u, const void *buf, size_t n);

@@ -266,6 +266,7 @@ static const StoreInterface s3_store_interface = {
 
 int store_s3_open(const RemoteConfig *remote, const char *bucket, const char *prefix, Store **ret) {
         _cleanup_(s3_client_freep) S3Client *c = NULL;
+        _cleanup_free_ char *location = NULL;
         S3Store *st;
         Store *s;
         int r;
@@ -286,11 +287,8 @@ int store_s3_open(const RemoteConfig *remote, const char *bucket, const char *pr
         st->bucket = xstrdup(bucket);
         st->prefix = isempty(prefix) || endswith(prefix, "/") ? xstrdup(strempty(prefix))
                                                               : xasprintf("%s/", prefix);
-        /* Built by hand rather than with store_new() so this backend does not depend on store.c. */
-        s = xcalloc(1, sizeof *s);
-        s->iface = &s3_store_interface;
-        s->location = xasprintf("%s:%s/%s", strempty(remote->name), bucket, st->prefix);
-        s->data = st;
+        location = xasprintf("%s:%s/%s", strempty(remote->name), bucket, st->prefix);
+        s = store_new(&s3_store_interface, location, st);
         *ret = s;
         return 0;
 }

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The backups of all jobs, as `list` prints them and the daemon's ListBackups answers. */
+#include "jobs/job.h"
+#include "log/log.h"
+
+/* Jobs that leave backups with manifests (mirror copies buckets, it has none). */
+const char *const job_listable[] = { "postgres", "config", NULL };
+
+static int manifest_cmp_newest_first(const void *a, const void *b) {
+        const Manifest *x = *(Manifest *const *) a, *y = *(Manifest *const *) b;
+        int c = strcmp(y->id, x->id);
+        return c != 0 ? c : strcmp(x->job, y->job);
+}
+
+int job_list_backups(const Config *c, const char *only, BackupList *ret) {
+        _cleanup_(backup_list_done) BackupList all = {};
+
+        for (size_t i = 0; job_listable[i]; i++) {
+                _cleanup_(store_freep) Store *s = NULL;
+                _cleanup_(backup_list_done) BackupList l = {};
+                _cleanup_free_ char *dest = NULL;
+                int r;
+
+                if (only && !streq(only, job_listable[i]))
+                        continue;
+                /* The config job's default destination exists even when the job is not configured. */
+                if (!only && streq(job_listable[i], "config") && !c->config.present)
+                        continue;
+                dest = config_job_destination(c, job_listable[i]);
+                r = store_open_location(c, dest, &s);
+                if (r >= 0)
+                        r = backup_list_load(s, &l);
+                if (r < 0)
+                        return r;
+                all.items = xrealloc(all.items, (all.n + l.n + 1) * sizeof *all.items);
+                memcpy(all.items + all.n, l.items, l.n * sizeof *l.items);
+                all.n += l.n;
+                l.n = 0; /* moved */
+        }
+        if (all.n > 0)
+                qsort(all.items, all.n, sizeof *all.items, manifest_cmp_newest_first);
+        *ret = all;
+        all = (BackupList){};
+        return 0;
+}
