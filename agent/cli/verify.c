@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <getopt.h>
-#include <systemd/sd-daemon.h>
 
 #include "cli/cli.h"
 #include "jobs/job.h"
@@ -66,8 +65,6 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
 
         job_install_signal_handlers();
         child_cancel_flag = &job_cancel_requested;
-        /* Under skyforge-verify.service (Type=notify): running is the service's steady state. */
-        (void) sd_notify(false, "READY=1\nSTATUS=Verifying backups");
         for (size_t i = 0; verifiable[i]; i++) {
                 const char *job = verifiable[i];
 
