@@ -36,3 +36,5 @@ void cli_verb_help(const Verb *v, FILE *f);
 extern const Verb verb_config, verb_run, verb_list, verb_status, verb_restore, verb_prune, verb_version;
 extern const Verb verb_keygen;
 extern const Verb verb_daemon;
+extern const Verb verb_verify;
+extern const Verb verb_recover;

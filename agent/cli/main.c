@@ -7,6 +7,7 @@
 static const Verb *const verbs[] = {
         &verb_run, &verb_list, &verb_status, &verb_restore, &verb_prune, &verb_config, &verb_keygen,
         &verb_daemon, &verb_version,
+        &verb_verify, &verb_recover,
 };
 
 static void usage(FILE *f) {

@@ -5,17 +5,29 @@
 #include "jobs/config.h"
 #include "jobs/job.h"
 #include "jobs/mirror.h"
+#include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
+#include "shared/process.h"
 
 typedef enum RestoreAction {
         RESTORE_POSTGRES,
+        RESTORE_POSTGRES_DATABASE,
         RESTORE_CONFIG_TO,
         RESTORE_CONFIG_SECRETS,
 } RestoreAction;
 
-static int restore_backup(CliContext *ctx, const char *job, RestoreAction action, const char *id,
-                          const char *to, bool dry_run) {
+typedef struct RestoreArgs {
+        const char *id;
+        const char *to;
+        bool dry_run;
+        const char *database; /* RESTORE_POSTGRES_DATABASE */
+        unsigned jobs;
+} RestoreArgs;
+
+static int restore_backup(CliContext *ctx, const char *job, RestoreAction action, const RestoreArgs *a) {
+        const char *id = a->id, *to = a->to;
+        bool dry_run = a->dry_run;
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
@@ -37,6 +49,11 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
                 case RESTORE_POSTGRES:
                         r = postgres_restore(c, s, m, to);
                         break;
+                case RESTORE_POSTGRES_DATABASE:
+                        job_install_signal_handlers();
+                        child_cancel_flag = &job_cancel_requested;
+                        r = postgres_restore_database(c, s, m, a->database, to, a->jobs);
+                        break;
                 case RESTORE_CONFIG_TO:
                         r = config_restore_to(c, s, m, to, stdout);
                         break;
@@ -49,6 +66,8 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         if (action == RESTORE_CONFIG_SECRETS)
                 fprintf(stderr, "%s %d Secrets of config backup %s.\n",
                         dry_run ? "Checked (dry run)" : "Applied", r, m->id);
+        else if (action == RESTORE_POSTGRES_DATABASE)
+                fprintf(stderr, "Restored database \"%s\" of postgres backup %s.\n", a->database, m->id);
         else if (action == RESTORE_CONFIG_TO)
                 fprintf(stderr, "Restored config backup %s into %s.\n", m->id, to);
         else
@@ -84,13 +103,16 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 { "bucket", required_argument, NULL, 'b' },
                 { "dry-run", no_argument, NULL, 'n' },
                 { "apply-secrets", no_argument, NULL, 'a' },
+                { "database", required_argument, NULL, 'd' },
+                { "jobs", required_argument, NULL, 'j' },
                 {},
         };
-        const char *to = NULL, *bucket = NULL, *what, *id;
+        const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL;
         bool apply_secrets = false, dry_run = false;
+        uint64_t jobs = 2;
         int o;
 
-        while ((o = getopt_long(argc, argv, "t:b:n", options, NULL)) >= 0)
+        while ((o = getopt_long(argc, argv, "t:b:nd:j:", options, NULL)) >= 0)
                 switch (o) {
                 case 't':
                         to = optarg;
@@ -103,6 +125,16 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                         break;
                 case 'a':
                         apply_secrets = true;
+                        break;
+                case 'd':
+                        database = optarg;
+                        break;
+                case 'j':
+                        if (parse_uint64(optarg, &jobs) < 0 || jobs < 1 || jobs > 64) {
+                                fprintf(stderr, "skyforge-agent restore: --jobs takes 1..64, not \"%s\".\n",
+                                        optarg);
+                                return EX_USAGE;
+                        }
                         break;
                 default:
                         return EX_USAGE;
@@ -133,7 +165,9 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                               "config (and --dry-run for mirror).\n", stderr);
                         return EX_USAGE;
                 }
-                return restore_backup(ctx, "postgres", RESTORE_POSTGRES, id, to, false);
+                return restore_backup(ctx, "postgres", database ? RESTORE_POSTGRES_DATABASE : RESTORE_POSTGRES,
+                                      &(RestoreArgs){ .id = id, .to = to, .database = database,
+                                                      .jobs = (unsigned) jobs });
         }
         if (streq(what, "config")) {
                 if (apply_secrets == !!to) {
@@ -147,9 +181,13 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                               stderr);
                         return EX_USAGE;
                 }
+                if (database) {
+                        fputs("skyforge-agent restore config: --database is for postgres.\n", stderr);
+                        return EX_USAGE;
+                }
                 return restore_backup(ctx, "config",
-                                      apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO, id, to,
-                                      dry_run);
+                                      apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO,
+                                      &(RestoreArgs){ .id = id, .to = to, .dry_run = dry_run });
         }
         fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, config, mirror).\n", what);
         return EX_USAGE;
@@ -157,13 +195,16 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO | config [ID|latest] --to DIR | config --apply-secrets "
+        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | config [ID|latest] --to DIR | config --apply-secrets "
                 "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]",
         .summary = "Restore a backup.",
         .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
                 "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
                 "postgres: streams the dump (decrypted with [postgres] identity_file when it is encrypted)\n"
                 "through psql into the server named by --to.\n"
+                "postgres --database NAME: restores only that database from the per-database dumps\n"
+                "(per_database = yes) with pg_restore; it is created on the target and must not exist there;\n"
+                "roles it needs that the target lacks are created from the backup's globals first.\n"
                 "config --to DIR: extracts the manifests and the still-encrypted secrets/ files into DIR\n"
                 "(no absolute paths, no .., nothing written through symlinks, existing files are kept).\n"
                 "config --apply-secrets: decrypts the Secrets export with [config] identity_file and\n"
@@ -174,6 +215,9 @@ const Verb verb_restore = {
                 "deleted unless [mirror] delete = yes.\n"
                 "  -t, --to CONNINFO|DIR   postgres: libpq connection string of the target; config: a directory\n"
                 "      --apply-secrets     config: apply the Secrets instead of extracting\n"
+                "  -d, --database NAME     postgres: restore only this database\n"
+                "  -j, --jobs N            postgres --database: parallel pg_restore jobs (default 2; fewer\n"
+                "                          when the server has fewer free connections)\n"
                 "  -b, --bucket B          restore mirror: only bucket B\n"
                 "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n",
         .run = run_restore,

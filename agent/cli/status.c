@@ -95,6 +95,9 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
                         json_object_object_add(j, "next_run", time_or_null(next));
                         json_object_object_add(j, "progress", isempty(st.progress_text) ? NULL :
                                                json_object_new_string(st.progress_text));
+                        /* The last `verify` result, as recorded (an object), or null. */
+                        json_object_object_add(j, "last_verify", isempty(st.last_verify) ? NULL :
+                                               json_tokener_parse(st.last_verify));
                         json_object_array_add(arr, j);
                 } else {
                         _cleanup_free_ char *succ = st.last_success_usec ? format_iso8601(st.last_success_usec) : xstrdup("-");

@@ -4,6 +4,7 @@
 #include <sysexits.h>
 
 #include "jobs/job.h"
+#include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
 #include "pg/pg.h"
@@ -139,6 +140,8 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         json_object_object_add(details, "server_version_num", json_object_new_int(info.version_num));
         json_object_object_add(details, "size_estimate", json_object_new_uint64(info.size_estimate));
         m->extra = details;
+        if (pc->per_database)
+                return postgres_dump_databases(ctx, &info, m);
         return 0;
 }
 
@@ -147,56 +150,6 @@ const JobDefinition job_postgres = {
         .has_retention = true,
         .backup = postgres_backup,
 };
-
-int backup_verify_objects(Store *s, const Manifest *m, bool show_progress) {
-        _cleanup_free_ uint8_t *buf = xmalloc(DUMP_BUFFER_SIZE);
-        Progress p = {};
-        int r = 0;
-
-        if (show_progress)
-                progress_init(&p, "verifying", m->bytes, NULL, NULL);
-        for (size_t i = 0; i < m->n_objects && r >= 0; i++) {
-                const ManifestObject *o = m->objects + i;
-                _cleanup_(source_freep) Source *src = NULL;
-                StoreReader *rd = NULL;
-                Digest d = {};
-
-                r = store_reader_open(s, o->name, 0, &rd);
-                if (r < 0) {
-                        r = err_set(r, EX_DATAERR, "backup %s is damaged: object %s/%s is missing or unreadable: %s",
-                                    m->id, s->location, o->name, err_message() ?: strerror(-r));
-                        break;
-                }
-                src = source_digest_new(source_store_new(rd), &d);
-                for (;;) {
-                        ssize_t k = source_read(src, buf, DUMP_BUFFER_SIZE);
-                        if (k < 0) {
-                                r = (int) k;
-                                break;
-                        }
-                        if (k == 0)
-                                break;
-                        if (show_progress)
-                                progress_update(&p, p.done + (uint64_t) k);
-                }
-                if (r < 0)
-                        r = err_set(r, EX_IOERR, "cannot read %s/%s: %s", s->location, o->name,
-                                    err_message() ?: strerror(-r));
-                else if (d.bytes != o->bytes)
-                        r = err_set(-EBADMSG, EX_DATAERR,
-                                    "backup %s is damaged: %s/%s has %" PRIu64 " bytes, the manifest says %" PRIu64
-                                    " (truncated or replaced); pick another backup from `skyforge-agent list`",
-                                    m->id, s->location, o->name, d.bytes, o->bytes);
-                else if (!streq(d.sha256_hex, o->sha256))
-                        r = err_set(-EBADMSG, EX_DATAERR,
-                                    "backup %s is damaged: SHA-256 of %s/%s is %s, the manifest says %s; pick another "
-                                    "backup from `skyforge-agent list`",
-                                    m->id, s->location, o->name, d.sha256_hex, o->sha256);
-        }
-        if (show_progress)
-                progress_done(&p);
-        return r;
-}
 
 typedef struct ChildSink {
         Sink sink;
@@ -216,7 +169,7 @@ static void child_sink_free(Sink *s) {
         free(s);
 }
 
-static Sink *sink_child_new(Child *c) {
+Sink *sink_child_new(Child *c) {
         ChildSink *s = xcalloc(1, sizeof *s);
         s->sink = (Sink){ .write = child_sink_write, .finish = child_sink_finish, .free = child_sink_free };
         s->child = c;
@@ -268,7 +221,8 @@ int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *c
         Digest d = {};
         int r, status;
 
-        for (size_t i = 0; i < m->n_objects; i++)
+        /* The cluster dump comes first; per-database objects (<id>/...) follow it. */
+        for (size_t i = 0; i < m->n_objects && !o; i++)
                 if (endswith(m->objects[i].name, ".sql.zst") || endswith(m->objects[i].name, ".sql.zst.age"))
                         o = m->objects + i;
         if (!o)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "conf/conf.h"
+#include "jobs/verify.h"
 #include "store/manifest.h"
 #include "store/store.h"
 
@@ -9,5 +10,6 @@
  * streams read -> checksum -> decrypt -> decompress -> psql. */
 int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *conninfo);
 
-/* Re-reads the stored objects of a backup and compares size and SHA-256 with the manifest. */
-int backup_verify_objects(Store *s, const Manifest *m, bool show_progress);
+struct Child;
+/* A sink that writes into a child's stdin (draining its stderr meanwhile); finishing closes the stdin. */
+struct Sink *sink_child_new(struct Child *c);

@@ -22,16 +22,6 @@ void pg_client_done(PgClient *c) {
         *c = (PgClient){};
 }
 
-static void pqfinishp(PGconn **c) {
-        if (*c)
-                PQfinish(*c);
-}
-
-static void pqclearp(PGresult **r) {
-        if (*r)
-                PQclear(*r);
-}
-
 static char *describe_target(PGconn *c) {
         const char *host = PQhost(c), *port = PQport(c), *user = PQuser(c);
         return xasprintf("host=%s port=%s user=%s", isempty(host) ? "(default socket)" : host, strempty(port),

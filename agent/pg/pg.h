@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
+#include <libpq-fe.h>
 #include <stdint.h>
 
 #include "shared/util.h"
@@ -37,3 +38,14 @@ int pg_parse_client_major(const char *version_line);
 
 /* Sets or replaces one keyword in a conninfo string, e.g. dbname. Returns a new string. */
 int pg_conninfo_set(const char *conninfo, const char *key, const char *value, char **ret);
+
+/* Cleanup helpers for libpq handles. */
+static inline void pqfinishp(PGconn **c) {
+        if (*c)
+                PQfinish(*c);
+}
+
+static inline void pqclearp(PGresult **r) {
+        if (*r)
+                PQclear(*r);
+}

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <getopt.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "jobs/job.h"
+#include "jobs/recover.h"
+#include "log/log.h"
+#include "shared/process.h"
+
+static int run_recover(CliContext *ctx, int argc, char *argv[]) {
+        static const struct option options[] = {
+                { "plan", no_argument, NULL, 'p' },
+                { "step", required_argument, NULL, 's' },
+                { "postgres-to", required_argument, NULL, 'P' },
+                {},
+        };
+        _cleanup_(config_freep) Config *c = NULL;
+        RecoverOptions ro = {};
+        const RecoverStep *only = NULL;
+        bool plan = false;
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        int r, o, ret = 0;
+
+        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                switch (o) {
+                case 'p':
+                        plan = true;
+                        break;
+                case 's':
+                        only = recover_step_find(optarg);
+                        if (!only) {
+                                fprintf(stderr,
+                                        "skyforge-agent recover: unknown step \"%s\" (steps: minio, "
+                                        "postgres, "
+                                        "secrets, manifests, health).\n",
+                                        optarg);
+                                return EX_USAGE;
+                        }
+                        break;
+                case 'P':
+                        ro.postgres_to = optarg;
+                        break;
+                default:
+                        return EX_USAGE;
+                }
+        if (optind < argc) {
+                fprintf(stderr, "skyforge-agent recover: unexpected \"%s\".\n", argv[optind]);
+                return EX_USAGE;
+        }
+        r = cli_load_config(ctx, &c);
+        if (r != 0)
+                return r;
+        job_install_signal_handlers();
+        child_cancel_flag = &job_cancel_requested;
+
+        if (plan) {
+                for (size_t i = 0; i < recover_n_steps; i++) {
+                        const RecoverStep *s = recover_steps + i;
+                        if (only && only != s)
+                                continue;
+                        if (!s->plan) {
+                                printf("%-10s not available in this build (%s)\n", s->name, s->summary);
+                                continue;
+                        }
+                        r = s->plan(c, &ro, stdout);
+                        if (r < 0 && ret == 0)
+                                ret = err_exit_code(r);
+                }
+                return ret;
+        }
+
+        for (size_t i = 0; i < recover_n_steps; i++) {
+                const RecoverStep *s = recover_steps + i;
+                _cleanup_free_ char *note = NULL;
+                RecoverOutcome outcome = RECOVER_UNAVAILABLE;
+                uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+
+                if (only && only != s)
+                        continue;
+                if (!s->run)
+                        note = xasprintf("not available in this build (%s)", s->summary);
+                else {
+                        log_info("Recovery step %s: %s.", s->name, s->summary);
+                        r = s->run(c, &ro, &outcome, &note);
+                        if (r < 0) {
+                                int code = err_exit_code(r);
+                                log_error("Recovery step %s failed: %s", s->name,
+                                          err_message() ?: strerror(-r));
+                                printf("%-10s FAILED   %6.1f s  %s\n", s->name,
+                                       (double) (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC,
+                                       err_message() ?: strerror(-r));
+                                if (ret == 0)
+                                        ret = code;
+                                /* Later steps build on this one. */
+                                break;
+                        }
+                }
+                printf("%-10s %-8s %6.1f s  %s\n", s->name,
+                       outcome == RECOVER_DONE      ? "done"
+                       : outcome == RECOVER_SKIPPED ? "skipped"
+                                                    : "n/a",
+                       (double) (now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC, strempty(note));
+                fflush(stdout);
+        }
+        printf("%-10s %-8s %6.1f s\n", "total", ret == 0 ? "ok" : "failed",
+               (double) (now_usec(CLOCK_MONOTONIC) - start) / USEC_PER_SEC);
+        return ret;
+}
+
+const Verb verb_recover = {
+        .name = "recover",
+        .args = "[--plan] [--step NAME] [--postgres-to CONNINFO]",
+        .summary = "Rebuild a node from its backups, step by step.",
+        .help = "Steps, in order: minio (buckets from offsite), postgres (the newest dump that verifies, "
+                "from the\n"
+                "[postgres] destination or, when that is empty, from its offsite copy), secrets, manifests, "
+                "health.\n"
+                "Every step is safe to rerun: one that finds its work done says so and skips; a step whose "
+                "job\n"
+                "is not configured is skipped. Stops at the first failing step.\n"
+                "  --plan                  print what each step would use (backup ids, sizes, sources), "
+                "change nothing\n"
+                "  --step NAME             run (or plan) only this step\n"
+                "  --postgres-to CONNINFO  restore PostgreSQL here instead of [postgres] conninfo\n",
+        .run = run_recover,
+};

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include "conf/conf.h"
+#include "jobs/job.h"
+#include "pg/pg.h"
+#include "pipe/pipe.h"
+#include "store/manifest.h"
+#include "store/store.h"
+
+/* The write chain of every postgres object: raw digest -> zstd -> age (when recipients are set) -> stored
+ * digest -> store writer (which the caller commits). */
+int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *raw, Digest *stored, Sink **ret);
+/* The read chain: store -> stored digest -> age (when the manifest says encrypted) -> zstd. */
+int postgres_source_chain(const PostgresConfig *pc, const Manifest *m, StoreReader *rd, Digest *stored,
+                          Source **ret);
+
+/* per_database = yes: after the cluster dump, `pg_dumpall --globals-only` into <id>/globals.sql.zst and one
+ * `pg_dump -Fc` per database into <id>/db/<percent-encoded name>.dump, all recorded in the manifest
+ * (objects, and details.per_database). */
+int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest *m);
+
+/* Restores one database of a per-database backup into the server at conninfo with pg_restore, creating it
+ * there (it must not exist); the roles it needs are created from the globals first when missing. jobs > 1
+ * restores in parallel (pg_restore -j) from a temporary file in work_dir. */
+int postgres_restore_database(const Config *c, Store *s, const Manifest *m, const char *database,
+                              const char *conninfo, unsigned jobs);
+
+/* "netbox_ü 日本/x" -> "netbox_%C3%BC%20%E6%97%A5%E6%9C%AC%2Fx": object names safe on every store. */
+char *postgres_db_object_encode(const char *name);
+
+/* The statements of a globals dump (sql, modified) that concern roles missing on the target: their CREATE
+ * ROLE and ALTER ROLE lines, and the memberships granted to them. Roles that exist stay as they are, their
+ * passwords included. *ret_n: how many roles would be created. */
+char *postgres_globals_for_missing_roles(char *sql, char *const *existing, unsigned *ret_n);

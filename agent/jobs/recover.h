@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdio.h>
+
+#include "conf/conf.h"
+
+/* `recover`: the rebuild runbook as steps (PRODUCT.md §7). Every step can run alone, is safe to rerun,
+ * and says what it did; a step whose job is not configured is skipped. */
+typedef enum RecoverOutcome {
+        RECOVER_DONE,
+        RECOVER_SKIPPED,     /* not configured, or nothing to do (already restored) */
+        RECOVER_UNAVAILABLE, /* not in this build yet */
+} RecoverOutcome;
+
+typedef struct RecoverOptions {
+        const char *postgres_to; /* target conninfo; NULL: [postgres] conninfo */
+} RecoverOptions;
+
+typedef struct RecoverStep {
+        const char *name;
+        const char *summary;
+        /* Prints what the step would do (backup ids, byte counts, sources) without changing anything. */
+        int (*plan)(const Config *c, const RecoverOptions *o, FILE *out);
+        /* Does it; *ret_note says what was done or why nothing was. */
+        int (*run)(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome, char **ret_note);
+} RecoverStep;
+
+extern const RecoverStep recover_steps[];
+extern const size_t recover_n_steps;
+const RecoverStep *recover_step_find(const char *name);
