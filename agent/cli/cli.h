@@ -30,6 +30,8 @@ int cli_load_config(CliContext *ctx, Config **ret);
 /* Prints the error recorded with err_set() (or strerror) for a failed operation and returns its
  * sysexits code. */
 int cli_fail(int r, const char *what);
+/* Parses the options of a command whose only option is --json; returns 0 or EX_USAGE. */
+int cli_parse_json_option(int argc, char *argv[], bool *ret_json);
 /* "--help" handling for a command: prints the usage and help text. */
 void cli_verb_help(const Verb *v, FILE *f);
 

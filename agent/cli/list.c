@@ -7,20 +7,16 @@
 #include "log/log.h"
 
 static int run_list(CliContext *ctx, int argc, char *argv[]) {
-        static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
         Manifest **all;
         size_t n_all;
         const char *only = NULL;
         bool json = false;
-        int r, o;
+        int r;
 
-        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
-                if (o == 'j')
-                        json = true;
-                else
-                        return EX_USAGE;
+        if (cli_parse_json_option(argc, argv, &json) != 0)
+                return EX_USAGE;
         if (optind < argc) {
                 only = argv[optind];
                 if (!strv_contains((char **) job_listable, only)) {

@@ -59,6 +59,19 @@ int cli_load_config(CliContext *ctx, Config **ret) {
         return 0;
 }
 
+int cli_parse_json_option(int argc, char *argv[], bool *ret_json) {
+        static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
+        int o;
+
+        *ret_json = false;
+        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                if (o == 'j')
+                        *ret_json = true;
+                else
+                        return EX_USAGE;
+        return 0;
+}
+
 int cli_fail(int r, const char *what) {
         const char *msg = err_message();
 

@@ -44,18 +44,14 @@ static void fix_stale_running(JobState *st) {
 }
 
 static int run_status(CliContext *ctx, int argc, char *argv[]) {
-        static const struct option options[] = { { "json", no_argument, NULL, 'j' }, {} };
         _cleanup_(config_freep) Config *c = NULL;
         sd_bus *bus = NULL;
         json_object *arr = NULL;
         bool json = false;
-        int r, o;
+        int r;
 
-        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
-                if (o == 'j')
-                        json = true;
-                else
-                        return EX_USAGE;
+        if (cli_parse_json_option(argc, argv, &json) != 0)
+                return EX_USAGE;
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;

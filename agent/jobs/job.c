@@ -48,25 +48,27 @@ void job_retention_settings(const Config *c, const char *job, unsigned *ret_days
         }
 }
 
-/* One run of a job at a time: a second one fails at once instead of racing the first. */
-static int job_lock(const char *state_dir, const char *job, int *ret_fd) {
+/* One run of a job at a time: a second run fails at once instead of racing the first; verify (wait) queues
+ * behind a running backup instead, so retention cannot delete what it reads. */
+int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd) {
         _cleanup_free_ char *path = xasprintf("%s/%s.lock", state_dir, job);
-        _cleanup_close_ int fd = -EBADF;
         int r;
 
         r = mkdir_p(state_dir, 0755);
         if (r < 0)
                 return err_set(r, EX_CANTCREAT, "cannot create state_dir %s: %s (set state_dir in [agent])",
                                state_dir, strerror(-r));
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0)
-                return err_set(-errno, EX_CANTCREAT, "cannot open lock %s: %m", path);
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                if (errno == EWOULDBLOCK)
-                        return err_set(-EBUSY, EX_TEMPFAIL, "job %s is already running (lock %s is held)", job, path);
-                return err_set(-errno, EX_OSERR, "cannot lock %s: %m", path);
+        r = lock_file(path, 0644, false, NULL, ret_fd);
+        if (r == -EBUSY && wait) {
+                log_info("Job %s is running; waiting for it to finish.", job);
+                r = lock_file(path, 0644, true, &job_cancel_requested, ret_fd);
         }
-        *ret_fd = TAKE_FD(fd);
+        if (r == -EBUSY)
+                return err_set(r, EX_TEMPFAIL, "job %s is already running (lock %s is held)", job, path);
+        if (r == -ECANCELED)
+                return err_set(r, EX_TEMPFAIL, "cancelled while waiting for job %s to finish", job);
+        if (r < 0)
+                return err_set(r, EX_OSERR, "cannot lock %s: %s", path, strerror(-r));
         return 0;
 }
 
@@ -104,7 +106,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
 
         if (!def)
                 return err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
-        r = job_lock(c->agent.state_dir, job, &lock_fd);
+        r = job_lock(c->agent.state_dir, job, false, &lock_fd);
         if (r < 0) {
                 /* Not a failed run: the state belongs to the run that holds the lock. */
                 log_error("%s", err_message());

@@ -36,6 +36,9 @@ extern const JobDefinition job_config;
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
 
+/* The job's lock in state_dir (see job.c); the fd holds it until closed. */
+int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd);
+
 /* Runs one job to the end. On success the new backup id is returned in ret_id. */
 int job_run(const Config *c, const char *job, char **ret_id);
 

@@ -340,20 +340,17 @@ static int count_database(const ScratchCluster *sc, const char *db, RestoreTestD
  * leftover. */
 static int lock_work_dir(const char *work_dir, int *ret_fd) {
         _cleanup_free_ char *path = path_join(work_dir, "restore-test.lock");
-        _cleanup_close_ int fd = -EBADF;
         int r;
 
         r = mkdir_p(work_dir, 0700);
         if (r < 0)
                 return err_set(r, EX_CANTCREAT, "cannot create work_dir %s: %s (set work_dir in [agent])",
                                work_dir, strerror(-r));
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return err_set(-errno, EX_CANTCREAT, "cannot open %s: %m", path);
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-                return err_set(-EBUSY, EX_TEMPFAIL, "another restore test is running (lock %s is held)",
-                               path);
-        *ret_fd = TAKE_FD(fd);
+        r = lock_file(path, 0600, false, NULL, ret_fd);
+        if (r == -EBUSY)
+                return err_set(r, EX_TEMPFAIL, "another restore test is running (lock %s is held)", path);
+        if (r < 0)
+                return err_set(r, EX_CANTCREAT, "cannot open %s: %s", path, strerror(-r));
         return 0;
 }
 

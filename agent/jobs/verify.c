@@ -90,33 +90,6 @@ void restore_test_result_done(RestoreTestResult *r) {
 /* The job's lock (the same file job_run() takes): held while verifying, so that a backup run of the job
  * cannot prune what is being read and its state writes cannot overwrite last_verify. Waits for a running
  * backup instead of failing: the weekly verify may well start while the nightly dump runs. */
-static int verify_lock_job(const Config *c, const char *job, int *ret_fd) {
-        _cleanup_free_ char *path = xasprintf("%s/%s.lock", c->agent.state_dir, job);
-        _cleanup_close_ int fd = -EBADF;
-        int r;
-
-        r = mkdir_p(c->agent.state_dir, 0755);
-        if (r < 0)
-                return err_set(r, EX_CANTCREAT, "cannot create state_dir %s: %s (set state_dir in [agent])",
-                               c->agent.state_dir, strerror(-r));
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0)
-                return err_set(-errno, EX_CANTCREAT, "cannot open lock %s: %m", path);
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                if (errno != EWOULDBLOCK)
-                        return err_set(-errno, EX_OSERR, "cannot lock %s: %m", path);
-                log_info("Job %s is running; waiting for it to finish before verifying.", job);
-                while (flock(fd, LOCK_EX) < 0) {
-                        if (errno != EINTR)
-                                return err_set(-errno, EX_OSERR, "cannot lock %s: %m", path);
-                        if (job_cancel_requested)
-                                return err_set(-ECANCELED, EX_TEMPFAIL, "verify of %s was cancelled", job);
-                }
-        }
-        *ret_fd = TAKE_FD(fd);
-        return 0;
-}
-
 static json_object *restore_test_to_json(const RestoreTestResult *rt, int r) {
         json_object *o = json_object_new_object(), *dbs = json_object_new_array(), *missing;
 
@@ -192,7 +165,7 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         Progress p = {};
         int r, rt_r = 0;
 
-        r = verify_lock_job(c, job, &lock_fd);
+        r = job_lock(c->agent.state_dir, job, true, &lock_fd);
         if (r < 0)
                 return r;
         r = store_open_location(c, dest, &s);

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <stdarg.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -464,4 +465,22 @@ char **strv_copy(char *const *l) {
         for (size_t i = 0; i < n; i++)
                 c[i] = xstrdup(l[i]);
         return c;
+}
+
+int lock_file(const char *path, mode_t mode, bool wait, const volatile sig_atomic_t *cancel, int *ret_fd) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+        if (fd < 0)
+                return -errno;
+        while (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {
+                if (errno == EWOULDBLOCK)
+                        return -EBUSY;
+                if (errno != EINTR)
+                        return -errno;
+                if (cancel && *cancel)
+                        return -ECANCELED;
+        }
+        *ret_fd = TAKE_FD(fd);
+        return 0;
 }

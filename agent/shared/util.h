@@ -2,6 +2,7 @@
 #pragma once
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -133,4 +134,8 @@ int read_file_string(const char *path, size_t max, char **ret);
 int write_file_atomic(const char *path, const void *data, size_t n, mode_t mode);
 
 char *path_join(const char *a, const char *b);
+
+/* Takes an exclusive flock() on path (created with mode). Without wait: -EBUSY when another process holds
+ * it. With wait: blocks until it is free, or -ECANCELED once *cancel is set (a signal handler sets it). */
+int lock_file(const char *path, mode_t mode, bool wait, const volatile sig_atomic_t *cancel, int *ret_fd);
 char **strv_copy(char *const *l); /* NULL for NULL */
