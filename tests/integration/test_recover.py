@@ -25,7 +25,7 @@ def test_recover_postgres_step_plans_falls_back_and_is_rerunnable(local_agent, p
     p = local_agent("recover", "--plan", "--postgres-to", dst.conninfo, check=True)
     assert f"postgres   restore backup {new}" in p.stdout and "1 older backup(s)" in p.stdout
     assert f"into host=127.0.0.1 port={dst.port} user=postgres" in p.stdout
-    assert "minio      not available in this build" in p.stdout
+    assert "minio      skip: [mirror] is not configured" in p.stdout
     assert dst.databases() == ["postgres", "template1"]  # the plan changed nothing
 
     # The newest backup is damaged: the step passes over it and restores the older one.
