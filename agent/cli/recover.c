@@ -145,7 +145,7 @@ const Verb verb_recover = {
                 "  --step NAME             run (or plan) only this step\n"
                 "  --postgres-to CONNINFO  restore PostgreSQL here instead of [postgres] conninfo\n"
                 "  --manifests-dir DIR     extract the manifests here (default <work_dir>/recover-manifests)\n"
-                "  --overlay PATH          kustomize overlay inside it (default " RECOVER_DEFAULT_OVERLAY ")\n"
+                "  --overlay PATH          kustomize overlay inside DIR/manifests (default " RECOVER_DEFAULT_OVERLAY ")\n"
                 "  --health-timeout SEC    how long to poll [agent] healthz_url for HTTP 200 (default 300)\n",
         .run = run_recover,
 };

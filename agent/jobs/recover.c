@@ -369,19 +369,24 @@ static const char *manifests_overlay(const RecoverOptions *o) {
         return o->overlay ?: RECOVER_DEFAULT_OVERLAY;
 }
 
+/* The archive keeps the manifest directories under manifests/ (manifests/k8s/...). */
+static char *manifests_overlay_path(const char *dir, const RecoverOptions *o) {
+        return xasprintf("%s/manifests/%s", dir, manifests_overlay(o));
+}
+
 static int manifests_plan(const Config *c, const RecoverOptions *o, FILE *out) {
         _cleanup_free_ char *dir = manifests_dir(c, o), *kubectl = path_find_executable("kubectl");
         _cleanup_free_ char *what = xasprintf("extract the manifests into %s", dir);
+        _cleanup_free_ char *overlay = manifests_overlay_path(dir, o);
         int r;
 
         r = config_plan(c, "manifests", what, false, out);
         if (r < 0 || !c->config.present)
                 return r;
         if (kubectl)
-                fprintf(out, "           then %s apply -k %s/%s\n", kubectl, dir, manifests_overlay(o));
+                fprintf(out, "           then %s apply -k %s\n", kubectl, overlay);
         else
-                fprintf(out, "           kubectl is not on PATH: the apply -k %s/%s will be skipped\n", dir,
-                        manifests_overlay(o));
+                fprintf(out, "           kubectl is not on PATH: the apply -k %s will be skipped\n", overlay);
         return 0;
 }
 
@@ -464,7 +469,7 @@ static int manifests_run(const Config *c, const RecoverOptions *o, RecoverOutcom
                         return err_set(r, EX_CANTCREAT, "cannot write %s: %s", stamp, strerror(-r));
                 extracted = xasprintf("extracted config backup %s from %s into %s", m->id, src.location, dir);
         }
-        overlay = path_join(dir, manifests_overlay(o));
+        overlay = manifests_overlay_path(dir, o);
         if (!kubectl) {
                 *ret_outcome = done_id && streq(done_id, m->id) ? RECOVER_SKIPPED : RECOVER_DONE;
                 *ret_note = xasprintf("%s; kubectl is not on PATH: not applied (run kubectl apply -k %s)",

@@ -93,11 +93,13 @@ static int archive_failed(TarWriter *w, const char *name) {
 }
 
 static int write_header(TarWriter *w, struct archive_entry *e) {
-        const char *name = archive_entry_pathname(e);
+        /* A copy: archive_write_header() may rewrite the entry's pathname (a directory gets its "/"),
+         * reallocating the string archive_entry_pathname() returned. */
+        _cleanup_free_ char *name = xstrdup(archive_entry_pathname(e));
 
         if (archive_write_header(w->archive, e) < ARCHIVE_WARN)
                 return archive_failed(w, name);
-        strv_push(&w->entries, xstrdup(name));
+        strv_push(&w->entries, TAKE_PTR(name));
         return 0;
 }
 
