@@ -133,19 +133,21 @@ const Verb verb_recover = {
         .args = "[--plan] [--step NAME] [--postgres-to CONNINFO] [--manifests-dir DIR] [--overlay PATH] "
                 "[--health-timeout SEC]",
         .summary = "Rebuild a node from its backups, step by step.",
-        .help = "Steps, in order: minio (the [mirror] buckets back from offsite), postgres (the newest dump\n"
-                "that verifies, from the [postgres] destination or, when that is empty, from its offsite copy),\n"
-                "secrets (the newest config backup's Secrets export through the API of [config] kubeconfig),\n"
-                "manifests (extract that backup and kubectl apply -k its overlay when kubectl is on PATH), health\n"
-                "(poll [agent] healthz_url until HTTP 200).\n"
-                "Every step is safe to rerun: one that finds its work done says so and skips; a step whose job\n"
-                "is not configured is skipped. Stops at the first failing step.\n"
-                "  --plan                  print what each step would use (backup ids, sizes, sources), "
-                "change nothing\n"
+        .help = "Steps, in order: minio (the [mirror] buckets back from offsite), postgres (the\n"
+                "newest dump that verifies, from the [postgres] destination or, when that is empty, from\n"
+                "its offsite copy), secrets (the newest config backup's Secrets export through the API of\n"
+                "[config] kubeconfig), manifests (extract it and kubectl apply -k its overlay when\n"
+                "kubectl is on PATH), health (poll [agent] healthz_url until HTTP 200).\n"
+                "Every step is safe to rerun: one that finds its work done says so and skips; a step whose\n"
+                "job is not configured is skipped. Stops at the first failing step.\n"
+                "  --plan                  print what each step would use (backup ids, sizes, sources),\n"
+                "                          change nothing\n"
                 "  --step NAME             run (or plan) only this step\n"
                 "  --postgres-to CONNINFO  restore PostgreSQL here instead of [postgres] conninfo\n"
-                "  --manifests-dir DIR     extract the manifests here (default <work_dir>/recover-manifests)\n"
-                "  --overlay PATH          kustomize overlay inside DIR/manifests (default " RECOVER_DEFAULT_OVERLAY ")\n"
-                "  --health-timeout SEC    how long to poll [agent] healthz_url for HTTP 200 (default 300)\n",
+                "  --manifests-dir DIR     extract the manifests here (default\n"
+                "                          <work_dir>/recover-manifests)\n"
+                "  --overlay PATH          kustomize overlay inside DIR/manifests (default\n"
+                "                          " RECOVER_DEFAULT_OVERLAY ")\n"
+                "  --health-timeout SEC    poll [agent] healthz_url this long for HTTP 200 (default 300)\n",
         .run = run_recover,
 };

@@ -247,12 +247,14 @@ static int minio_plan(const Config *c, const RecoverOptions *o, FILE *out) {
         }
         fprintf(out, "minio      copy %" PRIu64 " object(s) (%s) from %s to remote %s; %" PRIu64
                      " (%s) already equal\n",
-                st.copied, format_bytes(st.copied_bytes, a, sizeof a), c->mirror.destination, c->mirror.source,
+                st.copied, format_bytes(st.copied_bytes, a, sizeof a), c->mirror.destination,
+                c->mirror.source,
                 st.skipped, format_bytes(st.skipped_bytes, b, sizeof b));
         return 0;
 }
 
-static int minio_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome, char **ret_note) {
+static int minio_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome,
+                     char **ret_note) {
         MirrorOptions mo = { .direction = MIRROR_REVERSE };
         MirrorStats st = {};
         Progress p;
@@ -271,12 +273,14 @@ static int minio_run(const Config *c, const RecoverOptions *o, RecoverOutcome *r
         if (r < 0)
                 return r;
         *ret_outcome = st.copied > 0 ? RECOVER_DONE : RECOVER_SKIPPED;
-        *ret_note = st.copied > 0 ? xasprintf("copied %" PRIu64 " object(s) (%s) from %s to remote %s, %" PRIu64
-                                              " already equal",
-                                              st.copied, format_bytes(st.copied_bytes, a, sizeof a),
-                                              c->mirror.destination, c->mirror.source, st.skipped)
-                                  : xasprintf("all %" PRIu64 " object(s) of %s are in remote %s already",
-                                              st.skipped, c->mirror.destination, c->mirror.source);
+        if (st.copied > 0)
+                *ret_note = xasprintf("copied %" PRIu64 " object(s) (%s) from %s to remote %s, %" PRIu64
+                                      " already equal",
+                                      st.copied, format_bytes(st.copied_bytes, a, sizeof a),
+                                      c->mirror.destination, c->mirror.source, st.skipped);
+        else
+                *ret_note = xasprintf("all %" PRIu64 " object(s) of %s are in remote %s already", st.skipped,
+                                      c->mirror.destination, c->mirror.source);
         return 0;
 }
 
@@ -301,7 +305,25 @@ static bool config_skip(const Config *c, bool need_kubeconfig, const char **ret_
         return true;
 }
 
-static int config_plan(const Config *c, const char *step, const char *what, bool need_kubeconfig, FILE *out) {
+/* The newest good config backup; 0 with the step skipped when [config] (or its kubeconfig) is not set. */
+static int config_source_open(const Config *c, bool need_kubeconfig, BackupSource *src, const Manifest **ret,
+                              RecoverOutcome *ret_outcome, char **ret_note) {
+        const char *why;
+        int r;
+
+        if (config_skip(c, need_kubeconfig, &why)) {
+                *ret_outcome = RECOVER_SKIPPED;
+                *ret_note = xstrdup(why);
+                return 0;
+        }
+        r = backup_source_open(c, "config", src);
+        if (r >= 0)
+                r = backup_source_newest_good(src, "config", ret);
+        return r < 0 ? r : 1;
+}
+
+static int config_plan(const Config *c, const char *step, const char *what, bool need_kubeconfig,
+                       FILE *out) {
         _cleanup_(backup_source_done) BackupSource src = {};
         const char *why;
         int r;
@@ -329,19 +351,11 @@ static int secrets_run(const Config *c, const RecoverOptions *o, RecoverOutcome 
         _cleanup_free_ char *buf = NULL;
         size_t size = 0, unchanged = 0;
         const Manifest *m;
-        const char *why;
         FILE *f;
         int r, n;
 
-        if (config_skip(c, true, &why)) {
-                *ret_outcome = RECOVER_SKIPPED;
-                *ret_note = xstrdup(why);
-                return 0;
-        }
-        r = backup_source_open(c, "config", &src);
-        if (r >= 0)
-                r = backup_source_newest_good(&src, "config", &m);
-        if (r < 0)
+        r = config_source_open(c, true, &src, &m, ret_outcome, ret_note);
+        if (r <= 0)
                 return r;
         f = open_memstream(&buf, &size);
         if (!f)
@@ -362,7 +376,8 @@ static int secrets_run(const Config *c, const RecoverOptions *o, RecoverOutcome 
 }
 
 static char *manifests_dir(const Config *c, const RecoverOptions *o) {
-        return o->manifests_dir ? xstrdup(o->manifests_dir) : path_join(c->agent.work_dir, "recover-manifests");
+        return o->manifests_dir ? xstrdup(o->manifests_dir)
+                                : path_join(c->agent.work_dir, "recover-manifests");
 }
 
 static const char *manifests_overlay(const RecoverOptions *o) {
@@ -386,7 +401,8 @@ static int manifests_plan(const Config *c, const RecoverOptions *o, FILE *out) {
         if (kubectl)
                 fprintf(out, "           then %s apply -k %s\n", kubectl, overlay);
         else
-                fprintf(out, "           kubectl is not on PATH: the apply -k %s will be skipped\n", overlay);
+                fprintf(out, "           kubectl is not on PATH: the apply -k %s will be skipped\n",
+                        overlay);
         return 0;
 }
 
@@ -431,18 +447,10 @@ static int manifests_run(const Config *c, const RecoverOptions *o, RecoverOutcom
         _cleanup_free_ char *dir = manifests_dir(c, o), *stamp = NULL, *done_id = NULL, *overlay = NULL;
         _cleanup_free_ char *kubectl = path_find_executable("kubectl"), *extracted = NULL;
         const Manifest *m;
-        const char *why;
         int r;
 
-        if (config_skip(c, false, &why)) {
-                *ret_outcome = RECOVER_SKIPPED;
-                *ret_note = xstrdup(why);
-                return 0;
-        }
-        r = backup_source_open(c, "config", &src);
-        if (r >= 0)
-                r = backup_source_newest_good(&src, "config", &m);
-        if (r < 0)
+        r = config_source_open(c, false, &src, &m, ret_outcome, ret_note);
+        if (r <= 0)
                 return r;
 
         /* A stamp names the backup extracted last: a rerun does not extract it again. */
@@ -467,7 +475,8 @@ static int manifests_run(const Config *c, const RecoverOptions *o, RecoverOutcom
                 r = write_file_atomic(stamp, m->id, strlen(m->id), 0600);
                 if (r < 0)
                         return err_set(r, EX_CANTCREAT, "cannot write %s: %s", stamp, strerror(-r));
-                extracted = xasprintf("extracted config backup %s from %s into %s", m->id, src.location, dir);
+                extracted = xasprintf("extracted config backup %s from %s into %s", m->id, src.location,
+                                      dir);
         }
         overlay = manifests_overlay_path(dir, o);
         if (!kubectl) {
@@ -529,12 +538,13 @@ static int health_plan(const Config *c, const RecoverOptions *o, FILE *out) {
         if (isempty(c->agent.healthz_url))
                 fprintf(out, "health     skip: [agent] healthz_url is not set\n");
         else
-                fprintf(out, "health     poll %s until HTTP 200 (at most %" PRIu64 " s)\n", c->agent.healthz_url,
-                        health_timeout(o) / USEC_PER_SEC);
+                fprintf(out, "health     poll %s until HTTP 200 (at most %" PRIu64 " s)\n",
+                        c->agent.healthz_url, health_timeout(o) / USEC_PER_SEC);
         return 0;
 }
 
-static int health_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome, char **ret_note) {
+static int health_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome,
+                      char **ret_note) {
         const char *url = c->agent.healthz_url;
         uint64_t start = now_usec(CLOCK_MONOTONIC), deadline = start + health_timeout(o);
         char errbuf[CURL_ERROR_SIZE];
@@ -554,8 +564,9 @@ static int health_run(const Config *c, const RecoverOptions *o, RecoverOutcome *
                         break;
                 if (now_usec(CLOCK_MONOTONIC) >= deadline)
                         return err_set(-ETIMEDOUT, EX_UNAVAILABLE,
-                                       "%s did not answer HTTP 200 within %" PRIu64 " s (last: %s); check the "
-                                       "cluster, or wait longer with --health-timeout",
+                                       "%s did not answer HTTP 200 within %" PRIu64
+                                       " s (last: %s); check the cluster, or wait longer with "
+                                       "--health-timeout",
                                        url, health_timeout(o) / USEC_PER_SEC,
                                        status ? "an HTTP error status" : errbuf);
                 if (attempts == 1 || attempts % 10 == 0) {
