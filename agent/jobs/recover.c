@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <curl/curl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <sysexits.h>
 
-#include <curl/curl.h>
 #include "jobs/config.h"
 #include "jobs/job.h"
 #include "jobs/mirror.h"
