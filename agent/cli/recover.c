@@ -13,6 +13,9 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                 { "plan", no_argument, NULL, 'p' },
                 { "step", required_argument, NULL, 's' },
                 { "postgres-to", required_argument, NULL, 'P' },
+                { "manifests-dir", required_argument, NULL, 'M' },
+                { "overlay", required_argument, NULL, 'O' },
+                { "health-timeout", required_argument, NULL, 'T' },
                 {},
         };
         _cleanup_(config_freep) Config *c = NULL;
@@ -41,6 +44,23 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                 case 'P':
                         ro.postgres_to = optarg;
                         break;
+                case 'M':
+                        ro.manifests_dir = optarg;
+                        break;
+                case 'O':
+                        ro.overlay = optarg;
+                        break;
+                case 'T': {
+                        uint64_t sec;
+                        if (parse_uint64(optarg, &sec) < 0 || sec < 1 || sec > 86400) {
+                                fprintf(stderr, "skyforge-agent recover: --health-timeout takes 1..86400 "
+                                                "seconds, not \"%s\".\n",
+                                        optarg);
+                                return EX_USAGE;
+                        }
+                        ro.health_timeout_usec = sec * USEC_PER_SEC;
+                        break;
+                }
                 default:
                         return EX_USAGE;
                 }
@@ -110,18 +130,24 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_recover = {
         .name = "recover",
-        .args = "[--plan] [--step NAME] [--postgres-to CONNINFO]",
+        .args = "[--plan] [--step NAME] [--postgres-to CONNINFO] [--manifests-dir DIR] [--overlay PATH] "
+                "[--health-timeout SEC]",
         .summary = "Rebuild a node from its backups, step by step.",
-        .help = "Steps, in order: minio (buckets from offsite), postgres (the newest dump that verifies, "
-                "from the\n"
-                "[postgres] destination or, when that is empty, from its offsite copy), secrets, manifests, "
-                "health.\n"
-                "Every step is safe to rerun: one that finds its work done says so and skips; a step whose "
-                "job\n"
-                "is not configured is skipped. Stops at the first failing step.\n"
-                "  --plan                  print what each step would use (backup ids, sizes, sources), "
-                "change nothing\n"
+        .help = "Steps, in order: minio (the [mirror] buckets back from offsite), postgres (the\n"
+                "newest dump that verifies, from the [postgres] destination or, when that is empty, from\n"
+                "its offsite copy), secrets (the newest config backup's Secrets export through the API of\n"
+                "[config] kubeconfig), manifests (extract it and kubectl apply -k its overlay when\n"
+                "kubectl is on PATH), health (poll [agent] healthz_url until HTTP 200).\n"
+                "Every step is safe to rerun: one that finds its work done says so and skips; a step whose\n"
+                "job is not configured is skipped. Stops at the first failing step.\n"
+                "  --plan                  print what each step would use (backup ids, sizes, sources),\n"
+                "                          change nothing\n"
                 "  --step NAME             run (or plan) only this step\n"
-                "  --postgres-to CONNINFO  restore PostgreSQL here instead of [postgres] conninfo\n",
+                "  --postgres-to CONNINFO  restore PostgreSQL here instead of [postgres] conninfo\n"
+                "  --manifests-dir DIR     extract the manifests here (default\n"
+                "                          <work_dir>/recover-manifests)\n"
+                "  --overlay PATH          kustomize overlay inside DIR/manifests (default\n"
+                "                          " RECOVER_DEFAULT_OVERLAY ")\n"
+                "  --health-timeout SEC    poll [agent] healthz_url this long for HTTP 200 (default 300)\n",
         .run = run_recover,
 };

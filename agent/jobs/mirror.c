@@ -836,6 +836,13 @@ static int mirror_pair(Mirror *m, const Pair *p, S3Client *src, S3Client *dst) {
         r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
         if (r >= 0)
                 r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
+        if (r == -ENOENT && m->o->dry_run &&
+            (m->o->direction == MIRROR_REVERSE || p->dst.remote->create_bucket)) {
+                /* A bucket the real run creates (a rebuilt MinIO has none yet): all of it is to copy. */
+                log_info("%s: bucket %s does not exist yet.", p->name, p->dst.bucket);
+                d = NULL;
+                r = 0;
+        }
         while (r >= 0 && (s || d)) {
                 int cmp = !s ? 1 : !d ? -1 : strcmp(s->key, d->key);
 

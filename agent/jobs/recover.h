@@ -7,6 +7,10 @@
 
 /* `recover`: the rebuild runbook as steps (PRODUCT.md §7). Every step can run alone, is safe to rerun,
  * and says what it did; a step whose job is not configured is skipped. */
+#define RECOVER_DEFAULT_OVERLAY "k8s/overlays/k3s-traefik"
+#define RECOVER_DEFAULT_HEALTH_TIMEOUT_USEC (300 * USEC_PER_SEC)
+#define RECOVER_HEALTH_INTERVAL_USEC (2 * USEC_PER_SEC)
+
 typedef enum RecoverOutcome {
         RECOVER_DONE,
         RECOVER_SKIPPED,     /* not configured, or nothing to do (already restored) */
@@ -14,7 +18,10 @@ typedef enum RecoverOutcome {
 } RecoverOutcome;
 
 typedef struct RecoverOptions {
-        const char *postgres_to; /* target conninfo; NULL: [postgres] conninfo */
+        const char *postgres_to;   /* target conninfo; NULL: [postgres] conninfo */
+        const char *manifests_dir; /* NULL: <work_dir>/recover-manifests */
+        const char *overlay;       /* inside manifests_dir; NULL: RECOVER_DEFAULT_OVERLAY */
+        uint64_t health_timeout_usec; /* 0: RECOVER_DEFAULT_HEALTH_TIMEOUT_USEC */
 } RecoverOptions;
 
 typedef struct RecoverStep {

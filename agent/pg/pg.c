@@ -125,19 +125,6 @@ static int probe_client(const char *path, PgClient *ret) {
         return 0;
 }
 
-static char *find_in_path(const char *program) {
-        const char *path = getenv("PATH") ?: "/usr/bin:/bin";
-        _cleanup_strv_free_ char **dirs = strv_split(path, ":");
-
-        STRV_FOREACH(d, dirs) {
-                char *p = path_join(*d, program);
-                if (access(p, X_OK) >= 0)
-                        return p;
-                free(p);
-        }
-        return NULL;
-}
-
 int pg_find_client(const char *program, const char *bindir, int server_major, PgClient *ret) {
         PgClient best = {}, c;
         int newest_too_old = -1;
@@ -178,7 +165,7 @@ int pg_find_client(const char *program, const char *bindir, int server_major, Pg
                 }
         globfree(&g);
         if (!best.path) {
-                _cleanup_free_ char *p = find_in_path(program);
+                _cleanup_free_ char *p = path_find_executable(program);
                 if (p && probe_client(p, &c) >= 0) {
                         if (c.major >= server_major)
                                 best = c;

@@ -93,11 +93,11 @@ static int archive_failed(TarWriter *w, const char *name) {
 }
 
 static int write_header(TarWriter *w, struct archive_entry *e) {
-        const char *name = archive_entry_pathname(e);
-
+        /* archive_write_header() may rewrite the pathname (a directory gets its "/"), reallocating the
+         * string archive_entry_pathname() returned before: ask again afterwards, never keep the pointer. */
         if (archive_write_header(w->archive, e) < ARCHIVE_WARN)
-                return archive_failed(w, name);
-        strv_push(&w->entries, xstrdup(name));
+                return archive_failed(w, archive_entry_pathname(e));
+        strv_push(&w->entries, xstrdup(archive_entry_pathname(e)));
         return 0;
 }
 

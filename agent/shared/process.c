@@ -318,3 +318,17 @@ int run_capture_line(char *const argv[], char **ret) {
         *ret = xstrdup(buf);
         return 0;
 }
+
+char *path_find_executable(const char *program) {
+        const char *path = getenv("PATH") ?: "/usr/bin:/bin";
+        _cleanup_strv_free_ char **dirs = strv_split(path, ":");
+
+        STRV_FOREACH(d, dirs) {
+                char *p = path_join(*d, program);
+                if (access(p, X_OK) >= 0)
+                        return p;
+                free(p);
+        }
+        return NULL;
+}
+

@@ -49,3 +49,5 @@ void child_done(Child *c);
 char *child_stderr_summary(const Child *c);
 /* Runs argv and returns the first line of its stdout ("pg_dumpall (PostgreSQL) 15.20"). */
 int run_capture_line(char *const argv[], char **ret);
+/* The first executable named program in $PATH (default /usr/bin:/bin), or NULL. */
+char *path_find_executable(const char *program);
