@@ -19,45 +19,68 @@ static void *fail_with(int *ret_error, int r) {
 }
 
 /* STREAM chunks are independent (the nonce is the chunk counter), so a round of up to AGE_BATCH chunks is
- * sealed or opened by AGE_THREADS threads at once: the caller's thread takes the even chunks, one worker
- * the odd ones. Output order is kept because every chunk has its fixed place in the round's buffer, and
- * memory stays at one round's buffers whatever the stream's size. The worker starts with the first round
- * of more than one chunk, so small payloads never start a thread. */
+ * sealed or opened by AGE_THREADS threads at once. Rounds are handed to a worker thread; the caller's
+ * thread goes on with its own work (reading and copying the next round for encryption) and, when it needs
+ * a round's result, claims that round's unclaimed chunks itself before waiting for the rest. So the split
+ * of the crypto between the two threads follows whatever else the caller has to do. Output order is kept
+ * because every chunk has its fixed place in its round's buffer, and memory stays at AGE_QUEUE rounds of
+ * buffers whatever the stream's size. The worker starts with the first round of more than one chunk, so
+ * small payloads never start a thread. */
 #define AGE_THREADS 2
 #define AGE_BATCH 8
+#define AGE_QUEUE 2
 
 typedef int (*AgeChunkFn)(void *userdata, AgeStream *s, size_t i);
+
+/* One round of chunks; claimed and done are guarded by the pool's lock. */
+typedef struct AgeRound {
+        AgeChunkFn fn;
+        void *userdata;
+        size_t n, claimed, done;
+        int results[AGE_BATCH];
+} AgeRound;
 
 typedef struct AgePool {
         AgeStream *worker_stream;
         pthread_t thread;
         pthread_mutex_t lock;
-        pthread_cond_t cond;
+        pthread_cond_t work, finished; /* the worker waits on work, the caller on finished */
         bool running, unavailable, quit;
-        uint64_t posted, finished;
-        AgeChunkFn fn;
-        void *userdata;
-        size_t n;
-        int results[AGE_BATCH];
+        AgeRound *queue[AGE_QUEUE]; /* submitted rounds not yet waited for, oldest first */
+        size_t queued;
 } AgePool;
+
+/* Called with the lock held; drops it while fn runs. */
+static void round_run_one(AgePool *pool, AgeRound *round, AgeStream *s) {
+        size_t i = round->claimed++;
+        int r;
+
+        pthread_mutex_unlock(&pool->lock);
+        r = round->fn(round->userdata, s, i);
+        pthread_mutex_lock(&pool->lock);
+        round->results[i] = r;
+        if (++round->done == round->n)
+                pthread_cond_broadcast(&pool->finished);
+}
+
+static AgeRound *pool_next_unclaimed(AgePool *pool) {
+        for (size_t i = 0; i < pool->queued; i++)
+                if (pool->queue[i]->claimed < pool->queue[i]->n)
+                        return pool->queue[i];
+        return NULL;
+}
 
 static void *pool_worker(void *p) {
         AgePool *pool = p;
-        uint64_t seen = 0;
 
         pthread_mutex_lock(&pool->lock);
         for (;;) {
-                while (!pool->quit && pool->posted == seen)
-                        pthread_cond_wait(&pool->cond, &pool->lock);
+                AgeRound *round;
+                while (!pool->quit && !(round = pool_next_unclaimed(pool)))
+                        pthread_cond_wait(&pool->work, &pool->lock);
                 if (pool->quit)
                         break;
-                seen = pool->posted;
-                pthread_mutex_unlock(&pool->lock);
-                for (size_t i = 1; i < pool->n; i += AGE_THREADS)
-                        pool->results[i] = pool->fn(pool->userdata, pool->worker_stream, i);
-                pthread_mutex_lock(&pool->lock);
-                pool->finished = seen;
-                pthread_cond_broadcast(&pool->cond);
+                round_run_one(pool, round, pool->worker_stream);
         }
         pthread_mutex_unlock(&pool->lock);
         return NULL;
@@ -71,7 +94,8 @@ static void pool_start(AgePool *pool, const AgeStream *s) {
                 return;
         }
         pthread_mutex_init(&pool->lock, NULL);
-        pthread_cond_init(&pool->cond, NULL);
+        pthread_cond_init(&pool->work, NULL);
+        pthread_cond_init(&pool->finished, NULL);
         /* Signals (SIGTERM cancels a job) stay with the main thread, whose blocking calls they interrupt. */
         sigfillset(&all);
         pthread_sigmask(SIG_BLOCK, &all, &saved);
@@ -79,46 +103,69 @@ static void pool_start(AgePool *pool, const AgeStream *s) {
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
         if (!pool->running) {
                 /* Not fatal: the caller's thread does all chunks. */
-                pthread_cond_destroy(&pool->cond);
+                pthread_cond_destroy(&pool->finished);
+                pthread_cond_destroy(&pool->work);
                 pthread_mutex_destroy(&pool->lock);
                 age_stream_free(TAKE_PTR(pool->worker_stream));
                 pool->unavailable = true;
         }
 }
 
-/* Runs fn for chunks 0..n-1 of a round; results[] holds what each returned. */
-static void pool_run(AgePool *pool, AgeStream *s, AgeChunkFn fn, void *userdata, size_t n) {
-        assert(n <= AGE_BATCH);
+/* Queues chunks 0..n-1 of a round for fn; pool_wait() returns when they are done. Without a worker the
+ * round is run here and now. At most AGE_QUEUE rounds may be submitted and not yet waited for. */
+static void pool_submit(AgePool *pool, AgeStream *s, AgeRound *round, AgeChunkFn fn, void *userdata,
+                        size_t n) {
+        assert(n > 0 && n <= AGE_BATCH);
+        *round = (AgeRound){ .fn = fn, .userdata = userdata, .n = n };
         if (n > 1 && !pool->running && !pool->unavailable)
                 pool_start(pool, s);
-        if (!pool->running || n == 1) {
+        if (!pool->running) {
                 for (size_t i = 0; i < n; i++)
-                        pool->results[i] = fn(userdata, s, i);
+                        round->results[i] = fn(userdata, s, i);
+                round->claimed = round->done = n;
                 return;
         }
         pthread_mutex_lock(&pool->lock);
-        pool->fn = fn;
-        pool->userdata = userdata;
-        pool->n = n;
-        pool->posted++;
-        pthread_cond_broadcast(&pool->cond);
-        pthread_mutex_unlock(&pool->lock);
-        for (size_t i = 0; i < n; i += AGE_THREADS)
-                pool->results[i] = fn(userdata, s, i);
-        pthread_mutex_lock(&pool->lock);
-        while (pool->finished != pool->posted)
-                pthread_cond_wait(&pool->cond, &pool->lock);
+        assert(pool->queued < AGE_QUEUE);
+        pool->queue[pool->queued++] = round;
+        pthread_cond_signal(&pool->work);
         pthread_mutex_unlock(&pool->lock);
 }
 
+/* Waits for the oldest submitted round, doing its unclaimed chunks on the caller's thread meanwhile;
+ * results[] then holds what each chunk's fn returned. */
+static void pool_wait(AgePool *pool, AgeStream *s, AgeRound *round) {
+        if (!pool->running) {
+                assert(round->done == round->n);
+                return;
+        }
+        pthread_mutex_lock(&pool->lock);
+        assert(pool->queued > 0 && pool->queue[0] == round);
+        while (round->claimed < round->n)
+                round_run_one(pool, round, s);
+        while (round->done < round->n)
+                pthread_cond_wait(&pool->finished, &pool->lock);
+        pool->queued--;
+        memmove(pool->queue, pool->queue + 1, pool->queued * sizeof pool->queue[0]);
+        pthread_mutex_unlock(&pool->lock);
+}
+
+static void pool_run(AgePool *pool, AgeStream *s, AgeRound *round, AgeChunkFn fn, void *userdata,
+                     size_t n) {
+        pool_submit(pool, s, round, fn, userdata, n);
+        pool_wait(pool, s, round);
+}
+
+/* Stops the worker; a chunk it is running is finished first, queued ones are dropped. */
 static void pool_done(AgePool *pool) {
         if (pool->running) {
                 pthread_mutex_lock(&pool->lock);
                 pool->quit = true;
-                pthread_cond_broadcast(&pool->cond);
+                pthread_cond_broadcast(&pool->work);
                 pthread_mutex_unlock(&pool->lock);
                 pthread_join(pool->thread, NULL);
-                pthread_cond_destroy(&pool->cond);
+                pthread_cond_destroy(&pool->finished);
+                pthread_cond_destroy(&pool->work);
                 pthread_mutex_destroy(&pool->lock);
                 pool->running = false;
         }
@@ -127,18 +174,27 @@ static void pool_done(AgePool *pool) {
 
 /* Encryption. The header and payload nonce go out with the first write (or at finish), so a sink that
  * fails to set up writes nothing. A full round of chunks is held back until more data arrives, because
- * only then do we know its last chunk is not the final one. */
+ * only then do we know its last chunk is not the final one. Two rounds alternate: while one is sealed
+ * (by the worker, and by this thread once it has nothing else to do), the next one is filled. */
+typedef struct SealRound {
+        AgeRound job;
+        uint8_t *buf;  /* AGE_BATCH chunks, each AGE_CHUNK_SIZE plaintext + tag room */
+        size_t used;   /* plaintext bytes in the round */
+        uint64_t base_counter;
+        size_t n_chunks;
+        bool final;
+        bool in_flight; /* submitted, not yet written */
+} SealRound;
+
 typedef struct AgeSink {
         Sink base;
         char *pending; /* header + payload nonce, not written yet */
         size_t pending_len;
         AgeStream *stream;
         AgePool pool;
-        uint8_t *buf; /* AGE_BATCH chunks, each AGE_CHUNK_SIZE plaintext + tag room */
-        size_t used;  /* plaintext bytes in the round */
-        uint64_t base_counter;
-        size_t n_chunks;
-        bool final_round;
+        SealRound rounds[AGE_QUEUE];
+        SealRound *cur; /* the round being filled */
+        uint64_t next_counter;
         int error; /* sticky: once a write failed, the stream is broken for good */
         bool finished;
 } AgeSink;
@@ -155,34 +211,52 @@ static int age_sink_flush_pending(AgeSink *a) {
 }
 
 static int age_sink_seal_one(void *userdata, AgeStream *s, size_t i) {
-        AgeSink *a = userdata;
-        size_t off = i * AGE_CHUNK_SIZE, n = a->used - off < AGE_CHUNK_SIZE ? a->used - off : AGE_CHUNK_SIZE;
-        uint8_t *p = a->buf + i * CIPHER_CHUNK_SIZE;
+        SealRound *round = userdata;
+        size_t off = i * AGE_CHUNK_SIZE;
+        size_t n = round->used - off < AGE_CHUNK_SIZE ? round->used - off : AGE_CHUNK_SIZE;
+        uint8_t *p = round->buf + i * CIPHER_CHUNK_SIZE;
 
-        age_stream_set_counter(s, a->base_counter + i);
-        return age_stream_seal(s, p, n, a->final_round && i == a->n_chunks - 1, p);
+        age_stream_set_counter(s, round->base_counter + i);
+        return age_stream_seal(s, p, n, round->final && i == round->n_chunks - 1, p);
 }
 
-/* Seals the round (in place) and writes it: all chunks are full except perhaps the final one, so the
- * ciphertext is contiguous. Only an empty payload has an empty final chunk. */
-static int age_sink_seal_round(AgeSink *a, bool final) {
+/* Waits until the round is sealed (in place) and writes it: all chunks are full except perhaps the final
+ * one, so the ciphertext is contiguous. */
+static int age_sink_write_round(AgeSink *a, SealRound *round) {
+        round->in_flight = false;
+        pool_wait(&a->pool, a->stream, &round->job);
+        for (size_t i = 0; i < round->n_chunks; i++)
+                if (round->job.results[i] < 0)
+                        return err_set(round->job.results[i], EX_SOFTWARE,
+                                       "ChaCha20-Poly1305 encryption failed in OpenSSL");
+        return sink_write(a->base.next, round->buf, round->used + round->n_chunks * AGE_TAG_SIZE);
+}
+
+/* Submits the round being filled, writes the one before it, and switches to filling that one. Only an
+ * empty payload has an empty final chunk. */
+static int age_sink_submit(AgeSink *a, bool final) {
+        SealRound *round = a->cur, *other = &a->rounds[round == &a->rounds[0]];
         int r;
 
         r = age_sink_flush_pending(a);
         if (r < 0)
                 return r;
-        a->final_round = final;
-        a->n_chunks = a->used == 0 ? 1 : (a->used + AGE_CHUNK_SIZE - 1) / AGE_CHUNK_SIZE;
-        a->base_counter = age_stream_counter(a->stream);
-        pool_run(&a->pool, a->stream, age_sink_seal_one, a, a->n_chunks);
-        for (size_t i = 0; i < a->n_chunks; i++)
-                if (a->pool.results[i] < 0)
-                        return err_set(a->pool.results[i], EX_SOFTWARE,
-                                       "ChaCha20-Poly1305 encryption failed in OpenSSL");
-        age_stream_set_counter(a->stream, a->base_counter + a->n_chunks);
-        r = sink_write(a->base.next, a->buf, a->used + a->n_chunks * AGE_TAG_SIZE);
-        a->used = 0;
-        return r;
+        round->final = final;
+        round->n_chunks = round->used == 0 ? 1 : (round->used + AGE_CHUNK_SIZE - 1) / AGE_CHUNK_SIZE;
+        round->base_counter = a->next_counter;
+        a->next_counter += round->n_chunks;
+        pool_submit(&a->pool, a->stream, &round->job, age_sink_seal_one, round, round->n_chunks);
+        round->in_flight = true;
+        if (other->in_flight) {
+                r = age_sink_write_round(a, other);
+                if (r < 0)
+                        return r;
+        }
+        if (final)
+                return age_sink_write_round(a, round);
+        other->used = 0;
+        a->cur = other;
+        return 0;
 }
 
 static int age_sink_write(Sink *s, const void *buf, size_t n) {
@@ -194,16 +268,18 @@ static int age_sink_write(Sink *s, const void *buf, size_t n) {
         if (a->finished)
                 return -ESTALE;
         while (n > 0) {
+                SealRound *round = a->cur;
                 size_t off, k;
-                if (a->used == AGE_BATCH * AGE_CHUNK_SIZE) {
-                        int r = age_sink_seal_round(a, false);
+                if (round->used == AGE_BATCH * AGE_CHUNK_SIZE) {
+                        int r = age_sink_submit(a, false);
                         if (r < 0)
                                 return a->error = r;
+                        round = a->cur;
                 }
-                off = a->used % AGE_CHUNK_SIZE;
+                off = round->used % AGE_CHUNK_SIZE;
                 k = AGE_CHUNK_SIZE - off < n ? AGE_CHUNK_SIZE - off : n;
-                memcpy(a->buf + (a->used / AGE_CHUNK_SIZE) * CIPHER_CHUNK_SIZE + off, p, k);
-                a->used += k;
+                memcpy(round->buf + (round->used / AGE_CHUNK_SIZE) * CIPHER_CHUNK_SIZE + off, p, k);
+                round->used += k;
                 p += k;
                 n -= k;
         }
@@ -218,7 +294,7 @@ static int age_sink_finish(Sink *s) {
                 return a->error;
         if (a->finished)
                 return 0;
-        r = age_sink_seal_round(a, true);
+        r = age_sink_submit(a, true);
         if (r < 0)
                 return a->error = r;
         a->finished = true;
@@ -228,11 +304,13 @@ static int age_sink_finish(Sink *s) {
 static void age_sink_free(Sink *s) {
         AgeSink *a = (AgeSink *) s;
 
-        pool_done(&a->pool);
+        pool_done(&a->pool); /* before the buffers go: the worker may still be sealing into one */
         age_stream_free(a->stream);
-        if (a->buf)
-                OPENSSL_cleanse(a->buf, AGE_BATCH * CIPHER_CHUNK_SIZE);
-        free(a->buf);
+        for (size_t i = 0; i < AGE_QUEUE; i++) {
+                if (a->rounds[i].buf)
+                        OPENSSL_cleanse(a->rounds[i].buf, AGE_BATCH * CIPHER_CHUNK_SIZE);
+                free(a->rounds[i].buf);
+        }
         free(a->pending);
         free(a);
 }
@@ -274,7 +352,9 @@ Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
         a->pending = TAKE_PTR(header);
         a->pending_len = header_len + AGE_NONCE_SIZE;
         a->stream = stream;
-        a->buf = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        for (size_t i = 0; i < AGE_QUEUE; i++)
+                a->rounds[i].buf = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        a->cur = &a->rounds[0];
         return &a->base;
 }
 
@@ -285,6 +365,7 @@ typedef struct AgeSource {
         Source base;
         AgeStream *stream;
         AgePool pool;
+        AgeRound round;
         uint8_t *carry; /* bytes read past the header, consumed before upstream */
         size_t carry_pos, carry_len;
         uint8_t *cipher; /* one round of encrypted chunks */
@@ -381,11 +462,11 @@ static int age_source_next_round(AgeSource *a) {
         a->cipher_len = (size_t) n;
         a->base_counter = counter;
         n_chunks = (a->cipher_len + CIPHER_CHUNK_SIZE - 1) / CIPHER_CHUNK_SIZE;
-        pool_run(&a->pool, a->stream, age_source_open_one, a, n_chunks);
+        pool_run(&a->pool, a->stream, &a->round, age_source_open_one, a, n_chunks);
 
         a->pos = a->len = 0;
         for (size_t i = 0; i < n_chunks; i++) {
-                int k = a->pool.results[i];
+                int k = a->round.results[i];
                 size_t chunk_len = a->cipher_len - i * CIPHER_CHUNK_SIZE;
 
                 if (chunk_len > CIPHER_CHUNK_SIZE)

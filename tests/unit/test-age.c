@@ -571,8 +571,9 @@ static void age_sink_fails_closed(void **state) {
         m.fail_after = 1; /* the header goes out, the first round of chunks does not */
         s = sink_age_new(&m.base, k.recipient, &r);
         assert_non_null(s);
-        /* The sink holds back up to 8 chunks (one parallel round): write past that. */
-        for (unsigned i = 0; i < 1000; i++)
+        /* The sink holds back up to two rounds of 8 chunks (one being sealed while the next one is
+         * filled): write past that. */
+        for (unsigned i = 0; i < 2000; i++)
                 if ((r = sink_write(s, buf, sizeof buf)) < 0)
                         break;
         assert_int_equal(r, -ENOSPC);
