@@ -35,20 +35,22 @@ char *postgres_db_object_encode(const char *name) {
         return out;
 }
 
-int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *raw, Digest *stored, Sink **ret) {
+int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *stored, Sink **ret) {
         Sink *chain = sink_digest_new(sink_store_new(w), stored), *next;
         int threads = pc->compression_threads ? (int) pc->compression_threads
                                               : (int) sysconf(_SC_NPROCESSORS_ONLN);
         int r;
 
+        /* Fail closed: with recipients set, the age stage is set up before anything is stored, and a dump
+         * that cannot be encrypted is never written in plaintext. */
         if (!strv_isempty(pc->recipients)) {
                 next = sink_age_new(chain, pc->recipients, &r);
                 if (!next) {
                         _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
                         int code = err_exit_code(r);
                         sink_free(chain);
-                        return err_set(r, code, "cannot encrypt to the recipients in [postgres]: %s; nothing "
-                                       "was stored", why);
+                        return err_set(r, code, "cannot encrypt the dump to the recipients in [postgres]: %s; "
+                                       "nothing was stored", why);
                 }
                 chain = next;
         }
@@ -57,7 +59,7 @@ int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *raw, D
                 sink_free(chain);
                 return r;
         }
-        *ret = sink_digest_new(next, raw);
+        *ret = next;
         return 0;
 }
 
@@ -75,25 +77,21 @@ int postgres_source_chain(const PostgresConfig *pc, const Manifest *m, StoreRead
         return 0;
 }
 
-static void child_donep(Child *c) {
-        child_done(c);
-}
-
-/* Runs argv and stores its stdout as object `name` through the postgres chain; records the object. */
-static int dump_to_object(JobContext *ctx, char *const argv[], const char *name, Manifest *m,
-                          uint64_t *ret_raw) {
+int postgres_dump_to_object(JobContext *ctx, char *const argv[], const char *name, Manifest *m,
+                            uint64_t *ret_raw) {
         const PostgresConfig *pc = &ctx->config->postgres;
         _cleanup_(store_writer_freep) StoreWriter *w = NULL;
         _cleanup_(sink_freep) Sink *chain = NULL;
         _cleanup_(child_donep) Child child = {};
         _cleanup_free_ uint8_t *buf = NULL;
-        Digest stored = {}, raw = {};
+        Digest stored = {};
+        uint64_t raw = 0;
         int r = 0, status;
 
         r = store_writer_open(ctx->store, name, &w);
         if (r < 0)
                 return r;
-        r = postgres_sink_chain(pc, w, &raw, &stored, &chain);
+        r = postgres_sink_chain(pc, w, &stored, &chain);
         if (r < 0)
                 return r;
         r = child_spawn(argv, (char *[]){ (char *) "PGAPPNAME=skyforge-agent", NULL }, CHILD_PIPE_STDOUT,
@@ -122,6 +120,7 @@ static int dump_to_object(JobContext *ctx, char *const argv[], const char *name,
                                      err_message() ?: strerror(-r));
                         break;
                 }
+                raw += (uint64_t) k;
                 progress_update(&ctx->progress, ctx->progress.done + (uint64_t) k);
         }
         status = child_wait(&child);
@@ -129,10 +128,11 @@ static int dump_to_object(JobContext *ctx, char *const argv[], const char *name,
                 return r;
         if (status != 0) {
                 _cleanup_free_ char *tail = child_stderr_summary(&child);
-                return err_set(-EIO, status > 128 ? EX_SOFTWARE : EX_UNAVAILABLE,
-                               "%s failed with %s %d: %s; no backup was written", child.name,
-                               status > 128 ? "signal" : "exit status", status > 128 ? status - 128 : status,
-                               tail);
+                if (status > 128)
+                        return err_set(-EIO, EX_SOFTWARE, "%s was killed by signal %d: %s; no backup was written",
+                                       child.name, status - 128, tail);
+                return err_set(-EIO, EX_UNAVAILABLE, "%s failed with exit status %d: %s; no backup was written",
+                               child.name, status, tail);
         }
         r = sink_finish(chain);
         if (r < 0)
@@ -142,8 +142,9 @@ static int dump_to_object(JobContext *ctx, char *const argv[], const char *name,
         if (r < 0)
                 return r;
         manifest_add_object(m, name, stored.bytes, stored.sha256_hex);
-        m->raw_bytes += raw.bytes;
-        *ret_raw = raw.bytes;
+        m->raw_bytes += raw;
+        if (ret_raw)
+                *ret_raw = raw;
         return 0;
 }
 
@@ -167,7 +168,7 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
                           (char *) "-d", pc->conninfo ?: (char *) "", NULL };
         if (isempty(pc->conninfo))
                 gargv[3] = NULL;
-        r = dump_to_object(ctx, gargv, globals, m, &raw);
+        r = postgres_dump_to_object(ctx, gargv, globals, m, &raw);
         if (r < 0)
                 return r;
 
@@ -203,7 +204,7 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
                                  (char *) "-d",
                                  target,
                                  NULL };
-                r = dump_to_object(ctx, argv, name, m, &raw);
+                r = postgres_dump_to_object(ctx, argv, name, m, &raw);
                 if (r < 0)
                         break;
                 json_object *o = json_object_new_object();

@@ -8,9 +8,14 @@
 #include "store/manifest.h"
 #include "store/store.h"
 
-/* The write chain of every postgres object: raw digest -> zstd -> age (when recipients are set) -> stored
- * digest -> store writer (which the caller commits). */
-int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *raw, Digest *stored, Sink **ret);
+/* The write chain of every postgres object: zstd -> age (when recipients are set) -> stored digest -> store
+ * writer (which the caller commits). */
+int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *stored, Sink **ret);
+/* Runs argv (pg_dumpall, pg_dump) and stores its stdout as object `name` through that chain, with progress;
+ * records the object and adds the dump's size to m->raw_bytes (and *ret_raw, may be NULL). A failed, killed
+ * or cancelled dump leaves nothing: the writer is aborted. */
+int postgres_dump_to_object(JobContext *ctx, char *const argv[], const char *name, Manifest *m,
+                            uint64_t *ret_raw);
 /* The read chain: store -> stored digest -> age (when the manifest says encrypted) -> zstd. */
 int postgres_source_chain(const PostgresConfig *pc, const Manifest *m, StoreReader *rd, Digest *stored,
                           Source **ret);

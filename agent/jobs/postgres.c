@@ -11,36 +11,14 @@
 #include "pipe/pipe.h"
 #include "shared/process.h"
 
-#define DUMP_BUFFER_SIZE (256 * 1024)
-
-static void child_donep(Child *c) {
-        child_done(c);
-}
-
-static int dump_failed(Child *c, int status) {
-        _cleanup_free_ char *tail = child_stderr_summary(c);
-
-        if (status > 128)
-                return err_set(-EIO, EX_SOFTWARE, "pg_dumpall was killed by signal %d: %s; no backup was written",
-                               status - 128, tail);
-        return err_set(-EIO, EX_UNAVAILABLE, "pg_dumpall failed with exit status %d: %s; no backup was written",
-                       status, tail);
-}
 
 static int postgres_backup(JobContext *ctx, Manifest *m) {
         const PostgresConfig *pc = &ctx->config->postgres;
         _cleanup_(pg_server_info_done) PgServerInfo info = {};
         _cleanup_(pg_client_done) PgClient dumpall = {};
-        _cleanup_(store_writer_freep) StoreWriter *w = NULL;
-        _cleanup_(sink_freep) Sink *chain = NULL;
-        _cleanup_(child_donep) Child child = {};
         _cleanup_free_ char *name = NULL;
-        _cleanup_free_ uint8_t *buf = NULL;
-        Digest stored = {};
-        uint64_t total = 0;
         bool encrypted;
-        Sink *stage;
-        int r, status;
+        int r;
 
         r = pg_preflight(pc->conninfo, &info);
         if (r < 0)
@@ -51,81 +29,17 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         log_info("Dumping PostgreSQL %s at %s (%zu databases) with %s.", info.version, info.target,
                  strv_length(info.databases), dumpall.path);
 
-        /* Fail closed: with recipients set, the age stage is set up before anything is stored, and a
-         * dump that cannot be encrypted is never written in plaintext. */
         encrypted = !strv_isempty(pc->recipients);
         name = xasprintf("%s.sql.zst%s", ctx->id, encrypted ? ".age" : "");
-        r = store_writer_open(ctx->store, name, &w);
-        if (r < 0)
-                return r;
-        chain = sink_digest_new(sink_store_new(w), &stored);
-        if (encrypted) {
-                stage = sink_age_new(chain, pc->recipients, &r);
-                if (!stage) {
-                        _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
-                        int code = err_exit_code(r);
-                        return err_set(r, code,
-                                       "cannot encrypt the dump to the recipients in [postgres]: %s; "
-                                       "nothing was stored", why);
-                }
-                chain = stage;
-        }
-        stage = sink_zstd_new(chain, pc->compression_level,
-                              pc->compression_threads ? (int) pc->compression_threads :
-                                                        (int) sysconf(_SC_NPROCESSORS_ONLN),
-                              &r);
-        if (!stage)
-                return r;
-        chain = stage;
-
         char *argv[] = { dumpall.path, (char *) "--no-password", (char *) "-d", pc->conninfo ?: (char *) "", NULL };
         if (isempty(pc->conninfo))
                 argv[2] = NULL;
-        r = child_spawn(argv, (char *[]){ (char *) "PGAPPNAME=skyforge-agent", NULL }, CHILD_PIPE_STDOUT, &child);
-        if (r < 0)
-                return r;
-
         progress_init(&ctx->progress, "dumping", info.size_estimate, ctx->config->agent.state_dir, ctx->state);
-        buf = xmalloc(DUMP_BUFFER_SIZE);
-        for (;;) {
-                ssize_t k = child_read_stdout(&child, buf, DUMP_BUFFER_SIZE);
-                if (k == -ECANCELED) {
-                        child_kill(&child);
-                        r = err_set(-ECANCELED, EX_TEMPFAIL, "job postgres was cancelled; no backup was written");
-                        break;
-                }
-                if (k < 0) {
-                        r = err_setf((int) k, "cannot read the output of pg_dumpall: %m");
-                        break;
-                }
-                if (k == 0)
-                        break;
-                r = sink_write(chain, buf, (size_t) k);
-                if (r < 0) {
-                        child_kill(&child);
-                        r = err_setf(r, "cannot store the dump in %s: %s", ctx->store->location,
-                                     err_message() ?: strerror(-r));
-                        break;
-                }
-                total += (uint64_t) k;
-                progress_update(&ctx->progress, total);
-        }
+        r = postgres_dump_to_object(ctx, argv, name, m, NULL);
         progress_done(&ctx->progress);
-        status = child_wait(&child);
-        if (r < 0)
-                return r;
-        if (status != 0)
-                return dump_failed(&child, status);
-        r = sink_finish(chain);
-        if (r < 0)
-                return err_setf(r, "cannot store the dump in %s: %s", ctx->store->location,
-                                err_message() ?: strerror(-r));
-        r = store_writer_commit(w);
         if (r < 0)
                 return r;
 
-        manifest_add_object(m, name, stored.bytes, stored.sha256_hex);
-        m->raw_bytes = total;
         m->compression = xstrdup("zstd");
         m->compression_level = pc->compression_level;
         m->encrypted = encrypted;

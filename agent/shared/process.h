@@ -45,6 +45,9 @@ void child_close_stdin(Child *c);
 int child_wait(Child *c);
 void child_kill(Child *c);
 void child_done(Child *c);
+static inline void child_donep(Child *c) {
+        child_done(c);
+}
 /* The captured stderr tail, trimmed, single-line friendly ("; " between lines). */
 char *child_stderr_summary(const Child *c);
 /* Runs argv and returns the first line of its stdout ("pg_dumpall (PostgreSQL) 15.20"). */
