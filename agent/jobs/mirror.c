@@ -317,7 +317,8 @@ static int copy_small(Worker *w, const Pair *p, const char *src_key, const char 
                 return r;
         s3_sha256_hex(data, n, sha);
         md = mirror_metadata(info.metadata, info.etag, sha);
-        S3PutOptions o = { info.content_type, info.cache_control, md };
+        S3PutOptions o = { .content_type = info.content_type, .cache_control = info.cache_control,
+                           .metadata = md };
         r = s3_put_object(w->dst, p->dst.bucket, dst_key, data, n, &o, NULL);
         if (r < 0)
                 return r;
@@ -400,7 +401,8 @@ static int copy_multipart(Worker *w, const Pair *p, const char *src_key, const c
         pthread_mutex_unlock(&m->lock);
 
         if (b.error == 0)
-                r = s3_multipart_complete(w->dst, p->dst.bucket, dst_key, upload_id, b.etags, b.n_parts, &etag);
+                r = s3_multipart_complete(w->dst, p->dst.bucket, dst_key, upload_id, b.etags, NULL, b.n_parts,
+                                           &etag);
         else
                 r = err_set(b.error, err_exit_code(b.error), "%s", b.error_message);
         if (r < 0) {
@@ -426,7 +428,8 @@ static int copy_large(Worker *w, const Pair *p, const char *src_key, const char 
         if (r < 0)
                 return r;
         md = mirror_metadata(info.metadata, info.etag, metadata_get(info.metadata, META_SHA256));
-        S3PutOptions o = { info.content_type, info.cache_control, md };
+        S3PutOptions o = { .content_type = info.content_type, .cache_control = info.cache_control,
+                           .metadata = md };
         if (info.size >= w->m->mc->multipart_threshold)
                 r = copy_multipart(w, p, src_key, dst_key, &info, &o);
         else if (info.size <= SMALL_MAX)

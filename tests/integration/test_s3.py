@@ -1,6 +1,7 @@
 """The S3 backend (agent/store/s3) against moto_server with signature verification, boto3 as the
 independent client, and a scripted peer for faults moto will not produce. Driven through
 tests/helpers/s3-tool, which opens the store with store_s3_open()."""
+import base64
 import hashlib
 import os
 import signal
@@ -118,6 +119,11 @@ def test_multipart_stream_of_200mib_reads_back_equal(s3_server, s3_bucket, conf)
     got = c.get_object(Bucket=s3_bucket, Key="dump.sql.zst")
     assert got["ETag"].strip('"').endswith("-25")  # 8 MiB parts: a real multipart upload
     assert sha(got["Body"].read()) == sha(data)
+    # Every part carried its SHA-256 (the digest it is signed with): the server keeps the composite.
+    digests = b"".join(hashlib.sha256(data[i:i + 8 * MiB]).digest() for i in range(0, len(data), 8 * MiB))
+    attrs = c.get_object_attributes(Bucket=s3_bucket, Key="dump.sql.zst", ObjectAttributes=["Checksum"])
+    want = base64.b64encode(hashlib.sha256(digests).digest()).decode()
+    assert attrs["Checksum"]["ChecksumSHA256"].split("-")[0] == want
     assert sha(ok(tool(conf, s3_bucket, "", "get", "dump.sql.zst")).stdout) == sha(data)
     # Resuming from an offset reads the tail only.
     tail = ok(tool(conf, s3_bucket, "", "get", "dump.sql.zst", 190 * MiB + 7)).stdout

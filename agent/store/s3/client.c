@@ -859,6 +859,8 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
 
         if (req->read_body)
                 strcpy(payload_hash, "UNSIGNED-PAYLOAD");
+        else if (req->payload_sha256)
+                snprintf(payload_hash, sizeof payload_hash, "%s", req->payload_sha256);
         else
                 s3_sha256_hex(req->body ?: "", req->body ? req->body_len : 0, payload_hash);
         for (unsigned attempt = 1;; attempt++) {
@@ -982,7 +984,8 @@ int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t off
 }
 
 size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) {
-        S3Header *h = xcalloc(2 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
+        /* Room for one more header the caller may add (CreateMultipartUpload's checksum algorithm). */
+        S3Header *h = xcalloc(3 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
         char **names = NULL;
         size_t nh = 0;
 

@@ -48,6 +48,7 @@ struct S3Upload {
         size_t part_size;
         char *upload_id;
         char **etags; /* S3_PARTS_MAX slots, by part number - 1 */
+        char **checksums; /* base64 SHA-256 of each part, the same way */
         unsigned n_parts; /* queued so far */
         bool committed;
         bool failed;
@@ -67,7 +68,9 @@ struct S3Upload {
 };
 
 static void upload_options(const S3Upload *u, S3PutOptions *ret) {
-        *ret = (S3PutOptions){ u->content_type, u->cache_control, u->metadata };
+        /* Part checksums cost nothing here (each part is hashed for its signature anyway) and spare the
+         * server from checksumming the whole object itself at completion. */
+        *ret = (S3PutOptions){ u->content_type, u->cache_control, u->metadata, .checksum_sha256 = true };
 }
 
 static unsigned upload_workers(void) {
@@ -141,6 +144,8 @@ int s3_multipart_create(S3Client *c, const char *bucket, const char *key, const 
         int r;
 
         nh = s3_put_headers(o, &h, &names);
+        if (o && o->checksum_sha256)
+                h[nh++] = (S3Header){ "x-amz-checksum-algorithm", "SHA256" };
         S3Request req = { .method = "POST", .bucket = bucket, .key = key, .params = q, .n_params = 1,
                           .headers = h, .n_headers = nh, .body = "", .body_len = 0 };
         r = s3_request(c, &req, &resp);
@@ -187,16 +192,20 @@ int s3_multipart_put_part_stream(S3Client *c, const char *bucket, const char *ke
 }
 
 /* Runs in a worker thread, with that worker's client. */
-static int part_put(S3Upload *u, S3Client *c, const S3Part *p, char **ret_etag) {
+static int part_put(S3Upload *u, S3Client *c, const S3Part *p, char **ret_etag, char **ret_checksum) {
         _cleanup_(s3_response_done) S3Response resp = {};
-        char number[16];
+        char number[16], hex[65], base64[45];
         int r;
 
         snprintf(number, sizeof number, "%u", p->number);
         const S3Param q[] = { { "partNumber", number }, { "uploadId", u->upload_id } };
-        /* The payload hash is computed over the part and signed: a part corrupted on the way is refused. */
+        /* The payload hash is computed over the part and signed: a part corrupted on the way is refused;
+         * the same digest is the part's stored checksum. */
+        s3_sha256_hex_base64(p->buf, p->len, hex, base64);
+        const S3Header h[] = { { "x-amz-checksum-sha256", base64 } };
         S3Request req = { .method = "PUT", .bucket = u->bucket, .key = u->key, .params = q, .n_params = 2,
-                          .body = p->buf, .body_len = p->len };
+                          .headers = h, .n_headers = 1, .body = p->buf, .body_len = p->len,
+                          .payload_sha256 = hex };
         r = s3_request(c, &req, &resp);
         if (r < 0)
                 return r;
@@ -205,6 +214,7 @@ static int part_put(S3Upload *u, S3Client *c, const S3Part *p, char **ret_etag) 
                                "UploadPart reply from %s (bucket %s, key %s, part %u) has no ETag",
                                s3_client_endpoint(c), u->bucket, u->key, p->number);
         *ret_etag = TAKE_PTR(resp.etag);
+        *ret_checksum = xstrdup(base64);
         return 0;
 }
 
@@ -224,7 +234,7 @@ static void *worker_main(void *userdata) {
         pthread_mutex_lock(&u->lock);
         for (;;) {
                 S3Part *p = next_queued(u);
-                char *etag = NULL;
+                char *etag = NULL, *checksum = NULL;
                 int r;
 
                 if (!p) {
@@ -242,7 +252,7 @@ static void *worker_main(void *userdata) {
                 p->state = PART_UPLOADING;
                 pthread_mutex_unlock(&u->lock);
 
-                r = part_put(u, w->client, p, &etag);
+                r = part_put(u, w->client, p, &etag, &checksum);
 
                 pthread_mutex_lock(&u->lock);
                 if (r < 0 && u->error == 0) {
@@ -250,8 +260,10 @@ static void *worker_main(void *userdata) {
                         u->error = r;
                         u->error_code = err_exit_code(r);
                         u->error_message = xstrdup(err_message() ?: strerror(-r));
-                } else if (r >= 0)
+                } else if (r >= 0) {
                         u->etags[p->number - 1] = etag;
+                        u->checksums[p->number - 1] = checksum;
+                }
                 p->state = PART_FREE;
                 pthread_cond_broadcast(&u->cond);
         }
@@ -264,6 +276,7 @@ static int workers_start(S3Upload *u) {
         int r = 0;
 
         u->etags = xcalloc(S3_PARTS_MAX, sizeof *u->etags);
+        u->checksums = xcalloc(S3_PARTS_MAX, sizeof *u->checksums);
         u->workers = xcalloc(u->n_workers, sizeof *u->workers);
         /* Signals (SIGTERM cancels a job) stay with the caller's thread. */
         sigfillset(&all);
@@ -412,7 +425,7 @@ static int complete_xml(const char *path, const char *text, void *userdata) {
 }
 
 int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, const char *upload_id,
-                          char *const *etags, unsigned n_parts, char **ret_etag) {
+                          char *const *etags, char *const *checksums, unsigned n_parts, char **ret_etag) {
         _cleanup_(s3_response_done) S3Response resp = {};
         _cleanup_free_ char *body = NULL;
         CompleteState s = {};
@@ -421,8 +434,12 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 
         body = s3_strbuf_append(NULL, &len, "<CompleteMultipartUpload xmlns=\"" S3_XMLNS "\">");
         for (unsigned i = 0; i < n_parts; i++) {
-                _cleanup_free_ char *part = xasprintf(
-                        "<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag></Part>", i + 1, etags[i]);
+                _cleanup_free_ char *sum = NULL, *part = NULL;
+
+                if (checksums)
+                        sum = xasprintf("<ChecksumSHA256>%s</ChecksumSHA256>", checksums[i]);
+                part = xasprintf("<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag>%s</Part>", i + 1,
+                                 etags[i], strempty(sum));
                 body = s3_strbuf_append(body, &len, part);
         }
         body = s3_strbuf_append(body, &len, "</CompleteMultipartUpload>");
@@ -451,7 +468,8 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 }
 
 static int upload_complete(S3Upload *u, char **ret_etag) {
-        return s3_multipart_complete(u->c, u->bucket, u->key, u->upload_id, u->etags, u->n_parts, ret_etag);
+        return s3_multipart_complete(u->c, u->bucket, u->key, u->upload_id, u->etags, u->checksums, u->n_parts,
+                                     ret_etag);
 }
 
 int s3_upload_commit(S3Upload *u, char **ret_etag) {
@@ -517,9 +535,12 @@ void s3_upload_free(S3Upload *u) {
                 free(u->parts[i].buf);
         free(u->parts);
         free(u->upload_id);
-        for (unsigned i = 0; u->etags && i < S3_PARTS_MAX; i++)
+        for (unsigned i = 0; u->etags && i < S3_PARTS_MAX; i++) {
                 free(u->etags[i]);
+                free(u->checksums[i]);
+        }
         free(u->etags);
+        free(u->checksums);
         free(u->error_message);
         pthread_cond_destroy(&u->cond);
         pthread_mutex_destroy(&u->lock);

@@ -27,6 +27,9 @@ typedef struct S3Request {
         size_t n_headers;
         const void *body;
         size_t body_len;
+        /* Hex SHA-256 of body when the caller already has it (parts are hashed once for the payload
+         * signature and their checksum); NULL: computed here. */
+        const char *payload_sha256;
         /* Returns < 0 to abort the transfer with that error. */
         int (*on_body)(const void *p, size_t n, void *userdata);
         /* Called before a retry when on_body already got bytes of a failed attempt; NULL: such an

@@ -86,6 +86,9 @@ typedef struct S3PutOptions {
         const char *content_type;
         const char *cache_control;
         char **metadata; /* pairs: name without "x-amz-meta-", value */
+        /* Multipart only: the server keeps a SHA-256 checksum of every part (x-amz-checksum-algorithm),
+         * so each part must carry x-amz-checksum-sha256 and CompleteMultipartUpload lists them. */
+        bool checksum_sha256;
 } S3PutOptions;
 
 int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *data, size_t n,
@@ -107,9 +110,10 @@ int s3_multipart_create(S3Client *c, const char *bucket, const char *key, const 
 int s3_multipart_put_part_stream(S3Client *c, const char *bucket, const char *key, const char *upload_id,
                                  unsigned part_number, uint64_t size, S3ReadFunc read, void *userdata,
                                  char **ret_etag);
-/* etags[i] is the ETag of part i + 1. */
+/* etags[i] is the ETag of part i + 1, checksums[i] its base64 SHA-256 (NULL: created without
+ * checksum_sha256). */
 int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, const char *upload_id,
-                          char *const *etags, unsigned n_parts, char **ret_etag);
+                          char *const *etags, char *const *checksums, unsigned n_parts, char **ret_etag);
 
 /* An upload of unknown length: buffered into parts; a single PutObject when everything fits in the first
  * part, multipart otherwise. Part size doubles every 1000 parts so the 10,000-part limit is never hit.

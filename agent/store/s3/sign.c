@@ -69,12 +69,24 @@ char *s3_canonical_query(const S3Param *params, size_t n) {
         return r;
 }
 
+static void hex_encode(const uint8_t *md, size_t n, char *ret) {
+        for (size_t i = 0; i < n; i++)
+                sprintf(ret + 2 * i, "%02x", md[i]);
+}
+
 void s3_sha256_hex(const void *p, size_t n, char ret[static 65]) {
         uint8_t md[SHA256_DIGEST_LENGTH];
 
         SHA256(p, n, md);
-        for (size_t i = 0; i < sizeof md; i++)
-                sprintf(ret + 2 * i, "%02x", md[i]);
+        hex_encode(md, sizeof md, ret);
+}
+
+void s3_sha256_hex_base64(const void *p, size_t n, char ret_hex[static 65], char ret_base64[static 45]) {
+        uint8_t md[SHA256_DIGEST_LENGTH];
+
+        SHA256(p, n, md);
+        hex_encode(md, sizeof md, ret_hex);
+        EVP_EncodeBlock((unsigned char *) ret_base64, md, sizeof md);
 }
 
 /* ret may be the key buffer itself: the key is copied out first. */

@@ -30,6 +30,8 @@ char *s3_canonical_query(const S3Param *params, size_t n);
 char *s3_strbuf_append(char *buf, size_t *len, const char *s);
 
 void s3_sha256_hex(const void *p, size_t n, char ret[static 65]);
+/* The same digest as hex (for x-amz-content-sha256) and base64 (for x-amz-checksum-sha256). */
+void s3_sha256_hex_base64(const void *p, size_t n, char ret_hex[static 65], char ret_base64[static 45]);
 
 typedef struct S3SignInput {
         const char *method;
