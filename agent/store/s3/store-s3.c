@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The S3 backend behind the storage interface: a bucket and key prefix on a configured remote. */
+#include <pthread.h>
+#include <signal.h>
 #include <sysexits.h>
 #include <time.h>
 
@@ -7,9 +9,10 @@
 #include "s3-internal.h"
 #include "store/store.h"
 
-/* Reads are ranged GETs of this size over the kept connection: memory stays bounded, and a dropped
- * connection costs at most one chunk's worth of re-request (which s3_get_object resumes anyway). */
-#define S3_READ_CHUNK (8U * 1024 * 1024)
+/* A reader is one GetObject streamed by a thread into a ring of this size: the object is requested once
+ * (servers like moto re-read the whole object for every range), the network overlaps the caller's work,
+ * and memory stays bounded. A dropped connection is resumed by s3_get_object with a Range and If-Match. */
+#define S3_READ_RING (4U * 1024 * 1024)
 
 typedef struct S3Store {
         S3Client *client;
@@ -24,12 +27,25 @@ typedef struct S3Writer {
 
 typedef struct S3Reader {
         StoreReader base;
-        uint64_t offset; /* of the next byte to fetch */
+        uint64_t offset; /* where the GET starts */
         uint64_t size;
+        char *key;
         char *etag;
-        uint8_t *buf;
-        size_t buf_len;
-        size_t buf_pos;
+        S3Client *client; /* the thread's own: the store's stays usable by the caller */
+        pthread_t thread;
+        bool started;
+
+        /* Shared with the thread; under lock. */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        uint8_t *ring;
+        size_t head; /* next byte to read */
+        size_t fill; /* bytes in the ring */
+        bool done;   /* the thread ended */
+        bool closing;
+        int error;
+        int error_code;
+        char *error_message;
 } S3Reader;
 
 static S3Store *s3_store(Store *s) {
@@ -82,7 +98,7 @@ static int s3_reader_open(Store *s, const char *name, uint64_t offset, StoreRead
         S3Reader *r;
         int k;
 
-        /* HEAD first: a missing object fails here, and the size and ETag pin every later range. */
+        /* HEAD first: a missing object fails here, and the size and ETag pin the GET and its resumes. */
         k = s3_head_object(st->client, st->bucket, key, &info);
         if (k < 0)
                 return k;
@@ -90,57 +106,114 @@ static int s3_reader_open(Store *s, const char *name, uint64_t offset, StoreRead
         r->base = (StoreReader){ .store = s, .name = xstrdup(name) };
         r->offset = MIN(offset, info.size);
         r->size = info.size;
+        r->key = TAKE_PTR(key);
         r->etag = TAKE_PTR(info.etag);
+        pthread_mutex_init(&r->lock, NULL);
+        pthread_cond_init(&r->cond, NULL);
         *ret = &r->base;
         return 0;
 }
 
-typedef struct BufSink {
+typedef struct RingSink {
         Sink sink;
         S3Reader *reader;
-} BufSink;
+} RingSink;
 
-static int buf_sink_write(Sink *s, const void *p, size_t n) {
-        S3Reader *r = ((BufSink *) s)->reader;
+/* Runs in the reader's thread: blocks while the ring is full. */
+static int ring_sink_write(Sink *s, const void *buf, size_t n) {
+        S3Reader *r = ((RingSink *) s)->reader;
+        const uint8_t *p = buf;
+        int ret = 0;
 
-        if (r->buf_len + n > S3_READ_CHUNK)
-                return -EFBIG;
-        memcpy(r->buf + r->buf_len, p, n);
-        r->buf_len += n;
+        pthread_mutex_lock(&r->lock);
+        while (n > 0) {
+                if (r->closing) {
+                        ret = -ECANCELED;
+                        break;
+                }
+                if (r->fill == S3_READ_RING) {
+                        pthread_cond_wait(&r->cond, &r->lock);
+                        continue;
+                }
+                size_t tail = (r->head + r->fill) % S3_READ_RING;
+                size_t k = MIN(n, MIN(S3_READ_RING - r->fill, S3_READ_RING - tail));
+                memcpy(r->ring + tail, p, k);
+                r->fill += k;
+                p += k;
+                n -= k;
+                pthread_cond_broadcast(&r->cond);
+        }
+        pthread_mutex_unlock(&r->lock);
+        return ret;
+}
+
+static void *reader_main(void *userdata) {
+        S3Reader *r = userdata;
+        S3Store *st = s3_store(r->base.store);
+        RingSink rs = { .sink = { .write = ring_sink_write }, .reader = r };
+        int k;
+
+        k = s3_get_object(r->client, st->bucket, r->key, r->offset, r->size - r->offset, r->etag, &rs.sink);
+        pthread_mutex_lock(&r->lock);
+        if (k < 0) {
+                /* err_message() is per thread: carry it over to the caller's. */
+                r->error = k;
+                r->error_code = err_exit_code(k);
+                r->error_message = xstrdup(err_message() ?: strerror(-k));
+        }
+        r->done = true;
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        return NULL;
+}
+
+static int reader_start(S3Reader *r) {
+        S3Store *st = s3_store(r->base.store);
+        sigset_t all, saved;
+        int k;
+
+        k = s3_client_clone(st->client, &r->client);
+        if (k < 0)
+                return k;
+        r->ring = xmalloc(S3_READ_RING);
+        /* Signals (SIGTERM cancels a job) stay with the caller's thread. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
+        k = -pthread_create(&r->thread, NULL, reader_main, r);
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        if (k < 0)
+                return err_set(k, EX_OSERR, "cannot start a download thread: %s", strerror(-k));
+        r->started = true;
         return 0;
 }
 
 static ssize_t s3_reader_read(StoreReader *base, void *buf, size_t n) {
         S3Reader *r = (S3Reader *) base;
-        S3Store *st = s3_store(base->store);
+        ssize_t ret;
 
-        if (r->buf_pos == r->buf_len) {
-                _cleanup_free_ char *key = full_key(st, base->name);
-                BufSink bs = { .sink = { .write = buf_sink_write }, .reader = r };
-                uint64_t len;
-                int k;
-
-                if (r->offset >= r->size)
-                        return 0;
-                if (!r->buf)
-                        r->buf = xmalloc(S3_READ_CHUNK);
-                r->buf_len = r->buf_pos = 0;
-                len = MIN((uint64_t) S3_READ_CHUNK, r->size - r->offset);
-                k = s3_get_object(st->client, st->bucket, key, r->offset, len, r->etag, &bs.sink);
-                if (k < 0) {
-                        r->buf_len = 0;
+        if (r->offset >= r->size || n == 0)
+                return 0;
+        if (!r->started) {
+                int k = reader_start(r);
+                if (k < 0)
                         return k;
-                }
-                if (r->buf_len != len)
-                        return err_set(-EIO, EX_PROTOCOL,
-                                       "%s (bucket %s, key %s) sent %zu bytes for a range of %" PRIu64,
-                                       s3_client_endpoint(st->client), st->bucket, key, r->buf_len, len);
-                r->offset += len;
         }
-        n = MIN(n, r->buf_len - r->buf_pos);
-        memcpy(buf, r->buf + r->buf_pos, n);
-        r->buf_pos += n;
-        return (ssize_t) n;
+        pthread_mutex_lock(&r->lock);
+        while (r->fill == 0 && !r->done)
+                pthread_cond_wait(&r->cond, &r->lock);
+        if (r->fill > 0) {
+                n = MIN(n, MIN(r->fill, S3_READ_RING - r->head));
+                memcpy(buf, r->ring + r->head, n);
+                r->head = (r->head + n) % S3_READ_RING;
+                r->fill -= n;
+                pthread_cond_broadcast(&r->cond);
+                ret = (ssize_t) n;
+        } else if (r->error < 0)
+                ret = err_set(r->error, r->error_code, "%s", r->error_message);
+        else
+                ret = 0;
+        pthread_mutex_unlock(&r->lock);
+        return ret;
 }
 
 static void s3_reader_free(StoreReader *base) {
@@ -148,9 +221,21 @@ static void s3_reader_free(StoreReader *base) {
 
         if (!r)
                 return;
+        if (r->started) {
+                pthread_mutex_lock(&r->lock);
+                r->closing = true; /* a GET still running is cut off at its next write */
+                pthread_cond_broadcast(&r->cond);
+                pthread_mutex_unlock(&r->lock);
+                pthread_join(r->thread, NULL);
+        }
+        s3_client_free(r->client);
+        pthread_cond_destroy(&r->cond);
+        pthread_mutex_destroy(&r->lock);
         free(r->base.name);
+        free(r->key);
         free(r->etag);
-        free(r->buf);
+        free(r->ring);
+        free(r->error_message);
         free(r);
 }
 
