@@ -62,6 +62,8 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_REMOTE, "max_attempts", CONF_UINT, R(max_attempts), 1, 100, .def = "5" },
         { CONF_SECTION_REMOTE, "timeout", CONF_SECONDS, R(timeout_usec), 1, 3600, .def = "60",
           .help = "seconds without progress before a request is retried" },
+        { CONF_SECTION_REMOTE, "retry_time", CONF_SECONDS, R(retry_time_usec), 1, 86400, .def = "300",
+          .help = "seconds one request keeps being retried before the job fails" },
 
         { CONF_SECTION_POSTGRES, "conninfo", CONF_CONNINFO, P(conninfo),
           .help = "libpq connection string; unset: libpq defaults and PG* variables" },

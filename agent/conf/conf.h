@@ -19,6 +19,7 @@ typedef struct RemoteConfig {
         bool create_bucket;
         unsigned max_attempts;
         uint64_t timeout_usec;
+        uint64_t retry_time_usec; /* how long one request keeps being retried */
 } RemoteConfig;
 
 typedef struct AgentConfig {

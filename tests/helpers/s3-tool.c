@@ -5,10 +5,12 @@
  *
  * CONFIG is a tiny "key = value" file with the [remote.NAME] keys (name, endpoint, region,
  * access_key_id, secret_access_key_file, path_style, tls_verify, ca_file, create_bucket, max_attempts,
- * timeout_usec). Store commands: put NAME (stdin), put-abort NAME (stdin, then free without commit),
- * get NAME [OFFSET], list [PREFIX], stat NAME, rm NAME, cleanup MIN_AGE_SEC. Client commands: buckets,
- * cat KEY [OFFSET] (GetObject into a sink), head KEY, put-meta KEY CONTENT_TYPE [NAME=VALUE...] (stdin),
- * delete-many (keys on stdin, one a line). Errors print err_message() and exit with its sysexits code. */
+ * timeout_usec, retry_time_usec).
+ * Store commands: put NAME (stdin), put-abort NAME (stdin, then free without commit), get NAME [OFFSET],
+ * list [PREFIX], stat NAME, rm NAME, cleanup MIN_AGE_SEC.
+ * Client commands: buckets, cat KEY [OFFSET] (GetObject into a sink), head KEY,
+ * put-meta KEY CONTENT_TYPE [NAME=VALUE...] (stdin), delete-many (keys on stdin, one a line).
+ * Errors print err_message() and exit with its sysexits code. */
 #include <inttypes.h>
 #include <sysexits.h>
 
@@ -63,6 +65,8 @@ static int load_remote(const char *path, RemoteConfig *ret) {
                         r.max_attempts = (unsigned) u;
                 else if (streq(k, "timeout_usec") && parse_uint64(v, &u) >= 0)
                         r.timeout_usec = u;
+                else if (streq(k, "retry_time_usec") && parse_uint64(v, &u) >= 0)
+                        r.retry_time_usec = u;
         }
         if (!r.name)
                 r.name = xstrdup("test");

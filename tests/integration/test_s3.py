@@ -298,6 +298,21 @@ def test_persistent_faults_fail_clearly_within_the_retry_budget(s3_peer, peer_co
     assert len([1 for m, *_ in s3_peer.log if m == "PUT"]) == 4
 
 
+def test_retries_stop_at_retry_time_before_max_attempts(s3_server, s3_peer, tmp_path):
+    conf = s3_server.write_remote(tmp_path / "slow.conf", endpoint=s3_peer.endpoint, max_attempts=100,
+                                  retry_time_usec=3_000_000)
+    s3_peer.add("PUT", "status", (503, "SlowDown"), times=100)
+    t = time.monotonic()
+    p = tool(conf, "bkt", "", "put", "never", input=b"x")
+    took = time.monotonic() - t
+    assert p.returncode == 69
+    puts = len([1 for m, *_ in s3_peer.log if m == "PUT"])
+    assert 2 <= puts < 100 and took < 6
+    err = p.stderr.decode()
+    assert f"SlowDown from {s3_peer.endpoint} (bucket bkt, key never)" in err
+    assert f"after {puts} attempts" in err and 'retry_time for remote "minio" is 3 s' in err
+
+
 def test_cleanup_spares_uploads_younger_than_min_age(s3_peer, peer_conf):
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     s3_peer.uploads_xml = (

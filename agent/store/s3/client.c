@@ -14,6 +14,7 @@
 
 #define S3_DEFAULT_ATTEMPTS 5
 #define S3_DEFAULT_TIMEOUT_USEC (60 * USEC_PER_SEC)
+#define S3_DEFAULT_RETRY_TIME_USEC (300 * USEC_PER_SEC)
 #define S3_BACKOFF_BASE_USEC (100 * USEC_PER_MSEC)
 #define S3_BACKOFF_MAX_USEC (5 * USEC_PER_SEC)
 #define S3_COLLECT_MAX (8U * 1024 * 1024)
@@ -33,6 +34,8 @@ struct S3Client {
         char *ca_file;
         bool tls_verify;
         unsigned max_attempts;
+        unsigned attempt; /* of the request in progress, for error messages */
+        uint64_t retry_time_usec;
         uint64_t timeout_usec;
         CURL *curl; /* kept: its connection cache and TLS sessions are what makes requests cheap */
 };
@@ -156,6 +159,8 @@ int s3_client_new(const RemoteConfig *remote, S3Client **ret) {
         c->tls_verify = remote->tls_verify;
         c->max_attempts = remote->max_attempts > 0 ? remote->max_attempts : S3_DEFAULT_ATTEMPTS;
         c->timeout_usec = remote->timeout_usec > 0 ? remote->timeout_usec : S3_DEFAULT_TIMEOUT_USEC;
+        c->retry_time_usec = remote->retry_time_usec > 0 ? remote->retry_time_usec
+                                                         : S3_DEFAULT_RETRY_TIME_USEC;
         r = client_load_credentials(c, remote);
         if (r < 0)
                 return r;
@@ -187,6 +192,7 @@ int s3_client_clone(const S3Client *c, S3Client **ret) {
                 .tls_verify = c->tls_verify,
                 .max_attempts = c->max_attempts,
                 .timeout_usec = c->timeout_usec,
+                .retry_time_usec = c->retry_time_usec,
                 .curl = curl_easy_init(),
         };
         if (!n->curl)
@@ -489,7 +495,7 @@ int s3_fail(S3Client *c, const S3Request *req, long status, const char *code, co
                 error = -EINVAL, exit_code = EX_CONFIG;
         } else if (status >= 500 || status == 429 || code_is_retryable(code)) {
                 fix = xasprintf("the server kept failing after %u attempts; check its health or raise "
-                                "max_attempts for remote \"%s\"", c->max_attempts, c->remote);
+                                "max_attempts for remote \"%s\"", c->attempt, c->remote);
                 error = -EAGAIN, exit_code = EX_UNAVAILABLE;
         } else
                 fix = xstrdup("unexpected reply");
@@ -527,7 +533,7 @@ static int fail_transport(S3Client *c, const S3Request *req, CURLcode cc, const 
         return err_set(error, EX_UNAVAILABLE,
                        "cannot reach S3 endpoint %s%s%s after %u attempts: %s (is the server up? check "
                        "endpoint for remote \"%s\")", c->endpoint, req->bucket ? " bucket " : "",
-                       strempty(req->bucket), c->max_attempts, what, c->remote);
+                       strempty(req->bucket), c->attempt, what, c->remote);
 }
 
 static bool curl_retryable(CURLcode cc) {
@@ -785,7 +791,8 @@ static int attempt_once(S3Client *c, const S3Request *req, const char *payload_h
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
                          (long) MAX(c->timeout_usec / USEC_PER_SEC, (uint64_t) 1));
-        /* Larger than the 64 KiB / 16 KiB defaults: fewer, bigger socket writes and reads for 8 MiB parts. */
+        /* Larger than the 64 KiB / 16 KiB defaults: fewer, bigger socket writes and reads for 8 MiB
+         * parts. */
         curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
         curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -863,10 +870,12 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
                 snprintf(payload_hash, sizeof payload_hash, "%s", req->payload_sha256);
         else
                 s3_sha256_hex(req->body ?: "", req->body ? req->body_len : 0, payload_hash);
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
         for (unsigned attempt = 1;; attempt++) {
                 bool retryable;
                 int r;
 
+                c->attempt = attempt;
                 r = attempt_once(c, req, payload_hash, ret, &retryable);
                 if (r >= 0)
                         return 0;
@@ -882,6 +891,13 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
                                 return k;
                 }
                 uint64_t d = backoff_usec(attempt - 1);
+                uint64_t spent = now_usec(CLOCK_MONOTONIC) - start;
+                if (spent + d > c->retry_time_usec)
+                        return err_set(r, err_exit_code(r),
+                                       "%s; gave up after %.0f s (retry_time for remote \"%s\" is %" PRIu64
+                                       " s)",
+                                       strna(err_message()), (double) spent / USEC_PER_SEC, c->remote,
+                                       c->retry_time_usec / USEC_PER_SEC);
                 log_debug("S3 %s to %s failed (%s), retrying in %" PRIu64 " ms", req->method, c->endpoint,
                           strna(err_message()), d / USEC_PER_MSEC);
                 usleep((useconds_t) d);

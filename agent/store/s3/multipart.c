@@ -185,7 +185,8 @@ int s3_multipart_put_part_stream(S3Client *c, const char *bucket, const char *ke
         if (r < 0)
                 return r;
         if (isempty(resp.etag))
-                return err_set(-EBADMSG, EX_PROTOCOL, "UploadPart reply from %s (bucket %s, key %s) has no ETag",
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "UploadPart reply from %s (bucket %s, key %s) has no ETag",
                                s3_client_endpoint(c), bucket, key);
         *ret_etag = TAKE_PTR(resp.etag);
         return 0;
@@ -468,8 +469,8 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 }
 
 static int upload_complete(S3Upload *u, char **ret_etag) {
-        return s3_multipart_complete(u->c, u->bucket, u->key, u->upload_id, u->etags, u->checksums, u->n_parts,
-                                     ret_etag);
+        return s3_multipart_complete(u->c, u->bucket, u->key, u->upload_id, u->etags, u->checksums,
+                                     u->n_parts, ret_etag);
 }
 
 int s3_upload_commit(S3Upload *u, char **ret_etag) {
