@@ -213,25 +213,124 @@ static void stats_add(Mirror *m, uint64_t *count, uint64_t *bytes, uint64_t n) {
 
 /* ---- streaming one byte range GET -> PUT through a pipe ---- */
 
+/* A GET running in its own thread into a pipe that a PUT reads. With want_info, the headers of its first
+ * reply are published (info, under lock) before its first body byte, so the PUT can take its headers from
+ * the GET instead of a HEAD before it. */
 typedef struct StreamGet {
         S3Client *c;
         const char *bucket, *key, *etag;
         uint64_t offset, length;
-        int fd;
+        int fd;  /* the write end, owned by the thread */
+        int rfd; /* the read end, for the PUT */
+        pthread_t thread;
         int error;
         char *message;
+        bool cancelled; /* we closed the pipe on purpose: the GET's EPIPE is no cause */
+
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool want_info, has_info, done;
+        S3ObjectInfo info;
 } StreamGet;
+
+static int stream_on_info(const S3ObjectInfo *i, void *userdata) {
+        StreamGet *g = userdata;
+
+        pthread_mutex_lock(&g->lock);
+        g->info = (S3ObjectInfo){
+                .size = i->size,
+                .mtime_usec = i->mtime_usec,
+                .etag = xstrdup(strempty(i->etag)),
+                .content_type = i->content_type ? xstrdup(i->content_type) : NULL,
+                .cache_control = i->cache_control ? xstrdup(i->cache_control) : NULL,
+                .metadata = strv_copy(i->metadata),
+        };
+        g->has_info = true;
+        pthread_cond_broadcast(&g->cond);
+        pthread_mutex_unlock(&g->lock);
+        return 0;
+}
 
 static void *stream_get_thread(void *userdata) {
         StreamGet *g = userdata;
         _cleanup_(sink_freep) Sink *sink = sink_fd_new(g->fd);
+        int r;
 
-        g->error = s3_get_object(g->c, g->bucket, g->key, g->offset, g->length, g->etag, sink);
-        if (g->error < 0)
-                g->message = xstrdup(err_message() ?: strerror(-g->error));
+        r = s3_get_object_with_info(g->c, g->bucket, g->key, g->offset, g->length, g->etag, sink,
+                                    g->want_info ? stream_on_info : NULL, g);
         safe_close(g->fd); /* the reader sees the end */
         g->fd = -EBADF;
+        pthread_mutex_lock(&g->lock);
+        g->error = r;
+        if (r < 0)
+                g->message = xstrdup(err_message() ?: strerror(-r));
+        g->done = true;
+        pthread_cond_broadcast(&g->cond);
+        pthread_mutex_unlock(&g->lock);
         return NULL;
+}
+
+static int stream_start(Worker *w, StreamGet *g, const char *bucket, const char *key, const char *etag,
+                        uint64_t offset, uint64_t length, bool want_info) {
+        int fds[2], r;
+
+        *g = (StreamGet){ .c = w->src, .bucket = bucket, .key = key, .etag = etag, .offset = offset,
+                          .length = length, .want_info = want_info, .fd = -EBADF, .rfd = -EBADF };
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return err_set(-errno, EX_OSERR, "cannot create a pipe: %m");
+        g->rfd = fds[0];
+        g->fd = fds[1];
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_cond_init(&g->cond, NULL);
+        r = -pthread_create(&g->thread, NULL, stream_get_thread, g);
+        if (r < 0) {
+                g->rfd = safe_close(g->rfd);
+                g->fd = safe_close(g->fd);
+                pthread_mutex_destroy(&g->lock);
+                pthread_cond_destroy(&g->cond);
+                return err_set(r, EX_OSERR, "cannot start a transfer thread: %s", strerror(-r));
+        }
+        return 0;
+}
+
+/* Waits for the headers of the GET's first reply; a GET that failed before them (a 404 for an object
+ * deleted since it was listed, a server that kept failing) returns its error here. */
+static int stream_wait_info(StreamGet *g) {
+        int r = 0;
+
+        pthread_mutex_lock(&g->lock);
+        while (!g->has_info && !g->done)
+                pthread_cond_wait(&g->cond, &g->lock);
+        if (!g->has_info)
+                r = g->error < 0 ? err_set(g->error, err_exit_code(g->error), "%s", g->message)
+                                 : err_set(-EIO, EX_SOFTWARE, "GET of %s/%s ended without a reply",
+                                           g->bucket, g->key);
+        pthread_mutex_unlock(&g->lock);
+        return r;
+}
+
+/* Ends the stream after the PUT returned r: stops a GET that still writes and joins it. */
+static int stream_finish(StreamGet *g, int r, char **etag) {
+        /* Closing the read end stops a GET that is still writing (EPIPE; SIGPIPE is ignored). */
+        g->rfd = safe_close(g->rfd);
+        pthread_join(g->thread, NULL);
+        if (g->error < 0 && !g->cancelled) {
+                /* The GET's cause (a changed object, a server error) explains a short PUT better. */
+                if (r >= 0 && etag)
+                        *etag = mfree(*etag);
+                r = err_set(g->error, err_exit_code(g->error), "%s", g->message);
+        }
+        free(g->message);
+        s3_object_info_done(&g->info);
+        pthread_mutex_destroy(&g->lock);
+        pthread_cond_destroy(&g->cond);
+        return r;
+}
+
+/* Stops a stream whose PUT will not run (with the error r set by the caller). */
+static int stream_cancel(StreamGet *g, int r) {
+        g->cancelled = true;
+        return stream_finish(g, r, NULL);
 }
 
 static ssize_t pipe_read(void *buf, size_t n, void *userdata) {
@@ -246,65 +345,24 @@ static ssize_t pipe_read(void *buf, size_t n, void *userdata) {
         }
 }
 
-typedef int (*StreamPutFunc)(S3Client *dst, uint64_t size, S3ReadFunc read, void *userdata, void *put_data,
-                             char **ret_etag);
-
-static int stream_copy(Worker *w, const char *bucket, const char *key, const char *etag, uint64_t offset,
-                       uint64_t length, StreamPutFunc put, void *put_data, char **ret_etag) {
-        StreamGet g = { .c = w->src, .bucket = bucket, .key = key, .etag = etag, .offset = offset,
-                        .length = length, .fd = -EBADF };
-        int fds[2], r;
-        pthread_t t;
-
-        if (pipe2(fds, O_CLOEXEC) < 0)
-                return err_set(-errno, EX_OSERR, "cannot create a pipe: %m");
-        g.fd = fds[1];
-        r = -pthread_create(&t, NULL, stream_get_thread, &g);
-        if (r < 0) {
-                safe_close(fds[0]);
-                safe_close(fds[1]);
-                return err_set(r, EX_OSERR, "cannot start a transfer thread: %s", strerror(-r));
-        }
-        r = put(w->dst, length, pipe_read, &fds[0], put_data, ret_etag);
-        /* Closing the read end stops a GET that is still writing (EPIPE; SIGPIPE is ignored). */
-        safe_close(fds[0]);
-        pthread_join(t, NULL);
-        if (g.error < 0) {
-                /* The GET's cause (a changed object, a server error) explains a short PUT better. */
-                if (r >= 0 && ret_etag)
-                        *ret_etag = mfree(*ret_etag);
-                r = err_set(g.error, err_exit_code(g.error), "%s", g.message);
-        }
-        free(g.message);
-        return r;
-}
-
-typedef struct PutObjectData {
-        const char *bucket, *key;
-        const S3PutOptions *o;
-} PutObjectData;
-
-static int put_object(S3Client *dst, uint64_t size, S3ReadFunc read, void *userdata, void *put_data,
-                      char **ret_etag) {
-        PutObjectData *p = put_data;
-        return s3_put_object_stream(dst, p->bucket, p->key, size, read, userdata, p->o, ret_etag);
-}
-
-typedef struct PutPartData {
-        BigCopy *b;
-        unsigned part;
-} PutPartData;
-
-static int put_part(S3Client *dst, uint64_t size, S3ReadFunc read, void *userdata, void *put_data,
-                    char **ret_etag) {
-        PutPartData *p = put_data;
-        return s3_multipart_put_part_stream(dst, p->b->pair->dst.bucket, p->b->dst_key, p->b->upload_id,
-                                            p->part + 1, size, read, userdata, ret_etag);
-}
-
 /* ---- copies ---- */
 
-static int copy_small(Worker *w, const Pair *p, const char *src_key, const char *dst_key, uint64_t *ret_bytes) {
+/* The destination's headers, from the reply of the source GET that reads the bytes, so they describe
+ * exactly what is copied. sha256: of the bytes when we read them whole, else what the source recorded. */
+static S3PutOptions put_options(const Task *t, const S3ObjectInfo *info, const char *sha256,
+                                char ***ret_md) {
+        if (!streq(t->etag, strempty(info->etag)))
+                log_debug("%s/%s changed since it was listed (ETag %s, now %s): copying it as it is now.",
+                          t->pair->name, t->key, t->etag, strempty(info->etag));
+        *ret_md = mirror_metadata(info->metadata, info->etag,
+                                  sha256 ?: metadata_get(info->metadata, META_SHA256));
+        return (S3PutOptions){ .content_type = info->content_type, .cache_control = info->cache_control,
+                               .metadata = *ret_md };
+}
+
+static int copy_small(Worker *w, const Task *t, const char *src_key, const char *dst_key,
+                      uint64_t *ret_bytes) {
+        const Pair *p = t->pair;
         _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
         _cleanup_free_ void *data = NULL;
         _cleanup_strv_free_ char **md = NULL;
@@ -316,14 +374,36 @@ static int copy_small(Worker *w, const Pair *p, const char *src_key, const char 
         if (r < 0)
                 return r;
         s3_sha256_hex(data, n, sha);
-        md = mirror_metadata(info.metadata, info.etag, sha);
-        S3PutOptions o = { .content_type = info.content_type, .cache_control = info.cache_control,
-                           .metadata = md };
+        S3PutOptions o = put_options(t, &info, sha, &md);
         r = s3_put_object(w->dst, p->dst.bucket, dst_key, data, n, &o, NULL);
         if (r < 0)
                 return r;
         *ret_bytes = n;
         return 0;
+}
+
+/* One GET streamed into one PUT that starts once the GET's headers are in: two requests. -ERANGE with
+ * *size updated when the object grew past multipart_threshold since it was listed. */
+static int copy_streamed(Worker *w, const Task *t, const char *src_key, const char *dst_key,
+                         uint64_t *size) {
+        const Pair *p = t->pair;
+        _cleanup_strv_free_ char **md = NULL;
+        _cleanup_free_ char *etag = NULL;
+        StreamGet g;
+        int r;
+
+        r = stream_start(w, &g, p->src.bucket, src_key, NULL, 0, UINT64_MAX, true);
+        if (r < 0)
+                return r;
+        r = stream_wait_info(&g);
+        if (r < 0)
+                return stream_cancel(&g, r);
+        *size = g.info.size;
+        if (g.info.size >= w->m->mc->multipart_threshold)
+                return stream_cancel(&g, -ERANGE);
+        S3PutOptions o = put_options(t, &g.info, NULL, &md);
+        r = s3_put_object_stream(w->dst, p->dst.bucket, dst_key, g.info.size, pipe_read, &g.rfd, &o, &etag);
+        return stream_finish(&g, r, &etag);
 }
 
 static bool big_claim(Mirror *m, BigCopy **ret_b, unsigned *ret_part) {
@@ -336,15 +416,24 @@ static bool big_claim(Mirror *m, BigCopy **ret_b, unsigned *ret_part) {
         return false;
 }
 
-/* Runs one part; called without the lock. */
-static void big_run_part(Worker *w, BigCopy *b, unsigned part) {
+/* Runs one part; called without the lock. g: the part's GET when already started (the first part's,
+ * which brought the headers), else NULL. */
+static void big_run_part(Worker *w, BigCopy *b, unsigned part, StreamGet *g) {
         Mirror *m = w->m;
         uint64_t off = (uint64_t) part * b->part_size, len = MIN(b->part_size, b->size - off);
-        PutPartData d = { b, part };
+        StreamGet own;
         char *etag = NULL;
-        int r;
+        int r = 0;
 
-        r = stream_copy(w, b->pair->src.bucket, b->src_key, b->src_etag, off, len, put_part, &d, &etag);
+        if (!g) {
+                g = &own;
+                r = stream_start(w, g, b->pair->src.bucket, b->src_key, b->src_etag, off, len, false);
+        }
+        if (r >= 0) {
+                r = s3_multipart_put_part_stream(w->dst, b->pair->dst.bucket, b->dst_key, b->upload_id,
+                                                 part + 1, len, pipe_read, &g->rfd, &etag);
+                r = stream_finish(g, r, &etag);
+        }
         pthread_mutex_lock(&m->lock);
         if (r < 0 && b->error == 0) {
                 b->error = r;
@@ -359,33 +448,54 @@ static void big_run_part(Worker *w, BigCopy *b, unsigned part) {
         pthread_mutex_unlock(&m->lock);
 }
 
-static int copy_multipart(Worker *w, const Pair *p, const char *src_key, const char *dst_key,
-                          const S3ObjectInfo *info, const S3PutOptions *o) {
+/* The first part's GET brings the headers to create the upload with and the ETag every other part's
+ * GET is pinned to (If-Match): no HEAD. -ERANGE with *size updated when the object's size now asks for
+ * another part size or a single PUT. */
+static int copy_multipart(Worker *w, const Task *t, const char *src_key, const char *dst_key,
+                          uint64_t *size) {
         Mirror *m = w->m;
-        _cleanup_free_ char *upload_id = NULL, *etag = NULL;
-        BigCopy b = { .pair = p, .src_key = src_key, .dst_key = dst_key, .src_etag = info->etag,
-                      .size = info->size };
+        const Pair *p = t->pair;
+        _cleanup_free_ char *upload_id = NULL, *etag = NULL, *src_etag = NULL;
+        _cleanup_strv_free_ char **md = NULL;
+        BigCopy b = { .pair = p, .src_key = src_key, .dst_key = dst_key };
+        StreamGet first;
         int r;
 
-        b.part_size = MAX((uint64_t) PART_SIZE_MIN, (info->size + PARTS_MAX - 1) / PARTS_MAX);
-        b.n_parts = (unsigned) ((info->size + b.part_size - 1) / b.part_size);
-        r = s3_multipart_create(w->dst, p->dst.bucket, dst_key, o, &upload_id);
+        b.part_size = MAX((uint64_t) PART_SIZE_MIN, (*size + PARTS_MAX - 1) / PARTS_MAX);
+        r = stream_start(w, &first, p->src.bucket, src_key, NULL, 0, b.part_size, true);
         if (r < 0)
                 return r;
+        r = stream_wait_info(&first);
+        if (r < 0)
+                return stream_cancel(&first, r);
+        *size = b.size = first.info.size;
+        if (b.size < b.part_size || (b.size + b.part_size - 1) / b.part_size > PARTS_MAX)
+                return stream_cancel(&first, -ERANGE);
+        b.n_parts = (unsigned) ((b.size + b.part_size - 1) / b.part_size);
+        b.src_etag = src_etag = xstrdup(strempty(first.info.etag));
+        S3PutOptions o = put_options(t, &first.info, NULL, &md);
+        r = s3_multipart_create(w->dst, p->dst.bucket, dst_key, &o, &upload_id);
+        if (r < 0)
+                return stream_cancel(&first, r);
         b.upload_id = upload_id;
         b.etags = xcalloc(b.n_parts + 1, sizeof(char *));
 
         pthread_mutex_lock(&m->lock);
+        b.next_part = 1; /* the first is ours, its GET is running */
         b.next = m->bigs;
         m->bigs = &b;
         pthread_cond_broadcast(&m->work);
+        pthread_mutex_unlock(&m->lock);
+        big_run_part(w, &b, 0, &first);
+
+        pthread_mutex_lock(&m->lock);
         /* Take parts ourselves; idle workers take the others. Then wait for the stragglers. */
         for (;;) {
                 unsigned part;
                 if (b.error == 0 && b.next_part < b.n_parts) {
                         part = b.next_part++;
                         pthread_mutex_unlock(&m->lock);
-                        big_run_part(w, &b, part);
+                        big_run_part(w, &b, part, NULL);
                         pthread_mutex_lock(&m->lock);
                         continue;
                 }
@@ -418,30 +528,22 @@ static int copy_multipart(Worker *w, const Pair *p, const char *src_key, const c
         return r;
 }
 
-static int copy_large(Worker *w, const Pair *p, const char *src_key, const char *dst_key, uint64_t *ret_bytes) {
-        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
-        _cleanup_strv_free_ char **md = NULL;
-        int r;
+/* Objects above SMALL_MAX, by their listed size (or a lower bound): one PUT below multipart_threshold,
+ * multipart from there on. */
+static int copy_large(Worker *w, const Task *t, const char *src_key, const char *dst_key, uint64_t size,
+                      uint64_t *ret_bytes) {
+        int r = -ERANGE;
 
-        /* The headers to copy, and the ETag every range read is pinned to. */
-        r = s3_head_object(w->src, p->src.bucket, src_key, &info);
+        /* An object whose size changed since it was listed may need the other way (one more GET). */
+        for (unsigned i = 0; i < 3 && r == -ERANGE; i++)
+                r = size >= w->m->mc->multipart_threshold ? copy_multipart(w, t, src_key, dst_key, &size)
+                                                          : copy_streamed(w, t, src_key, dst_key, &size);
+        if (r == -ERANGE)
+                return err_set(-ESTALE, EX_TEMPFAIL, "%s/%s keeps changing its size while being copied",
+                               t->pair->name, t->key);
         if (r < 0)
                 return r;
-        md = mirror_metadata(info.metadata, info.etag, metadata_get(info.metadata, META_SHA256));
-        S3PutOptions o = { .content_type = info.content_type, .cache_control = info.cache_control,
-                           .metadata = md };
-        if (info.size >= w->m->mc->multipart_threshold)
-                r = copy_multipart(w, p, src_key, dst_key, &info, &o);
-        else if (info.size <= SMALL_MAX)
-                return copy_small(w, p, src_key, dst_key, ret_bytes);
-        else {
-                PutObjectData d = { p->dst.bucket, dst_key, &o };
-                _cleanup_free_ char *etag = NULL;
-                r = stream_copy(w, p->src.bucket, src_key, info.etag, 0, info.size, put_object, &d, &etag);
-        }
-        if (r < 0)
-                return r;
-        *ret_bytes = info.size;
+        *ret_bytes = size;
         return 0;
 }
 
@@ -462,11 +564,11 @@ static void task_copy(Worker *w, const Task *t) {
                 if (job_cancel_requested)
                         break;
                 if (t->size <= SMALL_MAX) {
-                        r = copy_small(w, p, src_key, dst_key, &bytes);
+                        r = copy_small(w, t, src_key, dst_key, &bytes);
                         if (r == -EFBIG) /* it grew since it was listed */
-                                r = copy_large(w, p, src_key, dst_key, &bytes);
+                                r = copy_large(w, t, src_key, dst_key, SMALL_MAX + 1, &bytes);
                 } else
-                        r = copy_large(w, p, src_key, dst_key, &bytes);
+                        r = copy_large(w, t, src_key, dst_key, t->size, &bytes);
                 if (r >= 0 || !copy_retryable(r))
                         break;
                 log_debug("copy of %s/%s failed (%s), %s", p->name, t->key, strna(err_message()),
@@ -547,7 +649,7 @@ static void *worker_main(void *userdata) {
 
                 if (big_claim(m, &b, &part)) {
                         pthread_mutex_unlock(&m->lock);
-                        big_run_part(w, b, part);
+                        big_run_part(w, b, part, NULL);
                         pthread_mutex_lock(&m->lock);
                         continue;
                 }

@@ -133,6 +133,43 @@ def test_first_sync_copies_everything_and_resync_only_lists(pair):
     assert all(m == "GET" and ("list-type=2" in path or "uploads" in path) for m, path in reqs), reqs
 
 
+def test_streamed_copies_cost_one_get_and_one_put(pair):
+    # Between the in-memory size and multipart_threshold: the PUT takes its headers from the GET's reply,
+    # so no HEAD precedes it.
+    sizes = {"streamed/3mib": 3 * 1024 * 1024, "streamed/20mib": 20 * 1024 * 1024 + 7}
+    for i, (key, size) in enumerate(sizes.items()):
+        pair.put(key, os.urandom(size), ContentType=f"application/x-test-{i}", CacheControl=f"max-age={i + 60}",
+                 Metadata={"owner": f"ops-{i}", "tier": "cold"})
+    pair.configure()
+    so, do = _log_offset(pair.src), _log_offset(pair.dst)
+    assert _summary(pair.run(check=True)) == (2, 0, 0, 0)
+    src_reqs, dst_reqs = _requests_since(pair.src, so), _requests_since(pair.dst, do)
+
+    for key in sizes:
+        src_path, dst_path = f"/{pair.bucket}/{key}", f"/{pair.offsite_bucket}/{PREFIX}{pair.bucket}/{key}"
+        assert [m for m, path in src_reqs if path.split("?")[0] == src_path] == ["GET"], src_reqs
+        assert [m for m, path in dst_reqs if path.split("?")[0] == dst_path] == ["PUT"], dst_reqs
+    # Besides the copies, only listings (and the sweep for unfinished uploads).
+    others = [(m, path) for m, path in src_reqs + dst_reqs if not path.split("?")[0].endswith(tuple(sizes))]
+    assert all(m == "GET" and ("list-type=2" in path or "uploads" in path) for m, path in others), others
+
+    for i, key in enumerate(sizes):
+        src_head = pair.src.client().head_object(Bucket=pair.bucket, Key=key)
+        head = pair.dst.client().head_object(Bucket=pair.offsite_bucket, Key=f"{PREFIX}{pair.bucket}/{key}")
+        assert head["ContentLength"] == sizes[key]
+        assert head["ContentType"] == f"application/x-test-{i}"
+        assert head["CacheControl"] == f"max-age={i + 60}"
+        assert head["Metadata"]["owner"] == f"ops-{i}"
+        assert head["Metadata"]["tier"] == "cold"
+        assert head["Metadata"]["skyforge-etag"] == src_head["ETag"].strip('"')
+    assert pair.dst_objects() == pair.src_objects()
+
+    so, do = _log_offset(pair.src), _log_offset(pair.dst)
+    assert _summary(pair.run(check=True)) == (0, 2, 0, 0)
+    reqs = _requests_since(pair.src, so) + _requests_since(pair.dst, do)
+    assert reqs and all(m == "GET" and ("list-type=2" in path or "uploads" in path) for m, path in reqs), reqs
+
+
 def test_added_changed_same_size_and_deleted_objects(pair):
     pair.put("keep", b"a" * 64)
     pair.put("change", b"x" * 64)

@@ -565,6 +565,7 @@ typedef struct Attempt {
         char *err_body;
         size_t err_len;
         int cb_error;
+        bool headers_done;
 } Attempt;
 
 static size_t on_read(char *buf, size_t size, size_t nitems, void *ud) {
@@ -648,6 +649,18 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
         const char *meta;
 
         strstrip(line);
+        if (isempty(line)) {
+                /* The end of a header block; trailers after the body are not headers to report. */
+                if (a->headers_done || a->status < 200 || a->status >= 300 || !a->req->on_headers)
+                        return n;
+                a->headers_done = true;
+                int r = a->req->on_headers(resp, a->req->userdata);
+                if (r < 0) {
+                        a->cb_error = r;
+                        return 0;
+                }
+                return n;
+        }
         if (startswith(line, "HTTP/")) {
                 /* A new status line (after "100 Continue" or a redirect): forget earlier headers. */
                 long status = 0;
@@ -662,6 +675,7 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
                 resp->etag = resp->content_type = resp->cache_control = NULL;
                 resp->metadata = NULL;
                 resp->content_length = 0;
+                resp->range_total = 0;
                 resp->mtime_usec = 0;
                 return n;
         }
@@ -683,7 +697,12 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
                 resp->cache_control = xstrdup(value);
         } else if (streq(line, "content-length"))
                 (void) parse_uint64(value, &resp->content_length);
-        else if (streq(line, "last-modified")) {
+        else if (streq(line, "content-range")) {
+                /* "bytes 0-99/1234" */
+                const char *slash = strrchr(value, '/');
+                if (slash)
+                        (void) parse_uint64(slash + 1, &resp->range_total);
+        } else if (streq(line, "last-modified")) {
                 time_t t = curl_getdate(value, NULL);
                 if (t > 0)
                         resp->mtime_usec = (uint64_t) t * USEC_PER_SEC;
@@ -930,8 +949,14 @@ int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInf
 }
 
 typedef struct GetState {
+        S3Client *c;
+        const char *bucket, *key;
         Sink *sink;
         uint64_t got;
+        char *etag; /* the If-Match of every request after the first reply */
+        S3InfoFunc on_info;
+        void *userdata;
+        bool info_sent;
 } GetState;
 
 static int get_on_body(const void *p, size_t n, void *userdata) {
@@ -944,21 +969,56 @@ static int get_on_body(const void *p, size_t n, void *userdata) {
         return 0;
 }
 
+static int get_on_headers(const S3Response *resp, void *userdata) {
+        GetState *g = userdata;
+
+        if (!g->on_info)
+                return 0;
+        if (g->info_sent) {
+                /* s3_request retried a reply that sent no body yet, with the headers of the first
+                 * request: the first reply's headers were reported, so they must still be right. */
+                if (g->etag && resp->etag && !streq(resp->etag, g->etag))
+                        return err_set(-ESTALE, EX_TEMPFAIL,
+                                       "%s (bucket %s, key %s) changed while being read (ETag %s, then %s)",
+                                       g->c->endpoint, g->bucket, g->key, g->etag, resp->etag);
+                return 0;
+        }
+        g->info_sent = true;
+        if (!g->etag && resp->etag)
+                g->etag = xstrdup(resp->etag);
+        S3ObjectInfo i = {
+                .size = resp->range_total > 0 ? resp->range_total : resp->content_length,
+                .mtime_usec = resp->mtime_usec,
+                .etag = resp->etag,
+                .content_type = resp->content_type,
+                .cache_control = resp->cache_control,
+                .metadata = resp->metadata,
+        };
+        return g->on_info(&i, g->userdata);
+}
+
 int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t offset, uint64_t length,
                   const char *if_match, Sink *sink) {
-        _cleanup_free_ char *etag = if_match ? xstrdup(if_match) : NULL;
-        GetState g = { .sink = sink };
+        return s3_get_object_with_info(c, bucket, key, offset, length, if_match, sink, NULL, NULL);
+}
+
+int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, uint64_t offset,
+                            uint64_t length, const char *if_match, Sink *sink, S3InfoFunc on_info,
+                            void *userdata) {
+        GetState g = { .c = c, .bucket = bucket, .key = key, .sink = sink, .on_info = on_info,
+                       .userdata = userdata };
         unsigned resumes = 0;
+        int r = 0;
 
         if (length == 0)
                 return 0;
+        g.etag = if_match ? xstrdup(if_match) : NULL;
         for (;;) {
                 _cleanup_(s3_response_done) S3Response resp = {};
                 _cleanup_free_ char *range = NULL, *quoted = NULL;
                 S3Header h[2];
                 size_t n = 0;
                 uint64_t from = offset + g.got;
-                int r;
 
                 if (from > 0 || length != UINT64_MAX) {
                         if (length == UINT64_MAX)
@@ -967,36 +1027,41 @@ int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t off
                                 range = xasprintf("bytes=%" PRIu64 "-%" PRIu64, from, offset + length - 1);
                         h[n++] = (S3Header){ "Range", range };
                 }
-                if (etag) {
-                        quoted = xasprintf("\"%s\"", etag);
+                if (g.etag) {
+                        quoted = xasprintf("\"%s\"", g.etag);
                         h[n++] = (S3Header){ "If-Match", quoted };
                 }
                 S3Request req = { .method = "GET", .bucket = bucket, .key = key, .headers = h,
-                                  .n_headers = n, .on_body = get_on_body, .userdata = &g };
+                                  .n_headers = n, .on_body = get_on_body, .on_headers = get_on_headers,
+                                  .userdata = &g };
                 uint64_t before = g.got;
 
                 r = s3_request(c, &req, &resp);
-                if (!etag && resp.etag)
-                        etag = xstrdup(resp.etag); /* pin the version we started on */
+                if (!g.etag && resp.etag)
+                        g.etag = xstrdup(resp.etag); /* pin the version we started on */
                 if (r >= 0) {
                         if (length != UINT64_MAX && g.got < length) {
                                 /* The server closed cleanly but short (HTTP/1.0 peers): resume. */
-                                if (++resumes > c->max_attempts * 4U)
-                                        return err_set(-EIO, EX_UNAVAILABLE,
-                                                       "%s (bucket %s, key %s) keeps ending early",
-                                                       c->endpoint, bucket, key);
+                                if (++resumes > c->max_attempts * 4U) {
+                                        r = err_set(-EIO, EX_UNAVAILABLE,
+                                                    "%s (bucket %s, key %s) keeps ending early", c->endpoint,
+                                                    bucket, key);
+                                        break;
+                                }
                                 continue;
                         }
-                        return 0;
+                        break;
                 }
                 /* Only a transfer cut mid-body that made progress is resumed here; everything else
                  * s3_request already retried. */
                 if (g.got == before || resp.body_bytes == 0)
-                        return r;
+                        break;
                 if (++resumes > c->max_attempts * 4U)
-                        return r;
+                        break;
                 log_debug("GET %s/%s cut after %" PRIu64 " bytes, resuming", bucket, key, g.got);
         }
+        free(g.etag);
+        return r;
 }
 
 size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) {

@@ -15,6 +15,8 @@
 
 #define S3_XMLNS "http://s3.amazonaws.com/doc/2006-03-01/"
 
+typedef struct S3Response S3Response;
+
 /* One S3 call. The body to send is in memory (parts are buffered anyway); the response body of a
  * successful call goes to on_body, or is collected (bounded) into S3Response.body when on_body is NULL. */
 typedef struct S3Request {
@@ -35,6 +37,9 @@ typedef struct S3Request {
         /* Called before a retry when on_body already got bytes of a failed attempt; NULL: such an
          * attempt is not retried here, and the call fails with S3Response.body_bytes > 0. */
         int (*on_retry)(void *userdata);
+        /* Called once per attempt when the headers of a 2xx reply are complete, before its first body
+         * byte; returns < 0 to abort the transfer with that error. */
+        int (*on_headers)(const S3Response *resp, void *userdata);
         void *userdata;
         /* Set: the body (body_len bytes) is pulled from here, sent as UNSIGNED-PAYLOAD, and an attempt
          * that already pulled bytes is not retried (they cannot be pulled again). */
@@ -52,6 +57,7 @@ typedef struct S3Response {
         char *content_type;
         char *cache_control;
         uint64_t content_length;
+        uint64_t range_total; /* the object's size from Content-Range (206 replies); 0: none */
         uint64_t mtime_usec;
         char **metadata;
 } S3Response;

@@ -77,6 +77,15 @@ int s3_head_object(S3Client *c, const char *bucket, const char *key, S3ObjectInf
 int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t offset, uint64_t length,
                   const char *if_match, Sink *sink);
 
+/* s3_get_object() that also reports the headers of the first reply: on_info is called once, before the
+ * first body byte reaches the sink, with the object's ETag, Content-Type, Cache-Control, user metadata
+ * and whole size (also for a range). Every later request of the transfer is pinned to that ETag, so what
+ * on_info saw describes every byte. on_info returns < 0 to stop the transfer with that error. */
+typedef int (*S3InfoFunc)(const S3ObjectInfo *info, void *userdata);
+int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, uint64_t offset,
+                            uint64_t length, const char *if_match, Sink *sink, S3InfoFunc on_info,
+                            void *userdata);
+
 /* GetObject of an object of at most max bytes into memory, with its headers (ETag, Content-Type,
  * Cache-Control, user metadata) in ret_info. -EFBIG when it is larger. */
 int s3_get_object_buffer(S3Client *c, const char *bucket, const char *key, size_t max, void **ret_data,
