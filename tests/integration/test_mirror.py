@@ -170,6 +170,38 @@ def test_streamed_copies_cost_one_get_and_one_put(pair):
     assert reqs and all(m == "GET" and ("list-type=2" in path or "uploads" in path) for m, path in reqs), reqs
 
 
+@pytest.mark.parametrize("new_size", [2 * 1024 * 1024 + 3, 12 * 1024 * 1024, 100])
+def test_object_changed_between_listing_and_copy_is_copied_as_it_is_now(pair, fault_proxy_factory, new_size):
+    # Listed at 3 MiB (a streamed copy); rewritten just before its GET reaches the server: same way, then
+    # past multipart_threshold (the copy switches to multipart), then small. The copy is of the new object
+    # and records the new ETag, so the next run skips it.
+    pair.put("moving", os.urandom(3 * 1024 * 1024))
+    new = os.urandom(new_size)
+    proxy = fault_proxy_factory(pair.src.port)
+    changed = []
+
+    def before(method, path):
+        if method == "GET" and path.split("?")[0].endswith("/moving") and not changed:
+            changed.append(path)
+            pair.put("moving", new, ContentType="text/x-new")
+
+    proxy.before = before
+    pair.configure(src_endpoint=proxy.endpoint, multipart_threshold="10MiB")
+    so = _log_offset(pair.src)
+    assert _summary(pair.run(check=True)) == (1, 0, 0, 0)
+    assert changed
+    reqs = [m for m, path in _requests_since(pair.src, so)
+            if path.split("?")[0].endswith("/moving") and m != "PUT"]  # the PUT is the test's rewrite
+    # GETs only; past the threshold the first GET is dropped for multipart (one GET per part).
+    assert reqs == ["GET"] * (3 if new_size > 10 * 1024 * 1024 else 1), reqs
+    assert pair.dst_objects() == {"moving": hashlib.sha256(new).hexdigest()}
+    head = pair.dst.client().head_object(Bucket=pair.offsite_bucket, Key=f"{PREFIX}{pair.bucket}/moving")
+    src_head = pair.src.client().head_object(Bucket=pair.bucket, Key="moving")
+    assert head["Metadata"]["skyforge-etag"] == src_head["ETag"].strip('"')
+    assert head["ContentType"] == "text/x-new"
+    assert _summary(pair.run(check=True)) == (0, 1, 0, 0)
+
+
 def test_added_changed_same_size_and_deleted_objects(pair):
     pair.put("keep", b"a" * 64)
     pair.put("change", b"x" * 64)
@@ -220,11 +252,16 @@ def test_odd_keys_and_empty_objects(pair):
 
 def test_multipart_objects_compare_equal_on_next_run(pair):
     data = os.urandom(65 * 1024 * 1024)
-    pair.put("huge", data)
+    pair.put("huge", data, ContentType="application/x-huge", Metadata={"owner": "ops"})
     pair.configure()
+    so = _log_offset(pair.src)
     assert _summary(pair.run(check=True)) == (1, 0, 0, 0)
+    # The first part's GET brings the headers: no HEAD, one ranged GET per 8 MiB part.
+    reqs = [m for m, path in _requests_since(pair.src, so) if path.split("?")[0] == f"/{pair.bucket}/huge"]
+    assert reqs == ["GET"] * 9, reqs
     head = pair.dst.client().head_object(Bucket=pair.offsite_bucket, Key=f"{PREFIX}{pair.bucket}/huge")
     assert "-" in head["ETag"]  # multipart at the destination
+    assert head["ContentType"] == "application/x-huge" and head["Metadata"]["owner"] == "ops"
     assert pair.dst_objects() == pair.src_objects()
     assert _summary(pair.run(check=True)) == (0, 1, 0, 0)
 
@@ -243,7 +280,7 @@ def test_failed_source_listing_deletes_nothing(pair, fault_proxy_factory):
     pair.configure(src_endpoint=proxy.endpoint, delete="yes")
     p = pair.agent("run", "mirror", env={"SKYFORGE_S3_LIST_MAX_KEYS": "2"})
     assert p.returncode != 0, p.stderr
-    assert proxy.faults["fail"] > 0, p.stderr
+    assert proxy.failed > 0, p.stderr
     assert all(f"a-extra{i}" in pair.dst_objects() for i in range(3))
     assert "not deleting" in p.stderr
 

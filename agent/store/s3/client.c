@@ -957,14 +957,17 @@ typedef struct GetState {
         S3InfoFunc on_info;
         void *userdata;
         bool info_sent;
+        bool sink_failed; /* the reader went away: nothing to resume for */
 } GetState;
 
 static int get_on_body(const void *p, size_t n, void *userdata) {
         GetState *g = userdata;
         int r = g->sink->write(g->sink, p, n);
 
-        if (r < 0)
+        if (r < 0) {
+                g->sink_failed = true;
                 return r;
+        }
         g->got += n;
         return 0;
 }
@@ -1054,7 +1057,7 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
                 }
                 /* Only a transfer cut mid-body that made progress is resumed here; everything else
                  * s3_request already retried. */
-                if (g.got == before || resp.body_bytes == 0)
+                if (g.got == before || resp.body_bytes == 0 || g.sink_failed)
                         break;
                 if (++resumes > c->max_attempts * 4U)
                         break;
