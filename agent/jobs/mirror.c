@@ -449,8 +449,8 @@ static void big_run_part(Worker *w, BigCopy *b, unsigned part, StreamGet *g) {
 }
 
 /* The first part's GET brings the headers to create the upload with and the ETag every other part's
- * GET is pinned to (If-Match): no HEAD. -ERANGE with *size updated when the object's size now asks for
- * another part size or a single PUT. */
+ * GET is pinned to (If-Match): no HEAD. -ERANGE with *size updated when the object changed since it was
+ * listed to a size that asks for a single PUT or another part size. */
 static int copy_multipart(Worker *w, const Task *t, const char *src_key, const char *dst_key,
                           uint64_t *size) {
         Mirror *m = w->m;
@@ -469,7 +469,7 @@ static int copy_multipart(Worker *w, const Task *t, const char *src_key, const c
         if (r < 0)
                 return stream_cancel(&first, r);
         *size = b.size = first.info.size;
-        if (b.size < b.part_size || (b.size + b.part_size - 1) / b.part_size > PARTS_MAX)
+        if (b.size < m->mc->multipart_threshold || (b.size + b.part_size - 1) / b.part_size > PARTS_MAX)
                 return stream_cancel(&first, -ERANGE);
         b.n_parts = (unsigned) ((b.size + b.part_size - 1) / b.part_size);
         b.src_etag = src_etag = xstrdup(strempty(first.info.etag));

@@ -266,6 +266,19 @@ def test_multipart_objects_compare_equal_on_next_run(pair):
     assert _summary(pair.run(check=True)) == (0, 1, 0, 0)
 
 
+def test_multipart_object_smaller_than_one_part(pair):
+    # multipart_threshold below the 8 MiB part size: one part, asked for as a range past the object's end.
+    data = os.urandom(6 * 1024 * 1024 + 1)
+    pair.put("six", data)
+    pair.configure(multipart_threshold="5MiB")
+    so = _log_offset(pair.src)
+    assert _summary(pair.run(check=True)) == (1, 0, 0, 0)
+    assert [m for m, path in _requests_since(pair.src, so) if path.endswith("/six")] == ["GET"]
+    head = pair.dst.client().head_object(Bucket=pair.offsite_bucket, Key=f"{PREFIX}{pair.bucket}/six")
+    assert head["ETag"].endswith('-1"'), head["ETag"]
+    assert pair.dst_objects() == pair.src_objects()
+
+
 def test_failed_source_listing_deletes_nothing(pair, fault_proxy_factory):
     for i in range(6):
         pair.put(f"k{i}", b"v")

@@ -952,6 +952,7 @@ typedef struct GetState {
         S3Client *c;
         const char *bucket, *key;
         Sink *sink;
+        uint64_t offset, length;
         uint64_t got;
         char *etag; /* the If-Match of every request after the first reply */
         S3InfoFunc on_info;
@@ -989,6 +990,9 @@ static int get_on_headers(const S3Response *resp, void *userdata) {
         g->info_sent = true;
         if (!g->etag && resp->etag)
                 g->etag = xstrdup(resp->etag);
+        /* A range that runs past the end ends at the end (as the reply does), not in a resume. */
+        if (resp->range_total > 0 && g->length != UINT64_MAX && g->offset + g->length > resp->range_total)
+                g->length = resp->range_total > g->offset ? resp->range_total - g->offset : 0;
         S3ObjectInfo i = {
                 .size = resp->range_total > 0 ? resp->range_total : resp->content_length,
                 .mtime_usec = resp->mtime_usec,
@@ -1008,8 +1012,8 @@ int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t off
 int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, uint64_t offset,
                             uint64_t length, const char *if_match, Sink *sink, S3InfoFunc on_info,
                             void *userdata) {
-        GetState g = { .c = c, .bucket = bucket, .key = key, .sink = sink, .on_info = on_info,
-                       .userdata = userdata };
+        GetState g = { .c = c, .bucket = bucket, .key = key, .sink = sink, .offset = offset,
+                       .length = length, .on_info = on_info, .userdata = userdata };
         unsigned resumes = 0;
         int r = 0;
 
@@ -1023,11 +1027,11 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
                 size_t n = 0;
                 uint64_t from = offset + g.got;
 
-                if (from > 0 || length != UINT64_MAX) {
-                        if (length == UINT64_MAX)
+                if (from > 0 || g.length != UINT64_MAX) {
+                        if (g.length == UINT64_MAX)
                                 range = xasprintf("bytes=%" PRIu64 "-", from);
                         else
-                                range = xasprintf("bytes=%" PRIu64 "-%" PRIu64, from, offset + length - 1);
+                                range = xasprintf("bytes=%" PRIu64 "-%" PRIu64, from, offset + g.length - 1);
                         h[n++] = (S3Header){ "Range", range };
                 }
                 if (g.etag) {
@@ -1043,7 +1047,7 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
                 if (!g.etag && resp.etag)
                         g.etag = xstrdup(resp.etag); /* pin the version we started on */
                 if (r >= 0) {
-                        if (length != UINT64_MAX && g.got < length) {
+                        if (g.length != UINT64_MAX && g.got < g.length) {
                                 /* The server closed cleanly but short (HTTP/1.0 peers): resume. */
                                 if (++resumes > c->max_attempts * 4U) {
                                         r = err_set(-EIO, EX_UNAVAILABLE,

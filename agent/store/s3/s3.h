@@ -80,7 +80,8 @@ int s3_get_object(S3Client *c, const char *bucket, const char *key, uint64_t off
 /* s3_get_object() that also reports the headers of the first reply: on_info is called once, before the
  * first body byte reaches the sink, with the object's ETag, Content-Type, Cache-Control, user metadata
  * and whole size (also for a range). Every later request of the transfer is pinned to that ETag, so what
- * on_info saw describes every byte. on_info returns < 0 to stop the transfer with that error. */
+ * on_info saw describes every byte, and a range past the object's end ends at its end. on_info returns
+ * < 0 to stop the transfer with that error. */
 typedef int (*S3InfoFunc)(const S3ObjectInfo *info, void *userdata);
 int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, uint64_t offset,
                             uint64_t length, const char *if_match, Sink *sink, S3InfoFunc on_info,
