@@ -381,3 +381,29 @@ def test_all_requests_failing_ends_within_the_retry_budget(s3_server, s3_bucket,
         assert took < 30, took
         assert "after 4 attempts" in err and proxy.endpoint in err, err
     assert proxy.requests <= 3 * 4 + 4  # bounded: max_attempts per call (+ aborts of the upload)
+
+
+# --- TLS (moto over https with a certificate from a private CA) ---
+
+def test_tls_needs_the_ca_and_verifies_always(s3_tls_server, tmp_path):
+    srv = s3_tls_server
+    srv.set_auth(True)
+    srv.client().create_bucket(Bucket="tls")
+    data = os.urandom(20 * MiB + 1)  # multipart: three part workers, each its own TLS connection
+
+    # Without ca_file the private CA is unknown: refused, with the fix.
+    plain = srv.write_remote(tmp_path / "plain.conf")
+    p = tool(plain, "tls", "", "put", "x", input=b"x")
+    assert p.returncode == 69
+    assert f"TLS with {srv.endpoint} failed" in p.stderr.decode()
+    assert 'set ca_file for remote "minio"' in p.stderr.decode()
+
+    conf = srv.write_remote(tmp_path / "ca.conf", ca_file=srv.ca_file)
+    ok(tool(conf, "tls", "", "put", "big", input=data))
+    assert sha(srv.client().get_object(Bucket="tls", Key="big")["Body"].read()) == sha(data)
+    assert sha(ok(tool(conf, "tls", "", "get", "big")).stdout) == sha(data)
+
+    # tls_verify = no is for test endpoints: it works and says so on every run.
+    insecure = srv.write_remote(tmp_path / "insecure.conf", tls_verify="no")
+    p = ok(tool(insecure, "tls", "", "stat", "big"))
+    assert "TLS verification is off" in p.stderr.decode()

@@ -4,6 +4,7 @@
 #include <expat.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sysexits.h>
@@ -19,6 +20,8 @@
 #define S3_BACKOFF_MAX_USEC (5 * USEC_PER_SEC)
 #define S3_COLLECT_MAX (8U * 1024 * 1024)
 #define S3_ERROR_BODY_MAX (64U * 1024)
+
+typedef struct S3Share S3Share;
 
 struct S3Client {
         char *remote;
@@ -38,12 +41,72 @@ struct S3Client {
         uint64_t retry_time_usec;
         uint64_t timeout_usec;
         CURL *curl; /* kept: its connection cache and TLS sessions are what makes requests cheap */
+        S3Share *share;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
 static void curl_init_once(void) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ---- TLS sessions and DNS shared by a client and its clones ---- */
+
+/* Clones run in other threads with connections of their own; sharing the TLS session cache lets their
+ * handshakes resume the session of the first one instead of doing a full handshake each. (libcurl does not
+ * support sharing the connection cache itself between threads.) */
+struct S3Share {
+        CURLSH *sh;
+        pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+        atomic_uint n_ref;
+};
+
+static void share_lock(CURL *e, curl_lock_data data, curl_lock_access access, void *userdata) {
+        S3Share *s = userdata;
+
+        (void) e, (void) access;
+        if (data >= 0 && data < CURL_LOCK_DATA_LAST)
+                pthread_mutex_lock(&s->locks[data]);
+}
+
+static void share_unlock(CURL *e, curl_lock_data data, void *userdata) {
+        S3Share *s = userdata;
+
+        (void) e;
+        if (data >= 0 && data < CURL_LOCK_DATA_LAST)
+                pthread_mutex_unlock(&s->locks[data]);
+}
+
+static S3Share *share_new(void) {
+        S3Share *s = xcalloc(1, sizeof *s);
+
+        for (size_t i = 0; i < ELEMENTSOF(s->locks); i++)
+                pthread_mutex_init(&s->locks[i], NULL);
+        atomic_init(&s->n_ref, 1);
+        s->sh = curl_share_init();
+        if (s->sh) {
+                curl_share_setopt(s->sh, CURLSHOPT_LOCKFUNC, share_lock);
+                curl_share_setopt(s->sh, CURLSHOPT_UNLOCKFUNC, share_unlock);
+                curl_share_setopt(s->sh, CURLSHOPT_USERDATA, s);
+                curl_share_setopt(s->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+                curl_share_setopt(s->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+        }
+        return s;
+}
+
+static S3Share *share_ref(S3Share *s) {
+        atomic_fetch_add(&s->n_ref, 1);
+        return s;
+}
+
+static void share_unref(S3Share *s) {
+        if (!s || atomic_fetch_sub(&s->n_ref, 1) > 1)
+                return;
+        if (s->sh)
+                curl_share_cleanup(s->sh);
+        for (size_t i = 0; i < ELEMENTSOF(s->locks); i++)
+                pthread_mutex_destroy(&s->locks[i]);
+        free(s);
 }
 
 /* ---- credentials ---- */
@@ -165,6 +228,7 @@ int s3_client_new(const RemoteConfig *remote, S3Client **ret) {
         if (r < 0)
                 return r;
         c->curl = curl_easy_init();
+        c->share = share_new();
         if (!c->curl)
                 return err_set(-ENOMEM, EX_OSERR, "cannot initialize libcurl");
         if (!c->tls_verify)
@@ -194,6 +258,7 @@ int s3_client_clone(const S3Client *c, S3Client **ret) {
                 .timeout_usec = c->timeout_usec,
                 .retry_time_usec = c->retry_time_usec,
                 .curl = curl_easy_init(),
+                .share = share_ref(c->share),
         };
         if (!n->curl)
                 return err_set(-ENOMEM, EX_OSERR, "cannot initialize libcurl");
@@ -205,7 +270,8 @@ void s3_client_free(S3Client *c) {
         if (!c)
                 return;
         if (c->curl)
-                curl_easy_cleanup(c->curl);
+                curl_easy_cleanup(c->curl); /* before the share it uses */
+        share_unref(c->share);
         if (c->secret)
                 explicit_bzero(c->secret, strlen(c->secret));
         free(c->remote);
@@ -803,6 +869,8 @@ static int attempt_once(S3Client *c, const S3Request *req, const char *payload_h
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        if (c->share->sh)
+                curl_easy_setopt(e, CURLOPT_SHARE, c->share->sh);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(e, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) (c->timeout_usec / USEC_PER_MSEC));

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Listings: parsed by expat as the bytes arrive, one page at a time, so memory does not grow with the
  * number of keys. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <sysexits.h>
 
 #include "log/log.h"
@@ -22,6 +25,7 @@ typedef struct ListState {
         char *next_token;
         /* The last key handed out: a page re-read after a dropped connection skips up to here. */
         char *last_key;
+        atomic_bool *cancel; /* set: stop the page being read */
 } ListState;
 
 static void list_state_entry_clear(ListState *s) {
@@ -77,7 +81,11 @@ static int list_xml(const char *path, const char *text, void *userdata) {
 
 static int list_on_body(const void *p, size_t n, void *userdata) {
         ListState *s = userdata;
-        int r = s3_xml_feed(s->xml, p, n, false);
+        int r;
+
+        if (s->cancel && atomic_load(s->cancel))
+                return -ECANCELED;
+        r = s3_xml_feed(s->xml, p, n, false);
 
         if (r == -EBADMSG)
                 return err_set(r, EX_PROTOCOL, "malformed ListObjectsV2 reply");
@@ -173,7 +181,7 @@ int s3_list_common_prefixes(S3Client *c, const char *bucket, const char *prefix,
         return 0;
 }
 
-/* ---- pull-style listing: one page in memory ---- */
+/* ---- pull-style listing: the page being read, and the next one fetched meanwhile ---- */
 
 typedef struct ListerItem {
         char *key;
@@ -182,36 +190,94 @@ typedef struct ListerItem {
         uint64_t mtime_usec;
 } ListerItem;
 
-struct S3Lister {
-        S3Client *c;
-        char *bucket;
-        char *prefix;
-        char *token;
-        ListState state;
+typedef struct ListerPage {
         ListerItem *items;
         size_t n_items;
+        char *token; /* continuation token for the page after this one; NULL: this is the last page */
+        int error;
+        int error_code;
+        char *error_message;
+} ListerPage;
+
+struct S3Lister {
+        S3Client *c;
+        S3Client *clone; /* the prefetch thread's: c stays usable by the caller meanwhile */
+        char *bucket;
+        char *prefix;
+        ListerPage cur;
+        ListerPage next;
+        char *next_token; /* what the thread fetches */
+        pthread_t thread;
+        bool fetching;
         size_t pos;
         bool started;
         bool done;
+        atomic_bool cancel;
         S3Object current;
 };
 
-static void lister_page_clear(S3Lister *l) {
-        for (size_t i = 0; i < l->n_items; i++) {
-                free(l->items[i].key);
-                free(l->items[i].etag);
+static void lister_page_clear(ListerPage *pg) {
+        for (size_t i = 0; i < pg->n_items; i++) {
+                free(pg->items[i].key);
+                free(pg->items[i].etag);
         }
-        l->n_items = l->pos = 0;
+        free(pg->items);
+        free(pg->token);
+        free(pg->error_message);
+        *pg = (ListerPage){};
 }
 
 static int lister_collect(const S3Object *o, void *userdata) {
-        S3Lister *l = userdata;
+        ListerPage *pg = userdata;
 
-        /* A page holds at most 1000 keys (max-keys); the array keeps its size across pages. */
-        l->items = xrealloc(l->items, (l->n_items + 1) * sizeof *l->items);
-        l->items[l->n_items++] = (ListerItem){ xstrdup(o->key), xstrdup(strempty(o->etag)), o->size,
-                                               o->mtime_usec };
+        /* A page holds at most 1000 keys (max-keys). */
+        pg->items = xrealloc(pg->items, (pg->n_items + 1) * sizeof *pg->items);
+        pg->items[pg->n_items++] = (ListerItem){ xstrdup(o->key), xstrdup(strempty(o->etag)), o->size,
+                                                 o->mtime_usec };
         return 0;
+}
+
+static int lister_fetch(S3Lister *l, S3Client *c, const char *token, ListerPage *pg) {
+        ListState st = { .f = lister_collect, .userdata = pg, .cancel = &l->cancel };
+        int r;
+
+        r = list_page(c, l->bucket, l->prefix, NULL, NULL, token, &st);
+        if (r >= 0 && st.truncated)
+                pg->token = TAKE_PTR(st.next_token);
+        list_state_done(&st);
+        return r;
+}
+
+static void *lister_thread(void *userdata) {
+        S3Lister *l = userdata;
+        int r = lister_fetch(l, l->clone, l->next_token, &l->next);
+
+        if (r < 0) {
+                /* err_message() is per thread: carry it over to the caller's. */
+                l->next.error = r;
+                l->next.error_code = err_exit_code(r);
+                l->next.error_message = xstrdup(err_message() ?: strerror(-r));
+        }
+        return NULL;
+}
+
+/* Starts fetching the page after cur, when there is one. */
+static void lister_prefetch(S3Lister *l) {
+        sigset_t all, saved;
+        int r;
+
+        if (!l->cur.token)
+                return;
+        free(l->next_token);
+        l->next_token = xstrdup(l->cur.token);
+        if (!l->clone && s3_client_clone(l->c, &l->clone) < 0)
+                return; /* fetched when needed instead */
+        /* Signals (SIGTERM cancels a job) stay with the caller's thread. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
+        r = pthread_create(&l->thread, NULL, lister_thread, l);
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        l->fetching = r == 0;
 }
 
 int s3_lister_new(S3Client *c, const char *bucket, const char *prefix, S3Lister **ret) {
@@ -220,31 +286,56 @@ int s3_lister_new(S3Client *c, const char *bucket, const char *prefix, S3Lister 
         l->c = c;
         l->bucket = xstrdup(bucket);
         l->prefix = xstrdup(strempty(prefix));
-        l->state = (ListState){ .f = lister_collect, .userdata = l };
+        atomic_init(&l->cancel, false);
         *ret = l;
+        return 0;
+}
+
+/* Makes the page after cur the current one: the prefetched one, or fetched now. */
+static int lister_advance(S3Lister *l) {
+        ListerPage pg = {};
+        int r;
+
+        if (l->fetching) {
+                pthread_join(l->thread, NULL);
+                l->fetching = false;
+                pg = l->next;
+                l->next = (ListerPage){};
+                if (pg.error < 0) {
+                        r = err_set(pg.error, pg.error_code, "%s", pg.error_message);
+                        lister_page_clear(&pg);
+                        return r;
+                }
+        } else {
+                r = lister_fetch(l, l->c, l->cur.token, &pg);
+                if (r < 0) {
+                        lister_page_clear(&pg);
+                        return r;
+                }
+        }
+        lister_page_clear(&l->cur);
+        l->cur = pg;
+        l->pos = 0;
         return 0;
 }
 
 int s3_lister_next(S3Lister *l, const S3Object **ret) {
         int r;
 
-        while (l->pos >= l->n_items) {
+        while (l->pos >= l->cur.n_items) {
                 if (l->done)
                         return 0;
-                if (l->started && l->token == NULL) {
+                if (l->started && !l->cur.token) {
                         l->done = true;
                         return 0;
                 }
-                lister_page_clear(l);
-                r = list_page(l->c, l->bucket, l->prefix, NULL, NULL, l->token, &l->state);
+                r = lister_advance(l);
                 if (r < 0)
                         return r;
                 l->started = true;
-                l->token = mfree_str(l->token);
-                if (l->state.truncated)
-                        l->token = TAKE_PTR(l->state.next_token);
+                lister_prefetch(l);
         }
-        ListerItem *i = &l->items[l->pos++];
+        ListerItem *i = &l->cur.items[l->pos++];
         l->current = (S3Object){ i->key, i->size, i->mtime_usec, i->etag };
         *ret = &l->current;
         return 1;
@@ -253,12 +344,16 @@ int s3_lister_next(S3Lister *l, const S3Object **ret) {
 void s3_lister_free(S3Lister *l) {
         if (!l)
                 return;
-        lister_page_clear(l);
-        free(l->items);
-        list_state_done(&l->state);
+        if (l->fetching) {
+                atomic_store(&l->cancel, true); /* the page in flight stops at its next bytes */
+                pthread_join(l->thread, NULL);
+        }
+        lister_page_clear(&l->cur);
+        lister_page_clear(&l->next);
+        s3_client_free(l->clone);
+        free(l->next_token);
         free(l->bucket);
         free(l->prefix);
-        free(l->token);
         free(l);
 }
 
