@@ -35,13 +35,6 @@
 #define COPY_ATTEMPTS 3U
 #define DELETE_BATCH 1000U
 
-#ifndef MIN
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#endif
-#ifndef MAX
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-#endif
-
 static int safe_close(int fd) {
         if (fd >= 0)
                 close(fd);

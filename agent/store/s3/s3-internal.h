@@ -6,13 +6,6 @@
 #include "s3.h"
 #include "sign.h"
 
-#ifndef MIN
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#endif
-#ifndef MAX
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-#endif
-
 #define S3_XMLNS "http://s3.amazonaws.com/doc/2006-03-01/"
 
 typedef struct S3Response S3Response;
