@@ -407,3 +407,20 @@ def test_tls_needs_the_ca_and_verifies_always(s3_tls_server, tmp_path):
     insecure = srv.write_remote(tmp_path / "insecure.conf", tls_verify="no")
     p = ok(tool(insecure, "tls", "", "stat", "big"))
     assert "TLS verification is off" in p.stderr.decode()
+
+
+def test_tls_sessions_are_shared_between_threads(s3_server, s3_bucket, tls_proxy, tmp_path):
+    conf = s3_server.write_remote(tmp_path / "tls.conf", endpoint=tls_proxy.endpoint, ca_file=tls_proxy.ca_file)
+    data = os.urandom(40 * MiB)
+    # 8 parts of 5 MiB over 3 part workers (threads with clients of their own). moto answers every request
+    # with "Connection: close", so each of the 10 requests (create, 8 parts, complete) makes a connection:
+    # only the first may do a full handshake, every later one, in any thread, resumes its session.
+    ok(tool(conf, s3_bucket, "", "put", "big", input=data, env={"SKYFORGE_S3_PART_SIZE": str(5 * MiB)}))
+    assert sha(s3_server.client().get_object(Bucket=s3_bucket, Key="big")["Body"].read()) == sha(data)
+    hs = list(tls_proxy.handshakes)
+    assert hs == [False] + [True] * 9, hs
+
+    # A reader: HEAD on the store's client, the GET on its thread's clone, resumed.
+    tls_proxy.handshakes.clear()
+    assert sha(ok(tool(conf, s3_bucket, "", "get", "big")).stdout) == sha(data)
+    assert tls_proxy.handshakes == [False, True]
