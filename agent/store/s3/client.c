@@ -1140,8 +1140,8 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
 }
 
 size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) {
-        /* Room for one more header the caller may add (CreateMultipartUpload's checksum algorithm). */
-        S3Header *h = xcalloc(3 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
+        /* Room for the headers callers add (a checksum and its algorithm, or CreateMultipartUpload's). */
+        S3Header *h = xcalloc(4 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
         char **names = NULL;
         size_t nh = 0;
 
@@ -1175,10 +1175,16 @@ int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *
         _cleanup_free_ S3Header *h = NULL;
         _cleanup_strv_free_ char **names = NULL;
         size_t nh = s3_put_headers(o, &h, &names);
+        char hex[65], base64[45];
         int r;
 
+        /* The body is hashed once: signed as the payload, and kept by the server as the object's checksum
+         * (it refuses a body that does not match it). */
+        s3_sha256_hex_base64(data ?: "", n, hex, base64);
+        h[nh++] = (S3Header){ "x-amz-checksum-sha256", base64 };
+        h[nh++] = (S3Header){ "x-amz-sdk-checksum-algorithm", "SHA256" }; /* what SDKs send along */
         S3Request req = { .method = "PUT", .bucket = bucket, .key = key, .headers = h, .n_headers = nh,
-                          .body = data ?: "", .body_len = n };
+                          .body = data ?: "", .body_len = n, .payload_sha256 = hex };
         r = s3_request(c, &req, &resp);
         if (r < 0)
                 return r;
