@@ -168,6 +168,23 @@ void err_clear(void) {
         err_code = 0;
 }
 
+void err_save(ErrSaved *s, int error) {
+        if (error >= 0 || s->error < 0)
+                return;
+        s->error = error;
+        s->exit_code = err_exit_code(error);
+        s->message = xstrdup(err_message() ?: strerror(-error));
+}
+
+int err_restore(const ErrSaved *s) {
+        return err_set(s->error, s->exit_code, "%s", strempty(s->message));
+}
+
+void err_saved_done(ErrSaved *s) {
+        free(s->message);
+        *s = (ErrSaved){};
+}
+
 int err_exit_code(int error) {
         if (error == 0)
                 return EX_OK;

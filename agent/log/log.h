@@ -50,3 +50,14 @@ int err_set(int error, int exit_code, const char *fmt, ...) _printf_(3, 4);
 const char *err_message(void);
 void err_clear(void);
 int err_exit_code(int error);
+
+/* err_message() and its exit code are per thread: a worker thread saves its failure here, the thread
+ * that waits for it raises it again with err_restore(). */
+typedef struct ErrSaved {
+        int error; /* 0: nothing saved */
+        int exit_code;
+        char *message;
+} ErrSaved;
+void err_save(ErrSaved *s, int error);  /* keeps the first failure */
+int err_restore(const ErrSaved *s);     /* err_set() of the saved failure; returns its error */
+void err_saved_done(ErrSaved *s);

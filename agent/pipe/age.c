@@ -4,7 +4,6 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sysexits.h>
 
 #include "crypto/age.h"
@@ -87,8 +86,6 @@ static void *pool_worker(void *p) {
 }
 
 static void pool_start(AgePool *pool, const AgeStream *s) {
-        sigset_t all, saved;
-
         if (age_stream_clone(s, &pool->worker_stream) < 0) {
                 pool->unavailable = true;
                 return;
@@ -96,11 +93,7 @@ static void pool_start(AgePool *pool, const AgeStream *s) {
         pthread_mutex_init(&pool->lock, NULL);
         pthread_cond_init(&pool->work, NULL);
         pthread_cond_init(&pool->finished, NULL);
-        /* Signals (SIGTERM cancels a job) stay with the main thread, whose blocking calls they interrupt. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &saved);
-        pool->running = pthread_create(&pool->thread, NULL, pool_worker, pool) == 0;
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        pool->running = thread_start(&pool->thread, pool_worker, pool) >= 0;
         if (!pool->running) {
                 /* Not fatal: the caller's thread does all chunks. */
                 pthread_cond_destroy(&pool->finished);

@@ -484,3 +484,14 @@ int lock_file(const char *path, mode_t mode, bool wait, const volatile sig_atomi
         *ret_fd = TAKE_FD(fd);
         return 0;
 }
+
+int thread_start(pthread_t *ret, void *(*f)(void *), void *userdata) {
+        sigset_t all, saved;
+        int r;
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
+        r = pthread_create(ret, NULL, f, userdata);
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        return -r;
+}

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,6 +18,10 @@
 #define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _noreturn_ __attribute__((noreturn))
+
+/* pthread_create() with every signal blocked in the new thread: signals (SIGTERM cancels a job) stay with
+ * the caller's thread, whose blocking calls they interrupt. Returns 0 or a negative errno. */
+int thread_start(pthread_t *ret, void *(*f)(void *), void *userdata);
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #ifndef MIN

@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Listings: parsed by expat as the bytes arrive, one page at a time, so memory does not grow with the
  * number of keys. */
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <sysexits.h>
 
@@ -194,9 +192,7 @@ typedef struct ListerPage {
         ListerItem *items;
         size_t n_items;
         char *token; /* continuation token for the page after this one; NULL: this is the last page */
-        int error;
-        int error_code;
-        char *error_message;
+        ErrSaved error;
 } ListerPage;
 
 struct S3Lister {
@@ -223,7 +219,7 @@ static void lister_page_clear(ListerPage *pg) {
         }
         free(pg->items);
         free(pg->token);
-        free(pg->error_message);
+        err_saved_done(&pg->error);
         *pg = (ListerPage){};
 }
 
@@ -250,34 +246,19 @@ static int lister_fetch(S3Lister *l, S3Client *c, const char *token, ListerPage 
 
 static void *lister_thread(void *userdata) {
         S3Lister *l = userdata;
-        int r = lister_fetch(l, l->clone, l->next_token, &l->next);
-
-        if (r < 0) {
-                /* err_message() is per thread: carry it over to the caller's. */
-                l->next.error = r;
-                l->next.error_code = err_exit_code(r);
-                l->next.error_message = xstrdup(err_message() ?: strerror(-r));
-        }
+        err_save(&l->next.error, lister_fetch(l, l->clone, l->next_token, &l->next));
         return NULL;
 }
 
 /* Starts fetching the page after cur, when there is one. */
 static void lister_prefetch(S3Lister *l) {
-        sigset_t all, saved;
-        int r;
-
         if (!l->cur.token)
                 return;
         free(l->next_token);
         l->next_token = xstrdup(l->cur.token);
         if (!l->clone && s3_client_clone(l->c, &l->clone) < 0)
                 return; /* fetched when needed instead */
-        /* Signals (SIGTERM cancels a job) stay with the caller's thread. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &saved);
-        r = pthread_create(&l->thread, NULL, lister_thread, l);
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
-        l->fetching = r == 0;
+        l->fetching = thread_start(&l->thread, lister_thread, l) >= 0;
 }
 
 int s3_lister_new(S3Client *c, const char *bucket, const char *prefix, S3Lister **ret) {
@@ -301,8 +282,8 @@ static int lister_advance(S3Lister *l) {
                 l->fetching = false;
                 pg = l->next;
                 l->next = (ListerPage){};
-                if (pg.error < 0) {
-                        r = err_set(pg.error, pg.error_code, "%s", pg.error_message);
+                if (pg.error.error < 0) {
+                        r = err_restore(&pg.error);
                         lister_page_clear(&pg);
                         return r;
                 }

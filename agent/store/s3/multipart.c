@@ -5,7 +5,6 @@
  * memory stays a fixed number of parts whatever the object's size, and the caller blocks when all
  * buffers are in flight. */
 #include <pthread.h>
-#include <signal.h>
 #include <sysexits.h>
 
 #include "log/log.h"
@@ -62,9 +61,7 @@ struct S3Upload {
         S3Worker *workers;
         unsigned n_workers;
         bool stopping;
-        int error; /* the first worker failure */
-        int error_code;
-        char *error_message;
+        ErrSaved error; /* the first worker failure */
 };
 
 static void upload_options(const S3Upload *u, S3PutOptions *ret) {
@@ -244,7 +241,7 @@ static void *worker_main(void *userdata) {
                         pthread_cond_wait(&u->cond, &u->lock);
                         continue;
                 }
-                if (u->error < 0) {
+                if (u->error.error < 0) {
                         /* After a failure the rest is dropped: the upload will be aborted. */
                         p->state = PART_FREE;
                         pthread_cond_broadcast(&u->cond);
@@ -256,12 +253,9 @@ static void *worker_main(void *userdata) {
                 r = part_put(u, w->client, p, &etag, &checksum);
 
                 pthread_mutex_lock(&u->lock);
-                if (r < 0 && u->error == 0) {
-                        /* err_message() is per thread: carry it over to the caller's. */
-                        u->error = r;
-                        u->error_code = err_exit_code(r);
-                        u->error_message = xstrdup(err_message() ?: strerror(-r));
-                } else if (r >= 0) {
+                if (r < 0)
+                        err_save(&u->error, r);
+                else {
                         u->etags[p->number - 1] = etag;
                         u->checksums[p->number - 1] = checksum;
                 }
@@ -273,15 +267,11 @@ static void *worker_main(void *userdata) {
 }
 
 static int workers_start(S3Upload *u) {
-        sigset_t all, saved;
         int r = 0;
 
         u->etags = xcalloc(S3_PARTS_MAX, sizeof *u->etags);
         u->checksums = xcalloc(S3_PARTS_MAX, sizeof *u->checksums);
         u->workers = xcalloc(u->n_workers, sizeof *u->workers);
-        /* Signals (SIGTERM cancels a job) stay with the caller's thread. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &saved);
         for (unsigned i = 0; i < u->n_workers; i++) {
                 S3Worker *w = &u->workers[i];
 
@@ -289,14 +279,13 @@ static int workers_start(S3Upload *u) {
                 r = s3_client_clone(u->c, &w->client);
                 if (r < 0)
                         break;
-                r = -pthread_create(&w->thread, NULL, worker_main, w);
+                r = thread_start(&w->thread, worker_main, w);
                 if (r < 0) {
                         r = err_set(r, EX_OSERR, "cannot start an upload thread: %s", strerror(-r));
                         break;
                 }
                 w->started = true;
         }
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
         return r;
 }
 
@@ -314,11 +303,6 @@ static void workers_stop(S3Upload *u) {
         }
         free(u->workers);
         u->workers = NULL;
-}
-
-/* Called with the lock held. */
-static int worker_error(S3Upload *u) {
-        return err_set(u->error, u->error_code, "%s", u->error_message);
 }
 
 /* Hands the filled buffer to the workers and waits for a free one to fill next. */
@@ -345,7 +329,7 @@ static int upload_submit(S3Upload *u) {
         p->state = PART_QUEUED;
         u->filling = NULL;
         pthread_cond_broadcast(&u->cond);
-        while (u->error == 0) {
+        while (u->error.error == 0) {
                 for (size_t i = 0; i < u->n_buffers && !u->filling; i++)
                         if (u->parts[i].state == PART_FREE)
                                 u->filling = &u->parts[i];
@@ -353,8 +337,8 @@ static int upload_submit(S3Upload *u) {
                         break;
                 pthread_cond_wait(&u->cond, &u->lock);
         }
-        if (u->error < 0)
-                r = worker_error(u);
+        if (u->error.error < 0)
+                r = err_restore(&u->error);
         else
                 u->filling->state = PART_FILLING;
         pthread_mutex_unlock(&u->lock);
@@ -378,8 +362,8 @@ static int upload_drain(S3Upload *u) {
                         break;
                 pthread_cond_wait(&u->cond, &u->lock);
         }
-        if (u->error < 0)
-                r = worker_error(u);
+        if (u->error.error < 0)
+                r = err_restore(&u->error);
         pthread_mutex_unlock(&u->lock);
         return r;
 }
@@ -542,7 +526,7 @@ void s3_upload_free(S3Upload *u) {
         }
         free(u->etags);
         free(u->checksums);
-        free(u->error_message);
+        err_saved_done(&u->error);
         pthread_cond_destroy(&u->cond);
         pthread_mutex_destroy(&u->lock);
         free(u);

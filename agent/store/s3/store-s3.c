@@ -1,7 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The S3 backend behind the storage interface: a bucket and key prefix on a configured remote. */
-#include <pthread.h>
-#include <signal.h>
 #include <sysexits.h>
 #include <time.h>
 
@@ -43,9 +41,7 @@ typedef struct S3Reader {
         size_t fill; /* bytes in the ring */
         bool done;   /* the thread ended */
         bool closing;
-        int error;
-        int error_code;
-        char *error_message;
+        ErrSaved error;
 } S3Reader;
 
 static S3Store *s3_store(Store *s) {
@@ -155,12 +151,7 @@ static void *reader_main(void *userdata) {
 
         k = s3_get_object(r->client, st->bucket, r->key, r->offset, r->size - r->offset, r->etag, &rs.sink);
         pthread_mutex_lock(&r->lock);
-        if (k < 0) {
-                /* err_message() is per thread: carry it over to the caller's. */
-                r->error = k;
-                r->error_code = err_exit_code(k);
-                r->error_message = xstrdup(err_message() ?: strerror(-k));
-        }
+        err_save(&r->error, k);
         r->done = true;
         pthread_cond_broadcast(&r->cond);
         pthread_mutex_unlock(&r->lock);
@@ -169,18 +160,13 @@ static void *reader_main(void *userdata) {
 
 static int reader_start(S3Reader *r) {
         S3Store *st = s3_store(r->base.store);
-        sigset_t all, saved;
         int k;
 
         k = s3_client_clone(st->client, &r->client);
         if (k < 0)
                 return k;
         r->ring = xmalloc(S3_READ_RING);
-        /* Signals (SIGTERM cancels a job) stay with the caller's thread. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &saved);
-        k = -pthread_create(&r->thread, NULL, reader_main, r);
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        k = thread_start(&r->thread, reader_main, r);
         if (k < 0)
                 return err_set(k, EX_OSERR, "cannot start a download thread: %s", strerror(-k));
         r->started = true;
@@ -208,8 +194,8 @@ static ssize_t s3_reader_read(StoreReader *base, void *buf, size_t n) {
                 r->fill -= n;
                 pthread_cond_broadcast(&r->cond);
                 ret = (ssize_t) n;
-        } else if (r->error < 0)
-                ret = err_set(r->error, r->error_code, "%s", r->error_message);
+        } else if (r->error.error < 0)
+                ret = err_restore(&r->error);
         else
                 ret = 0;
         pthread_mutex_unlock(&r->lock);
@@ -235,7 +221,7 @@ static void s3_reader_free(StoreReader *base) {
         free(r->key);
         free(r->etag);
         free(r->ring);
-        free(r->error_message);
+        err_saved_done(&r->error);
         free(r);
 }
 
