@@ -320,7 +320,13 @@ def test_kill_9_mid_run_then_rerun_converges(pair):
     pair.configure(multipart_threshold="5MiB", transfers=1)
     proc = subprocess.Popen([AGENT, "-c", str(pair.agent.config_path), "run", "mirror"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pair.agent.env)
-    time.sleep(1.0)
+    # Kill it once copying has visibly begun (the first object is at the destination), however fast or
+    # slow the machine is.
+    deadline = time.monotonic() + 120
+    while not pair.dst_objects():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the mirror copied nothing in 120 s"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = pair.dst_objects()

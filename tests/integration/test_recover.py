@@ -103,16 +103,21 @@ def test_recover_postgres_from_offsite_when_minio_is_empty(pair, pg_factory, tmp
 
 
 class Healthz:
-    """A real HTTP server answering 503 until told the cluster is up, then 200."""
+    """A real HTTP server answering 503 until told the cluster is up, then 200. `healthy_after = N` makes
+    it turn healthy by itself on its (N+1)-th request: an event the agent's own polling causes, so a test
+    that needs "unhealthy at first, then up" does not depend on how fast the earlier steps ran."""
 
     def __init__(self):
         self.healthy = False
+        self.healthy_after = None
         self.requests = 0
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.requests += 1
+                if outer.healthy_after is not None and outer.requests > outer.healthy_after:
+                    outer.healthy = True
                 code = 200 if outer.healthy else 503
                 self.send_response(code)
                 self.send_header("Content-Length", "2")
@@ -253,8 +258,8 @@ def test_recover_rebuilds_a_destroyed_node_and_rerun_is_a_no_op(node):
     assert f"health     poll {node.healthz.url} until HTTP 200" in p.stdout
     assert node.objects() == {b: {} for b in node.buckets}  # the plan changed nothing
 
-    node.healthz.healthy = False
-    threading.Timer(3, lambda: setattr(node.healthz, "healthy", True)).start()
+    node.healthz.healthy, node.healthz.requests = False, 0
+    node.healthz.healthy_after = 2  # 503 twice, then 200: the agent must keep polling
     p = node.agent("recover", "--health-timeout", "60", env=node.with_kubectl)
     assert p.returncode == 0, p.stdout + p.stderr
     assert steps(p) == {s: "done" for s in ("minio", "postgres", "secrets", "manifests", "health")} | {
@@ -262,7 +267,7 @@ def test_recover_rebuilds_a_destroyed_node_and_rerun_is_a_no_op(node):
     assert node.pg.dumpall() == node.before["dump"]
     assert node.objects() == node.before["objects"]
     assert user_secrets(node.kube) == node.before["secrets"]
-    assert node.healthz.requests >= 2 and "answered HTTP 200 after" in p.stdout
+    assert node.healthz.requests == 3 and "answered HTTP 200 after" in p.stdout
     assert (node.work / "recover-manifests" / "manifests" / "k8s" / "apps" / "netbox.yaml").exists()
     assert node.kubectl_log.read_text().split() == [
         "--kubeconfig", str(node.kube.kubeconfig()), "apply", "-k",
