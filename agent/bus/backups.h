@@ -3,12 +3,25 @@
 
 #include <systemd/sd-bus.h>
 
+#include "bus/daemon.h"
 #include "conf/conf.h"
 
 /* ListBackups answer: per backup (newest first) job, id, started and finished (CLOCK_REALTIME usec), bytes,
  * encrypted — the fields of `skyforge-agent list --json`. */
 #define BUS_BACKUPS_SIGNATURE "a(sstttb)"
 
-/* Appends the backups of job (NULL: all jobs) in the destinations of c to m as BUS_BACKUPS_SIGNATURE;
- * c NULL (a daemon started without a configuration) lists none. Blocks while the stores are listed. */
-int bus_backups_append(sd_bus_message *m, const Config *c, const char *job);
+/* At most this many listings at once; more are refused with LimitsExceeded until one ends. */
+#define BUS_BACKUPS_MAX_PENDING 4
+/* A listing that has not ended after this long is killed and answered with an error. Long enough for the
+ * S3 client's own retries (retry_time) to end first with their clearer message. */
+#define BUS_BACKUPS_TIMEOUT_USEC (600 * USEC_PER_SEC)
+/* What a listing may send back (about 80 bytes a backup). */
+#define BUS_BACKUPS_MAX_REPLY (16u << 20)
+
+/* Answers the ListBackups call request for job (NULL: all jobs) later, from the event loop: the stores are
+ * listed in a child process (S3 retries can take minutes; the daemon keeps answering and feeding the
+ * watchdog meanwhile, and a stop kills the child). d->config NULL (a daemon without a configuration)
+ * answers an empty array at once. Returns 1 when the answer is on its way, negative with error set. */
+int bus_backups_start(Daemon *d, sd_bus_message *request, const char *job, sd_bus_error *error);
+/* Kills and forgets every listing still running (the daemon is stopping). */
+void bus_backups_stop_all(Daemon *d);

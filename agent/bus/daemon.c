@@ -4,6 +4,7 @@
 #include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 
+#include "bus/backups.h"
 #include "bus/daemon.h"
 #include "log/log.h"
 
@@ -17,6 +18,7 @@ BusJob *daemon_find_job(Daemon *d, const char *name) {
 }
 
 static void daemon_done(Daemon *d) {
+        bus_backups_stop_all(d);
         for (size_t i = 0; i < BUS_N_JOBS; i++)
                 bus_job_done(&d->jobs[i]);
         sd_event_source_disable_unref(d->inotify_source);
@@ -149,12 +151,13 @@ int bus_daemon_run_config(const Config *config, const char *state_dir) {
         sigset_t mask;
         int r;
 
-        /* sd-event takes signals as events only when they are blocked. */
+        /* sd-event takes signals as events only when they are blocked (SIGCHLD: ListBackups' children). */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGCHLD);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return err_setf(-errno, "cannot block SIGTERM: %m");
+                return err_setf(-errno, "cannot block SIGTERM, SIGINT and SIGCHLD: %m");
 
         r = daemon_init(&d, state_dir);
         if (r < 0)

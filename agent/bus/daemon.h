@@ -7,11 +7,14 @@
 #include "bus/job.h"
 #include "conf/conf.h"
 
+typedef struct BackupsCall BackupsCall;
+
 struct Daemon {
         sd_event *event;
         sd_bus *bus;
         char *state_dir;
         const Config *config; /* for ListBackups; may be NULL */
+        BackupsCall *backups; /* ListBackups calls being answered (bus/backups.c) */
         sd_event_source *inotify_source;
         BusJob jobs[BUS_N_JOBS];
 };

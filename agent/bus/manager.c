@@ -148,7 +148,6 @@ static int method_cancel_job(sd_bus_message *m, void *userdata, sd_bus_error *er
 }
 
 static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Daemon *d = userdata;
         const char *name;
         BusJob *j = NULL;
@@ -166,14 +165,8 @@ static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *
         r = check_root(m, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_return(m, &reply);
-        if (r < 0)
-                return r;
-        r = bus_backups_append(reply, d->config, isempty(name) ? NULL : name);
-        if (r < 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "cannot list backups: %s",
-                                         err_message() ?: strerror(-r));
-        return sd_bus_send(NULL, reply, NULL);
+        /* Answered later: the stores are read off the event loop. */
+        return bus_backups_start(d, m, isempty(name) ? NULL : name, error);
 }
 
 const sd_bus_vtable bus_manager_vtable[] = {

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import tempfile
 import shutil
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -429,6 +430,97 @@ def test_list_backups_equals_list_json(system_bus, local_agent, pg_factory, tmp_
         assert json.loads(p.stdout)["data"] == [[]]  # mirror keeps no manifests
     finally:
         d.stop()
+
+
+class StalledS3:
+    """An "S3 server" that accepts connections, reads the requests and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = threading.Event()
+        self.conns = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            self.accepted.set()
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_list_backups_on_a_stalled_store_keeps_the_loop_and_watchdog_going(system_bus, local_agent, tmp_path):
+    s3 = StalledS3()
+    secret = tmp_path / "stalled.secret"
+    secret.write_text("x\n")
+    os.chmod(secret, 0o600)
+    # The S3 client would wait 300 s for this store; the watchdog fires every 0.5 s.
+    local_agent.configure(remote__stalled={"endpoint": s3.endpoint, "region": "us-east-1",
+                                           "access_key_id": "x", "secret_access_key_file": secret,
+                                           "path_style": "yes", "timeout": "300"},
+                          postgres={"destination": "stalled:bkt/postgres/"})
+    os.makedirs(local_agent.state_dir, exist_ok=True)
+    d = Daemon(system_bus, str(local_agent.state_dir), str(tmp_path), env={"WATCHDOG_USEC": "1000000"},
+               command=[AGENT, "-c", str(local_agent.config_path), "daemon"])
+    call = None
+    try:
+        call = subprocess.Popen(["busctl", "--system", "--timeout=120", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups",
+                                 "s", "postgres"], env=system_bus.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert s3.accepted.wait(60), "the listing never reached the store"
+        # The store is being read and stalls. The daemon still answers, and still feeds the watchdog.
+        d.notify.messages.clear()
+        assert get_property(system_bus, "postgres", "State") == "idle"
+        d.notify.wait_for("WATCHDOG=1", timeout=30)
+        d.notify.messages.clear()
+        d.notify.wait_for("WATCHDOG=1", timeout=30)
+        assert call.poll() is None  # still waiting for its answer
+        children = subprocess.run(["pgrep", "-P", str(d.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, children  # the listing runs in a child process
+        # Stopping the daemon ends the listing too, at once.
+        assert d.stop(timeout=30) == 0, d.stderr()
+        out, err = call.communicate(timeout=60)
+        assert call.returncode != 0
+        assert not os.path.exists(f"/proc/{children[0]}") or \
+            open(f"/proc/{children[0]}/stat").read().split()[2] == "Z"
+    finally:
+        if call and call.poll() is None:
+            call.kill()
+        d.kill()
+        s3.close()
+
+
+def test_list_backups_reports_the_store_error(system_bus, local_agent, tmp_path):
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    secret = tmp_path / "gone.secret"
+    secret.write_text("x\n")
+    os.chmod(secret, 0o600)
+    local_agent.configure(remote__gone={"endpoint": f"http://127.0.0.1:{port}", "region": "us-east-1",
+                                        "access_key_id": "x", "secret_access_key_file": secret,
+                                        "path_style": "yes", "max_attempts": "1"},
+                          postgres={"destination": "gone:bkt/postgres/"})
+    os.makedirs(local_agent.state_dir, exist_ok=True)
+    d = Daemon(system_bus, str(local_agent.state_dir), str(tmp_path),
+               command=[AGENT, "-c", str(local_agent.config_path), "daemon"])
+    try:
+        p = busctl(system_bus, "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s", "postgres", check=False)
+        assert p.returncode != 0
+        assert "cannot list backups" in p.stderr and f"127.0.0.1:{port}" in p.stderr, p.stderr
+        assert get_property(system_bus, "postgres", "State") == "idle"  # and the daemon goes on
+    finally:
+        d.kill()
 
 
 @pytest.mark.parametrize("method", ["StartJob", "CancelJob"])
