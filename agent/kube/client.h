@@ -31,6 +31,20 @@ void kube_client_set_page_size(KubeClient *c, unsigned limit);
  * Secret values in memory only; the caller encrypts it and drops it. */
 int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_list);
 
+/* The most Secrets text an export may hold: a config backup's Secrets member is read back into memory
+ * (at most 256 MiB of ciphertext). */
+#define KUBE_EXPORT_MAX (240U << 20)
+
+/* Takes the next piece of an export; < 0 stops it with that error. */
+typedef int (*KubeWriteFunc)(const void *p, size_t n, void *userdata);
+
+/* The List of kube_list_secrets() written as JSON text to write, in pieces, for a caller that encrypts it
+ * as it goes: memory is one page of the listing and the text of the Secrets (to sort them), not a json-c
+ * tree of all of them beside its text. The text is wiped as it is written. Fails with -EFBIG beyond
+ * KUBE_EXPORT_MAX. ret_count: the Secrets written. */
+int kube_export_secrets(KubeClient *c, char *const *namespaces, KubeWriteFunc write, void *userdata,
+                        size_t *ret_count);
+
 /* Creates the Secret, or replaces it when one of that name exists and differs. dry_run asks the API
  * server to check everything and persist nothing (dryRun=All). */
 int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeApplyResult *ret);
