@@ -306,6 +306,10 @@ const char *s3_client_remote(const S3Client *c) {
         return c->remote;
 }
 
+uint64_t s3_client_retry_time_usec(const S3Client *c) {
+        return c->retry_time_usec;
+}
+
 /* ---- small helpers ---- */
 
 void s3_response_done(S3Response *r) {
@@ -658,6 +662,16 @@ static int fail_transport(S3Client *c, const S3Request *req, CURLcode cc, const 
                 error = -EHOSTUNREACH;
                 break;
         case CURLE_OPERATION_TIMEDOUT:
+                if (!startswith(what, "Connection timed out")) {
+                        /* Connected, then no progress: a server that does not answer, or a body that
+                         * stalls or trickles. */
+                        _cleanup_free_ char *where = request_where(req);
+                        return err_set(-ETIMEDOUT, EX_UNAVAILABLE,
+                                       "S3 endpoint %s%s stalled: less than 1 KiB/s for %" PRIu64 " s (%s); check "
+                                       "the server and the network, or raise timeout for remote \"%s\"",
+                                       c->endpoint, where, MAX(c->timeout_usec / USEC_PER_SEC, (uint64_t) 1),
+                                       what, c->remote);
+                }
                 error = -ETIMEDOUT;
                 break;
         case CURLE_PEER_FAILED_VERIFICATION:
