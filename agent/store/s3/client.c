@@ -727,7 +727,7 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         Attempt *a = ud;
 
         (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
-        if (cancel_requested()) {
+        if (cancel_requested() && !a->req->tidy_up) {
                 a->cancelled = true;
                 return 1; /* CURLE_ABORTED_BY_CALLBACK */
         }
@@ -1124,7 +1124,7 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
                 bool retryable;
                 int r;
 
-                if (cancel_requested())
+                if (cancel_requested() && (!req->tidy_up || attempt > 1))
                         return fail_cancelled(c, req);
                 c->attempt = attempt;
                 r = attempt_once(c, req, payload_hash, ret, &retryable);

@@ -23,7 +23,8 @@ typedef struct ListState {
         S3ObjectFunc f;
         void *userdata;
         int stop; /* > 0: the callback asked to stop */
-        char ***prefixes; /* non-NULL: collect CommonPrefixes here */
+        char ***prefixes; /* non-NULL: collect CommonPrefixes here (NULL-terminated, grown geometrically) */
+        size_t n_prefixes, prefixes_allocated;
         /* The current <Contents> entry. */
         char *key;
         char *etag;
@@ -105,9 +106,15 @@ static int list_xml(const char *path, const char *text, void *userdata) {
                         return list_page_too_many(s);
                 /* Prefixes come in ascending order: one already seen is the last one, or out of order
                  * (skipped, as a repeated key is). */
-                size_t n = s->prefixes ? strv_length(*s->prefixes) : 0;
+                size_t n = s->n_prefixes;
                 if (s->prefixes && (n == 0 || strcmp(text, (*s->prefixes)[n - 1]) > 0)) {
-                        strv_push(s->prefixes, xstrdup(text));
+                        if (n + 2 > s->prefixes_allocated) {
+                                s->prefixes_allocated = MAX(s->prefixes_allocated * 2, (size_t) 16);
+                                *s->prefixes = xrealloc(*s->prefixes, s->prefixes_allocated * sizeof(char *));
+                        }
+                        (*s->prefixes)[n] = xstrdup(text);
+                        (*s->prefixes)[n + 1] = NULL;
+                        s->n_prefixes++;
                         s->page_progress = true;
                 }
         }

@@ -489,7 +489,8 @@ int s3_upload_commit(S3Upload *u, char **ret_etag) {
 int s3_abort_multipart_upload(S3Client *c, const char *bucket, const char *key, const char *upload_id) {
         _cleanup_(s3_response_done) S3Response resp = {};
         const S3Param q[] = { { "uploadId", upload_id } };
-        S3Request req = { .method = "DELETE", .bucket = bucket, .key = key, .params = q, .n_params = 1 };
+        S3Request req = { .method = "DELETE", .bucket = bucket, .key = key, .params = q, .n_params = 1,
+                          .tidy_up = true };
         int r;
 
         r = s3_request(c, &req, &resp);

@@ -49,6 +49,9 @@ typedef struct S3Request {
          * the requests of one operation (a GET and its resumes) so that retry_time bounds the operation,
          * not each request. NULL: the request is the whole operation. */
         uint64_t *failing_since;
+        /* Tidying up after a failure (AbortMultipartUpload): still sent once after SIGTERM, without
+         * retries, so a cancelled job leaves no upload behind when the server answers. */
+        bool tidy_up;
 } S3Request;
 
 typedef struct S3Response {
