@@ -77,13 +77,16 @@ static int export_write(const void *p, size_t n, void *userdata) {
         return sink_write(userdata, p, n);
 }
 
-/* The Secrets export, encrypted as it is produced: the plaintext List never exists whole. */
+/* The Secrets export, encrypted as it is written: the plaintext List never exists as one text, and the
+ * ciphertext buffer is sized once from the text's length (age adds a header and 16 bytes per 64 KiB). */
 static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t *ret_size, size_t *ret_count,
                           char **ret_server) {
         _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
         _cleanup_(kube_client_freep) KubeClient *client = NULL;
+        _cleanup_(kube_export_freep) KubeExport *e = NULL;
         _cleanup_(sink_freep) Sink *mem = NULL, *age = NULL;
-        size_t count = 0;
+        uint64_t size;
+        size_t count;
         int r;
 
         r = kubeconfig_load(cc->kubeconfig, &kc);
@@ -92,12 +95,18 @@ static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t 
         r = kube_client_new(kc, &client);
         if (r < 0)
                 return r;
-        mem = sink_memory_new();
+        r = kube_export_secrets(client, cc->namespaces, &e);
+        if (r < 0)
+                return r;
+        count = kube_export_count(e);
+        size = kube_export_size(e);
+        mem = sink_memory_new_sized((size_t) (size + (size / (64 * 1024) + 2) * 16 +
+                                              256 * (strv_length(cc->recipients) + 1)));
         age = sink_age_new(mem, cc->recipients, &r);
         if (!age)
                 return r;
         mem = NULL; /* age owns it now */
-        r = kube_export_secrets(client, cc->namespaces, export_write, age, &count);
+        r = kube_export_write(e, export_write, age);
         if (r >= 0)
                 r = sink_finish(age);
         if (r < 0)

@@ -661,111 +661,223 @@ int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_
         return 0;
 }
 
-/* ---- the export as text ---- */
+/* ---- the export, written as it is encrypted ---- */
 
-typedef struct ExportItem {
-        char *namespace, *name;
-        char *text; /* the item as JSON: holds Secret values, wiped when freed */
-        size_t len;
-} ExportItem;
+/* JSON text of o, handed to write in pieces as it is produced: strings (the Secret values) are escaped
+ * straight from the json-c objects, so no serialized copy of an item, and no copy of a value, is ever
+ * made. Laid out like json-c's JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE. */
+static int json_write_string(const char *p, size_t n, KubeWriteFunc write, void *userdata) {
+        static const char hex[] = "0123456789abcdef";
+        size_t run = 0;
+        int r;
 
-typedef struct TextCollector {
-        Collector col;
-        KubeClient *c;
-        ExportItem *items;
-        size_t n_items, n_allocated;
-        uint64_t bytes;
-} TextCollector;
+        r = write("\"", 1, userdata);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                unsigned char ch = (unsigned char) p[i];
+                char esc[7];
+                size_t k = 0;
 
-static void export_item_done(ExportItem *i) {
-        free(i->namespace);
-        free(i->name);
-        if (i->text)
-                explicit_bzero(i->text, i->len);
-        free(i->text);
-        *i = (ExportItem){};
+                if (ch == '"' || ch == '\\')
+                        esc[k++] = '\\', esc[k++] = (char) ch;
+                else if (ch == '\n')
+                        esc[k++] = '\\', esc[k++] = 'n';
+                else if (ch == '\r')
+                        esc[k++] = '\\', esc[k++] = 'r';
+                else if (ch == '\t')
+                        esc[k++] = '\\', esc[k++] = 't';
+                else if (ch < 0x20) {
+                        memcpy(esc, "\\u00", 4);
+                        esc[4] = hex[ch >> 4], esc[5] = hex[ch & 15];
+                        k = 6;
+                } else {
+                        run++;
+                        continue;
+                }
+                if (run > 0)
+                        r = write(p + i - run, run, userdata);
+                run = 0;
+                if (r >= 0)
+                        r = write(esc, k, userdata);
+        }
+        if (r >= 0 && run > 0)
+                r = write(p + n - run, run, userdata);
+        if (r >= 0)
+                r = write("\"", 1, userdata);
+        return r;
 }
 
-static int text_add(Collector *col, json_object *item) {
-        TextCollector *t = (TextCollector *) col;
-        json_object *meta = json_get_object(item, "metadata");
-        size_t len;
-        const char *text;
+static int json_write_indent(unsigned indent, KubeWriteFunc write, void *userdata) {
+        static const char spaces[] = "                                                                ";
+        int r = write("\n", 1, userdata);
 
-        text = json_object_to_json_string_length(item, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE,
-                                                 &len);
-        if (t->bytes + len > KUBE_EXPORT_MAX)
+        for (unsigned left = indent; r >= 0 && left > 0;) {
+                unsigned k = MIN(left, (unsigned) sizeof spaces - 1);
+                r = write(spaces, k, userdata);
+                left -= k;
+        }
+        return r;
+}
+
+static int json_write(json_object *o, unsigned indent, KubeWriteFunc write, void *userdata) {
+        bool first = true;
+        int r = 0;
+
+        switch (json_object_get_type(o)) {
+        case json_type_string:
+                return json_write_string(json_object_get_string(o), (size_t) json_object_get_string_len(o), write,
+                                         userdata);
+        case json_type_object:
+                if (json_object_object_length(o) == 0)
+                        return write("{}", 2, userdata);
+                r = write("{", 1, userdata);
+                json_object_object_foreach (o, key, val) {
+                        if (r >= 0 && !first)
+                                r = write(",", 1, userdata);
+                        first = false;
+                        if (r >= 0)
+                                r = json_write_indent(indent + 2, write, userdata);
+                        if (r >= 0)
+                                r = json_write_string(key, strlen(key), write, userdata);
+                        if (r >= 0)
+                                r = write(": ", 2, userdata);
+                        if (r >= 0)
+                                r = json_write(val, indent + 2, write, userdata);
+                }
+                if (r >= 0)
+                        r = json_write_indent(indent, write, userdata);
+                return r >= 0 ? write("}", 1, userdata) : r;
+        case json_type_array: {
+                size_t n = json_object_array_length(o);
+                if (n == 0)
+                        return write("[]", 2, userdata);
+                r = write("[", 1, userdata);
+                for (size_t i = 0; r >= 0 && i < n; i++) {
+                        if (i > 0)
+                                r = write(",", 1, userdata);
+                        if (r >= 0)
+                                r = json_write_indent(indent + 2, write, userdata);
+                        if (r >= 0)
+                                r = json_write(json_object_array_get_idx(o, i), indent + 2, write, userdata);
+                }
+                if (r >= 0)
+                        r = json_write_indent(indent, write, userdata);
+                return r >= 0 ? write("]", 1, userdata) : r;
+        }
+        default: {
+                /* null, booleans and numbers: short */
+                size_t len;
+                const char *t = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+                return write(t, len, userdata);
+        }
+        }
+}
+
+static int count_write(const void *p, size_t n, void *userdata) {
+        (void) p;
+        *(uint64_t *) userdata += n;
+        return 0;
+}
+
+static uint64_t json_text_size(json_object *o, unsigned indent) {
+        uint64_t n = 0;
+
+        (void) json_write(o, indent, count_write, &n);
+        return n;
+}
+
+#define EXPORT_HEAD "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": ["
+#define EXPORT_TAIL "\n  ]\n}\n"
+#define EXPORT_ITEM_INDENT 4U
+
+struct KubeExport {
+        Collector col;
+        KubeClient *c;
+        json_object **items; /* export items; they hold the values of their page, the rest of it is freed */
+        size_t n_items, n_allocated;
+        uint64_t bytes; /* of the JSON text of the items */
+};
+
+static int export_add(Collector *col, json_object *item) {
+        KubeExport *e = (KubeExport *) col;
+        uint64_t n = json_text_size(item, EXPORT_ITEM_INDENT) + 2 + EXPORT_ITEM_INDENT;
+
+        if (e->bytes + n > KUBE_EXPORT_MAX)
                 return err_set(-EFBIG, EX_DATAERR,
                                "the Secrets of the cluster at %s add up to more than %u MiB, more than a "
                                "config backup can hold; narrow namespaces = in [config]",
-                               t->c->server, KUBE_EXPORT_MAX >> 20);
-        if (t->n_items == t->n_allocated) {
-                t->n_allocated = MAX(t->n_allocated * 2, (size_t) 64);
-                t->items = xrealloc(t->items, t->n_allocated * sizeof *t->items);
+                               e->c->server, KUBE_EXPORT_MAX >> 20);
+        if (e->n_items == e->n_allocated) {
+                e->n_allocated = MAX(e->n_allocated * 2, (size_t) 64);
+                e->items = xrealloc(e->items, e->n_allocated * sizeof *e->items);
         }
-        t->items[t->n_items++] = (ExportItem){
-                .namespace = xstrdup(strempty(json_get_string(meta, "namespace"))),
-                .name = xstrdup(strempty(json_get_string(meta, "name"))),
-                .text = xmalloc(len + 1),
-                .len = len,
-        };
-        memcpy(t->items[t->n_items - 1].text, text, len + 1);
-        t->bytes += len;
-        /* json-c keeps the text in the object until it is freed: wipe it first. */
-        explicit_bzero((char *) text, len);
+        e->items[e->n_items++] = json_object_get(item);
+        e->bytes += n;
         return 0;
 }
 
-static size_t text_count(Collector *col) {
-        return ((TextCollector *) col)->n_items;
+static size_t export_count(Collector *col) {
+        return ((KubeExport *) col)->n_items;
 }
 
-static void text_truncate(Collector *col, size_t n) {
-        TextCollector *t = (TextCollector *) col;
+static void export_truncate(Collector *col, size_t n) {
+        KubeExport *e = (KubeExport *) col;
 
-        while (t->n_items > n) {
-                ExportItem *i = &t->items[--t->n_items];
-                t->bytes -= i->len;
-                export_item_done(i);
+        while (e->n_items > n) {
+                json_object *i = e->items[--e->n_items];
+                e->bytes -= json_text_size(i, EXPORT_ITEM_INDENT) + 2 + EXPORT_ITEM_INDENT;
+                json_object_put(i);
         }
 }
 
-static int export_item_cmp(const void *a, const void *b) {
-        const ExportItem *x = a, *y = b;
-        int r = strcmp(x->namespace, y->namespace);
-
-        return r != 0 ? r : strcmp(x->name, y->name);
+void kube_export_free(KubeExport *e) {
+        if (!e)
+                return;
+        export_truncate(&e->col, 0);
+        free(e->items);
+        free(e);
 }
 
-int kube_export_secrets(KubeClient *c, char *const *namespaces, KubeWriteFunc write, void *userdata,
-                        size_t *ret_count) {
-        static const char head[] = "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [\n";
-        static const char tail[] = "\n  ]\n}\n";
-        TextCollector t = { .col = { text_add, text_count, text_truncate }, .c = c };
-        size_t count;
+int kube_export_secrets(KubeClient *c, char *const *namespaces, KubeExport **ret) {
+        _cleanup_(kube_export_freep) KubeExport *e = xcalloc(1, sizeof *e);
         int r;
 
-        r = list_namespaces_secrets(c, namespaces, &t.col);
-        if (r >= 0) {
-                qsort(t.items, t.n_items, sizeof *t.items, export_item_cmp);
-                r = write(head, strlen(head), userdata);
-        }
-        count = t.n_items;
-        /* Written and wiped one by one, so the plaintext shrinks as the ciphertext grows. */
-        for (size_t i = 0; i < t.n_items; i++) {
-                if (r >= 0 && i > 0)
-                        r = write(",\n", 2, userdata);
-                if (r >= 0)
-                        r = write(t.items[i].text, t.items[i].len, userdata);
-                export_item_done(&t.items[i]);
-        }
-        free(t.items);
-        if (r >= 0)
-                r = write(tail, strlen(tail), userdata);
+        e->col = (Collector){ export_add, export_count, export_truncate };
+        e->c = c;
+        r = list_namespaces_secrets(c, namespaces, &e->col);
         if (r < 0)
                 return r;
-        *ret_count = count;
+        qsort(e->items, e->n_items, sizeof *e->items, secret_cmp);
+        *ret = TAKE_PTR(e);
         return 0;
+}
+
+size_t kube_export_count(const KubeExport *e) {
+        return e->n_items;
+}
+
+uint64_t kube_export_size(const KubeExport *e) {
+        return strlen(EXPORT_HEAD) + e->bytes - (e->n_items > 0 ? 1 : 0) + strlen(EXPORT_TAIL);
+}
+
+int kube_export_write(KubeExport *e, KubeWriteFunc write, void *userdata) {
+        int r;
+
+        r = write(EXPORT_HEAD, strlen(EXPORT_HEAD), userdata);
+        /* Each item is dropped once written: the plaintext shrinks as the ciphertext grows. */
+        for (size_t i = 0; i < e->n_items; i++) {
+                if (r >= 0 && i > 0)
+                        r = write(",", 1, userdata);
+                if (r >= 0)
+                        r = json_write_indent(EXPORT_ITEM_INDENT, write, userdata);
+                if (r >= 0)
+                        r = json_write(e->items[i], EXPORT_ITEM_INDENT, write, userdata);
+                e->items[i] = (json_object_put(e->items[i]), NULL);
+        }
+        e->n_items = 0;
+        e->bytes = 0;
+        if (r >= 0)
+                r = write(EXPORT_TAIL, strlen(EXPORT_TAIL), userdata);
+        return r;
 }
 
 int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeApplyResult *ret) {

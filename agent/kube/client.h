@@ -38,12 +38,18 @@ int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_
 /* Takes the next piece of an export; < 0 stops it with that error. */
 typedef int (*KubeWriteFunc)(const void *p, size_t n, void *userdata);
 
-/* The List of kube_list_secrets() written as JSON text to write, in pieces, for a caller that encrypts it
- * as it goes: memory is one page of the listing and the text of the Secrets (to sort them), not a json-c
- * tree of all of them beside its text. The text is wiped as it is written. Fails with -EFBIG beyond
- * KUBE_EXPORT_MAX. ret_count: the Secrets written. */
-int kube_export_secrets(KubeClient *c, char *const *namespaces, KubeWriteFunc write, void *userdata,
-                        size_t *ret_count);
+/* The List of kube_list_secrets(), for a caller that encrypts it as it is written: the Secrets are held
+ * once (as the values of their pages; each page is parsed as it arrives and the rest of it freed), and
+ * kube_export_write() produces the JSON text piece by piece, escaping values in place and dropping each
+ * Secret once written, so no text of the whole List, and no copy of a value, is ever made. Fails with
+ * -EFBIG beyond KUBE_EXPORT_MAX. */
+typedef struct KubeExport KubeExport;
+int kube_export_secrets(KubeClient *c, char *const *namespaces, KubeExport **ret);
+size_t kube_export_count(const KubeExport *e);
+uint64_t kube_export_size(const KubeExport *e); /* bytes kube_export_write() will write */
+int kube_export_write(KubeExport *e, KubeWriteFunc write, void *userdata); /* once */
+void kube_export_free(KubeExport *e);
+DEFINE_TRIVIAL_CLEANUP_FUNC(KubeExport *, kube_export_free);
 
 /* Creates the Secret, or replaces it when one of that name exists and differs. dry_run asks the API
  * server to check everything and persist nothing (dryRun=All). */

@@ -56,3 +56,26 @@ def test_sigterm_stops_a_config_job_waiting_for_the_api(config_setup, kube_api):
     assert f"cancelled while talking to the Kubernetes API at {kube_api.url}" in err, err
     # Nothing was stored: no manifest, so no backup.
     assert not (agent.store / "config").exists() or not list((agent.store / "config").glob("*.json"))
+
+
+def test_export_written_piecewise_keeps_every_character(config_setup, kube_api):  # noqa: F811
+    # The export is written straight from the parsed pages, escaping as it goes: strings that need
+    # escaping come back exactly, as the API server stored them.
+    agent, cluster, key = config_setup[0], config_setup[1], config_setup[2]
+    odd = 'quote " backslash \\ slash / newline \n tab \t bell \x07 nul-free ünïcödé 日本 </script>'
+    kube_api.seed("default", "odd", data={"k": odd.encode(), "empty": b""},
+                  annotations={"a/b": odd, "empty": ""}, labels={"x": "y"})
+    backup_id = agent("run", "config", check=True).stdout.strip()
+    import json
+    from test_config_job import zstd_tar
+    _, tar = zstd_tar(agent.store / "config" / f"{backup_id}.tar.zst")
+    enc = tar.extractfile("secrets/secrets.json.age").read()
+    plain = subprocess.run(["age", "-d", "-i", str(key)], input=enc, check=True, capture_output=True).stdout
+    lst = json.loads(plain)
+    got = {s["metadata"]["name"]: s for s in lst["items"]}
+    stored = kube_api.get("default", "odd")
+    assert got["odd"]["data"] == stored["data"]
+    assert got["odd"]["metadata"]["annotations"] == {"a/b": odd, "empty": ""}
+    assert got["odd"]["metadata"]["labels"] == {"x": "y"}
+    assert [(s["metadata"]["namespace"], s["metadata"]["name"]) for s in lst["items"]] == sorted(
+        (s["metadata"]["namespace"], s["metadata"]["name"]) for s in lst["items"])
