@@ -100,8 +100,8 @@ static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t 
                 return r;
         count = kube_export_count(e);
         size = kube_export_size(e);
-        mem = sink_memory_new_sized((size_t) (size + (size / (64 * 1024) + 2) * 16 +
-                                              256 * (strv_length(cc->recipients) + 1)));
+        mem = sink_memory_new_sized(
+                (size_t) (size + (size / (64 * 1024) + 2) * 16 + 256 * (strv_length(cc->recipients) + 1)));
         age = sink_age_new(mem, cc->recipients, &r);
         if (!age)
                 return r;

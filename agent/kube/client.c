@@ -285,8 +285,8 @@ static int transport_error(KubeClient *c, CURLcode e) {
                                "be used (%s): check client-certificate-data and client-key-data",
                                c->user, c->kubeconfig_path, detail);
         case CURLE_ABORTED_BY_CALLBACK:
-                return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled while talking to the Kubernetes API at %s",
-                               c->server);
+                return err_set(-ECANCELED, EX_TEMPFAIL,
+                               "cancelled while talking to the Kubernetes API at %s", c->server);
         case CURLE_WRITE_ERROR:
                 return err_set(-EFBIG, EX_PROTOCOL,
                                "the Kubernetes API at %s sent a response larger than "
@@ -310,8 +310,8 @@ static int request(KubeClient *c, const char *method, const char *path, json_obj
         ret->tok = NULL;
         if (cancel_requested()) {
                 response_done(&resp);
-                return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled before a request to the Kubernetes API at %s",
-                               c->server);
+                return err_set(-ECANCELED, EX_TEMPFAIL,
+                               "cancelled before a request to the Kubernetes API at %s", c->server);
         }
         log_debug("Kubernetes API: %s %s", method, url);
         c->errbuf[0] = 0;
@@ -529,9 +529,11 @@ static int list_paged(KubeClient *c, const char *base, const char *what, Collect
                 int k;
 
                 if (++pages > KUBE_LIST_PAGES_MAX)
-                        return err_set(-ELOOP, EX_PROTOCOL,
-                                       "the Kubernetes API at %s answered more than %u pages to %s; the listing "
-                                       "cannot finish (an API server bug?)", c->server, KUBE_LIST_PAGES_MAX, what);
+                        return err_set(
+                                -ELOOP, EX_PROTOCOL,
+                                "the Kubernetes API at %s answered more than %u pages to %s; the listing "
+                                "cannot finish (an API server bug?)",
+                                c->server, KUBE_LIST_PAGES_MAX, what);
                 if (cont) {
                         _cleanup_(curl_freep) char *esc = curl_easy_escape(c->curl, cont, 0);
                         if (!esc)
@@ -565,8 +567,9 @@ static int list_paged(KubeClient *c, const char *base, const char *what, Collect
                                        "the Kubernetes API at %s answered %s with "
                                        "something that is not a SecretList",
                                        c->server, path);
-                for (size_t i = 0; json_object_is_type(items, json_type_array) &&
-                                   i < json_object_array_length(items); i++) {
+                for (size_t i = 0;
+                     json_object_is_type(items, json_type_array) && i < json_object_array_length(items);
+                     i++) {
                         json_object *item = json_object_array_get_idx(items, i);
                         if (!json_object_is_type(item, json_type_object) ||
                             kube_secret_is_service_account_token(item))
@@ -582,9 +585,11 @@ static int list_paged(KubeClient *c, const char *base, const char *what, Collect
                 if (isempty(next))
                         return 0;
                 if (cont && streq(cont, next))
-                        return err_set(-ELOOP, EX_PROTOCOL,
-                                       "the Kubernetes API at %s returned the same continue token twice to %s; "
-                                       "the listing cannot finish (an API server bug?)", c->server, what);
+                        return err_set(
+                                -ELOOP, EX_PROTOCOL,
+                                "the Kubernetes API at %s returned the same continue token twice to %s; "
+                                "the listing cannot finish (an API server bug?)",
+                                c->server, what);
                 free(cont);
                 cont = xstrdup(next);
         }
@@ -724,13 +729,13 @@ static int json_write(json_object *o, unsigned indent, KubeWriteFunc write, void
 
         switch (json_object_get_type(o)) {
         case json_type_string:
-                return json_write_string(json_object_get_string(o), (size_t) json_object_get_string_len(o), write,
-                                         userdata);
+                return json_write_string(json_object_get_string(o), (size_t) json_object_get_string_len(o),
+                                         write, userdata);
         case json_type_object:
                 if (json_object_object_length(o) == 0)
                         return write("{}", 2, userdata);
                 r = write("{", 1, userdata);
-                json_object_object_foreach (o, key, val) {
+                json_object_object_foreach(o, key, val) {
                         if (r >= 0 && !first)
                                 r = write(",", 1, userdata);
                         first = false;
@@ -785,8 +790,8 @@ static uint64_t json_text_size(json_object *o, unsigned indent) {
         return n;
 }
 
-#define EXPORT_HEAD "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": ["
-#define EXPORT_TAIL "\n  ]\n}\n"
+#define EXPORT_HEAD        "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": ["
+#define EXPORT_TAIL        "\n  ]\n}\n"
 #define EXPORT_ITEM_INDENT 4U
 
 struct KubeExport {

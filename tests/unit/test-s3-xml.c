@@ -28,9 +28,10 @@ static int count(const char *path, const char *text, void *userdata) {
 }
 
 static void test_paths_follow_nesting(void **state) {
-        const char *doc = "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"" S3_XMLNS "\"><Name>b</Name>"
-                          "<Contents><Key>k1</Key><Size>3</Size></Contents><Contents><Key>k2</Key></Contents>"
-                          "<IsTruncated>false</IsTruncated></ListBucketResult>";
+        const char *doc =
+                "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"" S3_XMLNS "\"><Name>b</Name>"
+                "<Contents><Key>k1</Key><Size>3</Size></Contents><Contents><Key>k2</Key></Contents>"
+                "<IsTruncated>false</IsTruncated></ListBucketResult>";
         Seen s = {};
 
         assert_int_equal(s3_xml_parse(doc, strlen(doc), record, &s), 0);

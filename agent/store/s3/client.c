@@ -388,7 +388,7 @@ char *s3_xml_escape(const char *s) {
 /* No S3 reply nests deeper than 4 elements or has element names near this long: a reply that does is
  * refused rather than followed (a 200,000-deep document would otherwise grow the path without bound). */
 #define S3_XML_DEPTH_MAX 32U
-#define S3_XML_NAME_MAX 256U
+#define S3_XML_NAME_MAX  256U
 
 struct S3Xml {
         XML_Parser parser;
@@ -558,11 +558,12 @@ static bool code_is_auth(const char *code) {
 
 /* Codes that no retry can fix, also when they come in a 200 reply. */
 static bool code_is_permanent(const char *code) {
-        static const char *const permanent[] = { "NoSuchUpload", "NoSuchKey", "NoSuchBucket", "InvalidPart",
-                                                 "InvalidPartOrder", "EntityTooSmall", "EntityTooLarge",
-                                                 "MalformedXML", "InvalidRequest", "InvalidArgument",
-                                                 "InvalidDigest", "BadDigest", "PreconditionFailed",
-                                                 "InvalidBucketName", "MethodNotAllowed", "NotImplemented" };
+        static const char *const permanent[] = {
+                "NoSuchUpload",       "NoSuchKey",         "NoSuchBucket",     "InvalidPart",
+                "InvalidPartOrder",   "EntityTooSmall",    "EntityTooLarge",   "MalformedXML",
+                "InvalidRequest",     "InvalidArgument",   "InvalidDigest",    "BadDigest",
+                "PreconditionFailed", "InvalidBucketName", "MethodNotAllowed", "NotImplemented"
+        };
         if (code_is_auth(code))
                 return true;
         for (size_t i = 0; i < ELEMENTSOF(permanent); i++)
@@ -667,7 +668,8 @@ static int fail_transport(S3Client *c, const S3Request *req, CURLcode cc, const 
                          * stalls or trickles. */
                         _cleanup_free_ char *where = request_where(req);
                         return err_set(-ETIMEDOUT, EX_UNAVAILABLE,
-                                       "S3 endpoint %s%s stalled: less than 1 KiB/s for %" PRIu64 " s (%s); check "
+                                       "S3 endpoint %s%s stalled: less than 1 KiB/s for %" PRIu64
+                                       " s (%s); check "
                                        "the server and the network, or raise timeout for remote \"%s\"",
                                        c->endpoint, where, MAX(c->timeout_usec / USEC_PER_SEC, (uint64_t) 1),
                                        what, c->remote);
@@ -723,7 +725,8 @@ typedef struct Attempt {
 } Attempt;
 
 /* libcurl calls this often while data moves and about once a second while it waits. */
-static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
         Attempt *a = ud;
 
         (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
@@ -753,8 +756,8 @@ static int ok_reply_error(S3Client *c, const S3Request *req, const S3Response *r
         (void) s3_xml_parse(resp->body, resp->body_len, error_xml, &se);
         err_clear();
         if (se.code) {
-                log_debug("%s to %s: HTTP %ld with an <Error> body: %s", req->method, c->endpoint, resp->status,
-                          se.code);
+                log_debug("%s to %s: HTTP %ld with an <Error> body: %s", req->method, c->endpoint,
+                          resp->status, se.code);
                 *ret_retryable = !code_is_permanent(se.code);
                 r = s3_fail(c, req, resp->status, se.code, se.message);
         }
@@ -826,7 +829,8 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
         }
         if (a->resp->body_len + n > S3_COLLECT_MAX) {
                 _cleanup_free_ char *where = request_where(a->req);
-                a->cb_error = err_set(-EFBIG, EX_PROTOCOL, "the reply from %s%s is larger than %u MiB; refusing it",
+                a->cb_error = err_set(-EFBIG, EX_PROTOCOL,
+                                      "the reply from %s%s is larger than %u MiB; refusing it",
                                       a->c->endpoint, where, S3_COLLECT_MAX >> 20);
                 return 0;
         }
@@ -1012,9 +1016,9 @@ static int attempt_once(S3Client *c, const S3Request *req, const char *payload_h
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
                          (long) MAX(c->timeout_usec / USEC_PER_SEC, (uint64_t) 1));
         if (req->slow_reply)
-                curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
-                                 (long) (MAX(c->retry_time_usec, (uint64_t) S3_SLOW_REPLY_MAX_USEC) /
-                                         USEC_PER_MSEC));
+                curl_easy_setopt(
+                        e, CURLOPT_TIMEOUT_MS,
+                        (long) (MAX(c->retry_time_usec, (uint64_t) S3_SLOW_REPLY_MAX_USEC) / USEC_PER_MSEC));
         /* SIGTERM reaches the main thread only, and libcurl resumes its poll() after EINTR: the transfer
          * looks at the flag itself, in every thread. */
         curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
@@ -1158,7 +1162,8 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
 }
 
 int s3_fail_retry_time(S3Client *c, int r, uint64_t spent_usec) {
-        return err_set(r, err_exit_code(r), "%s; gave up after %.0f s (retry_time for remote \"%s\" is %" PRIu64 " s)",
+        return err_set(r, err_exit_code(r),
+                       "%s; gave up after %.0f s (retry_time for remote \"%s\" is %" PRIu64 " s)",
                        strna(err_message()), (double) spent_usec / USEC_PER_SEC, c->remote,
                        c->retry_time_usec / USEC_PER_SEC);
 }
@@ -1279,9 +1284,15 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
                         quoted = xasprintf("\"%s\"", g.etag);
                         h[n++] = (S3Header){ "If-Match", quoted };
                 }
-                S3Request req = { .method = "GET", .bucket = bucket, .key = key, .headers = h,
-                                  .n_headers = n, .on_body = get_on_body, .on_headers = get_on_headers,
-                                  .userdata = &g, .failing_since = &failing_since };
+                S3Request req = { .method = "GET",
+                                  .bucket = bucket,
+                                  .key = key,
+                                  .headers = h,
+                                  .n_headers = n,
+                                  .on_body = get_on_body,
+                                  .on_headers = get_on_headers,
+                                  .userdata = &g,
+                                  .failing_since = &failing_since };
                 uint64_t before = g.got;
 
                 r = s3_request(c, &req, &resp);

@@ -11,7 +11,7 @@
  * KiB of XML; a server that sends far more is broken or hostile, and following it would grow memory and
  * time without bound. */
 #define S3_LIST_PAGE_ENTRIES_MAX 10000U
-#define S3_LIST_PAGE_BYTES_MAX (64U * 1024 * 1024)
+#define S3_LIST_PAGE_BYTES_MAX   (64U * 1024 * 1024)
 /* Truncated pages in a row that bring nothing new (no key past the last one, no new prefix): a server
  * whose continuation tokens go round in a circle. Real servers may send a few empty pages. */
 #define S3_LIST_STALLED_PAGES_MAX 100U
@@ -52,10 +52,11 @@ static void list_state_page_start(ListState *s) {
 }
 
 static int list_page_too_many(ListState *s) {
-        return err_set(-E2BIG, EX_PROTOCOL,
-                       "S3 server at %s sent a ListObjectsV2 page of bucket %s with more than %u entries (S3 "
-                       "sends at most 1000 per page); refusing it (a server bug?)",
-                       s3_client_endpoint(s->c), s->bucket, S3_LIST_PAGE_ENTRIES_MAX);
+        return err_set(
+                -E2BIG, EX_PROTOCOL,
+                "S3 server at %s sent a ListObjectsV2 page of bucket %s with more than %u entries (S3 "
+                "sends at most 1000 per page); refusing it (a server bug?)",
+                s3_client_endpoint(s->c), s->bucket, S3_LIST_PAGE_ENTRIES_MAX);
 }
 
 static void list_state_entry_clear(ListState *s) {
@@ -110,15 +111,15 @@ static int list_xml(const char *path, const char *text, void *userdata) {
                 if (s->prefixes && (n == 0 || strcmp(text, (*s->prefixes)[n - 1]) > 0)) {
                         if (n + 2 > s->prefixes_allocated) {
                                 s->prefixes_allocated = MAX(s->prefixes_allocated * 2, (size_t) 16);
-                                *s->prefixes = xrealloc(*s->prefixes, s->prefixes_allocated * sizeof(char *));
+                                *s->prefixes =
+                                        xrealloc(*s->prefixes, s->prefixes_allocated * sizeof(char *));
                         }
                         (*s->prefixes)[n] = xstrdup(text);
                         (*s->prefixes)[n + 1] = NULL;
                         s->n_prefixes++;
                         s->page_progress = true;
                 }
-        }
-        else if (streq(p, "IsTruncated"))
+        } else if (streq(p, "IsTruncated"))
                 s->truncated = streq(text, "true");
         else if (streq(p, "NextContinuationToken")) {
                 free(s->next_token);
@@ -135,10 +136,11 @@ static int list_on_body(const void *p, size_t n, void *userdata) {
                 return -ECANCELED;
         s->page_bytes += n;
         if (s->page_bytes > S3_LIST_PAGE_BYTES_MAX)
-                return err_set(-E2BIG, EX_PROTOCOL,
-                               "S3 server at %s sent a ListObjectsV2 page of bucket %s larger than %u MiB (S3 "
-                               "sends a few hundred KiB); refusing it (a server bug?)",
-                               s3_client_endpoint(s->c), s->bucket, S3_LIST_PAGE_BYTES_MAX >> 20);
+                return err_set(
+                        -E2BIG, EX_PROTOCOL,
+                        "S3 server at %s sent a ListObjectsV2 page of bucket %s larger than %u MiB (S3 "
+                        "sends a few hundred KiB); refusing it (a server bug?)",
+                        s3_client_endpoint(s->c), s->bucket, S3_LIST_PAGE_BYTES_MAX >> 20);
         r = s3_xml_feed(s->xml, p, n, false);
         return s3_reply_malformed(s->c, "ListObjectsV2", s->bucket, NULL, r);
 }
@@ -199,15 +201,18 @@ static int list_page(S3Client *c, const char *bucket, const char *prefix, const 
 static int list_check_token(S3Client *c, const char *bucket, const char *token, const char *next,
                             bool progress, unsigned *stalled) {
         if (token && streq(token, next))
-                return err_set(-ELOOP, EX_PROTOCOL,
-                               "S3 server at %s returned the same continuation token twice while listing bucket "
-                               "%s; the listing cannot finish (a server bug?)", s3_client_endpoint(c), bucket);
+                return err_set(
+                        -ELOOP, EX_PROTOCOL,
+                        "S3 server at %s returned the same continuation token twice while listing bucket "
+                        "%s; the listing cannot finish (a server bug?)",
+                        s3_client_endpoint(c), bucket);
         *stalled = progress ? 0 : *stalled + 1;
         if (*stalled > S3_LIST_STALLED_PAGES_MAX)
-                return err_set(-ELOOP, EX_PROTOCOL,
-                               "S3 server at %s sent %u listing pages of bucket %s in a row without a new key; "
-                               "the listing cannot finish (a server bug?)", s3_client_endpoint(c), *stalled,
-                               bucket);
+                return err_set(
+                        -ELOOP, EX_PROTOCOL,
+                        "S3 server at %s sent %u listing pages of bucket %s in a row without a new key; "
+                        "the listing cannot finish (a server bug?)",
+                        s3_client_endpoint(c), *stalled, bucket);
         return 0;
 }
 
@@ -380,7 +385,8 @@ static int lister_advance(S3Lister *l) {
                 }
         }
         /* A page that brings no key past the last one handed out (the keys ascend) is no progress. */
-        pg.progress = pg.n_items > 0 && (!l->last_key || strcmp(pg.items[pg.n_items - 1].key, l->last_key) > 0);
+        pg.progress =
+                pg.n_items > 0 && (!l->last_key || strcmp(pg.items[pg.n_items - 1].key, l->last_key) > 0);
         if (pg.token) {
                 r = list_check_token(l->c, l->bucket, NULL, pg.token, pg.progress, &l->stalled);
                 if (r < 0) {
@@ -563,10 +569,12 @@ int s3_list_multipart_uploads(S3Client *c, const char *bucket, const char *prefi
                         return r;
                 r = s3_xml_parse(resp.body ?: "", resp.body_len, uploads_xml, &s);
                 if (r == -E2BIG)
-                        return err_set(r, EX_PROTOCOL,
-                                       "S3 server at %s sent a ListMultipartUploads page of bucket %s with more "
-                                       "than %u uploads (S3 sends at most 1000 per page); refusing it (a server "
-                                       "bug?)", s3_client_endpoint(c), bucket, S3_LIST_PAGE_ENTRIES_MAX);
+                        return err_set(
+                                r, EX_PROTOCOL,
+                                "S3 server at %s sent a ListMultipartUploads page of bucket %s with more "
+                                "than %u uploads (S3 sends at most 1000 per page); refusing it (a server "
+                                "bug?)",
+                                s3_client_endpoint(c), bucket, S3_LIST_PAGE_ENTRIES_MAX);
                 if (r < 0)
                         return s3_reply_malformed(c, "ListMultipartUploads", bucket, NULL, r);
                 for (size_t i = 0; i < s.n_items; i++) {
@@ -577,19 +585,22 @@ int s3_list_multipart_uploads(S3Client *c, const char *bucket, const char *prefi
                 if (!s.truncated || isempty(s.next_key))
                         return 0;
                 /* The markers must move on, or the listing never ends. */
-                bool same = streq_ptr(key_marker, s.next_key) && streq(strempty(id_marker),
-                                                                       strempty(s.next_upload_id));
+                bool same = streq_ptr(key_marker, s.next_key) &&
+                            streq(strempty(id_marker), strempty(s.next_upload_id));
                 if (same)
-                        return err_set(-ELOOP, EX_PROTOCOL,
-                                       "S3 server at %s returned the same upload markers twice while listing "
-                                       "multipart uploads of bucket %s; the listing cannot finish (a server "
-                                       "bug?)", s3_client_endpoint(c), bucket);
+                        return err_set(
+                                -ELOOP, EX_PROTOCOL,
+                                "S3 server at %s returned the same upload markers twice while listing "
+                                "multipart uploads of bucket %s; the listing cannot finish (a server "
+                                "bug?)",
+                                s3_client_endpoint(c), bucket);
                 stalled = s.n_items > 0 ? 0 : stalled + 1;
                 if (stalled > S3_LIST_STALLED_PAGES_MAX)
-                        return err_set(-ELOOP, EX_PROTOCOL,
-                                       "S3 server at %s sent %u pages of multipart uploads of bucket %s in a row "
-                                       "without an upload; the listing cannot finish (a server bug?)",
-                                       s3_client_endpoint(c), stalled, bucket);
+                        return err_set(
+                                -ELOOP, EX_PROTOCOL,
+                                "S3 server at %s sent %u pages of multipart uploads of bucket %s in a row "
+                                "without an upload; the listing cannot finish (a server bug?)",
+                                s3_client_endpoint(c), stalled, bucket);
                 free(key_marker);
                 free(id_marker);
                 key_marker = TAKE_PTR(s.next_key);
@@ -651,8 +662,14 @@ int s3_delete_objects(S3Client *c, const char *bucket, char *const *keys, size_t
                 md5 = s3_content_md5(body, len);
                 const S3Header h[] = { { "Content-Type", "application/xml" }, { "Content-MD5", md5 } };
                 /* A 200 reply may still be an <Error> for the whole request: retried, then reported. */
-                S3Request req = { .method = "POST", .bucket = bucket, .params = q, .n_params = 1,
-                                  .headers = h, .n_headers = ELEMENTSOF(h), .body = body, .body_len = len,
+                S3Request req = { .method = "POST",
+                                  .bucket = bucket,
+                                  .params = q,
+                                  .n_params = 1,
+                                  .headers = h,
+                                  .n_headers = ELEMENTSOF(h),
+                                  .body = body,
+                                  .body_len = len,
                                   .error_in_ok = true };
                 r = s3_request(c, &req, &resp);
                 if (r < 0)
@@ -668,7 +685,8 @@ int s3_delete_objects(S3Client *c, const char *bucket, char *const *keys, size_t
                 if (!s.result)
                         return err_set(-EBADMSG, EX_PROTOCOL,
                                        "DeleteObjects reply from %s (bucket %s) is not a DeleteResult; the "
-                                       "objects may not have been deleted", s3_client_endpoint(c), bucket);
+                                       "objects may not have been deleted",
+                                       s3_client_endpoint(c), bucket);
                 done += batch;
         }
         return 0;
