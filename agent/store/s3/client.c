@@ -663,7 +663,7 @@ static int fail_transport(S3Client *c, const S3Request *req, CURLcode cc, const 
                 error = -EHOSTUNREACH;
                 break;
         case CURLE_OPERATION_TIMEDOUT:
-                if (!startswith(what, "Connection timed out")) {
+                if (!startswith(what, "Connection timed out") && !startswith(what, "Resolving timed out")) {
                         /* Connected, then no progress: a server that does not answer, or a body that
                          * stalls or trickles. */
                         _cleanup_free_ char *where = request_where(req);
