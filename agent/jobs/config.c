@@ -73,14 +73,20 @@ static int manifest_prefixes(char *const *dirs, char ***ret, uint64_t *ret_bytes
         return 0;
 }
 
+static int export_write(const void *p, size_t n, void *userdata) {
+        return sink_write(userdata, p, n);
+}
+
+/* The Secrets export, encrypted as it is written: the plaintext List never exists as one text, and the
+ * ciphertext buffer is sized once from the text's length (age adds a header and 16 bytes per 64 KiB). */
 static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t *ret_size, size_t *ret_count,
                           char **ret_server) {
         _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
         _cleanup_(kube_client_freep) KubeClient *client = NULL;
-        _cleanup_(source_freep) Source *src = NULL;
-        json_object *list = NULL, *items = NULL;
-        const char *text;
-        size_t len;
+        _cleanup_(kube_export_freep) KubeExport *e = NULL;
+        _cleanup_(sink_freep) Sink *mem = NULL, *age = NULL;
+        uint64_t size;
+        size_t count;
         int r;
 
         r = kubeconfig_load(cc->kubeconfig, &kc);
@@ -89,22 +95,26 @@ static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t 
         r = kube_client_new(kc, &client);
         if (r < 0)
                 return r;
-        r = kube_list_secrets(client, cc->namespaces, &list);
+        r = kube_export_secrets(client, cc->namespaces, &e);
         if (r < 0)
                 return r;
-        json_object_object_get_ex(list, "items", &items);
-        text = json_object_to_json_string_length(
-                list, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-        src = source_memory_new(text, len);
-        r = encrypt_to_memory(src, cc->recipients, ret_data, ret_size);
-        /* json-c keeps the text in the object; wipe it before the object goes. */
-        OPENSSL_cleanse((char *) text, len);
-        if (r >= 0) {
-                *ret_count = json_object_array_length(items);
-                *ret_server = xstrdup(kc->server);
-        }
-        json_object_put(list);
-        return r;
+        count = kube_export_count(e);
+        size = kube_export_size(e);
+        mem = sink_memory_new_sized(
+                (size_t) (size + (size / (64 * 1024) + 2) * 16 + 256 * (strv_length(cc->recipients) + 1)));
+        age = sink_age_new(mem, cc->recipients, &r);
+        if (!age)
+                return r;
+        mem = NULL; /* age owns it now */
+        r = kube_export_write(e, export_write, age);
+        if (r >= 0)
+                r = sink_finish(age);
+        if (r < 0)
+                return r;
+        sink_memory_take(age->next, ret_data, ret_size);
+        *ret_count = count;
+        *ret_server = xstrdup(kc->server);
+        return 0;
 }
 
 static int add_extra_secret_file(TarWriter *tar, const char *path, char *const *recipients,

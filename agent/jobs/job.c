@@ -36,6 +36,8 @@ void job_install_signal_handlers(void) {
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
+        /* The store and Kubernetes clients below the jobs see the request through this. */
+        cancel_flag = &job_cancel_requested;
 }
 
 void job_retention_settings(const Config *c, const char *job, unsigned *ret_days, unsigned *ret_keep_min) {

@@ -550,7 +550,8 @@ static void task_copy(Worker *w, const Task *t) {
         const Pair *p = t->pair;
         _cleanup_free_ char *src_key = xasprintf("%s%s", p->src.prefix, t->key);
         _cleanup_free_ char *dst_key = xasprintf("%s%s", p->dst.prefix, t->key);
-        uint64_t bytes = 0;
+        uint64_t bytes = 0, failing_since = 0;
+        uint64_t budget = MAX(s3_client_retry_time_usec(w->src), s3_client_retry_time_usec(w->dst));
         int r = 0;
 
         for (unsigned attempt = 1; attempt <= COPY_ATTEMPTS; attempt++) {
@@ -563,6 +564,13 @@ static void task_copy(Worker *w, const Task *t) {
                 } else
                         r = copy_large(w, t, src_key, dst_key, t->size, &bytes);
                 if (r >= 0 || !copy_retryable(r))
+                        break;
+                /* Started over only within retry_time of the first failure: a source whose GETs stall
+                 * after a little progress does not keep the copy going attempt after attempt. */
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                if (failing_since == 0)
+                        failing_since = now;
+                else if (now - failing_since >= budget)
                         break;
                 log_debug("copy of %s/%s failed (%s), %s", p->name, t->key, strna(err_message()),
                           attempt < COPY_ATTEMPTS ? "starting over" : "giving up");

@@ -8,6 +8,9 @@
 #define KUBE_PAGE_SIZE_DEFAULT 100U
 #define KUBE_RESPONSE_MAX (256U << 20)
 #define KUBE_LIST_RESTARTS_MAX 3
+/* A listing that needs more pages than this does not come from a real cluster (a million Secrets at the
+ * default page size) but from a server whose continue tokens go round in a circle. */
+#define KUBE_LIST_PAGES_MAX 10000U
 
 struct KubeClient {
         CURL *curl;
@@ -23,18 +26,59 @@ struct KubeClient {
         char errbuf[CURL_ERROR_SIZE];
 };
 
-/* A response body; it carries Secret values, so it is wiped before it is freed. */
+/* A response body; it carries Secret values, so it is wiped before it is freed. With tok set, the body
+ * is parsed as it arrives instead of kept whole: a page of large Secrets is then held once (as JSON
+ * objects), not twice. */
 typedef struct Response {
         long status;
         char *body;
         size_t size, allocated;
+        json_tokener *tok;
+        json_object *json; /* what tok parsed */
+        bool parse_failed;
 } Response;
 
 static void response_done(Response *r) {
         if (r->body)
                 explicit_bzero(r->body, r->allocated);
         free(r->body);
+        if (r->tok)
+                json_tokener_free(r->tok);
+        if (r->json)
+                json_object_put(r->json);
         *r = (Response) {};
+}
+
+static bool is_space(const char *p, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (!strchr(" \t\r\n", p[i]))
+                        return false;
+        return true;
+}
+
+/* Feeds a piece of the body to the tokener; the first complete value is the reply. */
+static void response_parse(Response *r, const char *p, size_t n) {
+        while (n > 0 && !r->parse_failed) {
+                size_t k = MIN(n, (size_t) INT32_MAX);
+                if (r->json) {
+                        r->parse_failed = !is_space(p, k); /* only whitespace may follow */
+                        return;
+                }
+                json_object *j = json_tokener_parse_ex(r->tok, p, (int) k);
+                enum json_tokener_error e = json_tokener_get_error(r->tok);
+                if (e == json_tokener_continue) {
+                        p += k, n -= k;
+                        continue;
+                }
+                if (e != json_tokener_success || !j) {
+                        json_object_put(j);
+                        r->parse_failed = true;
+                        return;
+                }
+                r->json = j;
+                size_t used = json_tokener_get_parse_end(r->tok);
+                p += MIN(used, k), n -= MIN(used, k);
+        }
 }
 
 static void json_object_putp(json_object **j) {
@@ -102,6 +146,11 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
 
         if (r->size + n + 1 > KUBE_RESPONSE_MAX)
                 return 0; /* makes libcurl fail the transfer with CURLE_WRITE_ERROR */
+        if (r->tok) {
+                r->size += n; /* counted, not kept */
+                response_parse(r, data, n);
+                return n;
+        }
         if (r->size + n + 1 > r->allocated) {
                 size_t a = r->allocated * 2 > r->size + n + 1 ? r->allocated * 2 : r->size + n + 1;
                 char *b = xmalloc(a);
@@ -118,6 +167,14 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
         r->size += n;
         r->body[r->size] = 0;
         return n;
+}
+
+/* libcurl calls this often while data moves and about once a second while it waits: a SIGTERM (which only
+ * sets a flag, and after which libcurl just polls again) stops the request here. */
+static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+        (void) userdata, (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
+        return cancel_requested() ? 1 : 0;
 }
 
 int kube_client_new(const KubeConfig *config, KubeClient **ret) {
@@ -159,6 +216,8 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         SETOPT(CURLOPT_CONNECTTIMEOUT, 10L);
         SETOPT(CURLOPT_TIMEOUT, 120L);
         SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
+        SETOPT(CURLOPT_NOPROGRESS, 0L);
+        SETOPT(CURLOPT_XFERINFOFUNCTION, progress_cb);
         if (config->insecure_skip_tls_verify) {
                 SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
                 SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
@@ -225,6 +284,9 @@ static int transport_error(KubeClient *c, CURLcode e) {
                                "the client certificate or key of user \"%s\" in %s cannot "
                                "be used (%s): check client-certificate-data and client-key-data",
                                c->user, c->kubeconfig_path, detail);
+        case CURLE_ABORTED_BY_CALLBACK:
+                return err_set(-ECANCELED, EX_TEMPFAIL,
+                               "cancelled while talking to the Kubernetes API at %s", c->server);
         case CURLE_WRITE_ERROR:
                 return err_set(-EFBIG, EX_PROTOCOL,
                                "the Kubernetes API at %s sent a response larger than "
@@ -242,9 +304,15 @@ static int transport_error(KubeClient *c, CURLcode e) {
 static int request(KubeClient *c, const char *method, const char *path, json_object *body, Response *ret) {
         _cleanup_free_ char *url = xasprintf("%s%s", c->server, path);
         const char *payload = body ? json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN) : NULL;
-        Response resp = {};
+        Response resp = { .tok = ret->tok };
         CURLcode e;
 
+        ret->tok = NULL;
+        if (cancel_requested()) {
+                response_done(&resp);
+                return err_set(-ECANCELED, EX_TEMPFAIL,
+                               "cancelled before a request to the Kubernetes API at %s", c->server);
+        }
         log_debug("Kubernetes API: %s %s", method, url);
         c->errbuf[0] = 0;
         e = curl_easy_setopt(c->curl, CURLOPT_URL, url);
@@ -277,9 +345,12 @@ static int request(KubeClient *c, const char *method, const char *path, json_obj
 }
 
 static json_object *parse_json(const Response *r) {
-        _cleanup_(json_tokener_freep) json_tokener *tok = json_tokener_new();
+        _cleanup_(json_tokener_freep) json_tokener *tok = NULL;
         json_object *j;
 
+        if (r->tok)
+                return r->json && !r->parse_failed ? json_object_get(r->json) : NULL;
+        tok = json_tokener_new();
         if (!tok || !r->body)
                 return NULL;
         j = json_tokener_parse_ex(tok, r->body, (int) r->size);
@@ -433,12 +504,20 @@ static int check_namespace(KubeClient *c, const char *ns) {
         return 0;
 }
 
+/* Where list_paged() puts the export items of a listing: a json-c array, or the texts of an export. */
+typedef struct Collector {
+        int (*add)(struct Collector *col, json_object *export_item);
+        size_t (*count)(struct Collector *col);
+        void (*truncate)(struct Collector *col, size_t n); /* drops what came after the first n */
+} Collector;
+
 /* Follows continue tokens until the listing is complete. An expired token (410 Gone: the listing took
  * longer than etcd keeps its snapshot) restarts the listing, since pages from two snapshots could miss
- * or repeat Secrets. */
-static int list_paged(KubeClient *c, const char *base, const char *what, json_object *out) {
-        size_t start = json_object_array_length(out);
-        unsigned restarts = 0;
+ * or repeat Secrets. A token that comes back unchanged, or more pages than any cluster has, would never
+ * end: refused. Each page is parsed as it arrives and freed once its items are collected. */
+static int list_paged(KubeClient *c, const char *base, const char *what, Collector *out) {
+        size_t start = out->count(out);
+        unsigned restarts = 0, pages = 0;
         _cleanup_free_ char *cont = NULL;
 
         for (;;) {
@@ -449,6 +528,12 @@ static int list_paged(KubeClient *c, const char *base, const char *what, json_ob
                 const char *next;
                 int k;
 
+                if (++pages > KUBE_LIST_PAGES_MAX)
+                        return err_set(
+                                -ELOOP, EX_PROTOCOL,
+                                "the Kubernetes API at %s answered more than %u pages to %s; the listing "
+                                "cannot finish (an API server bug?)",
+                                c->server, KUBE_LIST_PAGES_MAX, what);
                 if (cont) {
                         _cleanup_(curl_freep) char *esc = curl_easy_escape(c->curl, cont, 0);
                         if (!esc)
@@ -457,6 +542,9 @@ static int list_paged(KubeClient *c, const char *base, const char *what, json_ob
                 } else
                         path = xasprintf("%s?limit=%u", base, c->page_size);
 
+                r.tok = json_tokener_new();
+                if (!r.tok)
+                        return -ENOMEM;
                 k = request(c, "GET", path, NULL, &r);
                 if (k < 0)
                         return k;
@@ -465,14 +553,13 @@ static int list_paged(KubeClient *c, const char *base, const char *what, json_ob
                         restarts++;
                         free(cont);
                         cont = NULL;
-                        size_t n = json_object_array_length(out);
-                        if (n > start)
-                                json_object_array_del_idx(out, start, n - start);
+                        out->truncate(out, start);
                         continue;
                 }
                 if (r.status != 200)
                         return status_error(c, &r, what);
                 page = parse_json(&r);
+                response_done(&r); /* the page is held once, as page */
                 if (!page || !json_object_object_get_ex(page, "items", &items) ||
                     !(json_object_is_type(items, json_type_array) ||
                       json_object_is_type(items, json_type_null)))
@@ -480,28 +567,41 @@ static int list_paged(KubeClient *c, const char *base, const char *what, json_ob
                                        "the Kubernetes API at %s answered %s with "
                                        "something that is not a SecretList",
                                        c->server, path);
-                if (json_object_is_type(items, json_type_array))
-                        kube_secrets_collect(items, out);
+                for (size_t i = 0;
+                     json_object_is_type(items, json_type_array) && i < json_object_array_length(items);
+                     i++) {
+                        json_object *item = json_object_array_get_idx(items, i);
+                        if (!json_object_is_type(item, json_type_object) ||
+                            kube_secret_is_service_account_token(item))
+                                continue;
+                        _cleanup_json_ json_object *e = kube_secret_export(item);
+                        k = out->add(out, e);
+                        if (k < 0)
+                                return k;
+                }
 
                 meta = json_get_object(page, "metadata");
                 next = json_get_string(meta, "continue");
                 if (isempty(next))
                         return 0;
+                if (cont && streq(cont, next))
+                        return err_set(
+                                -ELOOP, EX_PROTOCOL,
+                                "the Kubernetes API at %s returned the same continue token twice to %s; "
+                                "the listing cannot finish (an API server bug?)",
+                                c->server, what);
                 free(cont);
                 cont = xstrdup(next);
         }
 }
 
-int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_list) {
-        _cleanup_json_ json_object *items = json_object_new_array(), *list = NULL;
+/* Lists every namespace asked for (NULL: all) into out. */
+static int list_namespaces_secrets(KubeClient *c, char *const *namespaces, Collector *out) {
         int r;
 
-        if (!namespaces) {
-                r = list_paged(c, "/api/v1/secrets", "list secrets in all namespaces", items);
-                if (r < 0)
-                        return r;
-        }
-        for (size_t i = 0; namespaces && namespaces[i]; i++) {
+        if (!namespaces)
+                return list_paged(c, "/api/v1/secrets", "list secrets in all namespaces", out);
+        for (size_t i = 0; namespaces[i]; i++) {
                 const char *ns = namespaces[i];
                 _cleanup_free_ char *base = NULL, *what = NULL;
 
@@ -520,11 +620,43 @@ int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_
                         return r;
                 base = xasprintf("/api/v1/namespaces/%s/secrets", ns);
                 what = xasprintf("list secrets in namespace \"%s\"", ns);
-                r = list_paged(c, base, what, items);
+                r = list_paged(c, base, what, out);
                 if (r < 0)
                         return r;
         }
+        return 0;
+}
 
+typedef struct ArrayCollector {
+        Collector col;
+        json_object *items;
+} ArrayCollector;
+
+static int array_add(Collector *col, json_object *item) {
+        json_object_array_add(((ArrayCollector *) col)->items, json_object_get(item));
+        return 0;
+}
+
+static size_t array_count(Collector *col) {
+        return json_object_array_length(((ArrayCollector *) col)->items);
+}
+
+static void array_truncate(Collector *col, size_t n) {
+        json_object *items = ((ArrayCollector *) col)->items;
+        size_t len = json_object_array_length(items);
+
+        if (len > n)
+                json_object_array_del_idx(items, n, len - n);
+}
+
+int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_list) {
+        _cleanup_json_ json_object *items = json_object_new_array(), *list = NULL;
+        ArrayCollector a = { .col = { array_add, array_count, array_truncate }, .items = items };
+        int r;
+
+        r = list_namespaces_secrets(c, namespaces, &a.col);
+        if (r < 0)
+                return r;
         kube_secrets_sort(items);
         list = json_object_new_object();
         json_object_object_add(list, "apiVersion", json_object_new_string("v1"));
@@ -532,6 +664,225 @@ int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_
         json_object_object_add(list, "items", TAKE_PTR(items));
         *ret_list = TAKE_PTR(list);
         return 0;
+}
+
+/* ---- the export, written as it is encrypted ---- */
+
+/* JSON text of o, handed to write in pieces as it is produced: strings (the Secret values) are escaped
+ * straight from the json-c objects, so no serialized copy of an item, and no copy of a value, is ever
+ * made. Laid out like json-c's JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE. */
+static int json_write_string(const char *p, size_t n, KubeWriteFunc write, void *userdata) {
+        static const char hex[] = "0123456789abcdef";
+        size_t run = 0;
+        int r;
+
+        r = write("\"", 1, userdata);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                unsigned char ch = (unsigned char) p[i];
+                char esc[7];
+                size_t k = 0;
+
+                if (ch == '"' || ch == '\\')
+                        esc[k++] = '\\', esc[k++] = (char) ch;
+                else if (ch == '\n')
+                        esc[k++] = '\\', esc[k++] = 'n';
+                else if (ch == '\r')
+                        esc[k++] = '\\', esc[k++] = 'r';
+                else if (ch == '\t')
+                        esc[k++] = '\\', esc[k++] = 't';
+                else if (ch < 0x20) {
+                        memcpy(esc, "\\u00", 4);
+                        esc[4] = hex[ch >> 4], esc[5] = hex[ch & 15];
+                        k = 6;
+                } else {
+                        run++;
+                        continue;
+                }
+                if (run > 0)
+                        r = write(p + i - run, run, userdata);
+                run = 0;
+                if (r >= 0)
+                        r = write(esc, k, userdata);
+        }
+        if (r >= 0 && run > 0)
+                r = write(p + n - run, run, userdata);
+        if (r >= 0)
+                r = write("\"", 1, userdata);
+        return r;
+}
+
+static int json_write_indent(unsigned indent, KubeWriteFunc write, void *userdata) {
+        static const char spaces[] = "                                                                ";
+        int r = write("\n", 1, userdata);
+
+        for (unsigned left = indent; r >= 0 && left > 0;) {
+                unsigned k = MIN(left, (unsigned) sizeof spaces - 1);
+                r = write(spaces, k, userdata);
+                left -= k;
+        }
+        return r;
+}
+
+static int json_write(json_object *o, unsigned indent, KubeWriteFunc write, void *userdata) {
+        bool first = true;
+        int r = 0;
+
+        switch (json_object_get_type(o)) {
+        case json_type_string:
+                return json_write_string(json_object_get_string(o), (size_t) json_object_get_string_len(o),
+                                         write, userdata);
+        case json_type_object:
+                if (json_object_object_length(o) == 0)
+                        return write("{}", 2, userdata);
+                r = write("{", 1, userdata);
+                json_object_object_foreach(o, key, val) {
+                        if (r >= 0 && !first)
+                                r = write(",", 1, userdata);
+                        first = false;
+                        if (r >= 0)
+                                r = json_write_indent(indent + 2, write, userdata);
+                        if (r >= 0)
+                                r = json_write_string(key, strlen(key), write, userdata);
+                        if (r >= 0)
+                                r = write(": ", 2, userdata);
+                        if (r >= 0)
+                                r = json_write(val, indent + 2, write, userdata);
+                }
+                if (r >= 0)
+                        r = json_write_indent(indent, write, userdata);
+                return r >= 0 ? write("}", 1, userdata) : r;
+        case json_type_array: {
+                size_t n = json_object_array_length(o);
+                if (n == 0)
+                        return write("[]", 2, userdata);
+                r = write("[", 1, userdata);
+                for (size_t i = 0; r >= 0 && i < n; i++) {
+                        if (i > 0)
+                                r = write(",", 1, userdata);
+                        if (r >= 0)
+                                r = json_write_indent(indent + 2, write, userdata);
+                        if (r >= 0)
+                                r = json_write(json_object_array_get_idx(o, i), indent + 2, write, userdata);
+                }
+                if (r >= 0)
+                        r = json_write_indent(indent, write, userdata);
+                return r >= 0 ? write("]", 1, userdata) : r;
+        }
+        default: {
+                /* null, booleans and numbers: short */
+                size_t len;
+                const char *t = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+                return write(t, len, userdata);
+        }
+        }
+}
+
+static int count_write(const void *p, size_t n, void *userdata) {
+        (void) p;
+        *(uint64_t *) userdata += n;
+        return 0;
+}
+
+static uint64_t json_text_size(json_object *o, unsigned indent) {
+        uint64_t n = 0;
+
+        (void) json_write(o, indent, count_write, &n);
+        return n;
+}
+
+#define EXPORT_HEAD        "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": ["
+#define EXPORT_TAIL        "\n  ]\n}\n"
+#define EXPORT_ITEM_INDENT 4U
+
+struct KubeExport {
+        Collector col;
+        KubeClient *c;
+        json_object **items; /* export items; they hold the values of their page, the rest of it is freed */
+        size_t n_items, n_allocated;
+        uint64_t bytes; /* of the JSON text of the items */
+};
+
+static int export_add(Collector *col, json_object *item) {
+        KubeExport *e = (KubeExport *) col;
+        uint64_t n = json_text_size(item, EXPORT_ITEM_INDENT) + 2 + EXPORT_ITEM_INDENT;
+
+        if (e->bytes + n > KUBE_EXPORT_MAX)
+                return err_set(-EFBIG, EX_DATAERR,
+                               "the Secrets of the cluster at %s add up to more than %u MiB, more than a "
+                               "config backup can hold; narrow namespaces = in [config]",
+                               e->c->server, KUBE_EXPORT_MAX >> 20);
+        if (e->n_items == e->n_allocated) {
+                e->n_allocated = MAX(e->n_allocated * 2, (size_t) 64);
+                e->items = xrealloc(e->items, e->n_allocated * sizeof *e->items);
+        }
+        e->items[e->n_items++] = json_object_get(item);
+        e->bytes += n;
+        return 0;
+}
+
+static size_t export_count(Collector *col) {
+        return ((KubeExport *) col)->n_items;
+}
+
+static void export_truncate(Collector *col, size_t n) {
+        KubeExport *e = (KubeExport *) col;
+
+        while (e->n_items > n) {
+                json_object *i = e->items[--e->n_items];
+                e->bytes -= json_text_size(i, EXPORT_ITEM_INDENT) + 2 + EXPORT_ITEM_INDENT;
+                json_object_put(i);
+        }
+}
+
+void kube_export_free(KubeExport *e) {
+        if (!e)
+                return;
+        export_truncate(&e->col, 0);
+        free(e->items);
+        free(e);
+}
+
+int kube_export_secrets(KubeClient *c, char *const *namespaces, KubeExport **ret) {
+        _cleanup_(kube_export_freep) KubeExport *e = xcalloc(1, sizeof *e);
+        int r;
+
+        e->col = (Collector){ export_add, export_count, export_truncate };
+        e->c = c;
+        r = list_namespaces_secrets(c, namespaces, &e->col);
+        if (r < 0)
+                return r;
+        qsort(e->items, e->n_items, sizeof *e->items, secret_cmp);
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+size_t kube_export_count(const KubeExport *e) {
+        return e->n_items;
+}
+
+uint64_t kube_export_size(const KubeExport *e) {
+        return strlen(EXPORT_HEAD) + e->bytes - (e->n_items > 0 ? 1 : 0) + strlen(EXPORT_TAIL);
+}
+
+int kube_export_write(KubeExport *e, KubeWriteFunc write, void *userdata) {
+        int r;
+
+        r = write(EXPORT_HEAD, strlen(EXPORT_HEAD), userdata);
+        /* Each item is dropped once written: the plaintext shrinks as the ciphertext grows. */
+        for (size_t i = 0; i < e->n_items; i++) {
+                if (r >= 0 && i > 0)
+                        r = write(",", 1, userdata);
+                if (r >= 0)
+                        r = json_write_indent(EXPORT_ITEM_INDENT, write, userdata);
+                if (r >= 0)
+                        r = json_write(e->items[i], EXPORT_ITEM_INDENT, write, userdata);
+                e->items[i] = (json_object_put(e->items[i]), NULL);
+        }
+        e->n_items = 0;
+        e->bytes = 0;
+        if (r >= 0)
+                r = write(EXPORT_TAIL, strlen(EXPORT_TAIL), userdata);
+        return r;
 }
 
 int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeApplyResult *ret) {

@@ -31,6 +31,26 @@ void kube_client_set_page_size(KubeClient *c, unsigned limit);
  * Secret values in memory only; the caller encrypts it and drops it. */
 int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_list);
 
+/* The most Secrets text an export may hold: a config backup's Secrets member is read back into memory
+ * (at most 256 MiB of ciphertext). */
+#define KUBE_EXPORT_MAX (240U << 20)
+
+/* Takes the next piece of an export; < 0 stops it with that error. */
+typedef int (*KubeWriteFunc)(const void *p, size_t n, void *userdata);
+
+/* The List of kube_list_secrets(), for a caller that encrypts it as it is written: the Secrets are held
+ * once (as the values of their pages; each page is parsed as it arrives and the rest of it freed), and
+ * kube_export_write() produces the JSON text piece by piece, escaping values in place and dropping each
+ * Secret once written, so no text of the whole List, and no copy of a value, is ever made. Fails with
+ * -EFBIG beyond KUBE_EXPORT_MAX. */
+typedef struct KubeExport KubeExport;
+int kube_export_secrets(KubeClient *c, char *const *namespaces, KubeExport **ret);
+size_t kube_export_count(const KubeExport *e);
+uint64_t kube_export_size(const KubeExport *e); /* bytes kube_export_write() will write */
+int kube_export_write(KubeExport *e, KubeWriteFunc write, void *userdata); /* once */
+void kube_export_free(KubeExport *e);
+DEFINE_TRIVIAL_CLEANUP_FUNC(KubeExport *, kube_export_free);
+
 /* Creates the Secret, or replaces it when one of that name exists and differs. dry_run asks the API
  * server to check everything and persist nothing (dryRun=All). */
 int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeApplyResult *ret);

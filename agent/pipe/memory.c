@@ -50,6 +50,16 @@ Sink *sink_memory_new(void) {
         return &m->sink;
 }
 
+Sink *sink_memory_new_sized(size_t capacity) {
+        MemorySink *m = (MemorySink *) sink_memory_new();
+
+        if (capacity > 0) {
+                m->data = xmalloc(capacity);
+                m->allocated = capacity;
+        }
+        return &m->sink;
+}
+
 void sink_memory_take(Sink *s, uint8_t **ret_data, size_t *ret_size) {
         MemorySink *m = (MemorySink *) s;
 

@@ -71,6 +71,9 @@ int pipe_pump(Source *from, Sink *to);
  * appends to a buffer that it wipes and frees with itself unless taken with sink_memory_take(); the
  * source reads from memory it does not own. */
 Sink *sink_memory_new(void);
+/* The same with room for capacity bytes reserved up front, for a size known in advance: no growth, so no
+ * second copy while it grows. */
+Sink *sink_memory_new_sized(size_t capacity);
 void sink_memory_take(Sink *s, uint8_t **ret_data, size_t *ret_size);
 Source *source_memory_new(const void *data, size_t size);
 

@@ -485,6 +485,8 @@ int lock_file(const char *path, mode_t mode, bool wait, const volatile sig_atomi
         return 0;
 }
 
+volatile sig_atomic_t *cancel_flag = NULL;
+
 int thread_start(pthread_t *ret, void *(*f)(void *), void *userdata) {
         sigset_t all, saved;
         int r;

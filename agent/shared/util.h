@@ -23,6 +23,15 @@
  * the caller's thread, whose blocking calls they interrupt. Returns 0 or a negative errno. */
 int thread_start(pthread_t *ret, void *(*f)(void *), void *userdata);
 
+/* A cancellation request for the whole process (SIGTERM/SIGINT during a job): points at the flag the
+ * signal handler sets (job_install_signal_handlers()). Every loop that waits on the network or on a peer
+ * checks cancel_requested() — in every thread, since the signal itself only reaches the main thread.
+ * NULL: nothing cancels. */
+extern volatile sig_atomic_t *cancel_flag;
+static inline bool cancel_requested(void) {
+        return cancel_flag && *cancel_flag;
+}
+
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #ifndef MIN
 #define MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -20,6 +20,17 @@
 #define S3_BACKOFF_MAX_USEC (5 * USEC_PER_SEC)
 #define S3_COLLECT_MAX (8U * 1024 * 1024)
 #define S3_ERROR_BODY_MAX (64U * 1024)
+/* Below this many bytes per second for `timeout` seconds a transfer counts as stalled: a body that trickles
+ * a few bytes at a time is no progress. */
+#define S3_LOW_SPEED_LIMIT 1024L
+/* A request whose server may answer slowly (slow_reply) still ends after this, or retry_time if longer. */
+#define S3_SLOW_REPLY_MAX_USEC (15 * 60 * USEC_PER_SEC)
+/* A failed GET that delivered this much since the last failure made real progress: its failure starts a
+ * new retry_time window (a large download may lose its connection twice an hour apart). A body that stalls
+ * after a little progress each time does not reset it. */
+#define S3_PROGRESS_RESET (8U * 1024 * 1024)
+/* Backoff waits are cut into slices this long, so a cancellation is noticed within one. */
+#define S3_CANCEL_POLL_USEC (50 * USEC_PER_MSEC)
 
 typedef struct S3Share S3Share;
 
@@ -295,6 +306,10 @@ const char *s3_client_remote(const S3Client *c) {
         return c->remote;
 }
 
+uint64_t s3_client_retry_time_usec(const S3Client *c) {
+        return c->retry_time_usec;
+}
+
 /* ---- small helpers ---- */
 
 void s3_response_done(S3Response *r) {
@@ -370,26 +385,49 @@ char *s3_xml_escape(const char *s) {
 /* ---- streaming XML ---- */
 
 #define S3_XML_TEXT_MAX (64U * 1024)
+/* No S3 reply nests deeper than 4 elements or has element names near this long: a reply that does is
+ * refused rather than followed (a 200,000-deep document would otherwise grow the path without bound). */
+#define S3_XML_DEPTH_MAX 32U
+#define S3_XML_NAME_MAX  256U
 
 struct S3Xml {
         XML_Parser parser;
         S3XmlFunc f;
         void *userdata;
-        char *path;
+        /* The element path, "/A/B/C": a fixed buffer, and where each level starts in it, so leaving an
+         * element is one step back instead of a search. */
+        char path[S3_XML_DEPTH_MAX * (S3_XML_NAME_MAX + 1) + 1];
         size_t path_len;
+        size_t level_start[S3_XML_DEPTH_MAX];
+        unsigned depth;
         char *text;
         size_t text_len;
         int error;
+        const char *why; /* what made the parser stop, for the message */
 };
+
+static void xml_stop(S3Xml *x, const char *why) {
+        if (x->error == 0) {
+                x->error = -EBADMSG;
+                x->why = why;
+        }
+        XML_StopParser(x->parser, false);
+}
 
 static void xml_start(void *ud, const XML_Char *name, const XML_Char **attrs) {
         S3Xml *x = ud;
         const char *local = strrchr(name, ' '); /* no namespace processing: names come bare */
         size_t n;
 
+        if (x->error != 0)
+                return;
         local = local ? local + 1 : name;
         n = strlen(local);
-        x->path = xrealloc(x->path, x->path_len + n + 2);
+        if (x->depth >= S3_XML_DEPTH_MAX)
+                return xml_stop(x, "it nests elements deeper than 32 levels");
+        if (n > S3_XML_NAME_MAX)
+                return xml_stop(x, "it has an element name longer than 256 bytes");
+        x->level_start[x->depth++] = x->path_len;
         x->path[x->path_len++] = '/';
         memcpy(x->path + x->path_len, local, n + 1);
         x->path_len += n;
@@ -399,20 +437,17 @@ static void xml_start(void *ud, const XML_Char *name, const XML_Char **attrs) {
 
 static void xml_end(void *ud, const XML_Char *name) {
         S3Xml *x = ud;
-        char *slash;
 
-        if (x->error == 0) {
-                int r = x->f(x->path, x->text, x->userdata);
-                if (r < 0) {
-                        x->error = r;
-                        XML_StopParser(x->parser, false);
-                }
+        if (x->error != 0 || x->depth == 0)
+                return;
+        int r = x->f(x->path, x->text, x->userdata);
+        if (r < 0) {
+                x->error = r;
+                XML_StopParser(x->parser, false);
+                return;
         }
-        slash = strrchr(x->path, '/');
-        if (slash) {
-                *slash = 0;
-                x->path_len = (size_t) (slash - x->path);
-        }
+        x->path_len = x->level_start[--x->depth];
+        x->path[x->path_len] = 0;
         x->text_len = 0;
         x->text[0] = 0;
 }
@@ -435,7 +470,6 @@ S3Xml *s3_xml_new(S3XmlFunc f, void *userdata) {
                 abort();
         x->f = f;
         x->userdata = userdata;
-        x->path = xstrdup("");
         x->text = xmalloc(S3_XML_TEXT_MAX);
         x->text[0] = 0;
         XML_SetUserData(x->parser, x);
@@ -447,8 +481,12 @@ S3Xml *s3_xml_new(S3XmlFunc f, void *userdata) {
 int s3_xml_feed(S3Xml *x, const void *p, size_t n, bool final) {
         if (x->error < 0)
                 return x->error;
-        if (XML_Parse(x->parser, p, (int) n, final) == XML_STATUS_ERROR)
-                return x->error < 0 ? x->error : -EBADMSG;
+        if (XML_Parse(x->parser, p, (int) n, final) == XML_STATUS_ERROR) {
+                if (x->error < 0 && !x->why)
+                        return x->error; /* the callback's, with its message */
+                return err_set(-EBADMSG, EX_PROTOCOL, "%s",
+                               x->why ?: XML_ErrorString(XML_GetErrorCode(x->parser)));
+        }
         return 0;
 }
 
@@ -456,7 +494,6 @@ void s3_xml_free(S3Xml *x) {
         if (!x)
                 return;
         XML_ParserFree(x->parser);
-        free(x->path);
         free(x->text);
         free(x);
 }
@@ -467,7 +504,32 @@ int s3_xml_parse(const char *p, size_t n, S3XmlFunc f, void *userdata) {
         return s3_xml_feed(x, p, n, true);
 }
 
+int s3_reply_malformed(S3Client *c, const char *what, const char *bucket, const char *key, int r) {
+        _cleanup_free_ char *why = NULL;
+
+        if (r != -EBADMSG)
+                return r; /* a callback's own failure (a cap, a cancellation), with its message */
+        /* Copied: err_set() formats into the buffer err_message() points at. */
+        why = xstrdup(err_message() ?: "not well-formed XML");
+        if (key)
+                return err_set(r, EX_PROTOCOL, "malformed %s reply from %s (bucket %s, key %s): %s", what,
+                               c->endpoint, strna(bucket), key, why);
+        if (bucket)
+                return err_set(r, EX_PROTOCOL, "malformed %s reply from %s (bucket %s): %s", what,
+                               c->endpoint, bucket, why);
+        return err_set(r, EX_PROTOCOL, "malformed %s reply from %s: %s", what, c->endpoint, why);
+}
+
 /* ---- errors ---- */
+
+/* " (bucket B, key K)", " (bucket B)" or "": what a request was about, for messages. */
+static char *request_where(const S3Request *req) {
+        if (req->bucket && req->key)
+                return xasprintf(" (bucket %s, key %s)", req->bucket, req->key);
+        if (req->bucket)
+                return xasprintf(" (bucket %s)", req->bucket);
+        return xstrdup("");
+}
 
 typedef struct S3Error {
         char *code;
@@ -490,6 +552,22 @@ static bool code_is_auth(const char *code) {
                                             "InvalidSecurity", "AllAccessDisabled", "AccountProblem" };
         for (size_t i = 0; i < ELEMENTSOF(auth); i++)
                 if (streq(code, auth[i]))
+                        return true;
+        return false;
+}
+
+/* Codes that no retry can fix, also when they come in a 200 reply. */
+static bool code_is_permanent(const char *code) {
+        static const char *const permanent[] = {
+                "NoSuchUpload",       "NoSuchKey",         "NoSuchBucket",     "InvalidPart",
+                "InvalidPartOrder",   "EntityTooSmall",    "EntityTooLarge",   "MalformedXML",
+                "InvalidRequest",     "InvalidArgument",   "InvalidDigest",    "BadDigest",
+                "PreconditionFailed", "InvalidBucketName", "MethodNotAllowed", "NotImplemented"
+        };
+        if (code_is_auth(code))
+                return true;
+        for (size_t i = 0; i < ELEMENTSOF(permanent); i++)
+                if (streq(code, permanent[i]))
                         return true;
         return false;
 }
@@ -585,6 +663,17 @@ static int fail_transport(S3Client *c, const S3Request *req, CURLcode cc, const 
                 error = -EHOSTUNREACH;
                 break;
         case CURLE_OPERATION_TIMEDOUT:
+                if (!startswith(what, "Connection timed out") && !startswith(what, "Resolving timed out")) {
+                        /* Connected, then no progress: a server that does not answer, or a body that
+                         * stalls or trickles. */
+                        _cleanup_free_ char *where = request_where(req);
+                        return err_set(-ETIMEDOUT, EX_UNAVAILABLE,
+                                       "S3 endpoint %s%s stalled: less than 1 KiB/s for %" PRIu64
+                                       " s (%s); check "
+                                       "the server and the network, or raise timeout for remote \"%s\"",
+                                       c->endpoint, where, MAX(c->timeout_usec / USEC_PER_SEC, (uint64_t) 1),
+                                       what, c->remote);
+                }
                 error = -ETIMEDOUT;
                 break;
         case CURLE_PEER_FAILED_VERIFICATION:
@@ -632,7 +721,50 @@ typedef struct Attempt {
         size_t err_len;
         int cb_error;
         bool headers_done;
+        bool cancelled;
 } Attempt;
+
+/* libcurl calls this often while data moves and about once a second while it waits. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+        Attempt *a = ud;
+
+        (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
+        if (cancel_requested() && !a->req->tidy_up) {
+                a->cancelled = true;
+                return 1; /* CURLE_ABORTED_BY_CALLBACK */
+        }
+        return 0;
+}
+
+static int fail_cancelled(S3Client *c, const S3Request *req) {
+        _cleanup_free_ char *where = request_where(req);
+
+        return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled during %s to S3 endpoint %s%s", req->method,
+                       c->endpoint, where);
+}
+
+/* A 2xx reply that carries an <Error> document (error_in_ok): 0 when it does not. */
+static int ok_reply_error(S3Client *c, const S3Request *req, const S3Response *resp, bool *ret_retryable) {
+        S3Error se = {};
+        int r = 0;
+
+        if (resp->body_len == 0)
+                return 0;
+        /* Only the root <Error> matters: a DeleteResult's per-key <Error>s are the caller's to judge. A
+         * reply that is not XML at all is left to the caller's parser too. */
+        (void) s3_xml_parse(resp->body, resp->body_len, error_xml, &se);
+        err_clear();
+        if (se.code) {
+                log_debug("%s to %s: HTTP %ld with an <Error> body: %s", req->method, c->endpoint,
+                          resp->status, se.code);
+                *ret_retryable = !code_is_permanent(se.code);
+                r = s3_fail(c, req, resp->status, se.code, se.message);
+        }
+        free(se.code);
+        free(se.message);
+        return r;
+}
 
 static size_t on_read(char *buf, size_t size, size_t nitems, void *ud) {
         Attempt *a = ud;
@@ -696,7 +828,10 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
                 return n;
         }
         if (a->resp->body_len + n > S3_COLLECT_MAX) {
-                a->cb_error = -EFBIG;
+                _cleanup_free_ char *where = request_where(a->req);
+                a->cb_error = err_set(-EFBIG, EX_PROTOCOL,
+                                      "the reply from %s%s is larger than %u MiB; refusing it",
+                                      a->c->endpoint, where, S3_COLLECT_MAX >> 20);
                 return 0;
         }
         a->resp->body = xrealloc(a->resp->body, a->resp->body_len + n + 1);
@@ -874,10 +1009,21 @@ static int attempt_once(S3Client *c, const S3Request *req, const char *payload_h
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(e, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) (c->timeout_usec / USEC_PER_MSEC));
-        /* A stall, not a slow large transfer, is a timeout. */
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        /* A stall, not a slow large transfer, is a timeout; a body that trickles a few bytes at a time is a
+         * stall too. A server that may rightly take minutes (slow_reply) keeps the connection alive with
+         * whitespace: any byte is progress there, and the attempt has a cap instead. */
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, req->slow_reply ? 1L : S3_LOW_SPEED_LIMIT);
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
                          (long) MAX(c->timeout_usec / USEC_PER_SEC, (uint64_t) 1));
+        if (req->slow_reply)
+                curl_easy_setopt(
+                        e, CURLOPT_TIMEOUT_MS,
+                        (long) (MAX(c->retry_time_usec, (uint64_t) S3_SLOW_REPLY_MAX_USEC) / USEC_PER_MSEC));
+        /* SIGTERM reaches the main thread only, and libcurl resumes its poll() after EINTR: the transfer
+         * looks at the flag itself, in every thread. */
+        curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(e, CURLOPT_XFERINFODATA, &a);
         /* Larger than the 64 KiB / 16 KiB defaults: fewer, bigger socket writes and reads for 8 MiB
          * parts. */
         curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
@@ -913,6 +1059,10 @@ static int attempt_once(S3Client *c, const S3Request *req, const char *payload_h
         cc = curl_easy_perform(e);
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+        if (a.cancelled) {
+                free(a.err_body);
+                return fail_cancelled(c, req);
+        }
         if (a.cb_error < 0) {
                 free(a.err_body);
                 return a.cb_error; /* the callback's owner set the message */
@@ -925,6 +1075,8 @@ static int attempt_once(S3Client *c, const S3Request *req, const char *payload_h
         }
         if (resp->status >= 200 && resp->status < 300) {
                 free(a.err_body);
+                if (req->error_in_ok && !req->on_body)
+                        return ok_reply_error(c, req, resp, ret_retryable);
                 return 0;
         }
 
@@ -948,8 +1100,23 @@ static uint64_t backoff_usec(unsigned attempt) {
         return cap / 2 + arc4random_uniform((uint32_t) (cap / 2 + 1));
 }
 
+/* Sleeps d, or less when the job is cancelled meanwhile: -ECANCELED then. */
+static int sleep_cancellable(uint64_t d) {
+        uint64_t until = now_usec(CLOCK_MONOTONIC) + d;
+
+        for (;;) {
+                if (cancel_requested())
+                        return -ECANCELED;
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                if (now >= until)
+                        return 0;
+                (void) usleep((useconds_t) MIN(until - now, (uint64_t) S3_CANCEL_POLL_USEC));
+        }
+}
+
 int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
         char payload_hash[65];
+        uint64_t own_failing_since = 0, *failing_since = req->failing_since ?: &own_failing_since;
 
         if (req->read_body)
                 strcpy(payload_hash, "UNSIGNED-PAYLOAD");
@@ -957,15 +1124,21 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
                 snprintf(payload_hash, sizeof payload_hash, "%s", req->payload_sha256);
         else
                 s3_sha256_hex(req->body ?: "", req->body ? req->body_len : 0, payload_hash);
-        uint64_t start = now_usec(CLOCK_MONOTONIC);
         for (unsigned attempt = 1;; attempt++) {
                 bool retryable;
                 int r;
 
+                if (cancel_requested() && (!req->tidy_up || attempt > 1))
+                        return fail_cancelled(c, req);
                 c->attempt = attempt;
                 r = attempt_once(c, req, payload_hash, ret, &retryable);
                 if (r >= 0)
                         return 0;
+                /* retry_time is counted from the operation's first failure, not per request: a body that
+                 * stalls after a little progress each time still ends within it. */
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                if (*failing_since == 0)
+                        *failing_since = now;
                 if (!retryable || attempt >= c->max_attempts)
                         return r;
                 if (ret->sent_bytes > 0)
@@ -978,17 +1151,21 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
                                 return k;
                 }
                 uint64_t d = backoff_usec(attempt - 1);
-                uint64_t spent = now_usec(CLOCK_MONOTONIC) - start;
+                uint64_t spent = now - *failing_since;
                 if (spent + d > c->retry_time_usec)
-                        return err_set(r, err_exit_code(r),
-                                       "%s; gave up after %.0f s (retry_time for remote \"%s\" is %" PRIu64
-                                       " s)",
-                                       strna(err_message()), (double) spent / USEC_PER_SEC, c->remote,
-                                       c->retry_time_usec / USEC_PER_SEC);
+                        return s3_fail_retry_time(c, r, spent);
                 log_debug("S3 %s to %s failed (%s), retrying in %" PRIu64 " ms", req->method, c->endpoint,
                           strna(err_message()), d / USEC_PER_MSEC);
-                usleep((useconds_t) d);
+                if (sleep_cancellable(d) < 0)
+                        return fail_cancelled(c, req);
         }
+}
+
+int s3_fail_retry_time(S3Client *c, int r, uint64_t spent_usec) {
+        return err_set(r, err_exit_code(r),
+                       "%s; gave up after %.0f s (retry_time for remote \"%s\" is %" PRIu64 " s)",
+                       strna(err_message()), (double) spent_usec / USEC_PER_SEC, c->remote,
+                       c->retry_time_usec / USEC_PER_SEC);
 }
 
 /* ---- object operations ---- */
@@ -1082,6 +1259,7 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
                             void *userdata) {
         GetState g = { .c = c, .bucket = bucket, .key = key, .sink = sink, .offset = offset,
                        .length = length, .on_info = on_info, .userdata = userdata };
+        uint64_t failing_since = 0; /* one retry_time for the GET and all its resumes */
         unsigned resumes = 0;
         int r = 0;
 
@@ -1106,9 +1284,15 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
                         quoted = xasprintf("\"%s\"", g.etag);
                         h[n++] = (S3Header){ "If-Match", quoted };
                 }
-                S3Request req = { .method = "GET", .bucket = bucket, .key = key, .headers = h,
-                                  .n_headers = n, .on_body = get_on_body, .on_headers = get_on_headers,
-                                  .userdata = &g };
+                S3Request req = { .method = "GET",
+                                  .bucket = bucket,
+                                  .key = key,
+                                  .headers = h,
+                                  .n_headers = n,
+                                  .on_body = get_on_body,
+                                  .on_headers = get_on_headers,
+                                  .userdata = &g,
+                                  .failing_since = &failing_since };
                 uint64_t before = g.got;
 
                 r = s3_request(c, &req, &resp);
@@ -1129,10 +1313,17 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
                 }
                 /* Only a transfer cut mid-body that made progress is resumed here; everything else
                  * s3_request already retried. */
-                if (g.got == before || resp.body_bytes == 0 || g.sink_failed)
+                if (g.got == before || resp.body_bytes == 0 || g.sink_failed || r == -ECANCELED)
                         break;
                 if (++resumes > c->max_attempts * 4U)
                         break;
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                if (g.got - before >= S3_PROGRESS_RESET)
+                        failing_since = now; /* real progress: this failure opens a new window */
+                else if (failing_since > 0 && now - failing_since >= c->retry_time_usec) {
+                        r = s3_fail_retry_time(c, r, now - failing_since);
+                        break;
+                }
                 log_debug("GET %s/%s cut after %" PRIu64 " bytes, resuming", bucket, key, g.got);
         }
         free(g.etag);

@@ -149,7 +149,11 @@ int s3_multipart_create(S3Client *c, const char *bucket, const char *key, const 
         if (r < 0)
                 return r;
         r = s3_xml_parse(resp.body ?: "", resp.body_len, init_xml, &s);
-        if (r < 0 || isempty(s.upload_id)) {
+        if (r < 0) {
+                free(s.upload_id);
+                return s3_reply_malformed(c, "CreateMultipartUpload", bucket, key, r);
+        }
+        if (isempty(s.upload_id)) {
                 free(s.upload_id);
                 return err_set(-EBADMSG, EX_PROTOCOL,
                                "CreateMultipartUpload reply from %s (bucket %s, key %s) has no UploadId",
@@ -431,19 +435,19 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 
         const S3Param q[] = { { "uploadId", upload_id } };
         const S3Header h[] = { { "Content-Type", "application/xml" } };
+        /* CompleteMultipartUpload can fail after "200 OK" with an <Error> body (AWS: "retry"): s3_request
+         * retries that like a 5xx. The server may take minutes, sending whitespace meanwhile. */
         S3Request req = { .method = "POST", .bucket = bucket, .key = key, .params = q, .n_params = 1,
-                          .headers = h, .n_headers = 1, .body = body, .body_len = len };
+                          .headers = h, .n_headers = 1, .body = body, .body_len = len, .error_in_ok = true,
+                          .slow_reply = true };
         r = s3_request(c, &req, &resp);
         if (r < 0)
                 return r;
-        /* CompleteMultipartUpload can fail after "200 OK" with an <Error> body. */
         r = s3_xml_parse(resp.body ?: "", resp.body_len, complete_xml, &s);
         if (s.code)
                 r = s3_fail(c, &req, 200, s.code, s.message);
         else if (r < 0)
-                r = err_set(r, EX_PROTOCOL,
-                            "malformed CompleteMultipartUpload reply from %s (bucket %s, key %s)",
-                            s3_client_endpoint(c), bucket, key);
+                r = s3_reply_malformed(c, "CompleteMultipartUpload", bucket, key, r);
         else if (ret_etag)
                 *ret_etag = s.etag ? TAKE_PTR(s.etag) : xstrdup("");
         free(s.etag);
@@ -485,7 +489,8 @@ int s3_upload_commit(S3Upload *u, char **ret_etag) {
 int s3_abort_multipart_upload(S3Client *c, const char *bucket, const char *key, const char *upload_id) {
         _cleanup_(s3_response_done) S3Response resp = {};
         const S3Param q[] = { { "uploadId", upload_id } };
-        S3Request req = { .method = "DELETE", .bucket = bucket, .key = key, .params = q, .n_params = 1 };
+        S3Request req = { .method = "DELETE", .bucket = bucket, .key = key, .params = q, .n_params = 1,
+                          .tidy_up = true };
         int r;
 
         r = s3_request(c, &req, &resp);

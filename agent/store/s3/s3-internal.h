@@ -38,6 +38,20 @@ typedef struct S3Request {
          * that already pulled bytes is not retried (they cannot be pulled again). */
         S3ReadFunc read_body;
         void *read_userdata;
+        /* A 2xx reply may carry an <Error> document instead of the result (CompleteMultipartUpload,
+         * DeleteObjects, CopyObject: the server answers 200 before it knows the outcome). Such a reply is a
+         * failure, retried like a 5xx unless its code says retrying cannot help. Needs on_body NULL. */
+        bool error_in_ok;
+        /* The server may rightly take minutes to answer, trickling whitespace meanwhile
+         * (CompleteMultipartUpload): any byte counts as progress, and the attempt is capped instead. */
+        bool slow_reply;
+        /* The monotonic time the operation this request belongs to first failed (0: not yet), shared by
+         * the requests of one operation (a GET and its resumes) so that retry_time bounds the operation,
+         * not each request. NULL: the request is the whole operation. */
+        uint64_t *failing_since;
+        /* Tidying up after a failure (AbortMultipartUpload): still sent once after SIGTERM, without
+         * retries, so a cancelled job leaves no upload behind when the server answers. */
+        bool tidy_up;
 } S3Request;
 
 typedef struct S3Response {
@@ -61,6 +75,10 @@ void s3_response_done(S3Response *r);
  * (-ENOENT for 404, -EACCES for auth errors, -ECONNREFUSED etc. for transport failures). */
 int s3_request(S3Client *c, const S3Request *req, S3Response *ret);
 
+/* Adds "gave up after N s (retry_time ...)" to the failure r of an operation that has been failing for
+ * spent_usec. */
+int s3_fail_retry_time(S3Client *c, int r, uint64_t spent_usec);
+
 /* Error text for a request, for callers that find a failure inside a 200 reply. */
 int s3_fail(S3Client *c, const S3Request *req, long status, const char *code, const char *message);
 
@@ -72,8 +90,12 @@ S3Xml *s3_xml_new(S3XmlFunc f, void *userdata);
 int s3_xml_feed(S3Xml *x, const void *p, size_t n, bool final);
 void s3_xml_free(S3Xml *x);
 DEFINE_TRIVIAL_CLEANUP_FUNC(S3Xml *, s3_xml_free);
-/* Parses a whole small document. */
+/* Parses a whole small document. Both return -EBADMSG with err_set() saying what is wrong for a document
+ * that is not well-formed or exceeds the limits (32 levels, 256-byte names). */
 int s3_xml_parse(const char *p, size_t n, S3XmlFunc f, void *userdata);
+/* The error for a reply that s3_xml_feed()/s3_xml_parse() refused with r, naming the operation, the server
+ * and what is wrong; other errors (a callback's) are returned unchanged. bucket and key may be NULL. */
+int s3_reply_malformed(S3Client *c, const char *what, const char *bucket, const char *key, int r);
 
 char *s3_xml_escape(const char *s);
 /* Base64 of the MD5 of data, for Content-MD5. */

@@ -24,6 +24,8 @@ void s3_client_free(S3Client *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(S3Client *, s3_client_free);
 const char *s3_client_endpoint(const S3Client *c);
 const char *s3_client_remote(const S3Client *c);
+/* retry_time of the remote: how long one operation may keep failing before it gives up. */
+uint64_t s3_client_retry_time_usec(const S3Client *c);
 
 typedef struct S3Object {
         const char *key;
