@@ -378,6 +378,10 @@ def test_dot_and_empty_segments_are_mirrored_as_the_same_keys(pair):
     pair.src.set_auth(False)
     victim = f"victim-{uuid.uuid4().hex[:8]}"
     pair.dst.client().create_bucket(Bucket=victim)
+    # A bucket of that name at the source too: a client that resolves "../" reads it there and writes
+    # it into the victim bucket offsite.
+    pair.src.client().create_bucket(Bucket=victim)
+    pair.src.client().put_object(Bucket=victim, Key="k", Body=b"overwrites the victim")
     keys = _dot_keys(victim)
     for k in keys:
         pair.put(k, k.encode())
@@ -385,13 +389,13 @@ def test_dot_and_empty_segments_are_mirrored_as_the_same_keys(pair):
     buckets_before = _buckets(pair.dst)
     pair.configure()
     p = pair.run()
-    assert p.returncode == 0, p.stderr
-    assert _summary(p) == (len(keys) + 1, 0, 0, 0)
     # boto3, an independent client: exactly these keys under the prefix, nothing anywhere else.
+    assert _all_keys(pair.dst.client(), victim) == set()
     assert _all_keys(pair.dst.client(), pair.offsite_bucket) == {f"{PREFIX}{pair.bucket}/{k}"
                                                                  for k in keys + ["plain"]}
-    assert _all_keys(pair.dst.client(), victim) == set()
     assert _buckets(pair.dst) == buckets_before
+    assert p.returncode == 0, p.stderr
+    assert _summary(p) == (len(keys) + 1, 0, 0, 0)
     assert pair.dst_objects() == pair.src_objects()
     assert _summary(pair.run(check=True)) == (0, len(keys) + 1, 0, 0)
 
@@ -447,12 +451,12 @@ def test_source_bucket_names_that_are_not_s3_names_are_refused(pair, fault_proxy
     buckets_before = _buckets(pair.dst)
     pair.configure(src_endpoint=proxy.endpoint, buckets="*")
     p = pair.run()
+    assert _all_keys(pair.dst.client(), pair.offsite_bucket) == {f"{PREFIX}{pair.bucket}/good"}
+    assert _buckets(pair.dst) == buckets_before
     assert p.returncode == 65, (p.returncode, p.stderr)
     assert f'bucket "../{victim}" of remote "minio" is not a valid S3 bucket name' in p.stderr
     assert f'bucket "{upper}" of remote "minio" is not a valid S3 bucket name' in p.stderr
     assert "refused 2 bucket(s)" in p.stdout + p.stderr
-    assert _all_keys(pair.dst.client(), pair.offsite_bucket) == {f"{PREFIX}{pair.bucket}/good"}
-    assert _buckets(pair.dst) == buckets_before
 
 
 def test_restore_refuses_offsite_prefixes_that_are_not_bucket_names(pair):
@@ -468,12 +472,12 @@ def test_restore_refuses_offsite_prefixes_that_are_not_bucket_names(pair):
     pair.src.client().delete_object(Bucket=pair.bucket, Key="k")
     buckets_before = _buckets(pair.src)
     p = pair.agent("restore", "mirror")
+    assert _buckets(pair.src) == buckets_before
+    assert _all_keys(pair.src.client(), pair.bucket) == {"k"}
     assert p.returncode == 65, (p.returncode, p.stderr)
     assert f'prefix "{PREFIX}../" in offsite:{pair.offsite_bucket} is not named like a valid S3 bucket' \
         in p.stderr
     assert f'prefix "{PREFIX}Bad_Name/"' in p.stderr
-    assert _buckets(pair.src) == buckets_before
-    assert _all_keys(pair.src.client(), pair.bucket) == {"k"}
 
 
 @pytest.mark.parametrize("case", ["get-404", "get-and-head-404", "really-deleted"])
