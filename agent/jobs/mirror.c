@@ -592,10 +592,15 @@ static bool copy_retryable(int r) {
                r == -EBADMSG;
 }
 
-static int find_exact_key(const S3Object *o, void *userdata) {
-        bool *found = ((void **) userdata)[1];
+typedef struct FindKey {
+        const char *key;
+        bool found;
+} FindKey;
 
-        *found = streq(o->key, ((void **) userdata)[0]);
+static int find_exact_key(const S3Object *o, void *userdata) {
+        FindKey *f = userdata;
+
+        f->found = streq(o->key, f->key);
         return 1; /* the key itself lists first among the keys it prefixes */
 }
 
@@ -606,7 +611,7 @@ static int find_exact_key(const S3Object *o, void *userdata) {
 static int confirm_vanished(Worker *w, const Pair *p, const char *src_key, const char *get_error) {
         _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
         _cleanup_free_ char *why = xstrdup(strempty(get_error));
-        bool found = false;
+        FindKey f = { .key = src_key };
         int r;
 
         r = s3_head_object(w->src, p->src.bucket, src_key, &info);
@@ -618,11 +623,10 @@ static int confirm_vanished(Worker *w, const Pair *p, const char *src_key, const
                                why, info.size, strempty(info.etag));
         if (r != -ENOENT)
                 return r;
-        r = s3_list_objects(w->src, p->src.bucket, src_key, NULL, find_exact_key,
-                            (void *[]){ (void *) src_key, &found });
+        r = s3_list_objects(w->src, p->src.bucket, src_key, NULL, find_exact_key, &f);
         if (r < 0)
                 return r;
-        if (found)
+        if (f.found)
                 return err_set(-EBADMSG, EX_PROTOCOL,
                                "the source still lists the object, but answers GET and HEAD with 404 (%s): "
                                "not counting it as vanished; check the source server and anything between "
