@@ -386,7 +386,7 @@ static S3PutOptions put_options(const Mirror *m, const Task *t, const S3ObjectIn
                           "S3's %u; it is copied without, and later runs compare it by size and ETag only.",
                           t->pair->name, t->key, s3_metadata_size(*ret_md), S3_METADATA_MAX);
         else if (bookkeeping && sha256 && !metadata_get(*ret_md, META_SHA256))
-                log_debug("%s/%s: its user metadata leave no room for " META_SHA256 " within S3's %u; "
+                log_debug("%s/%s: its user metadata leaves no room for " META_SHA256 " within S3's %u; "
                           "it is copied without.", t->pair->name, t->key, S3_METADATA_MAX);
         return (S3PutOptions){
                 .content_type = info->content_type,
