@@ -177,11 +177,13 @@ static const char *metadata_get(char *const *md, const char *name) {
 void mirror_stats_print(const MirrorStats *s, bool dry_run, FILE *f) {
         char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], d[FORMAT_BYTES_MAX];
 
-        fprintf(f, "%s %" PRIu64 " objects (%s), skipped %" PRIu64 " (%s), %s %" PRIu64 " (%s), failed %" PRIu64
-                   ", kept %" PRIu64 " extra",
+        fprintf(f,
+                "%s %" PRIu64 " objects (%s), skipped %" PRIu64 " (%s), %s %" PRIu64 " (%s), failed %" PRIu64
+                ", kept %" PRIu64 " extra",
                 dry_run ? "would copy" : "copied", s->copied, format_bytes(s->copied_bytes, a, sizeof a),
-                s->skipped, format_bytes(s->skipped_bytes, b, sizeof b), dry_run ? "would delete" : "deleted",
-                s->deleted, format_bytes(s->deleted_bytes, d, sizeof d), s->failed, s->kept);
+                s->skipped, format_bytes(s->skipped_bytes, b, sizeof b),
+                dry_run ? "would delete" : "deleted", s->deleted,
+                format_bytes(s->deleted_bytes, d, sizeof d), s->failed, s->kept);
         if (s->vanished > 0)
                 fprintf(f, ", skipped %" PRIu64 " vanished at the source", s->vanished);
         if (s->refused_buckets > 0)
@@ -387,7 +389,8 @@ static S3PutOptions put_options(const Mirror *m, const Task *t, const S3ObjectIn
                           t->pair->name, t->key, s3_metadata_size(*ret_md), S3_METADATA_MAX);
         else if (bookkeeping && sha256 && !metadata_get(*ret_md, META_SHA256))
                 log_debug("%s/%s: its user metadata leaves no room for " META_SHA256 " within S3's %u; "
-                          "it is copied without.", t->pair->name, t->key, S3_METADATA_MAX);
+                          "it is copied without.",
+                          t->pair->name, t->key, S3_METADATA_MAX);
         return (S3PutOptions){
                 .content_type = info->content_type,
                 .cache_control = info->cache_control,
@@ -712,8 +715,7 @@ static int check_needs_copy(const Mirror *m, S3Client *src, S3Client *dst, const
 static void task_run(Worker *w, Task *t) {
         if (t->kind == TASK_CHECK) {
                 bool copy;
-                int r = check_needs_copy(w->m, w->src, w->dst, t->pair, t->key, t->etag, t->dst_etag,
-                                         &copy);
+                int r = check_needs_copy(w->m, w->src, w->dst, t->pair, t->key, t->etag, t->dst_etag, &copy);
                 if (r < 0) {
                         _cleanup_free_ char *what = xasprintf("cannot compare %s/%s", t->pair->name, t->key);
                         mirror_fail(w->m, r, what);
@@ -853,8 +855,14 @@ static int decide(PairRun *pr, const S3Object *s, const S3Object *d) {
                 return 0;
         }
         Task *t = xcalloc(1, sizeof *t);
-        *t = (Task){ kind, pr->p, xstrdup(s->key), xstrdup(strempty(s->etag)), s->size,
-                     kind == TASK_CHECK ? xstrdup(strempty(d->etag)) : NULL };
+        *t = (Task){
+                .kind = kind,
+                .pair = pr->p,
+                .key = xstrdup(s->key),
+                .etag = xstrdup(strempty(s->etag)),
+                .size = s->size,
+                .dst_etag = kind == TASK_CHECK ? xstrdup(strempty(d->etag)) : NULL,
+        };
         queue_push(m, t);
         return 0;
 }

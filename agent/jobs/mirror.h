@@ -41,5 +41,4 @@ bool mirror_key_selected(char *const *include, char *const *exclude, const char 
 /* Destination user metadata for a copy: the source's, without our own names (skyforge-*), plus with
  * bookkeeping skyforge-etag (and skyforge-sha256 when known) as far as they fit in S3's 2 KB of user
  * metadata: skyforge-sha256 is left out first, then skyforge-etag. Pairs as in S3PutOptions. */
-char **mirror_metadata(char *const *source_metadata, bool bookkeeping, const char *etag,
-                       const char *sha256);
+char **mirror_metadata(char *const *source_metadata, bool bookkeeping, const char *etag, const char *sha256);

@@ -121,8 +121,10 @@ static void local_rejects_escaping_names(void **state) {
  * lists, are refused for every operation. */
 static void local_rejects_aliasing_and_hidden_names(void **state) {
         Store *s = *state;
-        const char *bad[] = { "a/./b", "./b", "a/.", "a/..", "a//b", "a/b/", "..", ".", "",
-                              ".hidden", "a/.b.tmp.123456", "a/../../x" };
+        const char *bad[] = {
+                "a/./b",           "./b",      "a/.", "a/..", "a//b", "a/b/", "..", ".", "", ".hidden",
+                "a/.b.tmp.123456", "a/../../x"
+        };
         StoreWriter *w = NULL;
         StoreReader *r = NULL;
         StoreEntry e = {};
@@ -200,8 +202,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(local_list_is_sorted_bytewise_with_prefix, setup, teardown),
                 cmocka_unit_test_setup_teardown(local_rejects_aliasing_and_hidden_names, setup, teardown),
                 cmocka_unit_test_setup_teardown(local_rejects_escaping_names, setup, teardown),
-                cmocka_unit_test_setup_teardown(backups_exist_only_with_manifest_and_orphans_are_cleaned, setup,
-                                                teardown),
+                cmocka_unit_test_setup_teardown(backups_exist_only_with_manifest_and_orphans_are_cleaned,
+                                                setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

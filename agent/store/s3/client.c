@@ -1188,8 +1188,8 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
 size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) {
         /* Room for the standard headers, and those callers add (a checksum and its algorithm, or
          * CreateMultipartUpload's). */
-        S3Header *h = xcalloc(ELEMENTSOF(std_headers) + 4 + (o ? strv_length(o->metadata) / 2 : 0),
-                              sizeof *h);
+        S3Header *h =
+                xcalloc(ELEMENTSOF(std_headers) + 4 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
         char **names = NULL;
         size_t nh = 0;
 
