@@ -4,10 +4,17 @@
  * `transfers` worker threads through a small bounded queue. Nothing here grows with the number of
  * objects: a listing page per side, the queue, one buffer per small transfer, and pipes for large ones.
  *
- * Content identity: every copy records the source's ETag (and the SHA-256 where the object was read
- * before it was written) in destination metadata, so a multipart object, whose destination ETag never
- * equals the source's, compares by one HEAD, and same-size edits are caught because the source ETag
- * changes with the content. Equal ETags need no request at all, so a no-op resync only lists. */
+ * Content identity: every offsite copy records the source's ETag (and the SHA-256 where the object was
+ * read before it was written) in destination metadata, so a multipart object, whose destination ETag
+ * never equals the source's, compares by one HEAD, and same-size edits are caught because the source
+ * ETag changes with the content. Equal ETags need no request at all, so a no-op resync only lists.
+ * Where that bookkeeping would push an object past S3's 2 KB of user metadata it is left out, and the
+ * object compares by size and ETag alone. `restore mirror` writes none into the source: the offsite
+ * copy's record is compared with the source's ETag instead.
+ *
+ * Keys and bucket names come from the less trusted side: a key is opaque bytes and is written as the
+ * same key (the S3 client sends "." and ".." segments literally), and a bucket name that is not a valid
+ * S3 bucket name is refused before it becomes a destination bucket or prefix. */
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -68,6 +75,7 @@ typedef struct Task {
         char *key; /* relative to the pair's prefixes */
         char *etag;
         uint64_t size;
+        char *dst_etag; /* TASK_CHECK: the destination's listed ETag */
 } Task;
 
 /* A multipart copy in progress: its owner created the upload; any worker may take a part. */
@@ -129,8 +137,10 @@ bool mirror_key_selected(char *const *include, char *const *exclude, const char 
         return true;
 }
 
-char **mirror_metadata(char *const *source_metadata, const char *etag, const char *sha256) {
+char **mirror_metadata(char *const *source_metadata, bool bookkeeping, const char *etag,
+                       const char *sha256) {
         char **l = xcalloc(1, sizeof(char *));
+        size_t size, etag_size, sha_size;
 
         for (size_t i = 0; source_metadata && source_metadata[i] && source_metadata[i + 1]; i += 2) {
                 /* Our own names describe the copy we make now, not an older one. */
@@ -139,9 +149,18 @@ char **mirror_metadata(char *const *source_metadata, const char *etag, const cha
                 strv_push(&l, xstrdup(source_metadata[i]));
                 strv_push(&l, xstrdup(source_metadata[i + 1]));
         }
+        if (!bookkeeping)
+                return l;
+        /* The ETag record is what later runs compare; the SHA-256 is only informative, so it goes
+         * first when the two do not both fit in S3's limit. */
+        size = s3_metadata_size(l);
+        etag_size = strlen(META_ETAG) + strlen(strempty(etag));
+        sha_size = sha256 ? strlen(META_SHA256) + strlen(sha256) : 0;
+        if (size + etag_size > S3_METADATA_MAX)
+                return l;
         strv_push(&l, xstrdup(META_ETAG));
         strv_push(&l, xstrdup(strempty(etag)));
-        if (sha256) {
+        if (sha256 && size + etag_size + sha_size <= S3_METADATA_MAX) {
                 strv_push(&l, xstrdup(META_SHA256));
                 strv_push(&l, xstrdup(sha256));
         }
@@ -158,11 +177,18 @@ static const char *metadata_get(char *const *md, const char *name) {
 void mirror_stats_print(const MirrorStats *s, bool dry_run, FILE *f) {
         char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], d[FORMAT_BYTES_MAX];
 
-        fprintf(f, "%s %" PRIu64 " objects (%s), skipped %" PRIu64 " (%s), %s %" PRIu64 " (%s), failed %" PRIu64
-                   ", kept %" PRIu64 " extra\n",
+        fprintf(f,
+                "%s %" PRIu64 " objects (%s), skipped %" PRIu64 " (%s), %s %" PRIu64 " (%s), failed %" PRIu64
+                ", kept %" PRIu64 " extra",
                 dry_run ? "would copy" : "copied", s->copied, format_bytes(s->copied_bytes, a, sizeof a),
-                s->skipped, format_bytes(s->skipped_bytes, b, sizeof b), dry_run ? "would delete" : "deleted",
-                s->deleted, format_bytes(s->deleted_bytes, d, sizeof d), s->failed, s->kept);
+                s->skipped, format_bytes(s->skipped_bytes, b, sizeof b),
+                dry_run ? "would delete" : "deleted", s->deleted,
+                format_bytes(s->deleted_bytes, d, sizeof d), s->failed, s->kept);
+        if (s->vanished > 0)
+                fprintf(f, ", skipped %" PRIu64 " vanished at the source", s->vanished);
+        if (s->refused_buckets > 0)
+                fprintf(f, ", refused %" PRIu64 " bucket(s)", s->refused_buckets);
+        fputc('\n', f);
 }
 
 static void pair_done(Pair *p) {
@@ -179,6 +205,7 @@ static void task_free(Task *t) {
                 return;
         free(t->key);
         free(t->etag);
+        free(t->dst_etag);
         free(t);
 }
 
@@ -236,6 +263,10 @@ static int stream_on_info(const S3ObjectInfo *i, void *userdata) {
                 .etag = xstrdup(strempty(i->etag)),
                 .content_type = i->content_type ? xstrdup(i->content_type) : NULL,
                 .cache_control = i->cache_control ? xstrdup(i->cache_control) : NULL,
+                .content_disposition = i->content_disposition ? xstrdup(i->content_disposition) : NULL,
+                .content_encoding = i->content_encoding ? xstrdup(i->content_encoding) : NULL,
+                .content_language = i->content_language ? xstrdup(i->content_language) : NULL,
+                .expires = i->expires ? xstrdup(i->expires) : NULL,
                 .metadata = strv_copy(i->metadata),
         };
         g->has_info = true;
@@ -341,16 +372,34 @@ static ssize_t pipe_read(void *buf, size_t n, void *userdata) {
 /* ---- copies ---- */
 
 /* The destination's headers, from the reply of the source GET that reads the bytes, so they describe
- * exactly what is copied. sha256: of the bytes when we read them whole, else what the source recorded. */
-static S3PutOptions put_options(const Task *t, const S3ObjectInfo *info, const char *sha256,
+ * exactly what is copied: every standard header and the user metadata, plus our bookkeeping offsite.
+ * sha256: of the bytes when we read them whole, else what the source recorded. */
+static S3PutOptions put_options(const Mirror *m, const Task *t, const S3ObjectInfo *info, const char *sha256,
                                 char ***ret_md) {
+        bool bookkeeping = m->o->direction == MIRROR_FORWARD;
+
         if (!streq(t->etag, strempty(info->etag)))
                 log_debug("%s/%s changed since it was listed (ETag %s, now %s): copying it as it is now.",
                           t->pair->name, t->key, t->etag, strempty(info->etag));
-        *ret_md = mirror_metadata(info->metadata, info->etag,
-                                  sha256 ?: metadata_get(info->metadata, META_SHA256));
-        return (S3PutOptions){ .content_type = info->content_type, .cache_control = info->cache_control,
-                               .metadata = *ret_md };
+        sha256 = sha256 ?: metadata_get(info->metadata, META_SHA256);
+        *ret_md = mirror_metadata(info->metadata, bookkeeping, info->etag, sha256);
+        if (bookkeeping && !metadata_get(*ret_md, META_ETAG))
+                log_debug("%s/%s: its %zu bytes of user metadata leave no room for " META_ETAG " within "
+                          "S3's %u; it is copied without, and later runs compare it by size and ETag only.",
+                          t->pair->name, t->key, s3_metadata_size(*ret_md), S3_METADATA_MAX);
+        else if (bookkeeping && sha256 && !metadata_get(*ret_md, META_SHA256))
+                log_debug("%s/%s: its user metadata leaves no room for " META_SHA256 " within S3's %u; "
+                          "it is copied without.",
+                          t->pair->name, t->key, S3_METADATA_MAX);
+        return (S3PutOptions){
+                .content_type = info->content_type,
+                .cache_control = info->cache_control,
+                .content_disposition = info->content_disposition,
+                .content_encoding = info->content_encoding,
+                .content_language = info->content_language,
+                .expires = info->expires,
+                .metadata = *ret_md,
+        };
 }
 
 static int copy_small(Worker *w, const Task *t, const char *src_key, const char *dst_key,
@@ -367,7 +416,7 @@ static int copy_small(Worker *w, const Task *t, const char *src_key, const char 
         if (r < 0)
                 return r;
         s3_sha256_hex(data, n, sha);
-        S3PutOptions o = put_options(t, &info, sha, &md);
+        S3PutOptions o = put_options(w->m, t, &info, sha, &md);
         r = s3_put_object(w->dst, p->dst.bucket, dst_key, data, n, &o, NULL);
         if (r < 0)
                 return r;
@@ -394,7 +443,7 @@ static int copy_streamed(Worker *w, const Task *t, const char *src_key, const ch
         *size = g.info.size;
         if (g.info.size >= w->m->mc->multipart_threshold)
                 return stream_cancel(&g, -ERANGE);
-        S3PutOptions o = put_options(t, &g.info, NULL, &md);
+        S3PutOptions o = put_options(w->m, t, &g.info, NULL, &md);
         r = s3_put_object_stream(w->dst, p->dst.bucket, dst_key, g.info.size, pipe_read, &g.rfd, &o, &etag);
         return stream_finish(&g, r, &etag);
 }
@@ -466,7 +515,7 @@ static int copy_multipart(Worker *w, const Task *t, const char *src_key, const c
                 return stream_cancel(&first, -ERANGE);
         b.n_parts = (unsigned) ((b.size + b.part_size - 1) / b.part_size);
         b.src_etag = src_etag = xstrdup(strempty(first.info.etag));
-        S3PutOptions o = put_options(t, &first.info, NULL, &md);
+        S3PutOptions o = put_options(m, t, &first.info, NULL, &md);
         r = s3_multipart_create(w->dst, p->dst.bucket, dst_key, &o, &upload_id);
         if (r < 0)
                 return stream_cancel(&first, r);
@@ -546,6 +595,49 @@ static bool copy_retryable(int r) {
                r == -EBADMSG;
 }
 
+typedef struct FindKey {
+        const char *key;
+        bool found;
+} FindKey;
+
+static int find_exact_key(const S3Object *o, void *userdata) {
+        FindKey *f = userdata;
+
+        f->found = streq(o->key, f->key);
+        return 1; /* the key itself lists first among the keys it prefixes */
+}
+
+/* The source answered 404 for a key its listing just returned. That is a real vanishing only when the
+ * object is gone for HEAD and for a new listing as well; a 404 for an object that still exists (a
+ * broken or hostile server, or something in between) must not turn into a silent skip. Returns 0 when it
+ * vanished, < 0 with the error to count otherwise. */
+static int confirm_vanished(Worker *w, const Pair *p, const char *src_key, const char *get_error) {
+        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
+        _cleanup_free_ char *why = xstrdup(strempty(get_error));
+        FindKey f = { .key = src_key };
+        int r;
+
+        r = s3_head_object(w->src, p->src.bucket, src_key, &info);
+        if (r >= 0)
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "the source answered GET with %s, but HEAD finds the object (%" PRIu64
+                               " bytes, ETag %s): not counting it as vanished; check the source server "
+                               "and anything between it and this node",
+                               why, info.size, strempty(info.etag));
+        if (r != -ENOENT)
+                return r;
+        r = s3_list_objects(w->src, p->src.bucket, src_key, NULL, find_exact_key, &f);
+        if (r < 0)
+                return r;
+        if (f.found)
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "the source still lists the object, but answers GET and HEAD with 404 (%s): "
+                               "not counting it as vanished; check the source server and anything between "
+                               "it and this node",
+                               why);
+        return 0;
+}
+
 static void task_copy(Worker *w, const Task *t) {
         const Pair *p = t->pair;
         _cleanup_free_ char *src_key = xasprintf("%s%s", p->src.prefix, t->key);
@@ -576,9 +668,17 @@ static void task_copy(Worker *w, const Task *t) {
                           attempt < COPY_ATTEMPTS ? "starting over" : "giving up");
         }
         if (r == -ENOENT && startswith(strempty(err_message()), "NoSuchKey")) {
-                /* Deleted at the source after it was listed: nothing to copy, not a failure. */
-                log_debug("%s/%s vanished at the source while mirroring, skipping.", p->name, t->key);
-                return;
+                r = confirm_vanished(w, p, src_key, err_message());
+                if (r >= 0) {
+                        /* Deleted at the source after it was listed: nothing to copy, not a failure. */
+                        log_info("%s/%s vanished at the source after it was listed, skipping it.", p->name,
+                                 t->key);
+                        pthread_mutex_lock(&w->m->lock);
+                        w->m->stats.vanished++;
+                        w->m->done_bytes += t->size;
+                        pthread_mutex_unlock(&w->m->lock);
+                        return;
+                }
         }
         if (r < 0) {
                 _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", p->name, t->key);
@@ -598,27 +698,32 @@ static void task_copy(Worker *w, const Task *t) {
         pthread_mutex_unlock(&w->m->lock);
 }
 
-/* Same size, other ETag: copied unless the destination records this source ETag. */
-static int check_needs_copy(S3Client *dst, const Pair *p, const char *key, const char *src_etag, bool *ret) {
+/* Same size, other ETag. Offsite: copied unless the destination records this source ETag. Restoring
+ * (nothing of ours is written into the source remote): copied unless the offsite copy records the ETag
+ * the object in the source remote has now, i.e. it was made from that very object. */
+static int check_needs_copy(const Mirror *m, S3Client *src, S3Client *dst, const Pair *p, const char *key,
+                            const char *src_etag, const char *dst_etag, bool *ret) {
         _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
-        _cleanup_free_ char *dst_key = xasprintf("%s%s", p->dst.prefix, key);
+        bool forward = m->o->direction == MIRROR_FORWARD;
+        const Side *offsite = forward ? &p->dst : &p->src;
+        _cleanup_free_ char *offsite_key = xasprintf("%s%s", offsite->prefix, key);
         int r;
 
-        r = s3_head_object(dst, p->dst.bucket, dst_key, &info);
+        r = s3_head_object(forward ? dst : src, offsite->bucket, offsite_key, &info);
         if (r == -ENOENT) {
                 *ret = true;
                 return 0;
         }
         if (r < 0)
                 return r;
-        *ret = !streq_ptr(metadata_get(info.metadata, META_ETAG), src_etag);
+        *ret = !streq_ptr(metadata_get(info.metadata, META_ETAG), forward ? src_etag : dst_etag);
         return 0;
 }
 
 static void task_run(Worker *w, Task *t) {
         if (t->kind == TASK_CHECK) {
                 bool copy;
-                int r = check_needs_copy(w->dst, t->pair, t->key, t->etag, &copy);
+                int r = check_needs_copy(w->m, w->src, w->dst, t->pair, t->key, t->etag, t->dst_etag, &copy);
                 if (r < 0) {
                         _cleanup_free_ char *what = xasprintf("cannot compare %s/%s", t->pair->name, t->key);
                         mirror_fail(w->m, r, what);
@@ -746,7 +851,8 @@ static int decide(PairRun *pr, const S3Object *s, const S3Object *d) {
         if (m->o->dry_run) {
                 bool copy = true;
                 if (kind == TASK_CHECK) {
-                        int r = check_needs_copy(pr->dst, pr->p, s->key, s->etag, &copy);
+                        int r = check_needs_copy(m, pr->src, pr->dst, pr->p, s->key, s->etag, d->etag,
+                                                 &copy);
                         if (r < 0)
                                 return r;
                 }
@@ -757,7 +863,14 @@ static int decide(PairRun *pr, const S3Object *s, const S3Object *d) {
                 return 0;
         }
         Task *t = xcalloc(1, sizeof *t);
-        *t = (Task){ kind, pr->p, xstrdup(s->key), xstrdup(strempty(s->etag)), s->size };
+        *t = (Task){
+                .kind = kind,
+                .pair = pr->p,
+                .key = xstrdup(s->key),
+                .etag = xstrdup(strempty(s->etag)),
+                .size = s->size,
+                .dst_etag = kind == TASK_CHECK ? xstrdup(strempty(d->etag)) : NULL,
+        };
         queue_push(m, t);
         return 0;
 }
@@ -1052,6 +1165,27 @@ static int mirror_buckets(const Config *c, const MirrorOptions *o, S3Client *loc
         return 0;
 }
 
+/* A bucket name from a listing (or the command line) becomes a bucket on one side and a prefix on the
+ * other: only valid S3 bucket names, which are one path segment and no "." or "..", may. */
+static int bucket_check(const MirrorOptions *o, const RemoteConfig *local, const Location *loc,
+                        const char *bucket) {
+        if (location_bucket_name_valid(bucket))
+                return 0;
+        if (o->direction == MIRROR_FORWARD)
+                return err_set(-EINVAL, EX_DATAERR,
+                               "bucket \"%s\" of remote \"%s\" is not a valid S3 bucket name (3..63 "
+                               "lowercase letters, digits, '.' and '-', starting and ending with a letter "
+                               "or digit, no \"..\"), so it cannot become a prefix under %s:%s/%s; it is "
+                               "not mirrored (rename it, or list the buckets to mirror in [mirror] buckets)",
+                               bucket, local->name, loc->remote, loc->bucket, loc->prefix);
+        return err_set(-EINVAL, EX_DATAERR,
+                       "prefix \"%s%s/\" in %s:%s is not named like a valid S3 bucket (3..63 lowercase "
+                       "letters, digits, '.' and '-', starting and ending with a letter or digit, no "
+                       "\"..\"); it is not restored into remote \"%s\" (move or remove it offsite, or "
+                       "restore single buckets with --bucket)",
+                       loc->prefix, bucket, loc->remote, loc->bucket, local->name);
+}
+
 static void pair_make(Pair *p, MirrorDirection dir, const RemoteConfig *local, const RemoteConfig *offsite,
                       const Location *loc, const char *bucket) {
         Side l = { (RemoteConfig *) local, xstrdup(bucket), xstrdup("") };
@@ -1117,6 +1251,12 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
 
                         if (job_cancel_requested)
                                 break;
+                        k = bucket_check(o, local, &loc, *b);
+                        if (k < 0) {
+                                mirror_fail(&m, k, "refusing a bucket");
+                                m.stats.refused_buckets++;
+                                continue;
+                        }
                         pair_make(&p, o->direction, local, offsite, &loc, *b);
                         k = mirror_pair(&m, &p, o->direction == MIRROR_FORWARD ? lc : oc,
                                         o->direction == MIRROR_FORWARD ? oc : lc);

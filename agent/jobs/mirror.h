@@ -23,6 +23,8 @@ typedef struct MirrorStats {
         uint64_t deleted, deleted_bytes;
         uint64_t failed, failed_bytes;
         uint64_t kept; /* only at the destination, kept because delete = no */
+        uint64_t vanished; /* listed at the source, then confirmed gone before it could be read */
+        uint64_t refused_buckets; /* names that are not valid S3 bucket names */
 } MirrorStats;
 
 /* Syncs every configured bucket. Memory does not grow with the number or size of objects: the two
@@ -36,6 +38,7 @@ void mirror_stats_print(const MirrorStats *s, bool dry_run, FILE *f);
 /* Include/exclude globs against the key and "bucket/key". */
 bool mirror_key_selected(char *const *include, char *const *exclude, const char *bucket, const char *key);
 
-/* Destination user metadata for a copy: the source's, without our own names, plus skyforge-etag (and
- * skyforge-sha256 when known). Pairs as in S3PutOptions. */
-char **mirror_metadata(char *const *source_metadata, const char *etag, const char *sha256);
+/* Destination user metadata for a copy: the source's, without our own names (skyforge-*), plus with
+ * bookkeeping skyforge-etag (and skyforge-sha256 when known) as far as they fit in S3's 2 KB of user
+ * metadata: skyforge-sha256 is left out first, then skyforge-etag. Pairs as in S3PutOptions. */
+char **mirror_metadata(char *const *source_metadata, bool bookkeeping, const char *etag, const char *sha256);

@@ -30,9 +30,29 @@ static const char *local_root(Store *s) {
         return s->data;
 }
 
+/* A name is a relative path of plain segments, so that one name is one file under the store and no other
+ * name reaches it: no empty segments ("a//b", a leading or trailing '/'), no "." or ".." (which the kernel
+ * resolves, so "a/./b" would alias "a/b" and "../x" leave the store), and no segment starting with '.'
+ * (hidden: never listed, and where temporary files live). */
+static bool local_name_valid(const char *name) {
+        const char *p = name;
+
+        if (isempty(name))
+                return false;
+        for (;;) {
+                size_t k = strcspn(p, "/");
+                if (k == 0 || p[0] == '.')
+                        return false;
+                p += k;
+                if (*p == 0)
+                        return true;
+                p++; /* the '/' */
+        }
+}
+
 static int local_check_name(Store *s, const char *name) {
-        if (isempty(name) || name[0] == '/' || strstr(name, "..") || name[strlen(name) - 1] == '/')
-                return err_setf(-EINVAL, "invalid object name \"%s\" in %s", name, s->location);
+        if (!local_name_valid(strempty(name)))
+                return err_setf(-EINVAL, "invalid object name \"%s\" in %s", strempty(name), s->location);
         return 0;
 }
 

@@ -4,6 +4,7 @@ The source lists bucket roots, so it keeps signature checks on; the destination 
 PREFIX/<bucket>/<key> and every listing of it has a '/' in its prefix, which moto 5.2.1 wrongly refuses
 with checks on (shared/TESTING.md), so the destination runs with checks off. Odd keys turn them off on
 both sides for the same reason."""
+import datetime
 import hashlib
 import os
 import re
@@ -358,3 +359,261 @@ def test_restore_direction_gives_identical_buckets(pair):
     # Reverse resync is a no-op.
     p = pair.agent("restore", "mirror", "--bucket", pair.bucket, check=True)
     assert _summary(p) == (0, 3, 0, 0)
+
+
+# ---- keys and bucket names from the less trusted side (issue 13.1) ----
+
+def _all_keys(client, bucket):
+    return {o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])}
+
+
+def _buckets(srv):
+    return {b["Name"] for b in srv.client().list_buckets()["Buckets"]}
+
+
+def _dot_keys(victim):
+    # From three levels up, "../" reaches the destination server's bucket list; from two, the bucket root.
+    return [f"../../../{victim}/k", "../../victim3/k", "a/./b", "a/../b", "x/.", "a//b", "./c", "d/..",
+            "/lead", "e/./", ".."]
+
+
+def test_dot_and_empty_segments_are_mirrored_as_the_same_keys(pair):
+    # Keys are opaque: "a/../b" is a key of its own. Mirrored, it must land under the destination prefix
+    # as the same key, never as another key, prefix or bucket.
+    pair.src.set_auth(False)
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    pair.dst.client().create_bucket(Bucket=victim)
+    # A bucket of that name at the source too: a client that resolves "../" reads it there and writes
+    # it into the victim bucket offsite.
+    pair.src.client().create_bucket(Bucket=victim)
+    pair.src.client().put_object(Bucket=victim, Key="k", Body=b"overwrites the victim")
+    keys = _dot_keys(victim)
+    for k in keys:
+        pair.put(k, k.encode())
+    pair.put("plain", b"plain")
+    buckets_before = _buckets(pair.dst)
+    pair.configure()
+    p = pair.run()
+    # boto3, an independent client: exactly these keys under the prefix, nothing anywhere else.
+    assert _all_keys(pair.dst.client(), victim) == set()
+    assert _all_keys(pair.dst.client(), pair.offsite_bucket) == {f"{PREFIX}{pair.bucket}/{k}"
+                                                                 for k in keys + ["plain"]}
+    assert _buckets(pair.dst) == buckets_before
+    assert p.returncode == 0, p.stderr
+    assert _summary(p) == (len(keys) + 1, 0, 0, 0)
+    assert pair.dst_objects() == pair.src_objects()
+    assert _summary(pair.run(check=True)) == (0, len(keys) + 1, 0, 0)
+
+
+def test_restore_of_dot_keys_writes_the_same_keys_and_nothing_else(pair):
+    pair.src.set_auth(False)
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    pair.src.client().create_bucket(Bucket=victim)
+    keys = _dot_keys(victim)
+    for k in keys:
+        pair.put(k, k.encode())
+    pair.configure()
+    pair.run(check=True)
+    expected = pair.src_objects()
+    c = pair.src.client()
+    for k in expected:
+        c.delete_object(Bucket=pair.bucket, Key=k)
+    buckets_before = _buckets(pair.src)
+
+    p = pair.agent("restore", "mirror", "--bucket", pair.bucket)
+    assert p.returncode == 0, p.stderr
+    assert _all_keys(c, pair.bucket) == set(keys)
+    assert pair.src_objects() == expected
+    assert _all_keys(c, victim) == set()
+    assert _buckets(pair.src) == buckets_before
+
+
+def _list_buckets_xml(names):
+    items = "".join(f"<Bucket><Name>{n.replace('&', '&amp;').replace('<', '&lt;')}</Name>"
+                    f"<CreationDate>2026-12-01T00:00:00.000Z</CreationDate></Bucket>" for n in names)
+    return (f'<?xml version="1.0" encoding="UTF-8"?><ListAllMyBucketsResult '
+            f'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Owner><ID>x</ID></Owner>'
+            f'<Buckets>{items}</Buckets></ListAllMyBucketsResult>').encode()
+
+
+def test_source_bucket_names_that_are_not_s3_names_are_refused(pair, fault_proxy_factory):
+    # A source whose bucket list names "../victim-x" (a hostile or broken server: the proxy rewrites the
+    # ListBuckets reply) and buckets a strict server would refuse (moto takes them). The good bucket is
+    # mirrored; the others are refused by name, nothing lands outside the destination prefix, and the
+    # run fails.
+    pair.src.set_auth(False)
+    tag = uuid.uuid4().hex[:8]
+    victim, upper = f"victim-{tag}", f"Bad_Name-{tag}"
+    c = pair.src.client()
+    for b in (victim, upper):
+        c.create_bucket(Bucket=b)
+        c.put_object(Bucket=b, Key="k", Body=b"from " + b.encode())
+    pair.put("good", b"good")
+    listed = [pair.bucket, f"../{victim}", upper]
+    proxy = fault_proxy_factory(pair.src.port)
+    proxy.rewrite = lambda method, path, status, data: (
+        _list_buckets_xml(listed) if method == "GET" and path == "/" and status == 200 else data)
+    buckets_before = _buckets(pair.dst)
+    pair.configure(src_endpoint=proxy.endpoint, buckets="*")
+    p = pair.run()
+    assert _all_keys(pair.dst.client(), pair.offsite_bucket) == {f"{PREFIX}{pair.bucket}/good"}
+    assert _buckets(pair.dst) == buckets_before
+    assert p.returncode == 65, (p.returncode, p.stderr)
+    assert f'bucket "../{victim}" of remote "minio" is not a valid S3 bucket name' in p.stderr
+    assert f'bucket "{upper}" of remote "minio" is not a valid S3 bucket name' in p.stderr
+    assert "refused 2 bucket(s)" in p.stdout + p.stderr
+
+
+def test_restore_refuses_offsite_prefixes_that_are_not_bucket_names(pair):
+    # Offsite, PREFIX/../ and PREFIX/Bad_Name/ would become buckets in the source remote: refused by
+    # name; the real bucket is restored.
+    pair.put("k", b"v")
+    pair.configure(buckets="*")
+    pair.src.set_auth(False)
+    d = pair.dst.client()
+    d.put_object(Bucket=pair.offsite_bucket, Key=f"{PREFIX}{pair.bucket}/k", Body=b"v")
+    d.put_object(Bucket=pair.offsite_bucket, Key=f"{PREFIX}../made-by-restore-{pair.bucket[-6:]}", Body=b"x")
+    d.put_object(Bucket=pair.offsite_bucket, Key=f"{PREFIX}Bad_Name/k", Body=b"x")
+    pair.src.client().delete_object(Bucket=pair.bucket, Key="k")
+    buckets_before = _buckets(pair.src)
+    p = pair.agent("restore", "mirror")
+    assert _buckets(pair.src) == buckets_before
+    assert _all_keys(pair.src.client(), pair.bucket) == {"k"}
+    assert p.returncode == 65, (p.returncode, p.stderr)
+    assert f'prefix "{PREFIX}../" in offsite:{pair.offsite_bucket} is not named like a valid S3 bucket' \
+        in p.stderr
+    assert f'prefix "{PREFIX}Bad_Name/"' in p.stderr
+
+
+@pytest.mark.parametrize("case", ["get-404", "get-and-head-404", "really-deleted"])
+def test_404_for_a_listed_object_counts_only_when_it_really_vanished(pair, fault_proxy_factory, case):
+    pair.put("stays", b"s" * 100)
+    pair.put("victim", b"v" * 100)
+    proxy = fault_proxy_factory(pair.src.port)
+    target = f"/{pair.bucket}/victim"
+    if case == "really-deleted":
+        def before(method, path):
+            if method == "GET" and path.split("?")[0] == target:
+                pair.src.client().delete_object(Bucket=pair.bucket, Key="victim")
+        proxy.before = before
+    else:
+        methods = ("GET",) if case == "get-404" else ("GET", "HEAD")
+        proxy.fail_if = lambda method, path: (
+            (404, "NoSuchKey") if method in methods and path.split("?")[0] == target else None)
+    pair.configure(src_endpoint=proxy.endpoint)
+    p = pair.run()
+    dst = pair.dst_objects()
+    assert "stays" in dst
+    assert "victim" not in dst
+    if case == "really-deleted":
+        assert p.returncode == 0, p.stderr
+        assert "skipped 1 vanished at the source" in p.stdout + p.stderr
+        return
+    assert p.returncode == 76, (p.returncode, p.stderr)
+    assert proxy.failed > 0
+    why = "HEAD finds the object" if case == "get-404" else "still lists the object"
+    assert f"cannot copy {pair.bucket}/victim" in p.stderr and why in p.stderr, p.stderr
+    assert "1 objects could not be mirrored" in p.stderr
+
+
+# ---- what a copy carries (issue 14.6) ----
+
+STD_HEADERS = {
+    "ContentType": ("content-type", "text/x-report; charset=utf-8"),
+    "CacheControl": ("cache-control", "no-cache, max-age=0"),
+    "ContentDisposition": ("content-disposition", 'attachment; filename="report 1.csv"'),
+    "ContentEncoding": ("content-encoding", "gzip"),
+    "ContentLanguage": ("content-language", "de-CH"),
+    "Expires": ("expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
+}
+
+
+def _head_headers(client, bucket, key):
+    h = client.head_object(Bucket=bucket, Key=key)
+    return h["ResponseMetadata"]["HTTPHeaders"], h["Metadata"]
+
+
+def _metadata_size(md):
+    """What S3 counts against its 2 KB: names (without x-amz-meta-) and values, in bytes."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in md.items())
+
+
+@pytest.mark.parametrize("size", [100, 2 * 1024 * 1024 + 1, 6 * 1024 * 1024 + 3])
+def test_copies_keep_every_standard_header(pair, size):
+    # In memory, streamed, and multipart (multipart_threshold 5 MiB): each way sends its own PUT or
+    # CreateMultipartUpload, and each must carry all the headers S3 keeps with an object.
+    kw = {arg: value for arg, (_, value) in STD_HEADERS.items()}
+    kw["Expires"] = datetime.datetime(2037, 1, 1, tzinfo=datetime.timezone.utc)
+    pair.put("obj", os.urandom(size), Metadata={"owner": "ops"}, **kw)
+    pair.configure(multipart_threshold="5MiB")
+    assert _summary(pair.run(check=True)) == (1, 0, 0, 0)
+    src, _ = _head_headers(pair.src.client(), pair.bucket, "obj")
+    dst, md = _head_headers(pair.dst.client(), pair.offsite_bucket, f"{PREFIX}{pair.bucket}/obj")
+    for header, value in STD_HEADERS.values():
+        assert src.get(header) == value, (header, src)  # what boto3 stored
+        assert dst.get(header) == value, (header, dst)
+    assert md["owner"] == "ops"
+    assert pair.dst_objects() == pair.src_objects()  # bytes as stored, not decoded
+
+
+def test_bookkeeping_stays_within_s3s_metadata_limit(pair):
+    # The issue's object: 1,993 bytes of metadata; with both records it grew to 2,117, which AWS refuses.
+    # The ETag record fits, the SHA-256 record is left out. At 2,010 neither fits: the copy carries
+    # none, and compares by size and ETag on the next run.
+    near = {"a": "x" * 1000, "b": "y" * 991}
+    full = {"a": "x" * 1000, "b": "y" * 1008}
+    assert _metadata_size(near) == 1993 and _metadata_size(full) == 2010
+    pair.put("near", b"n" * 100, Metadata=near)
+    pair.put("full", b"f" * 100, Metadata=full)
+    pair.put("plain", b"p" * 100, Metadata={"owner": "ops"})
+    pair.configure()
+    assert _summary(pair.run(check=True)) == (3, 0, 0, 0)
+    md = {k: _head_headers(pair.dst.client(), pair.offsite_bucket, f"{PREFIX}{pair.bucket}/{k}")[1]
+          for k in ("near", "full", "plain")}
+    for k, m in md.items():
+        assert _metadata_size(m) <= 2048, (k, _metadata_size(m))
+    assert set(md["near"]) == {"a", "b", "skyforge-etag"}
+    assert md["full"] == full
+    assert set(md["plain"]) == {"owner", "skyforge-etag", "skyforge-sha256"}
+    assert _summary(pair.run(check=True)) == (0, 3, 0, 0)
+
+
+def test_metadata_over_s3s_limit_is_refused_before_sending(pair):
+    # moto takes any amount of metadata; S3 takes 2 KB. The client refuses to send more, with the
+    # object named, and the rest of the bucket is mirrored.
+    pair.put("over", b"o" * 100, Metadata={"a": "x" * 2100})
+    pair.put("fine", b"f" * 100)
+    pair.configure()
+    do = _log_offset(pair.dst)
+    p = pair.run()
+    assert p.returncode == 65, (p.returncode, p.stderr)
+    assert f"cannot copy {pair.bucket}/over" in p.stderr
+    assert "its user metadata is 2101 bytes, more than the 2048 S3 accepts" in p.stderr
+    assert set(pair.dst_objects()) == {"fine"}
+    assert not [path for m, path in _requests_since(pair.dst, do) if m == "PUT" and path.endswith("/over")]
+
+
+def test_restore_leaves_no_bookkeeping_in_the_source(pair):
+    kw = {arg: value for arg, (_, value) in STD_HEADERS.items()}
+    kw["Expires"] = datetime.datetime(2037, 1, 1, tzinfo=datetime.timezone.utc)
+    pair.put("small", b"s" * 100, Metadata={"owner": "ops"}, **kw)
+    pair.put("multi", os.urandom(6 * 1024 * 1024 + 3), Metadata={"owner": "ops"}, **kw)
+    pair.configure(multipart_threshold="5MiB")
+    pair.run(check=True)
+    expected = pair.src_objects()
+    c = pair.src.client()
+    for k in expected:
+        c.delete_object(Bucket=pair.bucket, Key=k)
+
+    p = pair.agent("restore", "mirror", "--bucket", pair.bucket)
+    assert p.returncode == 0, p.stderr
+    assert pair.src_objects() == expected
+    for k in expected:
+        headers, md = _head_headers(c, pair.bucket, k)
+        assert md == {"owner": "ops"}, (k, md)
+        for header, value in STD_HEADERS.values():
+            assert headers.get(header) == value, (k, header, headers)
+    # A second restore finds both equal (same ETags: the multipart copies were cut the same way).
+    p = pair.agent("restore", "mirror", "--bucket", pair.bucket, check=True)
+    assert _summary(p) == (0, 2, 0, 0)

@@ -43,6 +43,11 @@ VECTORS = [
      {"Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg=="}, b"<Delete><Quiet>true</Quiet></Delete>", True),
     ("header-spaces", "GET", "127.0.0.1:9000", "bkt", "k", [], {"If-Match": '  "abc   def"  '}, b"", True),
     ("list-buckets", "GET", "127.0.0.1:9000", None, None, [], {}, b"", True),
+    # Dot and empty segments are part of the key: signed and sent as they are, never normalised.
+    ("dot-dot", "PUT", "127.0.0.1:9000", "offsite", "off/src/../../../victim3/k", [], {}, b"x", True),
+    ("dot-segments", "GET", "127.0.0.1:9000", "skyforge-backups", "a/./b/../c/.", [], {}, b"", True),
+    ("empty-segments", "HEAD", "127.0.0.1:9000", "skyforge-backups", "/a//b/", [], {}, b"", True),
+    ("only-dots", "DELETE", "127.0.0.1:9000", "skyforge-backups", "..", [], {}, b"", True),
 ]
 
 

@@ -373,4 +373,108 @@ static const S3Vector s3_vectors[] = {
                 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
                 .signature = "05e41a58edc62ed0ea8c3574e017c34a6c96a9f3df35e3dde3d1b7f93aae1e64",
         },
+        {
+                .name = "dot-dot",
+                .method = "PUT",
+                .host = "127.0.0.1:9000",
+                .bucket = "offsite",
+                .key = "off/src/../../../victim3/k",
+                .params = {},
+                .n_params = 0,
+                .headers = {},
+                .n_headers = 0,
+                .body = "x",
+                .body_len = 1,
+                .signed_payload = true,
+                .path = "/offsite/off/src/../../../victim3/k",
+                .query = "",
+                .canonical_request = "PUT\n"
+                "/offsite/off/src/../../../victim3/k\n"
+                "\n"
+                "host:127.0.0.1:9000\n"
+                "x-amz-content-sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881\n"
+                "x-amz-date:20261125T142546Z\n"
+                "\n"
+                "host;x-amz-content-sha256;x-amz-date\n"
+                "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+                .signature = "9a3ef1bcaacf09f307b8d425784c7393fb8eaa3dacfa6c9366ae1fb5f47d57b3",
+        },
+        {
+                .name = "dot-segments",
+                .method = "GET",
+                .host = "127.0.0.1:9000",
+                .bucket = "skyforge-backups",
+                .key = "a/./b/../c/.",
+                .params = {},
+                .n_params = 0,
+                .headers = {},
+                .n_headers = 0,
+                .body = "",
+                .body_len = 0,
+                .signed_payload = true,
+                .path = "/skyforge-backups/a/./b/../c/.",
+                .query = "",
+                .canonical_request = "GET\n"
+                "/skyforge-backups/a/./b/../c/.\n"
+                "\n"
+                "host:127.0.0.1:9000\n"
+                "x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+                "x-amz-date:20261125T142546Z\n"
+                "\n"
+                "host;x-amz-content-sha256;x-amz-date\n"
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                .signature = "fee04520c785e6638f0196d2007080734eb2382366438b0e4f4972be11c74470",
+        },
+        {
+                .name = "empty-segments",
+                .method = "HEAD",
+                .host = "127.0.0.1:9000",
+                .bucket = "skyforge-backups",
+                .key = "/a//b/",
+                .params = {},
+                .n_params = 0,
+                .headers = {},
+                .n_headers = 0,
+                .body = "",
+                .body_len = 0,
+                .signed_payload = true,
+                .path = "/skyforge-backups//a//b/",
+                .query = "",
+                .canonical_request = "HEAD\n"
+                "/skyforge-backups//a//b/\n"
+                "\n"
+                "host:127.0.0.1:9000\n"
+                "x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+                "x-amz-date:20261125T142546Z\n"
+                "\n"
+                "host;x-amz-content-sha256;x-amz-date\n"
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                .signature = "699c1150cf2560fba570845ccff0947bbe4ad5562b3d0911ae593c07ef30549e",
+        },
+        {
+                .name = "only-dots",
+                .method = "DELETE",
+                .host = "127.0.0.1:9000",
+                .bucket = "skyforge-backups",
+                .key = "..",
+                .params = {},
+                .n_params = 0,
+                .headers = {},
+                .n_headers = 0,
+                .body = "",
+                .body_len = 0,
+                .signed_payload = true,
+                .path = "/skyforge-backups/..",
+                .query = "",
+                .canonical_request = "DELETE\n"
+                "/skyforge-backups/..\n"
+                "\n"
+                "host:127.0.0.1:9000\n"
+                "x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+                "x-amz-date:20261125T142546Z\n"
+                "\n"
+                "host;x-amz-content-sha256;x-amz-date\n"
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                .signature = "fc4063b47a13cecd8bb9cbdd1f364a04507e94e7635f84030ee52a24f4f4e1c9",
+        },
 };

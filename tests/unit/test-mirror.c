@@ -6,6 +6,7 @@
 
 #include "jobs/mirror.h"
 #include "shared/progress.h"
+#include "store/s3/s3.h"
 
 static void filters_select_by_key_or_bucket_key(void **state) {
         char *inc[] = { "*.zst", "logs/*", NULL }, *exc[] = { "*/tmp/*", "skip-*", NULL };
@@ -24,7 +25,7 @@ static void filters_select_by_key_or_bucket_key(void **state) {
 
 static void metadata_replaces_our_names_and_keeps_the_rest(void **state) {
         char *src[] = { "owner", "ops", "skyforge-etag", "old", "skyforge-sha256", "oldsha", NULL };
-        char **md = mirror_metadata(src, "abc", "0123");
+        char **md = mirror_metadata(src, true, "abc", "0123");
 
         assert_int_equal(strv_length(md), 6);
         assert_string_equal(md[0], "owner");
@@ -35,9 +36,62 @@ static void metadata_replaces_our_names_and_keeps_the_rest(void **state) {
         assert_string_equal(md[5], "0123");
         strv_free(md);
 
-        md = mirror_metadata(NULL, "e-2", NULL);
+        md = mirror_metadata(NULL, true, "e-2", NULL);
         assert_int_equal(strv_length(md), 2);
         assert_string_equal(md[1], "e-2");
+        strv_free(md);
+}
+
+static void restore_writes_no_bookkeeping_and_drops_ours(void **state) {
+        char *src[] = { "owner", "ops", "skyforge-etag", "old", "skyforge-sha256", "oldsha", NULL };
+        char **md = mirror_metadata(src, false, "abc", "0123");
+
+        assert_int_equal(strv_length(md), 2);
+        assert_string_equal(md[0], "owner");
+        assert_string_equal(md[1], "ops");
+        strv_free(md);
+}
+
+/* S3 counts names (without x-amz-meta-) and values; a copy must stay within 2048 bytes. */
+static void bookkeeping_stays_within_the_metadata_limit(void **state) {
+        static const char etag[] = "0123456789abcdef0123456789abcdef"; /* 32 */
+        static const char sha[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        const size_t bk_etag = strlen("skyforge-etag") + 32, bk_sha = strlen("skyforge-sha256") + 64;
+        char value[2100];
+        char *src[] = { "big", value, NULL };
+        char **md;
+
+        /* The issue's object: 1,993 bytes of metadata grew to 2,117 with both records. */
+        memset(value, 'v', sizeof value);
+        value[1993 - 3] = 0;
+        assert_int_equal(s3_metadata_size(src), 1993);
+        assert_int_equal(1993 + bk_etag + bk_sha, 2117);
+        md = mirror_metadata(src, true, etag, sha);
+        assert_true(s3_metadata_size(md) <= S3_METADATA_MAX);
+        assert_int_equal(strv_length(md), 4); /* the ETag record fits, the SHA-256 does not */
+        assert_string_equal(md[2], "skyforge-etag");
+        strv_free(md);
+
+        /* Exactly at the limit with both. */
+        value[S3_METADATA_MAX - 3 - bk_etag - bk_sha] = 0;
+        md = mirror_metadata(src, true, etag, sha);
+        assert_int_equal(s3_metadata_size(md), S3_METADATA_MAX);
+        assert_int_equal(strv_length(md), 6);
+        strv_free(md);
+
+        /* No room even for the ETag record: none, and the object compares by size and ETag. */
+        memset(value, 'v', sizeof value - 1);
+        value[S3_METADATA_MAX - 3 - bk_etag + 1] = 0;
+        md = mirror_metadata(src, true, etag, sha);
+        assert_int_equal(strv_length(md), 2);
+        assert_int_equal(s3_metadata_size(md), S3_METADATA_MAX - bk_etag + 1);
+        strv_free(md);
+
+        /* More than S3 takes at the source already: passed on as is (the client refuses to send it). */
+        memset(value, 'v', sizeof value - 1);
+        value[sizeof value - 1] = 0;
+        md = mirror_metadata(src, true, etag, sha);
+        assert_int_equal(strv_length(md), 2);
         strv_free(md);
 }
 
@@ -62,6 +116,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(filters_select_by_key_or_bucket_key),
                 cmocka_unit_test(metadata_replaces_our_names_and_keeps_the_rest),
+                cmocka_unit_test(restore_writes_no_bookkeeping_and_drops_ours),
+                cmocka_unit_test(bookkeeping_stays_within_the_metadata_limit),
                 cmocka_unit_test(progress_shows_objects_and_bytes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

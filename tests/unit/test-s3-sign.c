@@ -167,14 +167,8 @@ static void sign_matches_botocore_for_odd_keys_and_queries(void **state) {
                 S3Signature sig = {};
 
                 print_message("vector %s\n", v->name);
-                if (!v->bucket)
-                        path = xstrdup("/");
-                else if (!v->key)
-                        path = xasprintf("/%s", v->bucket);
-                else {
-                        _cleanup_free_ char *k = s3_uri_encode(v->key, true);
-                        path = xasprintf("/%s/%s", v->bucket, k);
-                }
+                /* The client's own path builder: what it signs is what botocore signs. */
+                path = v->bucket ? s3_request_uri("", v->bucket, v->key) : xstrdup("/");
                 assert_string_equal(path, v->path);
                 query = s3_canonical_query(v->params, v->n_params);
                 assert_string_equal(query, v->query);
@@ -208,6 +202,53 @@ static void uri_encode_follows_sigv4_rules(void **state) {
         assert_string_equal(c, "%C3%BC");
 }
 
+static void request_uri_never_lets_a_name_change_bucket_or_prefix(void **state) {
+        static const struct {
+                const char *base, *bucket, *key, *uri;
+        } cases[] = {
+                /* Key segments are kept literally, never resolved: the server sees the same key. */
+                { "", "offsite", "off/src/../../../victim3/k", "/offsite/off/src/../../../victim3/k" },
+                { "", "b", "a/./b", "/b/a/./b" },
+                { "", "b", "a/../b", "/b/a/../b" },
+                { "", "b", "x/.", "/b/x/." },
+                { "", "b", "a//b", "/b/a//b" },
+                { "", "b", "/lead", "/b//lead" },
+                { "", "b", "..", "/b/.." },
+                { "", "b", "?x#y%z", "/b/%3Fx%23y%25z" },
+                /* A bucket is one segment whatever it holds. */
+                { "", "../victim", "k", "/..%2Fvictim/k" },
+                { "", "a/b", NULL, "/a%2Fb" },
+                { "", "b?list-type=2", NULL, "/b%3Flist-type%3D2" },
+                /* The endpoint's path comes first; virtual-host requests have no bucket segment. */
+                { "/s3", "b", "k/../l", "/s3/b/k/../l" },
+                { "", NULL, "a/../b", "/a/../b" },
+                { "/s3", NULL, NULL, "/s3/" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *u = s3_request_uri(cases[i].base, cases[i].bucket, cases[i].key);
+                print_message("%s %s %s\n", cases[i].base, strna(cases[i].bucket), strna(cases[i].key));
+                assert_string_equal(u, cases[i].uri);
+        }
+}
+
+static void bucket_names_that_are_not_one_segment_are_unsafe(void **state) {
+        assert_true(s3_bucket_name_safe("skyforge-backups"));
+        assert_true(s3_bucket_name_safe("a.b-c_D")); /* legacy names still address one bucket */
+        assert_true(s3_bucket_name_safe("a..b"));
+        assert_false(s3_bucket_name_safe(NULL));
+        assert_false(s3_bucket_name_safe(""));
+        assert_false(s3_bucket_name_safe("."));
+        assert_false(s3_bucket_name_safe(".."));
+        assert_false(s3_bucket_name_safe("../victim"));
+        assert_false(s3_bucket_name_safe("a/b"));
+        assert_false(s3_bucket_name_safe("a b"));
+        assert_false(s3_bucket_name_safe("a%2Fb"));
+        assert_false(s3_bucket_name_safe("a?b"));
+        assert_false(s3_bucket_name_safe("a~b"));
+        assert_false(s3_bucket_name_safe("evil.com:80@x"));
+}
+
 static void sign_rejects_bad_date(void **state) {
         const S3Header h[] = { { "host", "x" } };
         S3SignInput in = { "GET", "/", "", h, 1, S3_EMPTY_SHA256, "2013", "us-east-1", "a", "b" };
@@ -224,6 +265,8 @@ int main(void) {
                 cmocka_unit_test(sign_matches_aws_list_objects),
                 cmocka_unit_test(sign_matches_botocore_for_odd_keys_and_queries),
                 cmocka_unit_test(uri_encode_follows_sigv4_rules),
+                cmocka_unit_test(request_uri_never_lets_a_name_change_bucket_or_prefix),
+                cmocka_unit_test(bucket_names_that_are_not_one_segment_are_unsafe),
                 cmocka_unit_test(sign_rejects_bad_date),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

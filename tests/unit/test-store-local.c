@@ -117,6 +117,34 @@ static void local_rejects_escaping_names(void **state) {
         assert_null(w);
 }
 
+/* One name, one file: names the kernel would resolve to another name's file, or that the store never
+ * lists, are refused for every operation. */
+static void local_rejects_aliasing_and_hidden_names(void **state) {
+        Store *s = *state;
+        const char *bad[] = {
+                "a/./b",           "./b",      "a/.", "a/..", "a//b", "a/b/", "..", ".", "", ".hidden",
+                "a/.b.tmp.123456", "a/../../x"
+        };
+        StoreWriter *w = NULL;
+        StoreReader *r = NULL;
+        StoreEntry e = {};
+
+        assert_int_equal(store_put_buffer(s, "a/b", "1", 1), 0);
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                print_message("%s\n", bad[i]);
+                assert_int_equal(store_writer_open(s, bad[i], &w), -EINVAL);
+                assert_int_equal(store_reader_open(s, bad[i], 0, &r), -EINVAL);
+                assert_int_equal(store_stat(s, bad[i], &e), -EINVAL);
+                assert_int_equal(store_remove(s, bad[i]), -EINVAL);
+        }
+        assert_null(w);
+        assert_null(r);
+        assert_int_equal(store_stat(s, "a/b", &e), 0); /* still there */
+        store_entry_done(&e);
+        /* Dots inside a segment are just characters. */
+        assert_int_equal(store_put_buffer(s, "a..b/c.d..e", "1", 1), 0);
+}
+
 static Manifest *manifest_for(const char *id) {
         Manifest *m = xcalloc(1, sizeof *m);
         _cleanup_free_ char *obj = xasprintf("%s.sql.zst", id);
@@ -172,9 +200,10 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(local_uncommitted_write_leaves_nothing, setup, teardown),
                 cmocka_unit_test_setup_teardown(local_commit_makes_object_visible, setup, teardown),
                 cmocka_unit_test_setup_teardown(local_list_is_sorted_bytewise_with_prefix, setup, teardown),
+                cmocka_unit_test_setup_teardown(local_rejects_aliasing_and_hidden_names, setup, teardown),
                 cmocka_unit_test_setup_teardown(local_rejects_escaping_names, setup, teardown),
-                cmocka_unit_test_setup_teardown(backups_exist_only_with_manifest_and_orphans_are_cleaned, setup,
-                                                teardown),
+                cmocka_unit_test_setup_teardown(backups_exist_only_with_manifest_and_orphans_are_cleaned,
+                                                setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -312,14 +312,38 @@ uint64_t s3_client_retry_time_usec(const S3Client *c) {
 
 /* ---- small helpers ---- */
 
+/* The standard headers S3 keeps with an object, as it sends them back on GET and HEAD and takes them on
+ * PUT; a mirror copy carries all of them. */
+static const struct {
+        const char *name; /* lower case */
+        size_t response_offset;
+} std_headers[] = {
+        { "content-type", offsetof(S3Response, content_type) },
+        { "cache-control", offsetof(S3Response, cache_control) },
+        { "content-disposition", offsetof(S3Response, content_disposition) },
+        { "content-encoding", offsetof(S3Response, content_encoding) },
+        { "content-language", offsetof(S3Response, content_language) },
+        { "expires", offsetof(S3Response, expires) },
+};
+
+static char **std_header_field(S3Response *r, size_t i) {
+        return (char **) ((uint8_t *) r + std_headers[i].response_offset);
+}
+
+static void response_headers_clear(S3Response *r) {
+        free(r->etag);
+        r->etag = NULL;
+        for (size_t i = 0; i < ELEMENTSOF(std_headers); i++)
+                *std_header_field(r, i) = mfree_str(*std_header_field(r, i));
+        strv_free(r->metadata);
+        r->metadata = NULL;
+}
+
 void s3_response_done(S3Response *r) {
         if (!r)
                 return;
         free(r->body);
-        free(r->etag);
-        free(r->content_type);
-        free(r->cache_control);
-        strv_free(r->metadata);
+        response_headers_clear(r);
         *r = (S3Response){};
 }
 
@@ -329,8 +353,20 @@ void s3_object_info_done(S3ObjectInfo *i) {
         free(i->etag);
         free(i->content_type);
         free(i->cache_control);
+        free(i->content_disposition);
+        free(i->content_encoding);
+        free(i->content_language);
+        free(i->expires);
         strv_free(i->metadata);
         *i = (S3ObjectInfo){};
+}
+
+size_t s3_metadata_size(char *const *metadata) {
+        size_t n = 0;
+
+        for (size_t i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2)
+                n += strlen(metadata[i]) + strlen(metadata[i + 1]);
+        return n;
 }
 
 char *s3_strip_quotes(const char *etag) {
@@ -869,12 +905,7 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
                 if (sp)
                         status = strtol(sp + 1, NULL, 10);
                 a->status = status;
-                free(resp->etag);
-                free(resp->content_type);
-                free(resp->cache_control);
-                strv_free(resp->metadata);
-                resp->etag = resp->content_type = resp->cache_control = NULL;
-                resp->metadata = NULL;
+                response_headers_clear(resp);
                 resp->content_length = 0;
                 resp->range_total = 0;
                 resp->mtime_usec = 0;
@@ -887,15 +918,16 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
         value = strstrip(colon + 1);
         for (char *c = line; *c; c++)
                 *c = (char) tolower((unsigned char) *c);
+        for (size_t i = 0; i < ELEMENTSOF(std_headers); i++)
+                if (streq(line, std_headers[i].name)) {
+                        char **f = std_header_field(resp, i);
+                        free(*f);
+                        *f = xstrdup(value);
+                        return n;
+                }
         if (streq(line, "etag")) {
                 free(resp->etag);
                 resp->etag = s3_strip_quotes(value);
-        } else if (streq(line, "content-type")) {
-                free(resp->content_type);
-                resp->content_type = xstrdup(value);
-        } else if (streq(line, "cache-control")) {
-                free(resp->cache_control);
-                resp->cache_control = xstrdup(value);
         } else if (streq(line, "content-length"))
                 (void) parse_uint64(value, &resp->content_length);
         else if (streq(line, "content-range")) {
@@ -915,14 +947,9 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
 }
 
 static char *request_path(S3Client *c, const S3Request *req) {
-        _cleanup_free_ char *key = req->key ? s3_uri_encode(req->key, true) : NULL;
-
         if (!req->bucket)
                 return xasprintf("%s/", c->base_path);
-        if (c->path_style)
-                return key ? xasprintf("%s/%s/%s", c->base_path, req->bucket, key)
-                           : xasprintf("%s/%s", c->base_path, req->bucket);
-        return xasprintf("%s/%s", c->base_path, strempty(key));
+        return s3_request_uri(c->base_path, c->path_style ? req->bucket : NULL, req->key);
 }
 
 static char *request_host(S3Client *c, const S3Request *req) {
@@ -1007,6 +1034,9 @@ static int attempt_once(S3Client *c, const S3Request *req, const char *payload_h
         if (c->share->sh)
                 curl_easy_setopt(e, CURLOPT_SHARE, c->share->sh);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        /* Keys are opaque: "a/../b" is a key of its own, not "b", and must not become another key, prefix
+         * or bucket on the way. */
+        curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
         curl_easy_setopt(e, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) (c->timeout_usec / USEC_PER_MSEC));
         /* A stall, not a slow large transfer, is a timeout; a body that trickles a few bytes at a time is a
@@ -1118,6 +1148,14 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
         char payload_hash[65];
         uint64_t own_failing_since = 0, *failing_since = req->failing_since ?: &own_failing_since;
 
+        /* Bucket names come from listings and configurations alike; one that is not a single path
+         * segment or host label run would address something else. */
+        if (req->bucket && !s3_bucket_name_safe(req->bucket))
+                return err_set(-EINVAL, EX_DATAERR,
+                               "refusing a request to %s for bucket \"%s\": not a valid S3 bucket name "
+                               "(letters, digits, '.', '-' and '_', not \".\" or \"..\")",
+                               c->endpoint, req->bucket);
+
         if (req->read_body)
                 strcpy(payload_hash, "UNSIGNED-PAYLOAD");
         else if (req->payload_sha256)
@@ -1177,6 +1215,10 @@ static void response_take_info(S3Response *resp, uint64_t size, S3ObjectInfo *re
                 .etag = TAKE_PTR(resp->etag),
                 .content_type = TAKE_PTR(resp->content_type),
                 .cache_control = TAKE_PTR(resp->cache_control),
+                .content_disposition = TAKE_PTR(resp->content_disposition),
+                .content_encoding = TAKE_PTR(resp->content_encoding),
+                .content_language = TAKE_PTR(resp->content_language),
+                .expires = TAKE_PTR(resp->expires),
                 .metadata = TAKE_PTR(resp->metadata),
         };
 }
@@ -1244,6 +1286,10 @@ static int get_on_headers(const S3Response *resp, void *userdata) {
                 .etag = resp->etag,
                 .content_type = resp->content_type,
                 .cache_control = resp->cache_control,
+                .content_disposition = resp->content_disposition,
+                .content_encoding = resp->content_encoding,
+                .content_language = resp->content_language,
+                .expires = resp->expires,
                 .metadata = resp->metadata,
         };
         return g->on_info(&i, g->userdata);
@@ -1331,8 +1377,10 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
 }
 
 size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) {
-        /* Room for the headers callers add (a checksum and its algorithm, or CreateMultipartUpload's). */
-        S3Header *h = xcalloc(4 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
+        /* Room for the standard headers, and those callers add (a checksum and its algorithm, or
+         * CreateMultipartUpload's). */
+        S3Header *h =
+                xcalloc(ELEMENTSOF(std_headers) + 4 + (o ? strv_length(o->metadata) / 2 : 0), sizeof *h);
         char **names = NULL;
         size_t nh = 0;
 
@@ -1340,6 +1388,14 @@ size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) 
                 h[nh++] = (S3Header){ "Content-Type", o->content_type };
         if (o && o->cache_control)
                 h[nh++] = (S3Header){ "Cache-Control", o->cache_control };
+        if (o && o->content_disposition)
+                h[nh++] = (S3Header){ "Content-Disposition", o->content_disposition };
+        if (o && o->content_encoding)
+                h[nh++] = (S3Header){ "Content-Encoding", o->content_encoding };
+        if (o && o->content_language)
+                h[nh++] = (S3Header){ "Content-Language", o->content_language };
+        if (o && o->expires)
+                h[nh++] = (S3Header){ "Expires", o->expires };
         for (size_t i = 0; o && o->metadata && o->metadata[i] && o->metadata[i + 1]; i += 2) {
                 char *name = xasprintf("x-amz-meta-%s", o->metadata[i]);
                 strv_push(&names, name);
@@ -1348,6 +1404,18 @@ size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names) 
         *ret = h;
         *ret_names = names;
         return nh;
+}
+
+int s3_put_options_check(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o) {
+        size_t n = o ? s3_metadata_size(o->metadata) : 0;
+
+        if (n > S3_METADATA_MAX)
+                return err_set(-EMSGSIZE, EX_DATAERR,
+                               "not writing %s (bucket %s, key %s): its user metadata is %zu bytes, more "
+                               "than the %u S3 accepts (names without x-amz-meta- plus values); shorten "
+                               "the object's metadata",
+                               c->endpoint, bucket, key, n, S3_METADATA_MAX);
+        return 0;
 }
 
 char *s3_content_md5(const void *data, size_t n) {
@@ -1369,6 +1437,9 @@ int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *
         char hex[65], base64[45];
         int r;
 
+        r = s3_put_options_check(c, bucket, key, o);
+        if (r < 0)
+                return r;
         /* The body is hashed once: signed as the payload, and kept by the server as the object's checksum
          * (it refuses a body that does not match it). */
         s3_sha256_hex_base64(data ?: "", n, hex, base64);
@@ -1392,6 +1463,9 @@ int s3_put_object_stream(S3Client *c, const char *bucket, const char *key, uint6
         size_t nh = s3_put_headers(o, &h, &names);
         int r;
 
+        r = s3_put_options_check(c, bucket, key, o);
+        if (r < 0)
+                return r;
         S3Request req = { .method = "PUT", .bucket = bucket, .key = key, .headers = h, .n_headers = nh,
                           .body_len = (size_t) size, .read_body = read, .read_userdata = userdata };
         r = s3_request(c, &req, &resp);

@@ -43,6 +43,10 @@ struct S3Upload {
         char *key;
         char *content_type;
         char *cache_control;
+        char *content_disposition;
+        char *content_encoding;
+        char *content_language;
+        char *expires;
         char **metadata;
         size_t part_size;
         char *upload_id;
@@ -67,7 +71,14 @@ struct S3Upload {
 static void upload_options(const S3Upload *u, S3PutOptions *ret) {
         /* Part checksums cost nothing here (each part is hashed for its signature anyway) and spare the
          * server from checksumming the whole object itself at completion. */
-        *ret = (S3PutOptions){ u->content_type, u->cache_control, u->metadata, .checksum_sha256 = true };
+        *ret = (S3PutOptions){ .content_type = u->content_type,
+                               .cache_control = u->cache_control,
+                               .content_disposition = u->content_disposition,
+                               .content_encoding = u->content_encoding,
+                               .content_language = u->content_language,
+                               .expires = u->expires,
+                               .metadata = u->metadata,
+                               .checksum_sha256 = true };
 }
 
 static unsigned upload_workers(void) {
@@ -97,6 +108,10 @@ int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutO
         if (o) {
                 u->content_type = o->content_type ? xstrdup(o->content_type) : NULL;
                 u->cache_control = o->cache_control ? xstrdup(o->cache_control) : NULL;
+                u->content_disposition = o->content_disposition ? xstrdup(o->content_disposition) : NULL;
+                u->content_encoding = o->content_encoding ? xstrdup(o->content_encoding) : NULL;
+                u->content_language = o->content_language ? xstrdup(o->content_language) : NULL;
+                u->expires = o->expires ? xstrdup(o->expires) : NULL;
                 STRV_FOREACH(m, o->metadata)
                         strv_push(&u->metadata, xstrdup(*m));
         }
@@ -140,6 +155,9 @@ int s3_multipart_create(S3Client *c, const char *bucket, const char *key, const 
         size_t nh;
         int r;
 
+        r = s3_put_options_check(c, bucket, key, o);
+        if (r < 0)
+                return r;
         nh = s3_put_headers(o, &h, &names);
         if (o && o->checksum_sha256)
                 h[nh++] = (S3Header){ "x-amz-checksum-algorithm", "SHA256" };
@@ -520,6 +538,10 @@ void s3_upload_free(S3Upload *u) {
         free(u->key);
         free(u->content_type);
         free(u->cache_control);
+        free(u->content_disposition);
+        free(u->content_encoding);
+        free(u->content_language);
+        free(u->expires);
         strv_free(u->metadata);
         for (size_t i = 0; i < u->n_buffers; i++)
                 free(u->parts[i].buf);

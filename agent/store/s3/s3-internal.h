@@ -63,6 +63,10 @@ typedef struct S3Response {
         char *etag;          /* without quotes */
         char *content_type;
         char *cache_control;
+        char *content_disposition;
+        char *content_encoding;
+        char *content_language;
+        char *expires;
         uint64_t content_length;
         uint64_t range_total; /* the object's size from Content-Range (206 replies); 0: none */
         uint64_t mtime_usec;
@@ -102,6 +106,8 @@ char *s3_xml_escape(const char *s);
 char *s3_content_md5(const void *data, size_t n);
 /* Headers for PutObject / CreateMultipartUpload from options; names allocated into *ret_names. */
 size_t s3_put_headers(const S3PutOptions *o, S3Header **ret, char ***ret_names);
+/* -EMSGSIZE (with err_set()) when the options carry more user metadata than S3 takes. */
+int s3_put_options_check(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o);
 
 static inline char *mfree_str(char *p) {
         free(p);

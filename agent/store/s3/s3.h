@@ -63,8 +63,13 @@ typedef struct S3ObjectInfo {
         uint64_t size;
         uint64_t mtime_usec;
         char *etag; /* without quotes */
+        /* The standard headers S3 stores with an object and sends back; NULL when not set. */
         char *content_type;
         char *cache_control;
+        char *content_disposition;
+        char *content_encoding;
+        char *content_language;
+        char *expires;
         char **metadata; /* pairs: name (lower case, without "x-amz-meta-"), value; NULL when none */
 } S3ObjectInfo;
 
@@ -94,10 +99,21 @@ int s3_get_object_with_info(S3Client *c, const char *bucket, const char *key, ui
 int s3_get_object_buffer(S3Client *c, const char *bucket, const char *key, size_t max, void **ret_data,
                          size_t *ret_len, S3ObjectInfo *ret_info);
 
+/* S3 refuses more user metadata than this: the bytes of every name (without "x-amz-meta-") and value. */
+#define S3_METADATA_MAX 2048U
+/* The size S3 counts for metadata pairs as in S3PutOptions. */
+size_t s3_metadata_size(char *const *metadata);
+
 typedef struct S3PutOptions {
         const char *content_type;
         const char *cache_control;
-        char **metadata; /* pairs: name without "x-amz-meta-", value */
+        const char *content_disposition;
+        const char *content_encoding;
+        const char *content_language;
+        const char *expires;
+        /* pairs: name without "x-amz-meta-", value; at most S3_METADATA_MAX bytes (a request with more
+         * is refused here, before it is sent) */
+        char **metadata;
         /* Multipart only: the server keeps a SHA-256 checksum of every part (x-amz-checksum-algorithm),
          * so each part must carry x-amz-checksum-sha256 and CompleteMultipartUpload lists them. */
         bool checksum_sha256;

@@ -30,6 +30,28 @@ char *s3_uri_encode(const char *s, bool keep_slash) {
         return r;
 }
 
+char *s3_request_uri(const char *base_path, const char *bucket, const char *key) {
+        _cleanup_free_ char *b = bucket ? s3_uri_encode(bucket, false) : NULL;
+        _cleanup_free_ char *k = key ? s3_uri_encode(key, true) : NULL;
+
+        if (b && k)
+                return xasprintf("%s/%s/%s", strempty(base_path), b, k);
+        if (b)
+                return xasprintf("%s/%s", strempty(base_path), b);
+        return xasprintf("%s/%s", strempty(base_path), strempty(k));
+}
+
+bool s3_bucket_name_safe(const char *name) {
+        size_t n = name ? strlen(name) : 0;
+
+        if (n < 1 || n > 255 || streq(name, ".") || streq(name, ".."))
+                return false;
+        for (const char *c = name; *c; c++)
+                if (!unreserved((unsigned char) *c) || *c == '~')
+                        return false;
+        return true;
+}
+
 typedef struct EncodedParam {
         char *name;
         char *value;

@@ -22,6 +22,16 @@ typedef struct S3Param {
 /* SigV4 URI encoding: everything but A-Z a-z 0-9 - _ . ~ is %XX (upper case hex); '/' stays when
  * keep_slash (object key paths) and is encoded otherwise (query names and values). */
 char *s3_uri_encode(const char *s, bool keep_slash);
+/* The request path, which is also the canonical URI: base_path ("" or "/path" of the endpoint), then
+ * "/" and the bucket (path-style requests; NULL when the bucket is in the host name or for the
+ * service), then "/" and the key. Bucket and key are URI-encoded, the bucket's '/' too: a name can never
+ * add a path segment. The key's own '/' stay, and its ".", ".." and empty segments stay as they are: S3
+ * keeps them literally (and so must the HTTP client: libcurl's CURLOPT_PATH_AS_IS). */
+char *s3_request_uri(const char *base_path, const char *bucket, const char *key);
+/* Whether a bucket name can be put in a request at all: 1..255 of A-Z a-z 0-9 . - _ (S3's legacy
+ * rules, a superset of today's), and not "." or "..", so it is always exactly one path segment or host
+ * label run. */
+bool s3_bucket_name_safe(const char *name);
 /* The canonical query string: every name and value encoded, sorted by name then value, joined by '&'.
  * It is also sent as-is on the wire, so what is signed is exactly what the server sees. */
 char *s3_canonical_query(const S3Param *params, size_t n);
