@@ -22,7 +22,8 @@ static int config_check(CliContext *ctx) {
         _cleanup_(config_problems_done) ConfigProblems problems = {};
         size_t warnings;
 
-        if (config_verb_load(ctx, &c, &problems) < 0)
+        /* Deferred errors (a missing secret file) do not stop other commands, but they fail the check. */
+        if (config_verb_load(ctx, &c, &problems) < 0 || config_problems_count_deferred(&problems) > 0)
                 return EX_CONFIG;
         warnings = config_problems_count(&problems, CONFIG_WARNING);
         if (ctx->quiet)
