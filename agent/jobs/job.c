@@ -192,7 +192,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 backup_id_format(started, ctx.id);
                 r = 0;
         } else
-                r = store_open_location(c, destination, &store);
+                r = store_open_location_for_write(c, destination, &store);
         if (r >= 0 && !def->no_manifest) {
                 ctx.store = store;
                 job_new_id(store, ctx.id);

@@ -61,6 +61,9 @@ void s3_response_done(S3Response *r);
  * (-ENOENT for 404, -EACCES for auth errors, -ECONNREFUSED etc. for transport failures). */
 int s3_request(S3Client *c, const S3Request *req, S3Response *ret);
 
+/* The IAM action a request needs ("s3:PutObject"), for AccessDenied messages (bucket.c). */
+const char *s3_request_action(const S3Request *req);
+
 /* Error text for a request, for callers that find a failure inside a 200 reply. */
 int s3_fail(S3Client *c, const S3Request *req, long status, const char *code, const char *message);
 
