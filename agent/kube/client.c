@@ -160,6 +160,11 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         SETOPT(CURLOPT_TIMEOUT, 120L);
         SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
         if (config->insecure_skip_tls_verify) {
+                /* Honoured like kubectl does, but never silently (as tls_verify = no for S3). */
+                log_warning("TLS verification is off for the Kubernetes API of cluster \"%s\" (%s): "
+                            "insecure-skip-tls-verify: true in kubeconfig %s lets anyone on the path read the "
+                            "Secrets; give the cluster's CA (certificate-authority-data) instead",
+                            strna(config->cluster), strna(config->server), strna(config->path));
                 SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
                 SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
         }
