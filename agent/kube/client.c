@@ -627,3 +627,34 @@ int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeAppl
         *ret = KUBE_APPLY_REPLACED;
         return 0;
 }
+
+int kube_check_list_secrets(KubeClient *c, char *const *namespaces) {
+        /* One list of at most one Secret per namespace (or one cluster-wide): proves the permission the
+         * export needs without reading the Secrets. */
+        for (size_t i = 0; namespaces ? namespaces[i] != NULL : i == 0; i++) {
+                _cleanup_free_ char *path = NULL, *what = NULL;
+                _cleanup_(response_done) Response r = {};
+                int k;
+
+                if (namespaces) {
+                        if (!namespace_valid(namespaces[i]))
+                                return err_set(-EINVAL, EX_CONFIG,
+                                               "\"%s\" is not a valid namespace name: fix namespaces = in "
+                                               "[config]", namespaces[i]);
+                        k = check_namespace(c, namespaces[i]);
+                        if (k < 0)
+                                return k;
+                        path = xasprintf("/api/v1/namespaces/%s/secrets?limit=1", namespaces[i]);
+                        what = xasprintf("list Secrets in namespace \"%s\"", namespaces[i]);
+                } else {
+                        path = xstrdup("/api/v1/secrets?limit=1");
+                        what = xstrdup("list Secrets in all namespaces");
+                }
+                k = request(c, "GET", path, NULL, &r);
+                if (k < 0)
+                        return k;
+                if (r.status != 200)
+                        return status_error(c, &r, what);
+        }
+        return 0;
+}

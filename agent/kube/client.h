@@ -31,6 +31,10 @@ void kube_client_set_page_size(KubeClient *c, unsigned limit);
  * Secret values in memory only; the caller encrypts it and drops it. */
 int kube_list_secrets(KubeClient *c, char *const *namespaces, json_object **ret_list);
 
+/* Whether the credentials may list Secrets in the namespaces (NULL: all), with one list of at most one
+ * Secret each (`config check --connect`); err_set() naming user, kubeconfig and fix otherwise. */
+int kube_check_list_secrets(KubeClient *c, char *const *namespaces);
+
 /* Creates the Secret, or replaces it when one of that name exists and differs. dry_run asks the API
  * server to check everything and persist nothing (dryRun=All). */
 int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeApplyResult *ret);
