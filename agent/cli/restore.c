@@ -79,7 +79,8 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         return 0;
 }
 
-/* The mirror engine in reverse: offsite -> the [mirror] source remote, creating buckets. */
+/* The mirror engine in reverse: offsite -> the [mirror] source remote, creating buckets where that remote
+ * says create_bucket = yes. */
 static int restore_mirror(CliContext *ctx, const char *bucket, bool dry_run) {
         _cleanup_(config_freep) Config *c = NULL;
         MirrorOptions o = { .direction = MIRROR_REVERSE, .dry_run = dry_run, .bucket = bucket };
