@@ -143,3 +143,11 @@ destination = broken:skyforge-backups/config/
     p = config(conf, "check")
     assert p.returncode == EX_CONFIG
     assert f"{conf}:13: secret_access_key_file: secret file {missing} does not exist" in p.stderr
+
+    # status works even when the configuration has errors elsewhere: one warning, then the state.
+    conf.write_text(conf.read_text().replace("[postgres]\n", "[postgres]\nretention_days = many\n"))
+    p = agent("status")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0].startswith("JOB")
+    assert p.stderr.count("\n") == 1 and "error(s), first: retention_days" in p.stderr, p.stderr
+    assert agent("list", "postgres").returncode == EX_CONFIG
