@@ -55,16 +55,20 @@ int cli_load_config(CliContext *ctx, Config **ret) {
                         for (size_t i = 0; i < problems.n; i++) {
                                 const ConfigProblem *e = problems.items + i;
                                 char *n = xasprintf("%s%sline %u: %s%s", all, i > 0 ? "; " : "", e->line,
-                                                    e->severity == CONFIG_WARNING ? "warning: " : "", e->message);
+                                                    e->severity == CONFIG_WARNING ? "warning: " : "",
+                                                    e->message);
                                 free(all);
                                 all = n;
                         }
                         log_error("configuration %s is invalid: %s; run `skyforge-agent config check` after "
-                                  "fixing it", ctx->config_path, all);
+                                  "fixing it",
+                                  ctx->config_path, all);
                 } else {
                         config_problems_print(&problems, ctx->config_path, stderr);
-                        fprintf(stderr, "skyforge-agent: %s has errors; run `skyforge-agent config check` after "
-                                "fixing them.\n", ctx->config_path);
+                        fprintf(stderr,
+                                "skyforge-agent: %s has errors; run `skyforge-agent config check` after "
+                                "fixing them.\n",
+                                ctx->config_path);
                 }
                 return EX_CONFIG;
         }

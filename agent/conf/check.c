@@ -341,8 +341,8 @@ int config_check_passfile(const char *conninfo) {
                 if (streq(o->keyword, "passfile") && !isempty(o->val) &&
                     (r = conf_secret_file_open(o->val, &fd)) < 0) {
                         _cleanup_free_ char *why = xstrdup(strna(err_message()));
-                        r = err_set(r, err_exit_code(r), "[postgres] conninfo passfile: %s (libpq would ignore it)",
-                                    why);
+                        r = err_set(r, err_exit_code(r),
+                                    "[postgres] conninfo passfile: %s (libpq would ignore it)", why);
                         break;
                 }
         PQconninfoFree(opts);

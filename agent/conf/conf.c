@@ -141,16 +141,16 @@ char *conf_section_id(ConfSection section, const char *remote_name) {
 
 /* ---- problems ---- */
 
-static void problem_add(ConfLoader *l, ConfigSeverity severity, bool deferred, unsigned line, const char *fmt,
-                        va_list ap) {
+static void problem_add(ConfLoader *l, ConfigSeverity severity, bool deferred, unsigned line,
+                        const char *fmt, va_list ap) {
         ConfigProblems *p = l->problems;
         char *m;
 
         if (vasprintf(&m, fmt, ap) < 0)
                 abort();
         p->items = xrealloc(p->items, sizeof(ConfigProblem) * (p->n + 1));
-        p->items[p->n++] = (ConfigProblem) { .line = line, .severity = severity, .deferred = deferred,
-                                             .message = m };
+        p->items[p->n++] =
+                (ConfigProblem){ .line = line, .severity = severity, .deferred = deferred, .message = m };
 }
 
 void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...) {
@@ -915,7 +915,8 @@ static int config_load_text(const char *text, const char *path, Config **ret_con
         loader_done(&l);
         problems_sort(&problems);
 
-        n_errors = config_problems_count(&problems, CONFIG_ERROR) - config_problems_count_deferred(&problems);
+        n_errors =
+                config_problems_count(&problems, CONFIG_ERROR) - config_problems_count_deferred(&problems);
         if (ret_config)
                 *ret_config = TAKE_PTR(c);
         if (ret_problems)

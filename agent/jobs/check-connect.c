@@ -25,8 +25,11 @@ void connect_report_done(ConnectReport *r) {
 
 static void add(ConnectReport *r, ConnectStatus status, int exit_code, const char *what, char *detail) {
         r->items = xrealloc(r->items, (r->n + 1) * sizeof *r->items);
-        r->items[r->n++] = (ConnectCheck){ .status = status, .what = xstrdup(what), .detail = detail,
-                                           .exit_code = status == CONNECT_FAIL ? (exit_code ?: EX_SOFTWARE) : 0 };
+        r->items[r->n++] =
+                (ConnectCheck){ .status = status,
+                                .what = xstrdup(what),
+                                .detail = detail,
+                                .exit_code = status == CONNECT_FAIL ? (exit_code ?: EX_SOFTWARE) : 0 };
 }
 
 /* The failure recorded with err_set() for r, as a check result. */
@@ -139,10 +142,11 @@ static void check_location(const Config *c, const char *location, const char *ro
                         _cleanup_free_ char *why = xstrdup(strna(err_message()));
                         int code = err_exit_code(r);
                         err_clear();
-                        return add(rep, CONNECT_FAIL, code, what,
-                                   xasprintf("%s (%s): the probe object %s was written but cannot be deleted "
-                                             "(retention could not prune; remove it by hand): %s",
-                                             location, role, probe, why));
+                        return add(
+                                rep, CONNECT_FAIL, code, what,
+                                xasprintf("%s (%s): the probe object %s was written but cannot be deleted "
+                                          "(retention could not prune; remove it by hand): %s",
+                                          location, role, probe, why));
                 }
         }
         if (r < 0) {
@@ -180,8 +184,7 @@ static void check_mirror_source(const Config *c, ConnectReport *rep) {
                 }
         } else
                 buckets = strv_copy(c->mirror.buckets);
-        STRV_FOREACH(b, buckets) {
-
+        STRV_FOREACH (b, buckets) {
                 r = s3_list_objects(s3, *b, "", NULL, stop_at_first_object, NULL);
                 if (r < 0) {
                         _cleanup_free_ char *why = xstrdup(strna(err_message()));
@@ -193,7 +196,8 @@ static void check_mirror_source(const Config *c, ConnectReport *rep) {
         }
         list = join(buckets);
         add(rep, CONNECT_OK, 0, what,
-            xasprintf("mirror source: %zu bucket(s) list%s%s", strv_length(buckets), *list ? ": " : "", list));
+            xasprintf("mirror source: %zu bucket(s) list%s%s", strv_length(buckets), *list ? ": " : "",
+                      list));
 }
 
 /* ---- Kubernetes ---- */
@@ -240,7 +244,8 @@ static void check_age(char *const *recipients, const char *identity_file, const 
         if (isempty(identity_file))
                 return add(rep, CONNECT_SKIP, 0, what,
                            xasprintf("no identity_file: verify --restore-test and restore need the identity "
-                                     "of one of the %zu recipient(s)", strv_length(recipients)));
+                                     "of one of the %zu recipient(s)",
+                                     strv_length(recipients)));
         mem = sink_memory_new();
         enc = sink_age_new(mem, recipients, &r);
         if (!enc) {
@@ -260,12 +265,13 @@ static void check_age(char *const *recipients, const char *identity_file, const 
                 source_free(src);
                 if (r == -ENOKEY) {
                         err_clear();
-                        return add(rep, CONNECT_FAIL, EX_CONFIG, what,
-                                   xasprintf("identity_file %s holds no identity for any of the %zu "
-                                             "recipient(s): backups encrypted now could not be restored with "
-                                             "it; set identity_file to the key of one of them (age-keygen -y "
-                                             "FILE prints its recipient)",
-                                             identity_file, strv_length(recipients)));
+                        return add(
+                                rep, CONNECT_FAIL, EX_CONFIG, what,
+                                xasprintf("identity_file %s holds no identity for any of the %zu "
+                                          "recipient(s): backups encrypted now could not be restored with "
+                                          "it; set identity_file to the key of one of them (age-keygen -y "
+                                          "FILE prints its recipient)",
+                                          identity_file, strv_length(recipients)));
                 }
                 return add_fail(rep, what, r);
         }
@@ -307,14 +313,18 @@ void config_connect_check(const Config *c, ConnectReport *ret) {
 }
 
 void connect_report_print(const ConnectReport *r, FILE *f) {
-        static const char *const label[] = { [CONNECT_OK] = "ok", [CONNECT_FAIL] = "FAIL", [CONNECT_SKIP] = "skip" };
+        static const char *const label[] = {
+                [CONNECT_OK] = "ok", [CONNECT_FAIL] = "FAIL", [CONNECT_SKIP] = "skip"
+        };
 
         for (size_t i = 0; i < r->n; i++)
                 fprintf(f, "%-4s %s: %s\n", label[r->items[i].status], r->items[i].what, r->items[i].detail);
 }
 
 int connect_exit_code_merge(int a, int b) {
-        static const int order[] = { EX_CONFIG, EX_NOPERM, EX_DATAERR, EX_PROTOCOL, EX_IOERR, EX_UNAVAILABLE };
+        static const int order[] = {
+                EX_CONFIG, EX_NOPERM, EX_DATAERR, EX_PROTOCOL, EX_IOERR, EX_UNAVAILABLE
+        };
         size_t ia = ELEMENTSOF(order), ib = ELEMENTSOF(order);
 
         if (a == 0 || b == 0)

@@ -16,8 +16,8 @@ typedef enum ConnectStatus {
 
 typedef struct ConnectCheck {
         ConnectStatus status;
-        char *what;    /* "postgres", "remote minio", "store", "kubernetes", "age [postgres]" */
-        char *detail;  /* what works, or the error with its fix */
+        char *what; /* "postgres", "remote minio", "store", "kubernetes", "age [postgres]" */
+        char *detail; /* what works, or the error with its fix */
         int exit_code; /* sysexits of a failure, 0 otherwise */
 } ConnectCheck;
 

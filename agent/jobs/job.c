@@ -73,7 +73,8 @@ int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd) {
         return 0;
 }
 
-int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64_t timeout_usec, int *ret_fd) {
+int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64_t timeout_usec,
+                  int *ret_fd) {
         _cleanup_free_ char *path = xasprintf("%s/%s.read.lock", state_dir, job);
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *span = NULL;
@@ -86,7 +87,8 @@ int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64
                                state_dir, strerror(-r));
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
         if (fd < 0)
-                return err_set(-errno, EX_CANTCREAT, "cannot open lock %s: %m (is state_dir writable?)", path);
+                return err_set(-errno, EX_CANTCREAT, "cannot open lock %s: %m (is state_dir writable?)",
+                               path);
         span = sec >= 3600 && sec % 3600 == 0 ? xasprintf("%" PRIu64 " h", sec / 3600)
                : sec >= 60 && sec % 60 == 0   ? xasprintf("%" PRIu64 " min", sec / 60)
                                               : xasprintf("%" PRIu64 " s", sec);
@@ -106,7 +108,8 @@ int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64
                         deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
                         if (exclusive)
                                 log_info("Backups of %s are being read (a verify or restore holds %s); "
-                                         "waiting up to %s before deleting any.", job, path, span);
+                                         "waiting up to %s before deleting any.",
+                                         job, path, span);
                         else
                                 log_info("Backups of %s are being pruned (lock %s); waiting up to %s.", job,
                                          path, span);
@@ -120,9 +123,11 @@ int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64
                                                "restore holds %s); nothing was deleted: run `skyforge-agent "
                                                "prune %s` when it has finished",
                                                job, span, path, job);
-                        return err_set(-EBUSY, EX_TEMPFAIL,
-                                       "backups of %s are still being pruned after %s (lock %s is held); try "
-                                       "again later", job, span, path);
+                        return err_set(
+                                -EBUSY, EX_TEMPFAIL,
+                                "backups of %s are still being pruned after %s (lock %s is held); try "
+                                "again later",
+                                job, span, path);
                 }
                 (void) usleep(100 * 1000);
         }
@@ -262,8 +267,10 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                  * would delete stays until the next run or `prune`. */
                 r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
                 if (r == -EBUSY)
-                        log_notice("Retention of %s deferred: a verify or restore is reading its backups; the "
-                                   "next run or `skyforge-agent prune %s` applies it.", job, job);
+                        log_notice(
+                                "Retention of %s deferred: a verify or restore is reading its backups; the "
+                                "next run or `skyforge-agent prune %s` applies it.",
+                                job, job);
                 else if (r >= 0)
                         r = job_prune_store(c, job, store, false, NULL);
                 if (r < 0 && r != -EBUSY)

@@ -44,7 +44,8 @@ int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd);
  * verify and a backup run side by side, and retention never deletes what a verify reads. Waits up to
  * timeout_usec (then -EBUSY, EX_TEMPFAIL), or until SIGTERM (-ECANCELED). */
 #define JOB_READ_LOCK_TIMEOUT_USEC (3600 * USEC_PER_SEC)
-int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64_t timeout_usec, int *ret_fd);
+int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64_t timeout_usec,
+                  int *ret_fd);
 
 /* Runs one job to the end. On success the new backup id is returned in ret_id. */
 int job_run(const Config *c, const char *job, char **ret_id);

@@ -255,8 +255,8 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         int rt_code = rt_r < 0 ? err_exit_code(rt_r) : 0;
 
         r = job_state_write_verify(c->agent.state_dir, job,
-                                   json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN |
-                                                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
+                                   json_object_to_json_string_ext(
+                                           result, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         if (r < 0)
                 log_warning("%s; the verify result is not recorded.", err_message() ?: strerror(-r));
         json_object_put(result);

@@ -161,10 +161,11 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
         if (config->insecure_skip_tls_verify) {
                 /* Honoured like kubectl does, but never silently (as tls_verify = no for S3). */
-                log_warning("TLS verification is off for the Kubernetes API of cluster \"%s\" (%s): "
-                            "insecure-skip-tls-verify: true in kubeconfig %s lets anyone on the path read the "
-                            "Secrets; give the cluster's CA (certificate-authority-data) instead",
-                            strna(config->cluster), strna(config->server), strna(config->path));
+                log_warning(
+                        "TLS verification is off for the Kubernetes API of cluster \"%s\" (%s): "
+                        "insecure-skip-tls-verify: true in kubeconfig %s lets anyone on the path read the "
+                        "Secrets; give the cluster's CA (certificate-authority-data) instead",
+                        strna(config->cluster), strna(config->server), strna(config->path));
                 SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
                 SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
         }
@@ -640,7 +641,8 @@ int kube_check_list_secrets(KubeClient *c, char *const *namespaces) {
                         if (!namespace_valid(namespaces[i]))
                                 return err_set(-EINVAL, EX_CONFIG,
                                                "\"%s\" is not a valid namespace name: fix namespaces = in "
-                                               "[config]", namespaces[i]);
+                                               "[config]",
+                                               namespaces[i]);
                         k = check_namespace(c, namespaces[i]);
                         if (k < 0)
                                 return k;

@@ -11,8 +11,13 @@ static const char *action(const char *method, const char *bucket, const char *ke
                           const char *header) {
         S3Param p = { .name = param, .value = "" };
         S3Header h = { .name = header, .value = "b/k" };
-        S3Request req = { .method = method, .bucket = bucket, .key = key, .params = param ? &p : NULL,
-                          .n_params = param ? 1 : 0, .headers = header ? &h : NULL, .n_headers = header ? 1 : 0 };
+        S3Request req = { .method = method,
+                          .bucket = bucket,
+                          .key = key,
+                          .params = param ? &p : NULL,
+                          .n_params = param ? 1 : 0,
+                          .headers = header ? &h : NULL,
+                          .n_headers = header ? 1 : 0 };
         return s3_request_action(&req);
 }
 
