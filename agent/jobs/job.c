@@ -267,10 +267,9 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                  * would delete stays until the next run or `prune`. */
                 r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
                 if (r == -EBUSY)
-                        log_notice(
-                                "Retention of %s deferred: a verify or restore is reading its backups; the "
-                                "next run or `skyforge-agent prune %s` applies it.",
-                                job, job);
+                        log_notice("Retention of %s deferred: its backups are being read (verify, restore) "
+                                   "or pruned; the next run or `skyforge-agent prune %s` applies it.",
+                                   job, job);
                 else if (r >= 0)
                         r = job_prune_store(c, job, store, false, NULL);
                 if (r < 0 && r != -EBUSY)
