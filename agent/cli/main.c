@@ -48,11 +48,28 @@ int cli_load_config(CliContext *ctx, Config **ret) {
 
         r = config_load(ctx->config_path, ctx->config_explicit, &c, &problems);
         if (r < 0) {
-                config_problems_print(&problems, ctx->config_path, stderr);
-                fprintf(stderr, "skyforge-agent: %s has errors; run `skyforge-agent config check` after fixing them.\n",
-                        ctx->config_path);
-                log_error("configuration %s is invalid (%zu problem(s)); first: %s", ctx->config_path, problems.n,
-                          problems.n > 0 ? problems.items[0].message : "unknown");
+                /* Each problem once: on a terminal the lines, under systemd (stderr is the journal too) one
+                 * journal entry with all of them. */
+                if (log_to_journal()) {
+                        _cleanup_free_ char *all = xstrdup("");
+                        for (size_t i = 0; i < problems.n; i++) {
+                                const ConfigProblem *e = problems.items + i;
+                                char *n = xasprintf("%s%sline %u: %s%s", all, i > 0 ? "; " : "", e->line,
+                                                    e->severity == CONFIG_WARNING ? "warning: " : "",
+                                                    e->message);
+                                free(all);
+                                all = n;
+                        }
+                        log_error("configuration %s is invalid: %s; run `skyforge-agent config check` after "
+                                  "fixing it",
+                                  ctx->config_path, all);
+                } else {
+                        config_problems_print(&problems, ctx->config_path, stderr);
+                        fprintf(stderr,
+                                "skyforge-agent: %s has errors; run `skyforge-agent config check` after "
+                                "fixing them.\n",
+                                ctx->config_path);
+                }
                 return EX_CONFIG;
         }
         *ret = TAKE_PTR(c);

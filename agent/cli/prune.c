@@ -44,8 +44,9 @@ const Verb verb_prune = {
         .name = "prune",
         .args = "[JOB] [--dry-run]",
         .summary = "Apply retention now: delete backups older than retention_days, keeping keep_min.",
-        .help = "Each backup is listed with the reason it is kept or deleted. The manifest is deleted first, so\n"
-                "a backup is never half-visible.\n"
+        .help = "Each backup is listed with the reason it is kept or deleted. The manifest is deleted first,\n"
+                "so a backup is never half-visible. A running verify or restore of the job reads the\n"
+                "backups: prune waits for it (up to an hour, then exit status 75 and nothing deleted).\n"
                 "  -n, --dry-run   only show what would be deleted and why\n",
         .run = run_prune,
 };

@@ -32,6 +32,7 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
         _cleanup_free_ char *dest = NULL;
+        _cleanup_close_ int read_fd = -EBADF;
         const Manifest *m;
         int r;
 
@@ -39,7 +40,10 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         if (r != 0)
                 return r;
         dest = config_job_destination(c, job);
-        r = store_open_location(c, dest, &s);
+        /* Shared with verify: prune and retention wait until the restore has read the backup. */
+        r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
+        if (r >= 0)
+                r = store_open_location(c, dest, &s);
         if (r >= 0)
                 r = backup_list_load(s, &l);
         if (r >= 0)
@@ -75,7 +79,8 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         return 0;
 }
 
-/* The mirror engine in reverse: offsite -> the [mirror] source remote, creating buckets. */
+/* The mirror engine in reverse: offsite -> the [mirror] source remote, creating buckets where that remote
+ * says create_bucket = yes. */
 static int restore_mirror(CliContext *ctx, const char *bucket, bool dry_run) {
         _cleanup_(config_freep) Config *c = NULL;
         MirrorOptions o = { .direction = MIRROR_REVERSE, .dry_run = dry_run, .bucket = bucket };

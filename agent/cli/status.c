@@ -45,6 +45,7 @@ static void fix_stale_running(JobState *st) {
 
 static int run_status(CliContext *ctx, int argc, char *argv[]) {
         _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_(config_problems_done) ConfigProblems problems = {};
         sd_bus *bus = NULL;
         json_object *arr = NULL;
         bool json = false;
@@ -52,9 +53,23 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
 
         if (cli_parse_json_option(argc, argv, &json) != 0)
                 return EX_USAGE;
-        r = cli_load_config(ctx, &c);
-        if (r != 0)
-                return r;
+        /* status always works: it needs only state_dir, so a configuration with errors elsewhere is
+         * reported in one line and the state shown anyway. */
+        r = config_load(ctx->config_path, ctx->config_explicit, &c, &problems);
+        if (r < 0 && !c)
+                return cli_load_config(ctx, &c);
+        if (r < 0) {
+                const ConfigProblem *first = NULL;
+                for (size_t i = 0; !first && i < problems.n; i++)
+                        if (problems.items[i].severity == CONFIG_ERROR && !problems.items[i].deferred)
+                                first = problems.items + i;
+                log_warning("%s has %zu error(s), first: %s; showing the job state from state_dir %s anyway "
+                            "(run `skyforge-agent config check`)",
+                            ctx->config_path,
+                            config_problems_count(&problems, CONFIG_ERROR) -
+                                    config_problems_count_deferred(&problems),
+                            first ? first->message : "unknown", c->agent.state_dir);
+        }
         if (sd_bus_open_system(&bus) < 0)
                 bus = NULL;
         if (json)

@@ -137,7 +137,7 @@ static void check_secret(ConfLoader *l, unsigned line, const char *key, const ch
         _cleanup_close_ int fd = -EBADF;
 
         if (conf_secret_file_open(path, &fd) < 0)
-                conf_problem(l, CONFIG_ERROR, line, "%s: %s", key, err_message());
+                conf_problem_deferred(l, line, "%s: %s", key, err_message());
 }
 
 static void check_path(ConfLoader *l, unsigned line, const ConfKey *k, const char *path) {
@@ -300,8 +300,8 @@ static void check_conninfo(ConfLoader *l, const char *conninfo) {
                 else if (streq(o->keyword, "passfile") && conf_secret_file_open(o->val, &fd) < 0)
                         /* libpq skips a passfile with group or other access, with at most a warning on a
                          * terminal, and the login then fails for a reason nobody sees. */
-                        conf_problem(l, CONFIG_ERROR, line, "conninfo passfile: %s (libpq would ignore it)",
-                                     err_message());
+                        conf_problem_deferred(l, line, "conninfo passfile: %s (libpq would ignore it)",
+                                              err_message());
         }
         PQconninfoFree(opts);
 }
@@ -327,4 +327,24 @@ void conf_check(ConfLoader *l, const Config *c) {
                                      "[config] has no recipients; the Secrets export is always encrypted: "
                                      "add recipients = age1... (skyforge-agent keygen makes a key pair)");
         }
+}
+
+int config_check_passfile(const char *conninfo) {
+        _cleanup_close_ int fd = -EBADF;
+        PQconninfoOption *opts;
+        int r = 0;
+
+        opts = PQconninfoParse(strempty(conninfo), NULL);
+        if (!opts)
+                return 0; /* config_load() reported it */
+        for (PQconninfoOption *o = opts; o->keyword; o++)
+                if (streq(o->keyword, "passfile") && !isempty(o->val) &&
+                    (r = conf_secret_file_open(o->val, &fd)) < 0) {
+                        _cleanup_free_ char *why = xstrdup(strna(err_message()));
+                        r = err_set(r, err_exit_code(r),
+                                    "[postgres] conninfo passfile: %s (libpq would ignore it)", why);
+                        break;
+                }
+        PQconninfoFree(opts);
+        return r;
 }

@@ -78,6 +78,8 @@ typedef struct ConfLoader {
 
 void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...)
         _printf_(4, 5);
+/* An error that fails only `config check` and the commands that use the file (ConfigProblem.deferred). */
+void conf_problem_deferred(ConfLoader *l, unsigned line, const char *fmt, ...) _printf_(3, 4);
 /* The line of the last "key =" in [section]; the section's first header line when the key was not written;
  * 0 when neither is known. */
 unsigned conf_line(const ConfLoader *l, const char *section, const char *key);

@@ -141,20 +141,32 @@ char *conf_section_id(ConfSection section, const char *remote_name) {
 
 /* ---- problems ---- */
 
-void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...) {
+static void problem_add(ConfLoader *l, ConfigSeverity severity, bool deferred, unsigned line,
+                        const char *fmt, va_list ap) {
         ConfigProblems *p = l->problems;
-        va_list ap;
         char *m;
 
-        va_start(ap, fmt);
         if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
-        va_end(ap);
-        if (!m)
                 abort();
-
         p->items = xrealloc(p->items, sizeof(ConfigProblem) * (p->n + 1));
-        p->items[p->n++] = (ConfigProblem) { .line = line, .severity = severity, .message = m };
+        p->items[p->n++] =
+                (ConfigProblem){ .line = line, .severity = severity, .deferred = deferred, .message = m };
+}
+
+void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        problem_add(l, severity, false, line, fmt, ap);
+        va_end(ap);
+}
+
+void conf_problem_deferred(ConfLoader *l, unsigned line, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        problem_add(l, CONFIG_ERROR, true, line, fmt, ap);
+        va_end(ap);
 }
 
 unsigned conf_line(const ConfLoader *l, const char *section, const char *key) {
@@ -192,6 +204,14 @@ size_t config_problems_count(const ConfigProblems *p, ConfigSeverity severity) {
         size_t n = 0;
         for (size_t i = 0; p && i < p->n; i++)
                 if (p->items[i].severity == severity)
+                        n++;
+        return n;
+}
+
+size_t config_problems_count_deferred(const ConfigProblems *p) {
+        size_t n = 0;
+        for (size_t i = 0; p && i < p->n; i++)
+                if (p->items[i].severity == CONFIG_ERROR && p->items[i].deferred)
                         n++;
         return n;
 }
@@ -895,7 +915,8 @@ static int config_load_text(const char *text, const char *path, Config **ret_con
         loader_done(&l);
         problems_sort(&problems);
 
-        n_errors = config_problems_count(&problems, CONFIG_ERROR);
+        n_errors =
+                config_problems_count(&problems, CONFIG_ERROR) - config_problems_count_deferred(&problems);
         if (ret_config)
                 *ret_config = TAKE_PTR(c);
         if (ret_problems)

@@ -90,6 +90,10 @@ typedef enum ConfigSeverity {
 typedef struct ConfigProblem {
         unsigned line; /* 0: not tied to one line */
         ConfigSeverity severity;
+        /* An error in a file that only the commands using it read (a secret file of one remote, an
+         * identity_file, a passfile): it fails `config check` and those commands when they open the file,
+         * but not config_load(), so `status` or a job on another remote still work. */
+        bool deferred;
         char *message;
 } ConfigProblem;
 
@@ -102,9 +106,12 @@ void config_problems_done(ConfigProblems *p);
 /* Prints each problem as "FILE:LINE: message" to f ("FILE:LINE: warning: message" for warnings). */
 void config_problems_print(const ConfigProblems *p, const char *path, FILE *f);
 size_t config_problems_count(const ConfigProblems *p, ConfigSeverity severity);
+/* How many errors are deferred (see ConfigProblem.deferred). */
+size_t config_problems_count_deferred(const ConfigProblems *p);
 
 /* Loads and validates. A missing file is a problem when explicit, built-in defaults otherwise.
- * Returns 0 when the configuration is usable, -EINVAL with every problem in ret_problems otherwise.
+ * Returns 0 when the configuration is usable (deferred errors aside), -EINVAL with every problem in
+ * ret_problems otherwise.
  * ret_config is set either way when the file could be parsed at all. */
 int config_load(const char *path, bool explicit, Config **ret_config, ConfigProblems *ret_problems);
 /* Same, from an in-memory text (tests). */
@@ -121,6 +128,9 @@ char *config_job_destination(const Config *c, const char *job);
 
 /* Reads a secret from a file that must not be readable by group or others. */
 int config_read_secret_file(const char *path, char **ret);
+/* The passfile= of a libpq conninfo, if any, checked like a secret file (libpq silently ignores one that
+ * group or others can read); err_set() naming the file and the fix. */
+int config_check_passfile(const char *conninfo);
 
 /* Prints the effective configuration, defaults applied, in INI form. Secrets are never inline in a
  * valid configuration; only the files holding them are shown. */

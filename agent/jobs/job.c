@@ -50,8 +50,9 @@ void job_retention_settings(const Config *c, const char *job, unsigned *ret_days
         }
 }
 
-/* One run of a job at a time: a second run fails at once instead of racing the first; verify (wait) queues
- * behind a running backup instead, so retention cannot delete what it reads. */
+/* One run of a job at a time: a second run fails at once instead of racing the first. Only backup runs
+ * take this lock: readers of stored backups (verify, restore) take the read lock below instead, so a
+ * weekly verify never makes the nightly backup fail with "already running". */
 int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd) {
         _cleanup_free_ char *path = xasprintf("%s/%s.lock", state_dir, job);
         int r;
@@ -71,6 +72,68 @@ int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd) {
                 return err_set(r, EX_TEMPFAIL, "cancelled while waiting for job %s to finish", job);
         if (r < 0)
                 return err_set(r, EX_OSERR, "cannot lock %s: %s", path, strerror(-r));
+        return 0;
+}
+
+int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64_t timeout_usec,
+                  int *ret_fd) {
+        _cleanup_free_ char *path = xasprintf("%s/%s.read.lock", state_dir, job);
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *span = NULL;
+        uint64_t deadline = 0, sec = timeout_usec / USEC_PER_SEC;
+        int r;
+
+        r = mkdir_p(state_dir, 0755);
+        if (r < 0)
+                return err_set(r, EX_CANTCREAT, "cannot create state_dir %s: %s (set state_dir in [agent])",
+                               state_dir, strerror(-r));
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+        if (fd < 0)
+                return err_set(-errno, EX_CANTCREAT, "cannot open lock %s: %m (is state_dir writable?)",
+                               path);
+        span = sec >= 3600 && sec % 3600 == 0 ? xasprintf("%" PRIu64 " h", sec / 3600)
+               : sec >= 60 && sec % 60 == 0   ? xasprintf("%" PRIu64 " min", sec / 60)
+                                              : xasprintf("%" PRIu64 " s", sec);
+        /* Bounded: a verify may read for hours; polling the lock while waiting keeps the bound and
+         * SIGTERM simple (flock() has no timeout). Nothing polls when the lock is free. */
+        for (unsigned i = 0;; i++) {
+                if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) >= 0)
+                        break;
+                if (errno == EINTR)
+                        continue;
+                if (errno != EWOULDBLOCK)
+                        return err_set(-errno, EX_OSERR, "cannot lock %s: %m", path);
+                if (timeout_usec == 0)
+                        return err_set(-EBUSY, EX_TEMPFAIL, "backups of %s are being %s (lock %s is held)",
+                                       job, exclusive ? "read" : "pruned", path);
+                if (i == 0) {
+                        deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
+                        if (exclusive)
+                                log_info("Backups of %s are being read (a verify or restore holds %s); "
+                                         "waiting up to %s before deleting any.",
+                                         job, path, span);
+                        else
+                                log_info("Backups of %s are being pruned (lock %s); waiting up to %s.", job,
+                                         path, span);
+                }
+                if (job_cancel_requested)
+                        return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled while waiting for lock %s", path);
+                if (now_usec(CLOCK_MONOTONIC) >= deadline) {
+                        if (exclusive)
+                                return err_set(-EBUSY, EX_TEMPFAIL,
+                                               "backups of %s are still being read after %s (a verify or "
+                                               "restore holds %s); nothing was deleted: run `skyforge-agent "
+                                               "prune %s` when it has finished",
+                                               job, span, path, job);
+                        return err_set(
+                                -EBUSY, EX_TEMPFAIL,
+                                "backups of %s are still being pruned after %s (lock %s is held); try "
+                                "again later",
+                                job, span, path);
+                }
+                (void) usleep(100 * 1000);
+        }
+        *ret_fd = TAKE_FD(fd);
         return 0;
 }
 
@@ -136,7 +199,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 backup_id_format(started, ctx.id);
                 r = 0;
         } else
-                r = store_open_location(c, destination, &store);
+                r = store_open_location_for_write(c, destination, &store);
         if (r >= 0 && !def->no_manifest) {
                 ctx.store = store;
                 job_new_id(store, ctx.id);
@@ -197,10 +260,24 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         job_monitor_write_metrics(c);
         job_monitor_ping(c, job, JOB_PING_SUCCESS, NULL);
 
-        /* Retention only after a new backup has succeeded; its failure does not fail the backup. */
-        if (def->has_retention && store && job_prune_store(c, job, store, false, NULL) < 0)
-                log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
-                            err_message() ?: "unknown error", ctx.id);
+        /* Retention only after a new backup has succeeded; its failure does not fail the backup. It
+         * deletes, so it waits (bounded) for a verify or restore that reads the same backups. */
+        if (def->has_retention && store) {
+                _cleanup_close_ int read_fd = -EBADF;
+
+                /* Without waiting: the backup is done, and a restore test may read for hours. What it
+                 * would delete stays until the next run or `prune`. */
+                r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
+                if (r == -EBUSY)
+                        log_notice("Retention of %s deferred: its backups are being read (verify, restore) "
+                                   "or pruned; the next run or `skyforge-agent prune %s` applies it.",
+                                   job, job);
+                else if (r >= 0)
+                        r = job_prune_store(c, job, store, false, NULL);
+                if (r < 0 && r != -EBUSY)
+                        log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
+                                    err_message() ?: "unknown error", ctx.id);
+        }
         if (ret_id)
                 *ret_id = xstrdup(ctx.id);
         return 0;
@@ -249,8 +326,14 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
 int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_free_ char *destination = config_job_destination(c, job);
+        _cleanup_close_ int read_fd = -EBADF;
         int r;
 
+        if (!dry_run) {
+                r = job_read_lock(c->agent.state_dir, job, true, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
+                if (r < 0)
+                        return r;
+        }
         r = store_open_location(c, destination, &store);
         if (r < 0)
                 return r;

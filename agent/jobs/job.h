@@ -36,8 +36,16 @@ extern const JobDefinition job_config;
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
 
-/* The job's lock in state_dir (see job.c); the fd holds it until closed. */
+/* The job's run lock in state_dir (JOB.lock), taken by backup runs only; the fd holds it until closed. */
 int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd);
+
+/* The job's read lock (state_dir/JOB.read.lock): shared by whoever reads stored backups (verify,
+ * restore), exclusive for retention and prune, which delete them. Independent of the run lock, so a
+ * verify and a backup run side by side, and retention never deletes what a verify reads. Waits up to
+ * timeout_usec (then -EBUSY, EX_TEMPFAIL), or until SIGTERM (-ECANCELED). */
+#define JOB_READ_LOCK_TIMEOUT_USEC (3600 * USEC_PER_SEC)
+int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64_t timeout_usec,
+                  int *ret_fd);
 
 /* Runs one job to the end. On success the new backup id is returned in ret_id. */
 int job_run(const Config *c, const char *job, char **ret_id);

@@ -1034,8 +1034,9 @@ static int mirror_pair(Mirror *m, const Pair *p, S3Client *src, S3Client *dst) {
                  p->src.remote->name, p->src.bucket, p->src.prefix, p->dst.remote->name, p->dst.bucket,
                  p->dst.prefix);
         if (!m->o->dry_run) {
-                if (m->o->direction == MIRROR_REVERSE || p->dst.remote->create_bucket) {
-                        r = s3_create_bucket(dst, p->dst.bucket);
+                /* Also in reverse (restore mirror, recover): only where create_bucket = yes says so. */
+                if (p->dst.remote->create_bucket) {
+                        r = s3_ensure_bucket(dst, p->dst.bucket);
                         if (r < 0)
                                 return r;
                 }
@@ -1055,8 +1056,7 @@ static int mirror_pair(Mirror *m, const Pair *p, S3Client *src, S3Client *dst) {
         r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
         if (r >= 0)
                 r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
-        if (r == -ENOENT && m->o->dry_run &&
-            (m->o->direction == MIRROR_REVERSE || p->dst.remote->create_bucket)) {
+        if (r == -ENOENT && m->o->dry_run && p->dst.remote->create_bucket) {
                 /* A bucket the real run creates (a rebuilt MinIO has none yet): all of it is to copy. */
                 log_info("%s: bucket %s does not exist yet.", p->name, p->dst.bucket);
                 d = NULL;

@@ -20,6 +20,9 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         bool encrypted;
         int r;
 
+        r = config_check_passfile(pc->conninfo);
+        if (r < 0)
+                return r;
         r = pg_preflight(pc->conninfo, &info);
         if (r < 0)
                 return r;

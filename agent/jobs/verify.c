@@ -87,9 +87,6 @@ void restore_test_result_done(RestoreTestResult *r) {
         *r = (RestoreTestResult){};
 }
 
-/* The job's lock (the same file job_run() takes): held while verifying, so that a backup run of the job
- * cannot prune what is being read and its state writes cannot overwrite last_verify. Waits for a running
- * backup instead of failing: the weekly verify may well start while the nightly dump runs. */
 static json_object *restore_test_to_json(const RestoreTestResult *rt, int r) {
         json_object *o = json_object_new_object(), *dbs = json_object_new_array(), *missing;
 
@@ -155,7 +152,6 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         _cleanup_close_ int lock_fd = -EBADF;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
-        _cleanup_(job_state_done) JobState st = {};
         _cleanup_(restore_test_result_done) RestoreTestResult rt = {};
         _cleanup_free_ char *dest = config_job_destination(c, job), *first_problem = NULL, *finished = NULL;
         _cleanup_free_ const Manifest **sel = NULL;
@@ -165,7 +161,9 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         Progress p = {};
         int r, rt_r = 0;
 
-        r = job_lock(c->agent.state_dir, job, true, &lock_fd);
+        /* The read lock, shared: a backup run of the job goes on beside the verify (its retention waits
+         * for the lock, so it cannot delete what is being read), and so does another verify. */
+        r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &lock_fd);
         if (r < 0)
                 return r;
         r = store_open_location(c, dest, &s);
@@ -256,13 +254,9 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         _cleanup_free_ char *rt_error = rt_r < 0 ? xstrdup(err_message() ?: strerror(-rt_r)) : NULL;
         int rt_code = rt_r < 0 ? err_exit_code(rt_r) : 0;
 
-        r = job_state_read(c->agent.state_dir, job, &st);
-        if (r >= 0) {
-                free(st.last_verify);
-                st.last_verify = xstrdup(json_object_to_json_string_ext(
-                        result, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-                r = job_state_write(c->agent.state_dir, &st);
-        }
+        r = job_state_write_verify(c->agent.state_dir, job,
+                                   json_object_to_json_string_ext(
+                                           result, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         if (r < 0)
                 log_warning("%s; the verify result is not recorded.", err_message() ?: strerror(-r));
         json_object_put(result);

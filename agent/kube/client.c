@@ -219,6 +219,12 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         SETOPT(CURLOPT_NOPROGRESS, 0L);
         SETOPT(CURLOPT_XFERINFOFUNCTION, progress_cb);
         if (config->insecure_skip_tls_verify) {
+                /* Honoured like kubectl does, but never silently (as tls_verify = no for S3). */
+                log_warning(
+                        "TLS verification is off for the Kubernetes API of cluster \"%s\" (%s): "
+                        "insecure-skip-tls-verify: true in kubeconfig %s lets anyone on the path read the "
+                        "Secrets; give the cluster's CA (certificate-authority-data) instead",
+                        strna(config->cluster), strna(config->server), strna(config->path));
                 SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
                 SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
         }
@@ -971,5 +977,37 @@ int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeAppl
         if (put.status != 200 && put.status != 201)
                 return status_error(c, &put, what);
         *ret = KUBE_APPLY_REPLACED;
+        return 0;
+}
+
+int kube_check_list_secrets(KubeClient *c, char *const *namespaces) {
+        /* One list of at most one Secret per namespace (or one cluster-wide): proves the permission the
+         * export needs without reading the Secrets. */
+        for (size_t i = 0; namespaces ? namespaces[i] != NULL : i == 0; i++) {
+                _cleanup_free_ char *path = NULL, *what = NULL;
+                _cleanup_(response_done) Response r = {};
+                int k;
+
+                if (namespaces) {
+                        if (!namespace_valid(namespaces[i]))
+                                return err_set(-EINVAL, EX_CONFIG,
+                                               "\"%s\" is not a valid namespace name: fix namespaces = in "
+                                               "[config]",
+                                               namespaces[i]);
+                        k = check_namespace(c, namespaces[i]);
+                        if (k < 0)
+                                return k;
+                        path = xasprintf("/api/v1/namespaces/%s/secrets?limit=1", namespaces[i]);
+                        what = xasprintf("list Secrets in namespace \"%s\"", namespaces[i]);
+                } else {
+                        path = xstrdup("/api/v1/secrets?limit=1");
+                        what = xstrdup("list Secrets in all namespaces");
+                }
+                k = request(c, "GET", path, NULL, &r);
+                if (k < 0)
+                        return k;
+                if (r.status != 200)
+                        return status_error(c, &r, what);
+        }
         return 0;
 }

@@ -51,6 +51,10 @@ int kube_export_write(KubeExport *e, KubeWriteFunc write, void *userdata); /* on
 void kube_export_free(KubeExport *e);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KubeExport *, kube_export_free);
 
+/* Whether the credentials may list Secrets in the namespaces (NULL: all), with one list of at most one
+ * Secret each (`config check --connect`); err_set() naming user, kubeconfig and fix otherwise. */
+int kube_check_list_secrets(KubeClient *c, char *const *namespaces);
+
 /* Creates the Secret, or replaces it when one of that name exists and differs. dry_run asks the API
  * server to check everything and persist nothing (dryRun=All). */
 int kube_apply_secret(KubeClient *c, json_object *secret, bool dry_run, KubeApplyResult *ret);

@@ -115,17 +115,61 @@ int job_state_read(const char *state_dir, const char *job, JobState *ret) {
         return 0;
 }
 
-int job_state_write(const char *state_dir, const JobState *s) {
+/* A backup run and a verify of the same job run side by side and both write JOB.json: the run its state
+ * and progress, the verify its result. Each write happens under JOB.state.lock, held only for the
+ * read-modify-write, and last_verify is owned by job_state_write_verify(): every other write keeps the
+ * value on disk, so a run that read the state before the verify finished does not erase its result. */
+static int state_lock(const char *state_dir, const char *job, int *ret_fd) {
+        _cleanup_free_ char *path = xasprintf("%s/%s.state.lock", state_dir, job);
+        int r;
+
+        r = mkdir_p(state_dir, 0755);
+        if (r < 0)
+                return r;
+        return lock_file(path, 0644, true, NULL, ret_fd);
+}
+
+static int state_write_locked(const char *state_dir, const JobState *s) {
         _cleanup_free_ char *path = job_state_path(state_dir, s->job);
         json_object *o = job_state_to_json(s);
         const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
         int r;
 
-        r = mkdir_p(state_dir, 0755);
-        if (r >= 0)
-                r = write_file_atomic(path, text, strlen(text), 0644);
+        r = write_file_atomic(path, text, strlen(text), 0644);
         json_object_put(o);
         if (r < 0)
                 return err_setf(r, "cannot write job state %s: %m (is state_dir writable?)", path);
         return 0;
+}
+
+int job_state_write(const char *state_dir, const JobState *s) {
+        _cleanup_(job_state_done) JobState disk = {};
+        _cleanup_close_ int fd = -EBADF;
+        JobState w = *s;
+        int r;
+
+        r = state_lock(state_dir, s->job, &fd);
+        if (r < 0)
+                return err_setf(r, "cannot lock the state of job %s in %s: %m (is state_dir writable?)",
+                                s->job, state_dir);
+        if (job_state_read(state_dir, s->job, &disk) >= 0)
+                w.last_verify = disk.last_verify;
+        return state_write_locked(state_dir, &w);
+}
+
+int job_state_write_verify(const char *state_dir, const char *job, const char *last_verify) {
+        _cleanup_(job_state_done) JobState st = {};
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        r = state_lock(state_dir, job, &fd);
+        if (r < 0)
+                return err_setf(r, "cannot lock the state of job %s in %s: %m (is state_dir writable?)", job,
+                                state_dir);
+        r = job_state_read(state_dir, job, &st);
+        if (r < 0)
+                return r;
+        free(st.last_verify);
+        st.last_verify = xstrdup(strempty(last_verify));
+        return state_write_locked(state_dir, &st);
 }

@@ -27,7 +27,10 @@ typedef struct JobState {
 void job_state_done(JobState *s);
 /* A missing file reads as a job that never ran. */
 int job_state_read(const char *state_dir, const char *job, JobState *ret);
+/* Writes the state; last_verify is kept as it is on disk (see job_state_write_verify()). */
 int job_state_write(const char *state_dir, const JobState *s);
+/* Records a verify result in the job's state, leaving everything else as it is on disk. */
+int job_state_write_verify(const char *state_dir, const char *job, const char *last_verify);
 char *job_state_path(const char *state_dir, const char *job);
 struct json_object;
 struct json_object *job_state_to_json(const JobState *s);

@@ -120,7 +120,7 @@ int store_get_buffer(Store *s, const char *name, size_t max, char **ret, size_t 
         return 0;
 }
 
-int store_open_location(const Config *c, const char *location, Store **ret) {
+static int open_location(const Config *c, const char *location, bool for_write, Store **ret) {
         _cleanup_(location_done) Location l = {};
         const RemoteConfig *remote;
         int r;
@@ -134,5 +134,13 @@ int store_open_location(const Config *c, const char *location, Store **ret) {
         if (!remote)
                 return err_set(-ENOENT, 78, "location %s names remote \"%s\", but there is no [remote.%s] section",
                                location, l.remote, l.remote);
-        return store_s3_open(remote, l.bucket, l.prefix, ret);
+        return store_s3_open(remote, l.bucket, l.prefix, for_write, ret);
+}
+
+int store_open_location(const Config *c, const char *location, Store **ret) {
+        return open_location(c, location, false, ret);
+}
+
+int store_open_location_for_write(const Config *c, const char *location, Store **ret) {
+        return open_location(c, location, true, ret);
 }

@@ -111,9 +111,15 @@ bool location_remote_name_valid(const char *name); /* as in [remote.NAME]: [a-z0
 bool location_bucket_name_valid(const char *name); /* S3 rules: 3..63 of [a-z0-9.-] */
 
 struct Config;
-/* Opens the store for a location, resolving remotes from the configuration. */
+/* Opens the store for a location, resolving remotes from the configuration, for reading (and pruning):
+ * nothing is created. */
 int store_open_location(const struct Config *c, const char *location, Store **ret);
+/* The same for a backup run that writes into it: on a remote with create_bucket = yes a missing bucket
+ * is created. */
+int store_open_location_for_write(const struct Config *c, const char *location, Store **ret);
 
 struct RemoteConfig;
-/* S3 backend (store/s3/): a bucket and key prefix ("" or ending in '/') on a configured remote. */
-int store_s3_open(const struct RemoteConfig *remote, const char *bucket, const char *prefix, Store **ret);
+/* S3 backend (store/s3/): a bucket and key prefix ("" or ending in '/') on a configured remote. for_write:
+ * create the bucket when missing and the remote says create_bucket = yes. */
+int store_s3_open(const struct RemoteConfig *remote, const char *bucket, const char *prefix, bool for_write,
+                  Store **ret);

@@ -106,8 +106,10 @@ def test_dr_drill(container_factory, package, s3_server, s3_offsite, kube_api, d
         shutil.copy(kubeconfig, os.path.join(base, "kubeconfig.yaml"))
         conf = write_config(Path(base) / "agent.conf", {
             "agent": {"state_dir": f"{base}/state", "work_dir": f"{base}/work", "healthz_url": healthz.url},
+            # The rebuilt MinIO has no buckets: recover creates them (create_bucket = yes).
             "remote.minio": {"endpoint": s3_server.endpoint, "access_key_id": s3_server.access_key,
-                             "secret_access_key_file": f"{base}/minio.secret", "path_style": "yes"},
+                             "secret_access_key_file": f"{base}/minio.secret", "path_style": "yes",
+                             "create_bucket": "yes"},
             "remote.offsite": {"endpoint": s3_offsite.endpoint, "access_key_id": s3_offsite.access_key,
                                "secret_access_key_file": f"{base}/offsite.secret", "path_style": "yes"},
             "postgres": {"conninfo": pg.conninfo, "destination": "minio:drill-backups/postgres/",

@@ -230,7 +230,7 @@ int main(int argc, char **argv) {
                 }
         }
 
-        r = store_s3_open(&remote, argv[2], argv[3], &s);
+        r = store_s3_open(&remote, argv[2], argv[3], true, &s);
         if (r < 0)
                 goto finish;
         if (streq(cmd, "put") && argc >= 6)

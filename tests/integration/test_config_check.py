@@ -91,3 +91,63 @@ secret_access_key_file = {secret}
     assert "TOPSECRET" not in p.stdout
     assert f"secret_access_key_file = {secret}\n" in p.stdout
     assert "retention_days = 30\n" in p.stdout
+
+
+def test_missing_secret_of_one_remote_fails_only_what_uses_it(write, tmp_path):
+    """Two remotes, one with a missing secret file: `status` and `list postgres` (local store) work;
+    `run config` (on the broken remote) fails with 78 and says so once; `config check` still fails."""
+    good = write("good.secret", "s3cr3t\n", 0o600)
+    missing = tmp_path / "broken.secret"
+    conf = write("agent.conf", f"""[agent]
+state_dir = {tmp_path}/state
+work_dir = {tmp_path}/work
+
+[remote.good]
+endpoint = http://127.0.0.1:9
+access_key_id = backup
+secret_access_key_file = {good}
+
+[remote.broken]
+endpoint = http://127.0.0.1:9
+access_key_id = backup
+secret_access_key_file = {missing}
+
+[postgres]
+destination = {tmp_path}/store/postgres
+
+[config]
+manifests = {tmp_path}
+kubeconfig = {tmp_path}/k3s.yaml
+recipients = age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+destination = broken:skyforge-backups/config/
+""")
+    env = dict(os.environ, SKYFORGE_NO_PROGRESS="1")
+    env.pop("JOURNAL_STREAM", None)
+
+    def agent(*args):
+        return subprocess.run([AGENT, "-c", str(conf), *args], capture_output=True, text=True, timeout=60,
+                              env=env)
+
+    p = agent("status")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0].startswith("JOB")
+    p = agent("list", "postgres")
+    assert p.returncode == 0, p.stderr
+    assert str(missing) not in p.stderr
+
+    p = agent("run", "config")
+    assert p.returncode == EX_CONFIG, p.stderr
+    assert p.stderr.count(f"secret file {missing} does not exist") == 1, p.stderr
+    assert 'remote "broken"' in p.stderr
+
+    p = config(conf, "check")
+    assert p.returncode == EX_CONFIG
+    assert f"{conf}:13: secret_access_key_file: secret file {missing} does not exist" in p.stderr
+
+    # status works even when the configuration has errors elsewhere: one warning, then the state.
+    conf.write_text(conf.read_text().replace("[postgres]\n", "[postgres]\nretention_days = many\n"))
+    p = agent("status")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0].startswith("JOB")
+    assert p.stderr.count("\n") == 1 and "error(s), first: retention_days" in p.stderr, p.stderr
+    assert agent("list", "postgres").returncode == EX_CONFIG

@@ -324,3 +324,22 @@ def test_missing_kubeconfig_is_a_clear_error(local_agent, tmp_path):
     assert f"no kubeconfig at {tmp_path / 'nope.yaml'} — is k3s installed?" in p.stderr
     assert p.stdout == ""
     assert json.loads(local_agent("list", "--json", check=True).stdout) == []
+
+
+def test_insecure_skip_tls_verify_is_honoured_with_a_warning(config_setup, kube_api):
+    """A kubeconfig with insecure-skip-tls-verify: true (and no CA) still works, as with kubectl, but the
+    run says so, naming the kubeconfig and the cluster (like tls_verify = no for S3)."""
+    agent, *_ = config_setup
+    path = kube_api.kubeconfig(ca=None, name="insecure.yaml")
+    kc = json.loads(open(path).read())
+    kc["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = True
+    with open(path, "w") as f:
+        json.dump(kc, f)
+    conf = agent.config_path.read_text()
+    agent.config_path.write_text(conf.replace(f"kubeconfig = {kube_api.kubeconfig()}", f"kubeconfig = {path}"))
+    assert f"kubeconfig = {path}" in agent.config_path.read_text()
+    p = agent("run", "config")
+    assert p.returncode == 0, p.stderr
+    assert (f'warning: TLS verification is off for the Kubernetes API of cluster "default" ({kube_api.url}): '
+            f'insecure-skip-tls-verify: true in kubeconfig {path}') in p.stderr, p.stderr
+    assert p.stderr.count("TLS verification is off") == 1

@@ -42,7 +42,7 @@ def pair(s3_server, s3_offsite, local_agent, tmp_path, request):
         offsite_bucket = dst_bucket
         agent = local_agent
 
-        def configure(self, src_endpoint=None, dst_endpoint=None, **mirror):
+        def configure(self, src_endpoint=None, dst_endpoint=None, minio=None, **mirror):
             for side, srv, ep in (("minio", s3_server, src_endpoint), ("offsite", s3_offsite, dst_endpoint)):
                 secret = tmp_path / f"{side}.secret"
                 secret.write_text(srv.secret_key + "\n")
@@ -50,10 +50,12 @@ def pair(s3_server, s3_offsite, local_agent, tmp_path, request):
             keys = {"source": "minio", "buckets": src_bucket,
                     "destination": f"offsite:{dst_bucket}/{PREFIX}"}
             keys.update({k: str(v) for k, v in mirror.items()})
+            minio_keys = {"endpoint": src_endpoint or s3_server.endpoint, "access_key_id": s3_server.access_key,
+                          "secret_access_key_file": tmp_path / "minio.secret", "path_style": "yes",
+                          "max_attempts": 6}
+            minio_keys.update(minio or {})
             local_agent.configure(
-                remote__minio={"endpoint": src_endpoint or s3_server.endpoint, "access_key_id": s3_server.access_key,
-                               "secret_access_key_file": tmp_path / "minio.secret", "path_style": "yes",
-                               "max_attempts": 6},
+                remote__minio=minio_keys,
                 remote__offsite={"endpoint": dst_endpoint or s3_offsite.endpoint,
                                  "access_key_id": s3_offsite.access_key,
                                  "secret_access_key_file": tmp_path / "offsite.secret", "path_style": "yes",
@@ -352,6 +354,8 @@ def test_restore_direction_gives_identical_buckets(pair):
         c.delete_object(Bucket=pair.bucket, Key=k)
     c.delete_bucket(Bucket=pair.bucket)
 
+    # A rebuilt MinIO has no buckets: restore mirror creates them where create_bucket = yes says so.
+    pair.configure(minio={"create_bucket": "yes"})
     p = pair.agent("restore", "mirror", "--bucket", pair.bucket)
     assert p.returncode == 0, p.stderr
     assert pair.src_objects() == expected
@@ -617,3 +621,20 @@ def test_restore_leaves_no_bookkeeping_in_the_source(pair):
     # A second restore finds both equal (same ETags: the multipart copies were cut the same way).
     p = pair.agent("restore", "mirror", "--bucket", pair.bucket, check=True)
     assert _summary(p) == (0, 2, 0, 0)
+
+
+def test_restore_mirror_creates_no_bucket_without_create_bucket(pair):
+    """create_bucket = no (the default) holds for restore mirror too: a missing bucket is a clear error,
+    and nothing is created."""
+    pair.put("a/1", b"one")
+    pair.configure()
+    pair.run(check=True)
+    c = pair.src.client()
+    c.delete_object(Bucket=pair.bucket, Key="a/1")
+    c.delete_bucket(Bucket=pair.bucket)
+
+    p = pair.agent("restore", "mirror", "--bucket", pair.bucket)
+    assert p.returncode == 69, p.stderr
+    assert f"NoSuchBucket from {pair.src.endpoint} (bucket {pair.bucket})" in p.stderr, p.stderr
+    assert 'set create_bucket = yes for remote "minio"' in p.stderr
+    assert pair.bucket not in [b["Name"] for b in c.list_buckets()["Buckets"]]

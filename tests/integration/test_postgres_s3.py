@@ -218,3 +218,51 @@ def test_backup_and_restore_through_injected_faults(s3_server, s3_bucket, s3_fau
     assert proxy.endpoint in p.stderr and "after 6 attempts" in p.stderr, p.stderr
     st = [s for s in json.loads(local_agent("status", "--json").stdout) if s["job"] == "postgres"][0]
     assert st["last_result"] == "failed" and proxy.endpoint in st["last_error"]
+
+
+# What a backup key needs on an existing bucket: no s3:CreateBucket. (AWS authorizes HeadBucket with
+# s3:ListBucket; moto 5.2.1 asks for an action of its own, "s3:HeadBucket".)
+BACKUP_KEY_ACTIONS = ["s3:ListBucket", "s3:HeadBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                      "s3:ListBucketMultipartUploads", "s3:AbortMultipartUpload"]
+
+
+def test_least_privilege_key_works_on_an_existing_bucket_with_create_bucket(s3_server, s3_bucket, local_agent,
+                                                                           pg, tmp_path):
+    """create_bucket = yes and a key without s3:CreateBucket: run, list and verify work on an existing
+    bucket (HeadBucket first, no CreateBucket); on a missing bucket the run names the missing permission."""
+    load_sample_data(pg, big_rows=100)
+    key, secret = s3_server.make_user(BACKUP_KEY_ACTIONS)
+    remote = remote_keys(s3_server, tmp_path, create_bucket="yes", access_key_id=key)
+    with open(remote["secret_access_key_file"], "w") as f:
+        f.write(secret + "\n")
+    configure(local_agent, s3_server, tmp_path, pg, remote=remote, destination=f"minio:{s3_bucket}")
+    p = local_agent("list")
+    assert p.returncode == 0, p.stderr
+    backup_id = local_agent("run", "postgres", check=True).stdout.strip()
+    assert [b["id"] for b in listing(local_agent)] == [backup_id]
+    p = local_agent("verify", "postgres")
+    assert p.returncode == 0, p.stderr
+    assert f"postgres {backup_id} ok" in p.stdout
+
+    missing = s3_bucket[:40] + "-missing"
+    configure(local_agent, s3_server, tmp_path, pg, remote=remote, destination=f"minio:{missing}")
+    p = local_agent("run", "postgres")
+    assert p.returncode == 77, p.stderr
+    assert (f'AccessDenied on CreateBucket for bucket {missing}: the key of remote "minio" lacks '
+            f's3:CreateBucket; create the bucket or set create_bucket = no') in p.stderr, p.stderr
+    # A reader never creates: list says the bucket is missing, and nothing was created.
+    p = local_agent("list")
+    assert p.returncode != 0 and "NoSuchBucket" in p.stderr, p.stderr
+    assert missing not in [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
+
+
+def test_access_denied_names_the_missing_permission(s3_server, s3_bucket, local_agent, pg, tmp_path):
+    """A key that may read but not write: the run fails 77 naming s3:PutObject, not "bucket access"."""
+    key, secret = s3_server.make_user(["s3:ListBucket", "s3:GetObject"])
+    remote = remote_keys(s3_server, tmp_path, access_key_id=key)
+    with open(remote["secret_access_key_file"], "w") as f:
+        f.write(secret + "\n")
+    configure(local_agent, s3_server, tmp_path, pg, remote=remote, destination=f"minio:{s3_bucket}")
+    p = local_agent("run", "postgres")
+    assert p.returncode == 77, p.stderr
+    assert f'access key {key} of remote "minio" lacks s3:PutObject here' in p.stderr, p.stderr

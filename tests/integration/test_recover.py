@@ -190,7 +190,8 @@ def node(pair, pg_factory, kube_api, tmp_path):  # noqa: F811
     (manifests / "overlays" / "k3s-traefik" / "kustomization.yaml").write_text("resources: [../../apps]\n")
     KubeCluster(kube_api).seed()
     healthz = Healthz()
-    pair.configure(buckets=f"{pair.bucket} {second}")
+    # A rebuilt MinIO has no buckets: the rebuild creates them (create_bucket = yes on the MinIO remote).
+    pair.configure(buckets=f"{pair.bucket} {second}", minio={"create_bucket": "yes"})
     conf = pair.agent.config_path.read_text().replace(
         "[agent]\n", f"[agent]\nhealthz_url = {healthz.url}\n", 1)
     conf += (f"\n[postgres]\nconninfo = {pg.conninfo}\ndestination = minio:{pair.bucket}/postgres/\n"

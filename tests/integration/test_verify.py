@@ -268,3 +268,113 @@ def test_dbus_last_verify_shows_the_restore_test(local_agent, pg, work, system_b
         assert json.loads(get_property(system_bus, "postgres", "LastVerify"))["result"] == "ok"
     finally:
         d.kill()
+
+
+class InitdbGate:
+    """pg_bindir with the real server binaries, except an initdb that tells the test it was started (a
+    line on the fifo "entered") and then waits for the test to open the fifo "release": a restore test
+    held at a known point, with its locks taken, for as long as the test needs."""
+
+    def __init__(self):
+        from fixtures.postgres import _bindir
+        real = _bindir()
+        self.dir = tempfile.mkdtemp(prefix="skyforge-gate-")
+        os.chmod(self.dir, 0o755)
+        self.bindir = os.path.join(self.dir, "bin")
+        os.mkdir(self.bindir)
+        for name in os.listdir(real):
+            if name != "initdb":
+                os.symlink(os.path.join(real, name), os.path.join(self.bindir, name))
+        self.entered = os.path.join(self.dir, "entered")
+        self.release_fifo = os.path.join(self.dir, "release")
+        for f in (self.entered, self.release_fifo):
+            os.mkfifo(f)
+            os.chmod(f, 0o666)
+        wrapper = os.path.join(self.bindir, "initdb")
+        with open(wrapper, "w") as f:
+            f.write(f"""#!/bin/sh
+[ "$1" = "--version" ] && exec {real}/initdb "$@"
+echo entered > {self.entered}
+read x < {self.release_fifo}
+exec {real}/initdb "$@"
+""")
+        os.chmod(wrapper, 0o755)
+
+    def wait_entered(self, proc, timeout=120):
+        fd = os.open(self.entered, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            import select
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 1)
+                if ready and os.read(fd, 64):
+                    return
+                assert proc.poll() is None, "verify ended before the restore test started: " + \
+                    proc.communicate()[1]
+            raise AssertionError("the restore test never reached initdb")
+        finally:
+            os.close(fd)
+
+    def release(self, proc):
+        """Lets the held initdb go on (as soon as it opens the fifo; nothing to do when proc is gone)."""
+        while proc.poll() is None:
+            try:
+                fd = os.open(self.release_fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: initdb has not opened its end yet
+                time.sleep(0.05)
+                continue
+            os.write(fd, b"go\n")
+            os.close(fd)
+            return
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_backup_runs_and_prune_waits_during_a_restore_test(local_agent, pg, work):
+    """A verify --restore-test holds only the job's read lock: a backup of the same job due at the same
+    time runs (its retention is deferred instead of deleting what the verify reads), and `prune` waits
+    for the verify, then deletes."""
+    gate = InitdbGate()
+    try:
+        configure_pg(local_agent, pg, work, pg_bindir=gate.bindir, retention_days=0, keep_min=1)
+        first = local_agent("run", "postgres", check=True).stdout.strip()
+        verify = subprocess.Popen([AGENT, "-c", str(local_agent.config_path), "verify", "--restore-test"],
+                                  env=local_agent.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        prune = None
+        try:
+            gate.wait_entered(verify)
+            # The restore test of `first` is under way: the nightly backup must not be refused.
+            p = local_agent("run", "postgres", timeout=120)
+            assert p.returncode == 0, p.stderr
+            second = p.stdout.strip()
+            assert second != first
+            assert "Retention of postgres deferred" in p.stderr
+            assert first in [b["id"] for b in backups(local_agent)]
+            state = json.loads((local_agent.state_dir / "postgres.json").read_text())
+            assert state["last_result"] == "success" and state["last_backup_id"] == second
+
+            # prune would delete `first`, which the verify is reading: it waits, and says so.
+            prune = subprocess.Popen([AGENT, "-c", str(local_agent.config_path), "prune", "postgres"],
+                                     env=local_agent.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+            line = prune.stderr.readline()
+            assert "are being read" in line and "waiting up to" in line, line
+            assert prune.poll() is None
+            assert first in [b["id"] for b in backups(local_agent)]
+        finally:
+            gate.release(verify)
+        out, err = verify.communicate(timeout=300)
+        assert verify.returncode == 0, err
+        assert f"postgres {first} restore test ok" in out
+        out, err = prune.communicate(timeout=120)
+        assert prune.returncode == 0, err
+        assert f"deleted postgres {first}" in out
+        assert [b["id"] for b in backups(local_agent)] == [second]
+        # Neither run erased the other's record in the state.
+        state = json.loads((local_agent.state_dir / "postgres.json").read_text())
+        assert state["last_backup_id"] == second
+        assert last_verify(local_agent)["restore_test"]["backup_id"] == first
+    finally:
+        gate.close()

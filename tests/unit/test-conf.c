@@ -57,7 +57,8 @@ static void expect_only(const Loaded *l, unsigned line, ConfigSeverity sev, cons
                 fail_msg("expected exactly one problem, got %zu", l->p.n);
         }
         expect(l, line, sev, needle);
-        assert_int_equal(l->r, sev == CONFIG_ERROR ? -EINVAL : 0);
+        /* A deferred error (a secret file) fails only the commands that use it, not the load. */
+        assert_int_equal(l->r, sev == CONFIG_ERROR && !l->p.items[0].deferred ? -EINVAL : 0);
 }
 
 static void expect_clean(const Loaded *l) {
@@ -485,7 +486,41 @@ static void conf_secret_files_are_checked(void **state) {
         expect(&l, 16, CONFIG_ERROR, "does not exist");
         expect(&l, 20, CONFIG_ERROR, "is not a regular file");
         assert_int_equal(l.p.n, 4);
+        /* Only the commands that use one of these remotes fail on them (config check too). */
+        assert_int_equal(l.r, 0);
+        assert_int_equal(config_problems_count_deferred(&l.p), 4);
         loaded_done(&l);
+}
+
+/* A deferred error beside an ordinary one: the load fails on the ordinary one. */
+static void conf_deferred_errors_alone_do_not_fail_the_load(void **state) {
+        _cleanup_free_ char *missing = xasprintf("%s/nope.secret", tmpdir), *text = NULL;
+        Loaded l;
+
+        text = xasprintf("[remote.a]\nendpoint = http://h\naccess_key_id = k\nsecret_access_key_file = %s\n"
+                         "[postgres]\nconninfo = host=h passfile=%s\n",
+                         missing, missing);
+        l = load(text);
+        assert_int_equal(l.r, 0);
+        assert_int_equal(l.p.n, 2);
+        assert_true(l.p.items[0].deferred && l.p.items[1].deferred);
+        loaded_done(&l);
+
+        free(text);
+        text = xasprintf("[remote.a]\nendpoint = http://h\naccess_key_id = k\nsecret_access_key_file = %s\n"
+                         "[postgres]\nretention_days = many\n",
+                         missing);
+        l = load(text);
+        assert_int_equal(l.r, -EINVAL);
+        assert_int_equal(config_problems_count_deferred(&l.p), 1);
+        assert_int_equal(config_problems_count(&l.p, CONFIG_ERROR), 2);
+        loaded_done(&l);
+
+        assert_int_equal(config_check_passfile("host=h"), 0);
+        free(text);
+        text = xasprintf("host=h passfile=%s", missing);
+        assert_int_equal(config_check_passfile(text), -ENOENT);
+        assert_non_null(strstr(err_message(), "[postgres] conninfo passfile: secret file"));
 }
 
 /* Root reads everything, so an unreadable file needs an unprivileged child to show. */
@@ -971,6 +1006,7 @@ int main(void) {
                 cmocka_unit_test(conf_mirror_source_undefined),
                 cmocka_unit_test(conf_remote_endpoint_and_tls),
                 cmocka_unit_test(conf_secret_files_are_checked),
+                cmocka_unit_test(conf_deferred_errors_alone_do_not_fail_the_load),
                 cmocka_unit_test(conf_unreadable_secret_file_is_reported),
                 cmocka_unit_test(conf_identity_file_missing),
                 cmocka_unit_test(conf_conninfo_secrets),

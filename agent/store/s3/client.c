@@ -652,8 +652,9 @@ int s3_fail(S3Client *c, const S3Request *req, long status, const char *code, co
                 fix = xasprintf("check region for remote \"%s\" (now %s)", c->remote, c->region);
                 error = -EACCES, exit_code = EX_NOPERM;
         } else if (code_is_auth(code) || status == 401 || status == 403) {
-                fix = xasprintf("grant access key %s access to the bucket, or check the credentials of "
-                                "remote \"%s\"", c->access_key_id, c->remote);
+                fix = xasprintf("access key %s of remote \"%s\" lacks %s here; grant it in the key's "
+                                "policy, or check the credentials",
+                                c->access_key_id, c->remote, s3_request_action(req));
                 error = -EACCES, exit_code = EX_NOPERM;
         } else if (streq(code, "NoSuchBucket")) {
                 fix = xasprintf("create the bucket, or set create_bucket = yes for remote \"%s\"",

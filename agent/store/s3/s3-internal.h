@@ -82,6 +82,8 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret);
 /* Adds "gave up after N s (retry_time ...)" to the failure r of an operation that has been failing for
  * spent_usec. */
 int s3_fail_retry_time(S3Client *c, int r, uint64_t spent_usec);
+/* The IAM action a request needs ("s3:PutObject"), for AccessDenied messages (bucket.c). */
+const char *s3_request_action(const S3Request *req);
 
 /* Error text for a request, for callers that find a failure inside a 200 reply. */
 int s3_fail(S3Client *c, const S3Request *req, long status, const char *code, const char *message);

@@ -175,3 +175,9 @@ int s3_delete_object(S3Client *c, const char *bucket, const char *key);
 int s3_delete_objects(S3Client *c, const char *bucket, char *const *keys, size_t n);
 /* An existing bucket owned by us is not an error. */
 int s3_create_bucket(S3Client *c, const char *bucket);
+/* HeadBucket: 0 when the bucket exists, -ENOENT when it does not, -EACCES when the key may not tell. */
+int s3_head_bucket(S3Client *c, const char *bucket);
+/* For a writer on a remote with create_bucket = yes: creates the bucket only when HeadBucket says it is
+ * missing (a key without s3:CreateBucket works on an existing bucket); a refused CreateBucket names the
+ * missing permission and the fix. */
+int s3_ensure_bucket(S3Client *c, const char *bucket);

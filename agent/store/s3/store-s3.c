@@ -335,7 +335,8 @@ static const StoreInterface s3_store_interface = {
         .done = s3_done,
 };
 
-int store_s3_open(const RemoteConfig *remote, const char *bucket, const char *prefix, Store **ret) {
+int store_s3_open(const RemoteConfig *remote, const char *bucket, const char *prefix, bool for_write,
+                  Store **ret) {
         _cleanup_(s3_client_freep) S3Client *c = NULL;
         _cleanup_free_ char *location = NULL;
         S3Store *st;
@@ -348,8 +349,10 @@ int store_s3_open(const RemoteConfig *remote, const char *bucket, const char *pr
         r = s3_client_new(remote, &c);
         if (r < 0)
                 return r;
-        if (remote->create_bucket) {
-                r = s3_create_bucket(c, bucket);
+        /* Readers (list, verify, restore, prune) never create a bucket: a key that may read need not be
+         * allowed to create. */
+        if (for_write && remote->create_bucket) {
+                r = s3_ensure_bucket(c, bucket);
                 if (r < 0)
                         return r;
         }
