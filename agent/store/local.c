@@ -15,7 +15,7 @@
  * file next to its target and becomes visible by rename after fsync, and the directory is fsynced so the
  * rename survives a crash. Hidden files are never listed. */
 
-#define TMP_MARKER ".tmp."
+#define TMP_MARKER   ".tmp."
 #define TMP_ATTEMPTS 64
 
 /* Every name is opened below the store's directory fd and never through a symlink (shared/fs.h): a link
@@ -30,7 +30,7 @@ typedef struct LocalWriter {
         StoreWriter w;
         int dir_fd; /* the object's directory */
         char *base; /* the object's name in it */
-        char *tmp;  /* the temporary file's name in it */
+        char *tmp; /* the temporary file's name in it */
         int fd;
         bool committed;
 } LocalWriter;
@@ -53,10 +53,11 @@ static int local_check_name(Store *s, const char *name) {
 /* The error for a failed open of name: a symlink on the way is refused by name, with the fix. */
 static int local_fail(Store *s, const char *name, int r, const char *action) {
         if (r == -ELOOP || r == -EXDEV)
-                return err_set(-ELOOP, EX_DATAERR,
-                               "refusing %s/%s: it is or leads through a symlink inside the store, which the "
-                               "agent never follows (remove the symlink or fix the store)",
-                               s->location, name);
+                return err_set(
+                        -ELOOP, EX_DATAERR,
+                        "refusing %s/%s: it is or leads through a symlink inside the store, which the "
+                        "agent never follows (remove the symlink or fix the store)",
+                        s->location, name);
         errno = -r;
         return err_setf(r, "cannot %s %s/%s: %m", action, s->location, name);
 }
@@ -83,8 +84,8 @@ static int local_writer_open(Store *s, const char *name, StoreWriter **ret) {
                 tmp = xasprintf(".%s" TMP_MARKER "%08" PRIx32, base, rnd);
                 fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
                 if (fd < 0 && errno != EEXIST)
-                        return err_setf(-errno, "cannot create %s/%s: %m (is the store writable?)", s->location,
-                                        name);
+                        return err_setf(-errno, "cannot create %s/%s: %m (is the store writable?)",
+                                        s->location, name);
         }
         if (fd < 0)
                 return err_setf(-EEXIST, "cannot create a temporary file for %s/%s: all names taken",
@@ -246,8 +247,8 @@ static int local_walk(Store *s, const char *rel, const char *prefix, StoreListFu
                         dir = false;
                 else {
                         if (S_ISLNK(st.st_mode))
-                                log_debug("Not listing %s/%s%s: a symlink inside the store.", s->location, rel,
-                                          de->d_name);
+                                log_debug("Not listing %s/%s%s: a symlink inside the store.", s->location,
+                                          rel, de->d_name);
                         continue;
                 }
                 if (n == cap) {
@@ -279,7 +280,8 @@ static int local_walk(Store *s, const char *rel, const char *prefix, StoreListFu
                 if (items[i].dir)
                         r = local_walk(s, name, prefix, f, userdata);
                 else if (ln >= lp) {
-                        StoreEntry e = { .name = name, .size = items[i].size,
+                        StoreEntry e = { .name = name,
+                                         .size = items[i].size,
                                          .mtime_usec = items[i].mtime_usec };
                         r = f(&e, userdata);
                 }
@@ -295,7 +297,8 @@ static int local_list(Store *s, const char *prefix, StoreListFunc f, void *userd
 }
 
 /* The entry name itself, not followed: -ELOOP (error set) for a symlink at or on the way to it. */
-static int local_lstat(Store *s, const char *name, struct stat *ret, int *ret_dir_fd, const char **ret_base) {
+static int local_lstat(Store *s, const char *name, struct stat *ret, int *ret_dir_fd,
+                       const char **ret_base) {
         _cleanup_close_ int dir_fd = -EBADF;
         const char *base;
 
@@ -327,7 +330,8 @@ static int local_stat(Store *s, const char *name, StoreEntry *ret) {
                 return r;
         if (!S_ISREG(st.st_mode))
                 return -ENOENT;
-        *ret = (StoreEntry){ .name = xstrdup(name), .size = (uint64_t) st.st_size,
+        *ret = (StoreEntry){ .name = xstrdup(name),
+                             .size = (uint64_t) st.st_size,
                              .mtime_usec = (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC };
         return 0;
 }

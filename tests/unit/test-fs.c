@@ -21,8 +21,8 @@ static int setup(void **state) {
 
         strcpy(t->root, "/tmp/skyforge-test-fs-XXXXXX");
         assert_non_null(mkdtemp(t->root));
-        p = xasprintf("mkdir %s/d && echo x > %s/d/f && ln -s .. %s/d/up && ln -s /etc %s/abs", t->root, t->root,
-                      t->root, t->root);
+        p = xasprintf("mkdir %s/d && echo x > %s/d/f && ln -s .. %s/d/up && ln -s /etc %s/abs", t->root,
+                      t->root, t->root, t->root);
         assert_int_equal(system(p), 0);
         free(p);
         t->fd = open(t->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
