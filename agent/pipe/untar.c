@@ -139,8 +139,8 @@ static bool link_stays_inside(int root, const char *dir, const char *target) {
 
                         if (++hops > LINK_HOPS_MAX)
                                 return false;
-                        k = readlinkat(root, candidate, link, sizeof link - 1);
-                        if (k <= 0)
+                        k = readlinkat(root, candidate, link, sizeof link);
+                        if (k <= 0 || (size_t) k >= sizeof link)
                                 return false;
                         link[k] = 0;
                         if (link[0] == '/')
@@ -324,11 +324,12 @@ static void recheck_symlinks(int root, char **links, char **entries, const char 
                 parent = open_parent_beneath(root, *l, 0, &base);
                 if (parent < 0)
                         continue;
-                k = readlinkat(parent, base, target, sizeof target - 1);
+                k = readlinkat(parent, base, target, sizeof target);
                 if (k < 0)
                         continue;
-                target[k] = 0;
-                if (link_stays_inside(root, link_dir, target))
+                /* A target too long to read whole is judged as leaving. */
+                target[MIN((size_t) k, sizeof target - 1)] = 0;
+                if ((size_t) k < sizeof target && link_stays_inside(root, link_dir, target))
                         continue;
                 log_warning("Not restoring symlink %s -> %s: through the symlinks extracted with it, it "
                             "points outside %s.",
@@ -373,7 +374,7 @@ int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries) {
         _cleanup_strv_free_ char **entries = NULL, **links = NULL;
         _cleanup_close_ int root = -EBADF;
         DirFixup *fixups = NULL;
-        size_t n_fixups = 0;
+        size_t n_fixups = 0, cap_fixups = 0;
         int k;
 
         k = mkdir_p(dir, 0700);
@@ -424,7 +425,10 @@ int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries) {
                 else {
                         k = extract_directory(root, path, dir);
                         if (k > 0) {
-                                fixups = xrealloc(fixups, (n_fixups + 1) * sizeof *fixups);
+                                if (n_fixups == cap_fixups) {
+                                        cap_fixups = cap_fixups ? cap_fixups * 2 : 16;
+                                        fixups = xrealloc(fixups, cap_fixups * sizeof *fixups);
+                                }
                                 fixups[n_fixups++] = (DirFixup){ .name = xstrdup(path),
                                                                  .perm = safe_perm(archive_entry_perm(e)),
                                                                  .entry = archive_entry_clone(e) };
