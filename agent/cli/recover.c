@@ -4,6 +4,7 @@
 
 #include "cli/cli.h"
 #include "jobs/job.h"
+#include "jobs/postgres.h"
 #include "jobs/recover.h"
 #include "log/log.h"
 #include "shared/process.h"
@@ -20,6 +21,7 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
         };
         _cleanup_(config_freep) Config *c = NULL;
         RecoverOptions ro = {};
+        _cleanup_free_ char *postgres_to = NULL;
         const RecoverStep *only = NULL;
         bool plan = false;
         uint64_t start = now_usec(CLOCK_MONOTONIC);
@@ -42,7 +44,9 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                         }
                         break;
                 case 'P':
-                        ro.postgres_to = optarg;
+                        /* optarg points into our argv: a password in it is blanked there. */
+                        free(postgres_to);
+                        ro.postgres_to = postgres_to = postgres_conninfo_from_argv(optarg);
                         break;
                 case 'M':
                         ro.manifests_dir = optarg;

@@ -113,6 +113,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 {},
         };
         const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL;
+        _cleanup_free_ char *conninfo = NULL;
         bool apply_secrets = false, dry_run = false;
         uint64_t jobs = 2;
         int o;
@@ -170,8 +171,10 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                               "config (and --dry-run for mirror).\n", stderr);
                         return EX_USAGE;
                 }
+                /* optarg points into our argv: a password in it is blanked there. */
+                conninfo = postgres_conninfo_from_argv((char *) to);
                 return restore_backup(ctx, "postgres", database ? RESTORE_POSTGRES_DATABASE : RESTORE_POSTGRES,
-                                      &(RestoreArgs){ .id = id, .to = to, .database = database,
+                                      &(RestoreArgs){ .id = id, .to = conninfo, .database = database,
                                                       .jobs = (unsigned) jobs });
         }
         if (streq(what, "config")) {

@@ -77,8 +77,26 @@ int postgres_source_chain(const PostgresConfig *pc, const Manifest *m, StoreRead
         return 0;
 }
 
-int postgres_dump_to_object(JobContext *ctx, char *const argv[], const char *name, Manifest *m,
-                            uint64_t *ret_raw) {
+int postgres_client_argv(const char *program, char *const options[], const char *conninfo,
+                         const char *dbname, char ***ret_argv, char ***ret_env) {
+        _cleanup_strv_free_ char **argv = xcalloc(1, sizeof(char *)), **env = NULL, **args = NULL;
+        int r;
+
+        r = pg_conninfo_for_client(conninfo, dbname, &env, &args);
+        if (r < 0)
+                return r;
+        strv_push(&argv, xstrdup(program));
+        STRV_FOREACH(o, (char **) options)
+                strv_push(&argv, xstrdup(*o));
+        STRV_FOREACH(a, args)
+                strv_push(&argv, xstrdup(*a));
+        *ret_argv = TAKE_PTR(argv);
+        *ret_env = TAKE_PTR(env);
+        return 0;
+}
+
+int postgres_dump_to_object(JobContext *ctx, char *const argv[], char *const env[], const char *name,
+                            Manifest *m, uint64_t *ret_raw) {
         const PostgresConfig *pc = &ctx->config->postgres;
         _cleanup_(store_writer_freep) StoreWriter *w = NULL;
         _cleanup_(sink_freep) Sink *chain = NULL;
@@ -94,8 +112,12 @@ int postgres_dump_to_object(JobContext *ctx, char *const argv[], const char *nam
         r = postgres_sink_chain(pc, w, &stored, &chain);
         if (r < 0)
                 return r;
-        r = child_spawn(argv, (char *[]){ (char *) "PGAPPNAME=skyforge-agent", NULL }, CHILD_PIPE_STDOUT,
-                        &child);
+        /* Our application_name unless the conninfo names one (a later assignment wins). */
+        _cleanup_strv_free_ char **child_env = xcalloc(1, sizeof(char *));
+        strv_push(&child_env, xstrdup("PGAPPNAME=skyforge-agent"));
+        STRV_FOREACH(e, (char **) env)
+                strv_push(&child_env, xstrdup(*e));
+        r = child_spawn(argv, child_env, CHILD_PIPE_STDOUT, &child);
         if (r < 0)
                 return r;
         buf = xmalloc(DB_BUFFER_SIZE);
@@ -164,11 +186,13 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
         if (r < 0)
                 return r;
 
-        char *gargv[] = { dumpall.path,  (char *) "--globals-only",   (char *) "--no-password",
-                          (char *) "-d", pc->conninfo ?: (char *) "", NULL };
-        if (isempty(pc->conninfo))
-                gargv[3] = NULL;
-        r = postgres_dump_to_object(ctx, gargv, globals, m, &raw);
+        _cleanup_strv_free_ char **gargv = NULL, **genv = NULL;
+        r = postgres_client_argv(dumpall.path,
+                                 (char *[]){ (char *) "--globals-only", (char *) "--no-password", NULL },
+                                 pc->conninfo, NULL, &gargv, &genv);
+        if (r < 0)
+                return r;
+        r = postgres_dump_to_object(ctx, gargv, genv, globals, m, &raw);
         if (r < 0)
                 return r;
 
@@ -185,26 +209,23 @@ int postgres_dump_databases(JobContext *ctx, const PgServerInfo *info, Manifest 
         progress_init(&ctx->progress, "dumping databases", info->size_estimate, ctx->config->agent.state_dir,
                       ctx->state);
         STRV_FOREACH(d, info->databases) {
-                _cleanup_free_ char *enc = NULL, *name = NULL, *target = NULL;
+                _cleanup_free_ char *enc = NULL, *name = NULL;
+                _cleanup_strv_free_ char **argv = NULL, **env = NULL;
 
                 /* template1 holds nothing of the applications; the cluster dump has it anyway. */
                 if (streq(*d, "template1"))
                         continue;
                 enc = postgres_db_object_encode(*d);
                 name = xasprintf("%s/db/%s.dump%s", ctx->id, enc, age);
-                r = pg_conninfo_set(pc->conninfo, "dbname", *d, &target);
+                /* -Z0: zstd compresses better and faster than pg_dump's zlib, and once is enough. */
+                r = postgres_client_argv(
+                        dump.path,
+                        (char *[]){ (char *) "-Fc", (char *) "-Z0", (char *) "--no-password", NULL },
+                        pc->conninfo, *d, &argv, &env);
                 if (r < 0)
                         break;
                 log_info("Dumping database \"%s\" with %s.", *d, dump.path);
-                /* -Z0: zstd compresses better and faster than pg_dump's zlib, and once is enough. */
-                char *argv[] = { dump.path,
-                                 (char *) "-Fc",
-                                 (char *) "-Z0",
-                                 (char *) "--no-password",
-                                 (char *) "-d",
-                                 target,
-                                 NULL };
-                r = postgres_dump_to_object(ctx, argv, name, m, &raw);
+                r = postgres_dump_to_object(ctx, argv, env, name, m, &raw);
                 if (r < 0)
                         break;
                 json_object *o = json_object_new_object();
@@ -330,16 +351,18 @@ static int read_object(const Config *c, Store *s, const Manifest *m, const char 
         return 0;
 }
 
-static int run_psql_script(const PgClient *psql, const char *target, const char *sql) {
+static int run_psql_script(const PgClient *psql, const char *conninfo, const char *sql) {
         _cleanup_(child_donep) Child child = {};
-        char *argv[] = { psql->path,    (char *) "-X",
-                         (char *) "-q", (char *) "--no-password",
-                         (char *) "-v", (char *) "ON_ERROR_STOP=1",
-                         (char *) "-d", (char *) target,
-                         NULL };
+        _cleanup_strv_free_ char **argv = NULL, **env = NULL;
         int r, status;
 
-        r = child_spawn(argv, NULL, CHILD_PIPE_STDIN, &child);
+        r = postgres_client_argv(psql->path,
+                                 (char *[]){ (char *) "-X", (char *) "-q", (char *) "--no-password",
+                                             (char *) "-v", (char *) "ON_ERROR_STOP=1", NULL },
+                                 conninfo, "postgres", &argv, &env);
+        if (r < 0)
+                return r;
+        r = child_spawn(argv, env, CHILD_PIPE_STDIN, &child);
         if (r < 0)
                 return r;
         r = child_write_stdin(&child, sql, strlen(sql));
@@ -395,6 +418,7 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         _cleanup_(source_freep) Source *src = NULL;
         _cleanup_(unlink_freep) char *tmp = NULL;
         _cleanup_free_ char *target = NULL, *globals_sql = NULL, *roles_sql = NULL, *jobs_s = NULL;
+        _cleanup_strv_free_ char **argv = NULL, **env = NULL;
         _cleanup_strv_free_ char **problems = xcalloc(1, sizeof(char *));
         const char *object = NULL, *globals = NULL;
         StoreReader *rd = NULL;
@@ -441,7 +465,7 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         if (n_roles > 0) {
                 log_info("Creating %u role(s) missing at %s from the globals of backup %s.", n_roles,
                          info.target, m->id);
-                r = run_psql_script(&psql, target, roles_sql);
+                r = run_psql_script(&psql, conninfo, roles_sql);
                 if (r < 0)
                         return r;
         }
@@ -458,16 +482,13 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         log_info("Restoring database \"%s\" of backup %s into %s with %s (%u job(s)).", database, m->id,
                  info.target, restore.path, jobs);
         jobs_s = xasprintf("%u", jobs);
-        char *argv[] = { restore.path,
-                         (char *) "--no-password",
-                         (char *) "--create",
-                         (char *) "--exit-on-error",
-                         (char *) "-d",
-                         target,
-                         (char *) "-j",
-                         jobs_s,
-                         NULL,
-                         NULL };
+        /* --create: connects to the postgres database, creates the one in the dump and switches to it. */
+        r = postgres_client_argv(restore.path,
+                                 (char *[]){ (char *) "--no-password", (char *) "--create",
+                                             (char *) "--exit-on-error", NULL },
+                                 conninfo, "postgres", &argv, &env);
+        if (r < 0)
+                return r;
         if (jobs > 1) {
                 _cleanup_close_ int fd = -EBADF;
                 _cleanup_(sink_freep) Sink *to_file = NULL;
@@ -488,11 +509,13 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
                 if (r < 0)
                         return err_set(r, EX_IOERR, "cannot unpack the dump of \"%s\" into %s: %s", database,
                                        tmp, err_message() ?: strerror(-r));
-                argv[8] = tmp;
-                r = child_spawn(argv, NULL, 0, &child);
+                strv_push(&argv, xstrdup("-j"));
+                strv_push(&argv, xstrdup(jobs_s));
+                strv_push(&argv, xstrdup(tmp));
+                r = child_spawn(argv, env, 0, &child);
         } else {
-                argv[6] = NULL; /* no -j: streams from stdin */
-                r = child_spawn(argv, NULL, CHILD_PIPE_STDIN, &child);
+                /* no -j: streams from stdin */
+                r = child_spawn(argv, env, CHILD_PIPE_STDIN, &child);
                 if (r >= 0) {
                         _cleanup_(sink_freep) Sink *to_child = sink_child_new(&child);
                         r = pipe_pump(src, to_child);

@@ -11,11 +11,19 @@
 /* The write chain of every postgres object: zstd -> age (when recipients are set) -> stored digest -> store
  * writer (which the caller commits). */
 int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *stored, Sink **ret);
-/* Runs argv (pg_dumpall, pg_dump) and stores its stdout as object `name` through that chain, with progress;
- * records the object and adds the dump's size to m->raw_bytes (and *ret_raw, may be NULL). A failed, killed
- * or cancelled dump leaves nothing: the writer is aborted. */
-int postgres_dump_to_object(JobContext *ctx, char *const argv[], const char *name, Manifest *m,
-                            uint64_t *ret_raw);
+/* Runs argv (pg_dumpall, pg_dump) with env added (the connection, from postgres_client_argv()) and stores
+ * its stdout as object `name` through that chain, with progress; records the object and adds the dump's size
+ * to m->raw_bytes (and *ret_raw, may be NULL). A failed, killed or cancelled dump leaves nothing: the writer
+ * is aborted. */
+int postgres_dump_to_object(JobContext *ctx, char *const argv[], char *const env[], const char *name,
+                            Manifest *m, uint64_t *ret_raw);
+
+/* The command line of a PostgreSQL client program: program, then options (NULL-terminated), then what the
+ * connection needs on the command line; and *ret_env, the environment that carries the rest of conninfo
+ * (password included) with dbname replaced when not NULL. Nothing secret is ever on the command line, where
+ * every local user reads it. */
+int postgres_client_argv(const char *program, char *const options[], const char *conninfo,
+                         const char *dbname, char ***ret_argv, char ***ret_env);
 /* The read chain: store -> stored digest -> age (when the manifest says encrypted) -> zstd. */
 int postgres_source_chain(const PostgresConfig *pc, const Manifest *m, StoreReader *rd, Digest *stored,
                           Source **ret);

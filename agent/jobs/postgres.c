@@ -17,6 +17,7 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
         _cleanup_(pg_server_info_done) PgServerInfo info = {};
         _cleanup_(pg_client_done) PgClient dumpall = {};
         _cleanup_free_ char *name = NULL;
+        _cleanup_strv_free_ char **argv = NULL, **env = NULL;
         bool encrypted;
         int r;
 
@@ -34,11 +35,12 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
 
         encrypted = !strv_isempty(pc->recipients);
         name = xasprintf("%s.sql.zst%s", ctx->id, encrypted ? ".age" : "");
-        char *argv[] = { dumpall.path, (char *) "--no-password", (char *) "-d", pc->conninfo ?: (char *) "", NULL };
-        if (isempty(pc->conninfo))
-                argv[2] = NULL;
+        r = postgres_client_argv(dumpall.path, (char *[]){ (char *) "--no-password", NULL }, pc->conninfo,
+                                 NULL, &argv, &env);
+        if (r < 0)
+                return r;
         progress_init(&ctx->progress, "dumping", info.size_estimate, ctx->config->agent.state_dir, ctx->state);
-        r = postgres_dump_to_object(ctx, argv, name, m, NULL);
+        r = postgres_dump_to_object(ctx, argv, env, name, m, NULL);
         progress_done(&ctx->progress);
         if (r < 0)
                 return r;
@@ -127,13 +129,22 @@ static int dump_source_open(const Config *c, Store *s, const Manifest *m, const 
         return 0;
 }
 
+char *postgres_conninfo_from_argv(char *arg) {
+        char *copy = xstrdup(arg);
+
+        if (pg_conninfo_hide_password(arg))
+                log_debug("Hid the password of the conninfo on our command line; a passfile= keeps it off "
+                          "the command line altogether.");
+        return copy;
+}
+
 int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *conninfo) {
         _cleanup_(pg_server_info_done) PgServerInfo info = {};
         _cleanup_(pg_client_done) PgClient psql = {};
         _cleanup_(child_donep) Child child = {};
         _cleanup_(source_freep) Source *src = NULL;
         _cleanup_(sink_freep) Sink *to_psql = NULL;
-        _cleanup_free_ char *target = NULL;
+        _cleanup_strv_free_ char **argv = NULL, **env = NULL;
         const ManifestObject *o = NULL;
         Digest d = {};
         int r, status;
@@ -160,14 +171,15 @@ int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *c
         r = pg_find_client("psql", c->postgres.pg_bindir, info.version_num / 10000, &psql);
         if (r < 0)
                 return r;
-        r = pg_conninfo_set(conninfo, "dbname", "postgres", &target);
+        r = postgres_client_argv(psql.path,
+                                 (char *[]){ (char *) "-X", (char *) "-q", (char *) "--no-password",
+                                             (char *) "-v", (char *) "ON_ERROR_STOP=0", NULL },
+                                 conninfo, "postgres", &argv, &env);
         if (r < 0)
                 return r;
         log_info("Restoring backup %s (%s) into PostgreSQL %s at %s.", m->id, o->name, info.version, info.target);
 
-        char *argv[] = { psql.path, (char *) "-X", (char *) "-q", (char *) "--no-password",
-                         (char *) "-v", (char *) "ON_ERROR_STOP=0", (char *) "-d", target, NULL };
-        r = child_spawn(argv, NULL, CHILD_PIPE_STDIN, &child);
+        r = child_spawn(argv, env, CHILD_PIPE_STDIN, &child);
         if (r < 0)
                 return r;
         child.on_stderr_line = restore_filter_stderr;

@@ -10,6 +10,10 @@
  * streams read -> checksum -> decrypt -> decompress -> psql. */
 int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *conninfo);
 
+/* A copy of a conninfo given on our command line (restore --to, recover --postgres-to); then its password,
+ * if any, is blanked in place, where /proc/PID/cmdline shows it to every local user while we run. */
+char *postgres_conninfo_from_argv(char *arg);
+
 struct Child;
 /* A sink that writes into a child's stdin (draining its stderr meanwhile); finishing closes the stdin. */
 struct Sink *sink_child_new(struct Child *c);

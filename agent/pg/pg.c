@@ -196,7 +196,8 @@ int pg_conninfo_set(const char *conninfo, const char *key, const char *value, ch
         bool found = false;
 
         if (!opts) {
-                int r = err_set(-EINVAL, EX_USAGE, "invalid conninfo \"%s\": %s", strempty(conninfo),
+                /* Not the conninfo itself in the message: it may hold a password. */
+                int r = err_set(-EINVAL, EX_USAGE, "invalid conninfo: %s",
                                 err ? strstrip(err) : "parse error");
                 PQfreemem(err);
                 return r;
@@ -234,4 +235,103 @@ int pg_conninfo_set(const char *conninfo, const char *key, const char *value, ch
         }
         *ret = TAKE_PTR(out);
         return 0;
+}
+
+/* A conninfo value quoted for libpq: in single quotes, with backslashes and quotes escaped. */
+static char *conninfo_quote(const char *v) {
+        char *q = xmalloc(strlen(v) * 2 + 3);
+        size_t n = 0;
+
+        q[n++] = '\'';
+        for (const char *p = v; *p; p++) {
+                if (*p == '\'' || *p == '\\')
+                        q[n++] = '\\';
+                q[n++] = *p;
+        }
+        q[n++] = '\'';
+        q[n] = 0;
+        return q;
+}
+
+static bool option_is_secret(const PQconninfoOption *o) {
+        return o->dispchar && strchr(o->dispchar, '*');
+}
+
+int pg_conninfo_for_client(const char *conninfo, const char *dbname, char ***ret_env, char ***ret_args) {
+        _cleanup_strv_free_ char **env = xcalloc(1, sizeof(char *)), **args = xcalloc(1, sizeof(char *));
+        _cleanup_free_ char *rest = xstrdup("");
+        char *err = NULL;
+        PQconninfoOption *opts = PQconninfoParse(strempty(conninfo), &err);
+        int r = 0;
+
+        if (!opts) {
+                /* Not the conninfo itself in the message: it may hold a password. */
+                r = err_set(-EINVAL, EX_USAGE, "invalid conninfo: %s", err ? strstrip(err) : "parse error");
+                PQfreemem(err);
+                return r;
+        }
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+                const char *v = streq(o->keyword, "dbname") && dbname ? dbname : o->val;
+
+                if (!v)
+                        continue;
+                if (option_is_secret(o)) {
+                        if (!o->envvar) {
+                                r = err_set(
+                                        -EPERM, EX_USAGE,
+                                        "conninfo sets %s, which PostgreSQL's client programs could only "
+                                        "get on their command line, readable by every local user: drop it "
+                                        "(for sslpassword: keep the client key unencrypted, chmod 600)",
+                                        o->keyword);
+                                break;
+                        }
+                        strv_push(&env, xasprintf("%s=%s", o->envvar, v));
+                        continue;
+                }
+                _cleanup_free_ char *q = conninfo_quote(v);
+                char *next = xasprintf("%s%s%s=%s", rest, *rest ? " " : "", o->keyword, q);
+                free(rest);
+                rest = next;
+        }
+        PQconninfoFree(opts);
+        if (r < 0)
+                return r;
+        if (*rest) {
+                strv_push(&args, xstrdup("-d"));
+                strv_push(&args, TAKE_PTR(rest));
+        }
+        *ret_env = TAKE_PTR(env);
+        *ret_args = TAKE_PTR(args);
+        return 0;
+}
+
+bool pg_conninfo_hide_password(char *conninfo) {
+        PQconninfoOption *opts = PQconninfoParse(strempty(conninfo), NULL);
+        _cleanup_free_ char *shown = xstrdup("");
+        bool found = false;
+        size_t n;
+
+        if (!opts)
+                return false;
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+                if (!o->val)
+                        continue;
+                if (option_is_secret(o)) {
+                        found = true;
+                        continue;
+                }
+                _cleanup_free_ char *q = conninfo_quote(o->val);
+                char *next = xasprintf("%s%s%s=%s", shown, *shown ? " " : "", o->keyword, q);
+                free(shown);
+                shown = next;
+        }
+        PQconninfoFree(opts);
+        if (!found)
+                return false;
+        /* The same bytes in place (argv cannot grow): what fits of the conninfo without its secrets, then
+         * NULs, which ps shows as spaces. */
+        n = strlen(conninfo);
+        memset(conninfo, 0, n);
+        memcpy(conninfo, shown, MIN(n, strlen(shown)));
+        return true;
 }

@@ -36,6 +36,18 @@ int pg_find_client(const char *program, const char *bindir, int server_major, Pg
 /* "pg_dumpall (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" -> 15; "... 9.6.24" -> 9. -1 when unparsable. */
 int pg_parse_client_major(const char *version_line);
 
+/* How a client program (psql, pg_dump, pg_dumpall, pg_restore) gets a conninfo without a password on its
+ * command line, where every local user reads it in /proc/PID/cmdline: the secret keywords (password)
+ * become their libpq environment variables in *ret_env ("PGPASSWORD=..."; only this user and root read a
+ * process's environment), everything else comes back in *ret_args as "-d" "CONNINFO" (empty when nothing
+ * is left), with dbname replaced when not NULL. A secret libpq has no variable for (sslpassword) is
+ * refused. */
+int pg_conninfo_for_client(const char *conninfo, const char *dbname, char ***ret_env, char ***ret_args);
+
+/* Overwrites a password in conninfo, in place, so that a conninfo given on our command line (restore
+ * --to) stops showing in our own /proc/PID/cmdline. Returns whether there was one. */
+bool pg_conninfo_hide_password(char *conninfo);
+
 /* Sets or replaces one keyword in a conninfo string, e.g. dbname. Returns a new string. */
 int pg_conninfo_set(const char *conninfo, const char *key, const char *value, char **ret);
 

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 
 #include "log/log.h"
 #include "pipe/untar.h"
+#include "shared/fs.h"
 
 #define TAR_READ_BUFFER (64 * 1024)
 
@@ -92,38 +94,119 @@ static bool name_is_safe(const char *name) {
         return true;
 }
 
-/* Whether a symlink at name with target stays inside the extraction directory, judged by the names
- * alone (nothing on disk is followed). */
-static bool link_stays_inside(const char *name, const char *target) {
-        int depth = 0;
-        const char *p;
+#define LINK_HOPS_MAX 40 /* as the kernel's MAXSYMLINKS */
+
+/* Whether a symlink in directory dir (relative to root, "" for root) with contents target leads to a
+ * place below root. Resolved as the kernel would, following the symlinks already extracted below root;
+ * components that do not exist (yet) count as plain names. The resolved prefix never holds a symlink,
+ * so fstatat() below only ever meets one at its last component. */
+static bool link_stays_inside(int root, const char *dir, const char *target) {
+        _cleanup_free_ char *resolved = xstrdup(dir), *rest = NULL;
+        unsigned hops = 0;
+        size_t i = 0;
 
         if (isempty(target) || target[0] == '/')
                 return false;
-        for (p = name; *p; p++) /* the directories above the link */
-                if (*p == '/' && p[1] && p[1] != '/')
-                        depth++;
-        for (p = target; *p;) {
-                size_t n = strcspn(p, "/");
-                if (n == 2 && p[0] == '.' && p[1] == '.')
-                        depth--;
-                else if (n > 0 && !(n == 1 && p[0] == '.'))
-                        depth++;
-                if (depth < 0)
-                        return false;
-                p += n;
-                while (*p == '/')
-                        p++;
+        rest = xstrdup(target);
+        for (;;) {
+                _cleanup_free_ char *name = NULL, *candidate = NULL;
+                struct stat st;
+                size_t n;
+
+                while (rest[i] == '/')
+                        i++;
+                if (!rest[i])
+                        return true;
+                n = strcspn(rest + i, "/");
+                name = xstrndup(rest + i, n);
+                i += n;
+                if (streq(name, "."))
+                        continue;
+                if (streq(name, "..")) {
+                        char *slash = strrchr(resolved, '/');
+                        if (isempty(resolved))
+                                return false; /* above root */
+                        if (slash)
+                                *slash = 0;
+                        else
+                                resolved[0] = 0;
+                        continue;
+                }
+                candidate = isempty(resolved) ? xstrdup(name) : xasprintf("%s/%s", resolved, name);
+                if (fstatat(root, candidate, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+                        char link[PATH_MAX];
+                        ssize_t k;
+
+                        if (++hops > LINK_HOPS_MAX)
+                                return false;
+                        k = readlinkat(root, candidate, link, sizeof link);
+                        if (k <= 0 || (size_t) k >= sizeof link)
+                                return false;
+                        link[k] = 0;
+                        if (link[0] == '/')
+                                return false;
+                        /* The link's contents replace its name; the rest follows them. */
+                        char *next = xasprintf("%s/%s", link, rest + i);
+                        free(rest);
+                        rest = next;
+                        i = 0;
+                        continue;
+                }
+                free(resolved);
+                resolved = TAKE_PTR(candidate);
         }
-        return true;
 }
 
-static void archive_write_freep(struct archive **a) {
-        if (*a)
-                archive_write_free(*a);
+/* The directory part of name ("" at the top), without trailing slashes. */
+static char *name_dir(const char *name) {
+        size_t n = strlen(name);
+
+        while (n > 0 && name[n - 1] == '/')
+                n--;
+        while (n > 0 && name[n - 1] != '/')
+                n--;
+        while (n > 0 && name[n - 1] == '/')
+                n--;
+        return xstrndup(name, n);
 }
 
-static int copy_data(TarReader *r, struct archive *disk, const char *name) {
+/* What a restored file or directory may be: no setuid, setgid or sticky bit, nothing writable by group or
+ * others, whatever the archive says. */
+static mode_t safe_perm(mode_t perm) {
+        return perm & 0755;
+}
+
+static int extract_failed(const char *name, const char *dir, int r) {
+        if (r == -ELOOP || r == -EXDEV)
+                return err_set(-ELOOP, EX_CANTCREAT,
+                               "cannot extract %s into %s: a symlink is in its way, and nothing is ever "
+                               "written through a symlink (remove it from %s, or restore into an empty "
+                               "directory); nothing more was extracted",
+                               name, dir, dir);
+        return err_set(r, EX_CANTCREAT, "cannot extract %s into %s: %s; nothing more was extracted", name,
+                       dir, strerror(-r));
+}
+
+static int write_at(int fd, const void *buf, size_t size, off_t offset) {
+        const uint8_t *p = buf;
+
+        while (size > 0) {
+                ssize_t k = pwrite(fd, p, size, offset);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += k;
+                size -= (size_t) k;
+                offset += k;
+        }
+        return 0;
+}
+
+static int copy_data(TarReader *r, int fd, const char *name, const char *dir) {
+        la_int64_t end = 0;
+
         for (;;) {
                 const void *buf;
                 size_t size;
@@ -131,84 +214,240 @@ static int copy_data(TarReader *r, struct archive *disk, const char *name) {
                 int k = archive_read_data_block(r->archive, &buf, &size, &offset);
 
                 if (k == ARCHIVE_EOF)
-                        return 0;
+                        break;
                 if (k < ARCHIVE_WARN)
                         return read_failed(r, name);
-                if (archive_write_data_block(disk, buf, size, offset) < ARCHIVE_WARN)
-                        return err_set(-EIO, EX_CANTCREAT, "cannot write %s: %s", name,
-                                       strna(archive_error_string(disk)));
+                k = write_at(fd, buf, size, (off_t) offset);
+                if (k < 0)
+                        return extract_failed(name, dir, k);
+                end = MAX(end, offset + (la_int64_t) size);
+        }
+        /* A sparse file may end in a hole. */
+        if (ftruncate(fd, MAX(end, 0)) < 0)
+                return extract_failed(name, dir, -errno);
+        return 0;
+}
+
+static void set_times(int fd, struct archive_entry *e) {
+        struct timespec ts[2];
+
+        if (!archive_entry_mtime_is_set(e))
+                return;
+        ts[1] = (struct timespec){ .tv_sec = archive_entry_mtime(e),
+                                   .tv_nsec = archive_entry_mtime_nsec(e) };
+        ts[0] = ts[1];
+        (void) futimens(fd, ts);
+}
+
+/* 1 when it was extracted, 0 when something already there was kept. */
+static int extract_file(TarReader *r, int root, struct archive_entry *e, const char *name, const char *dir) {
+        _cleanup_close_ int parent = -EBADF, fd = -EBADF;
+        const char *base;
+        int k;
+
+        parent = open_parent_beneath(root, name, 0700, &base);
+        if (parent < 0)
+                return extract_failed(name, dir, parent);
+        fd = openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EEXIST) {
+                log_warning("Keeping the existing %s/%s: not overwritten.", dir, name);
+                return 0;
+        }
+        if (fd < 0)
+                return extract_failed(name, dir, -errno);
+        k = copy_data(r, fd, name, dir);
+        if (k < 0) {
+                (void) unlinkat(parent, base, 0);
+                return k;
+        }
+        if (fchmod(fd, safe_perm(archive_entry_perm(e))) < 0)
+                return extract_failed(name, dir, -errno);
+        set_times(fd, e);
+        return 1;
+}
+
+static int extract_directory(int root, const char *name, const char *dir) {
+        _cleanup_close_ int parent = -EBADF;
+        const char *base;
+        struct stat st;
+
+        parent = open_parent_beneath(root, name, 0700, &base);
+        if (parent < 0)
+                return extract_failed(name, dir, parent);
+        /* Owner-writable while extracting; the archive's mode comes at the end. */
+        if (mkdirat(parent, base, 0700) < 0) {
+                if (errno != EEXIST)
+                        return extract_failed(name, dir, -errno);
+                if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        return extract_failed(name, dir, -errno);
+                if (S_ISLNK(st.st_mode))
+                        return extract_failed(name, dir, -ELOOP);
+                if (!S_ISDIR(st.st_mode))
+                        return extract_failed(name, dir, -ENOTDIR);
+        }
+        return 1;
+}
+
+/* 1 when it was created, 0 when it was skipped. */
+static int extract_symlink(int root, const char *name, const char *target, const char *dir) {
+        _cleanup_close_ int parent = -EBADF;
+        _cleanup_free_ char *link_dir = name_dir(name);
+        const char *base;
+
+        if (!link_stays_inside(root, link_dir, target)) {
+                log_warning("Not restoring symlink %s -> %s: it points outside %s.", name, target, dir);
+                return 0;
+        }
+        parent = open_parent_beneath(root, name, 0700, &base);
+        if (parent < 0)
+                return extract_failed(name, dir, parent);
+        if (symlinkat(target, parent, base) < 0) {
+                if (errno == EEXIST) {
+                        log_warning("Keeping the existing %s/%s: not overwritten.", dir, name);
+                        return 0;
+                }
+                return extract_failed(name, dir, -errno);
+        }
+        return 1;
+}
+
+/* A link can be judged inside when it is made and lead outside once the links after it exist (b ->
+ * a/l/.. before a/l -> ..): every link is judged again against the whole tree, and goes if it escapes. */
+static void recheck_symlinks(int root, char **links, char **entries, const char *dir) {
+        STRV_FOREACH(l, links) {
+                _cleanup_free_ char *link_dir = name_dir(*l);
+                _cleanup_close_ int parent = -EBADF;
+                char target[PATH_MAX];
+                const char *base;
+                ssize_t k;
+
+                parent = open_parent_beneath(root, *l, 0, &base);
+                if (parent < 0)
+                        continue;
+                k = readlinkat(parent, base, target, sizeof target);
+                if (k < 0)
+                        continue;
+                /* A target too long to read whole is judged as leaving. */
+                target[MIN((size_t) k, sizeof target - 1)] = 0;
+                if ((size_t) k < sizeof target && link_stays_inside(root, link_dir, target))
+                        continue;
+                log_warning("Not restoring symlink %s -> %s: through the symlinks extracted with it, it "
+                            "points outside %s.",
+                            *l, target, dir);
+                (void) unlinkat(parent, base, 0);
+                for (char **e = entries; *e; e++)
+                        if (streq(*e, *l)) {
+                                free(*e);
+                                memmove(e, e + 1, (strv_length(e + 1) + 1) * sizeof(char *));
+                                break;
+                        }
         }
 }
 
+typedef struct DirFixup {
+        char *name;
+        mode_t perm;
+        struct archive_entry *entry; /* for the times */
+} DirFixup;
+
+/* Directories get their mode and times last: extracting into them needed them writable, and every
+ * file written changed their mtime. */
+static void apply_dir_fixups(int root, DirFixup *f, size_t n) {
+        for (size_t i = n; i > 0; i--) {
+                _cleanup_close_ int fd = open_beneath(root, f[i - 1].name, O_RDONLY | O_DIRECTORY, 0);
+                if (fd < 0)
+                        continue;
+                (void) fchmod(fd, f[i - 1].perm);
+                set_times(fd, f[i - 1].entry);
+        }
+}
+
+static void dir_fixups_free(DirFixup *f, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(f[i].name);
+                archive_entry_free(f[i].entry);
+        }
+        free(f);
+}
+
 int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries) {
-        _cleanup_(archive_write_freep) struct archive *disk = archive_write_disk_new();
-        _cleanup_strv_free_ char **entries = NULL;
-        char root[PATH_MAX];
+        _cleanup_strv_free_ char **entries = NULL, **links = NULL;
+        _cleanup_close_ int root = -EBADF;
+        DirFixup *fixups = NULL;
+        size_t n_fixups = 0, cap_fixups = 0;
         int k;
 
-        if (!disk)
-                return -ENOMEM;
         k = mkdir_p(dir, 0700);
         if (k < 0)
                 return err_set(k, EX_CANTCREAT, "cannot create %s: %s", dir, strerror(-k));
-        /* No symlinks in the prefix, so that libarchive's symlink check only ever sees ours. */
-        if (!realpath(dir, root))
-                return err_set(-errno, EX_CANTCREAT, "cannot resolve %s: %m", dir);
-        archive_write_disk_set_options(disk, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
-                                                     ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-                                                     ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                                                     ARCHIVE_EXTRACT_NO_OVERWRITE);
-        archive_write_disk_set_standard_lookup(disk);
+        /* dir itself may be reached through a symlink (the operator named it); below it, nothing is. */
+        root = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0)
+                return err_set(-errno, EX_CANTCREAT, "cannot open %s: %m", dir);
         entries = xcalloc(1, sizeof(char *));
+        links = xcalloc(1, sizeof(char *));
 
         for (;;) {
                 struct archive_entry *e;
                 _cleanup_free_ char *name = NULL, *path = NULL;
-                struct stat st;
                 mode_t type;
+                size_t len;
 
                 k = next_entry(r, &e);
-                if (k < 0)
-                        return k;
-                if (k == 0)
+                if (k <= 0)
                         break;
                 name = xstrdup(archive_entry_pathname(e));
                 type = archive_entry_filetype(e);
-                if (!name_is_safe(name))
-                        return err_set(-EPERM, EX_DATAERR,
-                                       "the archive holds an unsafe name \"%s\" (absolute or with ..); "
-                                       "nothing more was extracted", name);
-                if (archive_entry_hardlink(e) || (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK))
-                        return err_set(-EPERM, EX_DATAERR,
-                                       "the archive holds \"%s\", which is not a file, directory or "
-                                       "symlink; nothing more was extracted", name);
-                if (type == AE_IFLNK && !link_stays_inside(name, archive_entry_symlink(e))) {
-                        log_warning("Not restoring symlink %s -> %s: it points outside %s.", name,
-                                    archive_entry_symlink(e), dir);
+                if (!name_is_safe(name)) {
+                        k = err_set(-EPERM, EX_DATAERR,
+                                    "the archive holds an unsafe name \"%s\" (absolute or with ..); "
+                                    "nothing more was extracted",
+                                    name);
+                        break;
+                }
+                if (archive_entry_hardlink(e) ||
+                    (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)) {
+                        k = err_set(-EPERM, EX_DATAERR,
+                                    "the archive holds \"%s\", which is not a file, directory or "
+                                    "symlink; nothing more was extracted",
+                                    name);
+                        break;
+                }
+                /* Directories come as "a/"; the entry in the tree is "a". */
+                len = strlen(name);
+                while (len > 1 && name[len - 1] == '/')
+                        len--;
+                path = xstrndup(name, len);
+                if (type == AE_IFREG)
+                        k = extract_file(r, root, e, path, dir);
+                else if (type == AE_IFLNK)
+                        k = extract_symlink(root, path, strempty(archive_entry_symlink(e)), dir);
+                else {
+                        k = extract_directory(root, path, dir);
+                        if (k > 0) {
+                                if (n_fixups == cap_fixups) {
+                                        cap_fixups = cap_fixups ? cap_fixups * 2 : 16;
+                                        fixups = xrealloc(fixups, cap_fixups * sizeof *fixups);
+                                }
+                                fixups[n_fixups++] = (DirFixup){ .name = xstrdup(path),
+                                                                 .perm = safe_perm(archive_entry_perm(e)),
+                                                                 .entry = archive_entry_clone(e) };
+                        }
+                }
+                if (k < 0)
+                        break;
+                if (k == 0)
                         continue;
-                }
-                path = xasprintf("%s/%s", root, name);
-                if (type != AE_IFDIR && lstat(path, &st) == 0) {
-                        log_warning("Keeping the existing %s: not overwritten.", path);
-                        continue;
-                }
-                archive_entry_copy_pathname(e, path);
-                if (archive_write_header(disk, e) < ARCHIVE_WARN)
-                        return err_set(-EIO, EX_CANTCREAT, "cannot extract %s into %s: %s", name, dir,
-                                       strna(archive_error_string(disk)));
-                if (type == AE_IFREG) {
-                        k = copy_data(r, disk, name);
-                        if (k < 0)
-                                return k;
-                }
-                if (archive_write_finish_entry(disk) < ARCHIVE_WARN)
-                        return err_set(-EIO, EX_CANTCREAT, "cannot extract %s into %s: %s", name, dir,
-                                       strna(archive_error_string(disk)));
+                if (type == AE_IFLNK)
+                        strv_push(&links, xstrdup(path));
                 strv_push(&entries, TAKE_PTR(name));
         }
-        if (archive_write_close(disk) != ARCHIVE_OK)
-                return err_set(-EIO, EX_CANTCREAT, "cannot finish extracting into %s: %s", dir,
-                               strna(archive_error_string(disk)));
+        /* Also after a failure: what was extracted stays, and must not lead outside either. */
+        recheck_symlinks(root, links, entries, dir);
+        apply_dir_fixups(root, fixups, n_fixups);
+        dir_fixups_free(fixups, n_fixups);
+        if (k < 0)
+                return k;
         if (ret_entries)
                 *ret_entries = TAKE_PTR(entries);
         return 0;

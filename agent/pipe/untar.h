@@ -15,9 +15,11 @@ void tar_reader_free(TarReader *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(TarReader *, tar_reader_free);
 
 /* Extracts every member below dir (created if missing), refusing anything that could land outside it:
- * absolute names, "..", writing through symlinks, hard links, devices. Existing files are not
- * overwritten. Symlinks whose target points outside dir are skipped with a warning. The extracted names
- * go to ret_entries (may be NULL). */
+ * absolute names, "..", hard links, devices, and writing through any symlink (every entry is created
+ * relative to its directory, opened below dir without following links). Existing files are not
+ * overwritten. Symlinks that lead outside dir, judged with the symlinks extracted before and after them,
+ * are skipped or removed with a warning. Files and directories lose setuid, setgid and sticky bits and
+ * group and other write. The extracted names go to ret_entries (may be NULL). */
 int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries);
 
 /* Reads the regular file member name (at most max bytes) into memory; -ENOENT when it is not there. */

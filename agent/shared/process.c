@@ -77,6 +77,16 @@ void child_drain_stderr(Child *c) {
         }
 }
 
+/* Whether l holds an assignment to the variable that entry ("NAME=value") assigns. */
+static bool env_find(char *const *l, const char *entry) {
+        size_t n = strcspn(entry, "=");
+
+        for (; l && *l; l++)
+                if (strncmp(*l, entry, n) == 0 && (*l)[n] == '=')
+                        return true;
+        return false;
+}
+
 int child_spawn(char *const argv[], char *const envp_extra[], ChildFlags flags, Child *ret) {
         int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
         posix_spawn_file_actions_t fa;
@@ -93,10 +103,14 @@ int child_spawn(char *const argv[], char *const envp_extra[], ChildFlags flags, 
         if (out[0] >= 0)
                 (void) fcntl(out[0], F_SETPIPE_SZ, 1024 * 1024);
 
+        /* An extra variable replaces one of the same name: a child reads the first of duplicates, and
+         * ours (PGPASSWORD from a conninfo) must win over what we inherited. */
         for (char **e = environ; *e; e++)
-                strv_push(&env, xstrdup(*e));
+                if (!env_find(envp_extra, *e))
+                        strv_push(&env, xstrdup(*e));
         STRV_FOREACH(e, (char **) envp_extra)
-                strv_push(&env, xstrdup(*e));
+                if (!env_find(e + 1, *e))
+                        strv_push(&env, xstrdup(*e));
 
         posix_spawn_file_actions_init(&fa);
         if (flags & CHILD_PIPE_STDIN)

@@ -33,6 +33,8 @@ typedef enum ChildFlags {
 /* When set and non-zero (a signal handler sets it), waits on the child return -ECANCELED. */
 extern volatile sig_atomic_t *child_cancel_flag;
 
+/* envp_extra ("NAME=value", may be NULL) adds to our environment; a later assignment to the same name
+ * replaces an earlier one and an inherited one. */
 int child_spawn(char *const argv[], char *const envp_extra[], ChildFlags flags, Child *ret);
 /* Reads whatever stderr has without blocking; call it from the I/O loop. */
 void child_drain_stderr(Child *c);

@@ -313,6 +313,89 @@ def test_restore_to_refuses_unsafe_archive(config_setup, tmp_path):
     assert p.returncode == 65 and "not a file, directory or symlink" in p.stderr, p.stderr
 
 
+def replace_archive(store, backup_id, members):
+    """Rewrites backup_id's tar.zst to hold members [(TarInfo, data)], with a manifest that matches."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for info, data in members:
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
+    blob = subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), check=True, capture_output=True).stdout
+    (store / f"{backup_id}.tar.zst").write_bytes(blob)
+    m = json.loads((store / f"{backup_id}.json").read_text())
+    m["objects"][0]["bytes"] = len(blob)
+    m["objects"][0]["sha256"] = hashlib.sha256(blob).hexdigest()
+    m["bytes"] = len(blob)
+    (store / f"{backup_id}.json").write_text(json.dumps(m))
+
+
+def tar_member(name, kind="file", mode=0o644, data=b"x\n", target=None):
+    i = tarfile.TarInfo(name)
+    i.mode = mode
+    i.uid = i.gid = 0
+    i.uname = i.gname = "root"
+    if kind == "dir":
+        i.type = tarfile.DIRTYPE
+        return i, None
+    if kind == "link":
+        i.type = tarfile.SYMTYPE
+        i.linkname = target
+        return i, None
+    i.size = len(data)
+    return i, data
+
+
+def links_leaving(root):
+    """Symlinks under root that the kernel resolves to a place outside root."""
+    out = []
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            if os.path.islink(p):
+                r = os.path.realpath(p)
+                if r != str(root) and not r.startswith(str(root) + os.sep):
+                    out.append(f"{p} -> {r}")
+    return out
+
+
+def test_restore_to_drops_setuid_and_group_write_and_refuses_escaping_link_chains(config_setup, tmp_path):
+    """A root-owned setuid file comes back without setuid, a 0666 file without group/other write; a
+    symlink chain (a/l -> .., then b -> a/l/..) that a check of names alone lets through is not left
+    pointing at --to's parent, in either order; and nothing is written through a symlink."""
+    agent, cluster, key, manifests, token = config_setup
+    backup_id = agent("run", "config", check=True).stdout.strip()
+    store = agent.store / "config"
+
+    chain = [tar_member("a", "dir", 0o755), tar_member("a/l", "link", target=".."),
+             tar_member("b", "link", target="a/l/.."), tar_member("c", "link", target="a/l/a/l/../victim")]
+    for order, links in (("forward", chain), ("backward", chain[2:] + chain[:2])):
+        replace_archive(store, backup_id, [
+            tar_member("manifests", "dir", 0o3777),
+            tar_member("manifests/su.sh", mode=0o4755, data=b"#!/bin/sh\nid\n"),
+            tar_member("manifests/sg", mode=0o2775),
+            tar_member("manifests/open.yaml", mode=0o666),
+        ] + links)
+        out = tmp_path / f"restored-{order}"
+        p = agent("restore", "config", backup_id, "--to", out)
+        assert p.returncode == 0, p.stderr
+        modes = {n: os.lstat(out / "manifests" / n).st_mode & 0o7777 for n in ("su.sh", "sg", "open.yaml")}
+        assert modes == {"su.sh": 0o755, "sg": 0o755, "open.yaml": 0o644}, {k: oct(v) for k, v in modes.items()}
+        assert os.lstat(out / "manifests").st_mode & 0o7777 == 0o755
+        assert not os.path.lexists(out / "b") and not os.path.lexists(out / "c"), order
+        assert os.readlink(out / "a" / "l") == ".."
+        assert links_leaving(out) == [], links_leaving(out)
+        assert "points outside" in p.stderr, p.stderr
+        assert f"{out}/b" not in p.stdout
+
+    # A file under a symlink the archive made (pointing inside) is refused, and written nowhere.
+    replace_archive(store, backup_id, [tar_member("sub", "dir", 0o755), tar_member("s", "link", target="sub"),
+                                       tar_member("s/evil.yaml")])
+    out = tmp_path / "through"
+    p = agent("restore", "config", backup_id, "--to", out)
+    assert p.returncode == 73, p.stderr
+    assert "cannot extract s/evil.yaml" in p.stderr and "symlink is in its way" in p.stderr, p.stderr
+    assert os.listdir(out / "sub") == []
+
+
 def test_missing_kubeconfig_is_a_clear_error(local_agent, tmp_path):
     _, recipient = age_keypair(tmp_path, "k")
     (tmp_path / "m").mkdir()

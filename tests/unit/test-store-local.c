@@ -4,9 +4,12 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <sys/stat.h>
 
 #include "log/log.h"
+#include "shared/fs.h"
 #include "store/manifest.h"
 #include "store/store.h"
 
@@ -195,6 +198,161 @@ static void backups_exist_only_with_manifest_and_orphans_are_cleaned(void **stat
         backup_list_done(&l);
 }
 
+/* A directory outside the store with one file in it, and its path. */
+static char *outside_with_victim(void) {
+        char tmpl[] = "/tmp/skyforge-test-outside-XXXXXX";
+        _cleanup_free_ char *victim = NULL;
+        FILE *f;
+
+        assert_non_null(mkdtemp(tmpl));
+        victim = path_join(tmpl, "victim");
+        f = fopen(victim, "w");
+        assert_non_null(f);
+        fputs("outside\n", f);
+        fclose(f);
+        return xstrdup(tmpl);
+}
+
+static void assert_victim_intact(const char *outside) {
+        _cleanup_free_ char *victim = path_join(outside, "victim"), *data = NULL;
+        assert_true(read_file_string(victim, 100, &data) >= 0);
+        assert_string_equal(data, "outside\n");
+        assert_int_equal(count_files(outside), 1);
+}
+
+static void remove_tree(const char *dir) {
+        nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void assert_refused(int r, const char *name) {
+        _cleanup_free_ char *expected = xasprintf("refusing %s/%s: ", root, name);
+        assert_int_equal(r, -ELOOP);
+        assert_non_null(err_message());
+        assert_non_null(strstr(err_message(), expected));
+        assert_non_null(strstr(err_message(), "symlink inside the store"));
+        assert_non_null(strstr(err_message(), "remove the symlink or fix the store"));
+        assert_int_equal(err_exit_code(r), 65);
+}
+
+/* store/lnk -> outside, store/real/lnk -> outside: no name through either is written, read, stat'ed,
+ * removed or listed. */
+static void local_never_goes_through_a_symlinked_directory(void **state) {
+        Store *s = *state;
+        _cleanup_free_ char *outside = outside_with_victim(), *lnk = path_join(root, "lnk");
+        _cleanup_free_ char *real = path_join(root, "real"), *nested = path_join(real, "lnk");
+        StoreWriter *w = NULL;
+        StoreReader *rd = NULL;
+        StoreEntry e = {};
+
+        assert_int_equal(symlink(outside, lnk), 0);
+        assert_int_equal(mkdir(real, 0750), 0);
+        assert_int_equal(symlink(outside, nested), 0);
+        assert_int_equal(store_put_buffer(s, "real/file", "1", 1), 0);
+
+        const char *names[] = { "lnk/victim", "real/lnk/victim", "./lnk/victim", "real//lnk/victim" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                err_clear();
+                assert_refused(store_reader_open(s, names[i], 0, &rd), names[i]);
+                assert_null(rd);
+                err_clear();
+                assert_refused(store_stat(s, names[i], &e), names[i]);
+                err_clear();
+                assert_refused(store_remove(s, names[i]), names[i]);
+                assert_victim_intact(outside);
+        }
+        err_clear();
+        assert_refused(store_writer_open(s, "lnk/new", &w), "lnk/new");
+        assert_null(w);
+        assert_refused(store_put_buffer(s, "real/lnk/sub/new", "x", 1), "real/lnk/sub/new");
+        assert_victim_intact(outside);
+
+        _cleanup_free_ char *all = joined(s, ""), *l = joined(s, "lnk/"), *rl = joined(s, "real/lnk");
+        assert_string_equal(all, "real/file");
+        assert_string_equal(l, "");
+        assert_string_equal(rl, "");
+        remove_tree(outside);
+}
+
+/* store/obj.json -> outside/victim: the link itself is refused too, and a commit replaces the link, never
+ * what it points to. */
+static void local_never_follows_a_symlink_as_the_object(void **state) {
+        Store *s = *state;
+        _cleanup_free_ char *outside = outside_with_victim(), *victim = path_join(outside, "victim");
+        _cleanup_free_ char *obj = path_join(root, "obj.json"), *data = NULL;
+        StoreReader *rd = NULL;
+        StoreEntry e = {};
+        struct stat st;
+
+        assert_int_equal(symlink(victim, obj), 0);
+        err_clear();
+        assert_refused(store_reader_open(s, "obj.json", 0, &rd), "obj.json");
+        err_clear();
+        assert_refused(store_stat(s, "obj.json", &e), "obj.json");
+        err_clear();
+        assert_refused(store_remove(s, "obj.json"), "obj.json");
+        assert_int_equal(lstat(obj, &st), 0);
+        assert_true(S_ISLNK(st.st_mode));
+        assert_victim_intact(outside);
+
+        assert_int_equal(store_put_buffer(s, "obj.json", "{}", 2), 0);
+        assert_int_equal(lstat(obj, &st), 0);
+        assert_true(S_ISREG(st.st_mode));
+        assert_victim_intact(outside);
+        assert_int_equal(store_get_buffer(s, "obj.json", 100, &data, NULL), 0);
+        assert_string_equal(data, "{}");
+        remove_tree(outside);
+}
+
+/* A FIFO or a directory where an object should be is an error, not a hang. */
+static void local_refuses_what_is_not_a_regular_file(void **state) {
+        Store *s = *state;
+        _cleanup_free_ char *fifo = path_join(root, "fifo.json"), *dir = path_join(root, "dir.json");
+        StoreReader *rd = NULL;
+        StoreEntry e = {};
+
+        assert_int_equal(mkfifo(fifo, 0600), 0);
+        assert_int_equal(mkdir(dir, 0700), 0);
+        err_clear();
+        assert_true(store_reader_open(s, "fifo.json", 0, &rd) < 0);
+        assert_non_null(strstr(err_message(), "not a regular file"));
+        assert_int_equal(store_reader_open(s, "dir.json", 0, &rd), -EISDIR);
+        assert_null(rd);
+        assert_int_equal(store_stat(s, "fifo.json", &e), -ENOENT);
+}
+
+/* Leftover temp files are removed inside the store only. */
+static void local_cleanup_stays_inside(void **state) {
+        Store *s = *state;
+        _cleanup_free_ char *outside = outside_with_victim(), *lnk = path_join(root, "lnk");
+        _cleanup_free_ char *out_tmp = path_join(outside, ".x.tmp.deadbeef");
+        _cleanup_free_ char *in_dir = path_join(root, "a"), *in_tmp = path_join(in_dir, ".y.tmp.deadbeef");
+        struct timespec old[2] = { { .tv_sec = 1000000000 }, { .tv_sec = 1000000000 } };
+
+        assert_int_equal(mkdir(in_dir, 0750), 0);
+        const char *tmps[] = { out_tmp, in_tmp };
+        for (size_t i = 0; i < 2; i++) {
+                int fd = open(tmps[i], O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+                assert_true(fd >= 0);
+                assert_int_equal(futimens(fd, old), 0);
+                close(fd);
+        }
+        assert_int_equal(symlink(outside, lnk), 0);
+        assert_int_equal(store_cleanup(s, 60 * USEC_PER_SEC), 0);
+        assert_int_equal(access(in_tmp, F_OK), -1);
+        assert_int_equal(access(out_tmp, F_OK), 0);
+        remove_tree(outside);
+}
+
+static int group_without_openat2(void **state) {
+        fs_use_openat2(false);
+        return 0;
+}
+
+static int group_with_openat2(void **state) {
+        fs_use_openat2(true);
+        return 0;
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(local_uncommitted_write_leaves_nothing, setup, teardown),
@@ -202,8 +360,14 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(local_list_is_sorted_bytewise_with_prefix, setup, teardown),
                 cmocka_unit_test_setup_teardown(local_rejects_aliasing_and_hidden_names, setup, teardown),
                 cmocka_unit_test_setup_teardown(local_rejects_escaping_names, setup, teardown),
-                cmocka_unit_test_setup_teardown(backups_exist_only_with_manifest_and_orphans_are_cleaned,
-                                                setup, teardown),
+                cmocka_unit_test_setup_teardown(backups_exist_only_with_manifest_and_orphans_are_cleaned, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(local_never_goes_through_a_symlinked_directory, setup, teardown),
+                cmocka_unit_test_setup_teardown(local_never_follows_a_symlink_as_the_object, setup, teardown),
+                cmocka_unit_test_setup_teardown(local_refuses_what_is_not_a_regular_file, setup, teardown),
+                cmocka_unit_test_setup_teardown(local_cleanup_stays_inside, setup, teardown),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        int failed = cmocka_run_group_tests_name("openat2", tests, group_with_openat2, NULL);
+        /* The same again as on a kernel without openat2(): one openat(O_NOFOLLOW) per component. */
+        return failed + cmocka_run_group_tests_name("openat walk", tests, group_without_openat2, NULL);
 }

@@ -10,6 +10,7 @@
 
 #include "log/log.h"
 #include "pipe/tar.h"
+#include "pipe/untar.h"
 
 /* Collects what the writer produces, so it can be read back with libarchive. */
 typedef struct MemorySink {
@@ -209,12 +210,218 @@ static void tar_passes_sink_errors_on(void **state) {
         free(m.data);
 }
 
+/* --- extraction of hostile archives --- */
+
+typedef struct Member {
+        const char *name;
+        mode_t type;
+        mode_t perm;
+        const char *content; /* files: data; symlinks: target */
+} Member;
+
+/* A pax archive of members, in memory. */
+static char *archive_of(const Member *m, size_t n, size_t *ret_size) {
+        size_t cap = 1 << 20, used = 0;
+        char *buf = xmalloc(cap);
+        struct archive *a = archive_write_new();
+
+        assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+        assert_int_equal(archive_write_open_memory(a, buf, cap, &used), ARCHIVE_OK);
+        for (size_t i = 0; i < n; i++) {
+                struct archive_entry *e = archive_entry_new();
+                archive_entry_set_pathname(e, m[i].name);
+                archive_entry_set_filetype(e, m[i].type);
+                archive_entry_set_perm(e, m[i].perm);
+                archive_entry_set_mtime(e, 1700000000, 0);
+                archive_entry_set_uid(e, 0);
+                archive_entry_set_gid(e, 0);
+                if (m[i].type == AE_IFLNK)
+                        archive_entry_set_symlink(e, m[i].content);
+                if (m[i].type == AE_IFREG)
+                        archive_entry_set_size(e, (la_int64_t) strlen(m[i].content));
+                assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+                if (m[i].type == AE_IFREG)
+                        assert_int_equal(archive_write_data(a, m[i].content, strlen(m[i].content)),
+                                         (la_ssize_t) strlen(m[i].content));
+                archive_entry_free(e);
+        }
+        assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+        archive_write_free(a);
+        *ret_size = used;
+        return buf;
+}
+
+/* base/out is the extraction directory; base/victim is a directory outside it. */
+typedef struct Playground {
+        char base[64];
+        char *out;
+        char *victim;
+} Playground;
+
+static void playground_init(Playground *p) {
+        strcpy(p->base, "/tmp/test-untar-XXXXXX");
+        assert_non_null(mkdtemp(p->base));
+        p->out = path_join(p->base, "out");
+        p->victim = path_join(p->base, "victim");
+        assert_int_equal(mkdir(p->out, 0700), 0);
+        assert_int_equal(mkdir(p->victim, 0700), 0);
+}
+
+static void playground_done(Playground *p) {
+        _cleanup_free_ char *cmd = xasprintf("rm -rf '%s'", p->base);
+        assert_int_equal(system(cmd), 0);
+        free(p->out);
+        free(p->victim);
+}
+
+static int extract(Playground *p, const Member *m, size_t n, char ***ret_entries) {
+        _cleanup_(tar_reader_freep) TarReader *r = NULL;
+        _cleanup_free_ char *data = NULL;
+        size_t size;
+
+        data = archive_of(m, n, &size);
+        assert_int_equal(tar_reader_new(source_memory_new(data, size), &r), 0);
+        err_clear();
+        return tar_reader_extract(r, p->out, ret_entries);
+}
+
+static mode_t mode_of(const Playground *p, const char *name) {
+        _cleanup_free_ char *path = path_join(p->out, name);
+        struct stat st;
+        assert_int_equal(lstat(path, &st), 0);
+        return st.st_mode & 07777;
+}
+
+static size_t entries_in(const char *dir) {
+        _cleanup_free_ char *cmd = xasprintf("test -z \"$(ls -A '%s')\"", dir);
+        return system(cmd) == 0 ? 0 : 1;
+}
+
+/* Every symlink under out, resolved by the kernel, stays under out. */
+static void assert_no_link_leaves(const Playground *p) {
+        _cleanup_free_ char *cmd = xasprintf(
+                "cd '%s' && find . -type l | while read -r l; do r=$(realpath -m \"$l\"); "
+                "case \"$r\" in '%s'|'%s'/*) ;; *) echo \"$l -> $r\"; exit 1;; esac; done",
+                p->out, p->out, p->out);
+        assert_int_equal(system(cmd), 0);
+}
+
+static void untar_drops_setuid_setgid_sticky_and_group_other_write(void **state) {
+        Playground p;
+        _cleanup_strv_free_ char **entries = NULL;
+        const Member m[] = {
+                { "d/", AE_IFDIR, 01777, NULL },
+                { "d/suid", AE_IFREG, 04755, "#!/bin/sh\n" },
+                { "d/sgid", AE_IFREG, 02711, "x" },
+                { "d/open", AE_IFREG, 0666, "x" },
+                { "d/all", AE_IFREG, 07777, "x" },
+                { "d/ro", AE_IFREG, 0440, "x" },
+                { "g/", AE_IFDIR, 02775, NULL },
+                { "g/f", AE_IFREG, 0640, "x" },
+        };
+
+        playground_init(&p);
+        assert_int_equal(extract(&p, m, ELEMENTSOF(m), &entries), 0);
+        assert_int_equal(strv_length(entries), ELEMENTSOF(m));
+        assert_int_equal(mode_of(&p, "d"), 0755);
+        assert_int_equal(mode_of(&p, "d/suid"), 0755);
+        assert_int_equal(mode_of(&p, "d/sgid"), 0711);
+        assert_int_equal(mode_of(&p, "d/open"), 0644);
+        assert_int_equal(mode_of(&p, "d/all"), 0755);
+        assert_int_equal(mode_of(&p, "d/ro"), 0440);
+        assert_int_equal(mode_of(&p, "g"), 0755);
+        assert_int_equal(mode_of(&p, "g/f"), 0640);
+        playground_done(&p);
+}
+
+/* a/l -> .. stays inside (it is out itself), but b -> a/l/.. is out's parent: a check by names alone
+ * passes it. In either order, b must not be left behind, and nothing may lead outside. */
+static void untar_refuses_a_symlink_chain_that_leaves(void **state) {
+        const Member forward[] = {
+                { "a/", AE_IFDIR, 0755, NULL },
+                { "a/l", AE_IFLNK, 0777, ".." },
+                { "b", AE_IFLNK, 0777, "a/l/.." },
+                { "c", AE_IFLNK, 0777, "a/l/a/l/../victim" },
+                { "ok", AE_IFLNK, 0777, "a/l/a" },
+        };
+        const Member backward[] = {
+                { "b", AE_IFLNK, 0777, "a/l/.." },
+                { "c", AE_IFLNK, 0777, "a/l/a/l/../victim" },
+                { "ok", AE_IFLNK, 0777, "a/l/a" },
+                { "a/", AE_IFDIR, 0755, NULL },
+                { "a/l", AE_IFLNK, 0777, ".." },
+        };
+        const Member *cases[] = { forward, backward };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_strv_free_ char **entries = NULL;
+                _cleanup_free_ char *b = NULL, *c = NULL, *ok = NULL;
+                Playground p;
+
+                playground_init(&p);
+                assert_int_equal(extract(&p, cases[i], ELEMENTSOF(forward), &entries), 0);
+                b = path_join(p.out, "b");
+                c = path_join(p.out, "c");
+                ok = path_join(p.out, "ok");
+                assert_int_equal(access(b, F_OK), -1);
+                assert_int_equal(access(c, F_OK), -1);
+                assert_int_equal(access(ok, F_OK), 0); /* a link that stays inside is kept */
+                assert_false(strv_contains(entries, "b"));
+                assert_false(strv_contains(entries, "c"));
+                assert_true(strv_contains(entries, "ok"));
+                assert_no_link_leaves(&p);
+                playground_done(&p);
+        }
+}
+
+/* Nothing is ever written through a symlink: not one from the archive that points inside, not one that
+ * was in the directory before. */
+static void untar_never_writes_through_a_symlink(void **state) {
+        const Member via_inside[] = {
+                { "sub/", AE_IFDIR, 0755, NULL },
+                { "s", AE_IFLNK, 0777, "sub" },
+                { "s/evil", AE_IFREG, 0644, "pwned" },
+        };
+        const Member via_existing[] = {
+                { "pre/x", AE_IFREG, 0644, "pwned" },
+        };
+        const Member over_existing[] = {
+                { "pre", AE_IFREG, 0644, "pwned" },
+                { "pre/", AE_IFDIR, 0755, NULL },
+        };
+        _cleanup_free_ char *evil = NULL, *pre = NULL;
+        Playground p;
+
+        playground_init(&p);
+        assert_int_equal(extract(&p, via_inside, ELEMENTSOF(via_inside), NULL), -ELOOP);
+        assert_non_null(strstr(err_message(), "cannot extract s/evil into"));
+        assert_non_null(strstr(err_message(), "a symlink is in its way"));
+        assert_int_equal(err_exit_code(-ELOOP), 73);
+        evil = path_join(p.out, "sub/evil");
+        assert_int_equal(access(evil, F_OK), -1);
+        playground_done(&p);
+
+        playground_init(&p);
+        pre = path_join(p.out, "pre");
+        assert_int_equal(symlink(p.victim, pre), 0);
+        assert_int_equal(extract(&p, via_existing, ELEMENTSOF(via_existing), NULL), -ELOOP);
+        assert_int_equal(entries_in(p.victim), 0);
+        /* A file over the link is kept (not overwritten, not followed); a directory over it fails. */
+        assert_int_equal(extract(&p, over_existing, 1, NULL), 0);
+        assert_int_equal(extract(&p, over_existing + 1, 1, NULL), -ELOOP);
+        assert_int_equal(entries_in(p.victim), 0);
+        playground_done(&p);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(tar_writes_tree_and_memory_entries),
                 cmocka_unit_test(tar_default_prefix_is_basename),
                 cmocka_unit_test(tar_reports_missing_directory),
                 cmocka_unit_test(tar_passes_sink_errors_on),
+                cmocka_unit_test(untar_drops_setuid_setgid_sticky_and_group_other_write),
+                cmocka_unit_test(untar_refuses_a_symlink_chain_that_leaves),
+                cmocka_unit_test(untar_never_writes_through_a_symlink),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
