@@ -249,7 +249,7 @@ static void local_never_goes_through_a_symlinked_directory(void **state) {
         assert_int_equal(symlink(outside, nested), 0);
         assert_int_equal(store_put_buffer(s, "real/file", "1", 1), 0);
 
-        const char *names[] = { "lnk/victim", "real/lnk/victim", "./lnk/victim", "real//lnk/victim" };
+        const char *names[] = { "lnk/victim", "real/lnk/victim" };
         for (size_t i = 0; i < ELEMENTSOF(names); i++) {
                 err_clear();
                 assert_refused(store_reader_open(s, names[i], 0, &rd), names[i]);
@@ -258,6 +258,13 @@ static void local_never_goes_through_a_symlinked_directory(void **state) {
                 assert_refused(store_stat(s, names[i], &e), names[i]);
                 err_clear();
                 assert_refused(store_remove(s, names[i]), names[i]);
+                assert_victim_intact(outside);
+        }
+        /* Names that alias another name are refused before any lookup. */
+        const char *aliases[] = { "./lnk/victim", "real//lnk/victim", "real/./lnk/victim" };
+        for (size_t i = 0; i < ELEMENTSOF(aliases); i++) {
+                assert_int_equal(store_reader_open(s, aliases[i], 0, &rd), -EINVAL);
+                assert_int_equal(store_remove(s, aliases[i]), -EINVAL);
                 assert_victim_intact(outside);
         }
         err_clear();
@@ -343,31 +350,37 @@ static void local_cleanup_stays_inside(void **state) {
         remove_tree(outside);
 }
 
-static int group_without_openat2(void **state) {
-        fs_use_openat2(false);
-        return 0;
+static int setup_openat2(void **state) {
+        fs_use_openat2(true);
+        return setup(state);
 }
 
-static int group_with_openat2(void **state) {
-        fs_use_openat2(true);
-        return 0;
+static int setup_walk(void **state) {
+        fs_use_openat2(false);
+        return setup(state);
 }
+
+/* Each test twice in one group (one TAP plan): with openat2(), and as on a kernel without it (one
+ * openat(O_NOFOLLOW) per component). */
+#define BOTH_WAYS(f)                                                                                         \
+        { .name = #f " (openat2)", .test_func = f, .setup_func = setup_openat2, .teardown_func = teardown },  \
+        {                                                                                                    \
+                .name = #f " (openat walk)", .test_func = f, .setup_func = setup_walk,                       \
+                .teardown_func = teardown                                                                    \
+        }
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(local_uncommitted_write_leaves_nothing, setup, teardown),
-                cmocka_unit_test_setup_teardown(local_commit_makes_object_visible, setup, teardown),
-                cmocka_unit_test_setup_teardown(local_list_is_sorted_bytewise_with_prefix, setup, teardown),
-                cmocka_unit_test_setup_teardown(local_rejects_aliasing_and_hidden_names, setup, teardown),
-                cmocka_unit_test_setup_teardown(local_rejects_escaping_names, setup, teardown),
-                cmocka_unit_test_setup_teardown(backups_exist_only_with_manifest_and_orphans_are_cleaned, setup,
-                                                teardown),
-                cmocka_unit_test_setup_teardown(local_never_goes_through_a_symlinked_directory, setup, teardown),
-                cmocka_unit_test_setup_teardown(local_never_follows_a_symlink_as_the_object, setup, teardown),
-                cmocka_unit_test_setup_teardown(local_refuses_what_is_not_a_regular_file, setup, teardown),
-                cmocka_unit_test_setup_teardown(local_cleanup_stays_inside, setup, teardown),
+                BOTH_WAYS(local_uncommitted_write_leaves_nothing),
+                BOTH_WAYS(local_commit_makes_object_visible),
+                BOTH_WAYS(local_list_is_sorted_bytewise_with_prefix),
+                BOTH_WAYS(local_rejects_aliasing_and_hidden_names),
+                BOTH_WAYS(local_rejects_escaping_names),
+                BOTH_WAYS(backups_exist_only_with_manifest_and_orphans_are_cleaned),
+                BOTH_WAYS(local_never_goes_through_a_symlinked_directory),
+                BOTH_WAYS(local_never_follows_a_symlink_as_the_object),
+                BOTH_WAYS(local_refuses_what_is_not_a_regular_file),
+                BOTH_WAYS(local_cleanup_stays_inside),
         };
-        int failed = cmocka_run_group_tests_name("openat2", tests, group_with_openat2, NULL);
-        /* The same again as on a kernel without openat2(): one openat(O_NOFOLLOW) per component. */
-        return failed + cmocka_run_group_tests_name("openat walk", tests, group_without_openat2, NULL);
+        return cmocka_run_group_tests(tests, NULL, NULL);
 }
