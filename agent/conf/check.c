@@ -324,12 +324,9 @@ typedef struct JobPlace {
 } JobPlace;
 
 static char *local_key(const char *path) {
-        char real[PATH_MAX];
         _cleanup_free_ char *lexical = xstrdup("");
 
-        if (realpath(path, real))
-                return xasprintf("L%s%s", real, endswith(real, "/") ? "" : "/");
-        /* Not there yet: the same directory however it is written ("//", "." and ".." segments). */
+        /* The same directory however it is written ("//", "." and ".." segments)... */
         for (const char *p = path; *p;) {
                 size_t k = strcspn(p, "/");
                 if (k == 2 && p[0] == '.' && p[1] == '.') {
@@ -345,7 +342,18 @@ static char *local_key(const char *path) {
                 if (*p == '/')
                         p++;
         }
-        return xasprintf("L%s/", lexical);
+        /* ... and through symbolic links, as far as it exists already. */
+        for (size_t cut = strlen(lexical);;) {
+                _cleanup_free_ char *head = xstrndup(lexical, cut);
+                char real[PATH_MAX], *slash;
+
+                if (realpath(cut > 0 ? head : "/", real))
+                        return xasprintf("L%s%s/", streq(real, "/") ? "" : real, lexical + cut);
+                slash = strrchr(head, '/');
+                if (!slash)
+                        return xasprintf("L%s/", lexical);
+                cut = (size_t) (slash - head);
+        }
 }
 
 static char *remote_key(const Config *c, const Location *loc) {
@@ -382,14 +390,16 @@ static char *suggest_place(const Config *c, const JobPlace *places, size_t n, co
 
         if (p->loc.type == LOCATION_LOCAL) {
                 /* The canonical path: "L/srv/backups/" */
-                _cleanup_free_ char *path = xstrndup(p->key + 1, strlen(p->key) - 2), *parent = xstrdup(path);
+                _cleanup_free_ char *path = xstrndup(p->key + 1, strlen(p->key) - 2),
+                                    *parent = xstrdup(path);
                 char *slash = strrchr(parent, '/');
                 if (slash)
                         *slash = 0;
                 candidates[0] = xasprintf("%s/%s", path, p->job);
                 candidates[1] = xasprintf("%s/%s", parent, p->job);
         } else {
-                candidates[0] = xasprintf("%s:%s/%s%s/", p->loc.remote, p->loc.bucket, p->loc.prefix, p->job);
+                candidates[0] =
+                        xasprintf("%s:%s/%s%s/", p->loc.remote, p->loc.bucket, p->loc.prefix, p->job);
                 candidates[1] = xasprintf("%s:%s/%s/", p->loc.remote, p->loc.bucket, p->job);
         }
         for (size_t i = 0; i < ELEMENTSOF(candidates) && !found; i++) {
@@ -417,8 +427,8 @@ static void check_shared_locations(ConfLoader *l, const Config *c) {
                 const char *value = streq(job, "postgres") ? c->postgres.destination
                                     : streq(job, "config") ? c->config.destination
                                                            : c->mirror.destination;
-                bool present = streq(job, "postgres") || (streq(job, "config") ? c->config.present
-                                                                                : c->mirror.present);
+                bool present = streq(job, "postgres") ||
+                               (streq(job, "config") ? c->config.present : c->mirror.present);
                 const struct ConfLine *e = conf_key_line(l, job, "destination");
                 _cleanup_free_ char *dest = NULL;
                 JobPlace *p = places + n;

@@ -227,11 +227,23 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         return 0;
 }
 
+/* What is wrong with each backup, by index (NULL: intact or not looked at). */
+typedef struct Damages {
+        char **items;
+        size_t n;
+} Damages;
+
+static void damages_done(Damages *d) {
+        for (size_t i = 0; i < d->n; i++)
+                free(d->items[i]);
+        free(d->items);
+}
+
 int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
         _cleanup_(backup_list_done) BackupList all = {};
         _cleanup_free_ RetentionItem *items = NULL;
         _cleanup_free_ Manifest **mine = NULL, **kept = NULL;
-        _cleanup_strv_free_ char **damage = NULL;
+        _cleanup_(damages_done) Damages damage = {};
         unsigned days, keep_min, intact = 0;
         size_t n_mine = 0, n_kept = 0;
         int r, deleted = 0;
@@ -244,7 +256,7 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
         mine = xcalloc(all.n + 1, sizeof *mine);
         kept = xcalloc(all.n + 1, sizeof *kept);
         items = xcalloc(all.n + 1, sizeof *items);
-        damage = xcalloc(all.n + 1, sizeof(char *));
+        damage = (Damages){ .items = xcalloc(all.n + 1, sizeof(char *)), .n = all.n };
         for (size_t i = 0; i < all.n; i++)
                 if (streq(all.items[i]->job, job))
                         mine[n_mine++] = all.items[i];
@@ -255,12 +267,13 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
          * are found, the older ones are decided by age alone and need no look. */
         for (size_t i = 0; i < n_mine; i++) {
                 if (intact < keep_min) {
-                        damage[i] = backup_size_damage(s, mine[i]);
-                        if (!damage[i])
+                        damage.items[i] = backup_size_damage(s, mine[i]);
+                        if (!damage.items[i])
                                 intact++;
                 }
-                items[i] = (RetentionItem){ .id = mine[i]->id, .time_usec = mine[i]->started_usec,
-                                            .damage = damage[i] };
+                items[i] = (RetentionItem){ .id = mine[i]->id,
+                                            .time_usec = mine[i]->started_usec,
+                                            .damage = damage.items[i] };
         }
         (void) retention_select(items, n_mine, now_usec(CLOCK_REALTIME), days, keep_min);
         for (size_t i = 0; i < n_mine; i++)
@@ -269,8 +282,8 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
 
         if (out)
                 for (size_t i = 0; i < all.n_damaged; i++)
-                        fprintf(out, "damaged %s  %s; left alone, not counted toward keep_min\n", all.damaged[i].id,
-                                all.damaged[i].message);
+                        fprintf(out, "damaged %s  %s; left alone, not counted toward keep_min\n",
+                                all.damaged[i].id, all.damaged[i].message);
         for (size_t i = 0; i < n_mine; i++) {
                 if (!items[i].remove) {
                         if (out)

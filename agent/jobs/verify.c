@@ -147,7 +147,8 @@ static VerifyEntry *verify_entries(const BackupList *l, size_t *ret_n) {
                         e[n++] = (VerifyEntry){ .id = l->items[i]->id, .m = l->items[i] };
                         i++;
                 } else {
-                        e[n++] = (VerifyEntry){ .id = l->damaged[j].id, .manifest_problem = l->damaged[j].message };
+                        e[n++] = (VerifyEntry){ .id = l->damaged[j].id,
+                                                .manifest_problem = l->damaged[j].message };
                         j++;
                 }
         *ret_n = n;
@@ -251,12 +252,14 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                 if (r > 0) {
                         n_damaged++;
                         if (!first_problem)
-                                first_problem = xasprintf("backup %s is damaged: %s", sel[i].id, problems[0]);
+                                first_problem =
+                                        xasprintf("backup %s is damaged: %s", sel[i].id, problems[0]);
                 }
                 if (o->out) {
                         char size[FORMAT_BYTES_MAX];
                         if (!m)
-                                fprintf(o->out, "%s %s DAMAGED (its manifest cannot be used)\n", job, sel[i].id);
+                                fprintf(o->out, "%s %s DAMAGED (its manifest cannot be used)\n", job,
+                                        sel[i].id);
                         else if (r == 0)
                                 fprintf(o->out, "%s %s ok (%zu objects, %s)\n", job, m->id, m->n_objects,
                                         format_bytes(m->bytes, size, sizeof size));

@@ -294,17 +294,18 @@ int manifest_load(Store *s, const char *id, Manifest **ret) {
                 return err_setf(r, "manifest %s/%s is unreadable: %s", s->location, name,
                                 err_message() ?: strerror(-r));
         if (strlen(text) != len)
-                return err_setf(-EBADMSG, "manifest %s/%s is unreadable: it contains a NUL byte", s->location,
-                                name);
+                return err_setf(-EBADMSG, "manifest %s/%s is unreadable: it contains a NUL byte",
+                                s->location, name);
         r = manifest_parse(text, &m);
         if (r < 0)
                 return err_setf(r, "manifest %s/%s is unreadable: %s", s->location, name, err_message());
         /* A manifest copied or renamed to another id would have retention delete the wrong manifest. */
         if (!streq(m->id, id))
-                return err_setf(-EBADMSG,
-                                "manifest %s/%s holds backup %s, not %s (copied or renamed?); remove the stray "
-                                "copy",
-                                s->location, name, m->id, id);
+                return err_setf(
+                        -EBADMSG,
+                        "manifest %s/%s holds backup %s, not %s (copied or renamed?); remove the stray "
+                        "copy",
+                        s->location, name, m->id, id);
         *ret = TAKE_PTR(m);
         return 0;
 }
@@ -376,8 +377,8 @@ int backup_list_load(Store *s, const char *job, BackupList *ret) {
                 if (job && !streq(m->job, job)) {
                         /* Another job's backup in the same location: not this job's to list, count or
                          * delete. */
-                        log_debug("%s/%s.json is a backup of %s, not %s, skipping.", s->location, m->id, m->job,
-                                  job);
+                        log_debug("%s/%s.json is a backup of %s, not %s, skipping.", s->location, m->id,
+                                  m->job, job);
                         manifest_free(m);
                         continue;
                 }
@@ -419,8 +420,8 @@ char *backup_size_damage(Store *s, const Manifest *m) {
                 else if (r < 0)
                         d = xasprintf("cannot stat %s: %s", o->name, err_message() ?: strerror(-r));
                 else if (e.size != o->bytes)
-                        d = xasprintf("%s has %" PRIu64 " bytes, the manifest says %" PRIu64, o->name, e.size,
-                                      o->bytes);
+                        d = xasprintf("%s has %" PRIu64 " bytes, the manifest says %" PRIu64, o->name,
+                                      e.size, o->bytes);
                 store_entry_done(&e);
                 if (d)
                         return d;
@@ -448,9 +449,10 @@ int backup_delete(Store *s, const Manifest *m, Manifest *const *kept, size_t n_k
                 const Manifest *other;
 
                 if (!backup_object_belongs(m->id, o)) {
-                        log_warning("Left %s/%s in place: backup %s lists it, but its name does not start with "
-                                    "%s, so it is not that backup's to delete (a copied manifest?).",
-                                    s->location, o, m->id, m->id);
+                        log_warning(
+                                "Left %s/%s in place: backup %s lists it, but its name does not start with "
+                                "%s, so it is not that backup's to delete (a copied manifest?).",
+                                s->location, o, m->id, m->id);
                         left++;
                         continue;
                 }
@@ -483,7 +485,8 @@ static void orphans_done(Orphans *o) {
         free(o->foreign);
 }
 
-static bool name_is_jobs(const char *name, const char *const *suffixes, char ret_id[static BACKUP_ID_LEN + 1]) {
+static bool name_is_jobs(const char *name, const char *const *suffixes,
+                         char ret_id[static BACKUP_ID_LEN + 1]) {
         if (strlen(name) <= BACKUP_ID_LEN)
                 return false;
         memcpy(ret_id, name, BACKUP_ID_LEN);
@@ -540,7 +543,9 @@ int backup_cleanup_orphans(Store *s, const char *keep_id, const char *job, const
         r = list_manifest_ids(s, &ids);
         if (r < 0)
                 return r;
-        o = (Orphans){ .manifest_ids = ids, .keep_id = keep_id, .suffixes = suffixes,
+        o = (Orphans){ .manifest_ids = ids,
+                       .keep_id = keep_id,
+                       .suffixes = suffixes,
                        .remove = xcalloc(1, sizeof(char *)) };
         r = store_list(s, "", collect_orphans, &o);
         if (r < 0)
@@ -549,18 +554,19 @@ int backup_cleanup_orphans(Store *s, const char *keep_id, const char *job, const
         /* Interrupted writes: the caller holds the job lock, so no write of this job is in flight. Another
          * writer's may be, where the location holds objects that are not this job's. */
         if (o.foreign)
-                log_warning("%s holds %s, which is no %s backup's object; interrupted uploads there are left "
-                            "alone, as another job's may be in flight. Give each job a destination of its own.",
-                            s->location, o.foreign, job);
+                log_warning(
+                        "%s holds %s, which is no %s backup's object; interrupted uploads there are left "
+                        "alone, as another job's may be in flight. Give each job a destination of its own.",
+                        s->location, o.foreign, job);
         else if (store_cleanup(s, 0) < 0)
                 log_warning("%s, continuing.", err_message() ?: "cleanup of interrupted writes failed");
 
-        STRV_FOREACH(name, o.remove) {
+        STRV_FOREACH (name, o.remove) {
                 r = store_remove(s, *name);
                 if (r < 0)
                         return r;
-                log_info("Removed %s/%s: left by an interrupted run of %s (no manifest).", s->location, *name,
-                         job);
+                log_info("Removed %s/%s: left by an interrupted run of %s (no manifest).", s->location,
+                         *name, job);
                 n++;
         }
         return n;

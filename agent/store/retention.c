@@ -16,21 +16,23 @@ size_t retention_select(RetentionItem *items, size_t n, uint64_t now_usec, unsig
                 it->remove = false;
                 if (!it->damage && intact < keep_min) {
                         intact++;
-                        snprintf(it->reason, sizeof it->reason, "kept: one of the newest %u intact (keep_min)",
-                                 keep_min);
+                        snprintf(it->reason, sizeof it->reason,
+                                 "kept: one of the newest %u intact (keep_min)", keep_min);
                 } else if (it->damage && i < keep_min)
                         snprintf(it->reason, sizeof it->reason,
-                                 "kept: one of the newest %u, but damaged (%s), so not counted toward keep_min",
+                                 "kept: one of the newest %u, but damaged (%s), so not counted toward "
+                                 "keep_min",
                                  keep_min, it->damage);
                 else if (age <= max_age)
-                        snprintf(it->reason, sizeof it->reason, "kept: %u days old, within %u days%s%s%s", days,
-                                 retention_days, it->damage ? " (damaged: " : "", strempty(it->damage),
+                        snprintf(it->reason, sizeof it->reason, "kept: %u days old, within %u days%s%s%s",
+                                 days, retention_days, it->damage ? " (damaged: " : "", strempty(it->damage),
                                  it->damage ? ")" : "");
                 else {
                         it->remove = true;
                         removed++;
-                        snprintf(it->reason, sizeof it->reason, "%u days old, older than retention_days = %u%s%s%s",
-                                 days, retention_days, it->damage ? " (damaged: " : "", strempty(it->damage),
+                        snprintf(it->reason, sizeof it->reason,
+                                 "%u days old, older than retention_days = %u%s%s%s", days, retention_days,
+                                 it->damage ? " (damaged: " : "", strempty(it->damage),
                                  it->damage ? ")" : "");
                 }
         }

@@ -738,7 +738,8 @@ static void conf_jobs_sharing_a_location_are_refused(void **state) {
                              "destination = offsite:skyforge-offsite/skyforge-backups/postgres/\n"
                              "[mirror]\n"
                              "destination = offsite:skyforge-offsite/\n");
-        /* Neighbours are fine: one name a prefix of the other is no overlap, nor another bucket or server. */
+        /* Neighbours are fine: one name a prefix of the other is no overlap, nor another bucket or server.
+         */
         Loaded apart = load("[remote.minio]\n"
                             "endpoint = http://10.43.0.20:9000\n"
                             "access_key_id = k\n"
@@ -754,15 +755,18 @@ static void conf_jobs_sharing_a_location_are_refused(void **state) {
                             "destination = offsite:skyforge-backups/pg/\n");
 
         expect(&same, 5, CONFIG_ERROR,
-               "destination: config's destination /srv//backups/./ is also postgres's (/srv/backups); each job "
+               "destination: config's destination /srv//backups/./ is also postgres's (/srv/backups); each "
+               "job "
                "would list, count toward keep_min and delete the other's backups");
-        expect(&same, 5, CONFIG_ERROR, "Give [config] a destination of its own that neither contains nor lies "
-                                       "inside another job's, e.g. destination = /srv/config");
+        expect(&same, 5, CONFIG_ERROR,
+               "Give [config] a destination of its own that neither contains nor lies "
+               "inside another job's, e.g. destination = /srv/config");
         assert_int_equal(count_containing(&same, "destination: "), 1);
         assert_int_equal(same.r, -EINVAL);
 
         expect(&nested, 8, CONFIG_ERROR,
-               "postgres's destination minio:skyforge-backups contains config's (alias:skyforge-backups/config/)");
+               "postgres's destination minio:skyforge-backups contains config's "
+               "(alias:skyforge-backups/config/)");
         expect(&nested, 8, CONFIG_ERROR, "e.g. destination = minio:skyforge-backups/postgres/");
         assert_int_equal(count_containing(&nested, "destination: "), 1);
 
@@ -772,6 +776,18 @@ static void conf_jobs_sharing_a_location_are_refused(void **state) {
         assert_int_equal(count_containing(&mirror, "destination: "), 1);
 
         assert_int_equal(count_containing(&apart, "destination: "), 0);
+
+        /* Through a symbolic link to a directory that exists, into a part that does not yet. */
+        _cleanup_free_ char *real = xasprintf("%s/real", tmpdir), *link = xasprintf("%s/link", tmpdir),
+                            *text = NULL;
+        assert_int_equal(mkdir(real, 0755), 0);
+        assert_int_equal(symlink(real, link), 0);
+        text = xasprintf("[postgres]\ndestination = %s/backups/\n[config]\nrecipients = " RECIPIENT
+                         "\ndestination = %s/backups/config\n",
+                         link, real);
+        Loaded linked = load(text);
+        expect(&linked, 2, CONFIG_ERROR, "contains config's");
+        loaded_done(&linked);
         loaded_done(&same);
         loaded_done(&nested);
         loaded_done(&mirror);

@@ -82,11 +82,11 @@ static void manifest_names(void **state) {
         assert_false(manifest_name_valid("x20261125T144546Z.json", id));
 }
 
-
 #define ID "20261125T144546Z"
-#define HEAD "{\"job\":\"postgres\",\"id\":\"" ID "\",\"started_usec\":1,\"finished_usec\":2,\"raw_bytes\":3,"
+#define HEAD \
+        "{\"job\":\"postgres\",\"id\":\"" ID "\",\"started_usec\":1,\"finished_usec\":2,\"raw_bytes\":3,"
 #define OBJ(name) "{\"name\":\"" name "\",\"bytes\":1,\"sha256\":\"" SHA_LIT "\"}"
-#define SHA_LIT "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+#define SHA_LIT   "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 static void expect_rejected(const char *text, const char *why) {
         Manifest *m = NULL;
@@ -196,9 +196,10 @@ static Manifest *backup(Store *s, const char *job, const char *id, const char *c
  * the old backup must leave them. */
 static void delete_leaves_objects_of_other_backups(void **state) {
         Fixture *f = *state;
-        _cleanup_(manifest_freep) Manifest *newest = backup(f->s, "postgres", NEW, (const char *[]){ NEW ".sql.zst", NULL });
-        _cleanup_(manifest_freep) Manifest *copy = backup(f->s, "postgres", OLD,
-                                                          (const char *[]){ NEW ".sql.zst", OLD ".sql.zst", NULL });
+        _cleanup_(manifest_freep) Manifest *newest =
+                backup(f->s, "postgres", NEW, (const char *[]){ NEW ".sql.zst", NULL });
+        _cleanup_(manifest_freep) Manifest *copy =
+                backup(f->s, "postgres", OLD, (const char *[]){ NEW ".sql.zst", OLD ".sql.zst", NULL });
         Manifest *kept[] = { newest };
 
         assert_int_equal(backup_delete(f->s, copy, kept, 1), 1);
@@ -211,8 +212,10 @@ static void delete_leaves_objects_of_other_backups(void **state) {
 /* An object of the deleted backup's own id that a kept manifest also lists stays. */
 static void delete_leaves_objects_a_kept_backup_lists(void **state) {
         Fixture *f = *state;
-        _cleanup_(manifest_freep) Manifest *old = backup(f->s, "postgres", OLD, (const char *[]){ OLD ".sql.zst", NULL });
-        _cleanup_(manifest_freep) Manifest *mid = backup(f->s, "postgres", MID, (const char *[]){ OLD ".sql.zst", NULL });
+        _cleanup_(manifest_freep) Manifest *old =
+                backup(f->s, "postgres", OLD, (const char *[]){ OLD ".sql.zst", NULL });
+        _cleanup_(manifest_freep) Manifest *mid =
+                backup(f->s, "postgres", MID, (const char *[]){ OLD ".sql.zst", NULL });
         Manifest *kept[] = { mid };
 
         assert_int_equal(backup_delete(f->s, old, kept, 1), 1);
@@ -226,8 +229,10 @@ static void delete_leaves_objects_a_kept_backup_lists(void **state) {
  * the backup it names (retention would delete that one's manifest). */
 static void list_reports_damaged_manifests_and_filters_by_job(void **state) {
         Fixture *f = *state;
-        _cleanup_(manifest_freep) Manifest *n = backup(f->s, "postgres", NEW, (const char *[]){ NEW ".sql.zst", NULL });
-        _cleanup_(manifest_freep) Manifest *c = backup(f->s, "config", MID, (const char *[]){ MID ".tar.zst", NULL });
+        _cleanup_(manifest_freep) Manifest *n =
+                backup(f->s, "postgres", NEW, (const char *[]){ NEW ".sql.zst", NULL });
+        _cleanup_(manifest_freep) Manifest *c =
+                backup(f->s, "config", MID, (const char *[]){ MID ".tar.zst", NULL });
         _cleanup_free_ char *text = manifest_serialize(n);
         _cleanup_(backup_list_done) BackupList all = {}, pg = {}, cfg = {};
 
@@ -258,11 +263,12 @@ static void cleanup_removes_only_the_jobs_own_leftovers(void **state) {
         Fixture *f = *state;
         static const char *const pg[] = { ".sql.zst", ".sql.zst.age", "/", NULL };
         static const char *const cfg[] = { ".tar.zst", NULL };
-        _cleanup_(manifest_freep) Manifest *kept = backup(f->s, "postgres", MID, (const char *[]){ MID ".sql.zst", NULL });
+        _cleanup_(manifest_freep) Manifest *kept =
+                backup(f->s, "postgres", MID, (const char *[]){ MID ".sql.zst", NULL });
 
-        put(f->s, OLD ".sql.zst", "x");       /* postgres leftover */
+        put(f->s, OLD ".sql.zst", "x"); /* postgres leftover */
         put(f->s, OLD "/db/gitea.dump", "x"); /* postgres per-database leftover */
-        put(f->s, NEW ".tar.zst", "x");       /* config's, in flight */
+        put(f->s, NEW ".tar.zst", "x"); /* config's, in flight */
         assert_int_equal(backup_cleanup_orphans(f->s, NULL, "postgres", pg), 2);
         assert_false(exists(f->s, OLD ".sql.zst"));
         assert_false(exists(f->s, OLD "/db/gitea.dump"));
@@ -279,8 +285,8 @@ static void cleanup_removes_only_the_jobs_own_leftovers(void **state) {
 
 static void size_damage_names_the_missing_or_short_object(void **state) {
         Fixture *f = *state;
-        _cleanup_(manifest_freep) Manifest *m = backup(f->s, "postgres", NEW,
-                                                       (const char *[]){ NEW ".sql.zst", NEW "/db/a.dump", NULL });
+        _cleanup_(manifest_freep) Manifest *m =
+                backup(f->s, "postgres", NEW, (const char *[]){ NEW ".sql.zst", NEW "/db/a.dump", NULL });
         _cleanup_free_ char *d1 = NULL, *d2 = NULL;
 
         assert_null(backup_size_damage(f->s, m));
@@ -303,8 +309,8 @@ int main(void) {
                                                 fixture_teardown),
                 cmocka_unit_test_setup_teardown(delete_leaves_objects_a_kept_backup_lists, fixture_setup,
                                                 fixture_teardown),
-                cmocka_unit_test_setup_teardown(list_reports_damaged_manifests_and_filters_by_job, fixture_setup,
-                                                fixture_teardown),
+                cmocka_unit_test_setup_teardown(list_reports_damaged_manifests_and_filters_by_job,
+                                                fixture_setup, fixture_teardown),
                 cmocka_unit_test_setup_teardown(cleanup_removes_only_the_jobs_own_leftovers, fixture_setup,
                                                 fixture_teardown),
                 cmocka_unit_test_setup_teardown(size_damage_names_the_missing_or_short_object, fixture_setup,
