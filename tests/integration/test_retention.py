@@ -127,11 +127,11 @@ def test_prune_of_a_manifest_copied_to_an_older_id_keeps_the_newest_dump(local_a
     p = local_agent("prune")
     assert p.returncode == 0, p.stderr
     assert f"deleted postgres {old}" in p.stdout
-    assert f"{dump} in place" in p.stderr and f"does not start with {old}" in p.stderr, p.stderr
     keys = place.keys()
     assert f"{old}.json" not in keys
     assert dump in keys and f"{newest}.json" in keys, keys
     assert local_agent("verify").returncode == 0
+    assert f"{dump} in place" in p.stderr and f"does not start with {old}" in p.stderr, p.stderr
 
 
 def test_prune_leaves_an_object_a_kept_backup_lists(local_agent, place, pg):
@@ -147,10 +147,10 @@ def test_prune_leaves_an_object_a_kept_backup_lists(local_agent, place, pg):
 
     p = local_agent("prune", check=True)
     assert f"deleted postgres {old}" in p.stdout and f"keep   postgres {mid}" in p.stdout
-    assert f"{old_dump} in place" in p.stderr and f"kept backup {mid}" in p.stderr, p.stderr
     keys = place.keys()
-    assert f"{old}.json" not in keys and old_dump in keys
+    assert f"{old}.json" not in keys and old_dump in keys, keys
     assert local_agent("verify", "postgres", mid).returncode == 0
+    assert f"{old_dump} in place" in p.stderr and f"kept backup {mid}" in p.stderr, p.stderr
 
 
 # ---- item 7 (defensive): another job's backups in the same location ----
