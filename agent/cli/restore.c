@@ -45,7 +45,7 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         if (r >= 0)
                 r = store_open_location(c, dest, &s);
         if (r >= 0)
-                r = backup_list_load(s, &l);
+                r = backup_list_load(s, job, &l);
         if (r >= 0)
                 r = backup_list_find(&l, id, &m);
         if (r >= 0)

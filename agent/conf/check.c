@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <ctype.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <libpq-fe.h>
 #include <sys/stat.h>
 #include <sysexits.h>
@@ -306,6 +308,177 @@ static void check_conninfo(ConfLoader *l, const char *conninfo) {
         PQconninfoFree(opts);
 }
 
+/* ---- jobs sharing a location ---- */
+
+/* Two jobs whose locations are the same, or one inside the other, would each list, count and prune the
+ * other's backups, and clean up its uploads in flight. A job's location as a key that is a prefix of
+ * another's exactly when the two overlap: "L" + canonical path + "/" for a local directory, "R" + server
+ * + "\n" + bucket + "/" + prefix for a remote, the server being its endpoint (two remote names may well
+ * point to one server). */
+typedef struct JobPlace {
+        const char *job;
+        const char *value;
+        unsigned line;
+        char *key;
+        Location loc;
+} JobPlace;
+
+static char *local_key(const char *path) {
+        _cleanup_free_ char *lexical = xstrdup("");
+
+        /* The same directory however it is written ("//", "." and ".." segments)... */
+        for (const char *p = path; *p;) {
+                size_t k = strcspn(p, "/");
+                if (k == 2 && p[0] == '.' && p[1] == '.') {
+                        char *slash = strrchr(lexical, '/');
+                        if (slash)
+                                *slash = 0;
+                } else if (k > 0 && !(k == 1 && p[0] == '.')) {
+                        char *n = xasprintf("%s/%.*s", lexical, (int) k, p);
+                        free(lexical);
+                        lexical = n;
+                }
+                p += k;
+                if (*p == '/')
+                        p++;
+        }
+        /* ... and through symbolic links, as far as it exists already. */
+        for (size_t cut = strlen(lexical);;) {
+                _cleanup_free_ char *head = xstrndup(lexical, cut);
+                char real[PATH_MAX], *slash;
+
+                if (realpath(cut > 0 ? head : "/", real))
+                        return xasprintf("L%s%s/", streq(real, "/") ? "" : real, lexical + cut);
+                slash = strrchr(head, '/');
+                if (!slash)
+                        return xasprintf("L%s/", lexical);
+                cut = (size_t) (slash - head);
+        }
+}
+
+static char *remote_key(const Config *c, const Location *loc) {
+        const RemoteConfig *r = config_find_remote(c, loc->remote);
+        _cleanup_free_ char *server = NULL;
+
+        if (r && r->endpoint) {
+                server = xstrdup(r->endpoint);
+                for (char *p = server; *p; p++)
+                        *p = (char) tolower((unsigned char) *p);
+                for (size_t n = strlen(server); n > 0 && server[n - 1] == '/'; n--)
+                        server[n - 1] = 0;
+        } else
+                server = xasprintf("remote %s", loc->remote);
+        return xasprintf("R%s\n%s/%s", server, loc->bucket, loc->prefix);
+}
+
+static bool keys_overlap(const char *a, const char *b) {
+        return startswith(a, b) || startswith(b, a);
+}
+
+static bool place_overlaps_any(const JobPlace *places, size_t n, const char *job, const char *key) {
+        for (size_t i = 0; i < n; i++)
+                if (!streq(places[i].job, job) && keys_overlap(places[i].key, key))
+                        return true;
+        return false;
+}
+
+/* A destination for job that overlaps no other job's, to name in the message; NULL if none comes to
+ * mind. */
+static char *suggest_place(const Config *c, const JobPlace *places, size_t n, const JobPlace *p) {
+        char *candidates[2] = {};
+        char *found = NULL;
+
+        if (p->loc.type == LOCATION_LOCAL) {
+                /* The canonical path: "L/srv/backups/" */
+                _cleanup_free_ char *path = xstrndup(p->key + 1, strlen(p->key) - 2),
+                                    *parent = xstrdup(path);
+                char *slash = strrchr(parent, '/');
+                if (slash)
+                        *slash = 0;
+                candidates[0] = xasprintf("%s/%s", path, p->job);
+                candidates[1] = xasprintf("%s/%s", parent, p->job);
+        } else {
+                candidates[0] =
+                        xasprintf("%s:%s/%s%s/", p->loc.remote, p->loc.bucket, p->loc.prefix, p->job);
+                candidates[1] = xasprintf("%s:%s/%s/", p->loc.remote, p->loc.bucket, p->job);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(candidates) && !found; i++) {
+                _cleanup_(location_done) Location loc = {};
+                _cleanup_free_ char *key = NULL;
+
+                if (location_parse(candidates[i], &loc) < 0)
+                        continue;
+                key = loc.type == LOCATION_LOCAL ? local_key(loc.path) : remote_key(c, &loc);
+                if (!place_overlaps_any(places, n, p->job, key))
+                        found = xstrdup(candidates[i]);
+        }
+        free(candidates[0]);
+        free(candidates[1]);
+        return found;
+}
+
+static void check_shared_locations(ConfLoader *l, const Config *c) {
+        JobPlace places[3] = {};
+        size_t n = 0;
+
+        /* postgres runs with defaults even without its section; mirror and config only when written. */
+        for (size_t i = 0; i < ELEMENTSOF(places); i++) {
+                const char *job = (const char *const[]){ "postgres", "config", "mirror" }[i];
+                const char *value = streq(job, "postgres") ? c->postgres.destination
+                                    : streq(job, "config") ? c->config.destination
+                                                           : c->mirror.destination;
+                bool present = streq(job, "postgres") ||
+                               (streq(job, "config") ? c->config.present : c->mirror.present);
+                const struct ConfLine *e = conf_key_line(l, job, "destination");
+                _cleanup_free_ char *dest = NULL;
+                JobPlace *p = places + n;
+
+                if (!present || (e && e->bad) || (!value && streq(job, "mirror")))
+                        continue;
+                dest = config_job_destination(c, job);
+                if (location_parse(dest, &p->loc) < 0)
+                        continue; /* reported while parsing */
+                p->job = job;
+                p->value = value;
+                p->line = conf_line(l, job, "destination");
+                p->key = p->loc.type == LOCATION_LOCAL ? local_key(p->loc.path) : remote_key(c, &p->loc);
+                n++;
+        }
+
+        for (size_t i = 0; i < n; i++)
+                for (size_t j = i + 1; j < n; j++) {
+                        const JobPlace *a = places + i, *b = places + j, *fix, *other;
+                        _cleanup_free_ char *da = NULL, *db = NULL, *suggestion = NULL, *how = NULL;
+
+                        if (!keys_overlap(a->key, b->key))
+                                continue;
+                        /* The one to move: the outer of two nested locations (it covers the other), else
+                         * the later job. */
+                        fix = strlen(a->key) < strlen(b->key) ? a : b;
+                        other = fix == a ? b : a;
+                        da = config_job_destination(c, fix->job);
+                        db = config_job_destination(c, other->job);
+                        if (streq(fix->key, other->key))
+                                how = xasprintf("%s's destination %s is also %s's (%s)", fix->job, da,
+                                                other->job, db);
+                        else
+                                how = xasprintf("%s's destination %s contains %s's (%s)", fix->job, da,
+                                                other->job, db);
+                        suggestion = suggest_place(c, places, n, fix);
+                        conf_problem(l, CONFIG_ERROR, fix->line,
+                                     "destination: %s%s; each job would list, count toward keep_min and "
+                                     "delete the other's backups, and clean up its uploads in flight. Give "
+                                     "[%s] a destination of its own that neither contains nor lies inside "
+                                     "another job's%s%s",
+                                     how, fix->value ? "" : " (the default)", fix->job,
+                                     suggestion ? ", e.g. destination = " : "", strempty(suggestion));
+                }
+        for (size_t i = 0; i < n; i++) {
+                free(places[i].key);
+                location_done(&places[i].loc);
+        }
+}
+
 void conf_check(ConfLoader *l, const Config *c) {
         check_section_keys(l, c, CONF_SECTION_AGENT, &c->agent, "agent");
         for (size_t i = 0; i < c->n_remotes; i++)
@@ -327,6 +500,8 @@ void conf_check(ConfLoader *l, const Config *c) {
                                      "[config] has no recipients; the Secrets export is always encrypted: "
                                      "add recipients = age1... (skyforge-agent keygen makes a key pair)");
         }
+
+        check_shared_locations(l, c);
 }
 
 int config_check_passfile(const char *conninfo) {

@@ -250,6 +250,7 @@ static int config_backup(JobContext *ctx, Manifest *m) {
 const JobDefinition job_config = {
         .name = "config",
         .has_retention = true,
+        .object_suffixes = (const char *const[]){ ".tar.zst", NULL },
         .backup = config_backup,
 };
 

@@ -152,6 +152,27 @@ static void job_new_id(Store *s, char ret[static BACKUP_ID_LEN + 1]) {
         }
 }
 
+/* The leftover cleanup recognises a job's objects by their names: a name it would not recognise must not
+ * go into a manifest (it could not be cleaned up after an interrupted run, or would look like another
+ * job's). A programming error, caught by every test that runs the job. */
+static int job_check_object_names(const JobDefinition *def, const Manifest *m) {
+        for (size_t i = 0; i < m->n_objects; i++) {
+                const char *rest = startswith(m->objects[i].name, m->id);
+                bool ok = false;
+
+                for (size_t j = 0; rest && def->object_suffixes && def->object_suffixes[j]; j++)
+                        ok = ok || (endswith(def->object_suffixes[j], "/")
+                                            ? !!startswith(rest, def->object_suffixes[j])
+                                            : streq(rest, def->object_suffixes[j]));
+                if (!ok || !backup_object_belongs(m->id, m->objects[i].name))
+                        return err_set(-EINVAL, EX_SOFTWARE,
+                                       "internal error: job %s wrote object %s, a name its leftover cleanup "
+                                       "does not know; please report this",
+                                       def->name, m->objects[i].name);
+        }
+        return 0;
+}
+
 static void state_set(char **field, const char *value) {
         free(*field);
         *field = xstrdup(strempty(value));
@@ -203,7 +224,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         if (r >= 0 && !def->no_manifest) {
                 ctx.store = store;
                 job_new_id(store, ctx.id);
-                r = backup_cleanup_orphans(store, NULL);
+                r = backup_cleanup_orphans(store, NULL, job, def->object_suffixes);
         }
         if (r >= 0) {
                 m = xcalloc(1, sizeof *m);
@@ -217,6 +238,8 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 if (r >= 0 && job_cancel_requested)
                         r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", job);
         }
+        if (r >= 0 && !def->no_manifest)
+                r = job_check_object_names(def, m);
         if (r >= 0 && !def->no_manifest) {
                 m->finished_usec = now_usec(CLOCK_REALTIME);
                 r = manifest_store(store, m);
@@ -283,22 +306,64 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         return 0;
 }
 
-int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
-        _cleanup_(backup_list_done) BackupList l = {};
-        _cleanup_free_ RetentionItem *items = NULL;
-        unsigned days, keep_min;
+/* What is wrong with each backup, by index (NULL: intact or not looked at). */
+typedef struct Damages {
+        char **items;
         size_t n;
+} Damages;
+
+static void damages_done(Damages *d) {
+        for (size_t i = 0; i < d->n; i++)
+                free(d->items[i]);
+        free(d->items);
+}
+
+int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
+        _cleanup_(backup_list_done) BackupList all = {};
+        _cleanup_free_ RetentionItem *items = NULL;
+        _cleanup_free_ Manifest **mine = NULL, **kept = NULL;
+        _cleanup_(damages_done) Damages damage = {};
+        unsigned days, keep_min, intact = 0;
+        size_t n_mine = 0, n_kept = 0;
         int r, deleted = 0;
 
         job_retention_settings(c, job, &days, &keep_min);
-        r = backup_list_load(s, &l);
+        /* Every job's manifests: an object another job's kept backup lists is not this job's to delete. */
+        r = backup_list_load(s, NULL, &all);
         if (r < 0)
                 return r;
-        items = xcalloc(l.n ?: 1, sizeof *items);
-        for (size_t i = 0; i < l.n; i++)
-                items[i] = (RetentionItem){ .id = l.items[i]->id, .time_usec = l.items[i]->started_usec };
-        n = retention_select(items, l.n, now_usec(CLOCK_REALTIME), days, keep_min);
-        for (size_t i = 0; i < l.n; i++) {
+        mine = xcalloc(all.n + 1, sizeof *mine);
+        kept = xcalloc(all.n + 1, sizeof *kept);
+        items = xcalloc(all.n + 1, sizeof *items);
+        damage = (Damages){ .items = xcalloc(all.n + 1, sizeof(char *)), .n = all.n };
+        for (size_t i = 0; i < all.n; i++)
+                if (streq(all.items[i]->job, job))
+                        mine[n_mine++] = all.items[i];
+                else
+                        kept[n_kept++] = all.items[i];
+
+        /* Only intact backups count toward keep_min. Sizes suffice (no hashing); once keep_min intact ones
+         * are found, the older ones are decided by age alone and need no look. */
+        for (size_t i = 0; i < n_mine; i++) {
+                if (intact < keep_min) {
+                        damage.items[i] = backup_size_damage(s, mine[i]);
+                        if (!damage.items[i])
+                                intact++;
+                }
+                items[i] = (RetentionItem){ .id = mine[i]->id,
+                                            .time_usec = mine[i]->started_usec,
+                                            .damage = damage.items[i] };
+        }
+        (void) retention_select(items, n_mine, now_usec(CLOCK_REALTIME), days, keep_min);
+        for (size_t i = 0; i < n_mine; i++)
+                if (!items[i].remove)
+                        kept[n_kept++] = mine[i];
+
+        if (out)
+                for (size_t i = 0; i < all.n_damaged; i++)
+                        fprintf(out, "damaged %s  %s; left alone, not counted toward keep_min\n",
+                                all.damaged[i].id, all.damaged[i].message);
+        for (size_t i = 0; i < n_mine; i++) {
                 if (!items[i].remove) {
                         if (out)
                                 fprintf(out, "keep   %s %s  %s\n", job, items[i].id, items[i].reason);
@@ -310,16 +375,16 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
                         deleted++;
                         continue;
                 }
-                r = backup_delete(s, l.items[i]);
+                r = backup_delete(s, mine[i], kept, n_kept);
                 if (r < 0)
                         return r;
                 deleted++;
                 if (out)
-                        fprintf(out, "deleted %s %s  %s\n", job, items[i].id, items[i].reason);
-                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, l.items[i]->bytes,
+                        fprintf(out, "deleted %s %s  %s%s\n", job, items[i].id, items[i].reason,
+                                r > 0 ? "; objects it does not own were left (see the warnings)" : "");
+                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, mine[i]->bytes,
                               UINT64_MAX, "Pruned backup %s of %s: %s.", items[i].id, job, items[i].reason);
         }
-        (void) n;
         return deleted;
 }
 

@@ -25,6 +25,10 @@ typedef struct JobDefinition {
         bool has_retention;
         /* The job keeps no backups (mirror): no store, no manifest; still lock, state, journal. */
         bool no_manifest;
+        /* The names of its data objects after "<id>" (NULL-terminated; one ending in '/' covers a whole
+         * "<id>/" tree): what the leftover cleanup may remove, so that it never touches another job's
+         * objects in a shared location. backup() writes no other names. */
+        const char *const *object_suffixes;
         /* Writes the data objects and records them (and job details) in m; never writes the manifest. */
         int (*backup)(JobContext *ctx, Manifest *m);
 } JobDefinition;

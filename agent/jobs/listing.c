@@ -29,7 +29,7 @@ int job_list_backups(const Config *c, const char *only, BackupList *ret) {
                 dest = config_job_destination(c, job_listable[i]);
                 r = store_open_location(c, dest, &s);
                 if (r >= 0)
-                        r = backup_list_load(s, &l);
+                        r = backup_list_load(s, job_listable[i], &l);
                 if (r < 0)
                         return r;
                 all.items = xrealloc(all.items, (all.n + l.n + 1) * sizeof *all.items);

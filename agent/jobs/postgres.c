@@ -67,6 +67,8 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
 const JobDefinition job_postgres = {
         .name = "postgres",
         .has_retention = true,
+        /* <id>.sql.zst[.age] (pg_dumpall), <id>/... (per_database) */
+        .object_suffixes = (const char *const[]){ ".sql.zst", ".sql.zst.age", "/", NULL },
         .backup = postgres_backup,
 };
 

@@ -45,13 +45,14 @@ static void backup_source_done(BackupSource *p) {
         *p = (BackupSource){};
 }
 
-static int backup_source_try(const Config *c, const char *location, bool offsite, BackupSource *ret) {
+static int backup_source_try(const Config *c, const char *job, const char *location, bool offsite,
+                             BackupSource *ret) {
         BackupSource p = { .location = xstrdup(location), .offsite = offsite };
         int r;
 
         r = store_open_location(c, location, &p.store);
         if (r >= 0)
-                r = backup_list_load(p.store, &p.list);
+                r = backup_list_load(p.store, job, &p.list);
         if (r < 0) {
                 backup_source_done(&p);
                 return r;
@@ -68,7 +69,7 @@ static int backup_source_open(const Config *c, const char *job, BackupSource *re
         _cleanup_free_ char *primary_error = NULL;
         int r;
 
-        r = backup_source_try(c, primary, false, ret);
+        r = backup_source_try(c, job, primary, false, ret);
         if (r >= 0 && ret->list.n > 0)
                 return 0;
         if (r >= 0)
@@ -82,7 +83,7 @@ static int backup_source_open(const Config *c, const char *job, BackupSource *re
                                job, primary, primary_error ? ": " : "", strempty(primary_error));
         log_info("No %s backup in %s%s%s%s; looking offsite in %s.", job, primary,
                  primary_error ? " (" : "", strempty(primary_error), primary_error ? ")" : "", offsite);
-        r = backup_source_try(c, offsite, true, ret);
+        r = backup_source_try(c, job, offsite, true, ret);
         if (r < 0)
                 return r;
         if (ret->list.n == 0) {

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -126,24 +127,58 @@ static void restore_test_print(FILE *out, const RestoreTestResult *rt, int r) {
                         rt->databases[i].tables, rt->databases[i].rows);
 }
 
-/* Picks the backups to check: the newest, the one named, or all (newest first). */
-static int verify_select(const BackupList *l, const VerifyOptions *o, const Manifest ***ret, size_t *ret_n) {
-        const Manifest **sel = xcalloc(l->n + 1, sizeof *sel);
-        size_t n = 0;
+/* One backup a verify run checks: one with a usable manifest, or a damaged manifest (m NULL). */
+typedef struct VerifyEntry {
+        const char *id;
+        const Manifest *m;
+        const char *manifest_problem;
+} VerifyEntry;
+
+/* Every backup of the list, damaged manifests included, newest first. */
+static VerifyEntry *verify_entries(const BackupList *l, size_t *ret_n) {
+        VerifyEntry *e = xcalloc(l->n + l->n_damaged + 1, sizeof *e);
+        size_t i = 0, j = 0, n = 0;
+
+        while (i < l->n || j < l->n_damaged)
+                if (j >= l->n_damaged || (i < l->n && strcmp(l->items[i]->id, l->damaged[j].id) > 0)) {
+                        e[n++] = (VerifyEntry){ .id = l->items[i]->id, .m = l->items[i] };
+                        i++;
+                } else {
+                        e[n++] = (VerifyEntry){ .id = l->damaged[j].id,
+                                                .manifest_problem = l->damaged[j].message };
+                        j++;
+                }
+        *ret_n = n;
+        return e;
+}
+
+/* Picks the backups to check: the one named, all (--all), or by default the newest with a usable manifest
+ * and every damaged one newer than it: a corrupt newest manifest must not leave the newest backup
+ * unmentioned while an older one passes. */
+static int verify_select(const BackupList *l, const VerifyOptions *o, VerifyEntry **ret, size_t *ret_n) {
+        _cleanup_free_ VerifyEntry *e = NULL;
+        size_t n_all, n = 0;
+        const Manifest *m;
         int r;
 
+        e = verify_entries(l, &n_all);
         if (o->all)
-                for (size_t i = 0; i < l->n; i++)
-                        sel[n++] = l->items[i];
-        else if (l->n > 0 || o->id) {
-                r = backup_list_find(l, o->id ?: "latest", sel);
-                if (r < 0) {
-                        free(sel);
+                n = n_all;
+        else if (o->id && !streq(o->id, "latest")) {
+                for (size_t i = 0; i < n_all && n == 0; i++)
+                        if (streq(e[i].id, o->id)) {
+                                e[0] = e[i];
+                                n = 1;
+                        }
+                if (n == 0) {
+                        r = backup_list_find(l, o->id, &m);
+                        assert(r < 0);
                         return r;
                 }
-                n = 1;
-        }
-        *ret = sel;
+        } else
+                while (n < n_all && !e[n++].m)
+                        ;
+        *ret = TAKE_PTR(e);
         *ret_n = n;
         return 0;
 }
@@ -154,7 +189,8 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         _cleanup_(backup_list_done) BackupList l = {};
         _cleanup_(restore_test_result_done) RestoreTestResult rt = {};
         _cleanup_free_ char *dest = config_job_destination(c, job), *first_problem = NULL, *finished = NULL;
-        _cleanup_free_ const Manifest **sel = NULL;
+        _cleanup_free_ char *none = NULL;
+        _cleanup_free_ VerifyEntry *sel = NULL;
         json_object *result = NULL, *backups = NULL;
         size_t n_sel = 0, n_damaged = 0;
         uint64_t start = now_usec(CLOCK_MONOTONIC), total = 0;
@@ -168,23 +204,35 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                 return r;
         r = store_open_location(c, dest, &s);
         if (r >= 0)
-                r = backup_list_load(s, &l);
+                r = backup_list_load(s, job, &l);
         if (r >= 0)
                 r = verify_select(&l, o, &sel, &n_sel);
         if (r < 0)
                 return r;
 
-        if (n_sel == 0 && o->out)
-                fprintf(o->out, "%s: no backups in %s\n", job, s->location);
+        /* Nothing to verify is no good news: a weekly verify must not stay green while no backup is made. */
+        if (n_sel == 0) {
+                none = xasprintf("no backups of %s at %s; has the job run? see `skyforge-agent status`", job,
+                                 s->location);
+                if (o->out)
+                        fprintf(o->out, "%s: %s\n", job, none);
+        }
         for (size_t i = 0; i < n_sel; i++)
-                total += sel[i]->bytes;
+                if (sel[i].m)
+                        total += sel[i].m->bytes;
         progress_init(&p, "verifying", total, NULL, NULL);
         backups = json_object_new_array();
         for (size_t i = 0; i < n_sel; i++) {
                 _cleanup_strv_free_ char **problems = xcalloc(1, sizeof(char *));
                 json_object *b = json_object_new_object(), *pa = json_object_new_array();
+                const Manifest *m = sel[i].m;
 
-                r = backup_check_objects(s, sel[i], NULL, &p, &problems);
+                if (m)
+                        r = backup_check_objects(s, m, NULL, &p, &problems);
+                else {
+                        strv_push(&problems, xstrdup(sel[i].manifest_problem));
+                        r = 1;
+                }
                 if (r < 0) {
                         json_object_put(b);
                         json_object_put(pa);
@@ -192,26 +240,30 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                 }
                 STRV_FOREACH(pr, problems)
                         json_object_array_add(pa, json_object_new_string(*pr));
-                json_object_object_add(b, "id", json_object_new_string(sel[i]->id));
+                json_object_object_add(b, "id", json_object_new_string(sel[i].id));
                 json_object_object_add(b, "ok", json_object_new_boolean(r == 0));
-                json_object_object_add(b, "objects", json_object_new_uint64(sel[i]->n_objects));
-                json_object_object_add(b, "bytes", json_object_new_uint64(sel[i]->bytes));
+                json_object_object_add(b, "manifest_ok", json_object_new_boolean(m != NULL));
+                json_object_object_add(b, "objects", json_object_new_uint64(m ? m->n_objects : 0));
+                json_object_object_add(b, "bytes", json_object_new_uint64(m ? m->bytes : 0));
                 json_object_object_add(b, "problems", pa);
                 json_object_array_add(backups, b);
                 if (r > 0) {
                         n_damaged++;
                         if (!first_problem)
                                 first_problem =
-                                        xasprintf("backup %s is damaged: %s", sel[i]->id, problems[0]);
+                                        xasprintf("backup %s is damaged: %s", sel[i].id, problems[0]);
                 }
                 if (o->out) {
                         char size[FORMAT_BYTES_MAX];
-                        if (r == 0)
-                                fprintf(o->out, "%s %s ok (%zu objects, %s)\n", job, sel[i]->id,
-                                        sel[i]->n_objects, format_bytes(sel[i]->bytes, size, sizeof size));
+                        if (!m)
+                                fprintf(o->out, "%s %s DAMAGED (its manifest cannot be used)\n", job,
+                                        sel[i].id);
+                        else if (r == 0)
+                                fprintf(o->out, "%s %s ok (%zu objects, %s)\n", job, m->id, m->n_objects,
+                                        format_bytes(m->bytes, size, sizeof size));
                         else
-                                fprintf(o->out, "%s %s DAMAGED (%d of %zu objects)\n", job, sel[i]->id, r,
-                                        sel[i]->n_objects);
+                                fprintf(o->out, "%s %s DAMAGED (%d of %zu objects)\n", job, m->id, r,
+                                        m->n_objects);
                         STRV_FOREACH(pr, problems)
                                 fprintf(o->out, "  %s\n", *pr);
                         fflush(o->out);
@@ -225,23 +277,33 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         }
 
         if (o->restore_test && streq(job, "postgres")) {
-                if (n_sel == 0 && l.n == 0)
+                bool named = o->id && !streq(o->id, "latest");
+                const Manifest *target = named && n_sel > 0 ? sel[0].m : l.n > 0 ? l.items[0] : NULL;
+
+                if (n_sel == 0)
                         rt_r = err_set(-ENOENT, EX_NOINPUT,
                                        "no postgres backup to restore-test in %s; run "
                                        "`skyforge-agent run postgres` first",
                                        s->location);
+                else if (!target)
+                        rt_r = err_set(-EBADMSG, EX_DATAERR,
+                                       "no postgres backup in %s has a usable manifest to restore-test",
+                                       s->location);
                 else
-                        rt_r = postgres_restore_test(c, s, o->id ? sel[0] : l.items[0], &rt);
+                        rt_r = postgres_restore_test(c, s, target, &rt);
                 restore_test_print(o->out, &rt, rt_r);
         }
 
         finished = format_iso8601(now_usec(CLOCK_REALTIME));
-        bool ok = n_damaged == 0 && rt_r >= 0;
+        bool ok = n_damaged == 0 && rt_r >= 0 && !none;
         result = json_object_new_object();
         json_object_object_add(result, "result",
                                json_object_new_string(ok              ? "ok"
                                                       : n_damaged > 0 ? "damaged"
+                                                      : none          ? "no-backups"
                                                                       : "failed"));
+        if (none)
+                json_object_object_add(result, "error", json_object_new_string(none));
         json_object_object_add(result, "finished", json_object_new_string(finished));
         json_object_object_add(result, "checked", json_object_new_uint64(n_sel));
         json_object_object_add(result, "damaged", json_object_new_uint64(n_damaged));
@@ -262,20 +324,22 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
         json_object_put(result);
 
         uint64_t duration = now_usec(CLOCK_MONOTONIC) - start;
-        const char *id = rt.backup_id ?: n_sel > 0 ? sel[0]->id : NULL;
+        const char *id = rt.backup_id ?: n_sel > 0 ? sel[0].id : NULL;
         if (ok)
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_VERIFY, job, id, total, duration,
                               "Verified %zu backup(s) of %s%s: all good.", n_sel, job,
                               rt.backup_id ? " and restored the newest into a throwaway cluster" : "");
         else
                 log_job_event(LOG_ERR, SKYFORGE_MESSAGE_VERIFY, job, id, total, duration,
-                              "Verify of %s found problems: %s", job, first_problem ?: rt_error);
+                              "Verify of %s found problems: %s", job, first_problem ?: none ?: rt_error);
 
         if (first_problem)
                 return err_set(-EBADMSG, EX_DATAERR,
                                "%s (%zu of %zu backup(s) of %s damaged; find a good one "
                                "with `skyforge-agent verify %s --all`)",
                                first_problem, n_damaged, n_sel, job, job);
+        if (none)
+                return err_set(-ENOENT, EX_NOINPUT, "%s", none);
         if (rt_r < 0)
                 return err_set(rt_r, rt_code, "%s", rt_error);
         return 0;

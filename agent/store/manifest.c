@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <inttypes.h>
 #include <json-c/json.h>
+#include <limits.h>
 
 #include "log/log.h"
 #include "store/manifest.h"
@@ -124,6 +126,8 @@ static bool sha256_hex_valid(const char *s) {
         return true;
 }
 
+static int objects_unique(const Manifest *m);
+
 int manifest_from_json(json_object *o, Manifest **ret) {
         _cleanup_(manifest_freep) Manifest *m = xcalloc(1, sizeof *m);
         json_object *v, *objs;
@@ -155,18 +159,32 @@ int manifest_from_json(json_object *o, Manifest **ret) {
         }
         if (!json_object_object_get_ex(o, "objects", &objs) || !json_object_is_type(objs, json_type_array))
                 return err_setf(-EBADMSG, "manifest lacks its \"objects\" list");
+        /* Every job stores at least one object: a manifest without any restores nothing. */
+        if (json_object_array_length(objs) == 0)
+                return err_setf(-EBADMSG, "manifest lists no objects (a backup has at least one)");
         for (size_t i = 0; i < json_object_array_length(objs); i++) {
                 json_object *e = json_object_array_get_idx(objs, i);
                 _cleanup_free_ char *name = NULL, *sha = NULL;
                 uint64_t bytes;
 
+                if (!json_object_is_type(e, json_type_object))
+                        return err_setf(-EBADMSG, "manifest object #%zu is not a JSON object", i + 1);
                 if ((r = get_string(e, "name", true, &name)) < 0 || (r = get_u64(e, "bytes", &bytes)) < 0 ||
                     (r = get_string(e, "sha256", true, &sha)) < 0)
                         return r;
+                if (!manifest_object_name_valid(name))
+                        return err_setf(-EBADMSG,
+                                        "manifest object name \"%.200s\" is not a plain name inside the "
+                                        "location (empty, absolute, a '.' or '..' segment, a control "
+                                        "character or a manifest's name)",
+                                        name);
                 if (!sha256_hex_valid(sha))
                         return err_setf(-EBADMSG, "manifest object %s has an invalid sha256", name);
                 manifest_add_object(m, name, bytes, sha);
         }
+        r = objects_unique(m);
+        if (r < 0)
+                return r;
         if (json_object_object_get_ex(o, "details", &v))
                 m->extra = json_object_get(v);
         *ret = TAKE_PTR(m);
@@ -174,11 +192,30 @@ int manifest_from_json(json_object *o, Manifest **ret) {
 }
 
 int manifest_parse(const char *text, Manifest **ret) {
-        json_object *o = json_tokener_parse(text);
+        json_tokener *tok = json_tokener_new();
+        size_t n = strlen(text);
+        json_object *o;
         int r;
 
-        if (!o)
-                return err_setf(-EBADMSG, "manifest is not valid JSON");
+        /* Strict: one complete JSON value and nothing after it but blanks. json_tokener_parse() would take
+         * a valid prefix and ignore the rest of a file that two writers garbled. */
+        o = n <= INT_MAX ? json_tokener_parse_ex(tok, text, (int) n) : NULL;
+        if (o && json_tokener_get_error(tok) == json_tokener_success) {
+                size_t end = json_tokener_get_parse_end(tok);
+                if (text[end + strspn(text + end, " \t\r\n")] != 0) {
+                        json_object_put(o);
+                        json_tokener_free(tok);
+                        return err_setf(-EBADMSG, "manifest has data after its JSON object (at byte %zu)",
+                                        end);
+                }
+        } else {
+                bool truncated = json_tokener_get_error(tok) == json_tokener_continue;
+                json_object_put(o);
+                json_tokener_free(tok);
+                return err_setf(-EBADMSG, "manifest is not valid JSON%s",
+                                truncated ? " (it ends early: truncated?)" : "");
+        }
+        json_tokener_free(tok);
         r = manifest_from_json(o, ret);
         json_object_put(o);
         return r;
@@ -196,6 +233,49 @@ bool manifest_name_valid(const char *name, char ret_id[static BACKUP_ID_LEN + 1]
         return backup_id_valid(ret_id);
 }
 
+bool manifest_object_name_valid(const char *name) {
+        char id[BACKUP_ID_LEN + 1];
+        size_t n = strlen(name);
+
+        if (n == 0 || n > 1024 || name[0] == '/' || name[n - 1] == '/' || manifest_name_valid(name, id))
+                return false;
+        for (const char *p = name; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        return false;
+        for (const char *p = name; *p;) {
+                size_t k = strcspn(p, "/");
+                if (k == 0 || (k == 1 && p[0] == '.') || (k == 2 && p[0] == '.' && p[1] == '.'))
+                        return false;
+                p += k;
+                if (*p == '/')
+                        p++;
+        }
+        return true;
+}
+
+bool backup_object_belongs(const char *id, const char *name) {
+        const char *rest = startswith(name, id);
+
+        return backup_id_valid(id) && rest && (rest[0] == '.' || rest[0] == '/') && rest[1] != 0 &&
+               manifest_object_name_valid(name);
+}
+
+static int name_cmp(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+static int objects_unique(const Manifest *m) {
+        _cleanup_free_ char **names = xcalloc(m->n_objects + 1, sizeof(char *));
+
+        for (size_t i = 0; i < m->n_objects; i++)
+                names[i] = m->objects[i].name;
+        qsort(names, m->n_objects, sizeof(char *), name_cmp);
+        for (size_t i = 1; i < m->n_objects; i++)
+                if (streq(names[i - 1], names[i]))
+                        return err_setf(-EBADMSG, "manifest lists object %s twice", names[i]);
+        return 0;
+}
+
 int manifest_store(Store *s, const Manifest *m) {
         _cleanup_free_ char *text = manifest_serialize(m), *name = manifest_name(m->id);
         return store_put_buffer(s, name, text, strlen(text));
@@ -203,14 +283,30 @@ int manifest_store(Store *s, const Manifest *m) {
 
 int manifest_load(Store *s, const char *id, Manifest **ret) {
         _cleanup_free_ char *name = manifest_name(id), *text = NULL;
+        _cleanup_(manifest_freep) Manifest *m = NULL;
+        size_t len = 0;
         int r;
 
-        r = store_get_buffer(s, name, MANIFEST_MAX_SIZE, &text, NULL);
-        if (r < 0)
+        r = store_get_buffer(s, name, MANIFEST_MAX_SIZE, &text, &len);
+        if (r == -ENOENT)
                 return r;
-        r = manifest_parse(text, ret);
+        if (r < 0)
+                return err_setf(r, "manifest %s/%s is unreadable: %s", s->location, name,
+                                err_message() ?: strerror(-r));
+        if (strlen(text) != len)
+                return err_setf(-EBADMSG, "manifest %s/%s is unreadable: it contains a NUL byte",
+                                s->location, name);
+        r = manifest_parse(text, &m);
         if (r < 0)
                 return err_setf(r, "manifest %s/%s is unreadable: %s", s->location, name, err_message());
+        /* A manifest copied or renamed to another id would have retention delete the wrong manifest. */
+        if (!streq(m->id, id))
+                return err_setf(
+                        -EBADMSG,
+                        "manifest %s/%s holds backup %s, not %s (copied or renamed?); remove the stray "
+                        "copy",
+                        s->location, name, m->id, id);
+        *ret = TAKE_PTR(m);
         return 0;
 }
 
@@ -218,6 +314,9 @@ void backup_list_done(BackupList *l) {
         for (size_t i = 0; i < l->n; i++)
                 manifest_free(l->items[i]);
         free(l->items);
+        for (size_t i = 0; i < l->n_damaged; i++)
+                free(l->damaged[i].message);
+        free(l->damaged);
         *l = (BackupList){};
 }
 
@@ -247,9 +346,9 @@ static int list_manifest_ids(Store *s, char ***ret) {
         return 0;
 }
 
-int backup_list_load(Store *s, BackupList *ret) {
+int backup_list_load(Store *s, const char *job, BackupList *ret) {
         _cleanup_strv_free_ char **ids = NULL;
-        BackupList l = {};
+        _cleanup_(backup_list_done) BackupList l = {};
         size_t n;
         int r;
 
@@ -258,18 +357,35 @@ int backup_list_load(Store *s, BackupList *ret) {
                 return r;
         n = strv_length(ids);
         l.items = xcalloc(n ?: 1, sizeof(Manifest *));
+        l.damaged = xcalloc(n ?: 1, sizeof(BackupDamaged));
         /* Listing order is ascending: walk backwards for newest first. */
         for (size_t i = n; i > 0; i--) {
                 Manifest *m;
+
                 r = manifest_load(s, ids[i - 1], &m);
+                if (r == -ENOENT)
+                        continue; /* deleted since the listing: gone, not damaged */
                 if (r < 0) {
-                        /* One bad manifest must not hide every other backup. */
-                        log_warning("%s, ignoring.", err_message() ?: "unreadable manifest");
+                        /* One bad manifest must not hide every other backup, nor itself: it is a damaged
+                         * backup, which verify reports and retention neither counts nor deletes. */
+                        BackupDamaged *d = l.damaged + l.n_damaged++;
+                        memcpy(d->id, ids[i - 1], sizeof d->id);
+                        d->message = xstrdup(err_message() ?: strerror(-r));
+                        log_warning("%s; backup %s is damaged.", d->message, d->id);
+                        continue;
+                }
+                if (job && !streq(m->job, job)) {
+                        /* Another job's backup in the same location: not this job's to list, count or
+                         * delete. */
+                        log_debug("%s/%s.json is a backup of %s, not %s, skipping.", s->location, m->id,
+                                  m->job, job);
+                        manifest_free(m);
                         continue;
                 }
                 l.items[l.n++] = m;
         }
         *ret = l;
+        l = (BackupList){};
         return 0;
 }
 
@@ -291,67 +407,167 @@ int backup_list_find(const BackupList *l, const char *id_or_latest, const Manife
         return err_set(-ENOENT, 66, "no backup %s (see `skyforge-agent list`)", id_or_latest);
 }
 
-int backup_delete(Store *s, const Manifest *m) {
+char *backup_size_damage(Store *s, const Manifest *m) {
+        for (size_t i = 0; i < m->n_objects; i++) {
+                const ManifestObject *o = m->objects + i;
+                StoreEntry e = {};
+                char *d = NULL;
+                int r;
+
+                r = store_stat(s, o->name, &e);
+                if (r == -ENOENT)
+                        d = xasprintf("%s is missing", o->name);
+                else if (r < 0)
+                        d = xasprintf("cannot stat %s: %s", o->name, err_message() ?: strerror(-r));
+                else if (e.size != o->bytes)
+                        d = xasprintf("%s has %" PRIu64 " bytes, the manifest says %" PRIu64, o->name,
+                                      e.size, o->bytes);
+                store_entry_done(&e);
+                if (d)
+                        return d;
+        }
+        return NULL;
+}
+
+static const Manifest *kept_naming(const char *name, Manifest *const *kept, size_t n_kept) {
+        for (size_t i = 0; i < n_kept; i++)
+                for (size_t j = 0; j < kept[i]->n_objects; j++)
+                        if (streq(kept[i]->objects[j].name, name))
+                                return kept[i];
+        return NULL;
+}
+
+int backup_delete(Store *s, const Manifest *m, Manifest *const *kept, size_t n_kept) {
         _cleanup_free_ char *name = manifest_name(m->id);
-        int r;
+        int r, left = 0;
 
         r = store_remove(s, name);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < m->n_objects; i++) {
-                r = store_remove(s, m->objects[i].name);
+                const char *o = m->objects[i].name;
+                const Manifest *other;
+
+                if (!backup_object_belongs(m->id, o)) {
+                        log_warning(
+                                "Left %s/%s in place: backup %s lists it, but its name does not start with "
+                                "%s, so it is not that backup's to delete (a copied manifest?).",
+                                s->location, o, m->id, m->id);
+                        left++;
+                        continue;
+                }
+                other = kept_naming(o, kept, n_kept);
+                if (other) {
+                        log_warning("Left %s/%s in place: backup %s is deleted, but the kept backup %s (%s) "
+                                    "lists the object too.",
+                                    s->location, o, m->id, other->id, other->job);
+                        left++;
+                        continue;
+                }
+                r = store_remove(s, o);
                 if (r < 0)
                         /* The backup is already gone; what remains is an orphan the next run removes. */
                         log_warning("%s, continuing.", err_message() ?: "cannot remove object");
         }
-        return 0;
+        return left;
 }
 
 typedef struct Orphans {
         char **manifest_ids;
         const char *keep_id;
+        const char *const *suffixes;
         char **remove;
+        char *foreign; /* the first name that looks like another job's backup */
 } Orphans;
+
+static void orphans_done(Orphans *o) {
+        strv_free(o->remove);
+        free(o->foreign);
+}
+
+static bool name_is_jobs(const char *name, const char *const *suffixes,
+                         char ret_id[static BACKUP_ID_LEN + 1]) {
+        if (strlen(name) <= BACKUP_ID_LEN)
+                return false;
+        memcpy(ret_id, name, BACKUP_ID_LEN);
+        ret_id[BACKUP_ID_LEN] = 0;
+        if (!backup_id_valid(ret_id) || !backup_object_belongs(ret_id, name))
+                return false;
+        for (size_t i = 0; suffixes && suffixes[i]; i++) {
+                const char *rest = name + BACKUP_ID_LEN;
+                if (endswith(suffixes[i], "/") ? !!startswith(rest, suffixes[i]) : streq(rest, suffixes[i]))
+                        return true;
+        }
+        return false;
+}
+
+/* Whether some segment of the name starts like a backup's object or manifest ("<id>." or "<id>/"). */
+static bool name_looks_like_a_backup(const char *name) {
+        for (const char *p = name; p; p = strchr(p, '/'), p = p ? p + 1 : NULL) {
+                char id[BACKUP_ID_LEN + 1];
+
+                if (strlen(p) <= BACKUP_ID_LEN || (p[BACKUP_ID_LEN] != '.' && p[BACKUP_ID_LEN] != '/'))
+                        continue;
+                memcpy(id, p, BACKUP_ID_LEN);
+                id[BACKUP_ID_LEN] = 0;
+                if (backup_id_valid(id))
+                        return true;
+        }
+        return false;
+}
 
 static int collect_orphans(const StoreEntry *e, void *userdata) {
         Orphans *o = userdata;
         char id[BACKUP_ID_LEN + 1];
 
-        if (strlen(e->name) <= BACKUP_ID_LEN)
+        if (manifest_name_valid(e->name, id))
                 return 0;
-        memcpy(id, e->name, BACKUP_ID_LEN);
-        id[BACKUP_ID_LEN] = 0;
-        if (!backup_id_valid(id) || (e->name[BACKUP_ID_LEN] != '.' && e->name[BACKUP_ID_LEN] != '/'))
-                return 0; /* not ours */
+        if (!name_is_jobs(e->name, o->suffixes, id)) {
+                /* Never this job's to remove. When it looks like another job's backup (here or in a
+                 * location nested in this one), that job may be writing too. */
+                if (!o->foreign && name_looks_like_a_backup(e->name))
+                        o->foreign = xstrdup(e->name);
+                return 0;
+        }
         if (streq_ptr(id, o->keep_id) || strv_contains(o->manifest_ids, id))
                 return 0;
         strv_push(&o->remove, xstrdup(e->name));
         return 0;
 }
 
-int backup_cleanup_orphans(Store *s, const char *keep_id) {
+int backup_cleanup_orphans(Store *s, const char *keep_id, const char *job, const char *const *suffixes) {
         _cleanup_strv_free_ char **ids = NULL;
-        Orphans o = {};
+        _cleanup_(orphans_done) Orphans o = {};
         int r, n = 0;
-
-        /* Interrupted writes first. The caller holds the job lock, so no write of this job is in flight. */
-        r = store_cleanup(s, 0);
-        if (r < 0)
-                log_warning("%s, continuing.", err_message() ?: "cleanup of interrupted writes failed");
 
         r = list_manifest_ids(s, &ids);
         if (r < 0)
                 return r;
-        o = (Orphans){ .manifest_ids = ids, .keep_id = keep_id, .remove = xcalloc(1, sizeof(char *)) };
+        o = (Orphans){ .manifest_ids = ids,
+                       .keep_id = keep_id,
+                       .suffixes = suffixes,
+                       .remove = xcalloc(1, sizeof(char *)) };
         r = store_list(s, "", collect_orphans, &o);
-        if (r >= 0)
-                STRV_FOREACH(name, o.remove) {
-                        r = store_remove(s, *name);
-                        if (r < 0)
-                                break;
-                        log_info("Removed %s/%s: left by an interrupted run (no manifest).", s->location, *name);
-                        n++;
-                }
-        strv_free(o.remove);
-        return r < 0 ? r : n;
+        if (r < 0)
+                return r;
+
+        /* Interrupted writes: the caller holds the job lock, so no write of this job is in flight. Another
+         * writer's may be, where the location holds objects that are not this job's. */
+        if (o.foreign)
+                log_warning(
+                        "%s holds %s, which is no %s backup's object; interrupted uploads there are left "
+                        "alone, as another job's may be in flight. Give each job a destination of its own.",
+                        s->location, o.foreign, job);
+        else if (store_cleanup(s, 0) < 0)
+                log_warning("%s, continuing.", err_message() ?: "cleanup of interrupted writes failed");
+
+        STRV_FOREACH (name, o.remove) {
+                r = store_remove(s, *name);
+                if (r < 0)
+                        return r;
+                log_info("Removed %s/%s: left by an interrupted run of %s (no manifest).", s->location,
+                         *name, job);
+                n++;
+        }
+        return n;
 }

@@ -48,23 +48,49 @@ int manifest_parse(const char *text, Manifest **ret);
 
 char *manifest_name(const char *id); /* "<id>.json" */
 bool manifest_name_valid(const char *name, char ret_id[static BACKUP_ID_LEN + 1]);
+/* A data object's name as a manifest may give it: relative, no empty, "." or ".." segment, no control
+ * characters, not itself a manifest's name. Anything else would leave the location or alias another name. */
+bool manifest_object_name_valid(const char *name);
+/* Whether the object name belongs to backup id: "<id>." or "<id>/" followed by more. A backup only ever
+ * deletes objects that belong to it. */
+bool backup_object_belongs(const char *id, const char *name);
 
 /* Writes the manifest (last step of a backup). */
 int manifest_store(Store *s, const Manifest *m);
 int manifest_load(Store *s, const char *id, Manifest **ret);
 
+/* A manifest that exists but cannot be used (unreadable, not valid JSON, truncated, no objects, a bad object
+ * name, another backup's id): a damaged backup of unknown job. */
+typedef struct BackupDamaged {
+        char id[BACKUP_ID_LEN + 1];
+        char *message; /* names the manifest and the defect */
+} BackupDamaged;
+
 /* All backups of a store, newest first. Data without a manifest is not a backup. */
 typedef struct BackupList {
         Manifest **items;
         size_t n;
+        BackupDamaged *damaged; /* newest first */
+        size_t n_damaged;
 } BackupList;
 void backup_list_done(BackupList *l);
-int backup_list_load(Store *s, BackupList *ret);
+/* job: only the manifests whose "job" is job (NULL: all). Damaged manifests are listed for every job, as
+ * their job is unknown, and logged as warnings. */
+int backup_list_load(Store *s, const char *job, BackupList *ret);
 /* "latest" or an id; -ENOENT with a message naming what exists otherwise. */
 int backup_list_find(const BackupList *l, const char *id_or_latest, const Manifest **ret);
 
-/* Deletes a backup: manifest first (the backup ceases to exist atomically), then its objects. */
-int backup_delete(Store *s, const Manifest *m);
-/* Removes objects that belong to no manifest (left by an interrupted run), except those of keep_id, and
- * interrupted writes of the backend. Returns the number of objects removed. */
-int backup_cleanup_orphans(Store *s, const char *keep_id);
+/* Whether every object of backup m exists with the size its manifest gives (no hashing): NULL when so, else
+ * a description of the first that does not (to free), also when the store could not say. */
+char *backup_size_damage(Store *s, const Manifest *m);
+
+/* Deletes a backup: manifest first (the backup ceases to exist atomically), then its objects: only those
+ * that belong to it (backup_object_belongs()) and that none of the kept manifests names. Every other
+ * object it lists is left in place, with a warning naming the object and why. Returns the number of
+ * objects left so. */
+int backup_delete(Store *s, const Manifest *m, Manifest *const *kept, size_t n_kept);
+/* Removes objects left by an interrupted run of one job: "<id><suffix>" for one of the job's suffixes
+ * (a suffix ending in '/' covers everything under "<id>/") with no manifest "<id>.json", except those of
+ * keep_id; and the backend's interrupted writes, unless the location holds objects that are not that
+ * job's (another writer's uploads may be in flight there). Returns the number of objects removed. */
+int backup_cleanup_orphans(Store *s, const char *keep_id, const char *job, const char *const *suffixes);

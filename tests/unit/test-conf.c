@@ -733,6 +733,102 @@ static void conf_syntax_problems_keep_going(void **state) {
         loaded_done(&l);
 }
 
+#define RECIPIENT "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+static size_t count_containing(const Loaded *l, const char *needle) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < l->p.n; i++)
+                n += !!strstr(l->p.items[i].message, needle);
+        return n;
+}
+
+/* Two jobs in one location would list, count and prune each other's backups: refused with the fix. */
+static void conf_jobs_sharing_a_location_are_refused(void **state) {
+        Loaded same = load("[postgres]\n"
+                           "destination = /srv/backups\n"
+                           "[config]\n"
+                           "recipients = " RECIPIENT "\n"
+                           "destination = /srv//backups/./\n");
+        /* The bucket root contains every prefix; two remote names for one endpoint are one server. */
+        Loaded nested = load("[remote.minio]\n"
+                             "endpoint = http://10.43.0.20:9000\n"
+                             "access_key_id = k\n"
+                             "[remote.alias]\n"
+                             "endpoint = http://10.43.0.20:9000/\n"
+                             "access_key_id = k\n"
+                             "[postgres]\n"
+                             "destination = minio:skyforge-backups\n"
+                             "[config]\n"
+                             "recipients = " RECIPIENT "\n"
+                             "destination = alias:skyforge-backups/config/\n");
+        /* The mirror writes DEST/<bucket>/<key>: all of DEST is its. */
+        Loaded mirror = load("[remote.minio]\n"
+                             "endpoint = http://10.43.0.20:9000\n"
+                             "access_key_id = k\n"
+                             "[remote.offsite]\n"
+                             "endpoint = https://s3.example\n"
+                             "access_key_id = k\n"
+                             "[postgres]\n"
+                             "destination = offsite:skyforge-offsite/skyforge-backups/postgres/\n"
+                             "[mirror]\n"
+                             "destination = offsite:skyforge-offsite/\n");
+        /* Neighbours are fine: one name a prefix of the other is no overlap, nor another bucket or server.
+         */
+        Loaded apart = load("[remote.minio]\n"
+                            "endpoint = http://10.43.0.20:9000\n"
+                            "access_key_id = k\n"
+                            "[remote.offsite]\n"
+                            "endpoint = https://s3.example\n"
+                            "access_key_id = k\n"
+                            "[postgres]\n"
+                            "destination = minio:skyforge-backups/pg/\n"
+                            "[config]\n"
+                            "recipients = " RECIPIENT "\n"
+                            "destination = minio:skyforge-backups/pg2/\n"
+                            "[mirror]\n"
+                            "destination = offsite:skyforge-backups/pg/\n");
+
+        expect(&same, 5, CONFIG_ERROR,
+               "destination: config's destination /srv//backups/./ is also postgres's (/srv/backups); each "
+               "job "
+               "would list, count toward keep_min and delete the other's backups");
+        expect(&same, 5, CONFIG_ERROR,
+               "Give [config] a destination of its own that neither contains nor lies "
+               "inside another job's, e.g. destination = /srv/config");
+        assert_int_equal(count_containing(&same, "destination: "), 1);
+        assert_int_equal(same.r, -EINVAL);
+
+        expect(&nested, 8, CONFIG_ERROR,
+               "postgres's destination minio:skyforge-backups contains config's "
+               "(alias:skyforge-backups/config/)");
+        expect(&nested, 8, CONFIG_ERROR, "e.g. destination = minio:skyforge-backups/postgres/");
+        assert_int_equal(count_containing(&nested, "destination: "), 1);
+
+        expect(&mirror, 10, CONFIG_ERROR,
+               "mirror's destination offsite:skyforge-offsite/ contains postgres's "
+               "(offsite:skyforge-offsite/skyforge-backups/postgres/)");
+        assert_int_equal(count_containing(&mirror, "destination: "), 1);
+
+        assert_int_equal(count_containing(&apart, "destination: "), 0);
+
+        /* Through a symbolic link to a directory that exists, into a part that does not yet. */
+        _cleanup_free_ char *real = xasprintf("%s/real", tmpdir), *link = xasprintf("%s/link", tmpdir),
+                            *text = NULL;
+        assert_int_equal(mkdir(real, 0755), 0);
+        assert_int_equal(symlink(real, link), 0);
+        text = xasprintf("[postgres]\ndestination = %s/backups/\n[config]\nrecipients = " RECIPIENT
+                         "\ndestination = %s/backups/config\n",
+                         link, real);
+        Loaded linked = load(text);
+        expect(&linked, 2, CONFIG_ERROR, "contains config's");
+        loaded_done(&linked);
+        loaded_done(&same);
+        loaded_done(&nested);
+        loaded_done(&mirror);
+        loaded_done(&apart);
+}
+
 static void conf_long_line_is_refused(void **state) {
         _cleanup_free_ char *text = NULL, *big = xmalloc(1200);
         Loaded l;
@@ -1021,6 +1117,7 @@ int main(void) {
                 cmocka_unit_test(conf_read_secret_file_checks_and_trims),
                 cmocka_unit_test(conf_show_prints_paths_not_secrets),
                 cmocka_unit_test(conf_verb_check_exit_codes),
+                cmocka_unit_test(conf_jobs_sharing_a_location_are_refused),
                 cmocka_unit_test(conf_example_file_loads_and_documents_every_key),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

@@ -169,7 +169,7 @@ static void backups_exist_only_with_manifest_and_orphans_are_cleaned(void **stat
                         assert_int_equal(manifest_store(s, m), 0);
         }
         assert_int_equal(store_put_buffer(s, "unrelated.txt", "1", 1), 0);
-        assert_int_equal(backup_list_load(s, &l), 0);
+        assert_int_equal(backup_list_load(s, "postgres", &l), 0);
         assert_int_equal(l.n, 2);
         assert_string_equal(l.items[0]->id, ids[2]); /* newest first */
         assert_string_equal(l.items[1]->id, ids[0]);
@@ -185,14 +185,15 @@ static void backups_exist_only_with_manifest_and_orphans_are_cleaned(void **stat
         assert_int_equal(store_writer_open(s, "20261104T000000Z.sql.zst", &w), 0);
         assert_int_equal(store_write(w, "partial", 7), 0);
         /* Simulate a crash: forget the writer without aborting (close its fd only). */
-        assert_int_equal(backup_cleanup_orphans(s, NULL), 1);
+        static const char *const suffixes[] = { ".sql.zst", NULL };
+        assert_int_equal(backup_cleanup_orphans(s, NULL, "postgres", suffixes), 1);
         store_writer_free(w);
         _cleanup_free_ char *all = joined(s, "");
         assert_string_equal(all, "20261101T000000Z.json 20261101T000000Z.sql.zst 20261103T000000Z.json "
                                  "20261103T000000Z.sql.zst unrelated.txt");
         assert_int_equal(count_files(root), 5);
 
-        assert_int_equal(backup_delete(s, l.items[0]), 0);
+        assert_int_equal(backup_delete(s, l.items[0], NULL, 0), 0);
         _cleanup_free_ char *after = joined(s, "");
         assert_string_equal(after, "20261101T000000Z.json 20261101T000000Z.sql.zst unrelated.txt");
         backup_list_done(&l);
