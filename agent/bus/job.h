@@ -3,7 +3,7 @@
 
 #include <systemd/sd-bus.h>
 
-#include "shared/state.h"
+#include "sys/state.h"
 
 #define BUS_NAME "org.skyforge.Agent1"
 #define BUS_MANAGER_PATH "/org/skyforge/Agent1"

@@ -7,7 +7,7 @@
 #include "jobs/postgres.h"
 #include "jobs/recover.h"
 #include "log/log.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 static int run_recover(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {

@@ -8,7 +8,7 @@
 #include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 typedef enum RestoreAction {
         RESTORE_POSTGRES,

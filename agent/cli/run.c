@@ -5,7 +5,7 @@
 #include "jobs/job.h"
 #include "jobs/mirror.h"
 #include "log/log.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 /* "all" means every job the configuration enables: postgres always (it has usable defaults), mirror and
  * config when their sections are written. */

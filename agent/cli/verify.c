@@ -5,7 +5,7 @@
 #include "jobs/job.h"
 #include "jobs/verify.h"
 #include "log/log.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 /* Jobs whose backups have manifests to verify (mirror copies buckets and has none). */
 static const char *const verifiable[] = { "postgres", "config", NULL };

@@ -8,8 +8,8 @@
 #include <sysexits.h>
 
 #include "conf/conf-internal.h"
+#include "conf/location.h"
 #include "log/log.h"
-#include "store/store.h"
 
 /* ---- value syntax (called while parsing) ---- */
 

@@ -15,8 +15,8 @@
 #endif
 
 #include "conf/conf-internal.h"
+#include "conf/location.h"
 #include "log/log.h"
-#include "store/store.h"
 
 /* iniparser 4.1 reads lines into 1024-byte buffers and gives up on the whole file past that. */
 #define CONF_LINE_MAX 1000

@@ -4,8 +4,8 @@
 #include <signal.h>
 
 #include "conf/conf.h"
-#include "shared/progress.h"
-#include "shared/state.h"
+#include "sys/progress.h"
+#include "sys/state.h"
 #include "store/manifest.h"
 #include "store/store.h"
 

@@ -4,7 +4,7 @@
 #include <stdio.h>
 
 #include "conf/conf.h"
-#include "shared/progress.h"
+#include "sys/progress.h"
 
 typedef enum MirrorDirection {
         MIRROR_FORWARD, /* [mirror] source -> destination */

@@ -12,7 +12,7 @@
 #include "jobs/postgres.h"
 #include "jobs/verify.h"
 #include "log/log.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 #define DB_BUFFER_SIZE (256 * 1024)
 #define GLOBALS_MAX (64 * 1024 * 1024)

@@ -9,7 +9,7 @@
 #include "log/log.h"
 #include "pg/pg.h"
 #include "pipe/pipe.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 
 static int postgres_backup(JobContext *ctx, Manifest *m) {

@@ -12,7 +12,7 @@
 #include "jobs/verify.h"
 #include "log/log.h"
 #include "pg/pg.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 /* Where the mirror job keeps its copy of a location on the mirror's source remote: DEST/<bucket>/<prefix>.
  * NULL when the location is not mirrored. */

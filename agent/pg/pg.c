@@ -6,7 +6,7 @@
 
 #include "log/log.h"
 #include "pg/pg.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 void pg_server_info_done(PgServerInfo *i) {
         free(i->version);

@@ -2,7 +2,7 @@
 #include <openssl/crypto.h>
 
 #include "pipe/pipe.h"
-#include "shared/progress.h"
+#include "sys/progress.h"
 
 typedef struct MemorySink {
         Sink sink;

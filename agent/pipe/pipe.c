@@ -6,36 +6,6 @@
 
 #define PUMP_BUFFER_SIZE (256 * 1024)
 
-int sink_write(Sink *s, const void *buf, size_t n) {
-        if (n == 0)
-                return 0;
-        return s->write(s, buf, n);
-}
-
-int sink_finish(Sink *s) {
-        return s->finish(s);
-}
-
-void sink_free(Sink *s) {
-        if (!s)
-                return;
-        Sink *next = s->next;
-        s->free(s);
-        sink_free(next);
-}
-
-ssize_t source_read(Source *s, void *buf, size_t n) {
-        return s->read(s, buf, n);
-}
-
-void source_free(Source *s) {
-        if (!s)
-                return;
-        Source *up = s->upstream;
-        s->free(s);
-        source_free(up);
-}
-
 int pipe_pump(Source *from, Sink *to) {
         _cleanup_free_ uint8_t *buf = xmalloc(PUMP_BUFFER_SIZE);
 

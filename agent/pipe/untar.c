@@ -8,7 +8,7 @@
 
 #include "log/log.h"
 #include "pipe/untar.h"
-#include "shared/fs.h"
+#include "sys/fs.h"
 
 #define TAR_READ_BUFFER (64 * 1024)
 

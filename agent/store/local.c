@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "log/log.h"
-#include "shared/fs.h"
+#include "sys/fs.h"
 #include "store/store.h"
 
 /* The local-directory backend. Objects are files under the directory; a write goes to a hidden temporary
@@ -18,7 +18,7 @@
 #define TMP_MARKER   ".tmp."
 #define TMP_ATTEMPTS 64
 
-/* Every name is opened below the store's directory fd and never through a symlink (shared/fs.h): a link
+/* Every name is opened below the store's directory fd and never through a symlink (sys/fs.h): a link
  * planted inside the store, with a manifest naming a path through it, would otherwise let prune delete
  * and verify or restore read files anywhere the agent can reach. The store's own path may be a symlink;
  * what is inside it may not. */

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "conf/location.h"
 #include "shared/util.h"
 
 /* A store is a flat namespace of objects under one location: a local directory or an S3 bucket/prefix.
@@ -90,25 +91,6 @@ int store_get_buffer(Store *s, const char *name, size_t max, char **ret, size_t 
 
 /* Backends. */
 int store_local_open(const char *directory, Store **ret);
-
-/* A location is "REMOTE:bucket/prefix" or an absolute local path. */
-typedef enum LocationType {
-        LOCATION_LOCAL,
-        LOCATION_REMOTE,
-} LocationType;
-
-typedef struct Location {
-        LocationType type;
-        char *path;   /* LOCATION_LOCAL */
-        char *remote; /* LOCATION_REMOTE */
-        char *bucket;
-        char *prefix; /* "" or ends with '/' */
-} Location;
-
-int location_parse(const char *s, Location *ret); /* -EINVAL with err_message() set */
-void location_done(Location *l);
-bool location_remote_name_valid(const char *name); /* as in [remote.NAME]: [a-z0-9][a-z0-9_-]{0,62} */
-bool location_bucket_name_valid(const char *name); /* S3 rules: 3..63 of [a-z0-9.-] */
 
 struct Config;
 /* Opens the store for a location, resolving remotes from the configuration, for reading (and pruning):

@@ -6,7 +6,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include "shared/fs.h"
+#include "sys/fs.h"
 
 /* root/d/f, root/d/up -> .., root/abs -> /etc: every test runs once with openat2() and once with the
  * openat(O_NOFOLLOW) walk. */

@@ -5,7 +5,7 @@
 #include <cmocka.h>
 
 #include "jobs/mirror.h"
-#include "shared/progress.h"
+#include "sys/progress.h"
 #include "store/s3/s3.h"
 
 static void filters_select_by_key_or_bucket_key(void **state) {

@@ -7,7 +7,7 @@
 #include <cmocka.h>
 
 #include "jobs/monitor.h"
-#include "shared/state.h"
+#include "sys/state.h"
 
 static void ping_urls_follow_healthchecks_io(void **state) {
         static const struct {

@@ -6,7 +6,7 @@
 
 #include "log/log.h"
 #include "pg/pg.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 static char *joined(char **l) {
         char *out = xstrdup("");

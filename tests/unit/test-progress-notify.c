@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "shared/progress.h"
+#include "sys/progress.h"
 
 typedef struct Fixture {
         char dir[64];

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "log/log.h"
-#include "shared/fs.h"
+#include "sys/fs.h"
 #include "store/manifest.h"
 #include "store/store.h"
 

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "conf/conf.h"
-#include "pipe/pipe.h"
+#include "shared/stream.h"
 #include "shared/util.h"
 
 /* An S3 client for one configured remote: SigV4-signed requests over one kept libcurl handle (so

@@ -3,7 +3,7 @@
 #include <sysexits.h>
 
 #include "log/log.h"
-#include "store/store.h"
+#include "conf/location.h"
 
 /* Remote names come from "[remote.NAME]" section headers, which iniparser lowercases: a location naming
  * "MinIO" could never match, so only the lowercase form is accepted. */

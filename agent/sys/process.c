@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 
 #include "log/log.h"
-#include "shared/process.h"
+#include "sys/process.h"
 
 extern char **environ;
 

@@ -3,7 +3,7 @@
 
 #include <stdint.h>
 
-#include "shared/state.h"
+#include "sys/state.h"
 #include "shared/util.h"
 
 /* Progress of a long operation, shown at most once a second: on a terminal as a rewritten line on stderr,

@@ -2,7 +2,7 @@
 #include <json-c/json.h>
 
 #include "log/log.h"
-#include "shared/state.h"
+#include "sys/state.h"
 
 void job_state_done(JobState *s) {
         free(s->job);

@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#include "shared/fs.h"
+#include "sys/fs.h"
 
 #define RESOLVE_STRICT (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 /* openat2() answers EAGAIN when a rename elsewhere raced with a RESOLVE_BENEATH lookup. */

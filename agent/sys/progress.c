@@ -3,7 +3,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
-#include "shared/progress.h"
+#include "sys/progress.h"
 
 void progress_init(Progress *p, const char *verb, uint64_t total_estimate, const char *state_dir, JobState *state) {
         *p = (Progress){

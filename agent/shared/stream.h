@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <sys/types.h>
+
+#include "shared/util.h"
+
+/* The two ends every streaming stage speaks (pipe/ builds the stages; the S3 client reads into a Sink and
+ * uploads from a Source). A Sink takes bytes and pushes them downstream; a Source pulls bytes from
+ * upstream. Stages own their downstream/upstream and free it with themselves. */
+
+typedef struct Sink Sink;
+struct Sink {
+        int (*write)(Sink *s, const void *buf, size_t n);
+        int (*finish)(Sink *s); /* flush all buffered data downstream and finish the downstream too */
+        void (*free)(Sink *s);
+        Sink *next;
+};
+
+int sink_write(Sink *s, const void *buf, size_t n);
+int sink_finish(Sink *s);
+void sink_free(Sink *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Sink *, sink_free);
+
+typedef struct Source Source;
+struct Source {
+        ssize_t (*read)(Source *s, void *buf, size_t n); /* 0 at end */
+        void (*free)(Source *s);
+        Source *upstream;
+};
+
+ssize_t source_read(Source *s, void *buf, size_t n);
+void source_free(Source *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Source *, source_free);
