@@ -439,7 +439,7 @@ int store_local_open(const char *directory, Store **ret) {
         int r, fd;
 
         if (!directory || directory[0] != '/')
-                return err_set(-EINVAL, 78, "local store path \"%s\" must be absolute", strempty(directory));
+                return err_set(-EINVAL, EX_CONFIG, "local store path \"%s\" must be absolute", strempty(directory));
         r = mkdir_p(directory, 0750);
         if (r < 0)
                 return err_setf(r, "cannot create store directory %s: %m", directory);

@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <sysexits.h>
 
 #include "log/log.h"
 #include "store/manifest.h"
@@ -392,19 +393,19 @@ int backup_list_load(Store *s, const char *job, BackupList *ret) {
 int backup_list_find(const BackupList *l, const char *id_or_latest, const Manifest **ret) {
         if (streq(id_or_latest, "latest")) {
                 if (l->n == 0)
-                        return err_set(-ENOENT, 66, "no backups found");
+                        return err_set(-ENOENT, EX_NOINPUT, "no backups found");
                 *ret = l->items[0];
                 return 0;
         }
         if (!backup_id_valid(id_or_latest))
-                return err_set(-EINVAL, 64, "\"%s\" is not a backup id (YYYYMMDDTHHMMSSZ) or \"latest\"",
+                return err_set(-EINVAL, EX_USAGE, "\"%s\" is not a backup id (YYYYMMDDTHHMMSSZ) or \"latest\"",
                                id_or_latest);
         for (size_t i = 0; i < l->n; i++)
                 if (streq(l->items[i]->id, id_or_latest)) {
                         *ret = l->items[i];
                         return 0;
                 }
-        return err_set(-ENOENT, 66, "no backup %s (see `skyforge-agent list`)", id_or_latest);
+        return err_set(-ENOENT, EX_NOINPUT, "no backup %s (see `skyforge-agent list`)", id_or_latest);
 }
 
 char *backup_size_damage(Store *s, const Manifest *m) {

@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <sysexits.h>
+
 #include "conf/conf.h"
 #include "log/log.h"
 #include "store/store.h"
@@ -132,7 +134,7 @@ static int open_location(const Config *c, const char *location, bool for_write, 
                 return store_local_open(l.path, ret);
         remote = config_find_remote(c, l.remote);
         if (!remote)
-                return err_set(-ENOENT, 78, "location %s names remote \"%s\", but there is no [remote.%s] section",
+                return err_set(-ENOENT, EX_CONFIG, "location %s names remote \"%s\", but there is no [remote.%s] section",
                                location, l.remote, l.remote);
         return store_s3_open(remote, l.bucket, l.prefix, for_write, ret);
 }
