@@ -5,13 +5,12 @@ or pass off a failure as success with "200 OK" and an <Error> body. And SIGTERM 
 while it waits on such a server. All against the scripted peer (fixtures/s3_peer.py): no real server
 sends these replies on demand."""
 import os
-import signal
 import subprocess
 import time
 
 import pytest
 
-from fixtures.agent import AGENT, write_config
+from fixtures.agent import AGENT, sigterm_and_wait, write_config
 from test_s3 import TOOL
 
 KiB = 1024
@@ -218,25 +217,6 @@ def peer_agent(tmp_path, s3_peer, agent_bin):
     return start
 
 
-def sigterm_and_wait(p, peer, bound=10):
-    assert peer.seen.wait(60), "the agent never reached the peer"
-    time.sleep(0.5)  # let it get into the wait (what is measured starts at the signal)
-    t = time.monotonic()
-    p.send_signal(signal.SIGTERM)
-    try:
-        code = p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        pytest.fail("SIGTERM did not stop the agent within 60 s")
-    took = time.monotonic() - t
-    err = p.stderr.read().decode()
-    p.stdout.close()
-    p.stderr.close()
-    assert took < bound, (took, err)
-    return code, err
-
-
 def test_sigterm_stops_a_listing_that_waits_for_a_reply(s3_peer, peer_agent):
     # The server accepts the listing and never answers: the agent waits up to timeout (60 s) per attempt.
     def respond(h, m, path, q):
@@ -245,7 +225,7 @@ def test_sigterm_stops_a_listing_that_waits_for_a_reply(s3_peer, peer_agent):
             return True
         return False
     s3_peer.respond = respond
-    code, err = sigterm_and_wait(peer_agent("verify", "postgres"), s3_peer)
+    code, err = sigterm_and_wait(peer_agent("verify", "postgres"), s3_peer.seen)
     assert code == 75, err  # EX_TEMPFAIL
     assert "cancelled during GET to S3 endpoint" in err, err
 
@@ -253,6 +233,6 @@ def test_sigterm_stops_a_listing_that_waits_for_a_reply(s3_peer, peer_agent):
 def test_sigterm_stops_retries_and_their_backoff(s3_peer, peer_agent):
     # Every listing fails with 503: retried with backoff, max_attempts 100, retry_time 300 s.
     s3_peer.add("GET", "status", (503, "SlowDown"), times=10000)
-    code, err = sigterm_and_wait(peer_agent("verify", "postgres", max_attempts=100), s3_peer)
+    code, err = sigterm_and_wait(peer_agent("verify", "postgres", max_attempts=100), s3_peer.seen)
     assert code == 75, err
     assert "cancelled during GET to S3 endpoint" in err, err

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "sys/fs.h"
+#include "fs-modes.h"
 
 /* root/d/f, root/d/up -> .., root/abs -> /etc: every test runs once with openat2() and once with the
  * openat(O_NOFOLLOW) walk. */
@@ -102,23 +103,7 @@ static void fs_parent_creates_directories_but_not_through_links(void **state) {
         assert_int_equal(open_parent_beneath(t->fd, "", 0, &base), -EINVAL);
 }
 
-static int setup_openat2(void **state) {
-        fs_use_openat2(true);
-        return setup(state);
-}
-
-static int setup_walk(void **state) {
-        fs_use_openat2(false);
-        return setup(state);
-}
-
-/* Each test twice in one group (one TAP plan): with openat2(), and as on a kernel without it. */
-#define BOTH_WAYS(f)                                                                                         \
-        { .name = #f " (openat2)", .test_func = f, .setup_func = setup_openat2, .teardown_func = teardown },  \
-        {                                                                                                    \
-                .name = #f " (openat walk)", .test_func = f, .setup_func = setup_walk,                       \
-                .teardown_func = teardown                                                                    \
-        }
+FS_MODES_SETUPS
 
 int main(void) {
         const struct CMUnitTest tests[] = {

@@ -12,6 +12,7 @@
 #include "sys/fs.h"
 #include "store/manifest.h"
 #include "store/store.h"
+#include "fs-modes.h"
 
 static char root[] = "/tmp/skyforge-test-store-XXXXXX";
 
@@ -351,24 +352,7 @@ static void local_cleanup_stays_inside(void **state) {
         remove_tree(outside);
 }
 
-static int setup_openat2(void **state) {
-        fs_use_openat2(true);
-        return setup(state);
-}
-
-static int setup_walk(void **state) {
-        fs_use_openat2(false);
-        return setup(state);
-}
-
-/* Each test twice in one group (one TAP plan): with openat2(), and as on a kernel without it (one
- * openat(O_NOFOLLOW) per component). */
-#define BOTH_WAYS(f)                                                                                         \
-        { .name = #f " (openat2)", .test_func = f, .setup_func = setup_openat2, .teardown_func = teardown },  \
-        {                                                                                                    \
-                .name = #f " (openat walk)", .test_func = f, .setup_func = setup_walk,                       \
-                .teardown_func = teardown                                                                    \
-        }
+FS_MODES_SETUPS
 
 int main(void) {
         const struct CMUnitTest tests[] = {
