@@ -126,7 +126,7 @@ const Verb verb_config = {
                 "    --connect  also reach what the configuration names and print one line per check\n"
                 "          (\"ok   postgres: ...\", \"FAIL remote offsite: ... (fix)\"):\n"
                 "          PostgreSQL (login, version, a usable pg_dumpall), each location a job uses\n"
-                "          (bucket exists, list, put and delete a probe object .skyforge-probe-RANDOM),\n"
+                "          (bucket exists, list, put and delete a probe object skyforge-probe-RANDOM),\n"
                 "          the mirror source buckets, the Kubernetes API (login, may list Secrets) and\n"
                 "          that identity_file decrypts for recipients; the exit status is the most\n"
                 "          specific failure (78 configuration, 77 permission, 69 unreachable, ...)\n"

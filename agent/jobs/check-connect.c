@@ -106,7 +106,7 @@ static char *probe_name(void) {
                         b[i] = (uint8_t) (now_usec(CLOCK_MONOTONIC) >> (8 * i));
         for (size_t i = 0; i < sizeof b; i++)
                 snprintf(hex + 2 * i, 3, "%02x", b[i]);
-        return xasprintf(".skyforge-probe-%s", hex);
+        return xasprintf("skyforge-probe-%s", hex); /* not hidden: the local store refuses dot names */
 }
 
 /* Lists the location (which also says its bucket exists) and, when the job writes there, puts and deletes

@@ -112,7 +112,7 @@ def test_connect_one_line_per_problem_and_the_most_specific_exit_status(setup, p
     assert len([1 for st, _, _ in r if st == "FAIL"]) == 5, p.stdout
     assert set(fails) == {"postgres", "remote minio", "kubernetes", "age [postgres]", "age [config]"}, p.stdout
     assert "cannot reach PostgreSQL at host=127.0.0.1 port=1" in fails["postgres"]
-    assert re.search(rf'\.skyforge-probe-[0-9a-f]{{16}}\): access key {key} of remote "minio" lacks s3:PutObject '
+    assert re.search(rf'skyforge-probe-[0-9a-f]{{16}}\): access key {key} of remote "minio" lacks s3:PutObject '
                      r"here; grant it in the key's policy", fails["remote minio"]), fails["remote minio"]
     assert 'user "viewer"' in fails["kubernetes"] and "may not list Secrets" in fails["kubernetes"]
     assert f"identity_file {other_key} holds no identity for any of the 1 recipient(s)" in fails["age [postgres]"]
