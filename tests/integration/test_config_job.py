@@ -256,17 +256,7 @@ def test_restore_to_refuses_unsafe_archive(config_setup, tmp_path):
     victim.mkdir()
 
     def tamper(members):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-            for info, data in members:
-                t.addfile(info, io.BytesIO(data) if data is not None else None)
-        blob = subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), check=True, capture_output=True).stdout
-        (store / f"{backup_id}.tar.zst").write_bytes(blob)
-        m = json.loads((store / f"{backup_id}.json").read_text())
-        m["objects"][0]["bytes"] = len(blob)
-        m["objects"][0]["sha256"] = hashlib.sha256(blob).hexdigest()
-        m["bytes"] = len(blob)
-        (store / f"{backup_id}.json").write_text(json.dumps(m))
+        replace_archive(store, backup_id, members)
 
     def file(name, data=b"pwned\n"):
         i = tarfile.TarInfo(name)
