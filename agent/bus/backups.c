@@ -15,7 +15,7 @@
 
 /* One ListBackups call in flight: the child that lists, the pipe it answers on, and the request. */
 struct BackupsCall {
-        Daemon *daemon;
+        BusBackups *owner;
         sd_bus_message *request;
         pid_t pid;
         int fd;
@@ -41,7 +41,7 @@ static void call_free(BackupsCall *c) {
 }
 
 static void call_unlink_free(BackupsCall *c) {
-        for (BackupsCall **p = &c->daemon->backups; *p; p = &(*p)->next)
+        for (BackupsCall **p = &c->owner->calls; *p; p = &(*p)->next)
                 if (*p == c) {
                         *p = c->next;
                         break;
@@ -258,16 +258,16 @@ static int reply_empty(sd_bus_message *request) {
         return r < 0 ? r : 1;
 }
 
-int bus_backups_start(Daemon *d, sd_bus_message *request, const char *job, sd_bus_error *error) {
+int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, sd_bus_error *error) {
         int fds[2];
         BackupsCall *c;
         size_t pending = 0;
         int r;
 
         /* Jobs without manifests (mirror) have no backups to list; neither has a daemon without config. */
-        if (!d->config || (job && !strv_contains((char **) job_listable, job)))
+        if (!b->config || (job && !strv_contains((char **) job_listable, job)))
                 return reply_empty(request);
-        for (BackupsCall *p = d->backups; p; p = p->next)
+        for (BackupsCall *p = b->calls; p; p = p->next)
                 pending++;
         if (pending >= BUS_BACKUPS_MAX_PENDING)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
@@ -277,7 +277,7 @@ int bus_backups_start(Daemon *d, sd_bus_message *request, const char *job, sd_bu
                 return sd_bus_error_set_errnof(error, errno, "cannot list backups: pipe: %m");
 
         c = xmalloc(sizeof *c);
-        *c = (BackupsCall){ .daemon = d, .request = sd_bus_message_ref(request), .fd = -EBADF };
+        *c = (BackupsCall){ .owner = b, .request = sd_bus_message_ref(request), .fd = -EBADF };
         c->pid = fork();
         if (c->pid < 0) {
                 r = -errno;
@@ -288,19 +288,19 @@ int bus_backups_start(Daemon *d, sd_bus_message *request, const char *job, sd_bu
         }
         if (c->pid == 0) {
                 (void) close(fds[0]);
-                child_main(d->config, job, fds[1]);
+                child_main(b->config, job, fds[1]);
         }
         c->fd = fds[0];
         (void) close(fds[1]);
         (void) fcntl(c->fd, F_SETFL, O_NONBLOCK);
 
-        r = sd_event_add_child(d->event, &c->child, c->pid, WEXITED, on_child, c);
+        r = sd_event_add_child(b->ctx->event, &c->child, c->pid, WEXITED, on_child, c);
         if (r >= 0)
                 r = sd_event_source_set_child_process_own(c->child, true);
         if (r >= 0)
-                r = sd_event_add_io(d->event, &c->io, c->fd, EPOLLIN, on_io, c);
+                r = sd_event_add_io(b->ctx->event, &c->io, c->fd, EPOLLIN, on_io, c);
         if (r >= 0)
-                r = sd_event_add_time_relative(d->event, &c->timer, CLOCK_MONOTONIC, BUS_BACKUPS_TIMEOUT_USEC,
+                r = sd_event_add_time_relative(b->ctx->event, &c->timer, CLOCK_MONOTONIC, BUS_BACKUPS_TIMEOUT_USEC,
                                                0, on_timeout, c);
         if (r < 0) {
                 if (!c->child)
@@ -308,16 +308,16 @@ int bus_backups_start(Daemon *d, sd_bus_message *request, const char *job, sd_bu
                 call_free(c);
                 return sd_bus_error_set_errnof(error, -r, "cannot list backups: %m");
         }
-        c->next = d->backups;
-        d->backups = c;
+        c->next = b->calls;
+        b->calls = c;
         return 1;
 }
 
-void bus_backups_stop_all(Daemon *d) {
-        while (d->backups) {
-                BackupsCall *c = d->backups;
+void bus_backups_stop_all(BusBackups *b) {
+        while (b->calls) {
+                BackupsCall *c = b->calls;
 
-                d->backups = c->next;
+                b->calls = c->next;
                 call_free(c); /* kills and reaps the child */
         }
 }

@@ -3,7 +3,7 @@
 
 #include <systemd/sd-bus.h>
 
-#include "bus/daemon.h"
+#include "bus/context.h"
 #include "conf/conf.h"
 
 /* ListBackups answer: per backup (newest first) job, id, started and finished (CLOCK_REALTIME usec), bytes,
@@ -22,6 +22,16 @@
  * listed in a child process (S3 retries can take minutes; the daemon keeps answering and feeding the
  * watchdog meanwhile, and a stop kills the child). d->config NULL (a daemon without a configuration)
  * answers an empty array at once. Returns 1 when the answer is on its way, negative with error set. */
-int bus_backups_start(Daemon *d, sd_bus_message *request, const char *job, sd_bus_error *error);
+typedef struct BackupsCall BackupsCall;
+
+/* The ListBackups calls being answered, each by a forked child that reads the store, so the daemon's event
+ * loop never waits on the network. */
+typedef struct BusBackups {
+        const BusContext *ctx;
+        const Config *config; /* NULL: a daemon without configuration lists nothing */
+        BackupsCall *calls;
+} BusBackups;
+
+int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, sd_bus_error *error);
 /* Kills and forgets every listing still running (the daemon is stopping). */
-void bus_backups_stop_all(Daemon *d);
+void bus_backups_stop_all(BusBackups *b);

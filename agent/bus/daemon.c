@@ -4,7 +4,6 @@
 #include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 
-#include "bus/backups.h"
 #include "bus/daemon.h"
 #include "log/log.h"
 
@@ -18,13 +17,13 @@ BusJob *daemon_find_job(Daemon *d, const char *name) {
 }
 
 static void daemon_done(Daemon *d) {
-        bus_backups_stop_all(d);
+        bus_backups_stop_all(&d->backups);
         for (size_t i = 0; i < BUS_N_JOBS; i++)
                 bus_job_done(&d->jobs[i]);
         sd_event_source_disable_unref(d->inotify_source);
-        sd_bus_flush_close_unref(d->bus);
-        sd_event_unref(d->event);
-        free(d->state_dir);
+        sd_bus_flush_close_unref(d->ctx.bus);
+        sd_event_unref(d->ctx.event);
+        free(d->ctx.state_dir);
         *d = (Daemon){};
 }
 
@@ -37,7 +36,7 @@ static int on_state_dir_event(sd_event_source *s, const struct inotify_event *ev
         if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT)) {
                 /* Without the directory there is nothing to follow; systemd restarts us and StateDirectory=
                  * brings it back. */
-                log_error("State directory %s was removed or moved away; exiting.", d->state_dir);
+                log_error("State directory %s was removed or moved away; exiting.", d->ctx.state_dir);
                 return sd_event_exit(sd_event_source_get_event(s), -ENOENT);
         }
         if (ev->mask & IN_Q_OVERFLOW) {
@@ -63,11 +62,11 @@ static int on_state_dir_event(sd_event_source *s, const struct inotify_event *ev
 static int daemon_init(Daemon *d, const char *state_dir) {
         int r;
 
-        d->state_dir = xstrdup(state_dir);
+        d->ctx.state_dir = xstrdup(state_dir);
         for (size_t i = 0; i < BUS_N_JOBS; i++) {
                 BusJob *j = &d->jobs[i];
                 *j = (BusJob){
-                        .daemon = d,
+                        .ctx = &d->ctx,
                         .name = job_names[i],
                         .unit = xasprintf("skyforge-backup@%s.service", job_names[i]),
                         .timer = xasprintf("skyforge-backup-%s.timer", job_names[i]),
@@ -82,11 +81,11 @@ static int daemon_init(Daemon *d, const char *state_dir) {
                 return err_setf(r, "cannot create the state directory %s: %m (set [agent] state_dir)",
                                 state_dir);
 
-        r = sd_event_default(&d->event);
+        r = sd_event_default(&d->ctx.event);
         if (r < 0)
                 return err_setf(r, "cannot create the event loop: %m");
         /* The events we need exist only when something is written: an idle daemon sleeps in epoll. */
-        r = sd_event_add_inotify(d->event, &d->inotify_source, state_dir,
+        r = sd_event_add_inotify(d->ctx.event, &d->inotify_source, state_dir,
                                  IN_ONLYDIR | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
                                          IN_DELETE_SELF | IN_MOVE_SELF,
                                  on_state_dir_event, d);
@@ -96,13 +95,13 @@ static int daemon_init(Daemon *d, const char *state_dir) {
         for (size_t i = 0; i < BUS_N_JOBS; i++)
                 (void) bus_job_reload(&d->jobs[i], false);
 
-        r = sd_event_add_signal(d->event, NULL, SIGTERM, NULL, NULL);
+        r = sd_event_add_signal(d->ctx.event, NULL, SIGTERM, NULL, NULL);
         if (r >= 0)
-                r = sd_event_add_signal(d->event, NULL, SIGINT, NULL, NULL);
+                r = sd_event_add_signal(d->ctx.event, NULL, SIGINT, NULL, NULL);
         if (r < 0)
                 return err_setf(r, "cannot handle SIGTERM/SIGINT: %m");
         /* Sends WATCHDOG=1 at half of WatchdogSec= when systemd asks for it; nothing otherwise. */
-        r = sd_event_set_watchdog(d->event, true);
+        r = sd_event_set_watchdog(d->ctx.event, true);
         if (r < 0)
                 return err_setf(r, "cannot set up the watchdog: %m");
         return 0;
@@ -111,27 +110,27 @@ static int daemon_init(Daemon *d, const char *state_dir) {
 static int daemon_connect(Daemon *d) {
         int r;
 
-        r = sd_bus_open_system(&d->bus);
+        r = sd_bus_open_system(&d->ctx.bus);
         if (r < 0)
                 return err_setf(r, "cannot connect to the system bus: %m (is dbus running?)");
-        r = sd_bus_add_object_vtable(d->bus, NULL, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE,
+        r = sd_bus_add_object_vtable(d->ctx.bus, NULL, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE,
                                      bus_manager_vtable, d);
         if (r < 0)
                 return err_setf(r, "cannot export %s: %m", BUS_MANAGER_PATH);
         for (size_t i = 0; i < BUS_N_JOBS; i++) {
-                r = sd_bus_add_object_vtable(d->bus, NULL, d->jobs[i].path, BUS_JOB_INTERFACE,
+                r = sd_bus_add_object_vtable(d->ctx.bus, NULL, d->jobs[i].path, BUS_JOB_INTERFACE,
                                              bus_job_vtable, &d->jobs[i]);
                 if (r < 0)
                         return err_setf(r, "cannot export %s: %m", d->jobs[i].path);
         }
-        r = sd_bus_attach_event(d->bus, d->event, SD_EVENT_PRIORITY_NORMAL);
+        r = sd_bus_attach_event(d->ctx.bus, d->ctx.event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return err_setf(r, "cannot attach the bus to the event loop: %m");
         /* Losing the bus ends the loop with a failure: systemd restarts us. */
-        r = sd_bus_set_exit_on_disconnect(d->bus, true);
+        r = sd_bus_set_exit_on_disconnect(d->ctx.bus, true);
         if (r < 0)
                 return err_setf(r, "cannot set up the bus: %m");
-        r = sd_bus_request_name(d->bus, BUS_NAME, 0);
+        r = sd_bus_request_name(d->ctx.bus, BUS_NAME, 0);
         if (r == -EEXIST)
                 return err_set(r, EX_UNAVAILABLE, "%s is already owned by another process on the system bus "
                                "(is skyforge-agent.service already running?)", BUS_NAME);
@@ -147,7 +146,9 @@ int bus_daemon_run(const char *state_dir) {
 }
 
 int bus_daemon_run_config(const Config *config, const char *state_dir) {
-        _cleanup_(daemon_done) Daemon d = { .config = config };
+        _cleanup_(daemon_done) Daemon d = {};
+
+        d.backups = (BusBackups){ .ctx = &d.ctx, .config = config };
         sigset_t mask;
         int r;
 
@@ -169,7 +170,7 @@ int bus_daemon_run_config(const Config *config, const char *state_dir) {
         (void) sd_notifyf(false, "READY=1\nSTATUS=Following %zu jobs in %s", (size_t) BUS_N_JOBS, state_dir);
         log_debug("Serving %s, following %s", BUS_NAME, state_dir);
 
-        r = sd_event_loop(d.event);
+        r = sd_event_loop(d.ctx.event);
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         if (r == -ENOENT)
                 return err_set(r, EX_UNAVAILABLE, "state directory %s disappeared", state_dir);

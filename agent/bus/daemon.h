@@ -4,20 +4,17 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus/backups.h"
+#include "bus/context.h"
 #include "bus/job.h"
 #include "conf/conf.h"
 
-typedef struct BackupsCall BackupsCall;
-
-struct Daemon {
-        sd_event *event;
-        sd_bus *bus;
-        char *state_dir;
-        const Config *config; /* for ListBackups; may be NULL */
-        BackupsCall *backups; /* ListBackups calls being answered (bus/backups.c) */
+typedef struct Daemon {
+        BusContext ctx;
+        BusBackups backups;
         sd_event_source *inotify_source;
         BusJob jobs[BUS_N_JOBS];
-};
+} Daemon;
 
 BusJob *daemon_find_job(Daemon *d, const char *name);
 

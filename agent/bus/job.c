@@ -6,7 +6,6 @@
 #include <sys/pidfd.h>
 #include <time.h>
 
-#include "bus/daemon.h"
 #include "bus/job.h"
 #include "log/log.h"
 
@@ -153,7 +152,7 @@ static void job_watch_process(BusJob *j, bool announce) {
                 job_mark_vanished(j, announce);
                 return;
         }
-        r = sd_event_add_io(j->daemon->event, &j->pid_source, fd, EPOLLIN, on_job_process_exit, j);
+        r = sd_event_add_io(j->ctx->event, &j->pid_source, fd, EPOLLIN, on_job_process_exit, j);
         if (r < 0) {
                 close(fd);
                 log_debug_errno(r, "Cannot watch PID %d of job %s: %m", (int) pid, j->name);
@@ -167,7 +166,7 @@ int bus_job_reload(BusJob *j, bool announce) {
         JobState new = {};
         int r;
 
-        r = job_state_read(j->daemon->state_dir, j->name, &new);
+        r = job_state_read(j->ctx->state_dir, j->name, &new);
         if (r < 0)
                 /* A torn or foreign file: keep what we had; the next write brings a fresh event. */
                 return log_warning_errno(r, "%s, ignoring.", err_message());
@@ -176,7 +175,7 @@ int bus_job_reload(BusJob *j, bool announce) {
 }
 
 static void job_announce(BusJob *j, const char **props, bool finished) {
-        sd_bus *bus = j->daemon->bus;
+        sd_bus *bus = j->ctx->bus;
         int r;
 
         r = sd_bus_emit_properties_changed_strv(bus, j->path, BUS_JOB_INTERFACE, (char **) props);

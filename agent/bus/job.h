@@ -3,6 +3,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "bus/context.h"
 #include "sys/state.h"
 
 #define BUS_NAME "org.skyforge.Agent1"
@@ -17,10 +18,8 @@
 #define BUS_JOB_NAMES "postgres", "mirror", "config"
 #define BUS_N_JOBS 3
 
-typedef struct Daemon Daemon;
-
 typedef struct BusJob {
-        Daemon *daemon;
+        const BusContext *ctx;
         const char *name;
         char *path;   /* /org/skyforge/Agent1/job/<name> */
         char *unit;   /* skyforge-backup@<name>.service */

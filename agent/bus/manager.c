@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-#include "bus/backups.h"
 #include "bus/daemon.h"
 #include "log/log.h"
 
@@ -128,7 +127,7 @@ static int call_systemd_for_job(sd_bus_message *m, void *userdata, sd_bus_error 
         c = xmalloc(sizeof *c);
         *c = (UnitCall){ .request = sd_bus_message_ref(m), .unit = xstrdup(j->unit), .what = what };
         /* Asynchronously: a slow systemd must not stall property reads of the other jobs. */
-        r = sd_bus_call_method_async(d->bus, NULL, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+        r = sd_bus_call_method_async(d->ctx.bus, NULL, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                                      "org.freedesktop.systemd1.Manager", method, unit_call_done, c, "ss",
                                      j->unit, "replace");
         if (r < 0) {
@@ -166,7 +165,7 @@ static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
         /* Answered later: the stores are read off the event loop. */
-        return bus_backups_start(d, m, isempty(name) ? NULL : name, error);
+        return bus_backups_start(&d->backups, m, isempty(name) ? NULL : name, error);
 }
 
 const sd_bus_vtable bus_manager_vtable[] = {

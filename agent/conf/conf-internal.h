@@ -7,6 +7,10 @@
 
 #include "conf/conf.h"
 
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+
+/* keys.c: the key table. */
 typedef enum ConfSection {
         CONF_SECTION_AGENT,
         CONF_SECTION_REMOTE, /* [remote.NAME] */
@@ -76,6 +80,7 @@ typedef struct ConfLoader {
         size_t n_lines;
 } ConfLoader;
 
+/* problems.c */
 void conf_problem(ConfLoader *l, ConfigSeverity severity, unsigned line, const char *fmt, ...)
         _printf_(4, 5);
 /* An error that fails only `config check` and the commands that use the file (ConfigProblem.deferred). */
@@ -85,6 +90,8 @@ void conf_problem_deferred(ConfLoader *l, unsigned line, const char *fmt, ...) _
 unsigned conf_line(const ConfLoader *l, const char *section, const char *key);
 /* The last "key =" line of [section], or NULL when the key was not written. */
 struct ConfLine *conf_key_line(const ConfLoader *l, const char *section, const char *key);
+/* Stable by line: problems on one line stay in the order they were found. */
+void conf_problems_sort(ConfigProblems *p);
 
 /* check.c: value syntax, used while parsing. Return NULL when fine, else a message (to free). */
 char *conf_check_url(const char *value);
@@ -100,6 +107,7 @@ char *conf_inline_secret_message(const char *key);
 int conf_secret_file_open(const char *path, int *ret_fd);
 
 /* check.c: everything across keys and against the file system, on the parsed configuration. */
+/* check.c: the checks that span keys and sections, run by the loader (load.c) after parsing. */
 void conf_check(ConfLoader *l, const Config *c);
 
 /* The section name a problem refers to: "postgres", "remote.minio". */
