@@ -7,16 +7,13 @@
 #include "log/log.h"
 #include "sys/process.h"
 
-/* "all" means every job the configuration enables: postgres always (it has usable defaults), mirror and
- * config when their sections are written. */
+/* "all" means every job the configuration enables. */
 static char **jobs_for_all(const Config *c) {
         char **l = xcalloc(1, sizeof(char *));
 
-        strv_push(&l, xstrdup("postgres"));
-        if (c->mirror.present)
-                strv_push(&l, xstrdup("mirror"));
-        if (c->config.present)
-                strv_push(&l, xstrdup("config"));
+        for (size_t i = 0; job_names[i]; i++)
+                if (config_job_configured(c, job_names[i]))
+                        strv_push(&l, xstrdup(job_names[i]));
         return l;
 }
 

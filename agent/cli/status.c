@@ -75,7 +75,7 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
         if (json)
                 arr = json_object_new_array();
         else
-                printf("%-9s %-8s %-8s %-17s %-20s %-20s %s\n", "JOB", "STATE", "RESULT", "LAST BACKUP",
+                printf("%-9s %-14s %-8s %-17s %-20s %-20s %s\n", "JOB", "STATE", "RESULT", "LAST BACKUP",
                        "LAST SUCCESS", "NEXT RUN", "LAST ERROR / PROGRESS");
         for (size_t i = 0; job_names[i]; i++) {
                 _cleanup_(job_state_done) JobState st = {};
@@ -88,6 +88,12 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
                         return cli_fail(r, "cannot read job state");
                 }
                 fix_stale_running(&st);
+                /* A job without its section is not idle: no timer run will do anything. Its last result
+                 * (from when it was configured) stays visible. */
+                if (!config_job_configured(c, job_names[i]) && !streq_ptr(st.state, "running")) {
+                        free(st.state);
+                        st.state = xstrdup("not configured");
+                }
                 next = next_run_usec(bus, job_names[i]);
                 if (json) {
                         json_object *j = json_object_new_object();
@@ -113,7 +119,7 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
                 } else {
                         _cleanup_free_ char *succ = st.last_success_usec ? format_iso8601(st.last_success_usec) : xstrdup("-");
                         _cleanup_free_ char *nr = next ? format_iso8601(next) : xstrdup("-");
-                        printf("%-9s %-8s %-8s %-17s %-20s %-20s %s\n", job_names[i], st.state,
+                        printf("%-9s %-14s %-8s %-17s %-20s %-20s %s\n", job_names[i], st.state,
                                isempty(st.last_result) ? "-" : st.last_result,
                                isempty(st.last_backup_id) ? "-" : st.last_backup_id, succ, nr,
                                streq(st.state, "running") ? st.progress_text : st.last_error);

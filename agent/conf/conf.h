@@ -126,6 +126,10 @@ const RemoteConfig *config_find_remote(const Config *c, const char *name);
  * remote "minio" is configured, "<state_dir>/backups/<job>" otherwise. */
 char *config_job_destination(const Config *c, const char *job);
 
+/* Whether the configuration enables a job: postgres always (its defaults work: the local socket and the
+ * local store), the others when their section is written. What `run all` runs and `status` shows. */
+bool config_job_configured(const Config *c, const char *job);
+
 /* Reads a secret from a file that must not be readable by group or others. */
 int config_read_secret_file(const char *path, char **ret);
 /* The passfile= of a libpq conninfo, if any, checked like a secret file (libpq silently ignores one that

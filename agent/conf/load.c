@@ -503,6 +503,16 @@ char *config_job_destination(const Config *c, const char *job) {
         return xasprintf("%s/backups/%s", c->agent.state_dir, job);
 }
 
+bool config_job_configured(const Config *c, const char *job) {
+        if (streq(job, "postgres"))
+                return true;
+        if (streq(job, "mirror"))
+                return c->mirror.present;
+        if (streq(job, "config"))
+                return c->config.present;
+        return false;
+}
+
 /* ---- did you mean ---- */
 
 static const char *closest(const char *word, const char *const *candidates, size_t n) {

@@ -77,6 +77,19 @@ def test_install(box, package):
         assert os.stat(box.path(d)).st_mode & 0o7777 == mode, d
 
 
+def test_bash_completion_installed(box):
+    """dh_bash-completion installs conf/bash-completion/skyforge-agent; sourced in bash (with the host's
+    bash-completion), the installed file completes commands."""
+    installed = box.path("/usr/share/bash-completion/completions/skyforge-agent")
+    repo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "conf",
+                        "bash-completion", "skyforge-agent")
+    assert open(installed).read() == open(repo).read()
+    script = (f"source /usr/share/bash-completion/bash_completion; source {installed}; "
+              "COMP_WORDS=(skyforge-agent re); COMP_CWORD=1; COMP_LINE='skyforge-agent re'; COMP_POINT=17; "
+              "_skyforge_agent; echo ${COMPREPLY[@]}")
+    assert sorted(run(["bash", "--norc", "--noprofile", "-c", script]).stdout.split()) == ["recover", "restore"]
+
+
 def test_timers_enabled_and_listed_daemon_active(box):
     for t in TIMERS:
         assert box.exec(["systemctl", "is-enabled", t]).stdout.strip() == "enabled", t
