@@ -28,19 +28,24 @@ static char *describe_target(PGconn *c) {
                          strempty(user));
 }
 
-/* libpq's messages span lines and indent with tabs: fold them into one line for journal and state. */
-static char *one_line(const char *msg) {
+char *pg_message_one_line(const char *msg) {
         char *s = xstrdup(strempty(msg)), *o = s;
-        bool space = false;
+        bool space = false, newline = false;
 
         for (const char *p = s; *p; p++) {
                 if (isspace((unsigned char) *p)) {
                         space = true;
+                        newline = newline || *p == '\n';
                         continue;
                 }
-                if (space && o != s)
+                if (space && o != s) {
+                        /* A new line of libpq's is a new sentence ("...: Connection refused\n\tIs the
+                         * server running...?"): end the one before it. */
+                        if (newline && !strchr(".:;!?,", o[-1]))
+                                *o++ = '.';
                         *o++ = ' ';
-                space = false;
+                }
+                space = newline = false;
                 *o++ = *p;
         }
         *o = 0;
@@ -61,7 +66,7 @@ int pg_preflight(const char *conninfo, PgServerInfo *ret) {
                 return err_set(-ENOMEM, EX_OSERR, "cannot allocate a PostgreSQL connection");
         target = describe_target(c);
         if (PQstatus(c) != CONNECTION_OK) {
-                msg = one_line(PQerrorMessage(c));
+                msg = pg_message_one_line(PQerrorMessage(c));
                 if (strstr(msg, "password authentication failed") || strstr(msg, "no password supplied") ||
                     strstr(msg, "authentication failed") || strstr(msg, "no pg_hba.conf entry") ||
                     (strstr(msg, "role \"") && strstr(msg, "does not exist")))
@@ -82,7 +87,7 @@ int pg_preflight(const char *conninfo, PgServerInfo *ret) {
         info.version = xstrdup(strempty(PQparameterStatus(c, "server_version")));
         res = PQexec(c, "SELECT datname, pg_database_size(oid) FROM pg_database WHERE datallowconn ORDER BY datname");
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-                msg = one_line(PQerrorMessage(c));
+                msg = pg_message_one_line(PQerrorMessage(c));
                 int r = err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: cannot list databases: %s", info.target, msg);
                 pg_server_info_done(&info);
                 return r;

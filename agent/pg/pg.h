@@ -61,3 +61,7 @@ static inline void pqclearp(PGresult **r) {
         if (*r)
                 PQclear(*r);
 }
+
+/* libpq's messages span lines and indent with tabs: one line for the journal and the state file, each of
+ * libpq's lines a sentence ("...failed: Connection refused. Is the server running...?"). */
+char *pg_message_one_line(const char *msg);

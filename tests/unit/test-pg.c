@@ -77,6 +77,25 @@ static void pg_conninfo_hide_password_in_place(void **state) {
 }
 
 /* A later assignment replaces an earlier and an inherited one: the child sees exactly one value. */
+static void message_one_line_ends_each_of_libpqs_lines_as_a_sentence(void **state) {
+        static const struct {
+                const char *in, *want;
+        } cases[] = {
+                { "connection to server on socket \"/run/postgresql/.s.PGSQL.5432\" failed: No such file or "
+                  "directory\n\tIs the server running locally and accepting connections on that socket?\n",
+                  "connection to server on socket \"/run/postgresql/.s.PGSQL.5432\" failed: No such file or "
+                  "directory. Is the server running locally and accepting connections on that socket?" },
+                { "FATAL:  password authentication failed for user \"x\"\n", "FATAL: password authentication "
+                  "failed for user \"x\"" },
+                { "a:\n\tb.\nc\n", "a: b. c" },
+                { "", "" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *s = pg_message_one_line(cases[i].in);
+                assert_string_equal(s, cases[i].want);
+        }
+}
+
 static void child_env_later_assignment_wins(void **state) {
         _cleanup_free_ char *line = NULL;
         char *argv[] = { (char *) "/bin/sh", (char *) "-c",
@@ -105,6 +124,7 @@ int main(void) {
                 cmocka_unit_test(pg_client_conninfo_refuses_what_has_no_variable_and_hides_bad_input),
                 cmocka_unit_test(pg_conninfo_hide_password_in_place),
                 cmocka_unit_test(child_env_later_assignment_wins),
+                cmocka_unit_test(message_one_line_ends_each_of_libpqs_lines_as_a_sentence),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,22 @@
+"""The command line as an operator meets it (issue 19): status wording, and more to come."""
+import json
+
+
+def test_status_shows_jobs_without_a_section_as_not_configured(local_agent, pg):
+    local_agent.configure(postgres={"conninfo": pg.conninfo})
+    st = {j["job"]: j for j in json.loads(local_agent("status", "--json", check=True).stdout)}
+    assert st["postgres"]["state"] == "idle"
+    assert st["mirror"]["state"] == st["config"]["state"] == "not configured"
+    text = local_agent("status", check=True).stdout.splitlines()
+    assert text[2].split()[:3] == ["mirror", "not", "configured"], text
+
+    # A job that ran and then lost its section keeps its last result, and `run all` leaves it out.
+    local_agent.configure(postgres={"conninfo": pg.conninfo}, config={"manifests": local_agent.store})
+    assert json.loads(local_agent("status", "--json", check=True).stdout)[2]["state"] == "idle"
+    # With no sections at all, `run all` runs postgres only (its defaults: the local socket, which has no
+    # server here), and libpq's two lines read as two sentences.
+    local_agent.configure(agent={"state_dir": local_agent.state_dir})
+    p = local_agent("run", "all")
+    assert p.returncode == 69, p.stderr
+    assert "Job postgres started" in p.stderr and "config" not in p.stderr.replace("conninfo", ""), p.stderr
+    assert "No such file or directory. Is the server running locally" in p.stderr, p.stderr
