@@ -10,7 +10,7 @@ PACKAGES="
  python3 python3-pytest python3-boto3 python3-dbus python3-gi
  dbus systemd systemd-container debootstrap util-linux iproute2 procps man-db
  debhelper dh-autoreconf devscripts lintian fakeroot git
- time hyperfine valgrind bc bash-completion
+ time hyperfine valgrind bc bash-completion mandoc
 "
 missing=""
 for p in $PACKAGES; do

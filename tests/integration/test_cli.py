@@ -20,3 +20,14 @@ def test_status_shows_jobs_without_a_section_as_not_configured(local_agent, pg):
     assert p.returncode == 69, p.stderr
     assert "Job postgres started" in p.stderr and "config" not in p.stderr.replace("conninfo", ""), p.stderr
     assert "No such file or directory. Is the server running locally" in p.stderr, p.stderr
+
+
+def test_man_pages_are_lint_clean():
+    """mandoc -Tlint finds nothing at warning level or above in either page (the date it can parse, no
+    unknown macros, no broken lists); style remarks such as long source lines are not counted."""
+    import os
+    import subprocess
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    pages = [os.path.join(root, "man", p) for p in ("skyforge-agent.8", "skyforge-agent.conf.5")]
+    p = subprocess.run(["mandoc", "-Tlint", "-W", "warning"] + pages, capture_output=True, text=True)
+    assert p.returncode == 0 and not (p.stdout + p.stderr).strip(), p.stdout + p.stderr
