@@ -26,6 +26,7 @@ size_t bus_job_changed_properties(const JobState *old, const JobState *new,
 
         CHANGED_STR(state, "State");
         CHANGED_NUM(progress, "Progress");
+        CHANGED_STR(progress_text, "ProgressText");
         CHANGED_STR(last_result, "LastResult");
         CHANGED_STR(last_error, "LastError");
         CHANGED_STR(last_backup_id, "LastBackupId");
@@ -252,6 +253,8 @@ const sd_bus_vtable bus_job_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("State", "s", NULL, JOB_FIELD(state), EMITS),
         SD_BUS_PROPERTY("Progress", "d", NULL, JOB_FIELD(progress), EMITS),
+        /* The line systemctl status shows (STATUS=): bytes, percent, rate and ETA. */
+        SD_BUS_PROPERTY("ProgressText", "s", NULL, JOB_FIELD(progress_text), EMITS),
         SD_BUS_PROPERTY("LastResult", "s", NULL, JOB_FIELD(last_result), EMITS),
         SD_BUS_PROPERTY("LastError", "s", NULL, JOB_FIELD(last_error), EMITS),
         SD_BUS_PROPERTY("LastBackupId", "s", NULL, JOB_FIELD(last_backup_id), EMITS),

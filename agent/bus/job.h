@@ -34,7 +34,7 @@ typedef struct BusJob {
 extern const sd_bus_vtable bus_job_vtable[];
 
 /* The number of Job properties; a change list never holds more. */
-#define BUS_JOB_PROPERTIES_MAX 11
+#define BUS_JOB_PROPERTIES_MAX 12
 
 /* Which properties of org.skyforge.Agent1.Job differ between two readings of a job's state file: fills
  * ret with their names (NULL-terminated) and returns how many. NextElapseUSec is listed whenever the job

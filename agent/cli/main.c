@@ -3,6 +3,7 @@
 
 #include "cli/cli.h"
 #include "log/log.h"
+#include "sys/progress.h"
 
 static const Verb *const verbs[] = {
         &verb_run, &verb_list, &verb_status, &verb_restore, &verb_prune, &verb_config, &verb_keygen,
@@ -27,6 +28,8 @@ static void usage(FILE *f) {
               "Options:\n"
               "  -c, --config FILE                  configuration file (default " CONFIG_DEFAULT_PATH ")\n"
               "  -v, --verbose                      log debug messages\n"
+              "      --progress, --no-progress      draw the progress line on stderr even when it is not a\n"
+              "                                     terminal, or never (default: on a terminal)\n"
               "  -h, --help                         show this help (COMMAND --help for a command)\n"
               "      --version                      show the version\n"
               "\n"
@@ -117,6 +120,8 @@ int cli_main(int argc, char *argv[]) {
                 { "verbose", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
+                { "progress", no_argument, NULL, 'P' },
+                { "no-progress", no_argument, NULL, 'N' },
                 {},
         };
         CliContext ctx = { .config_path = CONFIG_DEFAULT_PATH };
@@ -138,6 +143,12 @@ int cli_main(int argc, char *argv[]) {
                         return 0;
                 case 'V':
                         return verb_version_run(&ctx, 0, NULL);
+                case 'P':
+                        progress_set_mode(PROGRESS_ALWAYS);
+                        break;
+                case 'N':
+                        progress_set_mode(PROGRESS_NEVER);
+                        break;
                 default:
                         fputs("Try 'skyforge-agent --help'.\n", stderr);
                         return EX_USAGE;

@@ -14,6 +14,7 @@ typedef struct Progress {
         uint64_t total_estimate; /* 0: unknown */
         uint64_t done;
         bool count_objects;      /* also show objects_done/objects_total (mirror) */
+        bool total_final;        /* count_objects: the totals are complete (listing done): an ETA is fair */
         uint64_t objects_done;
         uint64_t objects_total;
         uint64_t start_usec;
@@ -24,6 +25,19 @@ typedef struct Progress {
         const char *state_dir;   /* optional: where to update the state */
         JobState *state;
 } Progress;
+
+/* Whether a terminal line is drawn on stderr: auto (stderr is a terminal and SKYFORGE_NO_PROGRESS is not
+ * set), always (--progress), never (--no-progress). STATUS= and the state file are not affected. */
+typedef enum ProgressMode {
+        PROGRESS_AUTO,
+        PROGRESS_ALWAYS,
+        PROGRESS_NEVER,
+} ProgressMode;
+void progress_set_mode(ProgressMode mode);
+
+/* "ETA 1h02m", "ETA 3m05s", "ETA 12s" for the time left; "" when it cannot be told yet. */
+void progress_format_eta(uint64_t left_usec, char *buf, size_t len);
+#define PROGRESS_ETA_MAX 32
 
 void progress_init(Progress *p, const char *verb, uint64_t total_estimate, const char *state_dir, JobState *state);
 void progress_update(Progress *p, uint64_t done);

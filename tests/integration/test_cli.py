@@ -31,3 +31,40 @@ def test_man_pages_are_lint_clean():
     pages = [os.path.join(root, "man", p) for p in ("skyforge-agent.8", "skyforge-agent.conf.5")]
     p = subprocess.run(["mandoc", "-Tlint", "-W", "warning"] + pages, capture_output=True, text=True)
     assert p.returncode == 0 and not (p.stdout + p.stderr).strip(), p.stdout + p.stderr
+
+
+def run_with_terminal(agent, *args):
+    """Runs the agent with stderr on a pseudo-terminal; returns (exit code, what it drew there)."""
+    import os
+    import pty
+    import subprocess
+    master, slave = pty.openpty()
+    from fixtures.agent import AGENT
+    p = subprocess.Popen([AGENT, "-c", str(agent.config_path), *args], stdout=subprocess.PIPE,
+                         stderr=slave, env={k: v for k, v in agent.env.items() if k != "SKYFORGE_NO_PROGRESS"})
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    p.communicate(timeout=300)
+    return p.returncode, out.decode(errors="replace")
+
+
+def test_progress_follows_the_terminal_unless_told(local_agent, pg):
+    local_agent.configure(postgres={"conninfo": pg.conninfo, "destination": local_agent.store / "pg"})
+    rc, drawn = run_with_terminal(local_agent, "run", "postgres")
+    assert rc == 0 and "\r\x1b[Kdumping: " in drawn, drawn
+    rc, drawn = run_with_terminal(local_agent, "--no-progress", "run", "postgres")
+    assert rc == 0 and "dumping: " not in drawn and "\x1b[K" not in drawn, drawn
+    # --progress draws it on a pipe too (for a log that wants it).
+    p = local_agent("--progress", "run", "postgres", check=True)
+    assert "\x1b[Kdumping: " in p.stderr, p.stderr  # (text mode reads the \r as a new line)
+    p = local_agent("run", "postgres", check=True)
+    assert "dumping: " not in p.stderr, p.stderr

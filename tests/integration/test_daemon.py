@@ -29,7 +29,7 @@ JOBS = ["postgres", "mirror", "config"]
 JOB_PROPERTIES = {
     "State": "s", "Progress": "d", "LastResult": "s", "LastError": "s", "LastBackupId": "s",
     "LastBytes": "t", "LastStartUSec": "t", "LastEndUSec": "t", "LastSuccessUSec": "t",
-    "NextElapseUSec": "t", "LastVerify": "s",
+    "NextElapseUSec": "t", "LastVerify": "s", "ProgressText": "s",
 }
 
 
@@ -259,11 +259,13 @@ def test_state_file_change_emits_properties_changed_and_reads_back(daemon, signa
     write_state(daemon.state_dir, "postgres", state="running", last_start_usec=start, progress=0.0,
                 progress_text="dumping: 0 B of ~3.4 GiB (0 %), 0 B/s", pid=os.getpid())
     signals.wait_for(properties_changed("postgres", State="running"), what="PropertiesChanged State=running")
+    line = "dumping: 1.2 GiB of ~3.4 GiB (35 %), 41 MiB/s, ETA 54s"
     write_state(daemon.state_dir, "postgres", state="running", last_start_usec=start, progress=0.35,
-                pid=os.getpid())
+                progress_text=line, pid=os.getpid())
     sig = signals.wait_for(properties_changed("postgres", Progress=0.35), what="PropertiesChanged Progress")
-    # Only what changed is announced.
-    assert set(sig[3][1]) == {"Progress"}
+    # Only what changed is announced: the fraction and the line systemctl status shows.
+    assert set(sig[3][1]) == {"Progress", "ProgressText"}
+    assert get_property(daemon.bus, "postgres", "ProgressText") == line
     assert get_property(daemon.bus, "postgres", "State") == "running"
     assert get_property(daemon.bus, "postgres", "Progress") == 0.35
     assert get_property(daemon.bus, "postgres", "LastStartUSec") == start

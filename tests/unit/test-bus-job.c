@@ -52,6 +52,11 @@ static void progress_alone_changes_only_progress(void **unused) {
         b.progress = 0.5;
         assert_int_equal(bus_job_changed_properties(&a, &b, props), 1);
         assert_string_equal(props[0], "Progress");
+        /* The line beside it changes with it. */
+        a.progress_text = "dumping: 1 KiB of ~4 KiB (25 %), 1 KiB/s, ETA 3s";
+        b.progress_text = "dumping: 2 KiB of ~4 KiB (50 %), 1 KiB/s, ETA 2s";
+        assert_int_equal(bus_job_changed_properties(&a, &b, props), 2);
+        assert_true(listed(props, "ProgressText"));
         assert_false(bus_job_finished(&a, &b));
 }
 
@@ -94,7 +99,8 @@ static void every_property_can_change_at_once(void **unused) {
         JobState a = idle_state();
         JobState b = { .job = "postgres", .state = "running", .last_result = "failed", .last_error = "x",
                        .last_backup_id = "20261126T020000Z", .last_bytes = 1, .last_start_usec = 1,
-                       .last_end_usec = 2, .last_success_usec = 3, .progress = 0.5, .last_verify = "ok" };
+                       .last_end_usec = 2, .last_success_usec = 3, .progress = 0.5, .last_verify = "ok",
+                       .progress_text = "dumping" };
         const char *props[BUS_JOB_PROPERTIES_MAX + 1];
 
         assert_int_equal(bus_job_changed_properties(&a, &b, props), BUS_JOB_PROPERTIES_MAX);

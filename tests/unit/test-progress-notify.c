@@ -127,6 +127,49 @@ static void progress_lands_in_the_state_file_for_the_daemon(void **state) {
         progress_done(&p);
 }
 
+static void eta_follows_the_average_rate_once_there_is_one(void **state) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        _cleanup_free_ char *early = NULL, *line = NULL, *objects = NULL, *final = NULL;
+        Progress p;
+
+        progress_init(&p, "dumping", 4000, NULL, NULL);
+        /* 1 s in: too early to extrapolate. */
+        p.start_usec = now - USEC_PER_SEC;
+        progress_update(&p, 100);
+        early = progress_format(&p, now);
+        assert_null(strstr(early, "ETA"));
+        /* A quarter in 10 s: 30 s left. */
+        p.start_usec = now - 10 * USEC_PER_SEC;
+        p.done = 1000;
+        line = progress_format(&p, now);
+        assert_non_null(strstr(line, "dumping: 1000 B of ~3.9 KiB (25 %), 100 B/s, ETA 30s"));
+        /* Object counts whose totals still grow (listing) get no ETA until they are final. */
+        p.count_objects = true;
+        objects = progress_format(&p, now);
+        assert_null(strstr(objects, "ETA"));
+        p.total_final = true;
+        final = progress_format(&p, now);
+        assert_non_null(strstr(final, ", ETA 30s"));
+        progress_done(&p);
+}
+
+static void eta_reads_like_a_clock(void **state) {
+        static const struct {
+                uint64_t sec;
+                const char *want;
+        } cases[] = {
+                { 0, "ETA 0s" },          { 59, "ETA 59s" },       { 60, "ETA 1m00s" },
+                { 3599, "ETA 59m59s" },   { 3600, "ETA 1h00m" },   { 3725, "ETA 1h02m" },
+                { 99 * 3600, "ETA 99h00m" }, { 100 * 3600, "ETA >4d" },
+        };
+        char buf[PROGRESS_ETA_MAX];
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                progress_format_eta(cases[i].sec * USEC_PER_SEC, buf, sizeof buf);
+                assert_string_equal(buf, cases[i].want);
+        }
+}
+
 #define TEST(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
 
 int main(void) {
@@ -135,6 +178,8 @@ int main(void) {
                 TEST(status_is_sent_at_most_once_a_second),
                 TEST(done_clears_the_status),
                 TEST(progress_lands_in_the_state_file_for_the_daemon),
+                TEST(eta_follows_the_average_rate_once_there_is_one),
+                TEST(eta_reads_like_a_clock),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
