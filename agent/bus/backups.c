@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <json-c/json.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -9,7 +11,6 @@
 #include <unistd.h>
 
 #include "bus/backups.h"
-#include "jobs/job.h"
 #include "log/log.h"
 #include "shared/util.h"
 
@@ -19,6 +20,7 @@ struct BackupsCall {
         sd_bus_message *request;
         pid_t pid;
         int fd;
+        int err_fd; /* the child's stderr (a memfd): its error message, read once it is gone */
         sd_event_source *io, *child, *timer;
         char *buf;
         size_t len, cap;
@@ -35,6 +37,8 @@ static void call_free(BackupsCall *c) {
         sd_event_source_disable_unref(c->child);
         if (c->fd >= 0)
                 (void) close(c->fd);
+        if (c->err_fd >= 0)
+                (void) close(c->err_fd);
         sd_bus_message_unref(c->request);
         free(c->buf);
         free(c);
@@ -49,13 +53,23 @@ static void call_unlink_free(BackupsCall *c) {
         call_free(c);
 }
 
-/* ---- the child: list and write one line per backup, or one line "E<TAB>message" ---- */
+/* ---- the child: `skyforge-agent -c CONFIG list [JOB] --json`, its stdout into the pipe ---- */
 
-static _noreturn_ void child_main(const Config *c, const char *job, int fd) {
-        _cleanup_(backup_list_done) BackupList l = {};
+static _noreturn_ void child_main(const BusBackups *b, const char *job, int out_fd, int err_fd) {
+        const char *argv[8];
+        size_t n = 0;
         sigset_t none;
-        FILE *f;
-        int r;
+
+        argv[n++] = b->agent_path;
+        if (b->config_path) {
+                argv[n++] = "-c";
+                argv[n++] = b->config_path;
+        }
+        argv[n++] = "list";
+        argv[n++] = "--json";
+        if (job)
+                argv[n++] = job;
+        argv[n] = NULL;
 
         /* Not the daemon's signal handling: die on SIGTERM, and with the daemon. */
         sigemptyset(&none);
@@ -64,22 +78,15 @@ static _noreturn_ void child_main(const Config *c, const char *job, int fd) {
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() == 1)
                 _exit(EX_SOFTWARE);
-        f = fdopen(fd, "w");
-        if (!f)
+        if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(err_fd, STDERR_FILENO) < 0)
                 _exit(EX_OSERR);
-        r = job_list_backups(c, job, &l);
-        if (r < 0) {
-                fprintf(f, "E\t%s\n", err_message() ?: strerror(-r));
-                (void) fflush(f);
-                _exit(EX_UNAVAILABLE);
-        }
-        for (size_t i = 0; i < l.n; i++) {
-                const Manifest *b = l.items[i];
-
-                fprintf(f, "B\t%s\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%d\n", b->job, b->id,
-                        b->started_usec, b->finished_usec, b->bytes, b->encrypted ? 1 : 0);
-        }
-        _exit(fflush(f) == 0 ? EX_OK : EX_IOERR);
+        /* The listing is not the service: it must not talk to systemd in the daemon's name. */
+        (void) unsetenv("NOTIFY_SOCKET");
+        (void) unsetenv("WATCHDOG_USEC");
+        (void) unsetenv("WATCHDOG_PID");
+        execv(b->agent_path, (char **) argv);
+        dprintf(STDERR_FILENO, "cannot run %s: %m\n", b->agent_path);
+        _exit(EX_OSERR);
 }
 
 /* ---- the daemon's side ---- */
@@ -99,52 +106,99 @@ static int reply_error(BackupsCall *c, const char *fmt, ...) {
         return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED, "cannot list backups: %s", msg);
 }
 
-static int parse_u64(const char *s, uint64_t *ret) {
-        char *end;
+static int reply_empty(sd_bus_message *request) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
 
-        if (!s || !*s || *s < '0' || *s > '9')
-                return -EINVAL;
-        errno = 0;
-        *ret = strtoull(s, &end, 10);
-        return errno != 0 || *end ? -EINVAL : 0;
+        r = sd_bus_message_new_method_return(request, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(sstttb)");
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+        return r < 0 ? r : 1;
 }
 
-/* Splits the next tab-separated field off *p (NULL when the line has no more). */
-static char *next_field(char **p) {
-        char *s = *p, *tab;
+/* The last line the child wrote to stderr, without our program name: the error `list` reported. */
+static char *child_error(BackupsCall *c) {
+        char buf[4096], *line, *nl;
+        off_t size = lseek(c->err_fd, 0, SEEK_END);
+        ssize_t n;
 
-        if (!s)
+        if (size <= 0)
                 return NULL;
-        tab = strchr(s, '\t');
-        if (tab) {
-                *tab = '\0';
-                *p = tab + 1;
-        } else
-                *p = NULL;
-        return s;
+        n = pread(c->err_fd, buf, sizeof buf - 1, MAX(size - (off_t) (sizeof buf - 1), (off_t) 0));
+        if (n <= 0)
+                return NULL;
+        buf[n] = '\0';
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+                buf[--n] = '\0';
+        nl = strrchr(buf, '\n');
+        line = nl ? nl + 1 : buf;
+        return xstrdup(startswith(line, "skyforge-agent: ") ?: line);
+}
+
+static void json_putp(json_object **o) {
+        json_object_put(*o);
+}
+
+/* The whole text as one JSON value, or NULL. */
+static json_object *json_parse_all(const char *text, size_t len) {
+        struct json_tokener *tok = json_tokener_new();
+        json_object *o;
+
+        if (!tok)
+                return NULL;
+        o = json_tokener_parse_ex(tok, text, (int) MIN(len, (size_t) INT32_MAX));
+        if (o && json_tokener_get_error(tok) != json_tokener_success) {
+                json_object_put(o);
+                o = NULL;
+        }
+        json_tokener_free(tok);
+        return o;
+}
+
+static bool json_u64(json_object *o, const char *key, uint64_t *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+                return false;
+        *ret = json_object_get_uint64(v);
+        return true;
+}
+
+static const char *json_str(json_object *o, const char *key) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
 }
 
 static int reply_from_output(BackupsCall *c, int status) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        char *line, *save = NULL;
+        _cleanup_(json_putp) json_object *list = NULL;
         int r;
 
         c->replied = true;
-        if (c->len == c->cap)
-                c->buf = xrealloc(c->buf, ++c->cap);
-        c->buf[c->len] = '\0';
-        if (c->len > 0 && c->buf[0] == 'E' && c->buf[1] == '\t') {
-                char *nl = strchr(c->buf + 2, '\n');
-                if (nl)
-                        *nl = '\0';
-                return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED, "cannot list backups: %s",
-                                                  c->buf + 2);
-        }
-        if (status != 0)
+        if (status == EX_USAGE)
+                /* The daemon passed a job it knows; `list` refusing it means the job keeps no backups (mirror). */
+                return reply_empty(c->request);
+        if (status != 0) {
+                _cleanup_free_ char *why = child_error(c);
+                if (why)
+                        return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED, "cannot list backups: %s",
+                                                          why);
                 return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED,
                                                   "cannot list backups: the listing process failed (%s %d)",
                                                   status > 128 ? "signal" : "exit status",
                                                   status > 128 ? status - 128 : status);
+        }
+        list = json_parse_all(c->buf, c->len);
+        if (!list || !json_object_is_type(list, json_type_array))
+                return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED,
+                                                  "cannot list backups: garbled answer from the listing process");
 
         r = sd_bus_message_new_method_return(c->request, &reply);
         if (r < 0)
@@ -152,18 +206,17 @@ static int reply_from_output(BackupsCall *c, int status) {
         r = sd_bus_message_open_container(reply, 'a', "(sstttb)");
         if (r < 0)
                 return r;
-        for (line = strtok_r(c->buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-                char *p = line, *kind = next_field(&p), *job = next_field(&p), *id = next_field(&p);
-                char *started = next_field(&p), *finished = next_field(&p), *bytes = next_field(&p);
-                char *enc = next_field(&p);
+        for (size_t i = 0; i < json_object_array_length(list); i++) {
+                json_object *m = json_object_array_get_idx(list, i), *enc;
+                const char *job = json_str(m, "job"), *id = json_str(m, "id");
                 uint64_t s, f, b;
 
-                if (!enc || !streq(kind, "B") || parse_u64(started, &s) < 0 || parse_u64(finished, &f) < 0 ||
-                    parse_u64(bytes, &b) < 0)
+                if (!job || !id || !json_u64(m, "started_usec", &s) || !json_u64(m, "finished_usec", &f) ||
+                    !json_u64(m, "bytes", &b) || !json_object_object_get_ex(m, "encrypted", &enc))
                         return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED,
                                                           "cannot list backups: garbled answer from the "
                                                           "listing process");
-                r = sd_bus_message_append(reply, "(sstttb)", job, id, s, f, b, streq(enc, "1"));
+                r = sd_bus_message_append(reply, "(sstttb)", job, id, s, f, b, json_object_get_boolean(enc));
                 if (r < 0)
                         return r;
         }
@@ -244,19 +297,6 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int reply_empty(sd_bus_message *request) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
-
-        r = sd_bus_message_new_method_return(request, &reply);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', "(sstttb)");
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        if (r >= 0)
-                r = sd_bus_send(NULL, reply, NULL);
-        return r < 0 ? r : 1;
-}
 
 int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, sd_bus_error *error) {
         int fds[2];
@@ -264,8 +304,8 @@ int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, s
         size_t pending = 0;
         int r;
 
-        /* Jobs without manifests (mirror) have no backups to list; neither has a daemon without config. */
-        if (!b->config || (job && !strv_contains((char **) job_listable, job)))
+        /* A daemon started without the agent to list with answers that there is nothing. */
+        if (!b->agent_path)
                 return reply_empty(request);
         for (BackupsCall *p = b->calls; p; p = p->next)
                 pending++;
@@ -273,11 +313,14 @@ int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, s
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
                                          "%zu listings of backups are already running; try again when they end",
                                          pending);
-        if (pipe2(fds, O_CLOEXEC) < 0)
-                return sd_bus_error_set_errnof(error, errno, "cannot list backups: pipe: %m");
-
         c = xmalloc(sizeof *c);
-        *c = (BackupsCall){ .owner = b, .request = sd_bus_message_ref(request), .fd = -EBADF };
+        *c = (BackupsCall){ .owner = b, .request = sd_bus_message_ref(request), .fd = -EBADF, .err_fd = -EBADF };
+        c->err_fd = memfd_create("skyforge-list-stderr", MFD_CLOEXEC);
+        if (c->err_fd < 0 || pipe2(fds, O_CLOEXEC) < 0) {
+                r = -errno;
+                call_free(c);
+                return sd_bus_error_set_errnof(error, -r, "cannot list backups: %m");
+        }
         c->pid = fork();
         if (c->pid < 0) {
                 r = -errno;
@@ -288,7 +331,7 @@ int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, s
         }
         if (c->pid == 0) {
                 (void) close(fds[0]);
-                child_main(b->config, job, fds[1]);
+                child_main(b, job, fds[1], c->err_fd);
         }
         c->fd = fds[0];
         (void) close(fds[1]);

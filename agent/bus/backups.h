@@ -4,7 +4,6 @@
 #include <systemd/sd-bus.h>
 
 #include "bus/context.h"
-#include "conf/conf.h"
 
 /* ListBackups answer: per backup (newest first) job, id, started and finished (CLOCK_REALTIME usec), bytes,
  * encrypted — the fields of `skyforge-agent list --json`. */
@@ -18,20 +17,24 @@
 /* What a listing may send back (about 80 bytes a backup). */
 #define BUS_BACKUPS_MAX_REPLY (16u << 20)
 
-/* Answers the ListBackups call request for job (NULL: all jobs) later, from the event loop: the stores are
- * listed in a child process (S3 retries can take minutes; the daemon keeps answering and feeding the
- * watchdog meanwhile, and a stop kills the child). d->config NULL (a daemon without a configuration)
- * answers an empty array at once. Returns 1 when the answer is on its way, negative with error set. */
 typedef struct BackupsCall BackupsCall;
 
 /* The ListBackups calls being answered, each by a forked child that reads the store, so the daemon's event
  * loop never waits on the network. */
 typedef struct BusBackups {
         const BusContext *ctx;
-        const Config *config; /* NULL: a daemon without configuration lists nothing */
+        /* ListBackups runs `AGENT_PATH [-c CONFIG_PATH] list [JOB] --json` in a child and answers from
+         * its output: the daemon itself never loads the S3, PostgreSQL or age code (nor their libraries).
+         * agent_path NULL: there is nothing to list; config_path NULL: the agent's default file. */
+        const char *agent_path;
+        const char *config_path;
         BackupsCall *calls;
 } BusBackups;
 
+/* Answers the ListBackups call request for job (NULL: all jobs) later, from the event loop: the stores are
+ * listed in a child process (S3 retries can take minutes; the daemon keeps answering and feeding the
+ * watchdog meanwhile, and a stop kills the child). Without agent_path the answer, an empty array, is
+ * sent at once. Returns 1 when the answer is on its way, negative with error set. */
 int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, sd_bus_error *error);
 /* Kills and forgets every listing still running (the daemon is stopping). */
 void bus_backups_stop_all(BusBackups *b);

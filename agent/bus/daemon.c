@@ -142,13 +142,13 @@ static int daemon_connect(Daemon *d) {
 }
 
 int bus_daemon_run(const char *state_dir) {
-        return bus_daemon_run_config(NULL, state_dir);
+        return bus_daemon_run_listing(state_dir, NULL, NULL);
 }
 
-int bus_daemon_run_config(const Config *config, const char *state_dir) {
+int bus_daemon_run_listing(const char *state_dir, const char *agent_path, const char *config_path) {
         _cleanup_(daemon_done) Daemon d = {};
 
-        d.backups = (BusBackups){ .ctx = &d.ctx, .config = config };
+        d.backups = (BusBackups){ .ctx = &d.ctx, .agent_path = agent_path, .config_path = config_path };
         sigset_t mask;
         int r;
 

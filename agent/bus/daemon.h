@@ -7,7 +7,6 @@
 #include "bus/backups.h"
 #include "bus/context.h"
 #include "bus/job.h"
-#include "conf/conf.h"
 
 typedef struct Daemon {
         BusContext ctx;
@@ -22,7 +21,7 @@ BusJob *daemon_find_job(Daemon *d, const char *name);
  * $DBUS_SYSTEM_BUS_ADDRESS names, if set) and follows the state files with inotify until SIGTERM or SIGINT.
  * Returns 0 on a clean stop, negative errno with err_message() set otherwise. */
 int bus_daemon_run(const char *state_dir);
-/* Same, answering ListBackups from the job destinations of config. */
-int bus_daemon_run_config(const Config *config, const char *state_dir);
+/* Same, answering ListBackups with `agent_path -c config_path list --json` (see bus/backups.h). */
+int bus_daemon_run_listing(const char *state_dir, const char *agent_path, const char *config_path);
 
 extern const sd_bus_vtable bus_manager_vtable[];
