@@ -32,6 +32,11 @@ int cli_load_config(CliContext *ctx, Config **ret);
 int cli_fail(int r, const char *what);
 /* Parses the options of a command whose only option is --json; returns 0 or EX_USAGE. */
 int cli_parse_json_option(int argc, char *argv[], bool *ret_json);
+/* For getopt_long()'s '?' (with opterr = 0): says which option of command (NULL: the global ones) is
+ * unknown, with the closest known one, or which needs an argument; returns EX_USAGE. */
+struct option;
+int cli_bad_option(const char *command, const char *shortopts, const struct option *options, int argc,
+                   char *argv[]);
 /* "--help" handling for a command: prints the usage and help text. */
 void cli_verb_help(const Verb *v, FILE *f);
 

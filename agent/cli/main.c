@@ -11,35 +11,182 @@ static const Verb *const verbs[] = {
         &verb_verify, &verb_recover,
 };
 
-static void usage(FILE *f) {
-        fputs("Usage: skyforge-agent [-c FILE] COMMAND [ARGS...]\n"
-              "\n"
-              "Backs up PostgreSQL, MinIO and the cluster configuration of a Skyforge node, and restores them.\n"
-              "\n"
-              "Commands:\n", f);
-        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
-                _cleanup_free_ char *head = xasprintf("%s %s", verbs[i]->name, verbs[i]->args);
-                if (strlen(head) > 34)
-                        fprintf(f, "  %s\n  %-34s %s\n", head, "", verbs[i]->summary);
-                else
-                        fprintf(f, "  %-34s %s\n", head, verbs[i]->summary);
+/* The commands as an operator looks for them. A command in no group is listed under "Other". */
+static const struct {
+        const char *title;
+        const char *const *names;
+} groups[] = {
+        { "Back up", (const char *const[]){ "run", NULL } },
+        { "Look", (const char *const[]){ "status", "list", "verify", NULL } },
+        { "Restore", (const char *const[]){ "restore", "recover", NULL } },
+        { "Maintain", (const char *const[]){ "prune", "daemon", NULL } },
+        { "Set up", (const char *const[]){ "config", "keygen", "version", NULL } },
+};
+
+#define USAGE_WIDTH 80
+
+/* Writes text with the cursor at column at (after a space when space_first), breaking at spaces before
+ * USAGE_WIDTH and going on at column indent. */
+static void print_wrapped(FILE *f, size_t at, size_t indent, bool space_first, const char *text) {
+        size_t col = at;
+        bool space = space_first;
+
+        for (text += strspn(text, " "); *text; text += strspn(text, " ")) {
+                size_t word = strcspn(text, " ");
+                if (col > indent && col + space + word > USAGE_WIDTH) {
+                        fprintf(f, "\n%*s", (int) indent, "");
+                        col = indent;
+                } else if (space) {
+                        fputc(' ', f);
+                        col++;
+                }
+                fprintf(f, "%.*s", (int) word, text);
+                col += word;
+                text += word;
+                space = true;
         }
+        fputc('\n', f);
+}
+
+static bool verb_grouped(const Verb *v) {
+        for (size_t g = 0; g < ELEMENTSOF(groups); g++)
+                for (const char *const *n = groups[g].names; *n; n++)
+                        if (streq(*n, v->name))
+                                return true;
+        return false;
+}
+
+static const Verb *verb_find(const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i]->name, name))
+                        return verbs[i];
+        return NULL;
+}
+
+static void usage_verb_line(FILE *f, const Verb *v) {
+        fprintf(f, "  %-10s", v->name);
+        print_wrapped(f, 12, 12, false, v->summary);
+}
+
+static void usage(FILE *f) {
+        bool other = false;
+
+        fputs("Usage: skyforge-agent [OPTIONS] COMMAND [ARGS...]\n"
+              "\n"
+              "Backs up PostgreSQL, MinIO and the cluster configuration of a Skyforge node, and\n"
+              "restores them.\n", f);
+        for (size_t g = 0; g < ELEMENTSOF(groups); g++) {
+                fprintf(f, "\n%s:\n", groups[g].title);
+                for (const char *const *n = groups[g].names; *n; n++) {
+                        const Verb *v = verb_find(*n);
+                        if (v)
+                                usage_verb_line(f, v);
+                }
+        }
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (!verb_grouped(verbs[i])) {
+                        if (!other)
+                                fputs("\nOther:\n", f);
+                        other = true;
+                        usage_verb_line(f, verbs[i]);
+                }
         fputs("\n"
               "Options:\n"
-              "  -c, --config FILE                  configuration file (default " CONFIG_DEFAULT_PATH ")\n"
-              "  -v, --verbose                      log debug messages\n"
-              "      --progress, --no-progress      draw the progress line on stderr even when it is not a\n"
-              "                                     terminal, or never (default: on a terminal)\n"
-              "  -h, --help                         show this help (COMMAND --help for a command)\n"
-              "      --version                      show the version\n"
+              "  -c, --config FILE   configuration file, default:\n"
+              "                      " CONFIG_DEFAULT_PATH "\n"
+              "  -v, --verbose       log debug messages\n"
+              "      --progress      show progress on stderr even when it is not a terminal\n"
+              "      --no-progress   never show it there (default: on a terminal)\n"
+              "  -h, --help          show this help (COMMAND --help for a command)\n"
+              "      --version       show the version\n"
               "\n"
-              "Exit status follows sysexits(3): 0 success, 64 usage, 65 damaged backup, 69 service unreachable,\n"
-              "70 internal error, 75 try again (job running or cancelled), 77 permission denied, 78 config error.\n"
+              "Exit status follows sysexits(3): 0 success, 64 usage, 65 damaged backup,\n"
+              "69 service unreachable, 70 internal error, 75 try again (job running or\n"
+              "cancelled), 77 permission denied, 78 config error.\n"
               "See skyforge-agent(8) and skyforge-agent.conf(5).\n", f);
 }
 
+/* One usage line per alternative of v->args (separated by " | "), each wrapped within 80 columns. */
+static void usage_lines(const Verb *v, FILE *f) {
+        _cleanup_free_ char *args = xstrdup(v->args);
+        char *p = args;
+        bool first = true;
+
+        for (;;) {
+                char *bar = strstr(p, " | ");
+                _cleanup_free_ char *head = NULL;
+
+                if (bar)
+                        *bar = '\0';
+                head = xasprintf("%s skyforge-agent [-c FILE] %s", first ? "Usage:" : "      ", v->name);
+                /* The alternatives go on under the command's first argument. */
+                fputs(head, f);
+                print_wrapped(f, strlen(head), strlen(head) + 1, true, p);
+                if (!bar)
+                        break;
+                p = bar + 3;
+                first = false;
+        }
+}
+
+/* The closest of candidates to word within a few edits, or NULL. */
+static const char *closest(const char *word, const char *const *candidates, size_t n) {
+        const char *best = NULL;
+        int best_d = INT32_MAX, limit = MAX(2, (int) strlen(word) / 3);
+
+        for (size_t i = 0; i < n; i++) {
+                int d = levenshtein(word, candidates[i]);
+                if (d <= limit && d < best_d) {
+                        best = candidates[i];
+                        best_d = d;
+                }
+        }
+        return best;
+}
+
+int cli_bad_option(const char *command, const char *shortopts, const struct option *options, int argc,
+                   char *argv[]) {
+        const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        const char *prefix = command ? " " : "", *cmd = strempty(command);
+
+        if (optopt != 0) {
+                const char *known = strchr(shortopts, optopt);
+                if (known && known[1] == ':')
+                        fprintf(stderr, "skyforge-agent%s%s: option -%c needs an argument.\n", prefix, cmd, optopt);
+                else
+                        fprintf(stderr, "skyforge-agent%s%s: unknown option -%c.\n", prefix, cmd, optopt);
+        } else {
+                _cleanup_free_ char *name = xstrndup(arg, strcspn(arg, "="));
+                _cleanup_free_ const char **longs = NULL;
+                size_t n = 0;
+                bool needs_arg = false;
+
+                for (const struct option *o = options; o && o->name; o++)
+                        n++;
+                longs = xcalloc(n + 1, sizeof(char *));
+                n = 0;
+                for (const struct option *o = options; o && o->name; o++) {
+                        _cleanup_free_ char *dashed = xasprintf("--%s", o->name);
+                        if (streq(dashed, name))
+                                needs_arg = o->has_arg == required_argument;
+                        longs[n++] = o->name;
+                }
+                if (needs_arg)
+                        fprintf(stderr, "skyforge-agent%s%s: option %s needs an argument.\n", prefix, cmd, name);
+                else {
+                        const char *m = closest(startswith(name, "--") ?: name, longs, n);
+                        fprintf(stderr, "skyforge-agent%s%s: unknown option %s%s%s%s\n", prefix, cmd, name,
+                                m ? "; did you mean --" : ".", strempty(m), m ? "?" : "");
+                }
+        }
+        fprintf(stderr, "Try 'skyforge-agent %s%s--help'.\n", cmd, command ? " " : "");
+        return EX_USAGE;
+}
+
 void cli_verb_help(const Verb *v, FILE *f) {
-        fprintf(f, "Usage: skyforge-agent [-c FILE] %s %s\n\n%s\n", v->name, v->args, v->summary);
+        usage_lines(v, f);
+        fputc('\n', f);
+        print_wrapped(f, 0, 0, false, v->summary);
         if (v->help)
                 fprintf(f, "\n%s", v->help);
 }
@@ -129,6 +276,7 @@ int cli_main(int argc, char *argv[]) {
 
         log_setup();
         /* "+": stop at the command, its options are its own. */
+        opterr = 0;
         while ((c = getopt_long(argc, argv, "+c:vh", options, NULL)) >= 0)
                 switch (c) {
                 case 'c':
@@ -150,8 +298,7 @@ int cli_main(int argc, char *argv[]) {
                         progress_set_mode(PROGRESS_NEVER);
                         break;
                 default:
-                        fputs("Try 'skyforge-agent --help'.\n", stderr);
-                        return EX_USAGE;
+                        return cli_bad_option(NULL, "c:vh", options, argc, argv);
                 }
         if (optind >= argc) {
                 usage(stderr);
@@ -173,10 +320,16 @@ int cli_main(int argc, char *argv[]) {
                         }
                 }
                 optind = 0; /* reset getopt for the command's own options */
+                opterr = 1;
                 int r = verbs[i]->run(&ctx, sub_argc, sub_argv);
                 log_journal_sync();
                 return r;
         }
-        fprintf(stderr, "skyforge-agent: unknown command \"%s\". Try 'skyforge-agent --help'.\n", name);
+        const char *names[ELEMENTSOF(verbs)];
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                names[i] = verbs[i]->name;
+        const char *m = closest(name, names, ELEMENTSOF(verbs));
+        fprintf(stderr, "skyforge-agent: unknown command \"%s\"%s%s%s Try 'skyforge-agent --help'.\n", name,
+                m ? "; did you mean \"" : ".", strempty(m), m ? "\"?" : "");
         return EX_USAGE;
 }

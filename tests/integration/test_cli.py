@@ -68,3 +68,47 @@ def test_progress_follows_the_terminal_unless_told(local_agent, pg):
     assert "\x1b[Kdumping: " in p.stderr, p.stderr  # (text mode reads the \r as a new line)
     p = local_agent("run", "postgres", check=True)
     assert "dumping: " not in p.stderr, p.stderr
+
+
+def agent_cmd(*args):
+    import subprocess
+    from fixtures.agent import AGENT
+    return subprocess.run([AGENT, *args], capture_output=True, text=True, timeout=60)
+
+
+COMMANDS = ["run", "list", "status", "verify", "restore", "prune", "recover", "config", "keygen", "daemon",
+            "version"]
+
+
+def test_help_groups_the_commands_within_80_columns():
+    p = agent_cmd("--help")
+    assert p.returncode == 0
+    lines = p.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    headings = [line for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert headings[:5] == ["Back up:", "Look:", "Restore:", "Maintain:", "Set up:"], headings
+    listed = {line.split()[0] for line in lines if line.startswith("  ") and not line.startswith("   ")
+              and not line.lstrip().startswith("-")}
+    assert set(COMMANDS) <= listed, set(COMMANDS) - listed
+
+
+def test_usage_lines_fit_80_columns_one_per_alternative():
+    for cmd in COMMANDS:
+        out = agent_cmd(cmd, "--help").stdout.splitlines()
+        usage = out[:out.index("")] if "" in out else out
+        assert usage[0].startswith("Usage: skyforge-agent"), (cmd, usage)
+        assert all(len(line) <= 80 for line in usage), (cmd, usage)
+    restore = agent_cmd("restore", "--help").stdout
+    assert restore.count("skyforge-agent [-c FILE] restore ") == 4, restore
+
+
+def test_unknown_commands_and_options_get_the_closest_one():
+    p = agent_cmd("stauts")
+    assert p.returncode == 64
+    assert 'unknown command "stauts"; did you mean "status"?' in p.stderr, p.stderr
+    p = agent_cmd("frobnicate")
+    assert p.returncode == 64 and "did you mean" not in p.stderr and "unknown command" in p.stderr
+    p = agent_cmd("--verbosee", "status")
+    assert p.returncode == 64 and "unknown option --verbosee; did you mean --verbose?" in p.stderr, p.stderr
+    p = agent_cmd("-c")
+    assert p.returncode == 64 and "option -c needs an argument" in p.stderr, p.stderr
