@@ -429,9 +429,10 @@ int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity
                                        "no identity in %s matches the recipients of backup %s (%s); set "
                                        "identity_file = in [%s] to the right key", identity_file, m->id,
                                        recipients ?: "unknown", section);
-                _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
-                int code = err_exit_code(r);
-                return err_set(r, code, "cannot decrypt backup %s with %s: %s", m->id, identity_file, why);
+                /* err_set() formats aside first, so the detail may wrap itself; `up` is freed after this,
+                 * and its store reader's destructor keeps the slot. */
+                return err_set(r, err_exit_code(r), "cannot decrypt backup %s with %s: %s", m->id,
+                               identity_file, err_message() ?: strerror(-r));
         }
         TAKE_PTR(up);
         *ret = s;
