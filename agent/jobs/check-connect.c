@@ -3,7 +3,7 @@
 #include <sysexits.h>
 
 #include "jobs/check-connect.h"
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
 #include "log/log.h"

@@ -8,7 +8,7 @@
 #include <sysexits.h>
 
 #include "jobs/config.h"
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/postgres.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
@@ -16,6 +16,7 @@
 #include "pipe/pipe.h"
 #include "pipe/tar.h"
 #include "pipe/untar.h"
+#include "store/objects.h"
 
 #define SECRETS_MAX (256U * 1024 * 1024)
 

@@ -9,9 +9,9 @@
 #include <sysexits.h>
 
 #include "jobs/postgres-db.h"
-#include "jobs/postgres.h"
-#include "jobs/verify.h"
 #include "log/log.h"
+#include "pipe/child.h"
+#include "store/objects.h"
 #include "sys/process.h"
 
 #define DB_BUFFER_SIZE (256 * 1024)

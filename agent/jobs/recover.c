@@ -5,13 +5,13 @@
 #include <sysexits.h>
 
 #include "jobs/config.h"
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/mirror.h"
 #include "jobs/postgres.h"
 #include "jobs/recover.h"
-#include "jobs/verify.h"
 #include "log/log.h"
 #include "pg/pg.h"
+#include "store/objects.h"
 #include "sys/process.h"
 
 /* Where the mirror job keeps its copy of a location on the mirror's source remote: DEST/<bucket>/<prefix>.

@@ -7,77 +7,13 @@
 #include <sysexits.h>
 #include <time.h>
 
-#include "jobs/job.h"
+#include "jobs/context.h"
+#include "jobs/restore-test.h"
 #include "jobs/verify.h"
 #include "log/log.h"
-#include "pipe/pipe.h"
+#include "store/objects.h"
 
 #define VERIFY_BUFFER_SIZE (256 * 1024)
-
-int backup_check_objects(Store *s, const Manifest *m, char *const *only, Progress *p, char ***problems) {
-        _cleanup_free_ uint8_t *buf = xmalloc(VERIFY_BUFFER_SIZE);
-        int n = 0;
-
-        for (size_t i = 0; i < m->n_objects; i++) {
-                const ManifestObject *o = m->objects + i;
-                _cleanup_(source_freep) Source *src = NULL;
-                StoreReader *rd = NULL;
-                Digest d = {};
-                ssize_t k;
-                int r;
-
-                if (only && !strv_contains(only, o->name))
-                        continue;
-                r = store_reader_open(s, o->name, 0, &rd);
-                if (r == -ENOENT) {
-                        strv_push(problems, xasprintf("object %s/%s is missing", s->location, o->name));
-                        n++;
-                        continue;
-                }
-                if (r < 0)
-                        return err_set(r, EX_IOERR, "cannot read %s/%s: %s", s->location, o->name,
-                                       err_message() ?: strerror(-r));
-                src = source_digest_new(source_store_new(rd), &d);
-                while ((k = source_read(src, buf, VERIFY_BUFFER_SIZE)) > 0)
-                        if (p)
-                                progress_update(p, p->done + (uint64_t) k);
-                if (k < 0)
-                        return err_set((int) k, EX_IOERR, "cannot read %s/%s: %s", s->location, o->name,
-                                       err_message() ?: strerror((int) -k));
-                if (d.bytes != o->bytes) {
-                        strv_push(problems,
-                                  xasprintf("%s/%s has %" PRIu64 " bytes, the manifest says %" PRIu64
-                                            " (truncated or replaced)",
-                                            s->location, o->name, d.bytes, o->bytes));
-                        n++;
-                } else if (!streq(d.sha256_hex, o->sha256)) {
-                        strv_push(problems,
-                                  xasprintf("SHA-256 of %s/%s is %s, the manifest says %s (corrupt)",
-                                            s->location, o->name, d.sha256_hex, o->sha256));
-                        n++;
-                }
-        }
-        return n;
-}
-
-int backup_verify_objects(Store *s, const Manifest *m, bool show_progress) {
-        _cleanup_strv_free_ char **problems = xcalloc(1, sizeof(char *));
-        Progress p = {};
-        int r;
-
-        if (show_progress)
-                progress_init(&p, "verifying", m->bytes, NULL, NULL);
-        r = backup_check_objects(s, m, NULL, show_progress ? &p : NULL, &problems);
-        if (show_progress)
-                progress_done(&p);
-        if (r < 0)
-                return r;
-        if (r > 0)
-                return err_set(-EBADMSG, EX_DATAERR,
-                               "backup %s is damaged: %s; pick another backup from `skyforge-agent list`",
-                               m->id, problems[0]);
-        return 0;
-}
 
 void restore_test_result_done(RestoreTestResult *r) {
         free(r->backup_id);
