@@ -32,6 +32,9 @@ int cli_load_config(CliContext *ctx, Config **ret);
 int cli_fail(int r, const char *what);
 /* Parses the options of a command whose only option is --json; returns 0 or EX_USAGE. */
 int cli_parse_json_option(int argc, char *argv[], bool *ret_json);
+/* Prints one JSON document (pretty, no escaped slashes) to stdout, then frees it. */
+struct json_object;
+void cli_json_print(struct json_object *o);
 /* "--help" handling for a command: prints the usage and help text. */
 void cli_verb_help(const Verb *v, FILE *f);
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include "conf/conf.h"
+#include "log/log.h"
 #include "sys/progress.h"
 #include "sys/state.h"
 #include "store/manifest.h"

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <sys/file.h>
 #include <sysexits.h>
 #include <time.h>
@@ -61,132 +62,246 @@ static void state_set(char **field, const char *value) {
         *field = xstrdup(strempty(value));
 }
 
-int job_run(const Config *c, const char *job, char **ret_id) {
+void job_run_result_done(JobRunResult *res) {
+        free(res->retention_error);
+        failure_done(&res->failure);
+        *res = (JobRunResult){};
+}
+
+/* The state file at the start of a run: running, with this process's pid. */
+static void job_state_running(const Config *c, JobState *st, uint64_t started) {
+        state_set(&st->state, "running");
+        state_set(&st->progress_text, "starting");
+        st->progress = -1;
+        st->pid = (uint64_t) getpid();
+        st->last_start_usec = started;
+        (void) job_state_write(c->agent.state_dir, st);
+}
+
+/* The renderers of a finished run: the state file, the journal entry, metrics and the ping. Each may fail
+ * and log so; none changes the run's failure (ERR_KEEP_SCOPE). */
+static void job_run_result_to_state(const Config *c, const JobRunResult *res, JobState *st) {
+        ERR_KEEP_SCOPE();
+
+        st->pid = 0;
+        st->progress = -1;
+        state_set(&st->progress_text, "");
+        st->last_end_usec = res->finished_usec;
+        if (res->failure.error < 0) {
+                state_set(&st->state, "failed");
+                state_set(&st->last_result, "failed");
+                state_set(&st->last_error, failure_message(&res->failure));
+        } else {
+                state_set(&st->state, "idle");
+                state_set(&st->last_result, "success");
+                state_set(&st->last_error, "");
+                state_set(&st->last_backup_id, res->id);
+                st->last_bytes = res->bytes;
+                st->last_success_usec = st->last_end_usec;
+        }
+        (void) job_state_write(c->agent.state_dir, st);
+}
+
+static void job_run_result_to_journal(const JobRunResult *res) {
+        char size[FORMAT_BYTES_MAX];
+        ERR_KEEP_SCOPE();
+
+        if (res->failure.error < 0)
+                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, res->job, NULL, UINT64_MAX, res->duration_usec,
+                              "Job %s failed: %s", res->job, failure_message(&res->failure));
+        else
+                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, res->job, res->id, res->bytes,
+                              res->duration_usec, "Job %s succeeded: %s %s, %s in %.1f s.", res->job,
+                              res->no_manifest ? "run" : "backup", res->id,
+                              format_bytes(res->bytes, size, sizeof size),
+                              (double) res->duration_usec / USEC_PER_SEC);
+}
+
+static void job_run_result_to_monitor(const Config *c, const JobRunResult *res) {
+        ERR_KEEP_SCOPE();
+
+        job_monitor_write_metrics(c);
+        job_monitor_ping(c, res->job, res->failure.error < 0 ? JOB_PING_FAIL : JOB_PING_SUCCESS,
+                         failure_message(&res->failure));
+}
+
+/* The backup step and everything it needs: store, id, leftovers, manifest. */
+static int job_run_work(const Config *c, const JobDefinition *def, JobContext *ctx, uint64_t started,
+                        Store **store, Manifest **ret_m) {
+        _cleanup_free_ char *destination = config_job_destination(c, def->name);
+        _cleanup_(manifest_freep) Manifest *m = NULL;
+        char hostname[256] = "";
+        int r;
+
+        if (def->no_manifest) {
+                /* The id names the run in the state and the journal; nothing is stored under it. */
+                backup_id_format(started, ctx->id);
+                r = 0;
+        } else
+                r = store_open_location_for_write(c, destination, store);
+        if (r >= 0 && !def->no_manifest) {
+                ctx->store = *store;
+                job_new_id(*store, ctx->id);
+                r = backup_cleanup_orphans(*store, NULL, def->name, def->object_suffixes);
+        }
+        if (r < 0)
+                return r;
+        m = xcalloc(1, sizeof *m);
+        m->job = xstrdup(def->name);
+        m->id = xstrdup(ctx->id);
+        m->started_usec = started;
+        m->agent_version = xstrdup(PACKAGE_VERSION);
+        gethostname(hostname, sizeof hostname - 1);
+        m->hostname = xstrdup(hostname);
+        *ret_m = m; /* bytes of a run that failed late are still of interest: set before the steps */
+        r = def->backup(ctx, m);
+        if (r >= 0 && job_cancel_requested)
+                r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", def->name);
+        if (r >= 0 && !def->no_manifest)
+                r = job_check_object_names(def, m);
+        if (r >= 0 && !def->no_manifest) {
+                m->finished_usec = now_usec(CLOCK_REALTIME);
+                r = manifest_store(*store, m);
+                if (r < 0)
+                        r = err_setf(r, "cannot write the manifest of backup %s to %s: %s", ctx->id,
+                                     destination, err_message() ?: strerror(-r));
+        }
+        TAKE_PTR(m);
+        return r;
+}
+
+/* Retention only after a new backup has succeeded; its failure does not fail the backup. It deletes, so it
+ * waits (bounded) for a verify or restore that reads the same backups. */
+static void job_run_retention(const Config *c, const char *job, Store *store, JobRunResult *res) {
+        _cleanup_close_ int read_fd = -EBADF;
+        ERR_KEEP_SCOPE();
+        int r;
+
+        /* Without waiting: the backup is done, and a restore test may read for hours. What it would delete
+         * stays until the next run or `prune`. */
+        r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
+        if (r == -EBUSY) {
+                res->retention_deferred = true;
+                log_notice("Retention of %s deferred: its backups are being read (verify, restore) or pruned; "
+                           "the next run or `skyforge-agent prune %s` applies it.",
+                           job, job);
+                return;
+        }
+        if (r >= 0)
+                r = job_prune_store(c, job, store, false, NULL);
+        if (r >= 0) {
+                res->pruned = (unsigned) r;
+                return;
+        }
+        res->retention_error = xstrdup(err_message() ?: strerror(-r));
+        log_warning("retention for %s failed: %s; the new backup %s is safe.", job, res->retention_error,
+                    res->id);
+}
+
+int job_run_result(const Config *c, const char *job, JobRunResult *res) {
         const JobDefinition *def = job_find(job);
         _cleanup_close_ int lock_fd = -EBADF;
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_(manifest_freep) Manifest *m = NULL;
-        _cleanup_free_ char *destination = NULL;
         _cleanup_(job_state_done) JobState st = {};
         JobContext ctx = { .config = c, .job = job };
-        char hostname[256] = "";
-        uint64_t start_mono, started;
+        uint64_t start_mono;
         int r;
 
-        if (!def)
-                return err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
+        *res = (JobRunResult){ .job = job, .started_usec = now_usec(CLOCK_REALTIME) };
+        if (!def) {
+                r = err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
+                failure_capture(&res->failure, r);
+                return r;
+        }
+        res->no_manifest = def->no_manifest;
         r = job_lock(c->agent.state_dir, job, false, &lock_fd);
         if (r < 0) {
                 /* Not a failed run: the state belongs to the run that holds the lock. */
-                log_error("%s", err_message());
+                failure_capture(&res->failure, r);
+                log_error("%s", failure_message(&res->failure));
                 return r;
         }
+        res->ran = true;
 
         (void) job_state_read(c->agent.state_dir, job, &st);
         start_mono = now_usec(CLOCK_MONOTONIC);
-        started = now_usec(CLOCK_REALTIME);
-        state_set(&st.state, "running");
-        state_set(&st.progress_text, "starting");
-        st.progress = -1;
-        st.pid = (uint64_t) getpid();
-        st.last_start_usec = started;
-        (void) job_state_write(c->agent.state_dir, &st);
+        job_state_running(c, &st, res->started_usec);
         ctx.state = &st;
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_STARTED, job, NULL, UINT64_MAX, UINT64_MAX,
                       "Job %s started.", job);
         job_monitor_ping(c, job, JOB_PING_START, NULL);
 
         err_clear();
-        destination = config_job_destination(c, job);
-        if (def->no_manifest) {
-                /* The id names the run in the state and the journal; nothing is stored under it. */
-                backup_id_format(started, ctx.id);
-                r = 0;
-        } else
-                r = store_open_location_for_write(c, destination, &store);
-        if (r >= 0 && !def->no_manifest) {
-                ctx.store = store;
-                job_new_id(store, ctx.id);
-                r = backup_cleanup_orphans(store, NULL, job, def->object_suffixes);
+        r = job_run_work(c, def, &ctx, res->started_usec, &store, &m);
+        /* Captured here, where the work returns: nothing below changes what the run's failure says. */
+        failure_capture(&res->failure, r);
+        memcpy(res->id, ctx.id, sizeof res->id);
+        if (m) {
+                res->bytes = m->bytes;
+                res->n_objects = m->n_objects;
         }
-        if (r >= 0) {
-                m = xcalloc(1, sizeof *m);
-                m->job = xstrdup(job);
-                m->id = xstrdup(ctx.id);
-                m->started_usec = started;
-                m->agent_version = xstrdup(PACKAGE_VERSION);
-                gethostname(hostname, sizeof hostname - 1);
-                m->hostname = xstrdup(hostname);
-                r = def->backup(&ctx, m);
-                if (r >= 0 && job_cancel_requested)
-                        r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", job);
-        }
-        if (r >= 0 && !def->no_manifest)
-                r = job_check_object_names(def, m);
-        if (r >= 0 && !def->no_manifest) {
-                m->finished_usec = now_usec(CLOCK_REALTIME);
-                r = manifest_store(store, m);
-                if (r < 0)
-                        r = err_setf(r, "cannot write the manifest of backup %s to %s: %s", ctx.id, destination,
-                                     err_message() ?: strerror(-r));
-        }
+        res->duration_usec = now_usec(CLOCK_MONOTONIC) - start_mono;
+        res->finished_usec = now_usec(CLOCK_REALTIME);
 
-        uint64_t duration = now_usec(CLOCK_MONOTONIC) - start_mono;
-        st.pid = 0;
-        st.progress = -1;
-        state_set(&st.progress_text, "");
-        st.last_end_usec = now_usec(CLOCK_REALTIME);
-        if (r < 0) {
-                _cleanup_free_ char *msg = xstrdup(err_message() ?: strerror(-r));
-                int saved_code = err_exit_code(r);
+        job_run_result_to_state(c, res, &st);
+        job_run_result_to_journal(res);
+        job_run_result_to_monitor(c, res);
+        if (r >= 0 && def->has_retention && store)
+                job_run_retention(c, job, store, res);
+        return failure_raise(&res->failure);
+}
 
-                state_set(&st.state, "failed");
-                state_set(&st.last_result, "failed");
-                state_set(&st.last_error, msg);
-                (void) job_state_write(c->agent.state_dir, &st);
-                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, job, NULL, UINT64_MAX, duration,
-                              "Job %s failed: %s", job, msg);
-                job_monitor_write_metrics(c);
-                job_monitor_ping(c, job, JOB_PING_FAIL, msg);
-                /* Writing the state may have replaced the error detail; restore it for the caller. */
-                return err_set(r, saved_code, "%s", msg);
-        }
+int job_run(const Config *c, const char *job, char **ret_id) {
+        _cleanup_(job_run_result_done) JobRunResult res = {};
+        int r;
 
-        char size[FORMAT_BYTES_MAX];
-        state_set(&st.state, "idle");
-        state_set(&st.last_result, "success");
-        state_set(&st.last_error, "");
-        state_set(&st.last_backup_id, ctx.id);
-        st.last_bytes = m->bytes;
-        st.last_success_usec = st.last_end_usec;
-        (void) job_state_write(c->agent.state_dir, &st);
-        log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, job, ctx.id, m->bytes, duration,
-                      "Job %s succeeded: %s %s, %s in %.1f s.", job, def->no_manifest ? "run" : "backup", ctx.id,
-                      format_bytes(m->bytes, size, sizeof size), (double) duration / USEC_PER_SEC);
-        job_monitor_write_metrics(c);
-        job_monitor_ping(c, job, JOB_PING_SUCCESS, NULL);
-
-        /* Retention only after a new backup has succeeded; its failure does not fail the backup. It
-         * deletes, so it waits (bounded) for a verify or restore that reads the same backups. */
-        if (def->has_retention && store) {
-                _cleanup_close_ int read_fd = -EBADF;
-
-                /* Without waiting: the backup is done, and a restore test may read for hours. What it
-                 * would delete stays until the next run or `prune`. */
-                r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
-                if (r == -EBUSY)
-                        log_notice("Retention of %s deferred: its backups are being read (verify, restore) "
-                                   "or pruned; the next run or `skyforge-agent prune %s` applies it.",
-                                   job, job);
-                else if (r >= 0)
-                        r = job_prune_store(c, job, store, false, NULL);
-                if (r < 0 && r != -EBUSY)
-                        log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
-                                    err_message() ?: "unknown error", ctx.id);
-        }
+        r = job_run_result(c, job, &res);
+        if (r < 0)
+                return r;
         if (ret_id)
-                *ret_id = xstrdup(ctx.id);
+                *ret_id = xstrdup(res.id);
         return 0;
+}
+
+json_object *job_run_result_to_json(const JobRunResult *res) {
+        json_object *o = json_object_new_object();
+        _cleanup_free_ char *started = format_iso8601(res->started_usec), *finished = NULL;
+
+        json_object_object_add(o, "job", json_object_new_string(res->job));
+        json_object_object_add(o, "result",
+                               json_object_new_string(res->failure.error < 0 ? "failed" : "success"));
+        if (res->failure.error < 0) {
+                json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
+                json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
+        }
+        /* The id of what was stored: none for a failed run (nothing under its id stays). */
+        json_object_object_add(o, "id", isempty(res->id) || res->failure.error < 0
+                                                ? NULL
+                                                : json_object_new_string(res->id));
+        json_object_object_add(o, "started", json_object_new_string(started));
+        if (res->ran) {
+                finished = format_iso8601(res->finished_usec);
+                json_object_object_add(o, "finished", json_object_new_string(finished));
+                json_object_object_add(o, "duration_usec", json_object_new_uint64(res->duration_usec));
+        } else {
+                json_object_object_add(o, "finished", NULL);
+                json_object_object_add(o, "duration_usec", NULL);
+        }
+        if (!res->no_manifest) {
+                json_object_object_add(o, "bytes", json_object_new_uint64(res->bytes));
+                json_object_object_add(o, "objects", json_object_new_uint64(res->n_objects));
+                if (res->failure.error >= 0) {
+                        json_object *ret = json_object_new_object();
+                        json_object_object_add(ret, "pruned", json_object_new_uint64(res->pruned));
+                        json_object_object_add(ret, "deferred", json_object_new_boolean(res->retention_deferred));
+                        json_object_object_add(ret, "error", res->retention_error
+                                                                     ? json_object_new_string(res->retention_error)
+                                                                     : NULL);
+                        json_object_object_add(o, "retention", ret);
+                }
+        }
+        return o;
 }
 
 /* What is wrong with each backup, by index (NULL: intact or not looked at). */

@@ -11,8 +11,32 @@ extern const JobDefinition job_config;
 
 const JobDefinition *job_find(const char *name);
 
-/* Runs one job to the end. On success the new backup id is returned in ret_id. */
+/* What one run of a job did: filled by job_run_result(), rendered by the runner into the state file, the
+ * journal, metrics and the ping, and by the caller as text or JSON. */
+typedef struct JobRunResult {
+        const char *job;
+        bool ran;         /* false: it never started (unknown job, another run holds the lock) */
+        bool no_manifest; /* mirror: nothing stored under the id */
+        char id[BACKUP_ID_LEN + 1];
+        uint64_t started_usec, finished_usec, duration_usec;
+        uint64_t bytes;
+        size_t n_objects;
+        unsigned pruned;         /* retention after the backup */
+        bool retention_deferred; /* a reader held the read lock */
+        char *retention_error;   /* retention failed (the backup is safe) */
+        Failure failure;         /* captured where the work returned */
+} JobRunResult;
+void job_run_result_done(JobRunResult *res);
+
+/* Runs one job to the end and fills res (also on failure); returns the run's error, raised again from
+ * res->failure. */
+int job_run_result(const Config *c, const char *job, JobRunResult *res);
+/* The same when only the new backup id matters (returned in ret_id on success). */
 int job_run(const Config *c, const char *job, char **ret_id);
+struct json_object;
+/* {job, result: success|failed, error, exit_code, id, started, finished, duration_usec, bytes, objects,
+ * retention: {pruned, deferred, error}} (see skyforge-agent(8), run --json). */
+struct json_object *job_run_result_to_json(const JobRunResult *res);
 
 /* Applies retention to a job's store. With dry_run nothing is deleted. Each decision is printed to out
  * (may be NULL). Returns the number of backups deleted (or that would be). */

@@ -1,0 +1,80 @@
+"""--json on every command that does work (issue 15 item 3): run, verify, prune, restore, recover and
+config check print one JSON document built from the command's result, against real servers (PostgreSQL,
+moto_server, age); Python's json module is the independent parser. Failures still exit with their sysexits
+code and print the error on stderr; the document says "result": "failed" and carries the same error."""
+import json
+import os
+import socket
+
+from fixtures.age import age_keypair
+from fixtures.postgres import load_sample_data
+from test_postgres_s3 import remote_keys
+
+
+def dead_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def doc(p):
+    """The command's stdout as JSON: exactly one document, nothing else on stdout."""
+    return json.loads(p.stdout)
+
+
+def last_error_line(p):
+    return p.stderr.strip().splitlines()[-1]
+
+
+def keypair(tmp_path):
+    key = tmp_path / "backup.key"
+    if not key.exists():
+        age_keypair(tmp_path, "backup.key")
+    pub = [ln for ln in key.read_text().splitlines() if ln.startswith("# public key: ")][0]
+    return key, pub.split(": ", 1)[1]
+
+
+def configure_local(agent, pg, tmp_path, sections=None, **extra):
+    key, recipient = keypair(tmp_path)
+    keys = {"conninfo": pg.conninfo, "destination": agent.store / "postgres", "recipients": recipient,
+            "identity_file": key}
+    keys.update(extra)
+    return agent.configure(postgres=keys, **(sections or {}))
+
+
+def test_run_json_reports_each_job_and_its_failure(local_agent, pg, tmp_path):
+    load_sample_data(pg, big_rows=500)
+    configure_local(local_agent, pg, tmp_path)
+    p = local_agent("run", "postgres", "--json", check=True)
+    (r,) = doc(p)
+    (b,) = json.loads(local_agent("list", "--json", check=True).stdout)
+    assert r["job"] == "postgres" and r["result"] == "success" and "error" not in r
+    assert r["id"] == b["id"] and r["bytes"] == b["bytes"] and r["objects"] == len(b["objects"])
+    assert r["duration_usec"] > 0 and r["finished"] >= r["started"]
+    assert r["retention"] == {"pruned": 0, "deferred": False, "error": None}
+
+    # A server that is not there: 69, the error on stderr and in the document, and in the state.
+    configure_local(local_agent, pg, tmp_path, conninfo=f"host=127.0.0.1 port={dead_port()} user=postgres")
+    p = local_agent("run", "postgres", "--json")
+    assert p.returncode == 69, p.stderr
+    (r,) = doc(p)
+    assert r["result"] == "failed" and r["exit_code"] == 69 and r["id"] is None
+    assert r["error"] in last_error_line(p), (r, p.stderr)
+    st = [s for s in json.loads(local_agent("status", "--json").stdout) if s["job"] == "postgres"][0]
+    assert st["last_error"] == r["error"]
+
+
+def test_run_json_on_s3(s3_server, s3_bucket, local_agent, pg, tmp_path):
+    configure_local(local_agent, pg, tmp_path, {"remote__minio": remote_keys(s3_server, tmp_path)},
+                    destination=f"minio:{s3_bucket}")
+    (r,) = doc(local_agent("run", "postgres", "--json", check=True))
+    keys = sorted(o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert r["result"] == "success" and keys == [f"{r['id']}.json", f"{r['id']}.sql.zst.age"]
+
+
+def test_run_json_refuses_a_dry_run(local_agent, pg, tmp_path):
+    configure_local(local_agent, pg, tmp_path)
+    p = local_agent("run", "mirror", "--dry-run", "--json")
+    assert p.returncode == 64 and p.stdout == "", p.stderr
