@@ -9,6 +9,7 @@ import socket
 from fixtures.age import age_keypair
 from fixtures.postgres import load_sample_data
 from test_postgres_s3 import remote_keys
+from test_verify import work  # noqa: F401 (a fixture: a work_dir the postgres user may enter)
 
 
 def dead_port():
@@ -78,3 +79,44 @@ def test_run_json_refuses_a_dry_run(local_agent, pg, tmp_path):
     configure_local(local_agent, pg, tmp_path)
     p = local_agent("run", "mirror", "--dry-run", "--json")
     assert p.returncode == 64 and p.stdout == "", p.stderr
+
+
+def test_verify_json_ok_damaged_restore_test_and_unreachable(s3_server, s3_bucket, local_agent, pg_factory,
+                                                             tmp_path, work):  # noqa: F811
+    src = pg_factory()
+    load_sample_data(src, big_rows=300)
+    remote = remote_keys(s3_server, tmp_path)
+    sections = {"remote__minio": remote, "agent": {"work_dir": work}}
+    configure_local(local_agent, src, tmp_path, sections, destination=f"minio:{s3_bucket}")
+    bid = local_agent("run", "postgres", check=True).stdout.strip()
+
+    (v,) = doc(local_agent("verify", "postgres", "--restore-test", "--json", check=True))
+    assert v["job"] == "postgres" and v["result"] == "ok" and v["checked"] == 1 and v["damaged"] == 0
+    assert v["backups"][0]["id"] == bid and v["backups"][0]["ok"] and v["backups"][0]["problems"] == []
+    rt = v["restore_test"]
+    assert rt["result"] == "ok" and rt["backup_id"] == bid and rt["missing_databases"] == []
+    assert {d["name"] for d in rt["databases"]} >= {"nautobot", "gitea", "postgres"}
+    # The state keeps the same result (without job).
+    st = [s for s in json.loads(local_agent("status", "--json").stdout) if s["job"] == "postgres"][0]
+    kept = st["last_verify"]
+    assert {k: v[k] for k in kept if k != "restore_test"} == {k: kept[k] for k in kept if k != "restore_test"}
+
+    # Damage the dump: 65, the error names it, stderr says the same.
+    c = s3_server.client()
+    c.put_object(Bucket=s3_bucket, Key=f"{bid}.sql.zst.age", Body=b"not what was stored")
+    p = local_agent("verify", "postgres", "--json")
+    assert p.returncode == 65, p.stderr
+    (v,) = doc(p)
+    assert v["result"] == "damaged" and v["damaged"] == 1 and v["exit_code"] == 65
+    assert f"backup {bid} is damaged" in v["error"] and v["error"] in last_error_line(p)
+    assert v["backups"][0]["ok"] is False and "truncated or replaced" in v["backups"][0]["problems"][0]
+
+    # The store unreachable: the verify could not run (69); nothing checked, not recorded in the state.
+    remote["endpoint"] = f"http://127.0.0.1:{dead_port()}"
+    remote["max_attempts"] = 1
+    configure_local(local_agent, src, tmp_path, sections, destination=f"minio:{s3_bucket}")
+    p = local_agent("verify", "postgres", "--json")
+    assert p.returncode == 69, p.stderr
+    (v,) = doc(p)
+    assert v["result"] == "failed" and v["exit_code"] == 69 and v["checked"] == 0 and v["backups"] == []
+    assert v["error"] in last_error_line(p)
