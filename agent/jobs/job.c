@@ -316,14 +316,38 @@ static void damages_done(Damages *d) {
         free(d->items);
 }
 
-int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
+void prune_result_done(PruneResult *res) {
+        for (size_t i = 0; i < res->n_decisions; i++) {
+                free(res->decisions[i].id);
+                free(res->decisions[i].reason);
+        }
+        free(res->decisions);
+        for (size_t i = 0; i < res->n_damaged; i++) {
+                free(res->damaged[i].id);
+                free(res->damaged[i].message);
+        }
+        free(res->damaged);
+        failure_done(&res->failure);
+        *res = (PruneResult){};
+}
+
+static PruneDecision *prune_result_add(PruneResult *res, const char *id, PruneAction action, const char *reason) {
+        PruneDecision *d;
+
+        res->decisions = xrealloc(res->decisions, (res->n_decisions + 1) * sizeof *res->decisions);
+        d = res->decisions + res->n_decisions++;
+        *d = (PruneDecision){ .id = xstrdup(id), .action = action, .reason = xstrdup(reason) };
+        return d;
+}
+
+static int job_prune_store_result(const Config *c, const char *job, Store *s, bool dry_run, PruneResult *res) {
         _cleanup_(backup_list_done) BackupList all = {};
         _cleanup_free_ RetentionItem *items = NULL;
         _cleanup_free_ Manifest **mine = NULL, **kept = NULL;
         _cleanup_(damages_done) Damages damage = {};
         unsigned days, keep_min, intact = 0;
         size_t n_mine = 0, n_kept = 0;
-        int r, deleted = 0;
+        int r;
 
         job_retention_settings(c, job, &days, &keep_min);
         /* Every job's manifests: an object another job's kept backup lists is not this job's to delete. */
@@ -357,48 +381,128 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
                 if (!items[i].remove)
                         kept[n_kept++] = mine[i];
 
-        if (out)
-                for (size_t i = 0; i < all.n_damaged; i++)
-                        fprintf(out, "damaged %s  %s; left alone, not counted toward keep_min\n",
-                                all.damaged[i].id, all.damaged[i].message);
+        res->damaged = xcalloc(all.n_damaged + 1, sizeof *res->damaged);
+        for (size_t i = 0; i < all.n_damaged; i++)
+                res->damaged[res->n_damaged++] = (PruneDamaged){ .id = xstrdup(all.damaged[i].id),
+                                                                 .message = xstrdup(all.damaged[i].message) };
         for (size_t i = 0; i < n_mine; i++) {
+                PruneDecision *d;
+
                 if (!items[i].remove) {
-                        if (out)
-                                fprintf(out, "keep   %s %s  %s\n", job, items[i].id, items[i].reason);
+                        prune_result_add(res, items[i].id, PRUNE_KEEP, items[i].reason);
                         continue;
                 }
                 if (dry_run) {
-                        if (out)
-                                fprintf(out, "would delete %s %s  %s\n", job, items[i].id, items[i].reason);
-                        deleted++;
+                        prune_result_add(res, items[i].id, PRUNE_WOULD_DELETE, items[i].reason);
+                        res->deleted++;
                         continue;
                 }
                 r = backup_delete(s, mine[i], kept, n_kept);
                 if (r < 0)
                         return r;
-                deleted++;
-                if (out)
-                        fprintf(out, "deleted %s %s  %s%s\n", job, items[i].id, items[i].reason,
-                                r > 0 ? "; objects it does not own were left (see the warnings)" : "");
+                d = prune_result_add(res, items[i].id, PRUNE_DELETED, items[i].reason);
+                d->foreign_objects_left = r > 0;
+                d->bytes = mine[i]->bytes;
+                res->deleted++;
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, mine[i]->bytes,
                               UINT64_MAX, "Pruned backup %s of %s: %s.", items[i].id, job, items[i].reason);
         }
-        return deleted;
+        return (int) res->deleted;
 }
 
-int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
+void prune_result_print(const PruneResult *res, FILE *out) {
+        for (size_t i = 0; i < res->n_damaged; i++)
+                fprintf(out, "damaged %s  %s; left alone, not counted toward keep_min\n", res->damaged[i].id,
+                        res->damaged[i].message);
+        for (size_t i = 0; i < res->n_decisions; i++) {
+                const PruneDecision *d = res->decisions + i;
+                switch (d->action) {
+                case PRUNE_KEEP:
+                        fprintf(out, "keep   %s %s  %s\n", res->job, d->id, d->reason);
+                        break;
+                case PRUNE_WOULD_DELETE:
+                        fprintf(out, "would delete %s %s  %s\n", res->job, d->id, d->reason);
+                        break;
+                case PRUNE_DELETED:
+                        fprintf(out, "deleted %s %s  %s%s\n", res->job, d->id, d->reason,
+                                d->foreign_objects_left ? "; objects it does not own were left (see the warnings)"
+                                                        : "");
+                        break;
+                }
+        }
+        fflush(out);
+}
+
+json_object *prune_result_to_json(const PruneResult *res) {
+        static const char *const action[] = { [PRUNE_KEEP] = "keep",
+                                              [PRUNE_WOULD_DELETE] = "would-delete",
+                                              [PRUNE_DELETED] = "deleted" };
+        json_object *o = json_object_new_object(), *backups = json_object_new_array(),
+                    *damaged = json_object_new_array();
+
+        json_object_object_add(o, "job", json_object_new_string(res->job));
+        json_object_object_add(o, "result", json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
+        if (res->failure.error < 0) {
+                json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
+                json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
+        }
+        json_object_object_add(o, "dry_run", json_object_new_boolean(res->dry_run));
+        json_object_object_add(o, "deleted", json_object_new_uint64(res->deleted));
+        for (size_t i = 0; i < res->n_decisions; i++) {
+                const PruneDecision *d = res->decisions + i;
+                json_object *b = json_object_new_object();
+                json_object_object_add(b, "id", json_object_new_string(d->id));
+                json_object_object_add(b, "action", json_object_new_string(action[d->action]));
+                json_object_object_add(b, "reason", json_object_new_string(d->reason));
+                if (d->action == PRUNE_DELETED)
+                        json_object_object_add(b, "foreign_objects_left",
+                                               json_object_new_boolean(d->foreign_objects_left));
+                json_object_array_add(backups, b);
+        }
+        json_object_object_add(o, "backups", backups);
+        for (size_t i = 0; i < res->n_damaged; i++) {
+                json_object *d = json_object_new_object();
+                json_object_object_add(d, "id", json_object_new_string(res->damaged[i].id));
+                json_object_object_add(d, "error", json_object_new_string(res->damaged[i].message));
+                json_object_array_add(damaged, d);
+        }
+        json_object_object_add(o, "damaged", damaged);
+        return o;
+}
+
+int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
+        _cleanup_(prune_result_done) PruneResult res = { .job = job, .dry_run = dry_run };
+        int r;
+
+        r = job_prune_store_result(c, job, s, dry_run, &res);
+        if (out)
+                prune_result_print(&res, out);
+        return r;
+}
+
+int job_prune_result(const Config *c, const char *job, bool dry_run, PruneResult *res) {
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_free_ char *destination = config_job_destination(c, job);
         _cleanup_close_ int read_fd = -EBADF;
+        int r = 0;
+
+        *res = (PruneResult){ .job = job, .dry_run = dry_run };
+        if (!dry_run)
+                r = job_read_lock(c->agent.state_dir, job, true, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
+        if (r >= 0)
+                r = store_open_location(c, destination, &store);
+        if (r >= 0)
+                r = job_prune_store_result(c, job, store, dry_run, res);
+        failure_capture(&res->failure, r);
+        return r;
+}
+
+int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
+        _cleanup_(prune_result_done) PruneResult res = {};
         int r;
 
-        if (!dry_run) {
-                r = job_read_lock(c->agent.state_dir, job, true, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
-                if (r < 0)
-                        return r;
-        }
-        r = store_open_location(c, destination, &store);
-        if (r < 0)
-                return r;
-        return job_prune_store(c, job, store, dry_run, out);
+        r = job_prune_result(c, job, dry_run, &res);
+        if (out)
+                prune_result_print(&res, out);
+        return r < 0 ? failure_raise(&res.failure) : r;
 }

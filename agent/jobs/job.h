@@ -43,6 +43,42 @@ struct json_object *job_run_result_to_json(const JobRunResult *res);
 int job_prune(const Config *c, const char *job, bool dry_run, FILE *out);
 int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out);
 
+/* What a prune decided and did, per backup of the job, in the order retention looked at them. */
+typedef enum PruneAction {
+        PRUNE_KEEP,
+        PRUNE_WOULD_DELETE, /* --dry-run */
+        PRUNE_DELETED,
+} PruneAction;
+typedef struct PruneDecision {
+        char *id;
+        PruneAction action;
+        char *reason;
+        bool foreign_objects_left; /* deleted, but objects another backup lists were left */
+        uint64_t bytes;
+} PruneDecision;
+typedef struct PruneDamaged {
+        char *id;
+        char *message;
+} PruneDamaged;
+typedef struct PruneResult {
+        const char *job;
+        bool dry_run;
+        PruneDecision *decisions;
+        size_t n_decisions;
+        PruneDamaged *damaged; /* manifests that cannot be used: left alone */
+        size_t n_damaged;
+        unsigned deleted; /* or would be */
+        Failure failure;
+} PruneResult;
+void prune_result_done(PruneResult *res);
+/* job_prune() into res (also on failure, as far as it got); returns the same. */
+int job_prune_result(const Config *c, const char *job, bool dry_run, PruneResult *res);
+/* The lines `prune` prints: damaged, keep, would delete, deleted. */
+void prune_result_print(const PruneResult *res, FILE *out);
+/* {job, result: ok|failed, error, exit_code, dry_run, deleted, backups: [{id, action, reason,
+ * foreign_objects_left}], damaged: [{id, error}]} (skyforge-agent(8), prune --json). */
+struct json_object *prune_result_to_json(const PruneResult *res);
+
 /* Jobs that keep backups with manifests (NULL-terminated: postgres, config). */
 extern const char *const job_listable[];
 /* The backups of every such job (only: just that one), newest first: what `list` shows. The config job

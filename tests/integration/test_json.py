@@ -6,6 +6,8 @@ import json
 import os
 import socket
 
+import pytest
+
 from fixtures.age import age_keypair
 from fixtures.postgres import load_sample_data
 from test_postgres_s3 import remote_keys
@@ -120,3 +122,41 @@ def test_verify_json_ok_damaged_restore_test_and_unreachable(s3_server, s3_bucke
     (v,) = doc(p)
     assert v["result"] == "failed" and v["exit_code"] == 69 and v["checked"] == 0 and v["backups"] == []
     assert v["error"] in last_error_line(p)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_prune_json_dry_run_then_delete_and_a_held_lock(where, request, local_agent, pg, tmp_path):
+    from test_retention import LocalPlace, S3Place, configure as configure_place, fake_backup, old_id
+    if where == "local":
+        place = LocalPlace(local_agent)
+    else:
+        place = S3Place(request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket"), tmp_path)
+    configure_place(local_agent, place, pg, retention_days=30, keep_min=1)
+    new = local_agent("run", "postgres", check=True).stdout.strip()
+    old, t = old_id(40)
+    fake_backup(place, new, old, t)
+    place.put("20200101T000000Z.json", b"{not json")
+
+    (r,) = doc(local_agent("prune", "--dry-run", "--json", check=True))
+    assert r["job"] == "postgres" and r["result"] == "ok" and r["dry_run"] is True and r["deleted"] == 1
+    assert [(b["id"], b["action"]) for b in r["backups"]] == [(new, "keep"), (old, "would-delete")]
+    assert r["damaged"][0]["id"] == "20200101T000000Z" and "not valid JSON" in r["damaged"][0]["error"]
+    assert f"{old}.json" in place.keys()
+
+    (r,) = doc(local_agent("prune", "postgres", "--json", check=True))
+    assert r["dry_run"] is False and r["deleted"] == 1
+    assert r["backups"][1] == {"id": old, "action": "deleted", "reason": r["backups"][1]["reason"],
+                               "foreign_objects_left": False}
+    assert f"{old}.json" not in place.keys()
+
+    if where == "s3":
+        # A prune that cannot run: the store unreachable. 69, the error in the document and on stderr.
+        remote = place.remotes()["remote__minio"]
+        remote.update(endpoint=f"http://127.0.0.1:{dead_port()}", max_attempts=1)
+        local_agent.configure(postgres={"conninfo": pg.conninfo, "destination": place.destination},
+                              remote__minio=remote)
+        p = local_agent("prune", "--json")
+        assert p.returncode == 69, p.stderr
+        (r,) = doc(p)
+        assert r["result"] == "failed" and r["exit_code"] == 69 and r["backups"] == []
+        assert r["error"] in last_error_line(p)
