@@ -160,3 +160,37 @@ def test_prune_json_dry_run_then_delete_and_a_held_lock(where, request, local_ag
         (r,) = doc(p)
         assert r["result"] == "failed" and r["exit_code"] == 69 and r["backups"] == []
         assert r["error"] in last_error_line(p)
+
+
+def test_config_check_json_static_and_connect(s3_server, s3_bucket, local_agent, pg, tmp_path):
+    remote = remote_keys(s3_server, tmp_path)
+    configure_local(local_agent, pg, tmp_path, {"remote__minio": remote}, destination=f"minio:{s3_bucket}")
+    r = doc(local_agent("config", "check", "--json", check=True))
+    assert r["result"] == "ok" and r["errors"] == 0 and r["from_file"] is True and "connect" not in r
+    assert r["path"] == str(local_agent.config_path)
+
+    r = doc(local_agent("config", "check", "--connect", "--json", check=True))
+    checks = {c["check"]: c for c in r["connect"]}
+    assert checks["postgres"]["status"] == "ok" and checks["remote minio"]["status"] == "ok", checks
+
+    # A wrong secret: the connect check fails 77 and says so, stderr as before.
+    with open(remote["secret_access_key_file"], "w") as f:
+        f.write("wrong\n")
+    p = local_agent("config", "check", "--connect", "--json")
+    assert p.returncode == 77, p.stderr
+    r = doc(p)
+    assert r["result"] == "failed" and r["exit_code"] == 77
+    bad = [c for c in r["connect"] if c["status"] == "fail"]
+    assert bad and bad[0]["check"] == "remote minio" and r["error"] == bad[0]["detail"]
+    assert "SignatureDoesNotMatch" in r["error"]
+
+    # A static error: 78, the problem with its line, also on stderr.
+    with open(local_agent.config_path, "a") as f:
+        f.write("[postgres]\nretention_dayz = 3\n")
+    p = local_agent("config", "check", "--json")
+    assert p.returncode == 78, p.stderr
+    r = doc(p)
+    assert r["result"] == "failed" and r["exit_code"] == 78 and r["errors"] >= 1
+    (e,) = [x for x in r["problems"] if x["severity"] == "error"]
+    assert "retention_dayz" in e["message"] and e["line"] > 0 and r["error"] == e["message"]
+    assert e["message"] in p.stderr
