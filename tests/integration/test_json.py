@@ -194,3 +194,34 @@ def test_config_check_json_static_and_connect(s3_server, s3_bucket, local_agent,
     (e,) = [x for x in r["problems"] if x["severity"] == "error"]
     assert "retention_dayz" in e["message"] and e["line"] > 0 and r["error"] == e["message"]
     assert e["message"] in p.stderr
+
+
+def test_recover_json_plan_run_rerun_and_refusal(local_agent, pg_factory, tmp_path):
+    src = pg_factory()
+    load_sample_data(src, big_rows=500)
+    configure_local(local_agent, src, tmp_path)
+    bid = local_agent("run", "postgres", check=True).stdout.strip()
+    dst = pg_factory()
+
+    r = doc(local_agent("recover", "--plan", "--postgres-to", dst.conninfo, "--json", check=True))
+    steps = {s["step"]: s for s in r["steps"]}
+    assert r["result"] == "ok" and list(steps)[:2] == ["minio", "postgres"]
+    assert any(f"restore backup {bid}" in ln for ln in steps["postgres"]["plan"]), steps["postgres"]
+    assert dst.databases() == ["postgres", "template1"]
+
+    r = doc(local_agent("recover", "--step", "postgres", "--postgres-to", dst.conninfo, "--json", check=True))
+    (s,) = r["steps"]
+    assert r["result"] == "ok" and s["step"] == "postgres" and s["outcome"] == "done" and bid in s["note"]
+    assert dst.dumpall() == src.dumpall()
+    (s,) = doc(local_agent("recover", "--step", "postgres", "--postgres-to", dst.conninfo, "--json",
+                           check=True))["steps"]
+    assert s["outcome"] == "skipped" and "already" in s["note"]
+
+    # A partly restored server is refused: 73, the step failed with the reason, stderr says it too.
+    dst.psql("DROP DATABASE nautobot")
+    p = local_agent("recover", "--step", "postgres", "--postgres-to", dst.conninfo, "--json")
+    assert p.returncode == 73, p.stderr
+    r = doc(p)
+    (s,) = r["steps"]
+    assert r["result"] == "failed" and r["exit_code"] == 73 and s["outcome"] == "failed"
+    assert "partly restored" in s["error"] and r["error"] == s["error"] and s["error"] in p.stderr
