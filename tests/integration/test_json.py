@@ -225,3 +225,34 @@ def test_recover_json_plan_run_rerun_and_refusal(local_agent, pg_factory, tmp_pa
     (s,) = r["steps"]
     assert r["result"] == "failed" and r["exit_code"] == 73 and s["outcome"] == "failed"
     assert "partly restored" in s["error"] and r["error"] == s["error"] and s["error"] in p.stderr
+
+
+def test_restore_json_whole_cluster_database_and_refusals(local_agent, pg_factory, tmp_path):
+    src = pg_factory()
+    load_sample_data(src, big_rows=300)
+    configure_local(local_agent, src, tmp_path, per_database="yes")
+    bid = local_agent("run", "postgres", check=True).stdout.strip()
+    dst = pg_factory()
+    dst.password_conninfo = dst.conninfo + " password=s3cret"
+
+    r = doc(local_agent("restore", "postgres", "--to", dst.password_conninfo, "--json", check=True))
+    assert r["job"] == "postgres" and r["action"] == "postgres" and r["result"] == "ok" and r["id"] == bid
+    assert "s3cret" not in json.dumps(r) and str(dst.port) in r["target"], r["target"]
+    assert dst.dumpall() == src.dumpall()
+
+    # One database into a server where it exists already: refused (73), nothing overwritten.
+    p = local_agent("restore", "postgres", "latest", "--database", "gitea", "--to", dst.conninfo, "--json")
+    assert p.returncode == 73, p.stderr
+    r = doc(p)
+    assert r["action"] == "database" and r["database"] == "gitea" and r["result"] == "failed"
+    assert r["exit_code"] == 73 and "restore never overwrites" in r["error"] and r["error"] in p.stderr
+
+    # A damaged backup: 65 before anything reaches the server.
+    m = json.loads((local_agent.store / "postgres" / f"{bid}.json").read_text())
+    (local_agent.store / "postgres" / m["objects"][0]["name"]).write_bytes(b"damaged")
+    other = pg_factory()
+    p = local_agent("restore", "postgres", bid, "--to", other.conninfo, "--json")
+    assert p.returncode == 65, p.stderr
+    r = doc(p)
+    assert r["result"] == "failed" and r["id"] == bid and f"backup {bid} is damaged" in r["error"]
+    assert other.databases() == ["postgres", "template1"]
