@@ -38,8 +38,9 @@ static int config_check_connect(const Config *c, bool deferred_errors, ConnectRe
  * [{severity, line, deferred, message}], connect: [{check, status, detail, exit_code}]}. */
 static json_object *config_check_to_json(const char *path, const Config *c, const ConfigProblems *problems,
                                          const ConnectReport *rep, int code) {
-        static const char *const status[] = { [CONNECT_OK] = "ok", [CONNECT_FAIL] = "fail",
-                                              [CONNECT_SKIP] = "skip" };
+        static const char *const status[] = {
+                [CONNECT_OK] = "ok", [CONNECT_FAIL] = "fail", [CONNECT_SKIP] = "skip"
+        };
         json_object *o = json_object_new_object(), *pa = json_object_new_array();
         const char *first = NULL;
 
@@ -49,8 +50,9 @@ static json_object *config_check_to_json(const char *path, const Config *c, cons
 
                 if (!first && e->severity == CONFIG_ERROR)
                         first = e->message;
-                json_object_object_add(p, "severity",
-                                       json_object_new_string(e->severity == CONFIG_WARNING ? "warning" : "error"));
+                json_object_object_add(
+                        p, "severity",
+                        json_object_new_string(e->severity == CONFIG_WARNING ? "warning" : "error"));
                 json_object_object_add(p, "line", e->line > 0 ? json_object_new_int64(e->line) : NULL);
                 json_object_object_add(p, "deferred", json_object_new_boolean(e->deferred));
                 json_object_object_add(p, "message", json_object_new_string(e->message));
@@ -76,8 +78,10 @@ static json_object *config_check_to_json(const char *path, const Config *c, cons
                 for (size_t i = 0; i < rep->n; i++) {
                         json_object *e = json_object_new_object();
                         json_object_object_add(e, "check", json_object_new_string(rep->items[i].what));
-                        json_object_object_add(e, "status", json_object_new_string(status[rep->items[i].status]));
-                        json_object_object_add(e, "detail", json_object_new_string(strempty(rep->items[i].detail)));
+                        json_object_object_add(e, "status",
+                                               json_object_new_string(status[rep->items[i].status]));
+                        json_object_object_add(e, "detail",
+                                               json_object_new_string(strempty(rep->items[i].detail)));
                         json_object_object_add(e, "exit_code", json_object_new_int(rep->items[i].exit_code));
                         json_object_array_add(ca, e);
                 }
@@ -174,7 +178,8 @@ static int verb_config_run(CliContext *ctx, int argc, char *argv[]) {
                 return EX_USAGE;
         }
         if ((connect || ctx->json) && !streq(sub, "check")) {
-                fprintf(stderr, "skyforge-agent config %s: --connect and --json are for config check\n", sub);
+                fprintf(stderr, "skyforge-agent config %s: --connect and --json are for config check\n",
+                        sub);
                 return EX_USAGE;
         }
         if (streq(sub, "check"))

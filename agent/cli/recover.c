@@ -78,7 +78,8 @@ static void recover_step_result_print(const RecoverStepResult *res, FILE *out) {
         double sec = (double) res->duration_usec / USEC_PER_SEC;
 
         if (res->failure.error < 0)
-                fprintf(out, "%-10s FAILED   %6.1f s  %s\n", res->step->name, sec, failure_message(&res->failure));
+                fprintf(out, "%-10s FAILED   %6.1f s  %s\n", res->step->name, sec,
+                        failure_message(&res->failure));
         else
                 fprintf(out, "%-10s %-8s %6.1f s  %s\n", res->step->name,
                         res->outcome == RECOVER_DONE      ? "done"
@@ -269,7 +270,7 @@ const Verb verb_recover = {
                 "  --overlay PATH          kustomize overlay inside DIR/manifests (default\n"
                 "                          " RECOVER_DEFAULT_OVERLAY ")\n"
                 "  --health-timeout SEC    poll [agent] healthz_url this long for HTTP 200 (default 300)\n"
-                "  --json                  print one JSON object (result, error, exit_code, steps: per step\n"
-                "                          its outcome and note, or with --plan its plan lines)\n",
+                "  --json                  print one JSON object: result, error, exit_code, and per step\n"
+                "                          its outcome and note, or with --plan its plan lines\n",
         .run = run_recover,
 };

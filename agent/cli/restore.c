@@ -55,7 +55,8 @@ static json_object *restore_result_to_json(const RestoreResult *res) {
 
         json_object_object_add(o, "job", json_object_new_string(res->job));
         json_object_object_add(o, "action", json_object_new_string(res->action));
-        json_object_object_add(o, "result", json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
+        json_object_object_add(o, "result",
+                               json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
         if (res->failure.error < 0) {
                 json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
                 json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));

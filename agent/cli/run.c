@@ -64,7 +64,8 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
         if (r != 0)
                 return r;
         if (dry_run && json) {
-                fputs("skyforge-agent run: --json is for backup runs, not \"run mirror --dry-run\".\n", stderr);
+                fputs("skyforge-agent run: --json is for backup runs, not \"run mirror --dry-run\".\n",
+                      stderr);
                 return EX_USAGE;
         }
         if (dry_run)
@@ -126,7 +127,7 @@ const Verb verb_run = {
                 "On a terminal, progress is shown on stderr.\n"
                 "  -n, --dry-run   with mirror: list both sides and print what would be copied, deleted and\n"
                 "                  skipped (objects and bytes); change nothing\n"
-                "      --json      print a JSON array with one result per job (job, result, error, id, bytes,\n"
-                "                  ...) instead of the new backup ids\n",
+                "      --json      print a JSON array with one result per job (job, result, error, id,\n"
+                "                  bytes, ...) instead of the new backup ids\n",
         .run = run_run,
 };

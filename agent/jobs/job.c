@@ -107,8 +107,9 @@ static void job_run_result_to_journal(const JobRunResult *res) {
         ERR_KEEP_SCOPE();
 
         if (res->failure.error < 0)
-                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, res->job, NULL, UINT64_MAX, res->duration_usec,
-                              "Job %s failed: %s", res->job, failure_message(&res->failure));
+                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, res->job, NULL, UINT64_MAX,
+                              res->duration_usec, "Job %s failed: %s", res->job,
+                              failure_message(&res->failure));
         else
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, res->job, res->id, res->bytes,
                               res->duration_usec, "Job %s succeeded: %s %s, %s in %.1f s.", res->job,
@@ -182,9 +183,10 @@ static void job_run_retention(const Config *c, const char *job, Store *store, Jo
         r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
         if (r == -EBUSY) {
                 res->retention_deferred = true;
-                log_notice("Retention of %s deferred: its backups are being read (verify, restore) or pruned; "
-                           "the next run or `skyforge-agent prune %s` applies it.",
-                           job, job);
+                log_notice(
+                        "Retention of %s deferred: its backups are being read (verify, restore) or pruned; "
+                        "the next run or `skyforge-agent prune %s` applies it.",
+                        job, job);
                 return;
         }
         if (r >= 0)
@@ -276,9 +278,9 @@ json_object *job_run_result_to_json(const JobRunResult *res) {
                 json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
         }
         /* The id of what was stored: none for a failed run (nothing under its id stays). */
-        json_object_object_add(o, "id", isempty(res->id) || res->failure.error < 0
-                                                ? NULL
-                                                : json_object_new_string(res->id));
+        json_object_object_add(o, "id",
+                               isempty(res->id) || res->failure.error < 0 ? NULL
+                                                                          : json_object_new_string(res->id));
         json_object_object_add(o, "started", json_object_new_string(started));
         if (res->ran) {
                 finished = format_iso8601(res->finished_usec);
@@ -294,10 +296,11 @@ json_object *job_run_result_to_json(const JobRunResult *res) {
                 if (res->failure.error >= 0) {
                         json_object *ret = json_object_new_object();
                         json_object_object_add(ret, "pruned", json_object_new_uint64(res->pruned));
-                        json_object_object_add(ret, "deferred", json_object_new_boolean(res->retention_deferred));
-                        json_object_object_add(ret, "error", res->retention_error
-                                                                     ? json_object_new_string(res->retention_error)
-                                                                     : NULL);
+                        json_object_object_add(ret, "deferred",
+                                               json_object_new_boolean(res->retention_deferred));
+                        json_object_object_add(
+                                ret, "error",
+                                res->retention_error ? json_object_new_string(res->retention_error) : NULL);
                         json_object_object_add(o, "retention", ret);
                 }
         }
@@ -331,7 +334,8 @@ void prune_result_done(PruneResult *res) {
         *res = (PruneResult){};
 }
 
-static PruneDecision *prune_result_add(PruneResult *res, const char *id, PruneAction action, const char *reason) {
+static PruneDecision *prune_result_add(PruneResult *res, const char *id, PruneAction action,
+                                       const char *reason) {
         PruneDecision *d;
 
         res->decisions = xrealloc(res->decisions, (res->n_decisions + 1) * sizeof *res->decisions);
@@ -340,7 +344,8 @@ static PruneDecision *prune_result_add(PruneResult *res, const char *id, PruneAc
         return d;
 }
 
-static int job_prune_store_result(const Config *c, const char *job, Store *s, bool dry_run, PruneResult *res) {
+static int job_prune_store_result(const Config *c, const char *job, Store *s, bool dry_run,
+                                  PruneResult *res) {
         _cleanup_(backup_list_done) BackupList all = {};
         _cleanup_free_ RetentionItem *items = NULL;
         _cleanup_free_ Manifest **mine = NULL, **kept = NULL;
@@ -383,8 +388,9 @@ static int job_prune_store_result(const Config *c, const char *job, Store *s, bo
 
         res->damaged = xcalloc(all.n_damaged + 1, sizeof *res->damaged);
         for (size_t i = 0; i < all.n_damaged; i++)
-                res->damaged[res->n_damaged++] = (PruneDamaged){ .id = xstrdup(all.damaged[i].id),
-                                                                 .message = xstrdup(all.damaged[i].message) };
+                res->damaged[res->n_damaged++] =
+                        (PruneDamaged){ .id = xstrdup(all.damaged[i].id),
+                                        .message = xstrdup(all.damaged[i].message) };
         for (size_t i = 0; i < n_mine; i++) {
                 PruneDecision *d;
 
@@ -425,8 +431,9 @@ void prune_result_print(const PruneResult *res, FILE *out) {
                         break;
                 case PRUNE_DELETED:
                         fprintf(out, "deleted %s %s  %s%s\n", res->job, d->id, d->reason,
-                                d->foreign_objects_left ? "; objects it does not own were left (see the warnings)"
-                                                        : "");
+                                d->foreign_objects_left
+                                        ? "; objects it does not own were left (see the warnings)"
+                                        : "");
                         break;
                 }
         }
@@ -434,14 +441,15 @@ void prune_result_print(const PruneResult *res, FILE *out) {
 }
 
 json_object *prune_result_to_json(const PruneResult *res) {
-        static const char *const action[] = { [PRUNE_KEEP] = "keep",
-                                              [PRUNE_WOULD_DELETE] = "would-delete",
-                                              [PRUNE_DELETED] = "deleted" };
+        static const char *const action[] = {
+                [PRUNE_KEEP] = "keep", [PRUNE_WOULD_DELETE] = "would-delete", [PRUNE_DELETED] = "deleted"
+        };
         json_object *o = json_object_new_object(), *backups = json_object_new_array(),
                     *damaged = json_object_new_array();
 
         json_object_object_add(o, "job", json_object_new_string(res->job));
-        json_object_object_add(o, "result", json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
+        json_object_object_add(o, "result",
+                               json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
         if (res->failure.error < 0) {
                 json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
                 json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));

@@ -15,16 +15,16 @@ const JobDefinition *job_find(const char *name);
  * journal, metrics and the ping, and by the caller as text or JSON. */
 typedef struct JobRunResult {
         const char *job;
-        bool ran;         /* false: it never started (unknown job, another run holds the lock) */
+        bool ran; /* false: it never started (unknown job, another run holds the lock) */
         bool no_manifest; /* mirror: nothing stored under the id */
         char id[BACKUP_ID_LEN + 1];
         uint64_t started_usec, finished_usec, duration_usec;
         uint64_t bytes;
         size_t n_objects;
-        unsigned pruned;         /* retention after the backup */
+        unsigned pruned; /* retention after the backup */
         bool retention_deferred; /* a reader held the read lock */
-        char *retention_error;   /* retention failed (the backup is safe) */
-        Failure failure;         /* captured where the work returned */
+        char *retention_error; /* retention failed (the backup is safe) */
+        Failure failure; /* captured where the work returned */
 } JobRunResult;
 void job_run_result_done(JobRunResult *res);
 

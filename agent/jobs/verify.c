@@ -154,7 +154,7 @@ static json_object *verify_result_to_state_json(const VerifyResult *res) {
                 const VerifyBackup *b = res->backups + i;
                 json_object *e = json_object_new_object(), *pa = json_object_new_array();
 
-                STRV_FOREACH(pr, b->problems)
+                STRV_FOREACH (pr, b->problems)
                         json_object_array_add(pa, json_object_new_string(*pr));
                 json_object_object_add(e, "id", json_object_new_string(b->id));
                 json_object_object_add(e, "ok", json_object_new_boolean(strv_isempty(b->problems)));
@@ -202,7 +202,7 @@ static void verify_backup_print(FILE *out, const char *job, const VerifyBackup *
         else
                 fprintf(out, "%s %s DAMAGED (%zu of %zu objects)\n", job, b->id, strv_length(b->problems),
                         b->n_objects);
-        STRV_FOREACH(pr, b->problems)
+        STRV_FOREACH (pr, b->problems)
                 fprintf(out, "  %s\n", *pr);
         fflush(out);
 }
@@ -212,9 +212,9 @@ static void verify_result_to_state(const Config *c, const VerifyResult *res) {
         ERR_KEEP_SCOPE();
         int r;
 
-        r = job_state_write_verify(c->agent.state_dir, res->job,
-                                   json_object_to_json_string_ext(
-                                           o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        r = job_state_write_verify(
+                c->agent.state_dir, res->job,
+                json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         if (r < 0)
                 log_warning("%s; the verify result is not recorded.", err_message() ?: strerror(-r));
         json_object_put(o);
@@ -226,14 +226,16 @@ static void verify_result_to_journal(const VerifyResult *res) {
 
         if (res->failure.error >= 0)
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_VERIFY, res->job, id, res->total_bytes,
-                              res->duration_usec, "Verified %zu backup(s) of %s%s: all good.", res->n_backups,
-                              res->job,
-                              res->restore_test.backup_id ? " and restored the newest into a throwaway cluster"
-                                                          : "");
+                              res->duration_usec, "Verified %zu backup(s) of %s%s: all good.",
+                              res->n_backups, res->job,
+                              res->restore_test.backup_id
+                                      ? " and restored the newest into a throwaway cluster"
+                                      : "");
         else
                 log_job_event(LOG_ERR, SKYFORGE_MESSAGE_VERIFY, res->job, id, res->total_bytes,
                               res->duration_usec, "Verify of %s found problems: %s", res->job,
-                              res->first_problem ?: res->none ?: failure_message(&res->restore_test_failure));
+                              res->first_problem ?: res->none
+                                                     ?: failure_message(&res->restore_test_failure));
 }
 
 /* Checks the selected backups into res: per backup, its problems (none: intact). A store failure stops. */

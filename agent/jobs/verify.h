@@ -29,7 +29,7 @@ typedef struct VerifyBackup {
         bool manifest_ok; /* false: its manifest cannot be used (the one problem says why) */
         size_t n_objects;
         uint64_t bytes;
-        char **problems;  /* empty: intact */
+        char **problems; /* empty: intact */
 } VerifyBackup;
 
 /* What a verify of one job found: filled by verify_job_result(), rendered into the state file
@@ -40,7 +40,7 @@ typedef struct VerifyResult {
         VerifyBackup *backups;
         size_t n_backups, n_damaged;
         char *first_problem; /* "backup ID is damaged: ..." of the newest damaged one */
-        char *none;          /* no backups at all: what to do */
+        char *none; /* no backups at all: what to do */
         bool restore_tested;
         RestoreTestResult restore_test;
         Failure restore_test_failure;

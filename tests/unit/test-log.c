@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The error slot and what keeps a failure intact on its way out: Failure, failure_take(), ERR_KEEP_SCOPE(). */
+/* The error slot and what keeps a failure intact on its way out: Failure, failure_take(),
+ * ERR_KEEP_SCOPE(). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
