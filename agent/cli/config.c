@@ -178,8 +178,8 @@ static int verb_config_run(CliContext *ctx, int argc, char *argv[]) {
                 return EX_USAGE;
         }
         if ((connect || ctx->json) && !streq(sub, "check")) {
-                fprintf(stderr, "skyforge-agent config %s: --connect and --json are for config check\n",
-                        sub);
+                fprintf(stderr, "skyforge-agent config %s: %s is for config check\n", sub,
+                        connect ? "--connect" : "--json");
                 return EX_USAGE;
         }
         if (streq(sub, "check"))
