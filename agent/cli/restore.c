@@ -169,7 +169,7 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
                 return r;
         if (action == RESTORE_CONFIG_SECRETS)
                 fprintf(stderr, "%s %d Secrets of config backup %s.\n",
-                        dry_run ? "Checked (dry run)" : "Applied", r, m->id);
+                        dry_run ? "Checked (dry run)" : "Applied", res.count, m->id);
         else if (action == RESTORE_POSTGRES_DATABASE)
                 fprintf(stderr, "Restored database \"%s\" of postgres backup %s.\n", a->database, m->id);
         else if (action == RESTORE_CONFIG_TO)

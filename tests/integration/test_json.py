@@ -11,6 +11,7 @@ import pytest
 from fixtures.age import age_keypair
 from fixtures.postgres import load_sample_data
 from test_postgres_s3 import remote_keys
+from test_config_job import config_setup  # noqa: F401 (a fixture: the config job with a Kubernetes stand-in)
 from test_verify import work  # noqa: F401 (a fixture: a work_dir the postgres user may enter)
 
 
@@ -256,3 +257,25 @@ def test_restore_json_whole_cluster_database_and_refusals(local_agent, pg_factor
     r = doc(p)
     assert r["result"] == "failed" and r["id"] == bid and f"backup {bid} is damaged" in r["error"]
     assert other.databases() == ["postgres", "template1"]
+
+
+def test_restore_json_apply_secrets_and_a_wrong_identity(config_setup, kube_api, tmp_path):  # noqa: F811
+    agent, cluster, key, manifests, token = config_setup
+    bid = agent("run", "config", check=True).stdout.strip()
+    kube_api.clear()
+    p = agent("restore", "config", "--apply-secrets", "--json", check=True)
+    r = doc(p)
+    assert r["job"] == "config" and r["action"] == "apply-secrets" and r["result"] == "ok" and r["id"] == bid
+    assert r["secrets"] == len(r["output"]) == len(kube_api.secrets) > 0, (r, kube_api.secrets)
+    assert all(line.startswith("created ") for line in r["output"]), r["output"]
+    # The text mode's count (pinned above for --json) is the same number.
+    p = agent("restore", "config", "--apply-secrets", "--dry-run")
+    assert f"Checked (dry run) {r['secrets']} Secrets" in p.stderr, p.stderr
+
+    wrong, _ = age_keypair(tmp_path, "wrong.key")
+    agent.config_path.write_text(agent.config_path.read_text().replace(str(key), str(wrong)))
+    p = agent("restore", "config", "--apply-secrets", "--json")
+    assert p.returncode == 65, p.stderr
+    r = doc(p)
+    assert r["result"] == "failed" and r["exit_code"] == 65 and f"no identity in {wrong}" in r["error"]
+    assert r["error"] in p.stderr
