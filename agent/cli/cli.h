@@ -37,6 +37,9 @@ int cli_parse_json_option(int argc, char *argv[], bool *ret_json);
 struct option;
 int cli_bad_option(const char *command, const char *shortopts, const struct option *options, int argc,
                    char *argv[]);
+/* Prints one JSON document (pretty, no escaped slashes) to stdout, then frees it. */
+struct json_object;
+void cli_json_print(struct json_object *o);
 /* "--help" handling for a command: prints the usage and help text. */
 void cli_verb_help(const Verb *v, FILE *f);
 

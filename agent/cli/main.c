@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <getopt.h>
+#include <json-c/json.h>
 
 #include "cli/cli.h"
 #include "log/log.h"
@@ -237,6 +238,12 @@ int cli_parse_json_option(int argc, char *argv[], bool *ret_json) {
                 else
                         return EX_USAGE;
         return 0;
+}
+
+void cli_json_print(json_object *o) {
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        fflush(stdout);
+        json_object_put(o);
 }
 
 int cli_fail(int r, const char *what) {

@@ -1,21 +1,27 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <getopt.h>
+#include <json-c/json.h>
 
 #include "cli/cli.h"
 #include "jobs/job.h"
 #include "log/log.h"
 
 static int run_prune(CliContext *ctx, int argc, char *argv[]) {
-        static const struct option options[] = { { "dry-run", no_argument, NULL, 'n' }, {} };
+        static const struct option options[] = { { "dry-run", no_argument, NULL, 'n' },
+                                                 { "json", no_argument, NULL, 'j' },
+                                                 {} };
         _cleanup_(config_freep) Config *c = NULL;
         const char *jobs[] = { "postgres", "config", NULL };
         const char *only = NULL;
-        bool dry_run = false;
+        json_object *results = NULL;
+        bool dry_run = false, json = false;
         int r, o, total = 0;
 
         while ((o = getopt_long(argc, argv, "n", options, NULL)) >= 0)
                 if (o == 'n')
                         dry_run = true;
+                else if (o == 'j')
+                        json = true;
                 else
                         return EX_USAGE;
         if (optind < argc) {
@@ -28,25 +34,41 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;
+        if (json)
+                results = json_object_new_array();
         for (size_t i = 0; jobs[i]; i++) {
+                _cleanup_(prune_result_done) PruneResult res = {};
+
                 if (only ? !streq(only, jobs[i]) : (streq(jobs[i], "config") && !c->config.present))
                         continue;
-                r = job_prune(c, jobs[i], dry_run, stdout);
-                if (r < 0)
+                r = job_prune_result(c, jobs[i], dry_run, &res);
+                if (json)
+                        json_object_array_add(results, prune_result_to_json(&res));
+                else
+                        prune_result_print(&res, stdout);
+                if (r < 0) {
+                        if (json)
+                                cli_json_print(results);
+                        (void) failure_raise(&res.failure);
                         return cli_fail(r, "prune failed");
+                }
                 total += r;
         }
-        fprintf(stderr, "%d backup(s) %s.\n", total, dry_run ? "would be deleted" : "deleted");
+        if (json)
+                cli_json_print(results);
+        else
+                fprintf(stderr, "%d backup(s) %s.\n", total, dry_run ? "would be deleted" : "deleted");
         return 0;
 }
 
 const Verb verb_prune = {
         .name = "prune",
-        .args = "[JOB] [--dry-run]",
+        .args = "[JOB] [--dry-run] [--json]",
         .summary = "Apply retention now: delete backups older than retention_days, keeping keep_min.",
         .help = "Each backup is listed with the reason it is kept or deleted. The manifest is deleted first,\n"
                 "so a backup is never half-visible. A running verify or restore of the job reads the\n"
                 "backups: prune waits for it (up to an hour, then exit status 75 and nothing deleted).\n"
-                "  -n, --dry-run   only show what would be deleted and why\n",
+                "  -n, --dry-run   only show what would be deleted and why\n"
+                "      --json      print one JSON array with the decisions per job instead of the lines\n",
         .run = run_prune,
 };

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <getopt.h>
+#include <json-c/json.h>
 
 #include "cli/cli.h"
 #include "jobs/config.h"
@@ -8,6 +9,7 @@
 #include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
+#include "pg/pg.h"
 #include "sys/process.h"
 
 typedef enum RestoreAction {
@@ -25,6 +27,84 @@ typedef struct RestoreArgs {
         unsigned jobs;
 } RestoreArgs;
 
+/* What a restore did: rendered as the lines on stdout and stderr, or (--json) as one object
+ * {job, action, id, target, database, dry_run, count, output, result, error, exit_code}. */
+typedef struct RestoreResult {
+        const char *job;
+        const char *action;
+        const char *id; /* the backup restored (resolved from latest), or what was asked for */
+        char *target;   /* conninfo without its password, or the directory */
+        const char *database;
+        const char *bucket;
+        bool dry_run;
+        int count; /* Secrets applied or checked */
+        char *output;  /* what the restore printed on stdout (file names, per-Secret lines, mirror stats) */
+        size_t output_size;
+        Failure failure;
+} RestoreResult;
+
+static void restore_result_done(RestoreResult *res) {
+        free(res->target);
+        free(res->output);
+        failure_done(&res->failure);
+}
+
+static json_object *restore_result_to_json(const RestoreResult *res) {
+        json_object *o = json_object_new_object(), *lines = json_object_new_array();
+        _cleanup_strv_free_ char **l = strv_split(strempty(res->output), "\n");
+
+        json_object_object_add(o, "job", json_object_new_string(res->job));
+        json_object_object_add(o, "action", json_object_new_string(res->action));
+        json_object_object_add(o, "result",
+                               json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
+        if (res->failure.error < 0) {
+                json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
+                json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
+        }
+        if (res->id)
+                json_object_object_add(o, "id", json_object_new_string(res->id));
+        if (res->target)
+                json_object_object_add(o, "target", json_object_new_string(res->target));
+        if (res->database)
+                json_object_object_add(o, "database", json_object_new_string(res->database));
+        if (res->bucket)
+                json_object_object_add(o, "bucket", json_object_new_string(res->bucket));
+        json_object_object_add(o, "dry_run", json_object_new_boolean(res->dry_run));
+        if (streq(res->action, "apply-secrets"))
+                json_object_object_add(o, "secrets", json_object_new_int(res->count));
+        STRV_FOREACH(line, l)
+                json_object_array_add(lines, json_object_new_string(*line));
+        json_object_object_add(o, "output", lines);
+        return o;
+}
+
+/* With --json the text a restore prints on stdout goes into the result instead. */
+static FILE *restore_output_open(CliContext *ctx, RestoreResult *res) {
+        FILE *f;
+
+        if (!ctx->json)
+                return stdout;
+        f = open_memstream(&res->output, &res->output_size);
+        if (!f)
+                abort(); /* like any allocation failure */
+        return f;
+}
+
+static int restore_result_finish(CliContext *ctx, RestoreResult *res, FILE *out, int r) {
+        failure_capture(&res->failure, r);
+        if (out && out != stdout) {
+                ERR_KEEP_SCOPE();
+                fclose(out);
+        }
+        if (ctx->json)
+                cli_json_print(restore_result_to_json(res));
+        if (r < 0) {
+                (void) failure_raise(&res->failure);
+                return cli_fail(r, "restore failed");
+        }
+        return 0;
+}
+
 static int restore_backup(CliContext *ctx, const char *job, RestoreAction action, const RestoreArgs *a) {
         const char *id = a->id, *to = a->to;
         bool dry_run = a->dry_run;
@@ -33,12 +113,27 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         _cleanup_(backup_list_done) BackupList l = {};
         _cleanup_free_ char *dest = NULL;
         _cleanup_close_ int read_fd = -EBADF;
-        const Manifest *m;
+        _cleanup_(restore_result_done) RestoreResult res = {
+                .job = job,
+                .action = action == RESTORE_POSTGRES            ? "postgres"
+                          : action == RESTORE_POSTGRES_DATABASE ? "database"
+                          : action == RESTORE_CONFIG_TO         ? "config-files"
+                                                                : "apply-secrets",
+                .id = id,
+                .target = to ? xstrdup(to) : NULL,
+                .database = a->database,
+                .dry_run = dry_run,
+        };
+        const Manifest *m = NULL;
+        FILE *out;
         int r;
 
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;
+        if (res.target && job && streq(job, "postgres"))
+                (void) pg_conninfo_hide_password(res.target);
+        out = restore_output_open(ctx, &res);
         dest = config_job_destination(c, job);
         /* Shared with verify: prune and retention wait until the restore has read the backup. */
         r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
@@ -59,17 +154,22 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
                         r = postgres_restore_database(c, s, m, a->database, to, a->jobs);
                         break;
                 case RESTORE_CONFIG_TO:
-                        r = config_restore_to(c, s, m, to, stdout);
+                        r = config_restore_to(c, s, m, to, out);
                         break;
                 case RESTORE_CONFIG_SECRETS:
-                        r = config_apply_secrets(c, s, m, dry_run, stdout);
+                        r = config_apply_secrets(c, s, m, dry_run, out);
                         break;
                 }
-        if (r < 0)
-                return cli_fail(r, "restore failed");
+        if (m)
+                res.id = m->id;
+        if (r >= 0 && action == RESTORE_CONFIG_SECRETS)
+                res.count = r;
+        r = restore_result_finish(ctx, &res, out, r);
+        if (r != 0 || ctx->json)
+                return r;
         if (action == RESTORE_CONFIG_SECRETS)
                 fprintf(stderr, "%s %d Secrets of config backup %s.\n",
-                        dry_run ? "Checked (dry run)" : "Applied", r, m->id);
+                        dry_run ? "Checked (dry run)" : "Applied", res.count, m->id);
         else if (action == RESTORE_POSTGRES_DATABASE)
                 fprintf(stderr, "Restored database \"%s\" of postgres backup %s.\n", a->database, m->id);
         else if (action == RESTORE_CONFIG_TO)
@@ -84,22 +184,24 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
 static int restore_mirror(CliContext *ctx, const char *bucket, bool dry_run) {
         _cleanup_(config_freep) Config *c = NULL;
         MirrorOptions o = { .direction = MIRROR_REVERSE, .dry_run = dry_run, .bucket = bucket };
+        _cleanup_(restore_result_done) RestoreResult res = { .job = "mirror", .action = "mirror",
+                                                             .bucket = bucket, .dry_run = dry_run };
         MirrorStats s = {};
         Progress p;
+        FILE *out;
         int r;
 
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;
+        out = restore_output_open(ctx, &res);
         job_install_signal_handlers();
         progress_init(&p, "restoring", 0, NULL, NULL);
         p.count_objects = true;
         r = mirror_run(c, &o, &p, &s);
         progress_done(&p);
-        mirror_stats_print(&s, dry_run, stdout);
-        if (r < 0)
-                return cli_fail(r, "restore mirror failed");
-        return 0;
+        mirror_stats_print(&s, dry_run, out);
+        return restore_result_finish(ctx, &res, out, r);
 }
 
 static int run_restore(CliContext *ctx, int argc, char *argv[]) {
@@ -110,6 +212,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 { "apply-secrets", no_argument, NULL, 'a' },
                 { "database", required_argument, NULL, 'd' },
                 { "jobs", required_argument, NULL, 'j' },
+                { "json", no_argument, NULL, 'J' },
                 {},
         };
         const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL;
@@ -134,6 +237,9 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                         break;
                 case 'd':
                         database = optarg;
+                        break;
+                case 'J':
+                        ctx->json = true;
                         break;
                 case 'j':
                         if (parse_uint64(optarg, &jobs) < 0 || jobs < 1 || jobs > 64) {
@@ -204,7 +310,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
 const Verb verb_restore = {
         .name = "restore",
         .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | config [ID|latest] --to DIR | config --apply-secrets "
-                "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]",
+                "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]  [--json]",
         .summary = "Restore a backup.",
         .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
                 "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
@@ -227,6 +333,8 @@ const Verb verb_restore = {
                 "  -j, --jobs N            postgres --database: parallel pg_restore jobs (default 2; fewer\n"
                 "                          when the server has fewer free connections)\n"
                 "  -b, --bucket B          restore mirror: only bucket B\n"
-                "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n",
+                "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n"
+                "      --json              print one JSON object (job, action, id, target, result, error,\n"
+                "                          output: the lines otherwise printed on stdout)\n",
         .run = run_restore,
 };

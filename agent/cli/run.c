@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <getopt.h>
+#include <json-c/json.h>
 
 #include "cli/cli.h"
 #include "jobs/job.h"
@@ -32,15 +33,20 @@ static int run_mirror_dry(const Config *c) {
 }
 
 static int run_run(CliContext *ctx, int argc, char *argv[]) {
-        static const struct option options[] = { { "dry-run", no_argument, NULL, 'n' }, {} };
+        static const struct option options[] = { { "dry-run", no_argument, NULL, 'n' },
+                                                 { "json", no_argument, NULL, 'j' },
+                                                 {} };
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_strv_free_ char **jobs = xcalloc(1, sizeof(char *));
-        bool dry_run = false;
+        json_object *results = NULL;
+        bool dry_run = false, json = false;
         int r, ret = 0, o;
 
         while ((o = getopt_long(argc, argv, "n", options, NULL)) >= 0)
                 if (o == 'n')
                         dry_run = true;
+                else if (o == 'j')
+                        json = true;
                 else
                         return EX_USAGE;
         if (optind >= argc) {
@@ -54,6 +60,11 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;
+        if (dry_run && json) {
+                fputs("skyforge-agent run: --json is for backup runs, not \"run mirror --dry-run\".\n",
+                      stderr);
+                return EX_USAGE;
+        }
         if (dry_run)
                 return run_mirror_dry(c);
         for (int i = optind; i < argc; i++) {
@@ -73,38 +84,47 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
 
         job_install_signal_handlers();
         child_cancel_flag = &job_cancel_requested;
+        if (json)
+                results = json_object_new_array();
         STRV_FOREACH(j, jobs) {
-                _cleanup_free_ char *id = NULL;
+                _cleanup_(job_run_result_done) JobRunResult res = {};
 
                 if (!job_find(*j)) {
                         log_warning("job %s is not available in this build, skipping.", *j);
                         continue;
                 }
-                r = job_run(c, *j, &id);
+                r = job_run_result(c, *j, &res);
+                if (json)
+                        json_object_array_add(results, job_run_result_to_json(&res));
                 if (r < 0) {
-                        /* job_run logged the failure with its journal fields already. */
-                        int code = err_exit_code(r);
+                        /* The runner logged the failure with its journal fields already. */
                         if (ret == 0)
-                                ret = code;
+                                ret = res.failure.exit_code;
                         if (job_cancel_requested)
                                 break;
                         continue;
                 }
-                printf("%s\n", id);
-                fflush(stdout);
+                if (!json) {
+                        printf("%s\n", res.id);
+                        fflush(stdout);
+                }
         }
+        if (json)
+                cli_json_print(results);
         return ret;
 }
 
 const Verb verb_run = {
         .name = "run",
-        .args = "JOB...|all | mirror --dry-run",
+        .args = "JOB...|all [--json] | mirror --dry-run",
         .summary = "Run backup jobs now and print the new backup ids.",
         .help = "Jobs: postgres (pg_dumpall to the store), mirror (MinIO to offsite S3), config (manifests and\n"
                 "encrypted Secrets). \"all\" runs every configured job. Each job takes a lock, writes its state\n"
                 "to state_dir/JOB.json, logs to the journal, and applies retention after a successful backup.\n"
                 "On a terminal, progress is shown on stderr.\n"
                 "  -n, --dry-run   with mirror: list both sides and print what would be copied, deleted and\n"
-                "                  skipped (objects and bytes); change nothing\n",
+                "                  skipped (objects and bytes); change nothing\n"
+                "      --json      print a JSON array with one result per job (job, result, error, id,\n"
+                "                  bytes, ...) instead of the new backup ids\n",
         .run = run_run,
 };

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <getopt.h>
+#include <json-c/json.h>
 
 #include "cli/cli.h"
 #include "jobs/job.h"
@@ -14,11 +15,14 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
                 { "all", no_argument, NULL, 'a' },
                 { "restore-test", no_argument, NULL, 'R' },
+                { "json", no_argument, NULL, 'j' },
                 {},
         };
         _cleanup_(config_freep) Config *c = NULL;
         VerifyOptions vo = { .out = stdout };
         const char *only = NULL;
+        json_object *results = NULL;
+        bool json = false;
         int r, o, ret = 0;
 
         while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
@@ -28,6 +32,11 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                         break;
                 case 'R':
                         vo.restore_test = true;
+                        break;
+                case 'j':
+                        /* The lines for the operator give way to one JSON document on stdout. */
+                        vo.out = NULL;
+                        json = true;
                         break;
                 default:
                         return EX_USAGE;
@@ -65,15 +74,20 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
 
         job_install_signal_handlers();
         child_cancel_flag = &job_cancel_requested;
+        if (json)
+                results = json_object_new_array();
         for (size_t i = 0; verifiable[i]; i++) {
+                _cleanup_(verify_result_done) VerifyResult res = {};
                 const char *job = verifiable[i];
 
                 if (only ? !streq(only, job) : streq(job, "config") && !c->config.present)
                         continue;
-                r = verify_job(c, job, &vo);
+                r = verify_job_result(c, job, &vo, &res);
+                if (json)
+                        json_object_array_add(results, verify_result_to_json(&res));
                 if (r < 0) {
-                        int code = err_exit_code(r);
-                        log_error("%s", err_message() ?: strerror(-r));
+                        int code = res.failure.exit_code;
+                        log_error("%s", failure_message(&res.failure));
                         /* A damaged backup is the headline; other failures only when nothing is damaged. */
                         if (ret == 0 || code == EX_DATAERR)
                                 ret = code;
@@ -81,12 +95,14 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                                 break;
                 }
         }
+        if (json)
+                cli_json_print(results);
         return ret;
 }
 
 const Verb verb_verify = {
         .name = "verify",
-        .args = "[JOB] [ID|--all] [--restore-test]",
+        .args = "[JOB] [ID|--all] [--restore-test] [--json]",
         .summary = "Check stored backups against their manifests; optionally restore-test the newest dump.",
         .help = "Re-reads every object of the newest backup of each job (postgres, and config when "
                 "configured),\n"
@@ -102,6 +118,8 @@ const Verb verb_verify = {
                 "      --restore-test   also restore the newest postgres dump (or ID) into a throwaway "
                 "cluster in\n"
                 "                       work_dir, check that every database of the manifest came back, and\n"
-                "                       count tables and rows per database\n",
+                "                       count tables and rows per database\n"
+                "      --json           print one JSON array with the result of each job (the shape of\n"
+                "                       last_verify, with job, error and exit_code) instead of the lines\n",
         .run = run_verify,
 };

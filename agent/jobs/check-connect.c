@@ -3,7 +3,7 @@
 #include <sysexits.h>
 
 #include "jobs/check-connect.h"
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
 #include "log/log.h"
@@ -34,8 +34,9 @@ static void add(ConnectReport *r, ConnectStatus status, int exit_code, const cha
 
 /* The failure recorded with err_set() for r, as a check result. */
 static void add_fail(ConnectReport *rep, const char *what, int r) {
-        add(rep, CONNECT_FAIL, err_exit_code(r), what, xstrdup(err_message() ?: strerror(-r)));
-        err_clear();
+        Failure f = failure_take(r);
+
+        add(rep, CONNECT_FAIL, f.exit_code, what, TAKE_PTR(f.message));
 }
 
 /* ---- PostgreSQL ---- */

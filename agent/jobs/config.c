@@ -8,7 +8,7 @@
 #include <sysexits.h>
 
 #include "jobs/config.h"
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/postgres.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
@@ -16,6 +16,7 @@
 #include "pipe/pipe.h"
 #include "pipe/tar.h"
 #include "pipe/untar.h"
+#include "store/objects.h"
 
 #define SECRETS_MAX (256U * 1024 * 1024)
 
@@ -347,10 +348,10 @@ static const char *secret_field(json_object *secret, const char *key) {
 int config_apply_secrets(const Config *c, Store *s, const Manifest *m, bool dry_run, FILE *out) {
         _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
         _cleanup_(kube_client_freep) KubeClient *client = NULL;
-        _cleanup_free_ char *first_error = NULL;
+        _cleanup_(failure_done) Failure first = {};
         json_object *list = NULL, *items;
         size_t n, failed = 0;
-        int r, first_r = 0, first_code = 0;
+        int r;
 
         r = secrets_load(c, s, m, &list);
         if (r < 0)
@@ -372,11 +373,8 @@ int config_apply_secrets(const Config *c, Store *s, const Manifest *m, bool dry_
                 if (r < 0) {
                         fprintf(out, "failed    %s/%s: %s\n", secret_field(secret, "namespace"),
                                 secret_field(secret, "name"), err_message() ?: strerror(-r));
-                        if (failed++ == 0) {
-                                first_error = xstrdup(err_message() ?: strerror(-r));
-                                first_r = r;
-                                first_code = err_exit_code(r);
-                        }
+                        failed++;
+                        failure_capture(&first, r); /* keeps the first */
                         continue;
                 }
                 fprintf(out, "%-9s %s/%s%s\n", kube_apply_result_to_string(res),
@@ -385,8 +383,8 @@ int config_apply_secrets(const Config *c, Store *s, const Manifest *m, bool dry_
         }
         json_object_put(list);
         if (failed > 0)
-                return err_set(first_r, first_code,
+                return err_set(first.error, first.exit_code,
                                "%zu of %zu Secrets of backup %s could not be applied; the first: %s",
-                               failed, n, m->id, first_error);
+                               failed, n, m->id, failure_message(&first));
         return (int) n;
 }

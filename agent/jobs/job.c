@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <sys/file.h>
 #include <sysexits.h>
 #include <time.h>
@@ -11,10 +12,6 @@
 #include "pipe/pipe.h"
 #include "store/retention.h"
 
-volatile sig_atomic_t job_cancel_requested = 0;
-
-const char *const job_names[] = { "postgres", "mirror", "config", NULL };
-
 static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config };
 
 const JobDefinition *job_find(const char *name) {
@@ -22,119 +19,6 @@ const JobDefinition *job_find(const char *name) {
                 if (streq(job_definitions[i]->name, name))
                         return job_definitions[i];
         return NULL;
-}
-
-static void on_cancel(int sig) {
-        job_cancel_requested = 1;
-}
-
-void job_install_signal_handlers(void) {
-        struct sigaction sa = { .sa_handler = on_cancel };
-
-        /* No SA_RESTART: blocking calls return EINTR so loops notice the request promptly. */
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        signal(SIGPIPE, SIG_IGN);
-        /* The store and Kubernetes clients below the jobs see the request through this. */
-        cancel_flag = &job_cancel_requested;
-}
-
-void job_retention_settings(const Config *c, const char *job, unsigned *ret_days, unsigned *ret_keep_min) {
-        if (streq(job, "config")) {
-                *ret_days = c->config.retention_days;
-                *ret_keep_min = c->config.keep_min;
-        } else {
-                *ret_days = c->postgres.retention_days;
-                *ret_keep_min = c->postgres.keep_min;
-        }
-}
-
-/* One run of a job at a time: a second run fails at once instead of racing the first. Only backup runs
- * take this lock: readers of stored backups (verify, restore) take the read lock below instead, so a
- * weekly verify never makes the nightly backup fail with "already running". */
-int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd) {
-        _cleanup_free_ char *path = xasprintf("%s/%s.lock", state_dir, job);
-        int r;
-
-        r = mkdir_p(state_dir, 0755);
-        if (r < 0)
-                return err_set(r, EX_CANTCREAT, "cannot create state_dir %s: %s (set state_dir in [agent])",
-                               state_dir, strerror(-r));
-        r = lock_file(path, 0644, false, NULL, ret_fd);
-        if (r == -EBUSY && wait) {
-                log_info("Job %s is running; waiting for it to finish.", job);
-                r = lock_file(path, 0644, true, &job_cancel_requested, ret_fd);
-        }
-        if (r == -EBUSY)
-                return err_set(r, EX_TEMPFAIL, "job %s is already running (lock %s is held)", job, path);
-        if (r == -ECANCELED)
-                return err_set(r, EX_TEMPFAIL, "cancelled while waiting for job %s to finish", job);
-        if (r < 0)
-                return err_set(r, EX_OSERR, "cannot lock %s: %s", path, strerror(-r));
-        return 0;
-}
-
-int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64_t timeout_usec,
-                  int *ret_fd) {
-        _cleanup_free_ char *path = xasprintf("%s/%s.read.lock", state_dir, job);
-        _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ char *span = NULL;
-        uint64_t deadline = 0, sec = timeout_usec / USEC_PER_SEC;
-        int r;
-
-        r = mkdir_p(state_dir, 0755);
-        if (r < 0)
-                return err_set(r, EX_CANTCREAT, "cannot create state_dir %s: %s (set state_dir in [agent])",
-                               state_dir, strerror(-r));
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
-        if (fd < 0)
-                return err_set(-errno, EX_CANTCREAT, "cannot open lock %s: %m (is state_dir writable?)",
-                               path);
-        span = sec >= 3600 && sec % 3600 == 0 ? xasprintf("%" PRIu64 " h", sec / 3600)
-               : sec >= 60 && sec % 60 == 0   ? xasprintf("%" PRIu64 " min", sec / 60)
-                                              : xasprintf("%" PRIu64 " s", sec);
-        /* Bounded: a verify may read for hours; polling the lock while waiting keeps the bound and
-         * SIGTERM simple (flock() has no timeout). Nothing polls when the lock is free. */
-        for (unsigned i = 0;; i++) {
-                if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) >= 0)
-                        break;
-                if (errno == EINTR)
-                        continue;
-                if (errno != EWOULDBLOCK)
-                        return err_set(-errno, EX_OSERR, "cannot lock %s: %m", path);
-                if (timeout_usec == 0)
-                        return err_set(-EBUSY, EX_TEMPFAIL, "backups of %s are being %s (lock %s is held)",
-                                       job, exclusive ? "read" : "pruned", path);
-                if (i == 0) {
-                        deadline = now_usec(CLOCK_MONOTONIC) + timeout_usec;
-                        if (exclusive)
-                                log_info("Backups of %s are being read (a verify or restore holds %s); "
-                                         "waiting up to %s before deleting any.",
-                                         job, path, span);
-                        else
-                                log_info("Backups of %s are being pruned (lock %s); waiting up to %s.", job,
-                                         path, span);
-                }
-                if (job_cancel_requested)
-                        return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled while waiting for lock %s", path);
-                if (now_usec(CLOCK_MONOTONIC) >= deadline) {
-                        if (exclusive)
-                                return err_set(-EBUSY, EX_TEMPFAIL,
-                                               "backups of %s are still being read after %s (a verify or "
-                                               "restore holds %s); nothing was deleted: run `skyforge-agent "
-                                               "prune %s` when it has finished",
-                                               job, span, path, job);
-                        return err_set(
-                                -EBUSY, EX_TEMPFAIL,
-                                "backups of %s are still being pruned after %s (lock %s is held); try "
-                                "again later",
-                                job, span, path);
-                }
-                (void) usleep(100 * 1000);
-        }
-        *ret_fd = TAKE_FD(fd);
-        return 0;
 }
 
 static void job_new_id(Store *s, char ret[static BACKUP_ID_LEN + 1]) {
@@ -178,132 +62,249 @@ static void state_set(char **field, const char *value) {
         *field = xstrdup(strempty(value));
 }
 
-int job_run(const Config *c, const char *job, char **ret_id) {
+void job_run_result_done(JobRunResult *res) {
+        free(res->retention_error);
+        failure_done(&res->failure);
+        *res = (JobRunResult){};
+}
+
+/* The state file at the start of a run: running, with this process's pid. */
+static void job_state_running(const Config *c, JobState *st, uint64_t started) {
+        state_set(&st->state, "running");
+        state_set(&st->progress_text, "starting");
+        st->progress = -1;
+        st->pid = (uint64_t) getpid();
+        st->last_start_usec = started;
+        (void) job_state_write(c->agent.state_dir, st);
+}
+
+/* The renderers of a finished run: the state file, the journal entry, metrics and the ping. Each may fail
+ * and log so; none changes the run's failure (ERR_KEEP_SCOPE). */
+static void job_run_result_to_state(const Config *c, const JobRunResult *res, JobState *st) {
+        ERR_KEEP_SCOPE();
+
+        st->pid = 0;
+        st->progress = -1;
+        state_set(&st->progress_text, "");
+        st->last_end_usec = res->finished_usec;
+        if (res->failure.error < 0) {
+                state_set(&st->state, "failed");
+                state_set(&st->last_result, "failed");
+                state_set(&st->last_error, failure_message(&res->failure));
+        } else {
+                state_set(&st->state, "idle");
+                state_set(&st->last_result, "success");
+                state_set(&st->last_error, "");
+                state_set(&st->last_backup_id, res->id);
+                st->last_bytes = res->bytes;
+                st->last_success_usec = st->last_end_usec;
+        }
+        (void) job_state_write(c->agent.state_dir, st);
+}
+
+static void job_run_result_to_journal(const JobRunResult *res) {
+        char size[FORMAT_BYTES_MAX];
+        ERR_KEEP_SCOPE();
+
+        if (res->failure.error < 0)
+                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, res->job, NULL, UINT64_MAX,
+                              res->duration_usec, "Job %s failed: %s", res->job,
+                              failure_message(&res->failure));
+        else
+                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, res->job, res->id, res->bytes,
+                              res->duration_usec, "Job %s succeeded: %s %s, %s in %.1f s.", res->job,
+                              res->no_manifest ? "run" : "backup", res->id,
+                              format_bytes(res->bytes, size, sizeof size),
+                              (double) res->duration_usec / USEC_PER_SEC);
+}
+
+static void job_run_result_to_monitor(const Config *c, const JobRunResult *res) {
+        ERR_KEEP_SCOPE();
+
+        job_monitor_write_metrics(c);
+        job_monitor_ping(c, res->job, res->failure.error < 0 ? JOB_PING_FAIL : JOB_PING_SUCCESS,
+                         failure_message(&res->failure));
+}
+
+/* The backup step and everything it needs: store, id, leftovers, manifest. */
+static int job_run_work(const Config *c, const JobDefinition *def, JobContext *ctx, uint64_t started,
+                        Store **store, Manifest **ret_m) {
+        _cleanup_free_ char *destination = config_job_destination(c, def->name);
+        _cleanup_(manifest_freep) Manifest *m = NULL;
+        char hostname[256] = "";
+        int r;
+
+        if (def->no_manifest) {
+                /* The id names the run in the state and the journal; nothing is stored under it. */
+                backup_id_format(started, ctx->id);
+                r = 0;
+        } else
+                r = store_open_location_for_write(c, destination, store);
+        if (r >= 0 && !def->no_manifest) {
+                ctx->store = *store;
+                job_new_id(*store, ctx->id);
+                r = backup_cleanup_orphans(*store, NULL, def->name, def->object_suffixes);
+        }
+        if (r < 0)
+                return r;
+        m = xcalloc(1, sizeof *m);
+        m->job = xstrdup(def->name);
+        m->id = xstrdup(ctx->id);
+        m->started_usec = started;
+        m->agent_version = xstrdup(PACKAGE_VERSION);
+        gethostname(hostname, sizeof hostname - 1);
+        m->hostname = xstrdup(hostname);
+        *ret_m = m; /* bytes of a run that failed late are still of interest: set before the steps */
+        r = def->backup(ctx, m);
+        if (r >= 0 && job_cancel_requested)
+                r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", def->name);
+        if (r >= 0 && !def->no_manifest)
+                r = job_check_object_names(def, m);
+        if (r >= 0 && !def->no_manifest) {
+                m->finished_usec = now_usec(CLOCK_REALTIME);
+                r = manifest_store(*store, m);
+                if (r < 0)
+                        r = err_setf(r, "cannot write the manifest of backup %s to %s: %s", ctx->id,
+                                     destination, err_message() ?: strerror(-r));
+        }
+        TAKE_PTR(m);
+        return r;
+}
+
+/* Retention only after a new backup has succeeded; its failure does not fail the backup. It deletes, so it
+ * waits (bounded) for a verify or restore that reads the same backups. */
+static void job_run_retention(const Config *c, const char *job, Store *store, JobRunResult *res) {
+        _cleanup_close_ int read_fd = -EBADF;
+        ERR_KEEP_SCOPE();
+        int r;
+
+        /* Without waiting: the backup is done, and a restore test may read for hours. What it would delete
+         * stays until the next run or `prune`. */
+        r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
+        if (r == -EBUSY) {
+                res->retention_deferred = true;
+                log_notice(
+                        "Retention of %s deferred: its backups are being read (verify, restore) or pruned; "
+                        "the next run or `skyforge-agent prune %s` applies it.",
+                        job, job);
+                return;
+        }
+        if (r >= 0)
+                r = job_prune_store(c, job, store, false, NULL);
+        if (r >= 0) {
+                res->pruned = (unsigned) r;
+                return;
+        }
+        res->retention_error = xstrdup(err_message() ?: strerror(-r));
+        log_warning("retention for %s failed: %s; the new backup %s is safe.", job, res->retention_error,
+                    res->id);
+}
+
+int job_run_result(const Config *c, const char *job, JobRunResult *res) {
         const JobDefinition *def = job_find(job);
         _cleanup_close_ int lock_fd = -EBADF;
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_(manifest_freep) Manifest *m = NULL;
-        _cleanup_free_ char *destination = NULL;
         _cleanup_(job_state_done) JobState st = {};
         JobContext ctx = { .config = c, .job = job };
-        char hostname[256] = "";
-        uint64_t start_mono, started;
+        uint64_t start_mono;
         int r;
 
-        if (!def)
-                return err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
+        *res = (JobRunResult){ .job = job, .started_usec = now_usec(CLOCK_REALTIME) };
+        if (!def) {
+                r = err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
+                failure_capture(&res->failure, r);
+                return r;
+        }
+        res->no_manifest = def->no_manifest;
         r = job_lock(c->agent.state_dir, job, false, &lock_fd);
         if (r < 0) {
                 /* Not a failed run: the state belongs to the run that holds the lock. */
-                log_error("%s", err_message());
+                failure_capture(&res->failure, r);
+                log_error("%s", failure_message(&res->failure));
                 return r;
         }
+        res->ran = true;
 
         (void) job_state_read(c->agent.state_dir, job, &st);
         start_mono = now_usec(CLOCK_MONOTONIC);
-        started = now_usec(CLOCK_REALTIME);
-        state_set(&st.state, "running");
-        state_set(&st.progress_text, "starting");
-        st.progress = -1;
-        st.pid = (uint64_t) getpid();
-        st.last_start_usec = started;
-        (void) job_state_write(c->agent.state_dir, &st);
+        job_state_running(c, &st, res->started_usec);
         ctx.state = &st;
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_STARTED, job, NULL, UINT64_MAX, UINT64_MAX,
                       "Job %s started.", job);
         job_monitor_ping(c, job, JOB_PING_START, NULL);
 
         err_clear();
-        destination = config_job_destination(c, job);
-        if (def->no_manifest) {
-                /* The id names the run in the state and the journal; nothing is stored under it. */
-                backup_id_format(started, ctx.id);
-                r = 0;
-        } else
-                r = store_open_location_for_write(c, destination, &store);
-        if (r >= 0 && !def->no_manifest) {
-                ctx.store = store;
-                job_new_id(store, ctx.id);
-                r = backup_cleanup_orphans(store, NULL, job, def->object_suffixes);
+        r = job_run_work(c, def, &ctx, res->started_usec, &store, &m);
+        /* Captured here, where the work returns: nothing below changes what the run's failure says. */
+        failure_capture(&res->failure, r);
+        memcpy(res->id, ctx.id, sizeof res->id);
+        if (m) {
+                res->bytes = m->bytes;
+                res->n_objects = m->n_objects;
         }
-        if (r >= 0) {
-                m = xcalloc(1, sizeof *m);
-                m->job = xstrdup(job);
-                m->id = xstrdup(ctx.id);
-                m->started_usec = started;
-                m->agent_version = xstrdup(PACKAGE_VERSION);
-                gethostname(hostname, sizeof hostname - 1);
-                m->hostname = xstrdup(hostname);
-                r = def->backup(&ctx, m);
-                if (r >= 0 && job_cancel_requested)
-                        r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", job);
-        }
-        if (r >= 0 && !def->no_manifest)
-                r = job_check_object_names(def, m);
-        if (r >= 0 && !def->no_manifest) {
-                m->finished_usec = now_usec(CLOCK_REALTIME);
-                r = manifest_store(store, m);
-                if (r < 0)
-                        r = err_setf(r, "cannot write the manifest of backup %s to %s: %s", ctx.id, destination,
-                                     err_message() ?: strerror(-r));
-        }
+        res->duration_usec = now_usec(CLOCK_MONOTONIC) - start_mono;
+        res->finished_usec = now_usec(CLOCK_REALTIME);
 
-        uint64_t duration = now_usec(CLOCK_MONOTONIC) - start_mono;
-        st.pid = 0;
-        st.progress = -1;
-        state_set(&st.progress_text, "");
-        st.last_end_usec = now_usec(CLOCK_REALTIME);
-        if (r < 0) {
-                _cleanup_free_ char *msg = xstrdup(err_message() ?: strerror(-r));
-                int saved_code = err_exit_code(r);
+        job_run_result_to_state(c, res, &st);
+        job_run_result_to_journal(res);
+        job_run_result_to_monitor(c, res);
+        if (r >= 0 && def->has_retention && store)
+                job_run_retention(c, job, store, res);
+        return failure_raise(&res->failure);
+}
 
-                state_set(&st.state, "failed");
-                state_set(&st.last_result, "failed");
-                state_set(&st.last_error, msg);
-                (void) job_state_write(c->agent.state_dir, &st);
-                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, job, NULL, UINT64_MAX, duration,
-                              "Job %s failed: %s", job, msg);
-                job_monitor_write_metrics(c);
-                job_monitor_ping(c, job, JOB_PING_FAIL, msg);
-                /* Writing the state may have replaced the error detail; restore it for the caller. */
-                return err_set(r, saved_code, "%s", msg);
-        }
+int job_run(const Config *c, const char *job, char **ret_id) {
+        _cleanup_(job_run_result_done) JobRunResult res = {};
+        int r;
 
-        char size[FORMAT_BYTES_MAX];
-        state_set(&st.state, "idle");
-        state_set(&st.last_result, "success");
-        state_set(&st.last_error, "");
-        state_set(&st.last_backup_id, ctx.id);
-        st.last_bytes = m->bytes;
-        st.last_success_usec = st.last_end_usec;
-        (void) job_state_write(c->agent.state_dir, &st);
-        log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, job, ctx.id, m->bytes, duration,
-                      "Job %s succeeded: %s %s, %s in %.1f s.", job, def->no_manifest ? "run" : "backup", ctx.id,
-                      format_bytes(m->bytes, size, sizeof size), (double) duration / USEC_PER_SEC);
-        job_monitor_write_metrics(c);
-        job_monitor_ping(c, job, JOB_PING_SUCCESS, NULL);
-
-        /* Retention only after a new backup has succeeded; its failure does not fail the backup. It
-         * deletes, so it waits (bounded) for a verify or restore that reads the same backups. */
-        if (def->has_retention && store) {
-                _cleanup_close_ int read_fd = -EBADF;
-
-                /* Without waiting: the backup is done, and a restore test may read for hours. What it
-                 * would delete stays until the next run or `prune`. */
-                r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
-                if (r == -EBUSY)
-                        log_notice("Retention of %s deferred: its backups are being read (verify, restore) "
-                                   "or pruned; the next run or `skyforge-agent prune %s` applies it.",
-                                   job, job);
-                else if (r >= 0)
-                        r = job_prune_store(c, job, store, false, NULL);
-                if (r < 0 && r != -EBUSY)
-                        log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
-                                    err_message() ?: "unknown error", ctx.id);
-        }
+        r = job_run_result(c, job, &res);
+        if (r < 0)
+                return r;
         if (ret_id)
-                *ret_id = xstrdup(ctx.id);
+                *ret_id = xstrdup(res.id);
         return 0;
+}
+
+json_object *job_run_result_to_json(const JobRunResult *res) {
+        json_object *o = json_object_new_object();
+        _cleanup_free_ char *started = format_iso8601(res->started_usec), *finished = NULL;
+
+        json_object_object_add(o, "job", json_object_new_string(res->job));
+        json_object_object_add(o, "result",
+                               json_object_new_string(res->failure.error < 0 ? "failed" : "success"));
+        if (res->failure.error < 0) {
+                json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
+                json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
+        }
+        /* The id of what was stored: none for a failed run (nothing under its id stays). */
+        json_object_object_add(o, "id",
+                               isempty(res->id) || res->failure.error < 0 ? NULL
+                                                                          : json_object_new_string(res->id));
+        json_object_object_add(o, "started", json_object_new_string(started));
+        if (res->ran) {
+                finished = format_iso8601(res->finished_usec);
+                json_object_object_add(o, "finished", json_object_new_string(finished));
+                json_object_object_add(o, "duration_usec", json_object_new_uint64(res->duration_usec));
+        } else {
+                json_object_object_add(o, "finished", NULL);
+                json_object_object_add(o, "duration_usec", NULL);
+        }
+        if (!res->no_manifest) {
+                json_object_object_add(o, "bytes", json_object_new_uint64(res->bytes));
+                json_object_object_add(o, "objects", json_object_new_uint64(res->n_objects));
+                if (res->failure.error >= 0) {
+                        json_object *ret = json_object_new_object();
+                        json_object_object_add(ret, "pruned", json_object_new_uint64(res->pruned));
+                        json_object_object_add(ret, "deferred",
+                                               json_object_new_boolean(res->retention_deferred));
+                        json_object_object_add(
+                                ret, "error",
+                                res->retention_error ? json_object_new_string(res->retention_error) : NULL);
+                        json_object_object_add(o, "retention", ret);
+                }
+        }
+        return o;
 }
 
 /* What is wrong with each backup, by index (NULL: intact or not looked at). */
@@ -318,14 +319,40 @@ static void damages_done(Damages *d) {
         free(d->items);
 }
 
-int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
+void prune_result_done(PruneResult *res) {
+        for (size_t i = 0; i < res->n_decisions; i++) {
+                free(res->decisions[i].id);
+                free(res->decisions[i].reason);
+        }
+        free(res->decisions);
+        for (size_t i = 0; i < res->n_damaged; i++) {
+                free(res->damaged[i].id);
+                free(res->damaged[i].message);
+        }
+        free(res->damaged);
+        failure_done(&res->failure);
+        *res = (PruneResult){};
+}
+
+static PruneDecision *prune_result_add(PruneResult *res, const char *id, PruneAction action,
+                                       const char *reason) {
+        PruneDecision *d;
+
+        res->decisions = xrealloc(res->decisions, (res->n_decisions + 1) * sizeof *res->decisions);
+        d = res->decisions + res->n_decisions++;
+        *d = (PruneDecision){ .id = xstrdup(id), .action = action, .reason = xstrdup(reason) };
+        return d;
+}
+
+static int job_prune_store_result(const Config *c, const char *job, Store *s, bool dry_run,
+                                  PruneResult *res) {
         _cleanup_(backup_list_done) BackupList all = {};
         _cleanup_free_ RetentionItem *items = NULL;
         _cleanup_free_ Manifest **mine = NULL, **kept = NULL;
         _cleanup_(damages_done) Damages damage = {};
         unsigned days, keep_min, intact = 0;
         size_t n_mine = 0, n_kept = 0;
-        int r, deleted = 0;
+        int r;
 
         job_retention_settings(c, job, &days, &keep_min);
         /* Every job's manifests: an object another job's kept backup lists is not this job's to delete. */
@@ -359,81 +386,131 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
                 if (!items[i].remove)
                         kept[n_kept++] = mine[i];
 
-        if (out)
-                for (size_t i = 0; i < all.n_damaged; i++)
-                        fprintf(out, "damaged %s  %s; left alone, not counted toward keep_min\n",
-                                all.damaged[i].id, all.damaged[i].message);
+        res->damaged = xcalloc(all.n_damaged + 1, sizeof *res->damaged);
+        for (size_t i = 0; i < all.n_damaged; i++)
+                res->damaged[res->n_damaged++] =
+                        (PruneDamaged){ .id = xstrdup(all.damaged[i].id),
+                                        .message = xstrdup(all.damaged[i].message) };
         for (size_t i = 0; i < n_mine; i++) {
+                PruneDecision *d;
+
                 if (!items[i].remove) {
-                        if (out)
-                                fprintf(out, "keep   %s %s  %s\n", job, items[i].id, items[i].reason);
+                        prune_result_add(res, items[i].id, PRUNE_KEEP, items[i].reason);
                         continue;
                 }
                 if (dry_run) {
-                        if (out)
-                                fprintf(out, "would delete %s %s  %s\n", job, items[i].id, items[i].reason);
-                        deleted++;
+                        prune_result_add(res, items[i].id, PRUNE_WOULD_DELETE, items[i].reason);
+                        res->deleted++;
                         continue;
                 }
                 r = backup_delete(s, mine[i], kept, n_kept);
                 if (r < 0)
                         return r;
-                deleted++;
-                if (out)
-                        fprintf(out, "deleted %s %s  %s%s\n", job, items[i].id, items[i].reason,
-                                r > 0 ? "; objects it does not own were left (see the warnings)" : "");
+                d = prune_result_add(res, items[i].id, PRUNE_DELETED, items[i].reason);
+                d->foreign_objects_left = r > 0;
+                d->bytes = mine[i]->bytes;
+                res->deleted++;
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, mine[i]->bytes,
                               UINT64_MAX, "Pruned backup %s of %s: %s.", items[i].id, job, items[i].reason);
         }
-        return deleted;
+        return (int) res->deleted;
 }
 
-int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
+void prune_result_print(const PruneResult *res, FILE *out) {
+        for (size_t i = 0; i < res->n_damaged; i++)
+                fprintf(out, "damaged %s  %s; left alone, not counted toward keep_min\n", res->damaged[i].id,
+                        res->damaged[i].message);
+        for (size_t i = 0; i < res->n_decisions; i++) {
+                const PruneDecision *d = res->decisions + i;
+                switch (d->action) {
+                case PRUNE_KEEP:
+                        fprintf(out, "keep   %s %s  %s\n", res->job, d->id, d->reason);
+                        break;
+                case PRUNE_WOULD_DELETE:
+                        fprintf(out, "would delete %s %s  %s\n", res->job, d->id, d->reason);
+                        break;
+                case PRUNE_DELETED:
+                        fprintf(out, "deleted %s %s  %s%s\n", res->job, d->id, d->reason,
+                                d->foreign_objects_left
+                                        ? "; objects it does not own were left (see the warnings)"
+                                        : "");
+                        break;
+                }
+        }
+        fflush(out);
+}
+
+json_object *prune_result_to_json(const PruneResult *res) {
+        static const char *const action[] = {
+                [PRUNE_KEEP] = "keep", [PRUNE_WOULD_DELETE] = "would-delete", [PRUNE_DELETED] = "deleted"
+        };
+        json_object *o = json_object_new_object(), *backups = json_object_new_array(),
+                    *damaged = json_object_new_array();
+
+        json_object_object_add(o, "job", json_object_new_string(res->job));
+        json_object_object_add(o, "result",
+                               json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
+        if (res->failure.error < 0) {
+                json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
+                json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
+        }
+        json_object_object_add(o, "dry_run", json_object_new_boolean(res->dry_run));
+        json_object_object_add(o, "deleted", json_object_new_uint64(res->deleted));
+        for (size_t i = 0; i < res->n_decisions; i++) {
+                const PruneDecision *d = res->decisions + i;
+                json_object *b = json_object_new_object();
+                json_object_object_add(b, "id", json_object_new_string(d->id));
+                json_object_object_add(b, "action", json_object_new_string(action[d->action]));
+                json_object_object_add(b, "reason", json_object_new_string(d->reason));
+                if (d->action == PRUNE_DELETED)
+                        json_object_object_add(b, "foreign_objects_left",
+                                               json_object_new_boolean(d->foreign_objects_left));
+                json_object_array_add(backups, b);
+        }
+        json_object_object_add(o, "backups", backups);
+        for (size_t i = 0; i < res->n_damaged; i++) {
+                json_object *d = json_object_new_object();
+                json_object_object_add(d, "id", json_object_new_string(res->damaged[i].id));
+                json_object_object_add(d, "error", json_object_new_string(res->damaged[i].message));
+                json_object_array_add(damaged, d);
+        }
+        json_object_object_add(o, "damaged", damaged);
+        return o;
+}
+
+int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FILE *out) {
+        _cleanup_(prune_result_done) PruneResult res = { .job = job, .dry_run = dry_run };
+        int r;
+
+        r = job_prune_store_result(c, job, s, dry_run, &res);
+        if (out)
+                prune_result_print(&res, out);
+        return r;
+}
+
+int job_prune_result(const Config *c, const char *job, bool dry_run, PruneResult *res) {
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_free_ char *destination = config_job_destination(c, job);
         _cleanup_close_ int read_fd = -EBADF;
-        int r;
+        int r = 0;
 
-        if (!dry_run) {
+        *res = (PruneResult){ .job = job, .dry_run = dry_run };
+        if (!dry_run)
                 r = job_read_lock(c->agent.state_dir, job, true, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
-                if (r < 0)
-                        return r;
-        }
-        r = store_open_location(c, destination, &store);
-        if (r < 0)
-                return r;
-        return job_prune_store(c, job, store, dry_run, out);
+        if (r >= 0)
+                r = store_open_location(c, destination, &store);
+        if (r >= 0)
+                r = job_prune_store_result(c, job, store, dry_run, res);
+        failure_capture(&res->failure, r);
+        return r;
 }
 
-int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity_file, const char *section,
-                       Source **ret) {
-        _cleanup_(source_freep) Source *up = upstream;
-        _cleanup_free_ char *recipients = NULL;
-        Source *s;
+int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
+        _cleanup_(prune_result_done) PruneResult res = {};
         int r;
 
-        STRV_FOREACH(p, m->recipients) {
-                char *j = xasprintf("%s%s%s", strempty(recipients), recipients ? ", " : "", *p);
-                free(recipients);
-                recipients = j;
-        }
-        if (isempty(identity_file))
-                return err_set(-ENOKEY, EX_CONFIG,
-                               "backup %s is encrypted (to %s); set identity_file = in [%s] to the age "
-                               "identity of one of those recipients", m->id, recipients ?: "age recipients",
-                               section);
-        s = source_age_new(up, identity_file, &r);
-        if (!s) {
-                if (r == -ENOKEY)
-                        return err_set(r, EX_DATAERR,
-                                       "no identity in %s matches the recipients of backup %s (%s); set "
-                                       "identity_file = in [%s] to the right key", identity_file, m->id,
-                                       recipients ?: "unknown", section);
-                _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
-                int code = err_exit_code(r);
-                return err_set(r, code, "cannot decrypt backup %s with %s: %s", m->id, identity_file, why);
-        }
-        TAKE_PTR(up);
-        *ret = s;
-        return 0;
+        r = job_prune_result(c, job, dry_run, &res);
+        if (out)
+                prune_result_print(&res, out);
+        return r < 0 ? failure_raise(&res.failure) : r;
 }

@@ -24,7 +24,7 @@
 #include <sysexits.h>
 #include <time.h>
 
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/mirror.h"
 #include "log/log.h"
 #include "pipe/pipe.h"

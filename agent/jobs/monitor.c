@@ -4,7 +4,7 @@
 #include <curl/curl.h>
 #include <inttypes.h>
 
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/monitor.h"
 #include "log/log.h"
 

@@ -9,9 +9,9 @@
 #include <sysexits.h>
 
 #include "jobs/postgres-db.h"
-#include "jobs/postgres.h"
-#include "jobs/verify.h"
 #include "log/log.h"
+#include "pipe/child.h"
+#include "store/objects.h"
 #include "sys/process.h"
 
 #define DB_BUFFER_SIZE (256 * 1024)
@@ -46,11 +46,13 @@ int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *stored
         if (!strv_isempty(pc->recipients)) {
                 next = sink_age_new(chain, pc->recipients, &r);
                 if (!next) {
-                        _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
-                        int code = err_exit_code(r);
-                        sink_free(chain);
-                        return err_set(r, code, "cannot encrypt the dump to the recipients in [postgres]: %s; "
-                                       "nothing was stored", why);
+                        {
+                                ERR_KEEP_SCOPE();
+                                sink_free(chain);
+                        }
+                        return err_set(r, err_exit_code(r),
+                                       "cannot encrypt the dump to the recipients in [postgres]: %s; "
+                                       "nothing was stored", err_message() ?: strerror(-r));
                 }
                 chain = next;
         }
@@ -424,6 +426,7 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         StoreReader *rd = NULL;
         Digest d = {};
         unsigned n_roles;
+        bool stopped_reading = false;
         int r, status;
 
         r = find_database(m, database, &object, &globals);
@@ -519,6 +522,10 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
                 if (r >= 0) {
                         _cleanup_(sink_freep) Sink *to_child = sink_child_new(&child);
                         r = pipe_pump(src, to_child);
+                        /* pg_restore stopped reading (--exit-on-error): its status and stderr below say
+                         * why. The bare -EPIPE carries no detail of its own. */
+                        if (r == -EPIPE)
+                                stopped_reading = true, r = 0;
                         if (r < 0)
                                 child_kill(&child);
                 }
@@ -526,10 +533,15 @@ int postgres_restore_database(const Config *c, Store *s, const Manifest *m, cons
         if (r < 0 && !child.pid)
                 return r;
         status = child_wait(&child);
+        if (stopped_reading && status == 0)
+                return err_set(-EPIPE, EX_SOFTWARE,
+                               "pg_restore stopped reading the dump of \"%s\" of backup %s before its end, "
+                               "yet reported success",
+                               database, m->id);
         if (r < 0)
                 return err_set(r, EX_DATAERR, "cannot restore database \"%s\" of backup %s: %s", database,
                                m->id, err_message() ?: strerror(-r));
-        for (size_t i = 0; i < m->n_objects; i++)
+        for (size_t i = 0; i < m->n_objects && status == 0; i++)
                 if (streq(m->objects[i].name, object) && !streq(d.sha256_hex, m->objects[i].sha256))
                         return err_set(-EBADMSG, EX_DATAERR,
                                        "backup %s changed while it was restored (SHA-256 "

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "conf/conf.h"
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "pg/pg.h"
 #include "pipe/pipe.h"
 #include "store/manifest.h"

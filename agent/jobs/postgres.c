@@ -3,12 +3,14 @@
 #include <json-c/json.h>
 #include <sysexits.h>
 
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "log/log.h"
 #include "pg/pg.h"
+#include "pipe/child.h"
 #include "pipe/pipe.h"
+#include "store/objects.h"
 #include "sys/process.h"
 
 
@@ -71,31 +73,6 @@ const JobDefinition job_postgres = {
         .object_suffixes = (const char *const[]){ ".sql.zst", ".sql.zst.age", "/", NULL },
         .backup = postgres_backup,
 };
-
-typedef struct ChildSink {
-        Sink sink;
-        Child *child;
-} ChildSink;
-
-static int child_sink_write(Sink *s, const void *buf, size_t n) {
-        return child_write_stdin(((ChildSink *) s)->child, buf, n);
-}
-
-static int child_sink_finish(Sink *s) {
-        child_close_stdin(((ChildSink *) s)->child);
-        return 0;
-}
-
-static void child_sink_free(Sink *s) {
-        free(s);
-}
-
-Sink *sink_child_new(Child *c) {
-        ChildSink *s = xcalloc(1, sizeof *s);
-        s->sink = (Sink){ .write = child_sink_write, .finish = child_sink_finish, .free = child_sink_free };
-        s->child = c;
-        return &s->sink;
-}
 
 /* pg_dumpall output always creates the role it connects as; in a fresh cluster that role exists already.
  * That one error is expected and harmless; every other error counts. */

@@ -2,7 +2,6 @@
 #pragma once
 
 #include "conf/conf.h"
-#include "jobs/verify.h"
 #include "store/manifest.h"
 #include "store/store.h"
 
@@ -13,7 +12,3 @@ int postgres_restore(const Config *c, Store *s, const Manifest *m, const char *c
 /* A copy of a conninfo given on our command line (restore --to, recover --postgres-to); then its password,
  * if any, is blanked in place, where /proc/PID/cmdline shows it to every local user while we run. */
 char *postgres_conninfo_from_argv(char *arg);
-
-struct Child;
-/* A sink that writes into a child's stdin (draining its stderr meanwhile); finishing closes the stdin. */
-struct Sink *sink_child_new(struct Child *c);

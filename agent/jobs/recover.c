@@ -5,13 +5,13 @@
 #include <sysexits.h>
 
 #include "jobs/config.h"
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/mirror.h"
 #include "jobs/postgres.h"
 #include "jobs/recover.h"
-#include "jobs/verify.h"
 #include "log/log.h"
 #include "pg/pg.h"
+#include "store/objects.h"
 #include "sys/process.h"
 
 /* Where the mirror job keeps its copy of a location on the mirror's source remote: DEST/<bucket>/<prefix>.
@@ -66,7 +66,8 @@ static int backup_source_try(const Config *c, const char *job, const char *locat
 static int backup_source_open(const Config *c, const char *job, BackupSource *ret) {
         _cleanup_free_ char *primary = config_job_destination(c, job);
         _cleanup_free_ char *offsite = offsite_location_of(c, primary);
-        _cleanup_free_ char *primary_error = NULL;
+        _cleanup_(failure_done) Failure primary_failure = {};
+        const char *primary_error = NULL;
         int r;
 
         r = backup_source_try(c, job, primary, false, ret);
@@ -74,8 +75,10 @@ static int backup_source_open(const Config *c, const char *job, BackupSource *re
                 return 0;
         if (r >= 0)
                 backup_source_done(ret);
-        else
-                primary_error = xstrdup(err_message() ?: strerror(-r));
+        else {
+                failure_capture(&primary_failure, r);
+                primary_error = failure_message(&primary_failure);
+        }
         if (!offsite)
                 return err_set(-ENOENT, EX_NOINPUT,
                                "no %s backup in %s%s%s and no offsite copy configured "

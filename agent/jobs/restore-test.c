@@ -18,9 +18,9 @@
 #include <sysexits.h>
 #include <time.h>
 
-#include "jobs/job.h"
+#include "jobs/context.h"
 #include "jobs/postgres.h"
-#include "jobs/verify.h"
+#include "jobs/restore-test.h"
 #include "log/log.h"
 #include "pg/pg.h"
 

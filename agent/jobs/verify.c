@@ -7,77 +7,11 @@
 #include <sysexits.h>
 #include <time.h>
 
-#include "jobs/job.h"
+#include "jobs/context.h"
+#include "jobs/restore-test.h"
 #include "jobs/verify.h"
 #include "log/log.h"
-#include "pipe/pipe.h"
-
-#define VERIFY_BUFFER_SIZE (256 * 1024)
-
-int backup_check_objects(Store *s, const Manifest *m, char *const *only, Progress *p, char ***problems) {
-        _cleanup_free_ uint8_t *buf = xmalloc(VERIFY_BUFFER_SIZE);
-        int n = 0;
-
-        for (size_t i = 0; i < m->n_objects; i++) {
-                const ManifestObject *o = m->objects + i;
-                _cleanup_(source_freep) Source *src = NULL;
-                StoreReader *rd = NULL;
-                Digest d = {};
-                ssize_t k;
-                int r;
-
-                if (only && !strv_contains(only, o->name))
-                        continue;
-                r = store_reader_open(s, o->name, 0, &rd);
-                if (r == -ENOENT) {
-                        strv_push(problems, xasprintf("object %s/%s is missing", s->location, o->name));
-                        n++;
-                        continue;
-                }
-                if (r < 0)
-                        return err_set(r, EX_IOERR, "cannot read %s/%s: %s", s->location, o->name,
-                                       err_message() ?: strerror(-r));
-                src = source_digest_new(source_store_new(rd), &d);
-                while ((k = source_read(src, buf, VERIFY_BUFFER_SIZE)) > 0)
-                        if (p)
-                                progress_update(p, p->done + (uint64_t) k);
-                if (k < 0)
-                        return err_set((int) k, EX_IOERR, "cannot read %s/%s: %s", s->location, o->name,
-                                       err_message() ?: strerror((int) -k));
-                if (d.bytes != o->bytes) {
-                        strv_push(problems,
-                                  xasprintf("%s/%s has %" PRIu64 " bytes, the manifest says %" PRIu64
-                                            " (truncated or replaced)",
-                                            s->location, o->name, d.bytes, o->bytes));
-                        n++;
-                } else if (!streq(d.sha256_hex, o->sha256)) {
-                        strv_push(problems,
-                                  xasprintf("SHA-256 of %s/%s is %s, the manifest says %s (corrupt)",
-                                            s->location, o->name, d.sha256_hex, o->sha256));
-                        n++;
-                }
-        }
-        return n;
-}
-
-int backup_verify_objects(Store *s, const Manifest *m, bool show_progress) {
-        _cleanup_strv_free_ char **problems = xcalloc(1, sizeof(char *));
-        Progress p = {};
-        int r;
-
-        if (show_progress)
-                progress_init(&p, "verifying", m->bytes, NULL, NULL);
-        r = backup_check_objects(s, m, NULL, show_progress ? &p : NULL, &problems);
-        if (show_progress)
-                progress_done(&p);
-        if (r < 0)
-                return r;
-        if (r > 0)
-                return err_set(-EBADMSG, EX_DATAERR,
-                               "backup %s is damaged: %s; pick another backup from `skyforge-agent list`",
-                               m->id, problems[0]);
-        return 0;
-}
+#include "store/objects.h"
 
 void restore_test_result_done(RestoreTestResult *r) {
         free(r->backup_id);
@@ -88,13 +22,13 @@ void restore_test_result_done(RestoreTestResult *r) {
         *r = (RestoreTestResult){};
 }
 
-static json_object *restore_test_to_json(const RestoreTestResult *rt, int r) {
+static json_object *restore_test_to_json(const RestoreTestResult *rt, const Failure *f) {
         json_object *o = json_object_new_object(), *dbs = json_object_new_array(), *missing;
 
         json_object_object_add(o, "backup_id", json_object_new_string(strempty(rt->backup_id)));
-        json_object_object_add(o, "result", json_object_new_string(r >= 0 ? "ok" : "failed"));
-        if (r < 0)
-                json_object_object_add(o, "error", json_object_new_string(err_message() ?: strerror(-r)));
+        json_object_object_add(o, "result", json_object_new_string(f->error < 0 ? "failed" : "ok"));
+        if (f->error < 0)
+                json_object_object_add(o, "error", json_object_new_string(failure_message(f)));
         json_object_object_add(o, "duration_usec", json_object_new_uint64(rt->duration_usec));
         for (size_t i = 0; i < rt->n_databases; i++) {
                 json_object *d = json_object_new_object();
@@ -111,12 +45,12 @@ static json_object *restore_test_to_json(const RestoreTestResult *rt, int r) {
         return o;
 }
 
-static void restore_test_print(FILE *out, const RestoreTestResult *rt, int r) {
+static void restore_test_print(FILE *out, const RestoreTestResult *rt, const Failure *f) {
         if (!out)
                 return;
-        if (r < 0) {
+        if (f->error < 0) {
                 fprintf(out, "postgres %s restore test FAILED: %s\n", strempty(rt->backup_id),
-                        err_message() ?: strerror(-r));
+                        failure_message(f));
                 return;
         }
         fprintf(out, "postgres %s restore test ok (%zu databases, %.1f s)\n", rt->backup_id, rt->n_databases,
@@ -183,97 +117,206 @@ static int verify_select(const BackupList *l, const VerifyOptions *o, VerifyEntr
         return 0;
 }
 
-int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
+void verify_result_done(VerifyResult *res) {
+        for (size_t i = 0; i < res->n_backups; i++) {
+                free(res->backups[i].id);
+                strv_free(res->backups[i].problems);
+        }
+        free(res->backups);
+        free(res->none);
+        free(res->first_problem);
+        restore_test_result_done(&res->restore_test);
+        failure_done(&res->restore_test_failure);
+        failure_done(&res->failure);
+        *res = (VerifyResult){};
+}
+
+static const char *verify_result_word(const VerifyResult *res) {
+        return res->failure.error < 0 && !res->checked ? "failed"
+               : res->n_damaged > 0                    ? "damaged"
+               : res->none                             ? "no-backups"
+               : res->failure.error < 0                ? "failed"
+                                                       : "ok";
+}
+
+/* What the state file keeps (last_verify) and D-Bus shows (LastVerify). */
+static json_object *verify_result_to_state_json(const VerifyResult *res) {
+        _cleanup_free_ char *finished = format_iso8601(res->finished_usec);
+        json_object *o = json_object_new_object(), *backups = json_object_new_array();
+
+        json_object_object_add(o, "result", json_object_new_string(verify_result_word(res)));
+        if (res->none)
+                json_object_object_add(o, "error", json_object_new_string(res->none));
+        json_object_object_add(o, "finished", json_object_new_string(finished));
+        json_object_object_add(o, "checked", json_object_new_uint64(res->n_backups));
+        json_object_object_add(o, "damaged", json_object_new_uint64(res->n_damaged));
+        for (size_t i = 0; i < res->n_backups; i++) {
+                const VerifyBackup *b = res->backups + i;
+                json_object *e = json_object_new_object(), *pa = json_object_new_array();
+
+                STRV_FOREACH (pr, b->problems)
+                        json_object_array_add(pa, json_object_new_string(*pr));
+                json_object_object_add(e, "id", json_object_new_string(b->id));
+                json_object_object_add(e, "ok", json_object_new_boolean(strv_isempty(b->problems)));
+                json_object_object_add(e, "manifest_ok", json_object_new_boolean(b->manifest_ok));
+                json_object_object_add(e, "objects", json_object_new_uint64(b->n_objects));
+                json_object_object_add(e, "bytes", json_object_new_uint64(b->bytes));
+                json_object_object_add(e, "problems", pa);
+                json_object_array_add(backups, e);
+        }
+        json_object_object_add(o, "backups", backups);
+        if (res->restore_tested)
+                json_object_object_add(o, "restore_test",
+                                       restore_test_to_json(&res->restore_test, &res->restore_test_failure));
+        return o;
+}
+
+json_object *verify_result_to_json(const VerifyResult *res) {
+        json_object *o = json_object_new_object(), *state = verify_result_to_state_json(res);
+
+        /* The state's shape with the job first, and any failure's message and exit code. */
+        json_object_object_add(o, "job", json_object_new_string(res->job));
+        json_object_object_foreach(state, key, value) {
+                if (streq(key, "error"))
+                        continue;
+                json_object_object_add(o, key, json_object_get(value));
+        }
+        json_object_put(state);
+        if (res->failure.error < 0) {
+                json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
+                json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
+        }
+        return o;
+}
+
+static void verify_backup_print(FILE *out, const char *job, const VerifyBackup *b) {
+        char size[FORMAT_BYTES_MAX];
+
+        if (!out)
+                return;
+        if (!b->manifest_ok)
+                fprintf(out, "%s %s DAMAGED (its manifest cannot be used)\n", job, b->id);
+        else if (strv_isempty(b->problems))
+                fprintf(out, "%s %s ok (%zu objects, %s)\n", job, b->id, b->n_objects,
+                        format_bytes(b->bytes, size, sizeof size));
+        else
+                fprintf(out, "%s %s DAMAGED (%zu of %zu objects)\n", job, b->id, strv_length(b->problems),
+                        b->n_objects);
+        STRV_FOREACH (pr, b->problems)
+                fprintf(out, "  %s\n", *pr);
+        fflush(out);
+}
+
+static void verify_result_to_state(const Config *c, const VerifyResult *res) {
+        json_object *o = verify_result_to_state_json(res);
+        ERR_KEEP_SCOPE();
+        int r;
+
+        r = job_state_write_verify(
+                c->agent.state_dir, res->job,
+                json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        if (r < 0)
+                log_warning("%s; the verify result is not recorded.", err_message() ?: strerror(-r));
+        json_object_put(o);
+}
+
+static void verify_result_to_journal(const VerifyResult *res) {
+        const char *id = res->restore_test.backup_id ?: res->n_backups > 0 ? res->backups[0].id : NULL;
+        ERR_KEEP_SCOPE();
+
+        if (res->failure.error >= 0)
+                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_VERIFY, res->job, id, res->total_bytes,
+                              res->duration_usec, "Verified %zu backup(s) of %s%s: all good.",
+                              res->n_backups, res->job,
+                              res->restore_test.backup_id
+                                      ? " and restored the newest into a throwaway cluster"
+                                      : "");
+        else
+                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_VERIFY, res->job, id, res->total_bytes,
+                              res->duration_usec, "Verify of %s found problems: %s", res->job,
+                              res->first_problem ?: res->none
+                                                     ?: failure_message(&res->restore_test_failure));
+}
+
+/* Checks the selected backups into res: per backup, its problems (none: intact). A store failure stops. */
+static int verify_check(Store *s, const VerifyEntry *sel, size_t n_sel, const VerifyOptions *o,
+                        VerifyResult *res) {
+        Progress p = {};
+        int r = 0;
+
+        for (size_t i = 0; i < n_sel; i++)
+                if (sel[i].m)
+                        res->total_bytes += sel[i].m->bytes;
+        progress_init(&p, "verifying", res->total_bytes, NULL, NULL);
+        res->backups = xcalloc(n_sel + 1, sizeof *res->backups);
+        for (size_t i = 0; i < n_sel; i++) {
+                VerifyBackup *b = res->backups + res->n_backups;
+                const Manifest *m = sel[i].m;
+
+                *b = (VerifyBackup){ .id = xstrdup(sel[i].id),
+                                     .manifest_ok = m != NULL,
+                                     .n_objects = m ? m->n_objects : 0,
+                                     .bytes = m ? m->bytes : 0,
+                                     .problems = xcalloc(1, sizeof(char *)) };
+                if (m)
+                        r = backup_check_objects(s, m, NULL, &p, &b->problems);
+                else
+                        strv_push(&b->problems, xstrdup(sel[i].manifest_problem));
+                if (r < 0) {
+                        free(b->id);
+                        strv_free(b->problems);
+                        *b = (VerifyBackup){};
+                        break;
+                }
+                res->n_backups++;
+                if (!strv_isempty(b->problems)) {
+                        res->n_damaged++;
+                        if (!res->first_problem)
+                                res->first_problem =
+                                        xasprintf("backup %s is damaged: %s", b->id, b->problems[0]);
+                }
+                verify_backup_print(o->out, res->job, b);
+        }
+        progress_done(&p);
+        return r < 0 ? r : 0;
+}
+
+int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, VerifyResult *res) {
         _cleanup_close_ int lock_fd = -EBADF;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
-        _cleanup_(restore_test_result_done) RestoreTestResult rt = {};
-        _cleanup_free_ char *dest = config_job_destination(c, job), *first_problem = NULL, *finished = NULL;
-        _cleanup_free_ char *none = NULL;
+        _cleanup_free_ char *dest = config_job_destination(c, job);
         _cleanup_free_ VerifyEntry *sel = NULL;
-        json_object *result = NULL, *backups = NULL;
-        size_t n_sel = 0, n_damaged = 0;
-        uint64_t start = now_usec(CLOCK_MONOTONIC), total = 0;
-        Progress p = {};
-        int r, rt_r = 0;
+        size_t n_sel = 0;
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        int r;
 
+        *res = (VerifyResult){ .job = job };
         /* The read lock, shared: a backup run of the job goes on beside the verify (its retention waits
          * for the lock, so it cannot delete what is being read), and so does another verify. */
         r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &lock_fd);
-        if (r < 0)
-                return r;
-        r = store_open_location(c, dest, &s);
+        if (r >= 0)
+                r = store_open_location(c, dest, &s);
         if (r >= 0)
                 r = backup_list_load(s, job, &l);
         if (r >= 0)
                 r = verify_select(&l, o, &sel, &n_sel);
-        if (r < 0)
+        if (r >= 0)
+                r = verify_check(s, sel, n_sel, o, res);
+        if (r < 0) {
+                /* The verify could not run: that says nothing about the backups, and is not recorded. */
+                failure_capture(&res->failure, r);
+                res->finished_usec = now_usec(CLOCK_REALTIME);
                 return r;
+        }
+        res->checked = true;
 
         /* Nothing to verify is no good news: a weekly verify must not stay green while no backup is made. */
         if (n_sel == 0) {
-                none = xasprintf("no backups of %s at %s; has the job run? see `skyforge-agent status`", job,
-                                 s->location);
+                res->none = xasprintf("no backups of %s at %s; has the job run? see `skyforge-agent status`",
+                                      job, s->location);
                 if (o->out)
-                        fprintf(o->out, "%s: %s\n", job, none);
-        }
-        for (size_t i = 0; i < n_sel; i++)
-                if (sel[i].m)
-                        total += sel[i].m->bytes;
-        progress_init(&p, "verifying", total, NULL, NULL);
-        backups = json_object_new_array();
-        for (size_t i = 0; i < n_sel; i++) {
-                _cleanup_strv_free_ char **problems = xcalloc(1, sizeof(char *));
-                json_object *b = json_object_new_object(), *pa = json_object_new_array();
-                const Manifest *m = sel[i].m;
-
-                if (m)
-                        r = backup_check_objects(s, m, NULL, &p, &problems);
-                else {
-                        strv_push(&problems, xstrdup(sel[i].manifest_problem));
-                        r = 1;
-                }
-                if (r < 0) {
-                        json_object_put(b);
-                        json_object_put(pa);
-                        break;
-                }
-                STRV_FOREACH(pr, problems)
-                        json_object_array_add(pa, json_object_new_string(*pr));
-                json_object_object_add(b, "id", json_object_new_string(sel[i].id));
-                json_object_object_add(b, "ok", json_object_new_boolean(r == 0));
-                json_object_object_add(b, "manifest_ok", json_object_new_boolean(m != NULL));
-                json_object_object_add(b, "objects", json_object_new_uint64(m ? m->n_objects : 0));
-                json_object_object_add(b, "bytes", json_object_new_uint64(m ? m->bytes : 0));
-                json_object_object_add(b, "problems", pa);
-                json_object_array_add(backups, b);
-                if (r > 0) {
-                        n_damaged++;
-                        if (!first_problem)
-                                first_problem =
-                                        xasprintf("backup %s is damaged: %s", sel[i].id, problems[0]);
-                }
-                if (o->out) {
-                        char size[FORMAT_BYTES_MAX];
-                        if (!m)
-                                fprintf(o->out, "%s %s DAMAGED (its manifest cannot be used)\n", job,
-                                        sel[i].id);
-                        else if (r == 0)
-                                fprintf(o->out, "%s %s ok (%zu objects, %s)\n", job, m->id, m->n_objects,
-                                        format_bytes(m->bytes, size, sizeof size));
-                        else
-                                fprintf(o->out, "%s %s DAMAGED (%d of %zu objects)\n", job, m->id, r,
-                                        m->n_objects);
-                        STRV_FOREACH(pr, problems)
-                                fprintf(o->out, "  %s\n", *pr);
-                        fflush(o->out);
-                }
-                r = 0;
-        }
-        progress_done(&p);
-        if (r < 0) {
-                json_object_put(backups);
-                return r;
+                        fprintf(o->out, "%s: %s\n", job, res->none);
         }
 
         if (o->restore_test && streq(job, "postgres")) {
@@ -281,66 +324,47 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                 const Manifest *target = named && n_sel > 0 ? sel[0].m : l.n > 0 ? l.items[0] : NULL;
 
                 if (n_sel == 0)
-                        rt_r = err_set(-ENOENT, EX_NOINPUT,
-                                       "no postgres backup to restore-test in %s; run "
-                                       "`skyforge-agent run postgres` first",
-                                       s->location);
+                        r = err_set(-ENOENT, EX_NOINPUT,
+                                    "no postgres backup to restore-test in %s; run "
+                                    "`skyforge-agent run postgres` first",
+                                    s->location);
                 else if (!target)
-                        rt_r = err_set(-EBADMSG, EX_DATAERR,
-                                       "no postgres backup in %s has a usable manifest to restore-test",
-                                       s->location);
+                        r = err_set(-EBADMSG, EX_DATAERR,
+                                    "no postgres backup in %s has a usable manifest to restore-test",
+                                    s->location);
                 else
-                        rt_r = postgres_restore_test(c, s, target, &rt);
-                restore_test_print(o->out, &rt, rt_r);
+                        r = postgres_restore_test(c, s, target, &res->restore_test);
+                failure_capture(&res->restore_test_failure, r);
+                res->restore_tested = true;
+                restore_test_print(o->out, &res->restore_test, &res->restore_test_failure);
         }
 
-        finished = format_iso8601(now_usec(CLOCK_REALTIME));
-        bool ok = n_damaged == 0 && rt_r >= 0 && !none;
-        result = json_object_new_object();
-        json_object_object_add(result, "result",
-                               json_object_new_string(ok              ? "ok"
-                                                      : n_damaged > 0 ? "damaged"
-                                                      : none          ? "no-backups"
-                                                                      : "failed"));
-        if (none)
-                json_object_object_add(result, "error", json_object_new_string(none));
-        json_object_object_add(result, "finished", json_object_new_string(finished));
-        json_object_object_add(result, "checked", json_object_new_uint64(n_sel));
-        json_object_object_add(result, "damaged", json_object_new_uint64(n_damaged));
-        json_object_object_add(result, "backups", backups);
-        if (o->restore_test && streq(job, "postgres"))
-                json_object_object_add(result, "restore_test", restore_test_to_json(&rt, rt_r));
+        /* The headline: a damaged backup, else no backups at all, else the restore test's failure. */
+        if (res->first_problem) {
+                r = err_set(-EBADMSG, EX_DATAERR,
+                            "%s (%zu of %zu backup(s) of %s damaged; find a good one "
+                            "with `skyforge-agent verify %s --all`)",
+                            res->first_problem, res->n_damaged, res->n_backups, job, job);
+                failure_capture(&res->failure, r);
+        } else if (res->none) {
+                r = err_set(-ENOENT, EX_NOINPUT, "%s", res->none);
+                failure_capture(&res->failure, r);
+        } else if (res->restore_test_failure.error < 0) {
+                Failure *f = &res->failure;
+                *f = (Failure){ .error = res->restore_test_failure.error,
+                                .exit_code = res->restore_test_failure.exit_code,
+                                .message = xstrdup(failure_message(&res->restore_test_failure)) };
+        }
+        res->finished_usec = now_usec(CLOCK_REALTIME);
+        res->duration_usec = now_usec(CLOCK_MONOTONIC) - start;
 
-        /* The error of the restore test, if any, is the message of the whole run unless a backup is
-         * damaged; keep it before the state write below replaces the error detail. */
-        _cleanup_free_ char *rt_error = rt_r < 0 ? xstrdup(err_message() ?: strerror(-rt_r)) : NULL;
-        int rt_code = rt_r < 0 ? err_exit_code(rt_r) : 0;
+        verify_result_to_state(c, res);
+        verify_result_to_journal(res);
+        return failure_raise(&res->failure);
+}
 
-        r = job_state_write_verify(c->agent.state_dir, job,
-                                   json_object_to_json_string_ext(
-                                           result, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-        if (r < 0)
-                log_warning("%s; the verify result is not recorded.", err_message() ?: strerror(-r));
-        json_object_put(result);
+int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
+        _cleanup_(verify_result_done) VerifyResult res = {};
 
-        uint64_t duration = now_usec(CLOCK_MONOTONIC) - start;
-        const char *id = rt.backup_id ?: n_sel > 0 ? sel[0].id : NULL;
-        if (ok)
-                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_VERIFY, job, id, total, duration,
-                              "Verified %zu backup(s) of %s%s: all good.", n_sel, job,
-                              rt.backup_id ? " and restored the newest into a throwaway cluster" : "");
-        else
-                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_VERIFY, job, id, total, duration,
-                              "Verify of %s found problems: %s", job, first_problem ?: none ?: rt_error);
-
-        if (first_problem)
-                return err_set(-EBADMSG, EX_DATAERR,
-                               "%s (%zu of %zu backup(s) of %s damaged; find a good one "
-                               "with `skyforge-agent verify %s --all`)",
-                               first_problem, n_damaged, n_sel, job, job);
-        if (none)
-                return err_set(-ENOENT, EX_NOINPUT, "%s", none);
-        if (rt_r < 0)
-                return err_set(rt_r, rt_code, "%s", rt_error);
-        return 0;
+        return verify_job_result(c, job, o, &res);
 }

@@ -4,42 +4,10 @@
 #include <stdio.h>
 
 #include "conf/conf.h"
-#include "sys/progress.h"
+#include "jobs/restore-test.h"
+#include "log/log.h"
 #include "store/manifest.h"
 #include "store/store.h"
-
-/* Re-reads every object of a backup and compares it with the manifest: present, size, SHA-256. Each
- * problem found is appended to *problems (one line naming the object and what is wrong); checking goes on
- * after a damaged object, so one run reports all of them. Returns the number of problems, or a negative
- * errno (err_message() set) when the store itself failed (unreachable, I/O error): that says nothing about
- * the backup. only: the object names to check (NULL: all); p may be NULL. */
-int backup_check_objects(Store *s, const Manifest *m, char *const *only, Progress *p, char ***problems);
-
-/* The same for callers that only need yes/no: the first problem becomes the error (EX_DATAERR). */
-int backup_verify_objects(Store *s, const Manifest *m, bool show_progress);
-
-/* Per-database results of a restore test. */
-typedef struct RestoreTestDatabase {
-        char *name;
-        uint64_t tables;
-        uint64_t rows;
-} RestoreTestDatabase;
-
-typedef struct RestoreTestResult {
-        char *backup_id;
-        RestoreTestDatabase *databases;
-        size_t n_databases;
-        char **missing;      /* databases of the manifest that did not come back */
-        uint64_t duration_usec;
-} RestoreTestResult;
-
-void restore_test_result_done(RestoreTestResult *r);
-
-/* Restores the backup into a throwaway cluster in work_dir (initdb; as the postgres user when running as
- * root), checks that every database of the manifest exists, counts tables and rows per database, and
- * removes the cluster again, also on failure and cancellation. Returns 0 when the restore worked and
- * every database is there; the result is filled in as far as the test got. */
-int postgres_restore_test(const Config *c, Store *s, const Manifest *m, RestoreTestResult *result);
 
 typedef struct VerifyOptions {
         const char *id; /* NULL: newest backup */
@@ -54,3 +22,36 @@ typedef struct VerifyOptions {
  * (EX_DATAERR) when a backup is damaged or the restore test found a problem, other negative errnos when
  * verification could not run. */
 int verify_job(const Config *c, const char *job, const VerifyOptions *o);
+
+/* One backup a verify checked. */
+typedef struct VerifyBackup {
+        char *id;
+        bool manifest_ok; /* false: its manifest cannot be used (the one problem says why) */
+        size_t n_objects;
+        uint64_t bytes;
+        char **problems; /* empty: intact */
+} VerifyBackup;
+
+/* What a verify of one job found: filled by verify_job_result(), rendered into the state file
+ * (last_verify), the journal, the text lines and JSON. */
+typedef struct VerifyResult {
+        const char *job;
+        bool checked; /* false: the verify could not run (lock, store): failure says why */
+        VerifyBackup *backups;
+        size_t n_backups, n_damaged;
+        char *first_problem; /* "backup ID is damaged: ..." of the newest damaged one */
+        char *none; /* no backups at all: what to do */
+        bool restore_tested;
+        RestoreTestResult restore_test;
+        Failure restore_test_failure;
+        uint64_t total_bytes, finished_usec, duration_usec;
+        Failure failure; /* the headline: damage, no backups, the restore test, or why it could not run */
+} VerifyResult;
+void verify_result_done(VerifyResult *res);
+
+/* verify_job() with its result for the caller to render; returns the same error. */
+int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, VerifyResult *res);
+struct json_object;
+/* {job, result: ok|damaged|no-backups|failed, error, exit_code, finished, checked, damaged, backups,
+ * restore_test} (skyforge-agent(8), verify --json). */
+struct json_object *verify_result_to_json(const VerifyResult *res);

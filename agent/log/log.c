@@ -140,6 +140,7 @@ void log_journal_sync(void) {
 
 static _Thread_local char err_buf[2048];
 static _Thread_local int err_code;
+static _Thread_local int err_error;
 
 int err_set(int error, int exit_code, const char *fmt, ...) {
         char buf[sizeof err_buf];
@@ -156,6 +157,7 @@ int err_set(int error, int exit_code, const char *fmt, ...) {
         memcpy(err_buf, buf, sizeof buf);
         errno = saved;
         err_code = exit_code;
+        err_error = error;
         return error;
 }
 
@@ -166,14 +168,38 @@ const char *err_message(void) {
 void err_clear(void) {
         err_buf[0] = 0;
         err_code = 0;
+        err_error = 0;
+}
+
+void failure_capture(Failure *f, int error) {
+        if (error >= 0 || f->error < 0)
+                return;
+        f->error = error;
+        f->exit_code = err_exit_code(error);
+        f->message = xstrdup(err_message() ?: strerror(-error));
+}
+
+int failure_raise(const Failure *f) {
+        if (f->error >= 0)
+                return 0;
+        return err_set(f->error, f->exit_code, "%s", strempty(f->message));
+}
+
+void failure_done(Failure *f) {
+        free(f->message);
+        *f = (Failure){};
+}
+
+Failure failure_take(int error) {
+        Failure f = {};
+
+        failure_capture(&f, error);
+        err_clear();
+        return f;
 }
 
 void err_save(ErrSaved *s, int error) {
-        if (error >= 0 || s->error < 0)
-                return;
-        s->error = error;
-        s->exit_code = err_exit_code(error);
-        s->message = xstrdup(err_message() ?: strerror(-error));
+        failure_capture(s, error);
 }
 
 int err_restore(const ErrSaved *s) {
@@ -181,8 +207,24 @@ int err_restore(const ErrSaved *s) {
 }
 
 void err_saved_done(ErrSaved *s) {
-        free(s->message);
-        *s = (ErrSaved){};
+        failure_done(s);
+}
+
+ErrKeep err_keep_begin(void) {
+        return (ErrKeep){ .error = err_error,
+                          .exit_code = err_code,
+                          .message = err_buf[0] ? xstrdup(err_buf) : NULL };
+}
+
+void err_keep_end(ErrKeep *k) {
+        if (k->message) {
+                snprintf(err_buf, sizeof err_buf, "%s", k->message);
+                free(k->message);
+                k->message = NULL;
+        } else
+                err_buf[0] = 0;
+        err_code = k->exit_code;
+        err_error = k->error;
 }
 
 int err_exit_code(int error) {

@@ -51,13 +51,48 @@ const char *err_message(void);
 void err_clear(void);
 int err_exit_code(int error);
 
-/* err_message() and its exit code are per thread: a worker thread saves its failure here, the thread
- * that waits for it raises it again with err_restore(). */
-typedef struct ErrSaved {
-        int error; /* 0: nothing saved */
+/* A failure as a value: its errno, sysexits code and message, captured where the work returns. Result
+ * structs carry one, and a worker thread brings its own home in one (ErrSaved, the older name), so that
+ * nothing that runs afterwards -- logging, the state write, the journal entry, cleanup on the way out --
+ * can change what the operator is told. err_message() is per thread and any later err_set() replaces it;
+ * a Failure is not. */
+typedef struct Failure {
+        int error; /* 0: nothing captured */
         int exit_code;
         char *message;
-} ErrSaved;
-void err_save(ErrSaved *s, int error);  /* keeps the first failure */
-int err_restore(const ErrSaved *s);     /* err_set() of the saved failure; returns its error */
-void err_saved_done(ErrSaved *s);
+} Failure;
+typedef Failure ErrSaved;
+/* Captures error with the detail err_set() recorded for it (strerror() when none). Keeps the first
+ * failure: a second capture does nothing. */
+void failure_capture(Failure *f, int error);
+/* err_set() of the captured failure, so the caller prints it; returns its error (0 when none). */
+int failure_raise(const Failure *f);
+/* The message, never NULL for a captured failure. */
+static inline const char *failure_message(const Failure *f) {
+        return f->error < 0 ? f->message : NULL;
+}
+void failure_done(Failure *f);
+/* Takes the failure out of the slot: for an error that is handled and not returned (a damaged backup
+ * reported and skipped), whose detail must not turn up as the cause of a later, unrelated error. */
+Failure failure_take(int error);
+
+/* The older names, used where a worker thread brings its failure home. */
+void err_save(ErrSaved *s, int error);  /* failure_capture() */
+int err_restore(const ErrSaved *s);     /* failure_raise() */
+void err_saved_done(ErrSaved *s);       /* failure_done() */
+
+/* A scope whose err_set() calls do not outlive it: the slot (message and exit code) is put back as it was
+ * when the scope began. For cleanup on the way out of a failed call (a destructor aborting an upload or
+ * removing a temporary file) and for the steps that only report a failure (state file, journal, pings):
+ * they may fail and set an error of their own, which they log, but the caller still sees the original. */
+typedef struct ErrKeep {
+        int error;
+        int exit_code;
+        char *message; /* NULL: the slot was empty */
+} ErrKeep;
+ErrKeep err_keep_begin(void);
+void err_keep_end(ErrKeep *k);
+#define ERR_KEEP_CONCAT_(a, b) a##b
+#define ERR_KEEP_CONCAT(a, b) ERR_KEEP_CONCAT_(a, b)
+#define ERR_KEEP_SCOPE()                                                                                     \
+        _cleanup_(err_keep_end) _unused_ ErrKeep ERR_KEEP_CONCAT(_err_keep_, __COUNTER__) = err_keep_begin()

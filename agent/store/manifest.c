@@ -371,7 +371,10 @@ int backup_list_load(Store *s, const char *job, BackupList *ret) {
                          * backup, which verify reports and retention neither counts nor deletes. */
                         BackupDamaged *d = l.damaged + l.n_damaged++;
                         memcpy(d->id, ids[i - 1], sizeof d->id);
-                        d->message = xstrdup(err_message() ?: strerror(-r));
+                        /* Taken out of the error slot: handled here, it must not turn up later as the
+                         * cause of an unrelated failure. */
+                        _cleanup_(failure_done) Failure f = failure_take(r);
+                        d->message = TAKE_PTR(f.message);
                         log_warning("%s; backup %s is damaged.", d->message, d->id);
                         continue;
                 }

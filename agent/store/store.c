@@ -19,7 +19,11 @@ Store *store_new(const StoreInterface *iface, const char *location, void *data) 
         return s;
 }
 
+/* The destructors keep the error slot: freeing on the way out of a failure (an uncommitted writer aborts its
+ * upload, a reader cuts off its GET) must not replace the failure the caller is returning. */
 void store_free(Store *s) {
+        ERR_KEEP_SCOPE();
+
         if (!s)
                 return;
         if (s->iface->done)
@@ -41,6 +45,8 @@ int store_writer_commit(StoreWriter *w) {
 }
 
 void store_writer_free(StoreWriter *w) {
+        ERR_KEEP_SCOPE();
+
         if (w)
                 w->store->iface->writer_free(w);
 }
@@ -54,6 +60,8 @@ ssize_t store_read(StoreReader *r, void *buf, size_t n) {
 }
 
 void store_reader_free(StoreReader *r) {
+        ERR_KEEP_SCOPE();
+
         if (r)
                 r->store->iface->reader_free(r);
 }

@@ -159,3 +159,30 @@ def test_encrypted_per_database_dumps_restore_with_the_identity(local_agent, pg_
     p = local_agent("restore", "postgres", "--database", "gitea", "--to", dst.conninfo)
     assert p.returncode == 78 and "identity_file" in p.stderr
     assert "gitea" not in dst.databases()
+
+
+def test_restore_database_reports_why_pg_restore_stopped_not_an_earlier_handled_error(local_agent,
+                                                                                     pg_factory):
+    """Issue 15 item 5: pg_restore (--exit-on-error) refuses early and stops reading the dump; the bare
+    EPIPE of the write into it carried no detail, and main reported whatever the error slot still held: the
+    damaged manifest of another backup, handled and skipped long before ("cannot restore database "big" of
+    backup ...: manifest .../20200101T000000Z.json is unreadable", exit 65). Now pg_restore's own reason,
+    exit 70, as with the file-based (-j) restore."""
+    src = pg_factory()
+    src.psql("CREATE DATABASE big")
+    # Far more than a pipe holds: the agent is still writing when pg_restore gives up.
+    src.psql("""CREATE TABLE noise (id int, payload text);
+        INSERT INTO noise SELECT g, string_agg(md5(random()::text || g || i), '')
+            FROM generate_series(1, 4000) g, generate_series(1, 100) i GROUP BY g;""", db="big")
+    configure(local_agent, src)
+    bid = local_agent("run", "postgres", check=True).stdout.strip()
+    damaged = local_agent.store / "postgres" / "20200101T000000Z.json"
+    damaged.write_text("{not json")
+    dst = pg_factory()
+    dst.psql("CREATE ROLE restorer LOGIN")  # may not create databases
+    to = dst.conninfo.replace("user=postgres", "user=restorer") + " dbname=postgres"
+    p = local_agent("restore", "postgres", bid, "--database", "big", "--jobs", "1", "--to", to)
+    assert p.returncode == 70, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "permission denied to create database" in last and "pg_restore failed" in last, p.stderr
+    assert "20200101T000000Z" not in last, p.stderr

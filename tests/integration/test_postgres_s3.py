@@ -266,3 +266,26 @@ def test_access_denied_names_the_missing_permission(s3_server, s3_bucket, local_
     p = local_agent("run", "postgres")
     assert p.returncode == 77, p.stderr
     assert f'access key {key} of remote "minio" lacks s3:PutObject here' in p.stderr, p.stderr
+
+
+def test_refused_part_exits_77_although_the_abort_on_the_way_out_runs_requests_of_its_own(
+        s3_server, s3_bucket, s3_fault_proxy, local_agent, pg_factory, tmp_path):
+    """The failure travels with the returned error (issue 15 item 5): a part upload refused with
+    AccessDenied fails the run with 77 (EX_NOPERM) and that message, although freeing the writer on the way
+    out aborts the multipart upload with requests of its own (store_writer_free() keeps the error slot; it
+    used to be saved and restored by hand in s3_upload_free()). The abort goes through: no upload is left
+    behind."""
+    src = pg_factory()
+    _random_database(src, 12)
+    proxy = s3_fault_proxy(rate=0.0)
+    proxy.fail_if = lambda method, path: ((403, "AccessDenied") if method == "PUT" and "partNumber=" in path
+                                          else None)
+    remote = remote_keys(s3_server, tmp_path, endpoint=proxy.endpoint)
+    configure(local_agent, s3_server, tmp_path, src, remote=remote, destination=f"minio:{s3_bucket}")
+    p = local_agent("run", "postgres", env={"SKYFORGE_S3_PART_SIZE": str(5 * 1024 * 1024)})
+    assert proxy.failed >= 1, proxy.failed
+    assert p.returncode == 77, p.stderr
+    assert "AccessDenied" in p.stderr or "lacks s3:PutObject" in p.stderr, p.stderr
+    st = [s for s in json.loads(local_agent("status", "--json").stdout) if s["job"] == "postgres"][0]
+    assert st["last_result"] == "failed" and st["last_error"] in p.stderr, (st, p.stderr)
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sysexits.h>
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -233,7 +234,7 @@ static void assert_refused(int r, const char *name) {
         assert_non_null(strstr(err_message(), expected));
         assert_non_null(strstr(err_message(), "symlink inside the store"));
         assert_non_null(strstr(err_message(), "remove the symlink or fix the store"));
-        assert_int_equal(err_exit_code(r), 65);
+        assert_int_equal(err_exit_code(r), EX_DATAERR);
 }
 
 /* store/lnk -> outside, store/real/lnk -> outside: no name through either is written, read, stat'ed,

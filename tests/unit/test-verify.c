@@ -7,6 +7,7 @@
 
 #include "jobs/postgres-db.h"
 #include "jobs/verify.h"
+#include "store/objects.h"
 #include "pipe/pipe.h"
 
 static void object_names_are_percent_encoded(void **state) {

@@ -522,17 +522,12 @@ void s3_upload_free(S3Upload *u) {
                 return;
         workers_stop(u); /* parts in flight finish or fail; none start after this */
         if (u->upload_id && !u->committed) {
-                /* Keep the error that made the caller give up, not the abort's. */
-                _cleanup_free_ char *saved = err_message() ? xstrdup(err_message()) : NULL;
-                int saved_code = err_exit_code(-EIO);
+                /* Keep the error that made the caller give up (message and exit code), not the abort's. */
+                ERR_KEEP_SCOPE();
                 int r = s3_abort_multipart_upload(u->c, u->bucket, u->key, u->upload_id);
                 if (r < 0)
                         log_warning("could not abort multipart upload %s of %s/%s (cleanup will remove "
                                     "it): %s", u->upload_id, u->bucket, u->key, strna(err_message()));
-                if (saved)
-                        (void) err_set(-EIO, saved_code, "%s", saved);
-                else
-                        err_clear();
         }
         free(u->bucket);
         free(u->key);
