@@ -84,7 +84,9 @@ const ConfKey conf_keys[] = {
           .flags = CONF_F_EXISTS | CONF_F_DIRECTORY,
           .help = "unset: the newest fitting /usr/lib/postgresql/N/bin, then PATH" },
 
-        { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio" },
+        { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio",
+          .flags = CONF_F_OR_PATH | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY,
+          .help = "a remote, or a directory whose subdirectories are the buckets" },
         { CONF_SECTION_MIRROR, "buckets", CONF_STAR_LIST, M(buckets), .def = "*", .flags = CONF_F_BUCKETS,
           .help = "* (all buckets of the source) or a list" },
         { CONF_SECTION_MIRROR, "destination", CONF_LOCATION, M(destination),
@@ -565,6 +567,8 @@ static char *parse_string(const ConfKey *k, const char *value) {
                 m = conf_check_log_level(value);
                 break;
         case CONF_REMOTE:
+                if ((k->flags & CONF_F_OR_PATH) && value[0] == '/')
+                        return NULL;
                 if (!location_remote_name_valid(value))
                         return xasprintf("%s: '%s' is not a remote name (lowercase letters, digits, '-' and "
                                          "'_', as in [remote.NAME])",

@@ -152,10 +152,13 @@ MirrorDecision mirror_decide(const MirrorEntry *s, const MirrorEntry *d) {
         version = mirror_version(s->etag, s->size, s->mtime_usec);
         if (d->etag && streq(version, d->etag))
                 return MIRROR_SKIP;
-        /* A side without an ETag (a local file that carries none): a copy made in or after the second
-         * the source last changed is current. The second: S3 gives Last-Modified in seconds. */
-        if ((!s->etag || !d->etag) && s->mtime_usec > 0 &&
-            d->mtime_usec / USEC_PER_SEC >= s->mtime_usec / USEC_PER_SEC)
+        /* A side without an ETag, compared by time in seconds (S3 gives Last-Modified in seconds). A local
+         * copy that could keep no ETag (no extended attributes) carries the source's time: current when
+         * the times match. A local source file that carries none: a copy made after the second it last
+         * changed is current (rsync's rule); within that second the recorded version decides. */
+        if (!d->etag && s->mtime_usec > 0 && d->mtime_usec / USEC_PER_SEC == s->mtime_usec / USEC_PER_SEC)
+                return MIRROR_SKIP;
+        if (d->etag && !s->etag && d->mtime_usec / USEC_PER_SEC > s->mtime_usec / USEC_PER_SEC)
                 return MIRROR_SKIP;
         return MIRROR_CHECK;
 }
