@@ -22,8 +22,6 @@
  * key or not at all (a local directory cannot hold "a/../b": such keys are named, counted and fail the
  * run), and a bucket name that is not a valid S3 bucket name is refused before it becomes a destination
  * bucket, prefix or directory. */
-#include <fcntl.h>
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -34,10 +32,9 @@
 #include "jobs/mirror.h"
 #include "log/log.h"
 #include "store/store.h"
+#include "sys/pool.h"
+#include "sys/spool.h"
 
-#define META_PREFIX "skyforge-"
-#define META_ETAG META_PREFIX "etag"
-#define META_SHA256 META_PREFIX "sha256"
 #define COPY_ATTEMPTS 3U
 #define COPY_CHUNK (256U * 1024)
 #define DELETE_BATCH 1000U
@@ -67,120 +64,22 @@ typedef struct Mirror {
         const MirrorConfig *mc;
         const MirrorOptions *o;
         Progress *progress;
+        Pool *pool; /* `transfers` threads taking copies */
 
         pthread_mutex_t lock;
-        pthread_cond_t work;     /* a task is available, or closing */
-        pthread_cond_t space;    /* the queue has room */
-        pthread_cond_t finished; /* a task finished, or a multipart copy left the gate */
-        Task **queue;
-        size_t queue_cap, queue_head, queue_len;
-        size_t pending; /* queued or running tasks */
-        bool closing;
+        pthread_cond_t gate;           /* a multipart copy finished */
         unsigned big_running, big_max; /* multipart copies at once: each holds a few parts in memory */
-
         MirrorStats stats;
         uint64_t done_bytes;       /* for progress: copied, skipped or failed */
         uint64_t seen, seen_bytes; /* source objects selected so far */
         ErrSaved first;            /* the first failure: its message and exit code */
 } Mirror;
 
+/* A worker thread's own handles on the current pair's stores. */
 typedef struct Worker {
-        Mirror *m;
-        pthread_t thread;
-        bool started;
         unsigned gen;
-        Store *src, *dst; /* this thread's own handles on the current pair's stores */
+        Store *src, *dst;
 } Worker;
-
-/* ---- small pure helpers ---- */
-
-bool mirror_key_selected(char *const *include, char *const *exclude, const char *bucket, const char *key) {
-        _cleanup_free_ char *full = xasprintf("%s/%s", strempty(bucket), key);
-        bool in = strv_isempty(include);
-
-        for (char *const *p = include; p && *p && !in; p++)
-                in = fnmatch(*p, key, 0) == 0 || fnmatch(*p, full, 0) == 0;
-        if (!in)
-                return false;
-        for (char *const *p = exclude; p && *p; p++)
-                if (fnmatch(*p, key, 0) == 0 || fnmatch(*p, full, 0) == 0)
-                        return false;
-        return true;
-}
-
-char **mirror_metadata(char *const *source_metadata, bool bookkeeping, const char *etag,
-                       const char *sha256) {
-        char **l = xcalloc(1, sizeof(char *));
-        size_t size, etag_size, sha_size;
-
-        for (size_t i = 0; source_metadata && source_metadata[i] && source_metadata[i + 1]; i += 2) {
-                /* Our own names describe the copy we make now, not an older one. */
-                if (startswith(source_metadata[i], META_PREFIX))
-                        continue;
-                strv_push(&l, xstrdup(source_metadata[i]));
-                strv_push(&l, xstrdup(source_metadata[i + 1]));
-        }
-        if (!bookkeeping)
-                return l;
-        /* The ETag record is what later runs compare; the SHA-256 is only informative, so it goes
-         * first when the two do not both fit in S3's limit. */
-        size = store_metadata_size(l);
-        etag_size = strlen(META_ETAG) + strlen(strempty(etag));
-        sha_size = sha256 ? strlen(META_SHA256) + strlen(sha256) : 0;
-        if (size + etag_size > STORE_METADATA_MAX)
-                return l;
-        strv_push(&l, xstrdup(META_ETAG));
-        strv_push(&l, xstrdup(strempty(etag)));
-        if (sha256 && size + etag_size + sha_size <= STORE_METADATA_MAX) {
-                strv_push(&l, xstrdup(META_SHA256));
-                strv_push(&l, xstrdup(sha256));
-        }
-        return l;
-}
-
-char *mirror_version(const char *etag, uint64_t size, uint64_t mtime_usec) {
-        if (!isempty(etag))
-                return xstrdup(etag);
-        return xasprintf("size-%" PRIu64 "-mtime-%" PRIu64, size, mtime_usec);
-}
-
-MirrorDecision mirror_decide(const MirrorEntry *s, const MirrorEntry *d) {
-        _cleanup_free_ char *version = NULL;
-
-        if (!d || d->size != s->size)
-                return MIRROR_COPY;
-        version = mirror_version(s->etag, s->size, s->mtime_usec);
-        if (d->etag && streq(version, d->etag))
-                return MIRROR_SKIP;
-        /* A side without an ETag, compared by time in seconds (S3 gives Last-Modified in seconds). A local
-         * copy that could keep no ETag (no extended attributes) carries the source's time: current when
-         * the times match. A local source file that carries none: a copy made after the second it last
-         * changed is current (rsync's rule); within that second the recorded version decides. */
-        if (!d->etag && s->mtime_usec > 0 && d->mtime_usec / USEC_PER_SEC == s->mtime_usec / USEC_PER_SEC)
-                return MIRROR_SKIP;
-        if (d->etag && !s->etag && d->mtime_usec / USEC_PER_SEC > s->mtime_usec / USEC_PER_SEC)
-                return MIRROR_SKIP;
-        return MIRROR_CHECK;
-}
-
-void mirror_stats_print(const MirrorStats *s, bool dry_run, FILE *f) {
-        char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], d[FORMAT_BYTES_MAX];
-
-        fprintf(f,
-                "%s %" PRIu64 " objects (%s), skipped %" PRIu64 " (%s), %s %" PRIu64 " (%s), failed %" PRIu64
-                ", kept %" PRIu64 " extra",
-                dry_run ? "would copy" : "copied", s->copied, format_bytes(s->copied_bytes, a, sizeof a),
-                s->skipped, format_bytes(s->skipped_bytes, b, sizeof b),
-                dry_run ? "would delete" : "deleted", s->deleted,
-                format_bytes(s->deleted_bytes, d, sizeof d), s->failed, s->kept);
-        if (s->vanished > 0)
-                fprintf(f, ", skipped %" PRIu64 " vanished at the source", s->vanished);
-        if (s->unrepresentable > 0)
-                fprintf(f, ", skipped %" PRIu64 " key(s) the destination cannot hold", s->unrepresentable);
-        if (s->refused_buckets > 0)
-                fprintf(f, ", refused %" PRIu64 " bucket(s)", s->refused_buckets);
-        fputc('\n', f);
-}
 
 static void task_free(Task *t) {
         if (!t)
@@ -249,7 +148,7 @@ static void copy_attrs(const Mirror *m, const Task *t, const StoreAttrs *in, con
 static void big_enter(Mirror *m) {
         pthread_mutex_lock(&m->lock);
         while (m->big_running >= m->big_max)
-                pthread_cond_wait(&m->finished, &m->lock);
+                pthread_cond_wait(&m->gate, &m->lock);
         m->big_running++;
         pthread_mutex_unlock(&m->lock);
 }
@@ -257,7 +156,7 @@ static void big_enter(Mirror *m) {
 static void big_leave(Mirror *m) {
         pthread_mutex_lock(&m->lock);
         m->big_running--;
-        pthread_cond_broadcast(&m->finished);
+        pthread_cond_broadcast(&m->gate);
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -276,8 +175,7 @@ static ssize_t read_full_store(StoreReader *rd, uint8_t *buf, size_t n) {
 }
 
 /* One read of the source into one writer of the destination. */
-static int copy_once(Worker *w, const Task *t, uint64_t *ret_bytes) {
-        Mirror *m = w->m;
+static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
         _cleanup_(store_reader_freep) StoreReader *rd = NULL;
         _cleanup_(store_writer_freep) StoreWriter *wr = NULL;
         _cleanup_(store_attrs_done) StoreAttrs out = {};
@@ -399,8 +297,7 @@ static int confirm_vanished(Worker *w, const char *key, const char *get_error) {
         return 0;
 }
 
-static void task_copy(Worker *w, const Task *t) {
-        Mirror *m = w->m;
+static void task_copy(Mirror *m, Worker *w, const Task *t) {
         uint64_t bytes = 0, failing_since = 0;
         uint64_t budget = MAX(store_retry_time_usec(w->src), store_retry_time_usec(w->dst));
         int r = 0;
@@ -408,7 +305,7 @@ static void task_copy(Worker *w, const Task *t) {
         for (unsigned attempt = 1; attempt <= COPY_ATTEMPTS; attempt++) {
                 if (job_cancel_requested)
                         break;
-                r = copy_once(w, t, &bytes);
+                r = copy_once(m, w, t, &bytes);
                 if (r >= 0 || !copy_retryable(r))
                         break;
                 /* Started over only within retry_time of the first failure: a source whose reads stall
@@ -461,8 +358,7 @@ static int check_needs_copy(const Mirror *m, Store *src, Store *dst, const char 
         return 0;
 }
 
-static void task_run(Worker *w, Task *t) {
-        Mirror *m = w->m;
+static void task_do(Mirror *m, Worker *w, const Task *t) {
         bool copy;
         int r;
 
@@ -476,8 +372,8 @@ static void task_run(Worker *w, Task *t) {
                 if (r >= 0)
                         r = store_clone(t->pair->dst, &w->dst);
                 if (r < 0) {
-                        w->gen = 0;
                         _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", t->pair->name, t->key);
+                        w->gen = 0;
                         mirror_fail(m, r, what);
                         stats_add(m, &m->stats.failed, &m->stats.failed_bytes, t->size, t->size);
                         return;
@@ -496,40 +392,31 @@ static void task_run(Worker *w, Task *t) {
                         return;
                 }
         }
-        task_copy(w, t);
+        task_copy(m, w, t);
 }
 
-static void *worker_main(void *userdata) {
-        Worker *w = userdata;
-        Mirror *m = w->m;
+/* Runs in a pool thread. */
+static void task_run(void *item, void **slot, void *userdata) {
+        Worker *w = *slot ?: (*slot = xcalloc(1, sizeof(Worker)));
 
-        pthread_mutex_lock(&m->lock);
-        for (;;) {
-                if (m->queue_len > 0) {
-                        Task *t = m->queue[m->queue_head];
-                        m->queue_head = (m->queue_head + 1) % m->queue_cap;
-                        m->queue_len--;
-                        pthread_cond_signal(&m->space);
-                        pthread_mutex_unlock(&m->lock);
-                        if (!job_cancel_requested)
-                                task_run(w, t);
-                        task_free(t);
-                        pthread_mutex_lock(&m->lock);
-                        m->pending--;
-                        pthread_cond_broadcast(&m->finished);
-                        continue;
-                }
-                if (m->closing)
-                        break;
-                pthread_cond_wait(&m->work, &m->lock);
-        }
-        pthread_mutex_unlock(&m->lock);
+        if (!job_cancel_requested)
+                task_do(userdata, w, item);
+        task_free(item);
+}
+
+static void worker_done(void *slot, void *userdata) {
+        Worker *w = slot;
+
+        if (!w)
+                return;
         store_free(w->src);
         store_free(w->dst);
-        return NULL;
+        free(w);
 }
 
-/* ---- the main thread: listings, decisions, queue ---- */
+static const PoolOps mirror_pool_ops = { .run = task_run, .slot_done = worker_done };
+
+/* ---- the main thread: listings, decisions ---- */
 
 static void mirror_show_progress(Mirror *m) {
         if (!m->progress)
@@ -543,35 +430,14 @@ static void mirror_show_progress(Mirror *m) {
         progress_update(m->progress, done);
 }
 
-static void queue_push(Mirror *m, Task *t) {
-        pthread_mutex_lock(&m->lock);
-        while (m->queue_len >= m->queue_cap)
-                pthread_cond_wait(&m->space, &m->lock);
-        m->queue[(m->queue_head + m->queue_len) % m->queue_cap] = t;
-        m->queue_len++;
-        m->pending++;
-        pthread_cond_signal(&m->work);
-        pthread_mutex_unlock(&m->lock);
-}
-
-static void queue_wait_idle(Mirror *m) {
-        pthread_mutex_lock(&m->lock);
-        while (m->pending > 0) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += 1;
-                pthread_cond_timedwait(&m->finished, &m->lock, &ts);
-                pthread_mutex_unlock(&m->lock);
-                mirror_show_progress(m);
-                pthread_mutex_lock(&m->lock);
-        }
-        pthread_mutex_unlock(&m->lock);
+static void show_progress(void *userdata) {
+        mirror_show_progress(userdata);
 }
 
 typedef struct PairRun {
         Mirror *m;
         const Pair *p;
-        FILE *deletes; /* keys to delete, NUL-separated, applied after complete listings */
+        Spool *deletes; /* keys to delete, applied after complete listings */
         uint64_t n_deletes, delete_bytes;
 } PairRun;
 
@@ -626,82 +492,52 @@ static int decide(PairRun *pr, const StoreEntry *s, const StoreEntry *d) {
                 .size = s->size,
                 .dst_etag = what == MIRROR_CHECK ? xstrdup(strempty(d->etag)) : NULL,
         };
-        queue_push(m, t);
+        pool_push(m->pool, t);
         return 0;
 }
 
 static int note_extra(PairRun *pr, const StoreEntry *d) {
         Mirror *m = pr->m;
-        size_t n = strlen(d->name) + 1;
+        int r;
 
         if (!m->mc->delete) {
                 stats_add(m, &m->stats.kept, NULL, 0, 0);
                 return 0;
         }
-        if (!pr->deletes) {
-                _cleanup_close_ int fd = -EBADF;
-                const char *dir = m->config->agent.work_dir;
-
-                (void) mkdir_p(dir, 0700);
-                fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-                if (fd < 0)
-                        return err_set(-errno, EX_CANTCREAT,
-                                       "cannot create a scratch file in work_dir %s: %m (set work_dir in [agent])",
-                                       dir);
-                pr->deletes = fdopen(fd, "w+");
-                if (!pr->deletes)
-                        return err_set(-ENOMEM, EX_OSERR, "out of memory");
-                TAKE_FD(fd);
-        }
-        if (fwrite(d->name, 1, n, pr->deletes) != n)
-                return err_set(-EIO, EX_IOERR, "cannot write to work_dir %s", m->config->agent.work_dir);
+        if (!pr->deletes && (r = spool_new(m->config->agent.work_dir, &pr->deletes)) < 0)
+                return r;
+        r = spool_add(pr->deletes, d->name);
+        if (r < 0)
+                return r;
         pr->n_deletes++;
         pr->delete_bytes += d->size;
         return 0;
 }
 
-/* Deletes what only the destination has; runs only after both listings reached their end. */
+/* Deletes what only the destination has; runs only after both listings reached their end and every copy
+ * of the bucket finished. */
 static int apply_deletes(PairRun *pr) {
         Mirror *m = pr->m;
-        _cleanup_free_ char *line = NULL;
-        _cleanup_strv_free_ char **batch = xcalloc(DELETE_BATCH + 1, sizeof(char *));
-        size_t n = 0, cap = 0;
         int r = 0;
 
-        if (m->o->dry_run || pr->n_deletes == 0) {
-                pthread_mutex_lock(&m->lock);
-                m->stats.deleted += pr->n_deletes;
-                m->stats.deleted_bytes += pr->delete_bytes;
-                pthread_mutex_unlock(&m->lock);
-                return 0;
-        }
-        if (fflush(pr->deletes) != 0 || fseek(pr->deletes, 0, SEEK_SET) != 0)
-                r = err_set(-errno, EX_IOERR, "cannot reread the delete list in work_dir: %m");
-        while (r >= 0) {
-                ssize_t k = getdelim(&line, &cap, 0, pr->deletes);
-                if (k > 0)
-                        batch[n++] = xstrdup(line);
-                if (n > 0 && (n == DELETE_BATCH || k < 0)) {
-                        r = store_remove_many(pr->p->dst, batch, n);
-                        if (r >= 0) {
-                                pthread_mutex_lock(&m->lock);
-                                m->stats.deleted += n;
-                                pthread_mutex_unlock(&m->lock);
-                        }
-                        for (size_t i = 0; i < n; i++) {
-                                free(batch[i]);
-                                batch[i] = NULL;
-                        }
-                        n = 0;
-                }
-                if (k < 0)
+        if (!m->o->dry_run && pr->n_deletes > 0)
+                r = spool_rewind(pr->deletes);
+        while (r >= 0 && !m->o->dry_run && pr->n_deletes > 0) {
+                _cleanup_strv_free_ char **batch = NULL;
+                int n = spool_read(pr->deletes, DELETE_BATCH, &batch);
+
+                if (n <= 0) {
+                        r = n;
                         break;
+                }
+                r = store_remove_many(pr->p->dst, batch, (size_t) n);
+                if (r >= 0)
+                        m->stats.deleted += (uint64_t) n; /* the workers are idle now: no lock */
         }
-        if (r >= 0) {
-                pthread_mutex_lock(&m->lock);
+        if (r >= 0 && m->o->dry_run)
+                m->stats.deleted += pr->n_deletes;
+        if (r >= 0)
                 m->stats.deleted_bytes += pr->delete_bytes;
-                pthread_mutex_unlock(&m->lock);
-        }
         return r;
 }
 
@@ -777,7 +613,7 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
                         r = side_next(m, p, ld, &d);
                 mirror_show_progress(m);
         }
-        queue_wait_idle(m);
+        pool_wait_idle(m->pool, show_progress);
         if (r < 0) {
                 /* A listing that failed or stopped early says nothing about what is missing: no deletes. */
                 if (pr.n_deletes > 0)
@@ -785,80 +621,8 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
                                     "complete.", p->name, pr.n_deletes);
         } else
                 r = apply_deletes(&pr);
-        if (pr.deletes)
-                fclose(pr.deletes);
+        spool_free(pr.deletes);
         return r;
-}
-
-/* ---- setup ---- */
-
-/* The two sides as sets of buckets: the source (a remote, or a directory whose subdirectories are the
- * buckets) and the destination location, whose prefixes or subdirectories hold one bucket each. */
-static int mirror_resolve(const Config *c, StoreRoot **ret_source, StoreRoot **ret_offsite) {
-        const MirrorConfig *mc = &c->mirror;
-        _cleanup_(store_root_freep) StoreRoot *source = NULL, *offsite = NULL;
-        _cleanup_(location_done) Location loc = {};
-        int r;
-
-        if (mc->source && mc->source[0] == '/')
-                r = store_root_local_open(mc->source, &source);
-        else if (!config_find_remote(c, mc->source))
-                return err_set(-ENOENT, EX_CONFIG,
-                               "[mirror] source = %s names no remote; add a [remote.%s] section, or give an "
-                               "absolute directory",
-                               strna(mc->source), strna(mc->source));
-        else
-                r = store_s3_root_open(config_find_remote(c, mc->source), NULL, NULL, &source);
-        if (r < 0)
-                return r;
-        r = location_parse(mc->destination, &loc);
-        if (r < 0)
-                return err_set(r, EX_CONFIG, "[mirror] destination: %s", strna(err_message()));
-        if (loc.type == LOCATION_REMOTE && !config_find_remote(c, loc.remote))
-                return err_set(-ENOENT, EX_CONFIG, "[mirror] destination %s names no remote; add a [remote.%s] section",
-                               mc->destination, loc.remote);
-        r = store_root_open_location(c, mc->destination, &offsite);
-        if (r < 0)
-                return r;
-        *ret_source = TAKE_PTR(source);
-        *ret_offsite = TAKE_PTR(offsite);
-        return 0;
-}
-
-/* A bucket name from a listing (or the command line) becomes a bucket, prefix or directory on the other
- * side: only valid S3 bucket names, which are one path segment and no "." or "..", may. */
-static int bucket_check(const MirrorOptions *o, StoreRoot *src, StoreRoot *dst, const char *bucket) {
-        _cleanup_free_ char *what = NULL;
-
-        if (location_bucket_name_valid(bucket))
-                return 0;
-        what = store_root_describe_bucket(src, bucket);
-        if (o->direction == MIRROR_FORWARD)
-                return err_set(-EINVAL, EX_DATAERR,
-                               "%s is not a valid S3 bucket name (3..63 lowercase letters, digits, '.' and '-', "
-                               "starting and ending with a letter or digit, no \"..\"), so it cannot become a "
-                               "prefix under %s; it is not mirrored (rename it, or list the buckets to mirror "
-                               "in [mirror] buckets)",
-                               what, dst->location);
-        return err_set(-EINVAL, EX_DATAERR,
-                       "%s is not named like a valid S3 bucket (3..63 lowercase letters, digits, '.' and '-', "
-                       "starting and ending with a letter or digit, no \"..\"); it is not restored into %s "
-                       "(move or remove it offsite, or restore single buckets with --bucket)",
-                       what, dst->what);
-}
-
-static int mirror_buckets(const Config *c, const MirrorOptions *o, StoreRoot *src, char ***ret) {
-        if (o->bucket || c->mirror.buckets) {
-                _cleanup_strv_free_ char **l = xcalloc(1, sizeof(char *));
-                if (o->bucket)
-                        strv_push(&l, xstrdup(o->bucket));
-                else
-                        STRV_FOREACH(b, c->mirror.buckets)
-                                strv_push(&l, xstrdup(*b));
-                *ret = TAKE_PTR(l);
-                return 0;
-        }
-        return store_root_list_buckets(src, ret);
 }
 
 static int mirror_bucket(Mirror *m, StoreRoot *src, StoreRoot *dst, const char *bucket, unsigned gen) {
@@ -879,7 +643,6 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
         const MirrorConfig *mc = &c->mirror;
         _cleanup_(store_root_freep) StoreRoot *source = NULL, *offsite = NULL;
         _cleanup_strv_free_ char **buckets = NULL;
-        _cleanup_free_ Worker *workers = NULL;
         unsigned n_workers = o->dry_run ? 0 : MAX(mc->transfers, 1U), gen = 0;
         Mirror m = { .config = c, .mc = mc, .o = o, .progress = progress,
                      .big_max = MAX(mc->transfers / 4, 1U) };
@@ -894,29 +657,16 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
         r = mirror_buckets(c, o, src, &buckets);
         if (r < 0)
                 return r;
-
         pthread_mutex_init(&m.lock, NULL);
-        pthread_cond_init(&m.work, NULL);
-        pthread_cond_init(&m.space, NULL);
-        pthread_cond_init(&m.finished, NULL);
-        m.queue_cap = 4 * (size_t) MAX(n_workers, 1U);
-        m.queue = xcalloc(m.queue_cap, sizeof(Task *));
-        workers = xcalloc(MAX(n_workers, 1U), sizeof(Worker));
-        for (unsigned i = 0; r >= 0 && i < n_workers; i++) {
-                workers[i].m = &m;
-                r = thread_start(&workers[i].thread, worker_main, &workers[i]);
-                if (r < 0)
-                        r = err_set(r, EX_OSERR, "cannot start a transfer thread: %s", strerror(-r));
-                else
-                        workers[i].started = true;
-        }
+        pthread_cond_init(&m.gate, NULL);
+        r = pool_new(n_workers, 4 * (size_t) MAX(n_workers, 1U), &mirror_pool_ops, &m, &m.pool);
 
         STRV_FOREACH(b, buckets) {
                 int k;
 
                 if (r < 0 || job_cancel_requested)
                         break;
-                k = bucket_check(o, src, dst, *b);
+                k = mirror_bucket_check(o, src, dst, *b);
                 if (k < 0) {
                         mirror_fail(&m, k, "refusing a bucket");
                         m.stats.refused_buckets++;
@@ -928,19 +678,9 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
                         mirror_fail(&m, k, what);
                 }
         }
-
-        pthread_mutex_lock(&m.lock);
-        m.closing = true;
-        pthread_cond_broadcast(&m.work);
-        pthread_mutex_unlock(&m.lock);
-        for (unsigned i = 0; i < n_workers; i++)
-                if (workers[i].started)
-                        pthread_join(workers[i].thread, NULL);
-        free(m.queue);
+        pool_free(m.pool);
+        pthread_cond_destroy(&m.gate);
         pthread_mutex_destroy(&m.lock);
-        pthread_cond_destroy(&m.work);
-        pthread_cond_destroy(&m.space);
-        pthread_cond_destroy(&m.finished);
         if (progress) {
                 progress->objects_done = m.stats.copied + m.stats.skipped + m.stats.failed;
                 progress_flush(progress);

@@ -6,6 +6,11 @@
 #include "conf/conf.h"
 #include "sys/progress.h"
 
+/* Our names in a copy's user metadata. */
+#define META_PREFIX "skyforge-"
+#define META_ETAG META_PREFIX "etag"
+#define META_SHA256 META_PREFIX "sha256"
+
 typedef enum MirrorDirection {
         MIRROR_FORWARD, /* [mirror] source -> destination */
         MIRROR_REVERSE, /* destination -> source: `restore mirror` */
@@ -58,6 +63,17 @@ typedef enum MirrorDecision {
 MirrorDecision mirror_decide(const MirrorEntry *s, const MirrorEntry *d);
 /* What identifies the source's content, recorded with a copy: its ETag, or its size and time. */
 char *mirror_version(const char *etag, uint64_t size, uint64_t mtime_usec);
+
+/* The two sides as sets of buckets: the source ([mirror] source: a remote, or a directory whose
+ * subdirectories are the buckets) and the destination location, whose prefixes or subdirectories hold
+ * one bucket each. */
+struct StoreRoot;
+int mirror_resolve(const Config *c, struct StoreRoot **ret_source, struct StoreRoot **ret_offsite);
+/* The buckets to mirror: --bucket, [mirror] buckets, or every bucket of src. */
+int mirror_buckets(const Config *c, const MirrorOptions *o, struct StoreRoot *src, char ***ret);
+/* A bucket name becomes a bucket, prefix or directory on the other side: only valid S3 bucket names may.
+ * -EINVAL with err_set() naming it and the fix otherwise. */
+int mirror_bucket_check(const MirrorOptions *o, struct StoreRoot *src, struct StoreRoot *dst, const char *bucket);
 
 /* Destination user metadata for a copy: the source's, without our own names (skyforge-*), plus with
  * bookkeeping skyforge-etag (and skyforge-sha256 when known) as far as they fit in S3's 2 KB of user
