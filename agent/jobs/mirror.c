@@ -644,8 +644,9 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
         _cleanup_(store_root_freep) StoreRoot *source = NULL, *offsite = NULL;
         _cleanup_strv_free_ char **buckets = NULL;
         unsigned n_workers = o->dry_run ? 0 : MAX(mc->transfers, 1U), gen = 0;
-        Mirror m = { .config = c, .mc = mc, .o = o, .progress = progress,
-                     .big_max = MAX(mc->transfers / 4, 1U) };
+        /* One multipart copy at a time: each holds a few 8 MiB parts in memory (the part workers', which
+         * already send in parallel); the other transfers go on with the smaller objects meanwhile. */
+        Mirror m = { .config = c, .mc = mc, .o = o, .progress = progress, .big_max = 1 };
         StoreRoot *src, *dst;
         int r;
 
