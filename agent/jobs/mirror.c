@@ -36,7 +36,7 @@
 #include "sys/spool.h"
 
 #define COPY_ATTEMPTS 3U
-#define COPY_CHUNK (256U * 1024)
+#define COPY_CHUNK (64U * 1024)
 #define DELETE_BATCH 1000U
 
 typedef struct Pair {

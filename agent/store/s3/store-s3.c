@@ -14,7 +14,7 @@
 #define S3_READ_RING (4U * 1024 * 1024)
 /* A copy's reader and streamed writer: many run at once (the mirror's transfers), each a GET or PUT that the
  * other end keeps busy, so a small ring keeps memory low. */
-#define S3_COPY_RING (256U * 1024)
+#define S3_COPY_RING (64U * 1024)
 
 typedef struct S3Store {
         S3Client *client;
