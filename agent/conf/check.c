@@ -245,7 +245,10 @@ static void check_section_keys(ConfLoader *l, const Config *c, ConfSection secti
                         check_location(l, c, line, k->name, *(char *const *) field, written);
                         break;
                 case CONF_REMOTE:
-                        if (*(char *const *) field)
+                        if (*(char *const *) field && (k->flags & CONF_F_OR_PATH) &&
+                            (*(char *const *) field)[0] == '/')
+                                check_path(l, line, k, *(char *const *) field);
+                        else if (*(char *const *) field)
                                 check_remote_ref(l, c, line, k->name, *(char *const *) field, written);
                         break;
                 default:

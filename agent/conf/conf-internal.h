@@ -48,6 +48,7 @@ typedef enum ConfFlags {
         CONF_F_ABSOLUTE = 1 << 3,   /* list items are absolute paths */
         CONF_F_BUCKETS = 1 << 4,    /* list items are bucket names */
         CONF_F_NAMESPACES = 1 << 5, /* list items are Kubernetes namespace names */
+        CONF_F_OR_PATH = 1 << 6,    /* a remote name, or an absolute local directory */
 } ConfFlags;
 
 typedef struct ConfKey {

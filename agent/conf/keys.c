@@ -64,7 +64,9 @@ const ConfKey conf_keys[] = {
           .flags = CONF_F_EXISTS | CONF_F_DIRECTORY,
           .help = "unset: the newest fitting /usr/lib/postgresql/N/bin, then PATH" },
 
-        { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio" },
+        { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio",
+          .flags = CONF_F_OR_PATH | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY,
+          .help = "a remote, or a directory whose subdirectories are the buckets" },
         { CONF_SECTION_MIRROR, "buckets", CONF_STAR_LIST, M(buckets), .def = "*", .flags = CONF_F_BUCKETS,
           .help = "* (all buckets of the source) or a list" },
         { CONF_SECTION_MIRROR, "destination", CONF_LOCATION, M(destination),

@@ -347,6 +347,8 @@ static char *parse_string(const ConfKey *k, const char *value) {
                 m = conf_check_log_level(value);
                 break;
         case CONF_REMOTE:
+                if ((k->flags & CONF_F_OR_PATH) && value[0] == '/')
+                        return NULL;
                 if (!location_remote_name_valid(value))
                         return xasprintf("%s: '%s' is not a remote name (lowercase letters, digits, '-' and "
                                          "'_', as in [remote.NAME])",

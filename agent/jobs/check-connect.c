@@ -161,6 +161,39 @@ static void check_location(const Config *c, const char *location, const char *ro
                       l.type == LOCATION_REMOTE ? "bucket exists" : "directory exists"));
 }
 
+/* A local mirror source: a directory whose subdirectories are the buckets; each named one must list. */
+static void check_mirror_source_local(const Config *c, ConnectReport *rep) {
+        _cleanup_(store_root_freep) StoreRoot *root = NULL;
+        _cleanup_strv_free_ char **buckets = NULL;
+        _cleanup_free_ char *what = xasprintf("directory %s", c->mirror.source), *list = NULL;
+        int r;
+
+        r = store_root_local_open(c->mirror.source, &root);
+        if (r >= 0 && !c->mirror.buckets)
+                r = store_root_list_buckets(root, &buckets);
+        else
+                buckets = strv_copy(c->mirror.buckets);
+        STRV_FOREACH (b, buckets) {
+                _cleanup_(store_freep) Store *s = NULL;
+                _cleanup_(store_lister_freep) StoreLister *l = NULL;
+                const StoreEntry *e;
+
+                if (r < 0)
+                        break;
+                r = store_root_open_bucket(root, *b, false, &s);
+                if (r >= 0)
+                        r = store_lister_open(s, "", &l);
+                if (r >= 0)
+                        r = store_lister_next(l, &e);
+        }
+        if (r < 0)
+                return add_fail(rep, what, r);
+        list = join(buckets);
+        add(rep, CONNECT_OK, 0, what,
+            xasprintf("mirror source: %zu bucket(s) list%s%s", strv_length(buckets), *list ? ": " : "",
+                      list));
+}
+
 /* The mirror reads its source buckets: each must exist and list (or, for "*", ListBuckets must work). */
 static void check_mirror_source(const Config *c, ConnectReport *rep) {
         const RemoteConfig *remote = config_find_remote(c, c->mirror.source);
@@ -297,7 +330,10 @@ void config_connect_check(const Config *c, ConnectReport *ret) {
         check_age(c->postgres.recipients, c->postgres.identity_file, "postgres", &rep);
 
         if (c->mirror.present) {
-                check_mirror_source(c, &rep);
+                if (c->mirror.source && c->mirror.source[0] == '/')
+                        check_mirror_source_local(c, &rep);
+                else
+                        check_mirror_source(c, &rep);
                 check_location(c, c->mirror.destination, "mirror destination", true, &rep);
         } else
                 add(&rep, CONNECT_SKIP, 0, "mirror", xstrdup("[mirror] is not configured"));

@@ -1,67 +1,48 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The mirror job: bucket by bucket, the source and destination listings are pulled page by page and
- * merged in key order; the main thread decides per key (copy, check, delete, skip) and hands copies to
- * `transfers` worker threads through a small bounded queue. Nothing here grows with the number of
- * objects: a listing page per side, the queue, one buffer per small transfer, and pipes for large ones.
+/* The mirror job: a merge of two stores (store/store.h), either of them an S3 remote or a local directory.
+ * Bucket by bucket, the two listings are pulled page by page and merged in key order; the main thread
+ * decides per key (copy, check, delete, skip) and hands copies to `transfers` worker threads through a
+ * small bounded queue. A copy is one streamed read of the source (one GET, whose reply brings the headers:
+ * no HEAD) into one writer of the destination, which sends it the cheapest way (in memory and one PUT,
+ * one streamed PUT, or multipart through the S3 part workers). Nothing here grows with the number of
+ * objects: a listing page per side, the queue, and fixed buffers per transfer.
  *
  * Content identity: every offsite copy records the source's ETag (and the SHA-256 where the object was
- * read before it was written) in destination metadata, so a multipart object, whose destination ETag
- * never equals the source's, compares by one HEAD, and same-size edits are caught because the source
- * ETag changes with the content. Equal ETags need no request at all, so a no-op resync only lists.
- * Where that bookkeeping would push an object past S3's 2 KB of user metadata it is left out, and the
- * object compares by size and ETag alone. `restore mirror` writes none into the source: the offsite
- * copy's record is compared with the source's ETag instead.
+ * read whole before it was written) in destination metadata, so a multipart object, whose destination
+ * ETag never equals the source's, compares by one HEAD, and same-size edits are caught because the source
+ * ETag changes with the content. Equal ETags need no request at all, so a no-op resync only lists. A
+ * local file has no ETag: a local destination keeps the source's ETag with the file (store/local.c), so it
+ * lists like the object it was copied from; a local source file that carries none is identified by its
+ * size and modification time (a copy made after the file last changed is current, as rsync decides).
+ * Where the bookkeeping would push an object past S3's 2 KB of user metadata it is left out, and the
+ * object compares by size and ETag alone. `restore mirror` writes none into the source: the offsite copy's
+ * record is compared with the source's ETag instead.
  *
- * Keys and bucket names come from the less trusted side: a key is opaque bytes and is written as the
- * same key (the S3 client sends "." and ".." segments literally), and a bucket name that is not a valid
- * S3 bucket name is refused before it becomes a destination bucket or prefix. */
-#include <fcntl.h>
-#include <fnmatch.h>
+ * Keys and bucket names come from the less trusted side: a key is opaque bytes and is written as the same
+ * key or not at all (a local directory cannot hold "a/../b": such keys are named, counted and fail the
+ * run), and a bucket name that is not a valid S3 bucket name is refused before it becomes a destination
+ * bucket, prefix or directory. */
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <sysexits.h>
 #include <time.h>
 
 #include "jobs/context.h"
 #include "jobs/mirror.h"
 #include "log/log.h"
-#include "pipe/pipe.h"
-#include "store/s3/s3.h"
-#include "store/s3/sign.h"
+#include "store/store.h"
+#include "sys/pool.h"
+#include "sys/spool.h"
 
-#define META_PREFIX "skyforge-"
-#define META_ETAG META_PREFIX "etag"
-#define META_SHA256 META_PREFIX "sha256"
-/* Objects up to this size are read into memory (one GET, hashed, one signed PUT); larger ones stream
- * through a pipe. transfers * SMALL_MAX bounds the buffers. */
-#define SMALL_MAX (1024U * 1024)
-#define PART_SIZE_MIN (8U * 1024 * 1024)
-#define PARTS_MAX 10000U
 #define COPY_ATTEMPTS 3U
+#define COPY_CHUNK (64U * 1024)
 #define DELETE_BATCH 1000U
-
-static int safe_close(int fd) {
-        if (fd >= 0)
-                close(fd);
-        return -EBADF;
-}
-
-static void *mfree(void *p) {
-        free(p);
-        return NULL;
-}
-
-typedef struct Side {
-        const RemoteConfig *remote;
-        char *bucket;
-        char *prefix; /* "" or ending in '/' */
-} Side;
 
 typedef struct Pair {
         char *name; /* the mirrored bucket, for filters and messages */
-        Side src, dst;
+        Store *src, *dst;
+        unsigned gen; /* workers clone the stores of the pair they work on */
 } Pair;
 
 typedef enum TaskKind {
@@ -72,520 +53,198 @@ typedef enum TaskKind {
 typedef struct Task {
         TaskKind kind;
         const Pair *pair;
-        char *key; /* relative to the pair's prefixes */
-        char *etag;
+        char *key;
+        char *version; /* the source's ETag, or its size and time when it has none */
         uint64_t size;
         char *dst_etag; /* TASK_CHECK: the destination's listed ETag */
 } Task;
-
-/* A multipart copy in progress: its owner created the upload; any worker may take a part. */
-typedef struct BigCopy {
-        const Pair *pair;
-        const char *src_key, *dst_key, *src_etag, *upload_id;
-        uint64_t size, part_size;
-        unsigned n_parts, next_part, parts_done;
-        char **etags;
-        int error;
-        char *error_message;
-        struct BigCopy *next;
-} BigCopy;
 
 typedef struct Mirror {
         const Config *config;
         const MirrorConfig *mc;
         const MirrorOptions *o;
         Progress *progress;
+        Pool *pool; /* `transfers` threads taking copies */
 
         pthread_mutex_t lock;
-        pthread_cond_t work;     /* a task or a part is available, or closing */
-        pthread_cond_t space;    /* the queue has room */
-        pthread_cond_t progress_cond; /* a task or a part finished */
-        Task **queue;
-        size_t queue_cap, queue_head, queue_len;
-        size_t pending; /* queued or running tasks */
-        bool closing;
-        BigCopy *bigs;
-
+        pthread_cond_t gate;           /* a multipart copy finished */
+        unsigned big_running, big_max; /* multipart copies at once: each holds a few parts in memory */
         MirrorStats stats;
-        uint64_t done_bytes; /* for progress: copied, skipped or failed */
+        uint64_t done_bytes;       /* for progress: copied, skipped or failed */
         uint64_t seen, seen_bytes; /* source objects selected so far */
-        char *first_error;
-        int first_errno;
-        int first_exit;
+        ErrSaved first;            /* the first failure: its message and exit code */
 } Mirror;
 
+/* A worker thread's own handles on the current pair's stores. */
 typedef struct Worker {
-        Mirror *m;
-        pthread_t thread;
-        S3Client *src, *dst; /* each thread its own clients */
-        S3Client *src_for; /* which remote src belongs to */
+        unsigned gen;
+        Store *src, *dst;
 } Worker;
-
-/* ---- small pure helpers ---- */
-
-bool mirror_key_selected(char *const *include, char *const *exclude, const char *bucket, const char *key) {
-        _cleanup_free_ char *full = xasprintf("%s/%s", strempty(bucket), key);
-        bool in = strv_isempty(include);
-
-        for (char *const *p = include; p && *p && !in; p++)
-                in = fnmatch(*p, key, 0) == 0 || fnmatch(*p, full, 0) == 0;
-        if (!in)
-                return false;
-        for (char *const *p = exclude; p && *p; p++)
-                if (fnmatch(*p, key, 0) == 0 || fnmatch(*p, full, 0) == 0)
-                        return false;
-        return true;
-}
-
-char **mirror_metadata(char *const *source_metadata, bool bookkeeping, const char *etag,
-                       const char *sha256) {
-        char **l = xcalloc(1, sizeof(char *));
-        size_t size, etag_size, sha_size;
-
-        for (size_t i = 0; source_metadata && source_metadata[i] && source_metadata[i + 1]; i += 2) {
-                /* Our own names describe the copy we make now, not an older one. */
-                if (startswith(source_metadata[i], META_PREFIX))
-                        continue;
-                strv_push(&l, xstrdup(source_metadata[i]));
-                strv_push(&l, xstrdup(source_metadata[i + 1]));
-        }
-        if (!bookkeeping)
-                return l;
-        /* The ETag record is what later runs compare; the SHA-256 is only informative, so it goes
-         * first when the two do not both fit in S3's limit. */
-        size = s3_metadata_size(l);
-        etag_size = strlen(META_ETAG) + strlen(strempty(etag));
-        sha_size = sha256 ? strlen(META_SHA256) + strlen(sha256) : 0;
-        if (size + etag_size > S3_METADATA_MAX)
-                return l;
-        strv_push(&l, xstrdup(META_ETAG));
-        strv_push(&l, xstrdup(strempty(etag)));
-        if (sha256 && size + etag_size + sha_size <= S3_METADATA_MAX) {
-                strv_push(&l, xstrdup(META_SHA256));
-                strv_push(&l, xstrdup(sha256));
-        }
-        return l;
-}
-
-static const char *metadata_get(char *const *md, const char *name) {
-        for (size_t i = 0; md && md[i] && md[i + 1]; i += 2)
-                if (streq(md[i], name))
-                        return md[i + 1];
-        return NULL;
-}
-
-void mirror_stats_print(const MirrorStats *s, bool dry_run, FILE *f) {
-        char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], d[FORMAT_BYTES_MAX];
-
-        fprintf(f,
-                "%s %" PRIu64 " objects (%s), skipped %" PRIu64 " (%s), %s %" PRIu64 " (%s), failed %" PRIu64
-                ", kept %" PRIu64 " extra",
-                dry_run ? "would copy" : "copied", s->copied, format_bytes(s->copied_bytes, a, sizeof a),
-                s->skipped, format_bytes(s->skipped_bytes, b, sizeof b),
-                dry_run ? "would delete" : "deleted", s->deleted,
-                format_bytes(s->deleted_bytes, d, sizeof d), s->failed, s->kept);
-        if (s->vanished > 0)
-                fprintf(f, ", skipped %" PRIu64 " vanished at the source", s->vanished);
-        if (s->refused_buckets > 0)
-                fprintf(f, ", refused %" PRIu64 " bucket(s)", s->refused_buckets);
-        fputc('\n', f);
-}
-
-static void pair_done(Pair *p) {
-        free(p->name);
-        free(p->src.bucket);
-        free(p->src.prefix);
-        free(p->dst.bucket);
-        free(p->dst.prefix);
-        *p = (Pair){};
-}
 
 static void task_free(Task *t) {
         if (!t)
                 return;
         free(t->key);
-        free(t->etag);
+        free(t->version);
         free(t->dst_etag);
         free(t);
 }
 
-/* Records the first failure for the job's error; every failure is logged where it happens. */
+/* Logs a failure where it happens and keeps the first, with its exit code, for the job's error. */
 static void mirror_fail(Mirror *m, int r, const char *what) {
-        const char *msg = err_message() ?: strerror(-r);
+        _cleanup_free_ char *msg = xstrdup(err_message() ?: strerror(-r));
+        int code = err_exit_code(r);
 
         log_error("%s: %s", what, msg);
+        (void) err_set(r, code, "%s: %s", what, msg);
         pthread_mutex_lock(&m->lock);
-        if (!m->first_error) {
-                m->first_error = xasprintf("%s: %s", what, msg);
-                m->first_errno = r;
-                m->first_exit = err_exit_code(r);
-        }
+        err_save(&m->first, r);
         pthread_mutex_unlock(&m->lock);
 }
 
-static void stats_add(Mirror *m, uint64_t *count, uint64_t *bytes, uint64_t n) {
+static void stats_add(Mirror *m, uint64_t *count, uint64_t *bytes, uint64_t n, uint64_t done) {
         pthread_mutex_lock(&m->lock);
         (*count)++;
         if (bytes)
                 *bytes += n;
+        m->done_bytes += done;
         pthread_mutex_unlock(&m->lock);
 }
 
-/* ---- streaming one byte range GET -> PUT through a pipe ---- */
+/* ---- copies (worker threads) ---- */
 
-/* A GET running in its own thread into a pipe that a PUT reads. With want_info, the headers of its first
- * reply are published (info, under lock) before its first body byte, so the PUT can take its headers from
- * the GET instead of a HEAD before it. */
-typedef struct StreamGet {
-        S3Client *c;
-        const char *bucket, *key, *etag;
-        uint64_t offset, length;
-        int fd;  /* the write end, owned by the thread */
-        int rfd; /* the read end, for the PUT */
-        pthread_t thread;
-        int error;
-        char *message;
-        bool cancelled; /* we closed the pipe on purpose: the GET's EPIPE is no cause */
+static void sha256_hex(const void *p, size_t n, char ret[static 65]) {
+        uint8_t md[32];
+        unsigned len = 0;
 
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-        bool want_info, has_info, done;
-        S3ObjectInfo info;
-} StreamGet;
-
-static int stream_on_info(const S3ObjectInfo *i, void *userdata) {
-        StreamGet *g = userdata;
-
-        pthread_mutex_lock(&g->lock);
-        g->info = (S3ObjectInfo){
-                .size = i->size,
-                .mtime_usec = i->mtime_usec,
-                .etag = xstrdup(strempty(i->etag)),
-                .content_type = i->content_type ? xstrdup(i->content_type) : NULL,
-                .cache_control = i->cache_control ? xstrdup(i->cache_control) : NULL,
-                .content_disposition = i->content_disposition ? xstrdup(i->content_disposition) : NULL,
-                .content_encoding = i->content_encoding ? xstrdup(i->content_encoding) : NULL,
-                .content_language = i->content_language ? xstrdup(i->content_language) : NULL,
-                .expires = i->expires ? xstrdup(i->expires) : NULL,
-                .metadata = strv_copy(i->metadata),
-        };
-        g->has_info = true;
-        pthread_cond_broadcast(&g->cond);
-        pthread_mutex_unlock(&g->lock);
-        return 0;
+        EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
+        for (unsigned i = 0; i < 32; i++)
+                snprintf(ret + 2 * i, 3, "%02x", md[i]);
 }
 
-static void *stream_get_thread(void *userdata) {
-        StreamGet *g = userdata;
-        _cleanup_(sink_freep) Sink *sink = sink_fd_new(g->fd);
-        int r;
-
-        r = s3_get_object_with_info(g->c, g->bucket, g->key, g->offset, g->length, g->etag, sink,
-                                    g->want_info ? stream_on_info : NULL, g);
-        safe_close(g->fd); /* the reader sees the end */
-        g->fd = -EBADF;
-        pthread_mutex_lock(&g->lock);
-        g->error = r;
-        if (r < 0)
-                g->message = xstrdup(err_message() ?: strerror(-r));
-        g->done = true;
-        pthread_cond_broadcast(&g->cond);
-        pthread_mutex_unlock(&g->lock);
-        return NULL;
-}
-
-static int stream_start(Worker *w, StreamGet *g, const char *bucket, const char *key, const char *etag,
-                        uint64_t offset, uint64_t length, bool want_info) {
-        int fds[2], r;
-
-        *g = (StreamGet){ .c = w->src, .bucket = bucket, .key = key, .etag = etag, .offset = offset,
-                          .length = length, .want_info = want_info, .fd = -EBADF, .rfd = -EBADF };
-        if (pipe2(fds, O_CLOEXEC) < 0)
-                return err_set(-errno, EX_OSERR, "cannot create a pipe: %m");
-        g->rfd = fds[0];
-        g->fd = fds[1];
-        pthread_mutex_init(&g->lock, NULL);
-        pthread_cond_init(&g->cond, NULL);
-        r = -pthread_create(&g->thread, NULL, stream_get_thread, g);
-        if (r < 0) {
-                g->rfd = safe_close(g->rfd);
-                g->fd = safe_close(g->fd);
-                pthread_mutex_destroy(&g->lock);
-                pthread_cond_destroy(&g->cond);
-                return err_set(r, EX_OSERR, "cannot start a transfer thread: %s", strerror(-r));
-        }
-        return 0;
-}
-
-/* Waits for the headers of the GET's first reply; a GET that failed before them (a 404 for an object
- * deleted since it was listed, a server that kept failing) returns its error here. */
-static int stream_wait_info(StreamGet *g) {
-        int r = 0;
-
-        pthread_mutex_lock(&g->lock);
-        while (!g->has_info && !g->done)
-                pthread_cond_wait(&g->cond, &g->lock);
-        if (!g->has_info)
-                r = g->error < 0 ? err_set(g->error, err_exit_code(g->error), "%s", g->message)
-                                 : err_set(-EIO, EX_SOFTWARE, "GET of %s/%s ended without a reply",
-                                           g->bucket, g->key);
-        pthread_mutex_unlock(&g->lock);
-        return r;
-}
-
-/* Ends the stream after the PUT returned r: stops a GET that still writes and joins it. */
-static int stream_finish(StreamGet *g, int r, char **etag) {
-        /* Closing the read end stops a GET that is still writing (EPIPE; SIGPIPE is ignored). */
-        g->rfd = safe_close(g->rfd);
-        pthread_join(g->thread, NULL);
-        if (g->error < 0 && !g->cancelled) {
-                /* The GET's cause (a changed object, a server error) explains a short PUT better. */
-                if (r >= 0 && etag)
-                        *etag = mfree(*etag);
-                r = err_set(g->error, err_exit_code(g->error), "%s", g->message);
-        }
-        free(g->message);
-        s3_object_info_done(&g->info);
-        pthread_mutex_destroy(&g->lock);
-        pthread_cond_destroy(&g->cond);
-        return r;
-}
-
-/* Stops a stream whose PUT will not run (with the error r set by the caller). */
-static int stream_cancel(StreamGet *g, int r) {
-        g->cancelled = true;
-        return stream_finish(g, r, NULL);
-}
-
-static ssize_t pipe_read(void *buf, size_t n, void *userdata) {
-        int fd = *(int *) userdata;
-
-        for (;;) {
-                ssize_t k = read(fd, buf, n);
-                if (k >= 0)
-                        return k;
-                if (errno != EINTR)
-                        return err_set(-errno, EX_IOERR, "cannot read the copy pipe: %m");
-        }
-}
-
-/* ---- copies ---- */
-
-/* The destination's headers, from the reply of the source GET that reads the bytes, so they describe
- * exactly what is copied: every standard header and the user metadata, plus our bookkeeping offsite.
- * sha256: of the bytes when we read them whole, else what the source recorded. */
-static S3PutOptions put_options(const Mirror *m, const Task *t, const S3ObjectInfo *info, const char *sha256,
-                                char ***ret_md) {
+/* The destination's attributes, from the reply of the source read that brings the bytes, so they
+ * describe exactly what is copied: every standard header and the user metadata, plus our bookkeeping
+ * offsite. sha256: of the bytes when we read them whole, else what the source recorded. */
+static void copy_attrs(const Mirror *m, const Task *t, const StoreAttrs *in, const char *sha256,
+                       StoreAttrs *ret) {
         bool bookkeeping = m->o->direction == MIRROR_FORWARD;
+        _cleanup_free_ char *version = mirror_version(in->etag, in->size, in->mtime_usec);
 
-        if (!streq(t->etag, strempty(info->etag)))
-                log_debug("%s/%s changed since it was listed (ETag %s, now %s): copying it as it is now.",
-                          t->pair->name, t->key, t->etag, strempty(info->etag));
-        sha256 = sha256 ?: metadata_get(info->metadata, META_SHA256);
-        *ret_md = mirror_metadata(info->metadata, bookkeeping, info->etag, sha256);
-        if (bookkeeping && !metadata_get(*ret_md, META_ETAG))
+        if (!streq(t->version, version))
+                log_debug("%s/%s changed since it was listed (%s, now %s): copying it as it is now.",
+                          t->pair->name, t->key, t->version, version);
+        store_attrs_copy(ret, in);
+        strv_free(ret->metadata);
+        free(ret->etag);
+        sha256 = sha256 ?: store_metadata_get(in->metadata, META_SHA256);
+        ret->metadata = mirror_metadata(in->metadata, bookkeeping, version, sha256);
+        ret->etag = TAKE_PTR(version); /* what a local copy lists with */
+        if (bookkeeping && !store_metadata_get(ret->metadata, META_ETAG))
                 log_debug("%s/%s: its %zu bytes of user metadata leave no room for " META_ETAG " within "
                           "S3's %u; it is copied without, and later runs compare it by size and ETag only.",
-                          t->pair->name, t->key, s3_metadata_size(*ret_md), S3_METADATA_MAX);
-        else if (bookkeeping && sha256 && !metadata_get(*ret_md, META_SHA256))
-                log_debug("%s/%s: its user metadata leaves no room for " META_SHA256 " within S3's %u; "
-                          "it is copied without.",
-                          t->pair->name, t->key, S3_METADATA_MAX);
-        return (S3PutOptions){
-                .content_type = info->content_type,
-                .cache_control = info->cache_control,
-                .content_disposition = info->content_disposition,
-                .content_encoding = info->content_encoding,
-                .content_language = info->content_language,
-                .expires = info->expires,
-                .metadata = *ret_md,
-        };
+                          t->pair->name, t->key, store_metadata_size(ret->metadata), STORE_METADATA_MAX);
 }
 
-static int copy_small(Worker *w, const Task *t, const char *src_key, const char *dst_key,
-                      uint64_t *ret_bytes) {
-        const Pair *p = t->pair;
-        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
-        _cleanup_free_ void *data = NULL;
-        _cleanup_strv_free_ char **md = NULL;
+static void big_enter(Mirror *m) {
+        pthread_mutex_lock(&m->lock);
+        while (m->big_running >= m->big_max)
+                pthread_cond_wait(&m->gate, &m->lock);
+        m->big_running++;
+        pthread_mutex_unlock(&m->lock);
+}
+
+static void big_leave(Mirror *m) {
+        pthread_mutex_lock(&m->lock);
+        m->big_running--;
+        pthread_cond_broadcast(&m->gate);
+        pthread_mutex_unlock(&m->lock);
+}
+
+static ssize_t read_full_store(StoreReader *rd, uint8_t *buf, size_t n) {
+        size_t got = 0;
+
+        while (got < n) {
+                ssize_t k = store_read(rd, buf + got, n - got);
+                if (k < 0)
+                        return k;
+                if (k == 0)
+                        break;
+                got += (size_t) k;
+        }
+        return (ssize_t) got;
+}
+
+/* One read of the source into one writer of the destination. */
+static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
+        _cleanup_(store_reader_freep) StoreReader *rd = NULL;
+        _cleanup_(store_writer_freep) StoreWriter *wr = NULL;
+        _cleanup_(store_attrs_done) StoreAttrs out = {};
+        _cleanup_free_ uint8_t *buf = NULL;
+        const StoreAttrs *in;
         char sha[65];
-        size_t n;
+        bool small, big;
+        uint64_t total = 0;
+        ssize_t k;
         int r;
 
-        r = s3_get_object_buffer(w->src, p->src.bucket, src_key, SMALL_MAX, &data, &n, &info);
-        if (r < 0)
-                return r;
-        s3_sha256_hex(data, n, sha);
-        S3PutOptions o = put_options(w->m, t, &info, sha, &md);
-        r = s3_put_object(w->dst, p->dst.bucket, dst_key, data, n, &o, NULL);
-        if (r < 0)
-                return r;
-        *ret_bytes = n;
-        return 0;
-}
-
-/* One GET streamed into one PUT that starts once the GET's headers are in: two requests. -ERANGE with
- * *size updated when the object grew past multipart_threshold since it was listed. */
-static int copy_streamed(Worker *w, const Task *t, const char *src_key, const char *dst_key,
-                         uint64_t *size) {
-        const Pair *p = t->pair;
-        _cleanup_strv_free_ char **md = NULL;
-        _cleanup_free_ char *etag = NULL;
-        StreamGet g;
-        int r;
-
-        r = stream_start(w, &g, p->src.bucket, src_key, NULL, 0, UINT64_MAX, true);
-        if (r < 0)
-                return r;
-        r = stream_wait_info(&g);
-        if (r < 0)
-                return stream_cancel(&g, r);
-        *size = g.info.size;
-        if (g.info.size >= w->m->mc->multipart_threshold)
-                return stream_cancel(&g, -ERANGE);
-        S3PutOptions o = put_options(w->m, t, &g.info, NULL, &md);
-        r = s3_put_object_stream(w->dst, p->dst.bucket, dst_key, g.info.size, pipe_read, &g.rfd, &o, &etag);
-        return stream_finish(&g, r, &etag);
-}
-
-static bool big_claim(Mirror *m, BigCopy **ret_b, unsigned *ret_part) {
-        for (BigCopy *b = m->bigs; b; b = b->next)
-                if (b->next_part < b->n_parts && b->error == 0) {
-                        *ret_b = b;
-                        *ret_part = b->next_part++;
-                        return true;
-                }
-        return false;
-}
-
-/* Runs one part; called without the lock. g: the part's GET when already started (the first part's,
- * which brought the headers), else NULL. */
-static void big_run_part(Worker *w, BigCopy *b, unsigned part, StreamGet *g) {
-        Mirror *m = w->m;
-        uint64_t off = (uint64_t) part * b->part_size, len = MIN(b->part_size, b->size - off);
-        StreamGet own;
-        char *etag = NULL;
-        int r = 0;
-
-        if (!g) {
-                g = &own;
-                r = stream_start(w, g, b->pair->src.bucket, b->src_key, b->src_etag, off, len, false);
-        }
-        if (r >= 0) {
-                r = s3_multipart_put_part_stream(w->dst, b->pair->dst.bucket, b->dst_key, b->upload_id,
-                                                 part + 1, len, pipe_read, &g->rfd, &etag);
-                r = stream_finish(g, r, &etag);
-        }
-        pthread_mutex_lock(&m->lock);
-        if (r < 0 && b->error == 0) {
-                b->error = r;
-                b->error_message = xstrdup(err_message() ?: strerror(-r));
-        }
+        r = store_reader_open_with(w->src, t->key, NULL, &rd);
         if (r >= 0)
-                b->etags[part] = etag;
-        b->parts_done++;
-        if (r >= 0)
-                m->done_bytes += len;
-        pthread_cond_broadcast(&m->progress_cond);
-        pthread_mutex_unlock(&m->lock);
-}
-
-/* The first part's GET brings the headers to create the upload with and the ETag every other part's
- * GET is pinned to (If-Match): no HEAD. -ERANGE with *size updated when the object changed since it was
- * listed to a size that asks for a single PUT or another part size. */
-static int copy_multipart(Worker *w, const Task *t, const char *src_key, const char *dst_key,
-                          uint64_t *size) {
-        Mirror *m = w->m;
-        const Pair *p = t->pair;
-        _cleanup_free_ char *upload_id = NULL, *etag = NULL, *src_etag = NULL;
-        _cleanup_strv_free_ char **md = NULL;
-        BigCopy b = { .pair = p, .src_key = src_key, .dst_key = dst_key };
-        StreamGet first;
-        int r;
-
-        b.part_size = MAX((uint64_t) PART_SIZE_MIN, (*size + PARTS_MAX - 1) / PARTS_MAX);
-        r = stream_start(w, &first, p->src.bucket, src_key, NULL, 0, b.part_size, true);
+                r = store_reader_attrs(rd, &in);
         if (r < 0)
                 return r;
-        r = stream_wait_info(&first);
-        if (r < 0)
-                return stream_cancel(&first, r);
-        *size = b.size = first.info.size;
-        if (b.size < m->mc->multipart_threshold || (b.size + b.part_size - 1) / b.part_size > PARTS_MAX)
-                return stream_cancel(&first, -ERANGE);
-        b.n_parts = (unsigned) ((b.size + b.part_size - 1) / b.part_size);
-        b.src_etag = src_etag = xstrdup(strempty(first.info.etag));
-        S3PutOptions o = put_options(m, t, &first.info, NULL, &md);
-        r = s3_multipart_create(w->dst, p->dst.bucket, dst_key, &o, &upload_id);
-        if (r < 0)
-                return stream_cancel(&first, r);
-        b.upload_id = upload_id;
-        b.etags = xcalloc(b.n_parts + 1, sizeof(char *));
+        small = in->size <= STORE_BUFFER_MAX;
+        big = in->size >= m->mc->multipart_threshold;
+        if (small) {
+                /* Read whole first: its SHA-256 goes into the destination's metadata. */
+                buf = xmalloc(in->size + 1);
+                k = read_full_store(rd, buf, in->size + 1);
+                if (k < 0)
+                        return (int) k;
+                if ((uint64_t) k != in->size)
+                        return err_set(-EBADMSG, EX_PROTOCOL, "%s/%s: read %zd bytes, the reply announced %" PRIu64,
+                                       t->pair->name, t->key, k, in->size);
+                sha256_hex(buf, (size_t) k, sha);
+                total = in->size;
+        } else
+                buf = xmalloc(COPY_CHUNK);
+        copy_attrs(m, t, in, small ? sha : NULL, &out);
 
-        pthread_mutex_lock(&m->lock);
-        b.next_part = 1; /* the first is ours, its GET is running */
-        b.next = m->bigs;
-        m->bigs = &b;
-        pthread_cond_broadcast(&m->work);
-        pthread_mutex_unlock(&m->lock);
-        big_run_part(w, &b, 0, &first);
-
-        pthread_mutex_lock(&m->lock);
-        /* Take parts ourselves; idle workers take the others. Then wait for the stragglers. */
-        for (;;) {
-                unsigned part;
-                if (b.error == 0 && b.next_part < b.n_parts) {
-                        part = b.next_part++;
-                        pthread_mutex_unlock(&m->lock);
-                        big_run_part(w, &b, part, NULL);
+        if (big)
+                big_enter(m);
+        StoreWriteOptions wo = { .attrs = &out, .size = in->size, .multipart = big };
+        r = store_writer_open_with(w->dst, t->key, &wo, &wr);
+        if (r >= 0 && small)
+                r = store_write(wr, buf, (size_t) total);
+        while (r >= 0 && !small) {
+                k = store_read(rd, buf, COPY_CHUNK);
+                if (k < 0)
+                        r = (int) k;
+                else if (k == 0)
+                        break;
+                else if ((total += (uint64_t) k) > in->size)
+                        r = err_set(-EBADMSG, EX_PROTOCOL, "%s/%s: more bytes than the %" PRIu64 " announced",
+                                    t->pair->name, t->key, in->size);
+                else {
+                        r = store_write(wr, buf, (size_t) k);
                         pthread_mutex_lock(&m->lock);
-                        continue;
+                        m->done_bytes += (uint64_t) k;
+                        pthread_mutex_unlock(&m->lock);
                 }
-                if (b.parts_done == b.next_part)
-                        break;
-                pthread_cond_wait(&m->progress_cond, &m->lock);
         }
-        for (BigCopy **i = &m->bigs; *i; i = &(*i)->next)
-                if (*i == &b) {
-                        *i = b.next;
-                        break;
-                }
-        pthread_mutex_unlock(&m->lock);
-
-        if (b.error == 0)
-                r = s3_multipart_complete(w->dst, p->dst.bucket, dst_key, upload_id, b.etags, NULL, b.n_parts,
-                                           &etag);
-        else
-                r = err_set(b.error, err_exit_code(b.error), "%s", b.error_message);
-        if (r < 0) {
-                _cleanup_free_ char *saved = xstrdup(err_message() ?: strerror(-r));
-                int code = err_exit_code(r);
-                if (s3_abort_multipart_upload(w->dst, p->dst.bucket, dst_key, upload_id) < 0)
-                        log_warning("could not abort multipart upload %s of %s/%s (the next run removes it): %s",
-                                    upload_id, p->dst.bucket, dst_key, strna(err_message()));
-                r = err_set(r, code, "%s", saved);
-        }
-        strv_free(b.etags);
-        free(b.error_message);
-        return r;
-}
-
-/* Objects above SMALL_MAX, by their listed size (or a lower bound): one PUT below multipart_threshold,
- * multipart from there on. */
-static int copy_large(Worker *w, const Task *t, const char *src_key, const char *dst_key, uint64_t size,
-                      uint64_t *ret_bytes) {
-        int r = -ERANGE;
-
-        /* An object whose size changed since it was listed may need the other way (one more GET). */
-        for (unsigned i = 0; i < 3 && r == -ERANGE; i++)
-                r = size >= w->m->mc->multipart_threshold ? copy_multipart(w, t, src_key, dst_key, &size)
-                                                          : copy_streamed(w, t, src_key, dst_key, &size);
-        if (r == -ERANGE)
-                return err_set(-ESTALE, EX_TEMPFAIL, "%s/%s keeps changing its size while being copied",
-                               t->pair->name, t->key);
+        if (r >= 0 && total != in->size)
+                r = err_set(-EPIPE, EX_TEMPFAIL, "%s/%s: the read ended after %" PRIu64 " of %" PRIu64 " bytes",
+                            t->pair->name, t->key, total, in->size);
+        if (r >= 0)
+                r = store_writer_commit(wr);
+        if (r < 0 && !small)
+                log_debug("copy of %s/%s stopped after %" PRIu64 " bytes", t->pair->name, t->key, total);
+        store_writer_free(wr);
+        wr = NULL; /* an uncommitted multipart upload is aborted before the gate */
+        if (big)
+                big_leave(m);
         if (r < 0)
                 return r;
-        *ret_bytes = size;
+        *ret_bytes = total;
         return 0;
 }
 
@@ -600,33 +259,33 @@ typedef struct FindKey {
         bool found;
 } FindKey;
 
-static int find_exact_key(const S3Object *o, void *userdata) {
+static int find_exact_key(const StoreEntry *e, void *userdata) {
         FindKey *f = userdata;
 
-        f->found = streq(o->key, f->key);
+        f->found = streq(e->name, f->key);
         return 1; /* the key itself lists first among the keys it prefixes */
 }
 
-/* The source answered 404 for a key its listing just returned. That is a real vanishing only when the
- * object is gone for HEAD and for a new listing as well; a 404 for an object that still exists (a
+/* The source answered "not found" for a key its listing just returned. That is a real vanishing only when
+ * the object is gone for HEAD and for a new listing as well; a 404 for an object that still exists (a
  * broken or hostile server, or something in between) must not turn into a silent skip. Returns 0 when it
  * vanished, < 0 with the error to count otherwise. */
-static int confirm_vanished(Worker *w, const Pair *p, const char *src_key, const char *get_error) {
-        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
+static int confirm_vanished(Worker *w, const char *key, const char *get_error) {
+        _cleanup_(store_attrs_done) StoreAttrs a = {};
         _cleanup_free_ char *why = xstrdup(strempty(get_error));
-        FindKey f = { .key = src_key };
+        FindKey f = { .key = key };
         int r;
 
-        r = s3_head_object(w->src, p->src.bucket, src_key, &info);
+        r = store_stat_attrs(w->src, key, &a);
         if (r >= 0)
                 return err_set(-EBADMSG, EX_PROTOCOL,
                                "the source answered GET with %s, but HEAD finds the object (%" PRIu64
                                " bytes, ETag %s): not counting it as vanished; check the source server "
                                "and anything between it and this node",
-                               why, info.size, strempty(info.etag));
+                               why, a.size, strempty(a.etag));
         if (r != -ENOENT)
                 return r;
-        r = s3_list_objects(w->src, p->src.bucket, src_key, NULL, find_exact_key, &f);
+        r = store_list(w->src, key, find_exact_key, &f);
         if (r < 0)
                 return r;
         if (f.found)
@@ -638,150 +297,126 @@ static int confirm_vanished(Worker *w, const Pair *p, const char *src_key, const
         return 0;
 }
 
-static void task_copy(Worker *w, const Task *t) {
-        const Pair *p = t->pair;
-        _cleanup_free_ char *src_key = xasprintf("%s%s", p->src.prefix, t->key);
-        _cleanup_free_ char *dst_key = xasprintf("%s%s", p->dst.prefix, t->key);
+static void task_copy(Mirror *m, Worker *w, const Task *t) {
         uint64_t bytes = 0, failing_since = 0;
-        uint64_t budget = MAX(s3_client_retry_time_usec(w->src), s3_client_retry_time_usec(w->dst));
+        uint64_t budget = MAX(store_retry_time_usec(w->src), store_retry_time_usec(w->dst));
         int r = 0;
 
         for (unsigned attempt = 1; attempt <= COPY_ATTEMPTS; attempt++) {
                 if (job_cancel_requested)
                         break;
-                if (t->size <= SMALL_MAX) {
-                        r = copy_small(w, t, src_key, dst_key, &bytes);
-                        if (r == -EFBIG) /* it grew since it was listed */
-                                r = copy_large(w, t, src_key, dst_key, SMALL_MAX + 1, &bytes);
-                } else
-                        r = copy_large(w, t, src_key, dst_key, t->size, &bytes);
+                r = copy_once(m, w, t, &bytes);
                 if (r >= 0 || !copy_retryable(r))
                         break;
-                /* Started over only within retry_time of the first failure: a source whose GETs stall
+                /* Started over only within retry_time of the first failure: a source whose reads stall
                  * after a little progress does not keep the copy going attempt after attempt. */
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
                 if (failing_since == 0)
                         failing_since = now;
                 else if (now - failing_since >= budget)
                         break;
-                log_debug("copy of %s/%s failed (%s), %s", p->name, t->key, strna(err_message()),
+                log_debug("copy of %s/%s failed (%s), %s", t->pair->name, t->key, strna(err_message()),
                           attempt < COPY_ATTEMPTS ? "starting over" : "giving up");
         }
-        if (r == -ENOENT && startswith(strempty(err_message()), "NoSuchKey")) {
-                r = confirm_vanished(w, p, src_key, err_message());
+        if (r == -ENOENT && !startswith(strempty(err_message()), "NoSuchBucket")) {
+                r = confirm_vanished(w, t->key, err_message());
                 if (r >= 0) {
                         /* Deleted at the source after it was listed: nothing to copy, not a failure. */
-                        log_info("%s/%s vanished at the source after it was listed, skipping it.", p->name,
+                        log_info("%s/%s vanished at the source after it was listed, skipping it.", t->pair->name,
                                  t->key);
-                        pthread_mutex_lock(&w->m->lock);
-                        w->m->stats.vanished++;
-                        w->m->done_bytes += t->size;
-                        pthread_mutex_unlock(&w->m->lock);
+                        stats_add(m, &m->stats.vanished, NULL, 0, t->size);
                         return;
                 }
         }
         if (r < 0) {
-                _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", p->name, t->key);
-                mirror_fail(w->m, r, what);
-                pthread_mutex_lock(&w->m->lock);
-                w->m->stats.failed++;
-                w->m->stats.failed_bytes += t->size;
-                w->m->done_bytes += t->size;
-                pthread_mutex_unlock(&w->m->lock);
+                _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", t->pair->name, t->key);
+                mirror_fail(m, r, what);
+                stats_add(m, &m->stats.failed, &m->stats.failed_bytes, t->size, t->size);
                 return;
         }
-        pthread_mutex_lock(&w->m->lock);
-        w->m->stats.copied++;
-        w->m->stats.copied_bytes += bytes;
-        if (bytes < w->m->mc->multipart_threshold)
-                w->m->done_bytes += bytes; /* parts count their own */
-        pthread_mutex_unlock(&w->m->lock);
+        /* Streamed copies counted their bytes as they went. */
+        stats_add(m, &m->stats.copied, &m->stats.copied_bytes, bytes, bytes <= STORE_BUFFER_MAX ? bytes : 0);
 }
 
-/* Same size, other ETag. Offsite: copied unless the destination records this source ETag. Restoring
- * (nothing of ours is written into the source remote): copied unless the offsite copy records the ETag
- * the object in the source remote has now, i.e. it was made from that very object. */
-static int check_needs_copy(const Mirror *m, S3Client *src, S3Client *dst, const Pair *p, const char *key,
-                            const char *src_etag, const char *dst_etag, bool *ret) {
-        _cleanup_(s3_object_info_done) S3ObjectInfo info = {};
+/* Same size, other ETag. Offsite: copied unless the destination records this source version. Restoring
+ * (nothing of ours is written into the source): copied unless the offsite copy records the ETag the
+ * object in the source has now, i.e. it was made from that very object. */
+static int check_needs_copy(const Mirror *m, Store *src, Store *dst, const char *key, const char *version,
+                            const char *dst_etag, bool *ret) {
+        _cleanup_(store_attrs_done) StoreAttrs a = {};
         bool forward = m->o->direction == MIRROR_FORWARD;
-        const Side *offsite = forward ? &p->dst : &p->src;
-        _cleanup_free_ char *offsite_key = xasprintf("%s%s", offsite->prefix, key);
         int r;
 
-        r = s3_head_object(forward ? dst : src, offsite->bucket, offsite_key, &info);
+        r = store_stat_attrs(forward ? dst : src, key, &a);
         if (r == -ENOENT) {
                 *ret = true;
                 return 0;
         }
         if (r < 0)
                 return r;
-        *ret = !streq_ptr(metadata_get(info.metadata, META_ETAG), forward ? src_etag : dst_etag);
+        *ret = !streq_ptr(store_metadata_get(a.metadata, META_ETAG), forward ? version : dst_etag);
         return 0;
 }
 
-static void task_run(Worker *w, Task *t) {
+static void task_do(Mirror *m, Worker *w, const Task *t) {
+        bool copy;
+        int r;
+
+        if (w->gen != t->pair->gen) {
+                /* A new bucket: handles of this thread's own on its two stores. */
+                store_free(w->src);
+                store_free(w->dst);
+                w->src = w->dst = NULL;
+                w->gen = t->pair->gen;
+                r = store_clone(t->pair->src, &w->src);
+                if (r >= 0)
+                        r = store_clone(t->pair->dst, &w->dst);
+                if (r < 0) {
+                        _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", t->pair->name, t->key);
+                        w->gen = 0;
+                        mirror_fail(m, r, what);
+                        stats_add(m, &m->stats.failed, &m->stats.failed_bytes, t->size, t->size);
+                        return;
+                }
+        }
         if (t->kind == TASK_CHECK) {
-                bool copy;
-                int r = check_needs_copy(w->m, w->src, w->dst, t->pair, t->key, t->etag, t->dst_etag, &copy);
+                r = check_needs_copy(m, w->src, w->dst, t->key, t->version, t->dst_etag, &copy);
                 if (r < 0) {
                         _cleanup_free_ char *what = xasprintf("cannot compare %s/%s", t->pair->name, t->key);
-                        mirror_fail(w->m, r, what);
-                        pthread_mutex_lock(&w->m->lock);
-                        w->m->stats.failed++;
-                        pthread_mutex_unlock(&w->m->lock);
+                        mirror_fail(m, r, what);
+                        stats_add(m, &m->stats.failed, NULL, 0, t->size);
                         return;
                 }
                 if (!copy) {
-                        pthread_mutex_lock(&w->m->lock);
-                        w->m->stats.skipped++;
-                        w->m->stats.skipped_bytes += t->size;
-                        w->m->done_bytes += t->size;
-                        pthread_mutex_unlock(&w->m->lock);
+                        stats_add(m, &m->stats.skipped, &m->stats.skipped_bytes, t->size, t->size);
                         return;
                 }
         }
-        task_copy(w, t);
+        task_copy(m, w, t);
 }
 
-static void *worker_main(void *userdata) {
-        Worker *w = userdata;
-        Mirror *m = w->m;
+/* Runs in a pool thread. */
+static void task_run(void *item, void **slot, void *userdata) {
+        Worker *w = *slot ?: (*slot = xcalloc(1, sizeof(Worker)));
 
-        pthread_mutex_lock(&m->lock);
-        for (;;) {
-                BigCopy *b;
-                unsigned part;
-
-                if (big_claim(m, &b, &part)) {
-                        pthread_mutex_unlock(&m->lock);
-                        big_run_part(w, b, part, NULL);
-                        pthread_mutex_lock(&m->lock);
-                        continue;
-                }
-                if (m->queue_len > 0) {
-                        Task *t = m->queue[m->queue_head];
-                        m->queue_head = (m->queue_head + 1) % m->queue_cap;
-                        m->queue_len--;
-                        pthread_cond_signal(&m->space);
-                        pthread_mutex_unlock(&m->lock);
-                        if (!job_cancel_requested)
-                                task_run(w, t);
-                        task_free(t);
-                        pthread_mutex_lock(&m->lock);
-                        m->pending--;
-                        pthread_cond_broadcast(&m->progress_cond);
-                        continue;
-                }
-                if (m->closing)
-                        break;
-                pthread_cond_wait(&m->work, &m->lock);
-        }
-        pthread_mutex_unlock(&m->lock);
-        return NULL;
+        if (!job_cancel_requested)
+                task_do(userdata, w, item);
+        task_free(item);
 }
 
-/* ---- the main thread: listings, decisions, queue ---- */
+static void worker_done(void *slot, void *userdata) {
+        Worker *w = slot;
+
+        if (!w)
+                return;
+        store_free(w->src);
+        store_free(w->dst);
+        free(w);
+}
+
+static const PoolOps mirror_pool_ops = { .run = task_run, .slot_done = worker_done };
+
+/* ---- the main thread: listings, decisions ---- */
 
 static void mirror_show_progress(Mirror *m) {
         if (!m->progress)
@@ -795,298 +430,190 @@ static void mirror_show_progress(Mirror *m) {
         progress_update(m->progress, done);
 }
 
-static void queue_push(Mirror *m, Task *t) {
-        pthread_mutex_lock(&m->lock);
-        while (m->queue_len >= m->queue_cap)
-                pthread_cond_wait(&m->space, &m->lock);
-        m->queue[(m->queue_head + m->queue_len) % m->queue_cap] = t;
-        m->queue_len++;
-        m->pending++;
-        pthread_cond_signal(&m->work);
-        pthread_mutex_unlock(&m->lock);
-}
-
-static void queue_wait_idle(Mirror *m) {
-        pthread_mutex_lock(&m->lock);
-        while (m->pending > 0) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += 1;
-                pthread_cond_timedwait(&m->progress_cond, &m->lock, &ts);
-                pthread_mutex_unlock(&m->lock);
-                mirror_show_progress(m);
-                pthread_mutex_lock(&m->lock);
-        }
-        pthread_mutex_unlock(&m->lock);
+static void show_progress(void *userdata) {
+        mirror_show_progress(userdata);
 }
 
 typedef struct PairRun {
         Mirror *m;
         const Pair *p;
-        S3Client *src, *dst; /* the main thread's clients */
-        FILE *deletes;       /* keys to delete, NUL-separated, applied after complete listings */
+        Spool *deletes; /* keys to delete, applied after complete listings */
         uint64_t n_deletes, delete_bytes;
 } PairRun;
 
-static int decide(PairRun *pr, const S3Object *s, const S3Object *d) {
+static MirrorEntry entry_of(const StoreEntry *e) {
+        return (MirrorEntry){ .size = e->size, .mtime_usec = e->mtime_usec, .etag = e->etag };
+}
+
+static int decide(PairRun *pr, const StoreEntry *s, const StoreEntry *d) {
         Mirror *m = pr->m;
-        TaskKind kind = TASK_COPY;
+        MirrorEntry se = entry_of(s), de = d ? entry_of(d) : (MirrorEntry){};
+        MirrorDecision what = mirror_decide(&se, d ? &de : NULL);
+        _cleanup_free_ char *version = mirror_version(s->etag, s->size, s->mtime_usec);
 
         pthread_mutex_lock(&m->lock);
         m->seen++;
         m->seen_bytes += s->size;
         pthread_mutex_unlock(&m->lock);
 
-        if (d && d->size == s->size) {
-                if (streq_ptr(d->etag, s->etag)) {
-                        pthread_mutex_lock(&m->lock);
-                        m->stats.skipped++;
-                        m->stats.skipped_bytes += s->size;
-                        m->done_bytes += s->size;
-                        pthread_mutex_unlock(&m->lock);
-                        return 0;
-                }
-                kind = TASK_CHECK;
+        if (what == MIRROR_SKIP) {
+                stats_add(m, &m->stats.skipped, &m->stats.skipped_bytes, s->size, s->size);
+                return 0;
+        }
+        if (!store_name_valid(pr->p->dst, s->name)) {
+                /* Written under another name it would be another object (or overwrite one): not at all. */
+                log_warning("%s/%s cannot be copied to %s: the destination cannot hold this key as itself (an "
+                            "empty, \".\" or \"..\" segment, a segment starting with '.', a trailing '/', or "
+                            "too long); it is skipped and the run fails (rename it at the source, or mirror "
+                            "to an S3 destination)",
+                            pr->p->name, s->name, pr->p->dst->location);
+                stats_add(m, &m->stats.unrepresentable, NULL, 0, s->size);
+                return 0;
         }
         if (m->o->dry_run) {
                 bool copy = true;
-                if (kind == TASK_CHECK) {
-                        int r = check_needs_copy(m, pr->src, pr->dst, pr->p, s->key, s->etag, d->etag,
-                                                 &copy);
+                if (what == MIRROR_CHECK) {
+                        int r = check_needs_copy(m, pr->p->src, pr->p->dst, s->name, version, d->etag, &copy);
                         if (r < 0)
                                 return r;
                 }
                 if (copy)
-                        stats_add(m, &m->stats.copied, &m->stats.copied_bytes, s->size);
+                        stats_add(m, &m->stats.copied, &m->stats.copied_bytes, s->size, 0);
                 else
-                        stats_add(m, &m->stats.skipped, &m->stats.skipped_bytes, s->size);
+                        stats_add(m, &m->stats.skipped, &m->stats.skipped_bytes, s->size, 0);
                 return 0;
         }
         Task *t = xcalloc(1, sizeof *t);
         *t = (Task){
-                .kind = kind,
+                .kind = what == MIRROR_CHECK ? TASK_CHECK : TASK_COPY,
                 .pair = pr->p,
-                .key = xstrdup(s->key),
-                .etag = xstrdup(strempty(s->etag)),
+                .key = xstrdup(s->name),
+                .version = TAKE_PTR(version),
                 .size = s->size,
-                .dst_etag = kind == TASK_CHECK ? xstrdup(strempty(d->etag)) : NULL,
+                .dst_etag = what == MIRROR_CHECK ? xstrdup(strempty(d->etag)) : NULL,
         };
-        queue_push(m, t);
+        pool_push(m->pool, t);
         return 0;
 }
 
-static int note_extra(PairRun *pr, const S3Object *d) {
+static int note_extra(PairRun *pr, const StoreEntry *d) {
         Mirror *m = pr->m;
+        int r;
 
         if (!m->mc->delete) {
-                stats_add(m, &m->stats.kept, NULL, 0);
+                stats_add(m, &m->stats.kept, NULL, 0, 0);
                 return 0;
         }
-        if (!pr->deletes) {
-                _cleanup_free_ char *dir = xstrdup(m->config->agent.work_dir);
-                int fd;
-
-                (void) mkdir_p(dir, 0700);
-                fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-                if (fd < 0)
-                        return err_set(-errno, EX_CANTCREAT,
-                                       "cannot create a scratch file in work_dir %s: %m (set work_dir in [agent])",
-                                       dir);
-                pr->deletes = fdopen(fd, "w+");
-                if (!pr->deletes) {
-                        safe_close(fd);
-                        return err_set(-ENOMEM, EX_OSERR, "out of memory");
-                }
-        }
-        if (fwrite(d->key, 1, strlen(d->key) + 1, pr->deletes) != strlen(d->key) + 1)
-                return err_set(-EIO, EX_IOERR, "cannot write to work_dir %s", m->config->agent.work_dir);
+        if (!pr->deletes && (r = spool_new(m->config->agent.work_dir, &pr->deletes)) < 0)
+                return r;
+        r = spool_add(pr->deletes, d->name);
+        if (r < 0)
+                return r;
         pr->n_deletes++;
         pr->delete_bytes += d->size;
         return 0;
 }
 
-/* Deletes what only the destination has; runs only after both listings reached their end. */
+/* Deletes what only the destination has; runs only after both listings reached their end and every copy
+ * of the bucket finished. */
 static int apply_deletes(PairRun *pr) {
         Mirror *m = pr->m;
-        _cleanup_free_ char *line = NULL;
-        char **batch = xcalloc(DELETE_BATCH + 1, sizeof(char *));
-        size_t n = 0, cap = 0;
         int r = 0;
 
-        if (m->o->dry_run || pr->n_deletes == 0) {
-                pthread_mutex_lock(&m->lock);
-                m->stats.deleted += pr->n_deletes;
-                m->stats.deleted_bytes += pr->delete_bytes;
-                pthread_mutex_unlock(&m->lock);
-                free(batch);
-                return 0;
-        }
-        if (fflush(pr->deletes) != 0 || fseek(pr->deletes, 0, SEEK_SET) != 0)
-                r = err_set(-errno, EX_IOERR, "cannot reread the delete list in work_dir: %m");
-        while (r >= 0) {
-                ssize_t k = getdelim(&line, &cap, 0, pr->deletes);
-                if (k > 0)
-                        batch[n++] = xasprintf("%s%s", pr->p->dst.prefix, line);
-                if (n > 0 && (n == DELETE_BATCH || k < 0)) {
-                        r = s3_delete_objects(pr->dst, pr->p->dst.bucket, batch, n);
-                        if (r >= 0) {
-                                pthread_mutex_lock(&m->lock);
-                                m->stats.deleted += n;
-                                pthread_mutex_unlock(&m->lock);
-                        }
-                        for (size_t i = 0; i < n; i++)
-                                batch[i] = mfree(batch[i]);
-                        n = 0;
-                }
-                if (k < 0)
+        if (!m->o->dry_run && pr->n_deletes > 0)
+                r = spool_rewind(pr->deletes);
+        while (r >= 0 && !m->o->dry_run && pr->n_deletes > 0) {
+                _cleanup_strv_free_ char **batch = NULL;
+                int n = spool_read(pr->deletes, DELETE_BATCH, &batch);
+
+                if (n <= 0) {
+                        r = n;
                         break;
+                }
+                r = store_remove_many(pr->p->dst, batch, (size_t) n);
+                if (r >= 0)
+                        m->stats.deleted += (uint64_t) n; /* the workers are idle now: no lock */
         }
-        for (size_t i = 0; i < n; i++)
-                free(batch[i]);
-        free(batch);
-        if (r >= 0) {
-                pthread_mutex_lock(&m->lock);
+        if (r >= 0 && m->o->dry_run)
+                m->stats.deleted += pr->n_deletes;
+        if (r >= 0)
                 m->stats.deleted_bytes += pr->delete_bytes;
-                pthread_mutex_unlock(&m->lock);
-        }
         return r;
 }
 
-static int strip_prefix(const Side *side, const S3Object *o, S3Object *ret) {
-        const char *k = startswith(o->key, side->prefix);
-
-        if (!k)
-                return err_set(-EBADMSG, EX_PROTOCOL, "listing of bucket %s returned key %s outside prefix %s",
-                               side->bucket, o->key, side->prefix);
-        *ret = *o;
-        ret->key = k;
-        return 0;
-}
-
-/* Pulls the next selected object of one side; *ret NULL at the end. */
-static int side_next(Mirror *m, const Pair *p, const Side *side, S3Lister *l, S3Object *buf,
-                     const S3Object **ret) {
+/* Pulls the next selected entry of one side; *ret NULL at the end. */
+static int side_next(Mirror *m, const Pair *p, StoreLister *l, const StoreEntry **ret) {
         for (;;) {
-                const S3Object *o;
-                int r = s3_lister_next(l, &o);
+                const StoreEntry *e;
+                int r = store_lister_next(l, &e);
                 if (r < 0)
                         return r;
                 if (r == 0) {
                         *ret = NULL;
                         return 0;
                 }
-                r = strip_prefix(side, o, buf);
-                if (r < 0)
-                        return r;
-                if (isempty(buf->key)) /* a "directory marker" for the prefix itself */
-                        continue;
-                if (mirror_key_selected(m->mc->include, m->mc->exclude, p->name, buf->key)) {
-                        *ret = buf;
+                if (mirror_key_selected(m->mc->include, m->mc->exclude, p->name, e->name)) {
+                        *ret = e;
                         return 0;
                 }
         }
 }
 
-/* Steps one side and keeps its own copy of the current key and ETag: a lister reuses its page. */
-static int advance(Mirror *m, const Pair *p, const Side *side, S3Lister *l, S3Object *buf, const S3Object **cur,
-                   char **key, char **etag) {
-        int r = side_next(m, p, side, l, buf, cur);
-
-        if (r < 0)
-                return r;
-        free(*key);
-        free(*etag);
-        *key = *cur ? xstrdup((*cur)->key) : NULL;
-        *etag = *cur ? xstrdup(strempty((*cur)->etag)) : NULL;
-        if (*cur) {
-                buf->key = *key;
-                buf->etag = *etag;
-        }
-        return 0;
-}
-
-static void abort_leftover_upload_log(const char *bucket, const S3UploadInfo *u) {
-        log_info("Aborting unfinished multipart upload %s of %s/%s from an interrupted run.", u->upload_id,
-                 bucket, u->key);
-}
-
-typedef struct AbortState {
-        S3Client *c;
-        const char *bucket;
-} AbortState;
-
-static int abort_leftover(const S3UploadInfo *u, void *userdata) {
-        AbortState *a = userdata;
-
-        abort_leftover_upload_log(a->bucket, u);
-        return s3_abort_multipart_upload(a->c, a->bucket, u->key, u->upload_id);
-}
-
-static int mirror_pair(Mirror *m, const Pair *p, S3Client *src, S3Client *dst) {
-        _cleanup_(s3_lister_freep) S3Lister *ls = NULL, *ld = NULL;
-        PairRun pr = { .m = m, .p = p, .src = src, .dst = dst };
-        S3Object sb = {}, db = {};
-        const S3Object *s = NULL, *d = NULL;
-        _cleanup_free_ char *skey = NULL, *setag = NULL, *dkey = NULL, *detag = NULL;
+static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
+        _cleanup_(store_lister_freep) StoreLister *ls = NULL, *ld = NULL;
+        PairRun pr = { .m = m, .p = p };
+        const StoreEntry *s = NULL, *d = NULL;
         int r;
 
-        log_info("%s %s: %s:%s/%s -> %s:%s/%s", m->o->dry_run ? "Planning" : "Mirroring", p->name,
-                 p->src.remote->name, p->src.bucket, p->src.prefix, p->dst.remote->name, p->dst.bucket,
-                 p->dst.prefix);
+        log_info("%s %s: %s -> %s", m->o->dry_run ? "Planning" : "Mirroring", p->name, p->src->location,
+                 p->dst->location);
         if (!m->o->dry_run) {
-                /* Also in reverse (restore mirror, recover): only where create_bucket = yes says so. */
-                if (p->dst.remote->create_bucket) {
-                        r = s3_ensure_bucket(dst, p->dst.bucket);
-                        if (r < 0)
-                                return r;
-                }
-                /* A run killed during a multipart copy leaves its upload behind: nobody else writes
-                 * under this prefix (the job lock), so every unfinished upload here is ours. */
-                AbortState a = { dst, p->dst.bucket };
-                r = s3_list_multipart_uploads(dst, p->dst.bucket, p->dst.prefix, abort_leftover, &a);
+                /* A run killed during a copy leaves its multipart upload (or temporary file) behind: nobody
+                 * else writes here (the job lock), so every leftover is ours. */
+                r = store_cleanup(p->dst, 0);
                 if (r < 0)
-                        log_warning("cannot clean up unfinished multipart uploads in %s: %s", p->dst.bucket,
+                        log_warning("cannot clean up unfinished uploads in %s: %s", p->dst->location,
                                     strna(err_message()));
+                else if (r > 0)
+                        log_info("Aborted %i unfinished upload(s) in %s from an interrupted run.", r,
+                                 p->dst->location);
         }
 
-        s3_lister_new(src, p->src.bucket, p->src.prefix, &ls);
-        s3_lister_new(dst, p->dst.bucket, p->dst.prefix, &ld);
-
-        /* The merge: both sides ascend in byte order. */
-        r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
+        r = store_lister_open(p->src, "", &ls);
         if (r >= 0)
-                r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
-        if (r == -ENOENT && m->o->dry_run && p->dst.remote->create_bucket) {
-                /* A bucket the real run creates (a rebuilt MinIO has none yet): all of it is to copy. */
-                log_info("%s: bucket %s does not exist yet.", p->name, p->dst.bucket);
-                d = NULL;
-                r = 0;
+                r = store_lister_open(p->dst, "", &ld);
+        /* The merge: both sides ascend in byte order. */
+        if (r >= 0)
+                r = side_next(m, p, ls, &s);
+        if (r >= 0) {
+                r = side_next(m, p, ld, &d);
+                if (r == -ENOENT && m->o->dry_run && dst_may_be_missing) {
+                        /* A bucket the real run creates (a rebuilt MinIO has none yet): all of it is to copy. */
+                        log_info("%s: %s does not exist yet.", p->name, p->dst->location);
+                        store_lister_free(ld);
+                        ld = NULL;
+                        d = NULL;
+                        r = 0;
+                }
         }
         while (r >= 0 && (s || d)) {
-                int cmp = !s ? 1 : !d ? -1 : strcmp(s->key, d->key);
+                int cmp = !s ? 1 : !d ? -1 : strcmp(s->name, d->name);
 
                 if (job_cancel_requested) {
                         r = err_set(-ECANCELED, EX_TEMPFAIL, "job mirror was cancelled");
                         break;
                 }
-                if (cmp < 0) {
-                        r = decide(&pr, s, NULL);
-                        if (r >= 0)
-                                r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
-                } else if (cmp > 0) {
+                if (cmp <= 0)
+                        r = decide(&pr, s, cmp == 0 ? d : NULL);
+                else
                         r = note_extra(&pr, d);
-                        if (r >= 0)
-                                r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
-                } else {
-                        r = decide(&pr, s, d);
-                        if (r >= 0)
-                                r = advance(m, p, &p->src, ls, &sb, &s, &skey, &setag);
-                        if (r >= 0)
-                                r = advance(m, p, &p->dst, ld, &db, &d, &dkey, &detag);
-                }
+                if (r >= 0 && cmp <= 0)
+                        r = side_next(m, p, ls, &s);
+                if (r >= 0 && cmp >= 0 && ld)
+                        r = side_next(m, p, ld, &d);
                 mirror_show_progress(m);
         }
-        queue_wait_idle(m);
+        pool_wait_idle(m->pool, show_progress);
         if (r < 0) {
                 /* A listing that failed or stopped early says nothing about what is missing: no deletes. */
                 if (pr.n_deletes > 0)
@@ -1094,193 +621,67 @@ static int mirror_pair(Mirror *m, const Pair *p, S3Client *src, S3Client *dst) {
                                     "complete.", p->name, pr.n_deletes);
         } else
                 r = apply_deletes(&pr);
-        if (pr.deletes)
-                fclose(pr.deletes);
+        spool_free(pr.deletes);
         return r;
 }
 
-/* ---- setup ---- */
-
-static int mirror_resolve(const Config *c, const MirrorOptions *o, const RemoteConfig **ret_local,
-                          const RemoteConfig **ret_offsite, Location *ret_loc) {
-        const MirrorConfig *mc = &c->mirror;
-        Location loc = {};
+static int mirror_bucket(Mirror *m, StoreRoot *src, StoreRoot *dst, const char *bucket, unsigned gen) {
+        Pair p = { .name = (char *) bucket, .gen = gen };
         int r;
 
-        *ret_local = config_find_remote(c, mc->source);
-        if (!*ret_local)
-                return err_set(-ENOENT, EX_CONFIG,
-                               "[mirror] source = %s names no remote; add a [remote.%s] section", mc->source,
-                               mc->source);
-        r = location_parse(mc->destination, &loc);
-        if (r < 0)
-                return err_set(r, EX_CONFIG, "[mirror] destination: %s", strna(err_message()));
-        if (loc.type != LOCATION_REMOTE) {
-                location_done(&loc);
-                return err_set(-EINVAL, EX_CONFIG,
-                               "[mirror] destination %s is not a remote location; write REMOTE:bucket/prefix",
-                               mc->destination);
-        }
-        *ret_offsite = config_find_remote(c, loc.remote);
-        if (!*ret_offsite) {
-                err_set(-ENOENT, EX_CONFIG, "[mirror] destination %s names no remote; add a [remote.%s] section",
-                        mc->destination, loc.remote);
-                location_done(&loc);
-                return -ENOENT;
-        }
-        *ret_loc = loc;
-        return 0;
-}
-
-static int mirror_buckets(const Config *c, const MirrorOptions *o, S3Client *local, S3Client *offsite,
-                          const Location *loc, char ***ret) {
-        const MirrorConfig *mc = &c->mirror;
-        _cleanup_strv_free_ char **l = NULL;
-        int r;
-
-        if (o->bucket) {
-                l = xcalloc(1, sizeof(char *));
-                strv_push(&l, xstrdup(o->bucket));
-        } else if (mc->buckets) {
-                l = xcalloc(1, sizeof(char *));
-                STRV_FOREACH(b, mc->buckets)
-                        strv_push(&l, xstrdup(*b));
-        } else if (o->direction == MIRROR_FORWARD) {
-                r = s3_list_buckets(local, &l);
-                if (r < 0)
-                        return r;
-        } else {
-                _cleanup_strv_free_ char **pre = NULL;
-                r = s3_list_common_prefixes(offsite, loc->bucket, loc->prefix, "/", &pre);
-                if (r < 0)
-                        return r;
-                l = xcalloc(1, sizeof(char *));
-                STRV_FOREACH(x, pre) {
-                        const char *b = startswith(*x, loc->prefix);
-                        if (b && !isempty(b))
-                                strv_push(&l, xstrndup(b, strlen(b) - 1));
-                }
-        }
-        *ret = TAKE_PTR(l);
-        return 0;
-}
-
-/* A bucket name from a listing (or the command line) becomes a bucket on one side and a prefix on the
- * other: only valid S3 bucket names, which are one path segment and no "." or "..", may. */
-static int bucket_check(const MirrorOptions *o, const RemoteConfig *local, const Location *loc,
-                        const char *bucket) {
-        if (location_bucket_name_valid(bucket))
-                return 0;
-        if (o->direction == MIRROR_FORWARD)
-                return err_set(-EINVAL, EX_DATAERR,
-                               "bucket \"%s\" of remote \"%s\" is not a valid S3 bucket name (3..63 "
-                               "lowercase letters, digits, '.' and '-', starting and ending with a letter "
-                               "or digit, no \"..\"), so it cannot become a prefix under %s:%s/%s; it is "
-                               "not mirrored (rename it, or list the buckets to mirror in [mirror] buckets)",
-                               bucket, local->name, loc->remote, loc->bucket, loc->prefix);
-        return err_set(-EINVAL, EX_DATAERR,
-                       "prefix \"%s%s/\" in %s:%s is not named like a valid S3 bucket (3..63 lowercase "
-                       "letters, digits, '.' and '-', starting and ending with a letter or digit, no "
-                       "\"..\"); it is not restored into remote \"%s\" (move or remove it offsite, or "
-                       "restore single buckets with --bucket)",
-                       loc->prefix, bucket, loc->remote, loc->bucket, local->name);
-}
-
-static void pair_make(Pair *p, MirrorDirection dir, const RemoteConfig *local, const RemoteConfig *offsite,
-                      const Location *loc, const char *bucket) {
-        Side l = { (RemoteConfig *) local, xstrdup(bucket), xstrdup("") };
-        Side off = { offsite, xstrdup(loc->bucket), xasprintf("%s%s/", loc->prefix, bucket) };
-
-        p->name = xstrdup(bucket);
-        p->src = dir == MIRROR_FORWARD ? l : off;
-        p->dst = dir == MIRROR_FORWARD ? off : l;
+        r = store_root_open_bucket(src, bucket, false, &p.src);
+        if (r >= 0)
+                r = store_root_open_bucket(dst, bucket, !m->o->dry_run, &p.dst);
+        if (r >= 0)
+                r = mirror_pair(m, &p, !dst->remote || dst->create_bucket);
+        store_free(p.src);
+        store_free(p.dst);
+        return r;
 }
 
 int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, MirrorStats *ret_stats) {
         const MirrorConfig *mc = &c->mirror;
-        const RemoteConfig *local = NULL, *offsite = NULL;
-        _cleanup_(location_done) Location loc = {};
-        _cleanup_(s3_client_freep) S3Client *lc = NULL, *oc = NULL;
+        _cleanup_(store_root_freep) StoreRoot *source = NULL, *offsite = NULL;
         _cleanup_strv_free_ char **buckets = NULL;
-        _cleanup_free_ Worker *workers = NULL;
-        unsigned n_workers = o->dry_run ? 0 : MAX(mc->transfers, 1U);
-        Mirror m = { .config = c, .mc = mc, .o = o, .progress = progress };
+        unsigned n_workers = o->dry_run ? 0 : MAX(mc->transfers, 1U), gen = 0;
+        /* One multipart copy at a time: each holds a few 8 MiB parts in memory (the part workers', which
+         * already send in parallel); the other transfers go on with the smaller objects meanwhile. */
+        Mirror m = { .config = c, .mc = mc, .o = o, .progress = progress, .big_max = 1 };
+        StoreRoot *src, *dst;
         int r;
 
-        signal(SIGPIPE, SIG_IGN); /* a copy stops its GET by closing the pipe */
-        r = mirror_resolve(c, o, &local, &offsite, &loc);
+        r = mirror_resolve(c, &source, &offsite);
         if (r < 0)
                 return r;
-        r = s3_client_new(local, &lc);
-        if (r >= 0)
-                r = s3_client_new(offsite, &oc);
-        if (r >= 0)
-                r = mirror_buckets(c, o, lc, oc, &loc, &buckets);
+        src = o->direction == MIRROR_FORWARD ? source : offsite;
+        dst = o->direction == MIRROR_FORWARD ? offsite : source;
+        r = mirror_buckets(c, o, src, &buckets);
         if (r < 0)
                 return r;
-
         pthread_mutex_init(&m.lock, NULL);
-        pthread_cond_init(&m.work, NULL);
-        pthread_cond_init(&m.space, NULL);
-        pthread_cond_init(&m.progress_cond, NULL);
-        m.queue_cap = 4 * (size_t) MAX(n_workers, 1U);
-        m.queue = xcalloc(m.queue_cap, sizeof(Task *));
-        workers = xcalloc(MAX(n_workers, 1U), sizeof(Worker));
-        unsigned started = 0;
-        for (; started < n_workers; started++) {
-                Worker *w = &workers[started];
-                const RemoteConfig *from = o->direction == MIRROR_FORWARD ? local : offsite;
-                const RemoteConfig *to = o->direction == MIRROR_FORWARD ? offsite : local;
-                w->m = &m;
-                r = s3_client_new(from, &w->src);
-                if (r >= 0)
-                        r = s3_client_new(to, &w->dst);
-                if (r >= 0)
-                        r = -pthread_create(&w->thread, NULL, worker_main, w);
-                if (r < 0) {
-                        s3_client_free(w->src);
-                        s3_client_free(w->dst);
+        pthread_cond_init(&m.gate, NULL);
+        r = pool_new(n_workers, 4 * (size_t) MAX(n_workers, 1U), &mirror_pool_ops, &m, &m.pool);
+
+        STRV_FOREACH(b, buckets) {
+                int k;
+
+                if (r < 0 || job_cancel_requested)
                         break;
+                k = mirror_bucket_check(o, src, dst, *b);
+                if (k < 0) {
+                        mirror_fail(&m, k, "refusing a bucket");
+                        m.stats.refused_buckets++;
+                        continue;
+                }
+                k = mirror_bucket(&m, src, dst, *b, ++gen);
+                if (k < 0) {
+                        _cleanup_free_ char *what = xasprintf("bucket %s", *b);
+                        mirror_fail(&m, k, what);
                 }
         }
-
-        if (r >= 0)
-                STRV_FOREACH(b, buckets) {
-                        Pair p = {};
-                        int k;
-
-                        if (job_cancel_requested)
-                                break;
-                        k = bucket_check(o, local, &loc, *b);
-                        if (k < 0) {
-                                mirror_fail(&m, k, "refusing a bucket");
-                                m.stats.refused_buckets++;
-                                continue;
-                        }
-                        pair_make(&p, o->direction, local, offsite, &loc, *b);
-                        k = mirror_pair(&m, &p, o->direction == MIRROR_FORWARD ? lc : oc,
-                                        o->direction == MIRROR_FORWARD ? oc : lc);
-                        if (k < 0) {
-                                _cleanup_free_ char *what = xasprintf("bucket %s", p.name);
-                                mirror_fail(&m, k, what);
-                        }
-                        pair_done(&p);
-                }
-
-        pthread_mutex_lock(&m.lock);
-        m.closing = true;
-        pthread_cond_broadcast(&m.work);
-        pthread_mutex_unlock(&m.lock);
-        for (unsigned i = 0; i < started; i++) {
-                pthread_join(workers[i].thread, NULL);
-                s3_client_free(workers[i].src);
-                s3_client_free(workers[i].dst);
-        }
-        free(m.queue);
+        pool_free(m.pool);
+        pthread_cond_destroy(&m.gate);
         pthread_mutex_destroy(&m.lock);
-        pthread_cond_destroy(&m.work);
-        pthread_cond_destroy(&m.space);
-        pthread_cond_destroy(&m.progress_cond);
         if (progress) {
                 progress->objects_done = m.stats.copied + m.stats.skipped + m.stats.failed;
                 progress_flush(progress);
@@ -1288,21 +689,22 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
         if (ret_stats)
                 *ret_stats = m.stats;
 
-        if (r < 0)
-                return r;
-        if (job_cancel_requested) {
-                free(m.first_error);
-                return err_set(-ECANCELED, EX_TEMPFAIL, "job mirror was cancelled");
-        }
-        if (m.first_error) {
-                _cleanup_free_ char *msg = m.first_error;
-                if (m.stats.failed > 0)
-                        return err_set(-EIO, m.first_exit ?: EX_UNAVAILABLE,
-                                       "%" PRIu64 " objects could not be mirrored (all others were); first: %s",
-                                       m.stats.failed, msg);
-                return err_set(m.first_errno, m.first_exit ?: EX_UNAVAILABLE, "%s", msg);
-        }
-        return 0;
+        if (r >= 0 && job_cancel_requested)
+                r = err_set(-ECANCELED, EX_TEMPFAIL, "job mirror was cancelled");
+        else if (r >= 0 && m.first.error < 0 && m.stats.failed > 0)
+                r = err_set(-EIO, m.first.exit_code ?: EX_UNAVAILABLE,
+                            "%" PRIu64 " objects could not be mirrored (all others were); first: %s", m.stats.failed,
+                            m.first.message);
+        else if (r >= 0 && m.first.error < 0)
+                r = err_restore(&m.first);
+        else if (r >= 0 && m.stats.unrepresentable > 0)
+                r = err_set(-EINVAL, EX_DATAERR,
+                            "%" PRIu64 " key(s) could not be copied because %s cannot hold them as themselves "
+                            "(each is named above); the copy is incomplete: rename them at the source, or "
+                            "mirror to an S3 destination",
+                            m.stats.unrepresentable, dst->location);
+        err_saved_done(&m.first);
+        return r;
 }
 
 /* ---- the job ---- */

@@ -154,3 +154,189 @@ int store_open_location(const Config *c, const char *location, Store **ret) {
 int store_open_location_for_write(const Config *c, const char *location, Store **ret) {
         return open_location(c, location, true, ret);
 }
+
+/* ---- copying between stores ---- */
+
+void store_attrs_done(StoreAttrs *a) {
+        if (!a)
+                return;
+        free(a->etag);
+        free(a->content_type);
+        free(a->cache_control);
+        free(a->content_disposition);
+        free(a->content_encoding);
+        free(a->content_language);
+        free(a->expires);
+        strv_free(a->metadata);
+        *a = (StoreAttrs){};
+}
+
+static char *strdup_or_null(const char *s) {
+        return s ? xstrdup(s) : NULL;
+}
+
+void store_attrs_copy(StoreAttrs *ret, const StoreAttrs *a) {
+        *ret = (StoreAttrs){
+                .size = a->size,
+                .mtime_usec = a->mtime_usec,
+                .etag = strdup_or_null(a->etag),
+                .content_type = strdup_or_null(a->content_type),
+                .cache_control = strdup_or_null(a->cache_control),
+                .content_disposition = strdup_or_null(a->content_disposition),
+                .content_encoding = strdup_or_null(a->content_encoding),
+                .content_language = strdup_or_null(a->content_language),
+                .expires = strdup_or_null(a->expires),
+                .metadata = strv_copy(a->metadata),
+        };
+}
+
+size_t store_metadata_size(char *const *metadata) {
+        size_t n = 0;
+
+        for (size_t i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2)
+                n += strlen(metadata[i]) + strlen(metadata[i + 1]);
+        return n;
+}
+
+const char *store_metadata_get(char *const *metadata, const char *name) {
+        for (size_t i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2)
+                if (streq(metadata[i], name))
+                        return metadata[i + 1];
+        return NULL;
+}
+
+static int unsupported(Store *s, const char *what) {
+        return err_set(-EOPNOTSUPP, EX_SOFTWARE, "the %s store %s cannot %s", s->iface->type, s->location, what);
+}
+
+int store_writer_open_with(Store *s, const char *name, const StoreWriteOptions *o, StoreWriter **ret) {
+        if (!s->iface->writer_open_with)
+                return unsupported(s, "keep attributes with an object");
+        return s->iface->writer_open_with(s, name, o, ret);
+}
+
+int store_reader_open_with(Store *s, const char *name, const StoreReadOptions *o, StoreReader **ret) {
+        if (!s->iface->reader_open_with)
+                return unsupported(s, "read a range with attributes");
+        return s->iface->reader_open_with(s, name, o, ret);
+}
+
+int store_reader_attrs(StoreReader *r, const StoreAttrs **ret) {
+        if (!r->store->iface->reader_attrs)
+                return unsupported(r->store, "report attributes");
+        return r->store->iface->reader_attrs(r, ret);
+}
+
+int store_lister_open(Store *s, const char *prefix, StoreLister **ret) {
+        if (!s->iface->lister_open)
+                return unsupported(s, "list page by page");
+        return s->iface->lister_open(s, prefix ?: "", ret);
+}
+
+int store_lister_next(StoreLister *l, const StoreEntry **ret) {
+        return l->store->iface->lister_next(l, ret);
+}
+
+void store_lister_free(StoreLister *l) {
+        if (l)
+                l->store->iface->lister_free(l);
+}
+
+int store_stat_attrs(Store *s, const char *name, StoreAttrs *ret) {
+        if (!s->iface->stat_attrs)
+                return unsupported(s, "report attributes");
+        return s->iface->stat_attrs(s, name, ret);
+}
+
+int store_remove_many(Store *s, char *const *names, size_t n) {
+        int r;
+
+        if (s->iface->remove_many)
+                return s->iface->remove_many(s, names, n);
+        for (size_t i = 0; i < n; i++) {
+                r = store_remove(s, names[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+bool store_name_valid(Store *s, const char *name) {
+        if (isempty(name))
+                return false;
+        return !s->iface->name_valid || s->iface->name_valid(s, name);
+}
+
+int store_clone(Store *s, Store **ret) {
+        if (!s->iface->clone)
+                return unsupported(s, "be used from another thread");
+        return s->iface->clone(s, ret);
+}
+
+uint64_t store_retry_time_usec(Store *s) {
+        return s->iface->retry_time_usec ? s->iface->retry_time_usec(s) : 0;
+}
+
+/* ---- sets of buckets ---- */
+
+StoreRoot *store_root_new(const StoreRootInterface *iface, const char *location, const char *what, void *data) {
+        StoreRoot *r = xcalloc(1, sizeof *r);
+
+        r->iface = iface;
+        r->location = xstrdup(location);
+        r->what = xstrdup(what);
+        r->data = data;
+        return r;
+}
+
+void store_root_free(StoreRoot *r) {
+        if (!r)
+                return;
+        if (r->iface->done)
+                r->iface->done(r);
+        free(r->location);
+        free(r->what);
+        free(r);
+}
+
+int store_root_list_buckets(StoreRoot *r, char ***ret) {
+        return r->iface->list_buckets(r, ret);
+}
+
+int store_root_open_bucket(StoreRoot *r, const char *bucket, bool for_write, Store **ret) {
+        return r->iface->open_bucket(r, bucket, for_write, ret);
+}
+
+char *store_root_describe_bucket(StoreRoot *r, const char *bucket) {
+        return r->iface->describe_bucket(r, bucket);
+}
+
+int store_root_open_location(const Config *c, const char *location, StoreRoot **ret) {
+        _cleanup_(location_done) Location l = {};
+        const RemoteConfig *remote;
+        int r;
+
+        r = location_parse(location, &l);
+        if (r < 0)
+                return r;
+        if (l.type == LOCATION_LOCAL)
+                return store_root_local_open(l.path, ret);
+        remote = config_find_remote(c, l.remote);
+        if (!remote)
+                return err_set(-ENOENT, EX_CONFIG,
+                               "location %s names remote \"%s\", but there is no [remote.%s] section", location,
+                               l.remote, l.remote);
+        return store_s3_root_open(remote, l.bucket, l.prefix, ret);
+}
+
+int store_root_open_source(const Config *c, const char *source, StoreRoot **ret) {
+        const RemoteConfig *remote;
+
+        if (source && source[0] == '/')
+                return store_root_local_open(source, ret);
+        remote = config_find_remote(c, source);
+        if (!remote)
+                return err_set(-ENOENT, EX_CONFIG, "%s names no remote; add a [remote.%s] section", strna(source),
+                               strna(source));
+        return store_s3_root_open(remote, NULL, NULL, ret);
+}

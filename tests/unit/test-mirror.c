@@ -95,6 +95,37 @@ static void bookkeeping_stays_within_the_metadata_limit(void **state) {
         strv_free(md);
 }
 
+/* The decision needs no request: equal versions skip, other sizes copy, same size and another ETag asks
+ * the recorded source ETag (a multipart copy), and a side without an ETag compares by time. */
+static void decide_needs_no_request_for_unchanged_objects(void **state) {
+        const uint64_t t = 1700000000ULL * 1000000 + 123456;
+        MirrorEntry s3 = { 10, t, "abc" }, same = { 10, t + 5000000, "abc" }, multi = { 10, t, "def-2" };
+        MirrorEntry bigger = { 11, t, "abc" }, file = { 10, t, NULL };
+        MirrorEntry uploaded_after = { 10, t + 1000000, "md5" }, uploaded_before = { 10, t - 2000000, "md5" };
+        MirrorEntry same_second = { 10, t - 100000, "md5" };
+        _cleanup_free_ char *v = mirror_version(NULL, 10, t);
+        MirrorEntry local_copy = { 10, 0, v }, local_plain = { 10, t / 1000000 * 1000000, NULL };
+
+        assert_int_equal(mirror_decide(&s3, NULL), MIRROR_COPY);
+        assert_int_equal(mirror_decide(&s3, &same), MIRROR_SKIP);
+        assert_int_equal(mirror_decide(&s3, &bigger), MIRROR_COPY);
+        assert_int_equal(mirror_decide(&s3, &multi), MIRROR_CHECK);
+        /* A local destination lists with the ETag it recorded. */
+        assert_int_equal(mirror_decide(&multi, &(MirrorEntry){ 10, 0, "def-2" }), MIRROR_SKIP);
+        /* A local source file without an ETag: current when copied after the second it changed; within
+         * that second the recorded version decides. */
+        assert_int_equal(mirror_decide(&file, &uploaded_after), MIRROR_SKIP);
+        assert_int_equal(mirror_decide(&file, &same_second), MIRROR_CHECK);
+        assert_int_equal(mirror_decide(&file, &uploaded_before), MIRROR_CHECK);
+        assert_int_equal(mirror_decide(&file, &local_copy), MIRROR_SKIP);
+        /* A local copy without extended attributes keeps the source's time (S3's, in seconds). */
+        assert_int_equal(mirror_decide(&s3, &local_plain), MIRROR_SKIP);
+        assert_string_equal(v, "size-10-mtime-1700000000123456");
+        free(TAKE_PTR(v));
+        v = mirror_version("e-1", 10, t);
+        assert_string_equal(v, "e-1");
+}
+
 static void progress_shows_objects_and_bytes(void **state) {
         Progress p;
         char *s;
@@ -118,6 +149,7 @@ int main(void) {
                 cmocka_unit_test(metadata_replaces_our_names_and_keeps_the_rest),
                 cmocka_unit_test(restore_writes_no_bookkeeping_and_drops_ours),
                 cmocka_unit_test(bookkeeping_stays_within_the_metadata_limit),
+                cmocka_unit_test(decide_needs_no_request_for_unchanged_objects),
                 cmocka_unit_test(progress_shows_objects_and_bytes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

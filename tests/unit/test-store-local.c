@@ -355,6 +355,132 @@ static void local_cleanup_stays_inside(void **state) {
 
 FS_MODES_SETUPS
 
+/* The mirror's listing: one entry at a time, in the same byte order as store_list(). */
+static void local_lister_pages_in_the_order_of_list(void **state) {
+        Store *s = *state;
+        const char *names[] = { "b", "a/x", "a-b", "a/c/d", "ab", "z.json", "a/c0", "a/c/.hidden" };
+        _cleanup_free_ char *all = NULL, *out = xstrdup(""), *ac = xstrdup("");
+        StoreLister *l;
+        const StoreEntry *e;
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (names[i][strlen(names[i]) - 1] != 'n') /* not the hidden one: the store refuses it */
+                        assert_int_equal(store_put_buffer(s, names[i], "1", 1), 0);
+        all = joined(s, "");
+        assert_int_equal(store_lister_open(s, "", &l), 0);
+        while (store_lister_next(l, &e) > 0) {
+                char *next = xasprintf("%s%s%s", out, *out ? " " : "", e->name);
+                free(out);
+                out = next;
+                assert_true(e->size == 1);
+                assert_null(e->etag); /* written without attributes: none recorded */
+        }
+        store_lister_free(l);
+        assert_string_equal(out, all);
+        assert_int_equal(store_lister_open(s, "a/c", &l), 0);
+        while (store_lister_next(l, &e) > 0) {
+                char *next = xasprintf("%s%s%s", ac, *ac ? " " : "", e->name);
+                free(ac);
+                ac = next;
+        }
+        store_lister_free(l);
+        assert_string_equal(ac, "a/c/d a/c0");
+}
+
+/* A copy keeps what S3 keeps with an object, and lists with the ETag of the object it was made from. */
+static void local_copy_keeps_attributes_and_lists_with_the_recorded_etag(void **state) {
+        Store *s = *state;
+        char *md[] = { "owner", "ops", "skyforge-etag", "e-3", NULL };
+        StoreAttrs a = { .etag = "e-3", .mtime_usec = 1700000000ULL * 1000000 + 5, .content_type = "text/x-a",
+                         .expires = "Thu, 01 Jan 2037 00:00:00 GMT", .metadata = md };
+        StoreWriteOptions o = { .attrs = &a, .size = 6 };
+        _cleanup_(store_attrs_done) StoreAttrs got = {};
+        const StoreAttrs *ra;
+        StoreWriter *w;
+        StoreReader *r;
+        StoreLister *l;
+        const StoreEntry *e;
+        char buf[8];
+
+        assert_int_equal(store_writer_open_with(s, "k/obj", &o, &w), 0);
+        assert_int_equal(store_write(w, "abcdef", 6), 0);
+        assert_int_equal(store_writer_commit(w), 0);
+        store_writer_free(w);
+
+        assert_int_equal(store_lister_open(s, "", &l), 0);
+        assert_int_equal(store_lister_next(l, &e), 1);
+        assert_string_equal(e->name, "k/obj");
+        assert_string_equal(e->etag, "e-3");
+        assert_true(e->mtime_usec == a.mtime_usec);
+        assert_int_equal(store_lister_next(l, &e), 0);
+        store_lister_free(l);
+
+        assert_int_equal(store_stat_attrs(s, "k/obj", &got), 0);
+        assert_true(got.size == 6);
+        assert_string_equal(got.content_type, "text/x-a");
+        assert_string_equal(got.expires, a.expires);
+        assert_null(got.cache_control);
+        assert_string_equal(store_metadata_get(got.metadata, "owner"), "ops");
+        assert_string_equal(store_metadata_get(got.metadata, "skyforge-etag"), "e-3");
+        assert_int_equal(store_stat_attrs(s, "k/none", &got), -ENOENT);
+
+        /* A range, with the attributes. */
+        assert_int_equal(store_reader_open_with(s, "k/obj", &(StoreReadOptions){ 2, 3 }, &r), 0);
+        assert_int_equal(store_reader_attrs(r, &ra), 0);
+        assert_string_equal(ra->etag, "e-3");
+        assert_int_equal(store_read(r, buf, sizeof buf), 3);
+        assert_memory_equal(buf, "cde", 3);
+        assert_int_equal(store_read(r, buf, sizeof buf), 0);
+        store_reader_free(r);
+}
+
+/* Keys are opaque bytes; a directory holds only the names that stay themselves. */
+static void local_name_valid_refuses_what_a_directory_cannot_hold(void **state) {
+        Store *s = *state;
+        char long_segment[300];
+
+        memset(long_segment, 'x', sizeof long_segment - 1);
+        long_segment[sizeof long_segment - 1] = 0;
+        assert_true(store_name_valid(s, "a/b"));
+        assert_true(store_name_valid(s, "with space/ü"));
+        assert_false(store_name_valid(s, "a/../b"));
+        assert_false(store_name_valid(s, "a/./b"));
+        assert_false(store_name_valid(s, "a//b"));
+        assert_false(store_name_valid(s, "a/"));
+        assert_false(store_name_valid(s, "/a"));
+        assert_false(store_name_valid(s, ".."));
+        assert_false(store_name_valid(s, ""));
+        assert_false(store_name_valid(s, long_segment));
+}
+
+/* A directory whose subdirectories are buckets (MinIO's layout): directories only, sorted. */
+static void local_root_lists_subdirectories_as_buckets(void **state) {
+        Store *s = *state, *b;
+        StoreRoot *r;
+        char **l = NULL;
+        const StoreEntry *e;
+        StoreLister *li;
+
+        assert_int_equal(store_put_buffer(s, "beta/k", "1", 1), 0);
+        assert_int_equal(store_put_buffer(s, "alpha/k", "1", 1), 0);
+        assert_int_equal(store_put_buffer(s, "file", "1", 1), 0);
+        assert_int_equal(store_root_local_open(root, &r), 0);
+        assert_int_equal(store_root_list_buckets(r, &l), 0);
+        assert_int_equal(strv_length(l), 2);
+        assert_string_equal(l[0], "alpha");
+        assert_string_equal(l[1], "beta");
+        strv_free(l);
+        assert_int_equal(store_root_open_bucket(r, "beta", false, &b), 0);
+        assert_int_equal(store_lister_open(b, "", &li), 0);
+        assert_int_equal(store_lister_next(li, &e), 1);
+        assert_string_equal(e->name, "k");
+        store_lister_free(li);
+        store_free(b);
+        /* Reading never creates: a missing bucket fails. */
+        assert_true(store_root_open_bucket(r, "gamma", false, &b) < 0);
+        store_root_free(r);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 BOTH_WAYS(local_uncommitted_write_leaves_nothing),
@@ -367,6 +493,10 @@ int main(void) {
                 BOTH_WAYS(local_never_follows_a_symlink_as_the_object),
                 BOTH_WAYS(local_refuses_what_is_not_a_regular_file),
                 BOTH_WAYS(local_cleanup_stays_inside),
+                BOTH_WAYS(local_lister_pages_in_the_order_of_list),
+                BOTH_WAYS(local_copy_keeps_attributes_and_lists_with_the_recorded_etag),
+                BOTH_WAYS(local_name_valid_refuses_what_a_directory_cannot_hold),
+                BOTH_WAYS(local_root_lists_subdirectories_as_buckets),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,6 +55,7 @@ struct S3Upload {
         unsigned n_parts; /* queued so far */
         bool committed;
         bool failed;
+        bool multipart; /* even when everything fits the first part */
 
         /* Shared with the workers; everything below under lock. */
         pthread_mutex_t lock;
@@ -479,17 +480,21 @@ static int upload_complete(S3Upload *u, char **ret_etag) {
                                      u->n_parts, ret_etag);
 }
 
+void s3_upload_force_multipart(S3Upload *u) {
+        u->multipart = true;
+}
+
 int s3_upload_commit(S3Upload *u, char **ret_etag) {
         S3PutOptions o;
         int r;
 
         if (u->failed || u->committed)
                 return -EBADF;
-        if (!u->upload_id) {
+        if (!u->upload_id && !u->multipart) {
                 upload_options(u, &o);
                 r = s3_put_object(u->c, u->bucket, u->key, u->filling->buf, u->filling->len, &o, ret_etag);
         } else {
-                r = u->filling->len > 0 ? upload_submit(u) : 0;
+                r = u->filling->len > 0 || !u->upload_id ? upload_submit(u) : 0;
                 if (r >= 0)
                         r = upload_drain(u);
                 workers_stop(u);

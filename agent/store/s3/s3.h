@@ -151,6 +151,8 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 #define S3_UPLOAD_WORKERS 3U
 typedef struct S3Upload S3Upload;
 int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o, S3Upload **ret);
+/* A multipart upload even when everything fits the first part (a copy of a multipart object). */
+void s3_upload_force_multipart(S3Upload *u);
 int s3_upload_write(S3Upload *u, const void *buf, size_t n);
 int s3_upload_commit(S3Upload *u, char **ret_etag);
 void s3_upload_free(S3Upload *u);
