@@ -46,6 +46,18 @@ const ConfKey conf_keys[] = {
           .help = "pinged by each job: URL/start, URL on success, URL/fail; %j is the job's name" },
         { CONF_SECTION_AGENT, "metrics_file", CONF_ABS_PATH, A(metrics_file),
           .help = "Prometheus textfile written after each job" },
+        { CONF_SECTION_AGENT, "node_name", CONF_STRING, A(node_name),
+          .help = "this node's name in the Leases of cluster-wide jobs; unset: the host name" },
+        { CONF_SECTION_AGENT, "kubeconfig", CONF_ABS_PATH, A(kubeconfig), .def = "/etc/rancher/k3s/k3s.yaml",
+          .help = "the cluster whose Leases coordinate the nodes ([config] kubeconfig overrides it for config)" },
+        { CONF_SECTION_AGENT, "leader_election", CONF_LEADER_ELECTION, A(leader_election), .def = "auto",
+          .help = "auto (Leases when the cluster has more than one node), yes (always; fail without the API) "
+                  "or no" },
+        { CONF_SECTION_AGENT, "lease_namespace", CONF_NAMESPACE, A(lease_namespace), .def = "kube-system" },
+        { CONF_SECTION_AGENT, "lease_duration", CONF_SECONDS, A(lease_duration_usec), 2, 3600, .def = "60",
+          .help = "seconds a Lease stays valid without renewal; renewed every third of it" },
+        { CONF_SECTION_AGENT, "min_interval", CONF_SECONDS, A(min_interval_usec), 0, 7 * 86400, .def = "3600",
+          .help = "skip a cluster-wide job that succeeded on another node less than this long ago; 0: never" },
 
         { CONF_SECTION_REMOTE, "endpoint", CONF_URL, R(endpoint),
           .help = "http(s)://HOST[:PORT] (required)" },
@@ -564,6 +576,12 @@ static char *parse_string(const ConfKey *k, const char *value) {
         case CONF_LOG_LEVEL:
                 m = conf_check_log_level(value);
                 break;
+        case CONF_LEADER_ELECTION:
+                m = conf_check_leader_election(value);
+                break;
+        case CONF_NAMESPACE:
+                m = conf_check_namespace(value);
+                break;
         case CONF_REMOTE:
                 if (!location_remote_name_valid(value))
                         return xasprintf("%s: '%s' is not a remote name (lowercase letters, digits, '-' and "
@@ -911,6 +929,12 @@ static int config_load_text(const char *text, const char *path, Config **ret_con
                 iniparser_freedict(d);
         }
 
+        /* [agent] kubeconfig is every job's cluster; [config] kubeconfig, when written, overrides it for the
+         * config job. */
+        if (conf_key_line(&l, "agent", "kubeconfig") && !conf_key_line(&l, "config", "kubeconfig")) {
+                free(c->config.kubeconfig);
+                c->config.kubeconfig = xstrdup(c->agent.kubeconfig);
+        }
         conf_check(&l, c);
         loader_done(&l);
         problems_sort(&problems);
