@@ -93,6 +93,8 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                                 break;
                         continue;
                 }
+                if (!id)
+                        continue; /* skipped: another node runs it (logged) */
                 printf("%s\n", id);
                 fflush(stdout);
         }

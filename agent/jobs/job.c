@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "jobs/job.h"
+#include "jobs/lease-guard.h"
 #include "jobs/monitor.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
@@ -185,6 +186,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         _cleanup_(manifest_freep) Manifest *m = NULL;
         _cleanup_free_ char *destination = NULL;
         _cleanup_(job_state_done) JobState st = {};
+        _cleanup_(lease_guard_freep) LeaseGuard *lease = NULL;
         JobContext ctx = { .config = c, .job = job };
         char hostname[256] = "";
         uint64_t start_mono, started;
@@ -207,6 +209,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         st.progress = -1;
         st.pid = (uint64_t) getpid();
         st.last_start_usec = started;
+        state_set(&st.lease_holder, "");
         (void) job_state_write(c->agent.state_dir, &st);
         ctx.state = &st;
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_STARTED, job, NULL, UINT64_MAX, UINT64_MAX,
@@ -214,12 +217,19 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         job_monitor_ping(c, job, JOB_PING_START, NULL);
 
         err_clear();
+        /* More than one node: only the node holding the job's Lease runs it; the others end skipped. */
+        r = lease_guard_begin(c, job, def->cluster_wide, &lease);
+        if (r == LEASE_GUARD_SKIPPED) {
+                lease_guard_record_skip(c, job, lease, &st, now_usec(CLOCK_MONOTONIC) - start_mono);
+                job_monitor_write_metrics(c);
+                return 0;
+        }
         destination = config_job_destination(c, job);
-        if (def->no_manifest) {
+        if (r >= 0 && def->no_manifest) {
                 /* The id names the run in the state and the journal; nothing is stored under it. */
                 backup_id_format(started, ctx.id);
                 r = 0;
-        } else
+        } else if (r >= 0)
                 r = store_open_location_for_write(c, destination, &store);
         if (r >= 0 && !def->no_manifest) {
                 ctx.store = store;
@@ -240,6 +250,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         }
         if (r >= 0 && !def->no_manifest)
                 r = job_check_object_names(def, m);
+        r = lease_guard_check(lease, r, "writing the manifest");
         if (r >= 0 && !def->no_manifest) {
                 m->finished_usec = now_usec(CLOCK_REALTIME);
                 r = manifest_store(store, m);
@@ -265,6 +276,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                               "Job %s failed: %s", job, msg);
                 job_monitor_write_metrics(c);
                 job_monitor_ping(c, job, JOB_PING_FAIL, msg);
+                lease_guard_end(lease, "failed", NULL);
                 /* Writing the state may have replaced the error detail; restore it for the caller. */
                 return err_set(r, saved_code, "%s", msg);
         }
@@ -291,7 +303,11 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                 /* Without waiting: the backup is done, and a restore test may read for hours. What it
                  * would delete stays until the next run or `prune`. */
                 r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
-                if (r == -EBUSY)
+                if (r >= 0 && lease_guard_check(lease, 0, "applying retention") < 0) {
+                        log_warning("Retention of %s not applied: %s; the new backup %s is safe.", job,
+                                    err_message(), ctx.id);
+                        r = -EBUSY;
+                } else if (r == -EBUSY)
                         log_notice("Retention of %s deferred: its backups are being read (verify, restore) "
                                    "or pruned; the next run or `skyforge-agent prune %s` applies it.",
                                    job, job);
@@ -301,6 +317,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
                         log_warning("retention for %s failed: %s; the new backup %s is safe.", job,
                                     err_message() ?: "unknown error", ctx.id);
         }
+        lease_guard_end(lease, "success", def->no_manifest ? NULL : ctx.id);
         if (ret_id)
                 *ret_id = xstrdup(ctx.id);
         return 0;
@@ -392,9 +409,18 @@ int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_free_ char *destination = config_job_destination(c, job);
         _cleanup_close_ int read_fd = -EBADF;
+        _cleanup_(lease_guard_freep) LeaseGuard *lease = NULL;
         int r;
 
         if (!dry_run) {
+                /* It deletes from a location the whole cluster shares: under the job's Lease. */
+                r = lease_guard_begin(c, job, job_find(job) && job_find(job)->cluster_wide, &lease);
+                if (r < 0)
+                        return r;
+                if (r == LEASE_GUARD_SKIPPED) {
+                        log_notice("Prune of %s %s.", job, lease_guard_message(lease));
+                        return 0;
+                }
                 r = job_read_lock(c->agent.state_dir, job, true, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
                 if (r < 0)
                         return r;
@@ -402,7 +428,12 @@ int job_prune(const Config *c, const char *job, bool dry_run, FILE *out) {
         r = store_open_location(c, destination, &store);
         if (r < 0)
                 return r;
-        return job_prune_store(c, job, store, dry_run, out);
+        r = lease_guard_check(lease, 0, "deleting backups");
+        if (r < 0)
+                return r;
+        r = job_prune_store(c, job, store, dry_run, out);
+        lease_guard_end(lease, NULL, NULL);
+        return r;
 }
 
 int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity_file, const char *section,
