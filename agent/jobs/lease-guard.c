@@ -191,7 +191,8 @@ static int guard_connect(const Config *c, LeaseGuard *g, bool *ret_auto_nocluste
                                 "cluster up, fix kubeconfig = in [agent], or set leader_election = "
                                 "auto to run without a cluster",
                                 g->ns, g->name, why);
-                log_full_errno(g->quiet ? LOG_DEBUG : LOG_INFO, 0,
+                /* No kubeconfig at all is a node without k3s (or before it): nothing worth a line. */
+                log_full_errno(g->quiet || (!kc && r == -ENOENT) ? LOG_DEBUG : LOG_INFO, 0,
                                "No Kubernetes cluster for leader election (%s): job %s runs without a Lease "
                                "(leader_election = auto).",
                                why, g->job);

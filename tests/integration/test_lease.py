@@ -351,3 +351,34 @@ def test_prune_takes_the_lease_and_skips_while_another_node_holds_it(pg_nodes, k
     assert p.returncode == 0 and "backup(s) deleted" in p.stderr, p.stderr
     lease = kube_api.lease(LEASE_NS, "skyforge-agent-postgres")
     assert lease["metadata"]["annotations"]["skyforge.io/last-node"] == "node-a"
+
+
+def test_skipped_run_reads_skipped_over_dbus(config_nodes, kube_api, system_bus, tmp_path):
+    from test_daemon import Daemon, get_property  # the daemon fixture's helpers
+    import datetime
+    nodes, store = config_nodes
+    b = nodes[1]
+    # node-a holds the config job's Lease, renewed just now (as its agent writes it).
+    now = datetime.datetime.now(datetime.timezone.utc)
+    kube_api.lease_create(LEASE_NS, {"metadata": {"name": "skyforge-agent-config", "annotations": {
+        "skyforge.io/renewed": now.strftime("%Y-%m-%dT%H:%M:%SZ")}}, "spec": {
+        "holderIdentity": "node-a", "leaseDurationSeconds": 60,
+        "acquireTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}},
+        "kubectl")
+    b.state_dir.mkdir(parents=True, exist_ok=True)
+    d = Daemon(system_bus, str(b.state_dir), str(tmp_path))
+    try:
+        p = b("run", "config")
+        assert p.returncode == 0 and p.stdout == "", p.stderr
+        assert "skipped: config is running on node-a (lease renewed" in p.stderr, p.stderr
+        deadline = time.monotonic() + 30
+        while get_property(d.bus, "config", "LastResult") != "skipped":
+            assert time.monotonic() < deadline, "LastResult never became skipped"
+            time.sleep(0.05)
+        assert get_property(d.bus, "config", "LastError").startswith("skipped: config is running on node-a")
+        assert get_property(d.bus, "config", "State") == "idle"
+    finally:
+        d.kill()
+    assert not store.exists() or not any(store.glob("*.json"))
+    # The Lease someone else holds is left alone.
+    assert kube_api.lease(LEASE_NS, "skyforge-agent-config")["spec"]["holderIdentity"] == "node-a"
