@@ -203,7 +203,8 @@ int kube_parse_http_date(const char *s, size_t n, uint64_t *ret_usec) {
             k == 0)
                 return -EINVAL;
         p = strlen(mon) == 3 ? strstr(months, mon) : NULL;
-        if (!p || (p - months) % 3 != 0 || day < 1 || day > 31 || year < 1970 || h > 23 || m > 59 || sec > 60)
+        if (!p || (p - months) % 3 != 0 || day < 1 || day > 31 || year < 1970 || h > 23 || m > 59 ||
+            sec > 60)
                 return -EINVAL;
         tm = (struct tm){ .tm_year = year - 1900, .tm_mon = (int) (p - months) / 3, .tm_mday = day,
                           .tm_hour = h, .tm_min = m, .tm_sec = sec };
@@ -444,7 +445,8 @@ static json_object *json_get_object(json_object *o, const char *key) {
 /* A failed API call: the message of the Status object the API server sends, with a hint. */
 static int status_error_json(KubeClient *c, long status, json_object *j, const char *what) {
         const char *msg = json_get_string(j, "message");
-        _cleanup_free_ char *reason = msg ? xasprintf("%ld: %s", status, msg) : xasprintf("HTTP %ld", status);
+        _cleanup_free_ char *reason = msg ? xasprintf("%ld: %s", status, msg)
+                                          : xasprintf("HTTP %ld", status);
 
         switch (status) {
         case 401:

@@ -69,7 +69,8 @@ char *kube_format_micro_time(uint64_t usec) {
         return xasprintf("%s.%06uZ", buf, (unsigned) (usec % USEC_PER_SEC));
 }
 
-json_object *kube_lease_build(const char *ns, const char *name, const json_object *old, const KubeLeaseSpec *spec) {
+json_object *kube_lease_build(const char *ns, const char *name, const json_object *old,
+                              const KubeLeaseSpec *spec) {
         json_object *o = json_object_new_object(), *meta = json_object_new_object(), *s, *ann = NULL;
         json_object *old_meta = get_member((json_object *) old, "metadata", json_type_object);
         json_object *old_ann = get_member(old_meta, "annotations", json_type_object);
@@ -86,8 +87,7 @@ json_object *kube_lease_build(const char *ns, const char *name, const json_objec
                 json_object_object_add(meta, "resourceVersion", json_object_new_string(rv));
         if (old_ann) {
                 ann = json_object_new_object();
-                json_object_object_foreach (old_ann, k, v)
-                        json_object_object_add(ann, k, json_object_get(v));
+                json_object_object_foreach(old_ann, k, v) json_object_object_add(ann, k, json_object_get(v));
         }
         for (size_t i = 0; spec->annotations && spec->annotations[i]; i += 2) {
                 if (!ann)
@@ -131,9 +131,10 @@ static int lease_from_reply(KubeClient *c, KubeReply *reply, const char *what, K
         l->obj = TAKE_PTR(reply->json);
         l->server_date_usec = reply->date_usec;
         if (!l->obj || kube_lease_parse(l) < 0)
-                return err_set(-EBADMSG, EX_PROTOCOL,
-                               "cannot %s: the Kubernetes API at %s answered with something that is not a Lease",
-                               what, kube_client_server(c));
+                return err_set(
+                        -EBADMSG, EX_PROTOCOL,
+                        "cannot %s: the Kubernetes API at %s answered with something that is not a Lease",
+                        what, kube_client_server(c));
         *ret = TAKE_PTR(l);
         return 0;
 }
@@ -144,7 +145,8 @@ int kube_lease_get(KubeClient *c, const char *ns, const char *name, KubeLease **
         int r;
 
         if (!name_valid(ns) || !name_valid(name))
-                return err_set(-EINVAL, EX_CONFIG, "\"%s/%s\" is not a valid Lease namespace and name", ns, name);
+                return err_set(-EINVAL, EX_CONFIG, "\"%s/%s\" is not a valid Lease namespace and name", ns,
+                               name);
         path = xasprintf(LEASE_API "/namespaces/%s/leases/%s", ns, name);
         what = xasprintf("read Lease %s/%s", ns, name);
         r = kube_request_json(c, "GET", path, NULL, &reply);
@@ -165,7 +167,8 @@ int kube_lease_create(KubeClient *c, const char *ns, const char *name, const Kub
         int r;
 
         if (!name_valid(ns) || !name_valid(name))
-                return err_set(-EINVAL, EX_CONFIG, "\"%s/%s\" is not a valid Lease namespace and name", ns, name);
+                return err_set(-EINVAL, EX_CONFIG, "\"%s/%s\" is not a valid Lease namespace and name", ns,
+                               name);
         path = xasprintf(LEASE_API "/namespaces/%s/leases", ns);
         what = xasprintf("create Lease %s/%s", ns, name);
         body = kube_lease_build(ns, name, NULL, spec);
@@ -176,10 +179,11 @@ int kube_lease_create(KubeClient *c, const char *ns, const char *name, const Kub
         if (reply.status == 409)
                 return -EEXIST;
         if (reply.status == 404)
-                return err_set(-ENOENT, EX_CONFIG,
-                               "cannot create Lease %s/%s: namespace \"%s\" does not exist in the cluster at %s "
-                               "— set lease_namespace = in [agent] to an existing namespace (default kube-system)",
-                               ns, name, ns, kube_client_server(c));
+                return err_set(
+                        -ENOENT, EX_CONFIG,
+                        "cannot create Lease %s/%s: namespace \"%s\" does not exist in the cluster at %s "
+                        "— set lease_namespace = in [agent] to an existing namespace (default kube-system)",
+                        ns, name, ns, kube_client_server(c));
         if (reply.status != 200 && reply.status != 201)
                 return kube_reply_error(c, &reply, what);
         return lease_from_reply(c, &reply, what, ret);
@@ -193,7 +197,8 @@ int kube_lease_update(KubeClient *c, const KubeLease *old, const KubeLeaseSpec *
         int r;
 
         if (!ns || !name_valid(ns) || !name_valid(old->name))
-                return err_set(-EINVAL, EX_PROTOCOL, "the Kubernetes API sent a Lease without a valid namespace and name");
+                return err_set(-EINVAL, EX_PROTOCOL,
+                               "the Kubernetes API sent a Lease without a valid namespace and name");
         path = xasprintf(LEASE_API "/namespaces/%s/leases/%s", ns, old->name);
         what = xasprintf("update Lease %s/%s", ns, old->name);
         body = kube_lease_build(ns, old->name, old->obj, spec);
@@ -216,7 +221,8 @@ KubeLeaseDecision kube_lease_decide(const KubeLeaseObservation *o, uint64_t now_
                 return KUBE_LEASE_ACQUIRE;
         /* Ours: this very process (or one that did not say which it was) renews it. Another process with
          * our node name (a prune beside a backup, or a run that crashed) is judged like any other holder. */
-        if (streq(o->holder, me) && (!o->holder_instance || !my_instance || streq(o->holder_instance, my_instance)))
+        if (streq(o->holder, me) &&
+            (!o->holder_instance || !my_instance || streq(o->holder_instance, my_instance)))
                 return KUBE_LEASE_RENEW;
         /* client-go: valid while observedTime + leaseDuration is after now. A Lease without a duration
          * counts as expired once seen, as it would there. */

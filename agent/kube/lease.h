@@ -17,7 +17,7 @@ typedef struct KubeLease {
         const char *resource_version;
         const char *holder; /* spec.holderIdentity; NULL when free (released or never held) */
         unsigned duration_sec; /* spec.leaseDurationSeconds; 0 when unset */
-        unsigned transitions;  /* spec.leaseTransitions */
+        unsigned transitions; /* spec.leaseTransitions */
         const char *acquire_time, *renew_time; /* as the holder wrote them, from its clock: shown only */
         uint64_t server_date_usec; /* the API server's Date header of the reply that brought it; 0: none */
 } KubeLease;
@@ -48,7 +48,8 @@ int kube_lease_create(KubeClient *c, const char *ns, const char *name, const Kub
 int kube_lease_update(KubeClient *c, const KubeLease *old, const KubeLeaseSpec *spec, KubeLease **ret);
 
 /* The Lease object a create or update sends (exported for the unit tests). old may be NULL. */
-json_object *kube_lease_build(const char *ns, const char *name, const json_object *old, const KubeLeaseSpec *spec);
+json_object *kube_lease_build(const char *ns, const char *name, const json_object *old,
+                              const KubeLeaseSpec *spec);
 /* Fills the fields of l from l->obj; -EBADMSG when it is not a Lease. */
 int kube_lease_parse(KubeLease *l);
 /* "2026-12-01T19:40:00.123456Z", a metav1.MicroTime. */
@@ -58,8 +59,8 @@ char *kube_format_micro_time(uint64_t usec);
 
 typedef enum KubeLeaseDecision {
         KUBE_LEASE_ACQUIRE, /* free, or its holder stopped renewing: take it over (a new acquireTime) */
-        KUBE_LEASE_RENEW,   /* ours already: renew it */
-        KUBE_LEASE_WAIT,    /* another holder whose lease is valid as far as this node has seen */
+        KUBE_LEASE_RENEW, /* ours already: renew it */
+        KUBE_LEASE_WAIT, /* another holder whose lease is valid as far as this node has seen */
 } KubeLeaseDecision;
 
 /* What this node knows of a Lease. A holder is judged only by observed_usec, the time on THIS node's
@@ -67,7 +68,7 @@ typedef enum KubeLeaseDecision {
  * by the times written in the Lease, which come from another node's clock. */
 typedef struct KubeLeaseObservation {
         bool exists;
-        const char *holder;          /* NULL or "": free */
+        const char *holder; /* NULL or "": free */
         const char *holder_instance; /* the holder's process, when it says (NULL: unknown) */
         unsigned duration_sec;
         uint64_t observed_usec;

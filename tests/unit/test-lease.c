@@ -13,8 +13,11 @@
  * change (observed, on its own monotonic clock) plus leaseDurationSeconds. */
 static KubeLeaseDecision decide(bool exists, const char *holder, const char *instance, unsigned duration,
                                 uint64_t observed, uint64_t now) {
-        KubeLeaseObservation o = { .exists = exists, .holder = holder, .holder_instance = instance,
-                                   .duration_sec = duration, .observed_usec = observed };
+        KubeLeaseObservation o = { .exists = exists,
+                                   .holder = holder,
+                                   .holder_instance = instance,
+                                   .duration_sec = duration,
+                                   .observed_usec = observed };
         return kube_lease_decide(&o, now, "node-a", "i-a");
 }
 
@@ -43,7 +46,8 @@ static void test_times_in_the_lease_play_no_part(void **state) {
          * monotonic time: */
         assert_int_equal(decide(true, "node-b", "i-b", 60, 1000000 * SEC, 1000000 * SEC), KUBE_LEASE_WAIT);
         assert_int_equal(decide(true, "node-b", "i-b", 60, 1000000 * SEC, 1000059 * SEC), KUBE_LEASE_WAIT);
-        assert_int_equal(decide(true, "node-b", "i-b", 60, 1000000 * SEC, 1000060 * SEC), KUBE_LEASE_ACQUIRE);
+        assert_int_equal(decide(true, "node-b", "i-b", 60, 1000000 * SEC, 1000060 * SEC),
+                         KUBE_LEASE_ACQUIRE);
 }
 
 static void test_own_lease_is_renewed(void **state) {
@@ -67,8 +71,12 @@ static void test_build_update_carries_resource_version_and_clears_holder_on_rele
                 "\"namespace\":\"kube-system\",\"resourceVersion\":\"1042\",\"annotations\":{\"keep\":\"1\","
                 "\"drop\":\"2\"}},\"spec\":{\"holderIdentity\":\"node-a\",\"leaseDurationSeconds\":60}}");
         const char *ann[] = { "drop", NULL, "new", "3", NULL };
-        KubeLeaseSpec spec = { .holder = NULL, .duration_sec = 60, .acquire_usec = 1764617000123456ULL,
-                               .renew_usec = 1764617001000000ULL, .transitions = 4, .annotations = ann };
+        KubeLeaseSpec spec = { .holder = NULL,
+                               .duration_sec = 60,
+                               .acquire_usec = 1764617000123456ULL,
+                               .renew_usec = 1764617001000000ULL,
+                               .transitions = 4,
+                               .annotations = ann };
         json_object *o, *meta, *spec_o, *a, *v;
         KubeLease parsed = {};
 
