@@ -104,7 +104,7 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                                 break;
                         continue;
                 }
-                if (!json) {
+                if (!json && !res.skipped) { /* skipped: another node runs it (logged) */
                         printf("%s\n", res.id);
                         fflush(stdout);
                 }

@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "jobs/job.h"
+#include "jobs/lease-guard.h"
 #include "log/log.h"
 
 /* The next elapse of skyforge-backup-JOB.timer, from systemd over the system bus; 0 when unknown (no
@@ -48,6 +49,9 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
         _cleanup_(config_problems_done) ConfigProblems problems = {};
         sd_bus *bus = NULL;
         json_object *arr = NULL;
+        LeaseGuardStatus leases[8] = {};
+        const char *cluster_wide[ELEMENTSOF(leases)] = {};
+        size_t n_jobs = MIN(strv_length((char **) job_names), ELEMENTSOF(leases));
         bool json = false;
         int r;
 
@@ -72,6 +76,11 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
         }
         if (sd_bus_open_system(&bus) < 0)
                 bus = NULL;
+        /* More than one node: who holds each cluster-wide job's Lease, and where the job last ran. */
+        for (size_t i = 0; i < n_jobs; i++)
+                if (job_find(job_names[i]) && job_find(job_names[i])->cluster_wide)
+                        cluster_wide[i] = job_names[i];
+        (void) lease_guard_status(c, cluster_wide, leases, n_jobs);
         if (json)
                 arr = json_object_new_array();
         else
@@ -115,6 +124,10 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
                         /* The last `verify` result, as recorded (an object), or null. */
                         json_object_object_add(j, "last_verify", isempty(st.last_verify) ? NULL :
                                                json_tokener_parse(st.last_verify));
+                        json_object_object_add(j, "lease_holder", isempty(st.lease_holder) ? NULL :
+                                               json_object_new_string(st.lease_holder));
+                        json_object_object_add(j, "lease",
+                                               i < n_jobs ? lease_guard_status_json(&leases[i]) : NULL);
                         json_object_array_add(arr, j);
                 } else {
                         _cleanup_free_ char *succ = st.last_success_usec ? format_iso8601(st.last_success_usec) : xstrdup("-");
@@ -128,7 +141,10 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
         if (json) {
                 puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(arr);
-        }
+        } else
+                lease_guard_status_print(c, cluster_wide, leases, n_jobs, stdout);
+        for (size_t i = 0; i < ELEMENTSOF(leases); i++)
+                lease_guard_status_done(&leases[i]);
         sd_bus_flush_close_unref(bus);
         return 0;
 }

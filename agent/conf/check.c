@@ -64,6 +64,12 @@ char *conf_check_log_level(const char *value) {
         return xasprintf("'%s' is not a log level (debug, info, notice, warning, err)", value);
 }
 
+char *conf_check_leader_election(const char *value) {
+        if (streq(value, "auto") || streq(value, "yes") || streq(value, "no"))
+                return NULL;
+        return xasprintf("'%s' is not auto, yes or no", value);
+}
+
 /* RFC 1123 label, as Kubernetes requires for namespace names. */
 char *conf_check_namespace(const char *value) {
         size_t n = strlen(value);

@@ -37,6 +37,8 @@ typedef enum ConfType {
         CONF_RECIPIENTS,  /* char **, age1... */
         CONF_LOG_LEVEL,   /* char *: debug|info|notice|warning|err */
         CONF_CONNINFO,    /* char *, a libpq connection string */
+        CONF_LEADER_ELECTION, /* char *: auto|yes|no */
+        CONF_NAMESPACE,   /* char *, a Kubernetes namespace name */
 } ConfType;
 
 /* What the file-system check wants of a path (or of every item of a list). */
@@ -99,6 +101,7 @@ char *conf_check_url(const char *value);
 char *conf_check_recipient(const char *value);
 char *conf_check_log_level(const char *value);
 char *conf_check_namespace(const char *value);
+char *conf_check_leader_election(const char *value);
 /* A key that looks like a secret written inline: a message saying where the secret goes instead. */
 char *conf_inline_secret_message(const char *key);
 

@@ -29,6 +29,13 @@ typedef struct AgentConfig {
         char *healthz_url;     /* the cluster's /healthz, polled by recovery */
         char *healthcheck_url; /* healthchecks.io-style pings of each job, optional */
         char *metrics_file; /* Prometheus textfile, optional */
+        /* More than one node: cluster-wide jobs take a coordination.k8s.io/v1 Lease (jobs/lease-guard.c). */
+        char *node_name;       /* NULL: the host name */
+        char *kubeconfig;      /* the cluster the Leases live in */
+        char *leader_election; /* "auto", "yes" or "no" */
+        char *lease_namespace;
+        uint64_t lease_duration_usec;
+        uint64_t min_interval_usec; /* skip when another node succeeded this recently; 0: never */
 } AgentConfig;
 
 typedef struct PostgresConfig {

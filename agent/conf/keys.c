@@ -26,6 +26,18 @@ const ConfKey conf_keys[] = {
           .help = "pinged by each job: URL/start, URL on success, URL/fail; %j is the job's name" },
         { CONF_SECTION_AGENT, "metrics_file", CONF_ABS_PATH, A(metrics_file),
           .help = "Prometheus textfile written after each job" },
+        { CONF_SECTION_AGENT, "node_name", CONF_STRING, A(node_name),
+          .help = "this node's name in the Leases of cluster-wide jobs; unset: the host name" },
+        { CONF_SECTION_AGENT, "kubeconfig", CONF_ABS_PATH, A(kubeconfig), .def = "/etc/rancher/k3s/k3s.yaml",
+          .help = "the cluster holding the Leases (and the config job's, unless overridden)" },
+        { CONF_SECTION_AGENT, "leader_election", CONF_LEADER_ELECTION, A(leader_election), .def = "auto",
+          .help = "auto (Leases when the cluster has more than one node), yes (always; fail without the "
+                  "API) or no" },
+        { CONF_SECTION_AGENT, "lease_namespace", CONF_NAMESPACE, A(lease_namespace), .def = "kube-system" },
+        { CONF_SECTION_AGENT, "lease_duration", CONF_SECONDS, A(lease_duration_usec), 2, 3600, .def = "60",
+          .help = "seconds a Lease stays valid without renewal; renewed every third of it" },
+        { CONF_SECTION_AGENT, "min_interval", CONF_SECONDS, A(min_interval_usec), 0, 7 * 86400, .def = "3600",
+          .help = "skip a cluster-wide job that succeeded on another node this recently; 0: never" },
 
         { CONF_SECTION_REMOTE, "endpoint", CONF_URL, R(endpoint),
           .help = "http(s)://HOST[:PORT] (required)" },

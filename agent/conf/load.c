@@ -346,6 +346,12 @@ static char *parse_string(const ConfKey *k, const char *value) {
         case CONF_LOG_LEVEL:
                 m = conf_check_log_level(value);
                 break;
+        case CONF_LEADER_ELECTION:
+                m = conf_check_leader_election(value);
+                break;
+        case CONF_NAMESPACE:
+                m = conf_check_namespace(value);
+                break;
         case CONF_REMOTE:
                 if ((k->flags & CONF_F_OR_PATH) && value[0] == '/')
                         return NULL;
@@ -706,6 +712,12 @@ static int config_load_text(const char *text, const char *path, Config **ret_con
                 iniparser_freedict(d);
         }
 
+        /* [agent] kubeconfig is every job's cluster; [config] kubeconfig, when written, overrides it for the
+         * config job. */
+        if (conf_key_line(&l, "agent", "kubeconfig") && !conf_key_line(&l, "config", "kubeconfig")) {
+                free(c->config.kubeconfig);
+                c->config.kubeconfig = xstrdup(c->agent.kubeconfig);
+        }
         conf_check(&l, c);
         loader_done(&l);
         conf_problems_sort(&problems);

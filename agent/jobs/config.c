@@ -249,6 +249,7 @@ static int config_backup(JobContext *ctx, Manifest *m) {
 }
 
 const JobDefinition job_config = {
+        .cluster_wide = true,
         .name = "config",
         .has_retention = true,
         .object_suffixes = (const char *const[]){ ".tar.zst", NULL },

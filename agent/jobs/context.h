@@ -29,6 +29,10 @@ typedef struct JobDefinition {
         bool has_retention;
         /* The job keeps no backups (mirror): no store, no manifest; still lock, state, journal. */
         bool no_manifest;
+        /* The job works on what the whole cluster shares (PostgreSQL, MinIO, the API's Secrets): with more
+         * than one node it runs on one at a time, under its Lease (jobs/lease-guard.h). A node-local job
+         * (volumes: this node's own volumes) leaves it false and needs no Lease. */
+        bool cluster_wide;
         /* The names of its data objects after "<id>" (NULL-terminated; one ending in '/' covers a whole
          * "<id>/" tree): what the leftover cleanup may remove, so that it never touches another job's
          * objects in a shared location. backup() writes no other names. */

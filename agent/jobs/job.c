@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "jobs/job.h"
+#include "jobs/lease-guard.h"
 #include "jobs/monitor.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
@@ -64,6 +65,7 @@ static void state_set(char **field, const char *value) {
 
 void job_run_result_done(JobRunResult *res) {
         free(res->retention_error);
+        free(res->skip_message);
         failure_done(&res->failure);
         *res = (JobRunResult){};
 }
@@ -75,6 +77,7 @@ static void job_state_running(const Config *c, JobState *st, uint64_t started) {
         st->progress = -1;
         st->pid = (uint64_t) getpid();
         st->last_start_usec = started;
+        state_set(&st->lease_holder, "");
         (void) job_state_write(c->agent.state_dir, st);
 }
 
@@ -128,7 +131,7 @@ static void job_run_result_to_monitor(const Config *c, const JobRunResult *res) 
 
 /* The backup step and everything it needs: store, id, leftovers, manifest. */
 static int job_run_work(const Config *c, const JobDefinition *def, JobContext *ctx, uint64_t started,
-                        Store **store, Manifest **ret_m) {
+                        LeaseGuard *lease, Store **store, Manifest **ret_m) {
         _cleanup_free_ char *destination = config_job_destination(c, def->name);
         _cleanup_(manifest_freep) Manifest *m = NULL;
         char hostname[256] = "";
@@ -160,6 +163,7 @@ static int job_run_work(const Config *c, const JobDefinition *def, JobContext *c
                 r = err_set(-ECANCELED, EX_TEMPFAIL, "job %s was cancelled", def->name);
         if (r >= 0 && !def->no_manifest)
                 r = job_check_object_names(def, m);
+        r = lease_guard_check(lease, r, "writing the manifest");
         if (r >= 0 && !def->no_manifest) {
                 m->finished_usec = now_usec(CLOCK_REALTIME);
                 r = manifest_store(*store, m);
@@ -173,7 +177,8 @@ static int job_run_work(const Config *c, const JobDefinition *def, JobContext *c
 
 /* Retention only after a new backup has succeeded; its failure does not fail the backup. It deletes, so it
  * waits (bounded) for a verify or restore that reads the same backups. */
-static void job_run_retention(const Config *c, const char *job, Store *store, JobRunResult *res) {
+static void job_run_retention(const Config *c, const char *job, Store *store, LeaseGuard *lease,
+                              JobRunResult *res) {
         _cleanup_close_ int read_fd = -EBADF;
         ERR_KEEP_SCOPE();
         int r;
@@ -181,6 +186,12 @@ static void job_run_retention(const Config *c, const char *job, Store *store, Jo
         /* Without waiting: the backup is done, and a restore test may read for hours. What it would delete
          * stays until the next run or `prune`. */
         r = job_read_lock(c->agent.state_dir, job, true, 0, &read_fd);
+        if (r >= 0 && lease_guard_check(lease, 0, "applying retention") < 0) {
+                res->retention_error = xstrdup(err_message() ?: "lost the Lease");
+                log_warning("Retention of %s not applied: %s; the new backup %s is safe.", job,
+                            res->retention_error, res->id);
+                return;
+        }
         if (r == -EBUSY) {
                 res->retention_deferred = true;
                 log_notice(
@@ -206,6 +217,7 @@ int job_run_result(const Config *c, const char *job, JobRunResult *res) {
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_(manifest_freep) Manifest *m = NULL;
         _cleanup_(job_state_done) JobState st = {};
+        _cleanup_(lease_guard_freep) LeaseGuard *lease = NULL;
         JobContext ctx = { .config = c, .job = job };
         uint64_t start_mono;
         int r;
@@ -235,7 +247,19 @@ int job_run_result(const Config *c, const char *job, JobRunResult *res) {
         job_monitor_ping(c, job, JOB_PING_START, NULL);
 
         err_clear();
-        r = job_run_work(c, def, &ctx, res->started_usec, &store, &m);
+        /* More than one node: only the node holding the job's Lease runs it; the others end skipped. */
+        r = lease_guard_begin(c, job, def->cluster_wide, &lease);
+        if (r == LEASE_GUARD_SKIPPED) {
+                res->skipped = true;
+                res->skip_message = xstrdup(lease_guard_message(lease));
+                lease_guard_record_skip(c, job, lease, &st, now_usec(CLOCK_MONOTONIC) - start_mono);
+                job_monitor_write_metrics(c);
+                res->duration_usec = now_usec(CLOCK_MONOTONIC) - start_mono;
+                res->finished_usec = now_usec(CLOCK_REALTIME);
+                return 0;
+        }
+        if (r >= 0)
+                r = job_run_work(c, def, &ctx, res->started_usec, lease, &store, &m);
         /* Captured here, where the work returns: nothing below changes what the run's failure says. */
         failure_capture(&res->failure, r);
         memcpy(res->id, ctx.id, sizeof res->id);
@@ -250,7 +274,8 @@ int job_run_result(const Config *c, const char *job, JobRunResult *res) {
         job_run_result_to_journal(res);
         job_run_result_to_monitor(c, res);
         if (r >= 0 && def->has_retention && store)
-                job_run_retention(c, job, store, res);
+                job_run_retention(c, job, store, lease, res);
+        lease_guard_end(lease, r < 0 ? "failed" : "success", r < 0 || def->no_manifest ? NULL : res->id);
         return failure_raise(&res->failure);
 }
 
@@ -272,7 +297,11 @@ json_object *job_run_result_to_json(const JobRunResult *res) {
 
         json_object_object_add(o, "job", json_object_new_string(res->job));
         json_object_object_add(o, "result",
-                               json_object_new_string(res->failure.error < 0 ? "failed" : "success"));
+                               json_object_new_string(res->failure.error < 0 ? "failed"
+                                                      : res->skipped          ? "skipped"
+                                                                              : "success"));
+        if (res->skipped)
+                json_object_object_add(o, "message", json_object_new_string(res->skip_message));
         if (res->failure.error < 0) {
                 json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
                 json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
@@ -330,6 +359,7 @@ void prune_result_done(PruneResult *res) {
                 free(res->damaged[i].message);
         }
         free(res->damaged);
+        free(res->skip_message);
         failure_done(&res->failure);
         *res = (PruneResult){};
 }
@@ -449,7 +479,11 @@ json_object *prune_result_to_json(const PruneResult *res) {
 
         json_object_object_add(o, "job", json_object_new_string(res->job));
         json_object_object_add(o, "result",
-                               json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
+                               json_object_new_string(res->failure.error < 0 ? "failed"
+                                                      : res->skipped          ? "skipped"
+                                                                              : "ok"));
+        if (res->skipped)
+                json_object_object_add(o, "message", json_object_new_string(res->skip_message));
         if (res->failure.error < 0) {
                 json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
                 json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
@@ -492,16 +526,30 @@ int job_prune_result(const Config *c, const char *job, bool dry_run, PruneResult
         _cleanup_(store_freep) Store *store = NULL;
         _cleanup_free_ char *destination = config_job_destination(c, job);
         _cleanup_close_ int read_fd = -EBADF;
+        _cleanup_(lease_guard_freep) LeaseGuard *lease = NULL;
         int r = 0;
 
         *res = (PruneResult){ .job = job, .dry_run = dry_run };
-        if (!dry_run)
-                r = job_read_lock(c->agent.state_dir, job, true, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
+        if (!dry_run) {
+                /* It deletes from a location the whole cluster shares: under the job's Lease. */
+                r = lease_guard_begin(c, job, job_find(job) && job_find(job)->cluster_wide, &lease);
+                if (r == LEASE_GUARD_SKIPPED) {
+                        res->skipped = true;
+                        res->skip_message = xstrdup(lease_guard_message(lease));
+                        log_notice("Prune of %s %s.", job, res->skip_message);
+                        return 0;
+                }
+                if (r >= 0)
+                        r = job_read_lock(c->agent.state_dir, job, true, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
+        }
         if (r >= 0)
                 r = store_open_location(c, destination, &store);
         if (r >= 0)
+                r = lease_guard_check(lease, 0, "deleting backups");
+        if (r >= 0)
                 r = job_prune_store_result(c, job, store, dry_run, res);
         failure_capture(&res->failure, r);
+        lease_guard_end(lease, NULL, NULL);
         return r;
 }
 

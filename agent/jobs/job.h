@@ -24,6 +24,8 @@ typedef struct JobRunResult {
         unsigned pruned; /* retention after the backup */
         bool retention_deferred; /* a reader held the read lock */
         char *retention_error; /* retention failed (the backup is safe) */
+        bool skipped; /* another node holds the job's Lease, or ran it within min_interval */
+        char *skip_message; /* "skipped: postgres is running on node-b (lease renewed 3 s ago)" */
         Failure failure; /* captured where the work returned */
 } JobRunResult;
 void job_run_result_done(JobRunResult *res);
@@ -68,6 +70,8 @@ typedef struct PruneResult {
         PruneDamaged *damaged; /* manifests that cannot be used: left alone */
         size_t n_damaged;
         unsigned deleted; /* or would be */
+        bool skipped; /* another node holds the job's Lease: nothing was looked at */
+        char *skip_message;
         Failure failure;
 } PruneResult;
 void prune_result_done(PruneResult *res);

@@ -724,6 +724,7 @@ static int mirror_backup(JobContext *ctx, Manifest *manifest) {
 }
 
 const JobDefinition job_mirror = {
+        .cluster_wide = true,
         .name = "mirror",
         .has_retention = false,
         .no_manifest = true,

@@ -67,6 +67,7 @@ static int postgres_backup(JobContext *ctx, Manifest *m) {
 }
 
 const JobDefinition job_postgres = {
+        .cluster_wide = true,
         .name = "postgres",
         .has_retention = true,
         /* <id>.sql.zst[.age] (pg_dumpall), <id>/... (per_database) */

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <curl/curl.h>
+#include <strings.h>
 #include <sysexits.h>
+#include <time.h>
 
 #include "kube/client.h"
 #include "log/log.h"
@@ -23,6 +25,9 @@ struct KubeClient {
         char *ca_pem, *cert_pem, *key_pem;
         size_t ca_pem_size, cert_pem_size, key_pem_size;
         unsigned page_size;
+        /* NULL: the process-wide cancel_requested(); set: only this flag stops a request (the Lease
+         * renewals, which must be able to release the Lease after a SIGTERM). */
+        const volatile sig_atomic_t *cancel;
         char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -36,6 +41,7 @@ typedef struct Response {
         json_tokener *tok;
         json_object *json; /* what tok parsed */
         bool parse_failed;
+        uint64_t date_usec; /* the server's Date header, 0 when missing */
 } Response;
 
 static void response_done(Response *r) {
@@ -171,10 +177,59 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userdata) {
 
 /* libcurl calls this often while data moves and about once a second while it waits: a SIGTERM (which only
  * sets a flag, and after which libcurl just polls again) stops the request here. */
+static bool client_cancelled(const KubeClient *c) {
+        return c->cancel ? *c->cancel != 0 : cancel_requested();
+}
+
 static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow) {
-        (void) userdata, (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
-        return cancel_requested() ? 1 : 0;
+        (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
+        return client_cancelled(userdata) ? 1 : 0;
+}
+
+/* "Date: Tue, 01 Dec 2026 19:40:00 GMT" (RFC 9110's IMF-fixdate, the only form servers send now). */
+int kube_parse_http_date(const char *s, size_t n, uint64_t *ret_usec) {
+        static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+        char buf[64], mon[4] = "";
+        struct tm tm = {};
+        int day, year, h, m, sec, k = 0;
+        const char *p;
+
+        if (n >= sizeof buf)
+                return -EINVAL;
+        memcpy(buf, s, n);
+        buf[n] = 0;
+        if (sscanf(buf, "%*3s, %2d %3s %4d %2d:%2d:%2d GMT%n", &day, mon, &year, &h, &m, &sec, &k) != 6 ||
+            k == 0)
+                return -EINVAL;
+        p = strlen(mon) == 3 ? strstr(months, mon) : NULL;
+        if (!p || (p - months) % 3 != 0 || day < 1 || day > 31 || year < 1970 || h > 23 || m > 59 ||
+            sec > 60)
+                return -EINVAL;
+        tm = (struct tm){ .tm_year = year - 1900, .tm_mon = (int) (p - months) / 3, .tm_mday = day,
+                          .tm_hour = h, .tm_min = m, .tm_sec = sec };
+        time_t t = timegm(&tm);
+        if (t < 0)
+                return -EINVAL;
+        *ret_usec = (uint64_t) t * USEC_PER_SEC;
+        return 0;
+}
+
+static size_t header_cb(char *data, size_t size, size_t nmemb, void *userdata) {
+        Response *r = userdata;
+        size_t n = size * nmemb;
+
+        if (n > 5 && strncasecmp(data, "Date:", 5) == 0) {
+                const char *v = data + 5;
+                size_t k = n - 5;
+                while (k > 0 && (*v == ' ' || *v == '\t'))
+                        v++, k--;
+                while (k > 0 && strchr(" \t\r\n", v[k - 1]))
+                        k--;
+                if (kube_parse_http_date(v, k, &r->date_usec) < 0)
+                        r->date_usec = 0;
+        }
+        return n;
 }
 
 int kube_client_new(const KubeConfig *config, KubeClient **ret) {
@@ -218,6 +273,8 @@ int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
         SETOPT(CURLOPT_NOPROGRESS, 0L);
         SETOPT(CURLOPT_XFERINFOFUNCTION, progress_cb);
+        SETOPT(CURLOPT_XFERINFODATA, c);
+        SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
         if (config->insecure_skip_tls_verify) {
                 /* Honoured like kubectl does, but never silently (as tls_verify = no for S3). */
                 log_warning(
@@ -314,7 +371,7 @@ static int request(KubeClient *c, const char *method, const char *path, json_obj
         CURLcode e;
 
         ret->tok = NULL;
-        if (cancel_requested()) {
+        if (client_cancelled(c)) {
                 response_done(&resp);
                 return err_set(-ECANCELED, EX_TEMPFAIL,
                                "cancelled before a request to the Kubernetes API at %s", c->server);
@@ -324,6 +381,8 @@ static int request(KubeClient *c, const char *method, const char *path, json_obj
         e = curl_easy_setopt(c->curl, CURLOPT_URL, url);
         if (e == CURLE_OK)
                 e = curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &resp);
+        if (e == CURLE_OK)
+                e = curl_easy_setopt(c->curl, CURLOPT_HEADERDATA, &resp);
         if (e == CURLE_OK && payload) {
                 e = curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, (long) strlen(payload));
                 if (e == CURLE_OK)
@@ -384,13 +443,12 @@ static json_object *json_get_object(json_object *o, const char *key) {
 }
 
 /* A failed API call: the message of the Status object the API server sends, with a hint. */
-static int status_error(KubeClient *c, const Response *r, const char *what) {
-        _cleanup_json_ json_object *j = parse_json(r);
+static int status_error_json(KubeClient *c, long status, json_object *j, const char *what) {
         const char *msg = json_get_string(j, "message");
-        _cleanup_free_ char *reason =
-                msg ? xasprintf("%ld: %s", r->status, msg) : xasprintf("HTTP %ld", r->status);
+        _cleanup_free_ char *reason = msg ? xasprintf("%ld: %s", status, msg)
+                                          : xasprintf("HTTP %ld", status);
 
-        switch (r->status) {
+        switch (status) {
         case 401:
                 return err_set(-EACCES, EX_NOPERM,
                                "the Kubernetes API at %s refused the credentials of user "
@@ -408,10 +466,15 @@ static int status_error(KubeClient *c, const Response *r, const char *what) {
                                "the Kubernetes API at %s rejected the request to %s (%s)", c->server, what,
                                reason);
         default:
-                return err_set(r->status >= 500 ? -EIO : -EPROTO,
-                               r->status >= 500 ? EX_UNAVAILABLE : EX_PROTOCOL,
+                return err_set(status >= 500 ? -EIO : -EPROTO, status >= 500 ? EX_UNAVAILABLE : EX_PROTOCOL,
                                "cannot %s: the Kubernetes API at %s answered %s", what, c->server, reason);
         }
+}
+
+static int status_error(KubeClient *c, const Response *r, const char *what) {
+        _cleanup_json_ json_object *j = parse_json(r);
+
+        return status_error_json(c, r->status, j, what);
 }
 
 /* Names go into URL paths unescaped, so they are checked against the API's own rules first. */
@@ -1010,4 +1073,47 @@ int kube_check_list_secrets(KubeClient *c, char *const *namespaces) {
                         return status_error(c, &r, what);
         }
         return 0;
+}
+
+/* ---- requests for the other API groups (Leases, Nodes) ---- */
+
+void kube_client_set_timeout(KubeClient *c, uint64_t usec) {
+        long ms = (long) MAX(usec / USEC_PER_MSEC, (uint64_t) 100);
+
+        (void) curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, ms);
+        (void) curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS, ms);
+}
+
+void kube_client_set_cancel(KubeClient *c, const volatile sig_atomic_t *flag) {
+        c->cancel = flag;
+}
+
+const char *kube_client_server(const KubeClient *c) {
+        return c->server;
+}
+
+const char *kube_client_kubeconfig_path(const KubeClient *c) {
+        return c->kubeconfig_path;
+}
+
+int kube_request_json(KubeClient *c, const char *method, const char *path, json_object *body,
+                      KubeReply *ret) {
+        _cleanup_(response_done) Response resp = {};
+        int r;
+
+        r = request(c, method, path, body, &resp);
+        if (r < 0)
+                return r;
+        *ret = (KubeReply){ .status = resp.status, .json = parse_json(&resp), .date_usec = resp.date_usec };
+        return 0;
+}
+
+int kube_reply_error(KubeClient *c, const KubeReply *reply, const char *what) {
+        return status_error_json(c, reply->status, reply->json, what);
+}
+
+void kube_reply_done(KubeReply *reply) {
+        if (reply->json)
+                json_object_put(reply->json);
+        *reply = (KubeReply){};
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdbool.h>
 
 #include "kube/kubeconfig.h"
@@ -66,3 +67,29 @@ bool kube_secret_is_service_account_token(json_object *secret);
 void kube_secrets_sort(json_object *items);
 /* Turns one SecretList page's items into export items: strips, skips tokens, appends to out. */
 void kube_secrets_collect(json_object *page_items, json_object *out);
+
+/* ---- any API group (Leases, Nodes) ---- */
+
+/* Caps each request (connect and transfer) at usec (default: 10 s to connect, 120 s in all). */
+void kube_client_set_timeout(KubeClient *c, uint64_t usec);
+/* NULL (default): the process-wide cancel_requested() stops requests; set: only *flag does. */
+void kube_client_set_cancel(KubeClient *c, const volatile sig_atomic_t *flag);
+const char *kube_client_server(const KubeClient *c);
+const char *kube_client_kubeconfig_path(const KubeClient *c);
+
+typedef struct KubeReply {
+        long status;
+        json_object *json;  /* NULL when the body is not JSON */
+        uint64_t date_usec; /* the API server's Date header (usec since the epoch), 0 when missing */
+} KubeReply;
+void kube_reply_done(KubeReply *reply);
+
+/* One request of any status (the caller judges it); < 0 with err_set() when no reply came (cannot
+ * connect, timed out, cancelled). */
+int kube_request_json(KubeClient *c, const char *method, const char *path, json_object *body,
+                      KubeReply *ret);
+/* err_set() for a reply that is not what was wanted, with the API server's message and a hint. */
+int kube_reply_error(KubeClient *c, const KubeReply *reply, const char *what);
+
+/* An HTTP Date header value (IMF-fixdate) to usec since the epoch. */
+int kube_parse_http_date(const char *s, size_t n, uint64_t *ret_usec);

@@ -12,6 +12,7 @@ void job_state_done(JobState *s) {
         free(s->last_backup_id);
         free(s->progress_text);
         free(s->last_verify);
+        free(s->lease_holder);
         *s = (JobState){};
 }
 
@@ -43,6 +44,7 @@ json_object *job_state_to_json(const JobState *s) {
         put_str(o, "progress_text", s->progress_text);
         put_str(o, "last_verify", s->last_verify);
         put_u64(o, "pid", s->pid);
+        put_str(o, "lease_holder", s->lease_holder);
         return o;
 }
 
@@ -79,6 +81,7 @@ int job_state_from_json(json_object *o, JobState *ret) {
                 .progress_text = get_str(o, "progress_text"),
                 .last_verify = get_str(o, "last_verify"),
                 .pid = get_u64(o, "pid"),
+                .lease_holder = get_str(o, "lease_holder"),
         };
         if (isempty(ret->state)) {
                 free(ret->state);
@@ -96,7 +99,8 @@ int job_state_read(const char *state_dir, const char *job, JobState *ret) {
         if (r == -ENOENT) {
                 *ret = (JobState){ .job = xstrdup(job), .state = xstrdup("idle"), .last_result = xstrdup(""),
                                    .last_error = xstrdup(""), .last_backup_id = xstrdup(""),
-                                   .progress = -1, .progress_text = xstrdup(""), .last_verify = xstrdup("") };
+                                   .progress = -1, .progress_text = xstrdup(""), .last_verify = xstrdup(""),
+                                   .lease_holder = xstrdup("") };
                 return 0;
         }
         if (r < 0)

@@ -11,7 +11,7 @@
 typedef struct JobState {
         char *job;
         char *state;       /* "idle", "running", "failed" (last run failed, not running) */
-        char *last_result; /* "success", "failed", "" (never ran) */
+        char *last_result; /* "success", "failed", "skipped" (another node ran it), "" (never ran) */
         char *last_error;
         char *last_backup_id;
         uint64_t last_bytes;
@@ -22,6 +22,7 @@ typedef struct JobState {
         char *progress_text;
         char *last_verify; /* verify result summary, "" when never verified */
         uint64_t pid;      /* of the running process, 0 when idle */
+        char *lease_holder; /* last_result "skipped": the node that held the job's Lease ("" if none) */
 } JobState;
 
 void job_state_done(JobState *s);

@@ -1084,6 +1084,49 @@ static int teardown(void **state) {
         return system(cmd) == 0 ? 0 : -1;
 }
 
+static void conf_leader_election_keys(void **state) {
+        Loaded d = load("[agent]\n");
+        Loaded l = load("[agent]\n"
+                        "node_name = node-b\n"
+                        "kubeconfig = /etc/skyforge/cluster.yaml\n"
+                        "leader_election = yes\n"
+                        "lease_namespace = skyforge\n"
+                        "lease_duration = 15\n"
+                        "min_interval = 0\n");
+        Loaded over = load("[agent]\nkubeconfig = /etc/skyforge/cluster.yaml\n"
+                           "[config]\nkubeconfig = /etc/skyforge/other.yaml\nrecipients = " R62 "\n");
+        Loaded bad = load("[agent]\nleader_election = maybe\nlease_namespace = Kube_System\nlease_duration = 1\n");
+
+        (void) state;
+        expect_clean(&d);
+        assert_null(d.c->agent.node_name); /* the host name, resolved when used */
+        assert_string_equal(d.c->agent.kubeconfig, "/etc/rancher/k3s/k3s.yaml");
+        assert_string_equal(d.c->agent.leader_election, "auto");
+        assert_string_equal(d.c->agent.lease_namespace, "kube-system");
+        assert_true(d.c->agent.lease_duration_usec == 60 * USEC_PER_SEC);
+        assert_true(d.c->agent.min_interval_usec == 3600 * USEC_PER_SEC);
+        assert_string_equal(d.c->config.kubeconfig, "/etc/rancher/k3s/k3s.yaml");
+
+        expect_clean(&l);
+        assert_string_equal(l.c->agent.node_name, "node-b");
+        assert_string_equal(l.c->agent.leader_election, "yes");
+        assert_string_equal(l.c->agent.lease_namespace, "skyforge");
+        assert_true(l.c->agent.lease_duration_usec == 15 * USEC_PER_SEC);
+        assert_true(l.c->agent.min_interval_usec == 0);
+        /* [agent] kubeconfig is the config job's too, unless [config] kubeconfig overrides it. */
+        assert_string_equal(l.c->config.kubeconfig, "/etc/skyforge/cluster.yaml");
+        assert_string_equal(over.c->config.kubeconfig, "/etc/skyforge/other.yaml");
+        assert_string_equal(over.c->agent.kubeconfig, "/etc/skyforge/cluster.yaml");
+
+        expect(&bad, 2, CONFIG_ERROR, "leader_election: 'maybe' is not auto, yes or no");
+        expect(&bad, 3, CONFIG_ERROR, "lease_namespace:");
+        expect(&bad, 4, CONFIG_ERROR, "lease_duration: 1 is out of range");
+        loaded_done(&d);
+        loaded_done(&l);
+        loaded_done(&over);
+        loaded_done(&bad);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(conf_missing_default_file_gives_defaults),
@@ -1097,6 +1140,7 @@ int main(void) {
                 cmocka_unit_test(conf_unknown_key_suggests),
                 cmocka_unit_test(conf_bad_numbers_and_ranges),
                 cmocka_unit_test(conf_bad_bool_and_size),
+                cmocka_unit_test(conf_leader_election_keys),
                 cmocka_unit_test(conf_bad_location_syntax),
                 cmocka_unit_test(conf_destination_names_undefined_remote),
                 cmocka_unit_test(conf_mirror_source_undefined),
