@@ -99,7 +99,9 @@ typedef struct StoreInterface {
         int (*writer_open_with)(Store *s, const char *name, const StoreWriteOptions *o, StoreWriter **ret);
         /* A reader of a byte range that makes no request of its own before the transfer: the attributes
          * come with the reply (reader_attrs waits for them), so a copy costs one GET and no HEAD. A
-         * missing object fails in reader_attrs or the first read with -ENOENT. */
+         * missing object fails in reader_attrs or the first read with -ENOENT. It borrows the store's
+         * connection (S3): the caller uses the store for nothing else until the reader is freed (a
+         * thread of its own takes a store_clone()). The same holds for writer_open_with's writer. */
         int (*reader_open_with)(Store *s, const char *name, const StoreReadOptions *o, StoreReader **ret);
         int (*reader_attrs)(StoreReader *r, const StoreAttrs **ret);
         /* The listing pulled one entry at a time, a bounded page (S3) or one directory level (local) in
