@@ -8,6 +8,7 @@ static const Verb *const verbs[] = {
         &verb_run, &verb_list, &verb_status, &verb_restore, &verb_prune, &verb_config, &verb_keygen,
         &verb_daemon, &verb_version,
         &verb_verify, &verb_recover,
+        &verb_wal_stream, &verb_wal_fetch,
 };
 
 static void usage(FILE *f) {

@@ -83,6 +83,14 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_POSTGRES, "pg_bindir", CONF_ABS_PATH, P(pg_bindir),
           .flags = CONF_F_EXISTS | CONF_F_DIRECTORY,
           .help = "unset: the newest fitting /usr/lib/postgresql/N/bin, then PATH" },
+        { CONF_SECTION_POSTGRES, "replication_slot", CONF_STRING, P(replication_slot), .def = "skyforge",
+          .help = "physical replication slot of wal-stream" },
+        { CONF_SECTION_POSTGRES, "wal_destination", CONF_LOCATION, P(wal_destination),
+          .help = "unset: wal/ inside destination" },
+        { CONF_SECTION_POSTGRES, "wal_flush_seconds", CONF_SECONDS, P(wal_flush_usec), 1, 3600, .def = "60",
+          .help = "the partial WAL segment is uploaded this often (the recovery point objective)" },
+        { CONF_SECTION_POSTGRES, "wal_warn_bytes", CONF_SIZE, P(wal_warn_bytes), 16 * MIB, UINT64_C(1) << 50,
+          .def = "4GiB", .help = "warn when the replication slot retains more WAL than this" },
 
         { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio" },
         { CONF_SECTION_MIRROR, "buckets", CONF_STAR_LIST, M(buckets), .def = "*", .flags = CONF_F_BUCKETS,
@@ -708,6 +716,8 @@ const RemoteConfig *config_find_remote(const Config *c, const char *name) {
 char *config_job_destination(const Config *c, const char *job) {
         const char *set = NULL;
 
+        if (streq(job, "basebackup")) /* base backups sit beside the dumps */
+                job = "postgres";
         if (streq(job, "postgres"))
                 set = c->postgres.destination;
         else if (streq(job, "config"))

@@ -15,7 +15,8 @@ volatile sig_atomic_t job_cancel_requested = 0;
 
 const char *const job_names[] = { "postgres", "mirror", "config", NULL };
 
-static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config };
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config,
+                                                        &job_basebackup };
 
 const JobDefinition *job_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)

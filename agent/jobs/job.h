@@ -36,6 +36,7 @@ typedef struct JobDefinition {
 extern const JobDefinition job_postgres;
 extern const JobDefinition job_mirror;
 extern const JobDefinition job_config;
+extern const JobDefinition job_basebackup; /* jobs/basebackup.c; run by name, not by "all" */
 
 const JobDefinition *job_find(const char *name);
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "store/store.h"
+
+/* The WAL archive: wal-stream writes it, wal-fetch (restore_command) and the point-in-time restore read it.
+ * Objects, under [postgres] wal_destination (default: "wal/" in [postgres] destination):
+ *   TTTTTTTT/SEGMENT.zst[.age]          a complete segment (TTTTTTTT: its timeline, 8 hex digits)
+ *   TTTTTTTT/SEGMENT.partial.zst[.age]  the segment being written (zero-padded to the segment size),
+ *                                       replaced when it completes; the last one of a timeline that ended
+ *   TTTTTTTT/TTTTTTTT.history.zst[.age] the history file of timeline TTTTTTTT
+ * Each is zstd, then age when [postgres] recipients are set, like the dumps. */
+
+typedef struct WalStore {
+        Store *store;
+        char *prefix; /* "" or "wal/" */
+} WalStore;
+
+void wal_store_done(WalStore *w);
+int wal_store_open(const Config *c, bool for_write, WalStore *ret);
+
+/* The object name of WAL file `file` (a segment "000000010000000000000003" or a history file
+ * "00000002.history"); NULL when file is neither. */
+char *wal_object_name(const WalStore *w, const char *file, bool partial, bool encrypted);
+
+/* Streams WAL from the [postgres] server into the store until SIGTERM (then the partial segment is
+ * uploaded and 0 returned) or a failure. */
+int wal_stream(const Config *c);
+
+/* Fetches WAL file `file` into path (atomically): the complete segment, else its .partial, else -ENOENT
+ * (with nothing written). */
+int wal_fetch(const Config *c, const char *file, const char *path);
