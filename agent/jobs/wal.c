@@ -143,6 +143,7 @@ typedef struct WalStreamer {
         uint64_t flushed;      /* acknowledged: everything before it is committed in the store */
         uint64_t stored_pos;   /* everything before it is in the store, complete or partial */
         uint64_t last_partial_usec, last_status_usec, last_watchdog_usec;
+        uint64_t reported_pos; /* the write position last sent */
         WalUpload up;
         int efd;
         char last_segment[PG_WAL_FILE_NAME_LEN + 1];
@@ -180,12 +181,18 @@ static int wal_send_status(WalStreamer *s, bool force) {
                 (void) sd_notify(false, "WATCHDOG=1");
                 s->last_watchdog_usec = now;
         }
-        if (!s->conn || (!force && now - s->last_status_usec < WAL_STATUS_INTERVAL_USEC))
+        if (!s->conn)
+                return 0;
+        /* Every 10 s, and at most once a second while WAL arrives, so that pg_stat_replication's write_lsn
+         * shows what we hold. */
+        if (!force && now - s->last_status_usec < WAL_STATUS_INTERVAL_USEC &&
+            (s->pos == s->reported_pos || now - s->last_status_usec < USEC_PER_SEC))
                 return 0;
         r = pg_repl_send_status(s->conn, s->pos, s->flushed, false);
         if (r < 0)
                 return r;
         s->last_status_usec = now;
+        s->reported_pos = s->pos;
         wal_notify_status(s);
         return 0;
 }
@@ -398,6 +405,19 @@ static int wal_drain(WalStreamer *s) {
         int r, k;
 
         job_cancel_requested = 0;
+        /* What has arrived is kept: the messages already in our socket are taken in first (bounded: the
+         * server sends no more than the socket holds without our reading). */
+        for (unsigned i = 0; s->conn && i < 100000; i++) {
+                _cleanup_(pg_repl_message_done) PgReplMessage m = {};
+                if (pg_repl_read(s->conn, &m) < 0 || m.kind == PG_REPL_NOTHING || m.kind == PG_REPL_END)
+                        break;
+                if (m.kind != PG_REPL_DATA)
+                        continue;
+                if (wal_data(s, &m) < 0) {
+                        log_warning("%s", err_message() ?: "cannot take in the last WAL");
+                        break;
+                }
+        }
         r = wal_upload_reap(s, true);
         if (r < 0)
                 log_warning("%s", err_message() ?: "the last upload failed");
