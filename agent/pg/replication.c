@@ -341,13 +341,18 @@ int pg_repl_read(PGconn *c, PgReplMessage *ret) {
         char *buf = NULL;
         int n;
 
-        if (PQconsumeInput(c) == 0) {
-                _cleanup_free_ char *msg = repl_error(c);
-                target = repl_target(c);
-                return err_set(-ECONNRESET, EX_UNAVAILABLE, "lost the replication connection to %s: %s", target,
-                               msg);
-        }
+        /* What libpq holds first: PQconsumeInput() moves its whole buffer each time, so calling it for every
+         * message costs quadratic time when many are queued. */
         n = PQgetCopyData(c, &buf, 1);
+        if (n == 0) {
+                if (PQconsumeInput(c) == 0) {
+                        _cleanup_free_ char *msg = repl_error(c);
+                        target = repl_target(c);
+                        return err_set(-ECONNRESET, EX_UNAVAILABLE, "lost the replication connection to %s: %s",
+                                       target, msg);
+                }
+                n = PQgetCopyData(c, &buf, 1);
+        }
         if (n == 0) {
                 *ret = (PgReplMessage){ .kind = PG_REPL_NOTHING };
                 return 0;
@@ -514,13 +519,16 @@ int pg_repl_base_backup_read(PGconn *c, PgBackupMessage *ret) {
         char *buf = NULL;
         int n;
 
-        if (PQconsumeInput(c) == 0) {
-                _cleanup_free_ char *msg = repl_error(c);
-                target = repl_target(c);
-                return err_set(-ECONNRESET, EX_UNAVAILABLE, "lost the connection to %s during BASE_BACKUP: %s",
-                               target, msg);
-        }
         n = PQgetCopyData(c, &buf, 1);
+        if (n == 0) {
+                if (PQconsumeInput(c) == 0) {
+                        _cleanup_free_ char *msg = repl_error(c);
+                        target = repl_target(c);
+                        return err_set(-ECONNRESET, EX_UNAVAILABLE, "lost the connection to %s during "
+                                       "BASE_BACKUP: %s", target, msg);
+                }
+                n = PQgetCopyData(c, &buf, 1);
+        }
         if (n == 0) {
                 *ret = (PgBackupMessage){ .kind = PG_BACKUP_NOTHING };
                 return 0;
