@@ -144,6 +144,10 @@ typedef struct WalStreamer {
         uint64_t stored_pos;   /* everything before it is in the store, complete or partial */
         uint64_t last_partial_usec, last_status_usec, last_watchdog_usec;
         uint64_t reported_pos; /* the write position last sent */
+        uint64_t slot_start;   /* the slot's restart_lsn when we started */
+        uint64_t server_end;   /* the server's end of WAL, from its messages */
+        uint64_t lag_warned_usec;
+        bool lag_warned;
         WalUpload up;
         int efd;
         char last_segment[PG_WAL_FILE_NAME_LEN + 1];
@@ -166,11 +170,45 @@ static void wal_streamer_done(WalStreamer *s) {
                 close(s->efd);
 }
 
+/* What the slot keeps on the server's disk: from the last acknowledged position to its end of WAL. */
+static uint64_t wal_lag(const WalStreamer *s) {
+        uint64_t base = s->flushed ?: s->slot_start;
+        return s->server_end > base ? s->server_end - base : 0;
+}
+
 static void wal_notify_status(WalStreamer *s) {
         _cleanup_free_ char *pos = pg_lsn_format(s->pos), *flushed = pg_lsn_format(s->flushed);
+        char lag[FORMAT_BYTES_MAX];
 
-        (void) sd_notifyf(false, "STATUS=Streaming timeline %" PRIu32 " at %s; stored up to %s%s%s", s->tli, pos,
-                          flushed, s->last_segment[0] ? ", last segment " : "", s->last_segment);
+        (void) sd_notifyf(false, "STATUS=Streaming timeline %" PRIu32 " at %s; stored up to %s%s%s; slot holds %s%s",
+                          s->tli, pos, flushed, s->last_segment[0] ? ", last segment " : "", s->last_segment,
+                          format_bytes(wal_lag(s), lag, sizeof lag), s->lag_warned ? " (over wal_warn_bytes)" : "");
+}
+
+/* A slot keeps WAL on the database's volume for as long as it is not stored: warn, in the journal and the
+ * unit's status, while that passes wal_warn_bytes (again every 10 minutes while it lasts). */
+static void wal_check_lag(WalStreamer *s) {
+        uint64_t lag = wal_lag(s), now = now_usec(CLOCK_MONOTONIC), limit = s->config->postgres.wal_warn_bytes;
+        char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX];
+
+        if (limit == 0)
+                return;
+        if (lag <= limit) {
+                if (s->lag_warned)
+                        log_info("Replication slot %s is back under wal_warn_bytes (holds %s).", s->slot,
+                                 format_bytes(lag, a, sizeof a));
+                s->lag_warned = false;
+                return;
+        }
+        if (s->lag_warned && now - s->lag_warned_usec < 600 * USEC_PER_SEC)
+                return;
+        log_warning("Replication slot %s holds %s of WAL on the server, more than wal_warn_bytes = %s: the "
+                    "database's disk fills until the WAL is stored (is the store reachable? set "
+                    "max_slot_wal_keep_size on the server to cap it).",
+                    s->slot, format_bytes(lag, a, sizeof a), format_bytes(limit, b, sizeof b));
+        s->lag_warned = true;
+        s->lag_warned_usec = now;
+        wal_notify_status(s);
 }
 
 static int wal_send_status(WalStreamer *s, bool force) {
@@ -228,6 +266,7 @@ static int wal_upload_reap(WalStreamer *s, bool wait) {
                 snprintf(s->last_segment, sizeof s->last_segment, "%.24s", base ? base + 1 : u->name);
                 s->segments++;
                 log_debug("Stored WAL segment %s%s.", s->last_segment, u->kept ? " (already there)" : "");
+                wal_check_lag(s);
                 if (s->conn)
                         (void) wal_send_status(s, true);
         }
@@ -473,6 +512,9 @@ int wal_stream(const Config *c) {
                 restart_lsn = ident.xlogpos;
                 slot_tli = ident.timeline;
         }
+        s.slot_start = restart_lsn;
+        s.server_end = ident.xlogpos;
+        wal_check_lag(&s);
         s.tli = slot_tli ?: ident.timeline;
         s.seg_start = restart_lsn - restart_lsn % s.segment_size;
         s.pos = s.stored_pos = s.seg_start;
@@ -512,6 +554,10 @@ int wal_stream(const Config *c) {
                                 break;
                         }
                         continue;
+                }
+                if (m.wal_end > s.server_end) {
+                        s.server_end = m.wal_end;
+                        wal_check_lag(&s);
                 }
                 if (m.kind == PG_REPL_KEEPALIVE) {
                         if (m.reply_requested) {

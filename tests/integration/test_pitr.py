@@ -54,12 +54,12 @@ class Pitr:
         self.env.pop("JOURNAL_STREAM", None)
         self.env["SKYFORGE_NO_PROGRESS"] = "1"
 
-    def configure(self, flush_seconds):
+    def configure(self, flush_seconds, **postgres):
         from pathlib import Path
         write_config(Path(self.conf), {
             "agent": {"state_dir": os.path.join(self.root, "state")},
             "postgres": {"conninfo": self.pg.conninfo, "destination": self.store,
-                         "wal_flush_seconds": flush_seconds},
+                         "wal_flush_seconds": flush_seconds, **postgres},
         })
         os.chown(self.conf, 0, POSTGRES_GID)
 
@@ -316,3 +316,30 @@ def test_wal_fetch_exit_status_tells_missing_from_failure(pitr):
     r = p.fetch("0000000100000000000000AB", out)
     assert r.returncode == 126, r.stderr
     assert not os.path.exists(out)
+
+
+def test_stopped_stream_slot_holds_wal_warns_and_catches_up(pitr):
+    p = pitr()
+    p.configure(1, wal_warn_bytes="16MiB")
+    s = p.start_stream()
+    s.send_signal(signal.SIGTERM)
+    assert s.wait(timeout=60) == 0
+    # While the agent is away the slot keeps the server's WAL: three segments' worth.
+    first = p.current_file()
+    for i in range(3):
+        p.insert_rows(10 * i + 1, 10 * i + 10)
+        p.pg.psql("SELECT pg_switch_wal()")
+    held = int(p.pg.psql("SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots "
+                         "WHERE slot_name = 'skyforge'").strip())
+    assert held > 32 * 1024 * 1024
+    last = p.current_file()
+    s = p.start_stream()
+    wait_for(lambda: "more than wal_warn_bytes" in p.stream_log(s), "the slot warning")
+    # It catches up: every segment up to the last switched one, and says the slot is back under the limit.
+    wait_for(lambda: all(f"{first[:16]}{n:08X}.zst" in p.stored()
+                         for n in range(int(first[16:], 16), int(last[16:], 16))), "the stream to catch up")
+    wait_for(lambda: "back under wal_warn_bytes" in p.stream_log(s), "the all-clear")
+    # The server lets go of what is stored (the acknowledgement follows each commit).
+    wait_for(lambda: int(p.pg.psql("SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots "
+                                   "WHERE slot_name = 'skyforge'").strip()) < 16 * 1024 * 1024,
+             "the slot to release the stored WAL")
