@@ -381,25 +381,21 @@ static int prepare_datadir(const char *datadir, uid_t *ret_uid, gid_t *ret_gid) 
         return 0;
 }
 
-/* The postmaster's status (line 8 of postmaster.pid): "starting", "standby" (in recovery, accepting
- * read-only connections), "ready" (promoted), "stopping". */
-static bool postmaster_ready(const char *pid_path) {
-        _cleanup_free_ char *text = NULL;
-        const char *p;
+/* Whether the cluster's control file says "in production", i.e. promoted: DBState (an int at offset 16 of
+ * pg_control, after the system identifier and two version numbers; DB_IN_PRODUCTION is 6 in every release
+ * since 9.0). pg_ctl promote -w waits for the same. */
+static bool cluster_in_production(const char *datadir) {
+        _cleanup_free_ char *path = path_join(datadir, "global/pg_control");
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        int32_t state;
 
-        if (read_file_string(pid_path, 64 * 1024, &text) < 0)
+        if (fd < 0 || pread(fd, &state, sizeof state, 16) != (ssize_t) sizeof state)
                 return false;
-        p = text;
-        for (unsigned line = 1; line < 8 && p; line++) {
-                p = strchr(p, '\n');
-                if (p)
-                        p++;
-        }
-        return p && startswith(p, "ready");
+        return state == 6;
 }
 
 /* pg_ctl start as the owner of the data directory, then wait until recovery has ended: PostgreSQL removes
- * recovery.signal when it promotes, and says "ready" in postmaster.pid once the promotion is complete.
+ * recovery.signal when it promotes, and marks the control file "in production" once the promotion is done.
  * The server stopping meanwhile (a target that the WAL never reaches) is an error with its log. */
 static int start_and_wait(const Config *c, const Manifest *m, const char *datadir, uid_t uid) {
         _cleanup_(pg_client_done) PgClient pg_ctl = {};
@@ -450,7 +446,7 @@ static int start_and_wait(const Config *c, const Manifest *m, const char *datadi
         log_info("PostgreSQL started on %s; waiting for the recovery to end.", datadir);
         deadline = now_usec(CLOCK_MONOTONIC) + PITR_START_TIMEOUT_USEC;
         for (;;) {
-                if (access(sig, F_OK) < 0 && errno == ENOENT && postmaster_ready(pid))
+                if (access(sig, F_OK) < 0 && errno == ENOENT && cluster_in_production(datadir))
                         return 0;
                 if (access(pid, F_OK) < 0 && errno == ENOENT)
                         return err_set(-EIO, EX_SOFTWARE, "PostgreSQL stopped during the recovery of %s (a target "
@@ -513,6 +509,16 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
         r = write_recovery_settings(o, m, o->datadir);
         if (r < 0)
                 return r;
+        {
+                /* A base backup of a standby carries its standby.signal, which would keep the copy following
+                 * the old primary forever instead of stopping at the target. */
+                _cleanup_free_ char *standby = path_join(o->datadir, "standby.signal");
+                if (unlink(standby) >= 0)
+                        log_info("Removed standby.signal (the base backup was taken on a standby): the copy "
+                                 "recovers to the target and is promoted.");
+                else if (errno != ENOENT)
+                        return err_set(-errno, EX_IOERR, "cannot remove %s: %m", standby);
+        }
         if (geteuid() == 0 && uid != 0) {
                 chown_uid = uid;
                 chown_gid = gid;

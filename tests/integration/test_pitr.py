@@ -343,3 +343,87 @@ def test_stopped_stream_slot_holds_wal_warns_and_catches_up(pitr):
     wait_for(lambda: int(p.pg.psql("SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots "
                                    "WHERE slot_name = 'skyforge'").strip()) < 16 * 1024 * 1024,
              "the slot to release the stored WAL")
+
+
+class Standby:
+    """A streaming standby of cluster: pg_basebackup -R, started on its own port."""
+
+    def __init__(self, primary):
+        self.primary = primary
+        self.bindir = primary.bindir
+        self.dir = tempfile.mkdtemp(prefix="skyforge-standby-")
+        os.chmod(self.dir, 0o755)
+        shutil.chown(self.dir, "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.password = None
+        as_postgres([os.path.join(self.bindir, "pg_basebackup"), "-d", primary.conninfo, "-D", self.data, "-R",
+                     "-X", "stream", "-c", "fast"])
+        as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", os.path.join(self.dir, "log"), "-w",
+                     "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start"])
+
+    conninfo = property(lambda self: f"host=127.0.0.1 port={self.port} user=postgres")
+
+    def psql(self, sql):
+        p = subprocess.run([os.path.join(self.bindir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d",
+                            self.conninfo], input=sql, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    def destroy(self):
+        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m",
+                        "immediate", "-w", "stop"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def standby():
+    made = []
+
+    def make(primary):
+        s = Standby(primary)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.destroy()
+
+
+def test_stream_follows_a_timeline_switch_and_restore_follows_it_too(pitr, standby):
+    p = pitr()
+    p.insert_rows(1, 10)
+    b = standby(p.pg)
+    # The agent follows the standby: base backup and WAL from it.
+    p.pg = b
+    p.configure(1)
+    s = p.start_stream()
+    p.agent("run", "basebackup")
+    b.primary.psql("".join(f"INSERT INTO r (i) VALUES ({i});\n" for i in range(11, 30)))
+    lsn = b.primary.psql("SELECT pg_current_wal_lsn()").strip()
+    wait_for(lambda: b.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'").strip() == "t", "the standby to replay")
+    wait_for(lambda: p.pg.psql(f"SELECT write_lsn >= '{lsn}' FROM pg_stat_replication").strip() == "t",
+             "the stream to receive the rows")
+    hi, lo = (int(x, 16) for x in b.psql("SELECT pg_last_wal_replay_lsn()").strip().split("/"))
+    segno = ((hi << 32) | lo) // (16 * 1024 * 1024)
+    switch_file = f"00000001{segno // 256:08X}{segno % 256:08X}"
+
+    # Promotion: the standby ends timeline 1; the stream stores its last segment as .partial, the history
+    # file of timeline 2, and goes on on timeline 2.
+    as_postgres([os.path.join(b.bindir, "pg_ctl"), "-D", b.data, "-w", "promote"])
+    wait_for(lambda: "00000002.history.zst" in p.stored(2), "the history file of timeline 2")
+    assert switch_file + ".partial.zst" in p.stored(1), p.stored(1)
+    b.psql("".join(f"INSERT INTO r (i) VALUES ({i});\n" for i in range(30, 50)))
+    f = b.psql("SELECT pg_walfile_name(pg_current_wal_lsn())").strip()
+    assert f.startswith("00000002")
+    b.psql("SELECT pg_switch_wal()")
+    wait_for(lambda: f + ".zst" in p.stored(2), f"segment {f} of timeline 2")
+    assert s.poll() is None, p.stream_log(s)
+    out = os.path.join(p.root, "history")
+    assert p.fetch("00000002.history", out).returncode == 0
+    with open(out) as h, open(os.path.join(b.data, "pg_wal", "00000002.history")) as want:
+        assert h.read() == want.read()
+
+    # A base backup taken on timeline 1 replays across the switch to the end of timeline 2.
+    _, port = p.restore_and_start("latest")
+    assert p.rows_of(port) == list(range(1, 50))
