@@ -7,6 +7,7 @@
 
 #include "jobs/job.h"
 #include "jobs/monitor.h"
+#include "jobs/wal.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 #include "store/retention.h"
@@ -385,6 +386,12 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
                                 r > 0 ? "; objects it does not own were left (see the warnings)" : "");
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, mine[i]->bytes,
                               UINT64_MAX, "Pruned backup %s of %s: %s.", items[i].id, job, items[i].reason);
+        }
+        /* The WAL from before the oldest kept base backup can no longer be replayed. */
+        if (streq(job, "basebackup")) {
+                r = wal_prune(c, s, dry_run, out);
+                if (r < 0)
+                        return r;
         }
         return deleted;
 }

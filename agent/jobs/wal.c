@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <libgen.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -694,4 +695,81 @@ int wal_fetch(const Config *c, const char *file, const char *path) {
                 return 0;
         }
         return -ENOENT;
+}
+
+/* ---- retention ---- */
+
+typedef struct WalPrune {
+        const WalStore *ws;
+        uint32_t tli;
+        uint64_t start;
+        bool dry_run;
+        FILE *out;
+        char **doomed;
+} WalPrune;
+
+static int wal_prune_one(const StoreEntry *e, void *userdata) {
+        WalPrune *p = userdata;
+        const char *rest = startswith(e->name, p->ws->prefix);
+        char file[PG_WAL_FILE_NAME_LEN + 1];
+        uint32_t tli;
+        uint64_t lsn;
+
+        /* TTTTTTTT/SEGMENT.zst..., nothing else (history files, foreign objects) is touched. */
+        if (!rest || strlen(rest) < 9 + PG_WAL_FILE_NAME_LEN || rest[8] != '/')
+                return 0;
+        memcpy(file, rest + 9, PG_WAL_FILE_NAME_LEN);
+        file[PG_WAL_FILE_NAME_LEN] = 0;
+        if (!startswith(rest + 9 + PG_WAL_FILE_NAME_LEN, ".") ||
+            pg_wal_file_parse(file, PG_WAL_SEGMENT_DEFAULT, &tli, &lsn) < 0 || strncmp(rest, file, 8) != 0)
+                return 0;
+        if (tli <= p->tli && lsn < p->start)
+                strv_push(&p->doomed, xstrdup(e->name));
+        return 0;
+}
+
+int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out) {
+        _cleanup_(backup_list_done) BackupList l = {};
+        _cleanup_(wal_store_done) WalStore ws = {};
+        _cleanup_strv_free_ char **doomed = NULL;
+        const Manifest *oldest;
+        json_object *v;
+        int r, n = 0;
+
+        r = backup_list_load(base_store, "basebackup", &l);
+        if (r < 0)
+                return r;
+        if (l.n == 0)
+                return 0;
+        oldest = l.items[l.n - 1];
+        WalPrune p = { .dry_run = dry_run, .out = out };
+        if (!oldest->extra || !json_object_object_get_ex(oldest->extra, "start_wal_file", &v) ||
+            pg_wal_file_parse(json_object_get_string(v), PG_WAL_SEGMENT_DEFAULT, &p.tli, &p.start) < 0) {
+                log_warning("Base backup %s names no start WAL file; no WAL is deleted.", oldest->id);
+                return 0;
+        }
+        r = wal_store_open(c, !dry_run, &ws);
+        if (r < 0)
+                return r;
+        p.ws = &ws;
+        p.doomed = xcalloc(1, sizeof(char *));
+        r = store_list(ws.store, ws.prefix, wal_prune_one, &p);
+        doomed = p.doomed;
+        if (r < 0)
+                return r;
+        STRV_FOREACH(name, doomed) {
+                if (out)
+                        fprintf(out, "%s %s  before base backup %s, the oldest kept\n",
+                                dry_run ? "would delete" : "deleted", *name, oldest->id);
+                if (!dry_run) {
+                        r = store_remove(ws.store, *name);
+                        if (r < 0)
+                                return err_set(r, err_exit_code(r), "cannot delete WAL object %s from %s: %s",
+                                               *name, ws.store->location, err_message() ?: strerror(-r));
+                }
+                n++;
+        }
+        if (n > 0 && !dry_run)
+                log_info("Deleted %d WAL objects from before base backup %s, the oldest kept.", n, oldest->id);
+        return n;
 }

@@ -33,3 +33,9 @@ int wal_stream(const Config *c);
 /* Fetches WAL file `file` into path (atomically): the complete segment, else its .partial, else -ENOENT
  * (with nothing written). */
 int wal_fetch(const Config *c, const char *file, const char *path);
+
+/* Deletes the WAL that no kept base backup needs: the segments (complete or partial) before the start
+ * segment of the oldest base backup in base_store, on its timeline and older ones; history files stay.
+ * Nothing without a base backup. With dry_run, only prints. Returns the number of objects (to be)
+ * deleted. */
+int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out);

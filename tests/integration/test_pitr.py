@@ -427,3 +427,33 @@ def test_stream_follows_a_timeline_switch_and_restore_follows_it_too(pitr, stand
     # A base backup taken on timeline 1 replays across the switch to the end of timeline 2.
     _, port = p.restore_and_start("latest")
     assert p.rows_of(port) == list(range(1, 50))
+
+
+def test_retention_deletes_the_wal_before_the_oldest_kept_base_backup(pitr):
+    p = pitr()
+    p.configure(1, retention_days=0, keep_min=1)
+    p.start_stream()
+    p.insert_rows(1, 10)
+    first = p.agent("run", "basebackup").stdout.strip()
+    p.insert_rows(11, 20)
+    p.switch_and_wait()
+    p.insert_rows(21, 30)
+    p.switch_and_wait()
+    before = p.stored()
+    second = p.agent("run", "basebackup").stdout.strip()
+    assert second != first
+    assert not os.path.exists(os.path.join(p.store, f"{first}.json"))
+    with open(os.path.join(p.store, f"{second}.json")) as f:
+        import json
+        start = json.load(f)["details"]["start_wal_file"]
+    # BASE_BACKUP switches segments as it starts: the stream may store that last one, start - 1, after the
+    # retention ran (the next run deletes it). Everything older is gone.
+    keep_from = f"{start[:16]}{int(start[16:], 16) - 1:08X}"
+    after = [n for n in p.stored() if n.endswith(".zst")]
+    assert all(n[:24] >= keep_from for n in after), (start, after)
+    assert any(n[:24] < start for n in before), (start, before)
+    # What is left is enough: the second base backup replays to the end.
+    p.insert_rows(31, 40)
+    p.switch_and_wait()
+    _, port = p.restore_and_start("latest")
+    assert p.rows_of(port) == list(range(1, 41))
