@@ -8,7 +8,7 @@
 #include "sys/process.h"
 
 /* Jobs whose backups have manifests to verify (mirror copies buckets and has none). */
-static const char *const verifiable[] = { "postgres", "config", NULL };
+static const char *const verifiable[] = { "postgres", "config", "basebackup", NULL };
 
 static int run_verify(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
@@ -68,7 +68,9 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
         for (size_t i = 0; verifiable[i]; i++) {
                 const char *job = verifiable[i];
 
-                if (only ? !streq(only, job) : streq(job, "config") && !c->config.present)
+                /* basebackup (and its WAL chain) only when named: most nodes have no base backups. */
+                if (only ? !streq(only, job)
+                         : (streq(job, "config") && !c->config.present) || streq(job, "basebackup"))
                         continue;
                 r = verify_job(c, job, &vo);
                 if (r < 0) {

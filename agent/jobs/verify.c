@@ -9,6 +9,7 @@
 
 #include "jobs/job.h"
 #include "jobs/verify.h"
+#include "jobs/wal.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 
@@ -227,9 +228,14 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                 json_object *b = json_object_new_object(), *pa = json_object_new_array();
                 const Manifest *m = sel[i].m;
 
-                if (m)
+                if (m) {
                         r = backup_check_objects(s, m, NULL, &p, &problems);
-                else {
+                        /* A base backup is only as good as the WAL after it. */
+                        if (r >= 0 && streq(job, "basebackup")) {
+                                int k = wal_check_chain(c, m, &problems);
+                                r = k < 0 ? k : r + k;
+                        }
+                } else {
                         strv_push(&problems, xstrdup(sel[i].manifest_problem));
                         r = 1;
                 }

@@ -773,3 +773,120 @@ int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out) {
                 log_info("Deleted %d WAL objects from before base backup %s, the oldest kept.", n, oldest->id);
         return n;
 }
+
+/* ---- the chain ---- */
+
+typedef struct WalSeen {
+        uint32_t tli;
+        uint64_t segno;
+        bool complete;
+} WalSeen;
+
+typedef struct WalChain {
+        const WalStore *ws;
+        WalSeen *items;
+        size_t n, cap;
+} WalChain;
+
+static int wal_chain_one(const StoreEntry *e, void *userdata) {
+        WalChain *ch = userdata;
+        const char *rest = startswith(e->name, ch->ws->prefix), *tail;
+        char file[PG_WAL_FILE_NAME_LEN + 1];
+        uint32_t tli;
+        uint64_t lsn;
+
+        if (!rest || strlen(rest) < 9 + PG_WAL_FILE_NAME_LEN || rest[8] != '/')
+                return 0;
+        memcpy(file, rest + 9, PG_WAL_FILE_NAME_LEN);
+        file[PG_WAL_FILE_NAME_LEN] = 0;
+        tail = rest + 9 + PG_WAL_FILE_NAME_LEN;
+        if (pg_wal_file_parse(file, PG_WAL_SEGMENT_DEFAULT, &tli, &lsn) < 0 || strncmp(rest, file, 8) != 0 ||
+            !(streq(tail, ".zst") || streq(tail, ".zst.age") || streq(tail, ".partial.zst") ||
+              streq(tail, ".partial.zst.age")))
+                return 0;
+        if (ch->n == ch->cap) {
+                ch->cap = ch->cap ? ch->cap * 2 : 256;
+                ch->items = xrealloc(ch->items, ch->cap * sizeof *ch->items);
+        }
+        ch->items[ch->n++] = (WalSeen){ .tli = tli, .segno = lsn / PG_WAL_SEGMENT_DEFAULT,
+                                        .complete = !startswith(tail, ".partial") };
+        return 0;
+}
+
+static int wal_seen_cmp(const void *a, const void *b) {
+        const WalSeen *x = a, *y = b;
+        if (x->tli != y->tli)
+                return x->tli < y->tli ? -1 : 1;
+        if (x->segno != y->segno)
+                return x->segno < y->segno ? -1 : 1;
+        return (int) y->complete - (int) x->complete; /* complete first */
+}
+
+static char *wal_name_of(uint32_t tli, uint64_t segno) {
+        char f[PG_WAL_FILE_NAME_LEN + 1];
+        pg_wal_file_name(tli, segno * PG_WAL_SEGMENT_DEFAULT, PG_WAL_SEGMENT_DEFAULT, f);
+        return xstrdup(f);
+}
+
+int wal_check_chain(const Config *c, const Manifest *m, char ***problems) {
+        _cleanup_(wal_store_done) WalStore ws = {};
+        _cleanup_free_ WalSeen *items = NULL;
+        json_object *v;
+        uint32_t tli, end_tli;
+        uint64_t start, end;
+        int r, n = 0;
+
+        if (!m->extra || !json_object_object_get_ex(m->extra, "start_wal_file", &v) ||
+            pg_wal_file_parse(json_object_get_string(v), PG_WAL_SEGMENT_DEFAULT, &tli, &start) < 0 ||
+            !json_object_object_get_ex(m->extra, "end_wal_file", &v) ||
+            pg_wal_file_parse(json_object_get_string(v), PG_WAL_SEGMENT_DEFAULT, &end_tli, &end) < 0) {
+                strv_push(problems, xstrdup("its manifest names no start and end WAL file"));
+                return 1;
+        }
+        start /= PG_WAL_SEGMENT_DEFAULT;
+        end /= PG_WAL_SEGMENT_DEFAULT;
+        r = wal_store_open(c, false, &ws);
+        if (r < 0)
+                return r;
+        WalChain ch = { .ws = &ws };
+        r = store_list(ws.store, ws.prefix, wal_chain_one, &ch);
+        items = ch.items;
+        if (r < 0)
+                return r;
+        qsort(items, ch.n, sizeof *items, wal_seen_cmp);
+
+        /* Per timeline from the base backup's on: the segments present must follow each other (on the
+         * backup's timeline from its start segment), and those up to the backup's end must be there. */
+        uint32_t cur_tli = 0;
+        uint64_t next = 0;
+        bool have_end = false;
+        for (size_t i = 0; i < ch.n; i++) {
+                const WalSeen *w = items + i;
+                if (w->tli < tli || (w->tli == tli && w->segno < start))
+                        continue;
+                if (i > 0 && items[i - 1].tli == w->tli && items[i - 1].segno == w->segno)
+                        continue; /* a partial beside its complete segment */
+                if (w->tli != cur_tli) {
+                        cur_tli = w->tli;
+                        next = w->tli == tli ? start : w->segno;
+                }
+                if (w->segno != next) {
+                        _cleanup_free_ char *a = wal_name_of(w->tli, next), *b = wal_name_of(w->tli, w->segno - 1);
+                        strv_push(problems, xasprintf("WAL gap: %s%s%s missing from %s; recovery cannot go past it",
+                                                      a, w->segno - 1 > next ? " to " : "",
+                                                      w->segno - 1 > next ? b : "", ws.store->location));
+                        n++;
+                }
+                if (w->tli == end_tli && w->segno >= end)
+                        have_end = true;
+                next = w->segno + 1;
+        }
+        if (!have_end) {
+                _cleanup_free_ char *e = wal_name_of(end_tli, end);
+                strv_push(problems, xasprintf("WAL segment %s, which the base backup needs to become consistent, "
+                                              "is not in %s (is skyforge-wal.service running?)", e,
+                                              ws.store->location));
+                n++;
+        }
+        return n;
+}

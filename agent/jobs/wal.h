@@ -39,3 +39,9 @@ int wal_fetch(const Config *c, const char *file, const char *path);
  * Nothing without a base backup. With dry_run, only prints. Returns the number of objects (to be)
  * deleted. */
 int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out);
+
+struct Manifest;
+/* Checks the WAL chain of base backup m: every segment from its start to its end, then no gap on its
+ * timeline up to the newest stored segment, nor on any later timeline. Each problem is appended to
+ * *problems; returns their number, or a negative errno when the store failed. */
+int wal_check_chain(const Config *c, const struct Manifest *m, char ***problems);

@@ -457,3 +457,21 @@ def test_retention_deletes_the_wal_before_the_oldest_kept_base_backup(pitr):
     p.switch_and_wait()
     _, port = p.restore_and_start("latest")
     assert p.rows_of(port) == list(range(1, 41))
+
+
+def test_verify_basebackup_checks_the_wal_chain_for_gaps(pitr):
+    p = pitr()
+    p.start_stream()
+    p.agent("run", "basebackup")
+    files = []
+    for i in range(3):
+        p.insert_rows(10 * i + 1, 10 * i + 10)
+        files.append(p.switch_and_wait())
+    ok = p.agent("verify", "basebackup", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # Plain `verify` leaves base backups alone (most nodes have none).
+    assert "basebackup" not in p.agent("verify", check=False).stdout
+    os.remove(os.path.join(p.wal_dir(), files[1] + ".zst"))
+    bad = p.agent("verify", "basebackup", check=False)
+    assert bad.returncode == 65, bad.stdout + bad.stderr
+    assert f"WAL gap: {files[1]} missing" in bad.stdout + bad.stderr
