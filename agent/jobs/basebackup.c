@@ -7,6 +7,7 @@
 #include "jobs/basebackup.h"
 #include "jobs/job.h"
 #include "jobs/postgres-db.h"
+#include "jobs/wal.h"
 #include "log/log.h"
 #include "pg/pg.h"
 #include "pg/replication.h"
@@ -220,4 +221,6 @@ const JobDefinition job_basebackup = {
         /* <id>.base/base.tar.zst[.age], <id>.base/OID.tar.zst[.age], <id>.base/backup_manifest.zst[.age] */
         .object_suffixes = (const char *const[]){ ".base/", NULL },
         .backup = basebackup_backup,
+        .prune_more = wal_prune,
+        .verify_more = wal_check_chain,
 };

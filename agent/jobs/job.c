@@ -7,7 +7,6 @@
 
 #include "jobs/job.h"
 #include "jobs/monitor.h"
-#include "jobs/wal.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 #include "store/retention.h"
@@ -387,9 +386,8 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, mine[i]->bytes,
                               UINT64_MAX, "Pruned backup %s of %s: %s.", items[i].id, job, items[i].reason);
         }
-        /* The WAL from before the oldest kept base backup can no longer be replayed. */
-        if (streq(job, "basebackup")) {
-                r = wal_prune(c, s, dry_run, out);
+        if (job_find(job) && job_find(job)->prune_more) {
+                r = job_find(job)->prune_more(c, s, dry_run, out);
                 if (r < 0)
                         return r;
         }

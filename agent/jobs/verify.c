@@ -9,7 +9,6 @@
 
 #include "jobs/job.h"
 #include "jobs/verify.h"
-#include "jobs/wal.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 
@@ -231,8 +230,8 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
                 if (m) {
                         r = backup_check_objects(s, m, NULL, &p, &problems);
                         /* A base backup is only as good as the WAL after it. */
-                        if (r >= 0 && streq(job, "basebackup")) {
-                                int k = wal_check_chain(c, m, &problems);
+                        if (r >= 0 && job_find(job) && job_find(job)->verify_more) {
+                                int k = job_find(job)->verify_more(c, m, &problems);
                                 r = k < 0 ? k : r + k;
                         }
                 } else {
