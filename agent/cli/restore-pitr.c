@@ -26,8 +26,10 @@ int restore_pitr_option(RestorePitrArgs *a, int letter, const char *arg) {
                         return -EINVAL;
                 }
                 if (pg_lsn_parse(arg, &v) < 0) {
-                        fprintf(stderr, "skyforge-agent restore: --lsn \"%s\" is not a WAL position (e.g. "
-                                "0/3000060).\n", arg);
+                        fprintf(stderr,
+                                "skyforge-agent restore: --lsn \"%s\" is not a WAL position (e.g. "
+                                "0/3000060).\n",
+                                arg);
                         return -EINVAL;
                 }
                 a->lsn = arg;
@@ -49,21 +51,26 @@ bool restore_pitr_wanted(const RestorePitrArgs *a) {
 int restore_pitr(CliContext *ctx, const char *id, RestorePitrArgs *a) {
         _cleanup_strv_free_ char **settings = TAKE_PTR(a->settings);
         _cleanup_(config_freep) Config *c = NULL;
-        PitrOptions o = { .datadir = a->datadir, .base_id = id, .start = a->start, .settings = settings,
+        PitrOptions o = { .datadir = a->datadir,
+                          .base_id = id,
+                          .start = a->start,
+                          .settings = settings,
                           .config_path = ctx->config_path };
         int r;
 
         if (!a->datadir) {
-                fputs("skyforge-agent restore postgres: --time, --lsn, --start and --set go with --to-datadir DIR.\n",
+                fputs("skyforge-agent restore postgres: --time, --lsn, --start and --set go with "
+                      "--to-datadir DIR.\n",
                       stderr);
                 return EX_USAGE;
         }
         if (a->time) {
                 r = pitr_parse_time(a->time, &o.time_usec);
                 if (r < 0) {
-                        fprintf(stderr, "skyforge-agent restore: --time \"%s\" is %s (e.g. '2026-12-01 "
-                                "10:00:00+00').\n", a->time,
-                                r == -EDOM ? "missing its time zone" : "not a time");
+                        fprintf(stderr,
+                                "skyforge-agent restore: --time \"%s\" is %s (e.g. '2026-12-01 "
+                                "10:00:00+00').\n",
+                                a->time, r == -EDOM ? "missing its time zone" : "not a time");
                         return EX_USAGE;
                 }
                 o.target = PITR_TARGET_TIME;
@@ -71,11 +78,13 @@ int restore_pitr(CliContext *ctx, const char *id, RestorePitrArgs *a) {
                 (void) pg_lsn_parse(a->lsn, &o.lsn);
                 o.target = PITR_TARGET_LSN;
         }
-        STRV_FOREACH(s, settings) {
+        STRV_FOREACH (s, settings) {
                 _cleanup_free_ char *line = pitr_setting_line(*s);
                 if (!line) {
-                        fprintf(stderr, "skyforge-agent restore: --set \"%s\": give NAME=VALUE with a server "
-                                "setting's name.\n", *s);
+                        fprintf(stderr,
+                                "skyforge-agent restore: --set \"%s\": give NAME=VALUE with a server "
+                                "setting's name.\n",
+                                *s);
                         return EX_USAGE;
                 }
         }

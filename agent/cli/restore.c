@@ -177,14 +177,16 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
         id = optind + 1 < argc ? argv[optind + 1] : "latest";
         if (streq(what, "postgres") && restore_pitr_wanted(&pitr)) {
                 if (to || database || apply_secrets || dry_run || bucket) {
-                        fputs("skyforge-agent restore postgres --to-datadir: --to, --database, --apply-secrets, "
-                              "--dry-run and --bucket do not apply.\n", stderr);
+                        fputs("skyforge-agent restore postgres --to-datadir: --to, --database, "
+                              "--apply-secrets, --dry-run and --bucket do not apply.\n",
+                              stderr);
                         return EX_USAGE;
                 }
                 return restore_pitr(ctx, id, &pitr);
         }
         if (restore_pitr_wanted(&pitr)) {
-                fputs("skyforge-agent restore: --to-datadir, --time, --lsn, --start and --set are for postgres.\n",
+                fputs("skyforge-agent restore: --to-datadir, --time, --lsn, --start and --set are for "
+                      "postgres.\n",
                       stderr);
                 return EX_USAGE;
         }
@@ -232,8 +234,9 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | postgres [BASE_ID|latest] "
-                "--to-datadir DIR [--time TS | --lsn LSN] [--start] [--set NAME=VALUE] | config [ID|latest] --to DIR | config --apply-secrets "
+        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | "
+                "postgres [BASE_ID|latest] --to-datadir DIR [--time TS | --lsn LSN] [--start] [--set NAME=VALUE] | "
+                "config [ID|latest] --to DIR | config --apply-secrets "
                 "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]",
         .summary = "Restore a backup.",
         .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"

@@ -10,7 +10,7 @@
 /* PostgreSQL takes any exit status up to 125 from restore_command for "no such file" and ends recovery
  * there; above 125 it stops instead. A store it cannot reach must never look like the end of WAL. */
 #define WAL_FETCH_EXIT_NOT_FOUND 1
-#define WAL_FETCH_EXIT_FAILED 126
+#define WAL_FETCH_EXIT_FAILED    126
 
 static int run_wal_stream(CliContext *ctx, int argc, char *argv[]) {
         _cleanup_(config_freep) Config *c = NULL;
@@ -35,10 +35,14 @@ const Verb verb_wal_stream = {
         .name = "wal-stream",
         .args = "",
         .summary = "Stream WAL into the store (skyforge-wal.service).",
-        .help = "Connects to [postgres] conninfo as a physical replication client, creates or reuses the slot\n"
-                "[postgres] replication_slot, and stores each completed 16 MiB WAL segment (zstd, then age with\n"
-                "[postgres] recipients) under [postgres] wal_destination. The segment being written is stored\n"
-                "as a .partial object every wal_flush_seconds. The server is told that WAL is safe only once\n"
+        .help = "Connects to [postgres] conninfo as a physical replication client, creates or reuses the "
+                "slot\n"
+                "[postgres] replication_slot, and stores each completed 16 MiB WAL segment (zstd, then age "
+                "with\n"
+                "[postgres] recipients) under [postgres] wal_destination. The segment being written is "
+                "stored\n"
+                "as a .partial object every wal_flush_seconds. The server is told that WAL is safe only "
+                "once\n"
                 "its segment is committed in the store. SIGTERM stores the partial segment, then exits 0.\n",
         .run = run_wal_stream,
 };
@@ -49,7 +53,8 @@ static int run_wal_fetch(CliContext *ctx, int argc, char *argv[]) {
 
         if (argc != 3) {
                 fputs("skyforge-agent wal-fetch: give the WAL file name and the path to write it to "
-                      "(restore_command = 'skyforge-agent wal-fetch %f %p').\n", stderr);
+                      "(restore_command = 'skyforge-agent wal-fetch %f %p').\n",
+                      stderr);
                 return EX_USAGE;
         }
         r = cli_load_config(ctx, &c);
@@ -73,8 +78,10 @@ const Verb verb_wal_fetch = {
         .args = "FILE PATH",
         .summary = "Fetch one WAL file from the store (PostgreSQL's restore_command).",
         .help = "Writes WAL file FILE (a segment or a timeline history file) to PATH, decrypted with\n"
-                "[postgres] identity_file and decompressed; a segment that is only stored as .partial is served\n"
-                "from it. Exit status 1 when the store does not hold FILE (recovery ends there); 126 on any\n"
+                "[postgres] identity_file and decompressed; a segment that is only stored as .partial is "
+                "served\n"
+                "from it. Exit status 1 when the store does not hold FILE (recovery ends there); 126 on "
+                "any\n"
                 "other failure, which makes PostgreSQL stop rather than take it for the end of WAL.\n",
         .run = run_wal_fetch,
 };

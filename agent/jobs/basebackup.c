@@ -120,11 +120,13 @@ static int basebackup_backup(JobContext *ctx, Manifest *m) {
                          * is done before the first message, so give it time). */
                         r = pg_repl_wait(conn, -1, 600 * USEC_PER_SEC);
                         if (r == -ECANCELED) {
-                                r = err_set(r, EX_TEMPFAIL, "job basebackup was cancelled; no backup was written");
+                                r = err_set(r, EX_TEMPFAIL,
+                                            "job basebackup was cancelled; no backup was written");
                                 break;
                         }
                         if (r == 0) {
-                                r = err_set(-ETIMEDOUT, EX_UNAVAILABLE, "BASE_BACKUP sent nothing for 10 minutes; "
+                                r = err_set(-ETIMEDOUT, EX_UNAVAILABLE,
+                                            "BASE_BACKUP sent nothing for 10 minutes; "
                                             "no backup was written (is the server overloaded?)");
                                 break;
                         }
@@ -141,19 +143,22 @@ static int basebackup_backup(JobContext *ctx, Manifest *m) {
                         if (r < 0)
                                 break;
                         if (msg.kind == PG_BACKUP_ARCHIVE && !basebackup_archive_name_valid(msg.name)) {
-                                r = err_set(-EBADMSG, EX_PROTOCOL, "BASE_BACKUP sent an archive named \"%.64s\"; "
-                                            "expected base.tar or OID.tar", msg.name);
+                                r = err_set(-EBADMSG, EX_PROTOCOL,
+                                            "BASE_BACKUP sent an archive named \"%.64s\"; "
+                                            "expected base.tar or OID.tar",
+                                            msg.name);
                                 break;
                         }
-                        r = base_object_open(ctx, msg.kind == PG_BACKUP_ARCHIVE ? msg.name : "backup_manifest",
-                                             &cur);
+                        r = base_object_open(
+                                ctx, msg.kind == PG_BACKUP_ARCHIVE ? msg.name : "backup_manifest", &cur);
                         if (r < 0)
                                 break;
                         continue;
                 }
                 /* PG_BACKUP_DATA */
                 if (!cur.name) {
-                        r = err_set(-EBADMSG, EX_PROTOCOL, "BASE_BACKUP sent data before naming its archive");
+                        r = err_set(-EBADMSG, EX_PROTOCOL,
+                                    "BASE_BACKUP sent data before naming its archive");
                         break;
                 }
                 r = sink_write(cur.chain, msg.data, msg.size);
@@ -187,8 +192,8 @@ static int basebackup_backup(JobContext *ctx, Manifest *m) {
         end_text = pg_lsn_format(end_lsn);
         pg_wal_file_name(start.timeline, start.start_lsn, segment_size, start_file);
         pg_wal_file_name(end_tli, end_lsn, segment_size, end_file);
-        log_info("Base backup %s ended at %s; restoring it needs WAL %s to %s (wal-stream stores it).", ctx->id,
-                 end_text, start_file, end_file);
+        log_info("Base backup %s ended at %s; restoring it needs WAL %s to %s (wal-stream stores it).",
+                 ctx->id, end_text, start_file, end_file);
 
         m->compression = xstrdup("zstd");
         m->compression_level = pc->compression_level;
@@ -208,7 +213,7 @@ static int basebackup_backup(JobContext *ctx, Manifest *m) {
         json_object_object_add(details, "start_wal_file", json_object_new_string(start_file));
         json_object_object_add(details, "end_wal_file", json_object_new_string(end_file));
         tbs = json_object_new_array();
-        STRV_FOREACH(t, start.tablespaces)
+        STRV_FOREACH (t, start.tablespaces)
                 json_object_array_add(tbs, json_object_new_string(*t));
         json_object_object_add(details, "tablespaces", tbs);
         m->extra = details;

@@ -34,8 +34,8 @@ typedef struct JobDefinition {
         /* Optional: retention beyond the job's backups, after them (basebackup: the WAL that no kept base
          * backup needs). Returns the number of objects (to be) deleted. */
         int (*prune_more)(const Config *c, Store *s, bool dry_run, FILE *out);
-        /* Optional: verify's checks beyond the backup's objects (basebackup: the WAL chain after it). Appends
-         * each problem; returns their number. */
+        /* Optional: verify's checks beyond the backup's objects (basebackup: the WAL chain after it).
+         * Appends each problem; returns their number. */
         int (*verify_more)(const Config *c, const Manifest *m, char ***problems);
 } JobDefinition;
 

@@ -44,9 +44,10 @@ int pitr_parse_time(const char *s, uint64_t *ret) {
         struct tm tm = {};
         time_t t;
 
-        if (!s || parse_digits(&p, 4, &y) < 0 || *p++ != '-' || parse_digits(&p, 2, &mo) < 0 || *p++ != '-' ||
-            parse_digits(&p, 2, &d) < 0 || (*p != ' ' && *p != 'T') || !*p++ || parse_digits(&p, 2, &h) < 0 ||
-            *p++ != ':' || parse_digits(&p, 2, &mi) < 0 || *p++ != ':' || parse_digits(&p, 2, &sec) < 0)
+        if (!s || parse_digits(&p, 4, &y) < 0 || *p++ != '-' || parse_digits(&p, 2, &mo) < 0 ||
+            *p++ != '-' || parse_digits(&p, 2, &d) < 0 || (*p != ' ' && *p != 'T') || !*p++ ||
+            parse_digits(&p, 2, &h) < 0 || *p++ != ':' || parse_digits(&p, 2, &mi) < 0 || *p++ != ':' ||
+            parse_digits(&p, 2, &sec) < 0)
                 return -EINVAL;
         if (*p == '.') {
                 p++;
@@ -70,10 +71,14 @@ int pitr_parse_time(const char *s, uint64_t *ret) {
                         return -EINVAL;
         } else
                 return -EDOM; /* no zone */
-        if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || zh > 14 || zm > 59 ||
-            y < 1970)
+        if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || zh > 14 ||
+            zm > 59 || y < 1970)
                 return -EINVAL;
-        tm = (struct tm){ .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi,
+        tm = (struct tm){ .tm_year = y - 1900,
+                          .tm_mon = mo - 1,
+                          .tm_mday = d,
+                          .tm_hour = h,
+                          .tm_min = mi,
                           .tm_sec = sec };
         t = timegm(&tm);
         if (t == (time_t) -1 || tm.tm_mday != d)
@@ -138,7 +143,8 @@ static bool command_path_ok(const char *p) {
 static const char *details_string(const Manifest *m, const char *key) {
         json_object *v;
 
-        if (!m->extra || !json_object_object_get_ex(m->extra, key, &v) || !json_object_is_type(v, json_type_string))
+        if (!m->extra || !json_object_object_get_ex(m->extra, key, &v) ||
+            !json_object_is_type(v, json_type_string))
                 return NULL;
         return json_object_get_string(v);
 }
@@ -170,9 +176,12 @@ static int check_wal_chain(const Config *c, const Manifest *m) {
         int r;
 
         if (pg_lsn_parse(details_string(m, "start_lsn"), &start) < 0 ||
-            pg_lsn_parse(details_string(m, "end_lsn"), &end) < 0 || segsize != PG_WAL_SEGMENT_DEFAULT || tli == 0)
-                return err_set(-EBADMSG, EX_DATAERR, "base backup %s: its manifest lacks start_lsn, end_lsn, "
-                               "timeline or wal_segment_size", m->id);
+            pg_lsn_parse(details_string(m, "end_lsn"), &end) < 0 || segsize != PG_WAL_SEGMENT_DEFAULT ||
+            tli == 0)
+                return err_set(-EBADMSG, EX_DATAERR,
+                               "base backup %s: its manifest lacks start_lsn, end_lsn, "
+                               "timeline or wal_segment_size",
+                               m->id);
         r = wal_store_open(c, false, &ws);
         if (r < 0)
                 return r;
@@ -192,9 +201,11 @@ static int check_wal_chain(const Config *c, const Manifest *m) {
                                 return r;
                 }
                 if (!found)
-                        return err_set(-ENOENT, EX_DATAERR, "base backup %s needs WAL segment %s, which is not in "
-                                       "%s (is skyforge-wal.service running? `systemctl status skyforge-wal`)",
-                                       m->id, file, ws.store->location);
+                        return err_set(
+                                -ENOENT, EX_DATAERR,
+                                "base backup %s needs WAL segment %s, which is not in "
+                                "%s (is skyforge-wal.service running? `systemctl status skyforge-wal`)",
+                                m->id, file, ws.store->location);
         }
         return 0;
 }
@@ -207,8 +218,10 @@ static int pick_base_backup(const BackupList *l, const PitrOptions *o, const Man
                 if (r < 0)
                         return r;
                 if (!base_fits(found, o))
-                        return err_set(-EINVAL, EX_USAGE, "base backup %s ends after the recovery target; pick an "
-                                       "older one or leave the id out", found->id);
+                        return err_set(-EINVAL, EX_USAGE,
+                                       "base backup %s ends after the recovery target; pick an "
+                                       "older one or leave the id out",
+                                       found->id);
                 *ret = found;
                 return 0;
         }
@@ -217,10 +230,13 @@ static int pick_base_backup(const BackupList *l, const PitrOptions *o, const Man
                         found = l->items[i];
         if (!found) {
                 if (l->n == 0)
-                        return err_set(-ENOENT, EX_NOINPUT, "there is no base backup; run `skyforge-agent run "
+                        return err_set(-ENOENT, EX_NOINPUT,
+                                       "there is no base backup; run `skyforge-agent run "
                                        "basebackup` (skyforge-backup-basebackup.timer runs it weekly)");
-                return err_set(-ENOENT, EX_NOINPUT, "no base backup ended before the recovery target; the oldest, "
-                               "%s, ended later", l->items[l->n - 1]->id);
+                return err_set(-ENOENT, EX_NOINPUT,
+                               "no base backup ended before the recovery target; the oldest, "
+                               "%s, ended later",
+                               l->items[l->n - 1]->id);
         }
         *ret = found;
         return 0;
@@ -246,7 +262,8 @@ static int extract_object(const Config *c, Store *s, const Manifest *m, const Ma
         src = source_zstd_new(TAKE_PTR(src));
         if (is_manifest) {
                 _cleanup_free_ char *path = path_join(datadir, "backup_manifest");
-                _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+                _cleanup_close_ int fd =
+                        open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
                 _cleanup_(sink_freep) Sink *to = NULL;
                 if (fd < 0)
                         return err_set(-errno, EX_CANTCREAT, "cannot create %s: %m", path);
@@ -265,8 +282,10 @@ static int extract_object(const Config *c, Store *s, const Manifest *m, const Ma
                 /* The reader owned the source: the digest was completed while it read to the end. */
         }
         if (d.done && !streq(d.sha256_hex, obj->sha256))
-                return err_set(-EBADMSG, EX_DATAERR, "base backup %s changed while it was restored (SHA-256 of "
-                               "%s differs)", m->id, obj->name);
+                return err_set(-EBADMSG, EX_DATAERR,
+                               "base backup %s changed while it was restored (SHA-256 of "
+                               "%s differs)",
+                               m->id, obj->name);
         return 0;
 }
 
@@ -297,8 +316,10 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
         if (!cfg)
                 cfg = xstrdup(o->config_path);
         if (!command_path_ok(exe) || !command_path_ok(cfg))
-                return err_set(-EINVAL, EX_USAGE, "cannot write restore_command: the paths %s and %s must be "
-                               "absolute and consist of letters, digits and /._+-@, only", exe, cfg);
+                return err_set(-EINVAL, EX_USAGE,
+                               "cannot write restore_command: the paths %s and %s must be "
+                               "absolute and consist of letters, digits and /._+-@, only",
+                               exe, cfg);
         if (o->target == PITR_TARGET_TIME) {
                 _cleanup_free_ char *t = pitr_format_time(o->time_usec);
                 target = xasprintf("recovery_target_time = '%s'\n", t);
@@ -313,12 +334,14 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                          "recovery_target_action = 'promote'\n"
                          "recovery_target_timeline = 'latest'\n",
                          m->id, exe, cfg, target);
-        STRV_FOREACH(s, o->settings) {
+        STRV_FOREACH (s, o->settings) {
                 _cleanup_free_ char *line = pitr_setting_line(*s);
                 char *t;
                 if (!line)
-                        return err_set(-EINVAL, EX_USAGE, "--set %s: give NAME=VALUE with a server setting's "
-                                       "name (lower case)", *s);
+                        return err_set(-EINVAL, EX_USAGE,
+                                       "--set %s: give NAME=VALUE with a server setting's "
+                                       "name (lower case)",
+                                       *s);
                 t = xasprintf("%s%s", text, line);
                 free(text);
                 text = t;
@@ -348,8 +371,10 @@ static int prepare_datadir(const char *datadir, uid_t *ret_uid, gid_t *ret_gid) 
                 struct dirent *e;
                 bool empty = true;
                 if (!S_ISDIR(st.st_mode))
-                        return err_set(-ENOTDIR, EX_CANTCREAT, "%s exists and is no directory; give a new or empty "
-                                       "directory", datadir);
+                        return err_set(-ENOTDIR, EX_CANTCREAT,
+                                       "%s exists and is no directory; give a new or empty "
+                                       "directory",
+                                       datadir);
                 d = opendir(datadir);
                 if (!d)
                         return err_set(-errno, EX_CANTCREAT, "cannot read %s: %m", datadir);
@@ -358,8 +383,10 @@ static int prepare_datadir(const char *datadir, uid_t *ret_uid, gid_t *ret_gid) 
                                 empty = false;
                 closedir(d);
                 if (!empty)
-                        return err_set(-EEXIST, EX_CANTCREAT, "%s is not empty; restore into a new or empty "
-                                       "directory (nothing there was changed)", datadir);
+                        return err_set(-EEXIST, EX_CANTCREAT,
+                                       "%s is not empty; restore into a new or empty "
+                                       "directory (nothing there was changed)",
+                                       datadir);
         } else {
                 int r;
                 parent = xstrdup(datadir);
@@ -369,7 +396,8 @@ static int prepare_datadir(const char *datadir, uid_t *ret_uid, gid_t *ret_gid) 
                 else
                         *slash = 0;
                 if (stat(parent, &st) < 0)
-                        return err_set(-errno, EX_CANTCREAT, "cannot use %s: %m (create its parent first)", parent);
+                        return err_set(-errno, EX_CANTCREAT, "cannot use %s: %m (create its parent first)",
+                                       parent);
                 r = mkdir_p(datadir, 0700);
                 if (r < 0)
                         return err_set(r, EX_CANTCREAT, "cannot create %s: %s", datadir, strerror(-r));
@@ -402,12 +430,13 @@ static int start_and_wait(const Config *c, const Manifest *m, const char *datadi
         _cleanup_(child_donep) Child child = {};
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *log = path_join(datadir, "skyforge-restore.log"),
-                            *sig = path_join(datadir, "recovery.signal"), *pid = path_join(datadir, "postmaster.pid");
+                            *sig = path_join(datadir, "recovery.signal"),
+                            *pid = path_join(datadir, "postmaster.pid");
         uint64_t deadline;
         int r, status;
 
-        r = pg_find_client("pg_ctl", c->postgres.pg_bindir, (int) (details_uint(m, "server_version_num") / 10000),
-                           &pg_ctl);
+        r = pg_find_client("pg_ctl", c->postgres.pg_bindir,
+                           (int) (details_uint(m, "server_version_num") / 10000), &pg_ctl);
         if (r < 0)
                 return r;
         argv = xcalloc(1, sizeof(char *));
@@ -415,14 +444,17 @@ static int start_and_wait(const Config *c, const Manifest *m, const char *datadi
                 struct passwd *pw = getpwuid(uid);
                 _cleanup_free_ char *runuser = path_find_executable("runuser");
                 if (!pw || !runuser)
-                        return err_set(-ESRCH, EX_UNAVAILABLE, "cannot start PostgreSQL as uid %u, the owner of %s "
-                                       "(no such user, or no runuser)", (unsigned) uid, datadir);
+                        return err_set(-ESRCH, EX_UNAVAILABLE,
+                                       "cannot start PostgreSQL as uid %u, the owner of %s "
+                                       "(no such user, or no runuser)",
+                                       (unsigned) uid, datadir);
                 strv_push(&argv, xstrdup(runuser));
                 strv_push(&argv, xstrdup("-u"));
                 strv_push(&argv, xstrdup(pw->pw_name));
                 strv_push(&argv, xstrdup("--"));
         } else if (geteuid() == 0)
-                return err_set(-EPERM, EX_USAGE, "%s is owned by root and PostgreSQL does not run as root: chown it "
+                return err_set(-EPERM, EX_USAGE,
+                               "%s is owned by root and PostgreSQL does not run as root: chown it "
                                "to the server's user (e.g. postgres) before restoring, or start it yourself",
                                datadir);
         strv_push(&argv, xstrdup(pg_ctl.path));
@@ -440,8 +472,8 @@ static int start_and_wait(const Config *c, const Manifest *m, const char *datadi
         status = child_wait(&child);
         if (status != 0) {
                 _cleanup_free_ char *tail = child_stderr_summary(&child);
-                return err_set(-EIO, EX_SOFTWARE, "pg_ctl start of %s failed (exit status %d): %s; see %s", datadir,
-                               status, tail, log);
+                return err_set(-EIO, EX_SOFTWARE, "pg_ctl start of %s failed (exit status %d): %s; see %s",
+                               datadir, status, tail, log);
         }
         log_info("PostgreSQL started on %s; waiting for the recovery to end.", datadir);
         deadline = now_usec(CLOCK_MONOTONIC) + PITR_START_TIMEOUT_USEC;
@@ -449,14 +481,20 @@ static int start_and_wait(const Config *c, const Manifest *m, const char *datadi
                 if (access(sig, F_OK) < 0 && errno == ENOENT && cluster_in_production(datadir))
                         return 0;
                 if (access(pid, F_OK) < 0 && errno == ENOENT)
-                        return err_set(-EIO, EX_SOFTWARE, "PostgreSQL stopped during the recovery of %s (a target "
-                                       "the stored WAL does not reach?); see %s", datadir, log);
+                        return err_set(-EIO, EX_SOFTWARE,
+                                       "PostgreSQL stopped during the recovery of %s (a target "
+                                       "the stored WAL does not reach?); see %s",
+                                       datadir, log);
                 if (cancel_requested())
-                        return err_set(-ECANCELED, EX_TEMPFAIL, "stopped waiting for the recovery of %s; the "
-                                       "server goes on", datadir);
+                        return err_set(-ECANCELED, EX_TEMPFAIL,
+                                       "stopped waiting for the recovery of %s; the "
+                                       "server goes on",
+                                       datadir);
                 if (now_usec(CLOCK_MONOTONIC) >= deadline)
-                        return err_set(-ETIMEDOUT, EX_TEMPFAIL, "the recovery of %s has not ended after 24 h; the "
-                                       "server goes on (see %s)", datadir, log);
+                        return err_set(-ETIMEDOUT, EX_TEMPFAIL,
+                                       "the recovery of %s has not ended after 24 h; the "
+                                       "server goes on (see %s)",
+                                       datadir, log);
                 (void) usleep(200 * 1000);
         }
 }
@@ -485,9 +523,12 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
                 return r;
         for (size_t i = 0; i < m->n_objects; i++) {
                 const char *rest = startswith(m->objects[i].name, m->id);
-                if (!rest || !(startswith(rest, ".base/base.tar.zst") || startswith(rest, ".base/backup_manifest.zst")))
-                        return err_set(-EOPNOTSUPP, EX_DATAERR, "base backup %s holds %s: restoring tablespaces "
-                                       "other than the main one is not supported yet", m->id, m->objects[i].name);
+                if (!rest || !(startswith(rest, ".base/base.tar.zst") ||
+                               startswith(rest, ".base/backup_manifest.zst")))
+                        return err_set(-EOPNOTSUPP, EX_DATAERR,
+                                       "base backup %s holds %s: restoring tablespaces "
+                                       "other than the main one is not supported yet",
+                                       m->id, m->objects[i].name);
         }
         r = check_wal_chain(c, m);
         if (r < 0)
@@ -524,8 +565,8 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
                 chown_gid = gid;
                 r = nftw(o->datadir, chown_one, 64, FTW_PHYS);
                 if (r != 0)
-                        return err_set(r < 0 ? r : -EIO, EX_IOERR, "cannot hand %s over to uid %u: %s", o->datadir,
-                                       (unsigned) uid, strerror(r < 0 ? -r : EIO));
+                        return err_set(r < 0 ? r : -EIO, EX_IOERR, "cannot hand %s over to uid %u: %s",
+                                       o->datadir, (unsigned) uid, strerror(r < 0 ? -r : EIO));
         }
         if (out)
                 fprintf(out, "Restored base backup %s into %s; recovery set up to %s.\n", m->id, o->datadir,

@@ -21,8 +21,8 @@ typedef struct PitrOptions {
         PitrTarget target;
         uint64_t time_usec;
         uint64_t lsn;
-        bool start;           /* pg_ctl start, then wait until recovery has finished */
-        char **settings;      /* "name=value" lines added to postgresql.auto.conf */
+        bool start; /* pg_ctl start, then wait until recovery has finished */
+        char **settings; /* "name=value" lines added to postgresql.auto.conf */
         const char *config_path; /* the agent configuration restore_command uses */
 } PitrOptions;
 

@@ -19,7 +19,7 @@
 #include "pipe/pipe.h"
 
 #define WAL_STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
-#define WAL_POLL_USEC (1 * USEC_PER_SEC)
+#define WAL_POLL_USEC            (1 * USEC_PER_SEC)
 /* The largest WAL file we write when fetching: the largest segment size PostgreSQL allows. */
 #define WAL_FETCH_MAX (UINT64_C(1) << 30)
 
@@ -83,7 +83,8 @@ static int wal_put(Store *s, const PostgresConfig *pc, const char *name, const v
         if (r >= 0)
                 r = sink_finish(chain);
         if (r < 0)
-                return err_setf(r, "cannot store %s in %s: %s", name, s->location, err_message() ?: strerror(-r));
+                return err_setf(r, "cannot store %s in %s: %s", name, s->location,
+                                err_message() ?: strerror(-r));
         return store_writer_commit(w);
 }
 
@@ -97,7 +98,7 @@ typedef struct WalUpload {
         uint8_t *data;
         size_t size;
         bool keep_existing; /* a complete segment already stored stays as it is */
-        uint64_t end_lsn;   /* acknowledged to the server once committed; 0: nothing to acknowledge */
+        uint64_t end_lsn; /* acknowledged to the server once committed; 0: nothing to acknowledge */
         int efd;
         int result;
         bool kept;
@@ -120,7 +121,8 @@ static void *wal_upload_thread(void *p) {
         if (r >= 0 && u->remove) {
                 int k = store_remove(u->store, u->remove);
                 if (k < 0)
-                        log_warning_errno(k, "Cannot remove %s from %s (%m); it is replaced by %s, ignoring.",
+                        log_warning_errno(k,
+                                          "Cannot remove %s from %s (%m); it is replaced by %s, ignoring.",
                                           u->remove, u->store->location, u->name);
         }
         if (r < 0)
@@ -139,14 +141,14 @@ typedef struct WalStreamer {
         uint64_t segment_size;
         uint32_t tli;
         uint64_t seg_start; /* LSN where buf starts */
-        uint64_t pos;       /* next LSN expected */
+        uint64_t pos; /* next LSN expected */
         uint8_t *buf;
-        uint64_t flushed;      /* acknowledged: everything before it is committed in the store */
-        uint64_t stored_pos;   /* everything before it is in the store, complete or partial */
+        uint64_t flushed; /* acknowledged: everything before it is committed in the store */
+        uint64_t stored_pos; /* everything before it is in the store, complete or partial */
         uint64_t last_partial_usec, last_status_usec, last_watchdog_usec;
         uint64_t reported_pos; /* the write position last sent */
-        uint64_t slot_start;   /* the slot's restart_lsn when we started */
-        uint64_t server_end;   /* the server's end of WAL, from its messages */
+        uint64_t slot_start; /* the slot's restart_lsn when we started */
+        uint64_t server_end; /* the server's end of WAL, from its messages */
         uint64_t lag_warned_usec;
         bool lag_warned;
         WalUpload up;
@@ -181,15 +183,17 @@ static void wal_notify_status(WalStreamer *s) {
         _cleanup_free_ char *pos = pg_lsn_format(s->pos), *flushed = pg_lsn_format(s->flushed);
         char lag[FORMAT_BYTES_MAX];
 
-        (void) sd_notifyf(false, "STATUS=Streaming timeline %" PRIu32 " at %s; stored up to %s%s%s; slot holds %s%s",
-                          s->tli, pos, flushed, s->last_segment[0] ? ", last segment " : "", s->last_segment,
-                          format_bytes(wal_lag(s), lag, sizeof lag), s->lag_warned ? " (over wal_warn_bytes)" : "");
+        (void) sd_notifyf(
+                false, "STATUS=Streaming timeline %" PRIu32 " at %s; stored up to %s%s%s; slot holds %s%s",
+                s->tli, pos, flushed, s->last_segment[0] ? ", last segment " : "", s->last_segment,
+                format_bytes(wal_lag(s), lag, sizeof lag), s->lag_warned ? " (over wal_warn_bytes)" : "");
 }
 
 /* A slot keeps WAL on the database's volume for as long as it is not stored: warn, in the journal and the
  * unit's status, while that passes wal_warn_bytes (again every 10 minutes while it lasts). */
 static void wal_check_lag(WalStreamer *s) {
-        uint64_t lag = wal_lag(s), now = now_usec(CLOCK_MONOTONIC), limit = s->config->postgres.wal_warn_bytes;
+        uint64_t lag = wal_lag(s), now = now_usec(CLOCK_MONOTONIC),
+                 limit = s->config->postgres.wal_warn_bytes;
         char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX];
 
         if (limit == 0)
@@ -293,9 +297,15 @@ static int wal_upload_start(WalStreamer *s, char *name, char *remove, uint8_t *d
                 free(data);
                 return r;
         }
-        *u = (WalUpload){ .store = s->ws.store, .pc = &s->config->postgres, .name = name, .remove = remove,
-                          .data = data, .size = s->segment_size, .keep_existing = keep_existing,
-                          .end_lsn = end_lsn, .efd = s->efd };
+        *u = (WalUpload){ .store = s->ws.store,
+                          .pc = &s->config->postgres,
+                          .name = name,
+                          .remove = remove,
+                          .data = data,
+                          .size = s->segment_size,
+                          .keep_existing = keep_existing,
+                          .end_lsn = end_lsn,
+                          .efd = s->efd };
         r = thread_start(&u->thread, wal_upload_thread, u);
         if (r < 0) {
                 free(TAKE_PTR(u->name));
@@ -350,8 +360,10 @@ static int wal_data(WalStreamer *s, const PgReplMessage *m) {
 
         if (m->start != s->pos) {
                 _cleanup_free_ char *got = pg_lsn_format(m->start), *want = pg_lsn_format(s->pos);
-                return err_set(-EBADMSG, EX_PROTOCOL, "the server sent WAL at %s where %s was next; a gap would "
-                               "break the chain, so the stream stops (it restarts from the slot)", got, want);
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "the server sent WAL at %s where %s was next; a gap would "
+                               "break the chain, so the stream stops (it restarts from the slot)",
+                               got, want);
         }
         while (left > 0) {
                 uint64_t off = s->pos - s->seg_start;
@@ -421,14 +433,16 @@ static int wal_timeline_end(WalStreamer *s) {
         r = pg_repl_end(s->conn, &next_tli, &next_lsn);
         if (r < 0)
                 return r;
-        /* The last segment of the timeline that ended stays a .partial, as the server's archiver leaves it. */
+        /* The last segment of the timeline that ended stays a .partial, as the server's archiver leaves it.
+         */
         r = wal_upload_partial(s);
         if (r >= 0)
                 r = wal_upload_reap(s, true);
         if (r < 0)
                 return r;
         if (next_tli == 0 || next_tli <= s->tli)
-                return err_set(-ECONNRESET, EX_UNAVAILABLE, "the server ended the WAL stream on timeline %" PRIu32
+                return err_set(-ECONNRESET, EX_UNAVAILABLE,
+                               "the server ended the WAL stream on timeline %" PRIu32
                                " (shutting down?); the partial segment is stored and the stream restarts",
                                s->tli);
         log_info("Timeline %" PRIu32 " ended; following timeline %" PRIu32 ".", s->tli, next_tli);
@@ -499,14 +513,17 @@ int wal_stream(const Config *c) {
         if (r < 0)
                 return r;
         if (s.segment_size != PG_WAL_SEGMENT_DEFAULT)
-                return err_set(-EOPNOTSUPP, EX_CONFIG, "the server's wal_segment_size is %" PRIu64 " bytes; "
-                               "wal-stream stores 16 MiB segments only (the initdb default)", s.segment_size);
+                return err_set(-EOPNOTSUPP, EX_CONFIG,
+                               "the server's wal_segment_size is %" PRIu64 " bytes; "
+                               "wal-stream stores 16 MiB segments only (the initdb default)",
+                               s.segment_size);
         r = pg_repl_slot_ensure(s.conn, s.slot, &created, &restart_lsn, &slot_tli);
         if (r < 0)
                 return r;
         if (created)
                 log_info("Created the physical replication slot %s; the server keeps WAL for it until it is "
-                         "stored.", s.slot);
+                         "stored.",
+                         s.slot);
         /* The slot's restart_lsn only moves when we acknowledge a committed segment: from the start of its
          * segment on, everything not yet stored is still on the server. */
         if (restart_lsn == 0) {
@@ -610,8 +627,10 @@ static int wal_fetch_object(const Config *c, const WalStore *ws, const char *nam
         if (endswith(name, ".age")) {
                 Source *dec;
                 if (isempty(c->postgres.identity_file))
-                        return err_set(-ENOKEY, EX_CONFIG, "WAL object %s is encrypted; set identity_file = in "
-                                       "[postgres] to the age identity of one of [postgres] recipients", name);
+                        return err_set(-ENOKEY, EX_CONFIG,
+                                       "WAL object %s is encrypted; set identity_file = in "
+                                       "[postgres] to the age identity of one of [postgres] recipients",
+                                       name);
                 dec = source_age_new(src, c->postgres.identity_file, &r);
                 if (!dec)
                         return err_set(r, err_exit_code(r), "cannot decrypt WAL object %s with %s: %s", name,
@@ -629,15 +648,16 @@ static int wal_fetch_object(const Config *c, const WalStore *ws, const char *nam
         for (;;) {
                 ssize_t n = source_read(src, buf, 256 * 1024);
                 if (n < 0) {
-                        r = err_set((int) n, err_exit_code((int) n), "cannot read WAL object %s from %s: %s", name,
-                                    ws->store->location, err_message() ?: strerror((int) -n));
+                        r = err_set((int) n, err_exit_code((int) n), "cannot read WAL object %s from %s: %s",
+                                    name, ws->store->location, err_message() ?: strerror((int) -n));
                         break;
                 }
                 if (n == 0)
                         break;
                 total += (uint64_t) n;
                 if (total > WAL_FETCH_MAX) {
-                        r = err_set(-EFBIG, EX_DATAERR, "WAL object %s is larger than any WAL file; refused", name);
+                        r = err_set(-EFBIG, EX_DATAERR, "WAL object %s is larger than any WAL file; refused",
+                                    name);
                         break;
                 }
                 r = write_full(fd, buf, (size_t) n);
@@ -689,7 +709,8 @@ int wal_fetch(const Config *c, const char *file, const char *path) {
                 if (r < 0)
                         return r;
                 if (i >= 2)
-                        log_info("Restored %s from its partial segment %s (the newest WAL there is).", file, name);
+                        log_info("Restored %s from its partial segment %s (the newest WAL there is).", file,
+                                 name);
                 else
                         log_debug("Restored %s from %s.", file, name);
                 return 0;
@@ -757,20 +778,22 @@ int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out) {
         doomed = p.doomed;
         if (r < 0)
                 return r;
-        STRV_FOREACH(name, doomed) {
+        STRV_FOREACH (name, doomed) {
                 if (out)
                         fprintf(out, "%s %s  before base backup %s, the oldest kept\n",
                                 dry_run ? "would delete" : "deleted", *name, oldest->id);
                 if (!dry_run) {
                         r = store_remove(ws.store, *name);
                         if (r < 0)
-                                return err_set(r, err_exit_code(r), "cannot delete WAL object %s from %s: %s",
-                                               *name, ws.store->location, err_message() ?: strerror(-r));
+                                return err_set(r, err_exit_code(r),
+                                               "cannot delete WAL object %s from %s: %s", *name,
+                                               ws.store->location, err_message() ?: strerror(-r));
                 }
                 n++;
         }
         if (n > 0 && !dry_run)
-                log_info("Deleted %d WAL objects from before base backup %s, the oldest kept.", n, oldest->id);
+                log_info("Deleted %d WAL objects from before base backup %s, the oldest kept.", n,
+                         oldest->id);
         return n;
 }
 
@@ -808,7 +831,8 @@ static int wal_chain_one(const StoreEntry *e, void *userdata) {
                 ch->cap = ch->cap ? ch->cap * 2 : 256;
                 ch->items = xrealloc(ch->items, ch->cap * sizeof *ch->items);
         }
-        ch->items[ch->n++] = (WalSeen){ .tli = tli, .segno = lsn / PG_WAL_SEGMENT_DEFAULT,
+        ch->items[ch->n++] = (WalSeen){ .tli = tli,
+                                        .segno = lsn / PG_WAL_SEGMENT_DEFAULT,
                                         .complete = !startswith(tail, ".partial") };
         return 0;
 }
@@ -871,10 +895,12 @@ int wal_check_chain(const Config *c, const Manifest *m, char ***problems) {
                         next = w->tli == tli ? start : w->segno;
                 }
                 if (w->segno != next) {
-                        _cleanup_free_ char *a = wal_name_of(w->tli, next), *b = wal_name_of(w->tli, w->segno - 1);
-                        strv_push(problems, xasprintf("WAL gap: %s%s%s missing from %s; recovery cannot go past it",
-                                                      a, w->segno - 1 > next ? " to " : "",
-                                                      w->segno - 1 > next ? b : "", ws.store->location));
+                        _cleanup_free_ char *a = wal_name_of(w->tli, next),
+                                            *b = wal_name_of(w->tli, w->segno - 1);
+                        strv_push(problems,
+                                  xasprintf("WAL gap: %s%s%s missing from %s; recovery cannot go past it", a,
+                                            w->segno - 1 > next ? " to " : "", w->segno - 1 > next ? b : "",
+                                            ws.store->location));
                         n++;
                 }
                 if (w->tli == end_tli && w->segno >= end)
@@ -883,9 +909,10 @@ int wal_check_chain(const Config *c, const Manifest *m, char ***problems) {
         }
         if (!have_end) {
                 _cleanup_free_ char *e = wal_name_of(end_tli, end);
-                strv_push(problems, xasprintf("WAL segment %s, which the base backup needs to become consistent, "
-                                              "is not in %s (is skyforge-wal.service running?)", e,
-                                              ws.store->location));
+                strv_push(problems,
+                          xasprintf("WAL segment %s, which the base backup needs to become consistent, "
+                                    "is not in %s (is skyforge-wal.service running?)",
+                                    e, ws.store->location));
                 n++;
         }
         return n;

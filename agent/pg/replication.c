@@ -57,8 +57,8 @@ int pg_wal_file_parse(const char *name, uint64_t segment_size, uint32_t *ret_tli
         uint32_t tli, hi, lo;
         uint64_t per_id = UINT64_C(0x100000000) / segment_size;
 
-        if (strlen(name) != PG_WAL_FILE_NAME_LEN || parse_hex8(name, &tli) < 0 || parse_hex8(name + 8, &hi) < 0 ||
-            parse_hex8(name + 16, &lo) < 0 || tli == 0 || lo >= per_id)
+        if (strlen(name) != PG_WAL_FILE_NAME_LEN || parse_hex8(name, &tli) < 0 ||
+            parse_hex8(name + 8, &hi) < 0 || parse_hex8(name + 16, &lo) < 0 || tli == 0 || lo >= per_id)
                 return -EINVAL;
         *ret_tli = tli;
         *ret_lsn = ((uint64_t) hi * per_id + lo) * segment_size;
@@ -102,8 +102,8 @@ int pg_parse_segment_size(const char *s, uint64_t *ret) {
 
 static char *repl_target(PGconn *c) {
         const char *host = PQhost(c), *port = PQport(c), *user = PQuser(c);
-        return xasprintf("host=%s port=%s user=%s", isempty(host) ? "(default socket)" : host, strempty(port),
-                         strempty(user));
+        return xasprintf("host=%s port=%s user=%s", isempty(host) ? "(default socket)" : host,
+                         strempty(port), strempty(user));
 }
 
 /* libpq's message on one line, for journal and state. */
@@ -131,8 +131,8 @@ int pg_repl_connect(const char *conninfo, PGconn **ret) {
         /* Later keywords override earlier ones: the operator's conninfo wins over our defaults, but
          * replication=true comes last (a conninfo naming replication=database would be a logical one). */
         const char *keys[] = { "connect_timeout", "application_name", "dbname", "replication", NULL };
-        const char *values[] = { "10", "skyforge-agent", isempty(conninfo) ? "dbname=postgres" : conninfo, "true",
-                                 NULL };
+        const char *values[] = { "10", "skyforge-agent", isempty(conninfo) ? "dbname=postgres" : conninfo,
+                                 "true", NULL };
 
         c = PQconnectdbParams(keys, values, 1);
         if (!c)
@@ -141,26 +141,35 @@ int pg_repl_connect(const char *conninfo, PGconn **ret) {
         if (PQstatus(c) != CONNECTION_OK) {
                 msg = repl_error(c);
                 if (strstr(msg, "no pg_hba.conf entry for replication"))
-                        return err_set(-EACCES, EX_NOPERM,
-                                       "PostgreSQL at %s refused a replication connection: %s (add a "
-                                       "\"host replication USER ADDRESS scram-sha-256\" line to pg_hba.conf and "
-                                       "reload the server)", target, msg);
+                        return err_set(
+                                -EACCES, EX_NOPERM,
+                                "PostgreSQL at %s refused a replication connection: %s (add a "
+                                "\"host replication USER ADDRESS scram-sha-256\" line to pg_hba.conf and "
+                                "reload the server)",
+                                target, msg);
                 if (strstr(msg, "must be superuser or replication role") || strstr(msg, "permission denied"))
-                        return err_set(-EACCES, EX_NOPERM,
-                                       "PostgreSQL at %s: %s (ALTER ROLE %s REPLICATION, or use a role that has "
-                                       "it in [postgres] conninfo)", target, msg, strempty(PQuser(c)));
+                        return err_set(
+                                -EACCES, EX_NOPERM,
+                                "PostgreSQL at %s: %s (ALTER ROLE %s REPLICATION, or use a role that has "
+                                "it in [postgres] conninfo)",
+                                target, msg, strempty(PQuser(c)));
                 if (strstr(msg, "authentication failed") || strstr(msg, "no password supplied") ||
-                    strstr(msg, "no pg_hba.conf entry") || (strstr(msg, "role \"") && strstr(msg, "does not exist")))
-                        return err_set(-EACCES, EX_NOPERM,
-                                       "PostgreSQL at %s refused the login: %s (check the user and the passfile= "
-                                       "in [postgres] conninfo)", target, msg);
+                    strstr(msg, "no pg_hba.conf entry") ||
+                    (strstr(msg, "role \"") && strstr(msg, "does not exist")))
+                        return err_set(
+                                -EACCES, EX_NOPERM,
+                                "PostgreSQL at %s refused the login: %s (check the user and the passfile= "
+                                "in [postgres] conninfo)",
+                                target, msg);
                 if (strstr(msg, "number of requested standby connections exceeds max_wal_senders") ||
                     strstr(msg, "max_wal_senders"))
                         return err_set(-EBUSY, EX_UNAVAILABLE,
-                                       "PostgreSQL at %s: %s (raise max_wal_senders on the server)", target, msg);
+                                       "PostgreSQL at %s: %s (raise max_wal_senders on the server)", target,
+                                       msg);
                 return err_set(-ECONNREFUSED, EX_UNAVAILABLE,
                                "cannot reach PostgreSQL at %s: %s (is the db pod running? is conninfo in "
-                               "[postgres] right?)", target, msg);
+                               "[postgres] right?)",
+                               target, msg);
         }
         *ret = TAKE_PTR(c);
         return 0;
@@ -179,13 +188,17 @@ static int repl_query(PGconn *c, const char *command, int min_columns, PGresult 
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
                 msg = repl_error(c);
                 if (strstr(msg, "wal_level"))
-                        return err_set(-EIO, EX_CONFIG, "PostgreSQL at %s: %s failed: %s (set wal_level = replica "
-                                       "on the server and restart it)", target, command, msg);
-                return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: %s failed: %s", target, command, msg);
+                        return err_set(-EIO, EX_CONFIG,
+                                       "PostgreSQL at %s: %s failed: %s (set wal_level = replica "
+                                       "on the server and restart it)",
+                                       target, command, msg);
+                return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: %s failed: %s", target, command,
+                               msg);
         }
         if (PQntuples(res) != 1 || PQnfields(res) < min_columns)
-                return err_set(-EBADMSG, EX_PROTOCOL, "PostgreSQL at %s answered %s with %d rows of %d columns",
-                               target, command, PQntuples(res), PQnfields(res));
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "PostgreSQL at %s answered %s with %d rows of %d columns", target, command,
+                               PQntuples(res), PQnfields(res));
         *ret = TAKE_PTR(res);
         return 0;
 }
@@ -209,8 +222,10 @@ int pg_repl_identify(PGconn *c, PgIdentity *ret) {
                 return r;
         if (parse_tli(PQgetvalue(res, 0, 1), &id.timeline) < 0 ||
             pg_lsn_parse(PQgetvalue(res, 0, 2), &id.xlogpos) < 0)
-                return err_set(-EBADMSG, EX_PROTOCOL, "IDENTIFY_SYSTEM returned a timeline \"%s\" and position "
-                               "\"%s\" that do not parse", PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "IDENTIFY_SYSTEM returned a timeline \"%s\" and position "
+                               "\"%s\" that do not parse",
+                               PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
         id.system_id = xstrdup(PQgetvalue(res, 0, 0));
         *ret = id;
         return 0;
@@ -248,8 +263,10 @@ int pg_repl_slot_ensure(PGconn *c, const char *slot, bool *ret_created, uint64_t
         int r;
 
         if (!slot_name_valid(slot))
-                return err_set(-EINVAL, EX_CONFIG, "replication slot name \"%s\" is invalid (lower-case letters, "
-                               "digits and _, at most 63; fix replication_slot in [postgres])", slot);
+                return err_set(-EINVAL, EX_CONFIG,
+                               "replication slot name \"%s\" is invalid (lower-case letters, "
+                               "digits and _, at most 63; fix replication_slot in [postgres])",
+                               slot);
         create = xasprintf("CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", slot);
         res = PQexec(c, create);
         if (PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -258,7 +275,8 @@ int pg_repl_slot_ensure(PGconn *c, const char *slot, bool *ret_created, uint64_t
                 const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
                 if (!streq_ptr(state, "42710")) { /* duplicate_object: reuse it */
                         _cleanup_free_ char *msg = repl_error(c);
-                        return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: cannot create replication slot "
+                        return err_set(-EIO, EX_UNAVAILABLE,
+                                       "PostgreSQL at %s: cannot create replication slot "
                                        "%s: %s (raise max_replication_slots, or check wal_level = replica)",
                                        target, slot, msg);
                 }
@@ -270,12 +288,13 @@ int pg_repl_slot_ensure(PGconn *c, const char *slot, bool *ret_created, uint64_t
         if (r < 0)
                 return r;
         if (PQgetisnull(res, 0, 0))
-                return err_set(-ENOENT, EX_UNAVAILABLE, "PostgreSQL at %s: replication slot %s vanished", target,
-                               slot);
+                return err_set(-ENOENT, EX_UNAVAILABLE, "PostgreSQL at %s: replication slot %s vanished",
+                               target, slot);
         if (!streq(PQgetvalue(res, 0, 0), "physical"))
-                return err_set(-EINVAL, EX_CONFIG, "PostgreSQL at %s: replication slot %s is a %s slot, not a "
-                               "physical one (drop it or choose another replication_slot in [postgres])", target,
-                               slot, PQgetvalue(res, 0, 0));
+                return err_set(-EINVAL, EX_CONFIG,
+                               "PostgreSQL at %s: replication slot %s is a %s slot, not a "
+                               "physical one (drop it or choose another replication_slot in [postgres])",
+                               target, slot, PQgetvalue(res, 0, 0));
         if (!PQgetisnull(res, 0, 1) && pg_lsn_parse(PQgetvalue(res, 0, 1), &lsn) < 0)
                 return err_set(-EBADMSG, EX_PROTOCOL, "slot %s: restart_lsn \"%s\" does not parse", slot,
                                PQgetvalue(res, 0, 1));
@@ -348,8 +367,8 @@ int pg_repl_read(PGconn *c, PgReplMessage *ret) {
                 if (PQconsumeInput(c) == 0) {
                         _cleanup_free_ char *msg = repl_error(c);
                         target = repl_target(c);
-                        return err_set(-ECONNRESET, EX_UNAVAILABLE, "lost the replication connection to %s: %s",
-                                       target, msg);
+                        return err_set(-ECONNRESET, EX_UNAVAILABLE,
+                                       "lost the replication connection to %s: %s", target, msg);
                 }
                 n = PQgetCopyData(c, &buf, 1);
         }
@@ -364,7 +383,8 @@ int pg_repl_read(PGconn *c, PgReplMessage *ret) {
         if (n < 0) {
                 _cleanup_free_ char *msg = repl_error(c);
                 target = repl_target(c);
-                return err_set(-ECONNRESET, EX_UNAVAILABLE, "replication stream from %s failed: %s", target, msg);
+                return err_set(-ECONNRESET, EX_UNAVAILABLE, "replication stream from %s failed: %s", target,
+                               msg);
         }
         PgReplMessage m = { .buffer = buf };
         const uint8_t *p = (const uint8_t *) buf;
@@ -382,8 +402,10 @@ int pg_repl_read(PGconn *c, PgReplMessage *ret) {
                 unsigned char type = p[0];
                 PQfreemem(buf);
                 target = repl_target(c);
-                return err_set(-EBADMSG, EX_PROTOCOL, "replication stream from %s sent an unknown message "
-                               "(type 0x%02x, %d bytes)", target, type, n);
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "replication stream from %s sent an unknown message "
+                               "(type 0x%02x, %d bytes)",
+                               target, type, n);
         }
         *ret = m;
         return 0;
@@ -401,7 +423,8 @@ int pg_repl_send_status(PGconn *c, uint64_t write_lsn, uint64_t flush_lsn, bool 
         msg[33] = reply;
         if (PQputCopyData(c, (const char *) msg, sizeof msg) <= 0 || PQflush(c) < 0) {
                 _cleanup_free_ char *msg_text = repl_error(c), *target = repl_target(c);
-                return err_set(-ECONNRESET, EX_UNAVAILABLE, "cannot send feedback to %s: %s", target, msg_text);
+                return err_set(-ECONNRESET, EX_UNAVAILABLE, "cannot send feedback to %s: %s", target,
+                               msg_text);
         }
         return 0;
 }
@@ -423,13 +446,14 @@ int pg_repl_end(PGconn *c, uint32_t *ret_next_tli, uint64_t *ret_next_lsn) {
                 if (st == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) >= 2) {
                         if (parse_tli(PQgetvalue(res, 0, 0), &tli) < 0 ||
                             pg_lsn_parse(PQgetvalue(res, 0, 1), &lsn) < 0)
-                                return err_set(-EBADMSG, EX_PROTOCOL, "%s ended the stream with a next "
-                                               "timeline \"%s\" at \"%s\" that does not parse", target,
-                                               PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+                                return err_set(-EBADMSG, EX_PROTOCOL,
+                                               "%s ended the stream with a next "
+                                               "timeline \"%s\" at \"%s\" that does not parse",
+                                               target, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
                 } else if (st == PGRES_FATAL_ERROR) {
                         _cleanup_free_ char *msg = repl_error(c);
-                        return err_set(-EIO, EX_UNAVAILABLE, "replication stream from %s ended with an error: %s",
-                                       target, msg);
+                        return err_set(-EIO, EX_UNAVAILABLE,
+                                       "replication stream from %s ended with an error: %s", target, msg);
                 }
         }
         *ret_next_tli = tli;
@@ -438,7 +462,8 @@ int pg_repl_end(PGconn *c, uint32_t *ret_next_tli, uint64_t *ret_next_lsn) {
 }
 
 int pg_repl_wait(PGconn *c, int extra_fd, uint64_t timeout_usec) {
-        struct pollfd p[2] = { { .fd = PQsocket(c), .events = POLLIN }, { .fd = extra_fd, .events = POLLIN } };
+        struct pollfd p[2] = { { .fd = PQsocket(c), .events = POLLIN },
+                               { .fd = extra_fd, .events = POLLIN } };
         int n;
 
         if (cancel_requested())
@@ -462,32 +487,38 @@ int pg_repl_base_backup_start(PGconn *c, const char *label, bool fast_checkpoint
         _cleanup_(pg_base_backup_start_done) PgBaseBackupStart s = {};
 
         if (PQserverVersion(c) < 150000)
-                return err_set(-EOPNOTSUPP, EX_UNAVAILABLE, "PostgreSQL at %s is version %d; base backups need "
-                               "PostgreSQL 15 or later (the nightly logical dump still covers older servers)",
-                               target, PQserverVersion(c) / 10000);
+                return err_set(
+                        -EOPNOTSUPP, EX_UNAVAILABLE,
+                        "PostgreSQL at %s is version %d; base backups need "
+                        "PostgreSQL 15 or later (the nightly logical dump still covers older servers)",
+                        target, PQserverVersion(c) / 10000);
         for (const char *p = label; *p; p++)
                 if (*p == '\'' || *p == '\\' || (unsigned char) *p < 0x20)
                         return err_set(-EINVAL, EX_SOFTWARE, "internal error: bad backup label");
-        cmd = xasprintf("BASE_BACKUP (LABEL '%s', CHECKPOINT '%s', MANIFEST 'yes', WAIT false, PROGRESS false)",
-                        label, fast_checkpoint ? "fast" : "spread");
+        cmd = xasprintf(
+                "BASE_BACKUP (LABEL '%s', CHECKPOINT '%s', MANIFEST 'yes', WAIT false, PROGRESS false)",
+                label, fast_checkpoint ? "fast" : "spread");
         if (!PQsendQuery(c, cmd)) {
                 _cleanup_free_ char *msg = repl_error(c);
-                return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: cannot send BASE_BACKUP: %s", target, msg);
+                return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: cannot send BASE_BACKUP: %s", target,
+                               msg);
         }
         /* First the start position, then the tablespaces; then the COPY of the archives. */
         for (unsigned step = 0; step < 2; step++) {
                 res = PQgetResult(c);
                 if (PQresultStatus(res) != PGRES_TUPLES_OK) {
                         _cleanup_free_ char *msg = repl_error(c);
-                        return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: BASE_BACKUP failed: %s", target,
-                                       msg);
+                        return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: BASE_BACKUP failed: %s",
+                                       target, msg);
                 }
                 if (step == 0) {
                         if (PQntuples(res) != 1 || PQnfields(res) < 2 ||
                             pg_lsn_parse(PQgetvalue(res, 0, 0), &s.start_lsn) < 0 ||
                             parse_tli(PQgetvalue(res, 0, 1), &s.timeline) < 0)
-                                return err_set(-EBADMSG, EX_PROTOCOL, "PostgreSQL at %s: BASE_BACKUP's start "
-                                               "position does not parse", target);
+                                return err_set(-EBADMSG, EX_PROTOCOL,
+                                               "PostgreSQL at %s: BASE_BACKUP's start "
+                                               "position does not parse",
+                                               target);
                 } else {
                         s.tablespaces = xcalloc(1, sizeof(char *));
                         for (int i = 0; i < PQntuples(res) && PQnfields(res) >= 2; i++)
@@ -500,8 +531,10 @@ int pg_repl_base_backup_start(PGconn *c, const char *label, bool fast_checkpoint
         res = PQgetResult(c);
         if (PQresultStatus(res) != PGRES_COPY_OUT) {
                 _cleanup_free_ char *msg = repl_error(c);
-                return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: BASE_BACKUP did not start its archive "
-                               "stream: %s", target, msg);
+                return err_set(-EIO, EX_UNAVAILABLE,
+                               "PostgreSQL at %s: BASE_BACKUP did not start its archive "
+                               "stream: %s",
+                               target, msg);
         }
         *ret = s;
         s = (PgBaseBackupStart){};
@@ -524,8 +557,10 @@ int pg_repl_base_backup_read(PGconn *c, PgBackupMessage *ret) {
                 if (PQconsumeInput(c) == 0) {
                         _cleanup_free_ char *msg = repl_error(c);
                         target = repl_target(c);
-                        return err_set(-ECONNRESET, EX_UNAVAILABLE, "lost the connection to %s during "
-                                       "BASE_BACKUP: %s", target, msg);
+                        return err_set(-ECONNRESET, EX_UNAVAILABLE,
+                                       "lost the connection to %s during "
+                                       "BASE_BACKUP: %s",
+                                       target, msg);
                 }
                 n = PQgetCopyData(c, &buf, 1);
         }
@@ -578,8 +613,10 @@ int pg_repl_base_backup_read(PGconn *c, PgBackupMessage *ret) {
         unsigned char type = (unsigned char) buf[0];
         PQfreemem(buf);
         target = repl_target(c);
-        return err_set(-EBADMSG, EX_PROTOCOL, "BASE_BACKUP from %s sent an unknown or truncated message (type "
-                       "0x%02x, %d bytes)", target, type, n);
+        return err_set(-EBADMSG, EX_PROTOCOL,
+                       "BASE_BACKUP from %s sent an unknown or truncated message (type "
+                       "0x%02x, %d bytes)",
+                       target, type, n);
 }
 
 int pg_repl_base_backup_finish(PGconn *c, uint64_t *ret_end_lsn, uint32_t *ret_tli) {
@@ -596,18 +633,22 @@ int pg_repl_base_backup_finish(PGconn *c, uint64_t *ret_end_lsn, uint32_t *ret_t
                 if (st == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) >= 2) {
                         if (pg_lsn_parse(PQgetvalue(res, 0, 0), &lsn) < 0 ||
                             parse_tli(PQgetvalue(res, 0, 1), &tli) < 0)
-                                return err_set(-EBADMSG, EX_PROTOCOL, "PostgreSQL at %s: BASE_BACKUP's end "
-                                               "position does not parse", target);
+                                return err_set(-EBADMSG, EX_PROTOCOL,
+                                               "PostgreSQL at %s: BASE_BACKUP's end "
+                                               "position does not parse",
+                                               target);
                         got = true;
                 } else if (st == PGRES_FATAL_ERROR) {
                         _cleanup_free_ char *msg = repl_error(c);
-                        return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: BASE_BACKUP failed: %s", target,
-                                       msg);
+                        return err_set(-EIO, EX_UNAVAILABLE, "PostgreSQL at %s: BASE_BACKUP failed: %s",
+                                       target, msg);
                 }
         }
         if (!got)
-                return err_set(-EBADMSG, EX_PROTOCOL, "PostgreSQL at %s ended BASE_BACKUP without its end "
-                               "position", target);
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "PostgreSQL at %s ended BASE_BACKUP without its end "
+                               "position",
+                               target);
         *ret_end_lsn = lsn;
         *ret_tli = tli;
         return 0;

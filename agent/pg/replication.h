@@ -10,7 +10,7 @@
  * backup job speak. Nothing here blocks without a bound: every wait is a poll() on the connection's socket
  * with a timeout, and gives up on cancel_requested() (SIGTERM). */
 
-#define PG_LSN_INVALID UINT64_C(0)
+#define PG_LSN_INVALID         UINT64_C(0)
 #define PG_WAL_SEGMENT_DEFAULT (UINT64_C(16) * 1024 * 1024)
 /* "00000001000000000000000A": timeline, then segment number in two parts. */
 #define PG_WAL_FILE_NAME_LEN 24
@@ -20,7 +20,8 @@ int pg_lsn_parse(const char *s, uint64_t *ret);
 char *pg_lsn_format(uint64_t lsn); /* to free */
 
 /* The WAL file name of the segment holding lsn on timeline tli. */
-void pg_wal_file_name(uint32_t tli, uint64_t lsn, uint64_t segment_size, char ret[static PG_WAL_FILE_NAME_LEN + 1]);
+void pg_wal_file_name(uint32_t tli, uint64_t lsn, uint64_t segment_size,
+                      char ret[static PG_WAL_FILE_NAME_LEN + 1]);
 /* Parses a WAL file name (24 hex digits) into timeline and the segment's start LSN. */
 int pg_wal_file_parse(const char *name, uint64_t segment_size, uint32_t *ret_tli, uint64_t *ret_lsn);
 /* "00000002.history" -> 2. */
@@ -52,15 +53,15 @@ int pg_repl_timeline_history(PGconn *c, uint32_t tli, char **ret_content, size_t
 int pg_repl_start(PGconn *c, const char *slot, uint64_t lsn, uint32_t tli);
 
 typedef enum PgReplKind {
-        PG_REPL_NOTHING,   /* nothing arrived yet: poll the socket */
-        PG_REPL_DATA,      /* XLogData */
+        PG_REPL_NOTHING, /* nothing arrived yet: poll the socket */
+        PG_REPL_DATA, /* XLogData */
         PG_REPL_KEEPALIVE, /* primary keepalive */
-        PG_REPL_END,       /* the server ended the stream (timeline switch or shutdown) */
+        PG_REPL_END, /* the server ended the stream (timeline switch or shutdown) */
 } PgReplKind;
 
 typedef struct PgReplMessage {
         PgReplKind kind;
-        uint64_t start;   /* DATA: LSN of data[0] */
+        uint64_t start; /* DATA: LSN of data[0] */
         uint64_t wal_end; /* the server's end of WAL */
         bool reply_requested;
         const uint8_t *data;
@@ -94,7 +95,7 @@ int pg_repl_base_backup_start(PGconn *c, const char *label, bool fast_checkpoint
 
 typedef enum PgBackupKind {
         PG_BACKUP_NOTHING,
-        PG_BACKUP_ARCHIVE,  /* name: a new archive starts ("base.tar", "16384.tar"), location: its path */
+        PG_BACKUP_ARCHIVE, /* name: a new archive starts ("base.tar", "16384.tar"), location: its path */
         PG_BACKUP_MANIFEST, /* the backup manifest starts */
         PG_BACKUP_DATA,
         PG_BACKUP_PROGRESS,

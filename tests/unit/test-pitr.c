@@ -115,7 +115,8 @@ static void settings_are_quoted_for_postgresql_auto_conf(void **state) {
         _cleanup_free_ char *a = pitr_setting_line("port=5433"),
                             *b = pitr_setting_line("unix_socket_directories=/tmp/it's"),
                             *c = pitr_setting_line("Port=1"), *d = pitr_setting_line("=1"),
-                            *e = pitr_setting_line("port"), *f = pitr_setting_line("a=b\nrestore_command = 'x'");
+                            *e = pitr_setting_line("port"),
+                            *f = pitr_setting_line("a=b\nrestore_command = 'x'");
 
         assert_string_equal(a, "port = '5433'\n");
         assert_string_equal(b, "unix_socket_directories = '/tmp/it''s'\n");
