@@ -48,3 +48,4 @@ extern const Verb verb_keygen;
 extern const Verb verb_daemon;
 extern const Verb verb_verify;
 extern const Verb verb_recover;
+extern const Verb verb_wal_stream, verb_wal_fetch;

@@ -10,6 +10,7 @@ static const Verb *const verbs[] = {
         &verb_run, &verb_list, &verb_status, &verb_restore, &verb_prune, &verb_config, &verb_keygen,
         &verb_daemon, &verb_version,
         &verb_verify, &verb_recover,
+        &verb_wal_stream, &verb_wal_fetch,
 };
 
 /* The commands as an operator looks for them. A command in no group is listed under "Other". */
@@ -114,8 +115,18 @@ static void usage_lines(const Verb *v, FILE *f) {
         bool first = true;
 
         for (;;) {
-                char *bar = strstr(p, " | ");
+                char *bar = NULL;
                 _cleanup_free_ char *head = NULL;
+                int depth = 0;
+
+                /* The next " | " outside brackets ("[--time TS | --lsn LSN]" is one alternative). */
+                for (char *q = p; *q && !bar; q++)
+                        if (*q == '[')
+                                depth++;
+                        else if (*q == ']')
+                                depth--;
+                        else if (depth == 0 && startswith(q, " | "))
+                                bar = q;
 
                 if (bar)
                         *bar = '\0';

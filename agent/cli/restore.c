@@ -3,6 +3,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "cli/restore-pitr.h"
 #include "jobs/config.h"
 #include "jobs/job.h"
 #include "jobs/mirror.h"
@@ -213,8 +214,15 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 { "database", required_argument, NULL, 'd' },
                 { "jobs", required_argument, NULL, 'j' },
                 { "json", no_argument, NULL, 'J' },
+                /* Point-in-time restore (cli/restore-pitr.c). */
+                { "to-datadir", required_argument, NULL, 'D' },
+                { "time", required_argument, NULL, 'T' },
+                { "lsn", required_argument, NULL, 'L' },
+                { "start", no_argument, NULL, 'S' },
+                { "set", required_argument, NULL, 'O' },
                 {},
         };
+        RestorePitrArgs pitr = {};
         const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL;
         _cleanup_free_ char *conninfo = NULL;
         bool apply_secrets = false, dry_run = false;
@@ -248,6 +256,14 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                                 return EX_USAGE;
                         }
                         break;
+                case 'D':
+                case 'T':
+                case 'L':
+                case 'S':
+                case 'O':
+                        if (restore_pitr_option(&pitr, o, optarg) < 0)
+                                return EX_USAGE;
+                        break;
                 default:
                         return EX_USAGE;
                 }
@@ -265,6 +281,21 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 return restore_mirror(ctx, bucket, dry_run);
         }
         id = optind + 1 < argc ? argv[optind + 1] : "latest";
+        if (streq(what, "postgres") && restore_pitr_wanted(&pitr)) {
+                if (to || database || apply_secrets || dry_run || bucket) {
+                        fputs("skyforge-agent restore postgres --to-datadir: --to, --database, "
+                              "--apply-secrets, --dry-run and --bucket do not apply.\n",
+                              stderr);
+                        return EX_USAGE;
+                }
+                return restore_pitr(ctx, id, &pitr);
+        }
+        if (restore_pitr_wanted(&pitr)) {
+                fputs("skyforge-agent restore: --to-datadir, --time, --lsn, --start and --set are for "
+                      "postgres.\n",
+                      stderr);
+                return EX_USAGE;
+        }
         if (streq(what, "postgres")) {
                 if (!to) {
                         fputs("skyforge-agent restore postgres: --to CONNINFO is required (where to restore, e.g.\n"
@@ -309,8 +340,10 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_restore = {
         .name = "restore",
-        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | config [ID|latest] --to DIR | config --apply-secrets "
-                "[--dry-run] [ID|latest] | mirror [--bucket B] [--dry-run]  [--json]",
+        .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | "
+                "postgres [BASE_ID|latest] --to-datadir DIR [--time TS | --lsn LSN] [--start] [--set NAME=VALUE] | "
+                "config [ID|latest] --to DIR | config --apply-secrets [--dry-run] [ID|latest] | "
+                "mirror [--bucket B] [--dry-run] | ... [--json]",
         .summary = "Restore a backup.",
         .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
                 "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
@@ -335,6 +368,7 @@ const Verb verb_restore = {
                 "  -b, --bucket B          restore mirror: only bucket B\n"
                 "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n"
                 "      --json              print one JSON object (job, action, id, target, result, error,\n"
-                "                          output: the lines otherwise printed on stdout)\n",
+                "                          output: the lines otherwise printed on stdout)\n"
+                RESTORE_PITR_HELP,
         .run = run_restore,
 };

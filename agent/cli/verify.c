@@ -9,7 +9,7 @@
 #include "sys/process.h"
 
 /* Jobs whose backups have manifests to verify (mirror copies buckets and has none). */
-static const char *const verifiable[] = { "postgres", "config", NULL };
+static const char *const verifiable[] = { "postgres", "config", "basebackup", NULL };
 
 static int run_verify(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
@@ -80,8 +80,11 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                 _cleanup_(verify_result_done) VerifyResult res = {};
                 const char *job = verifiable[i];
 
-                if (only ? !streq(only, job) : streq(job, "config") && !c->config.present)
+                /* basebackup (and its WAL chain) only when named: most nodes have no base backups. */
+                if (only ? !streq(only, job)
+                         : (streq(job, "config") && !c->config.present) || streq(job, "basebackup"))
                         continue;
+                vo.verify_more = job_find(job) ? job_find(job)->verify_more : NULL;
                 r = verify_job_result(c, job, &vo, &res);
                 if (json)
                         json_object_array_add(results, verify_result_to_json(&res));

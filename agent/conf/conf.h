@@ -50,6 +50,10 @@ typedef struct PostgresConfig {
         char *identity_file;
         bool per_database;
         char *pg_bindir; /* force a client directory */
+        char *replication_slot;  /* physical slot of the WAL stream */
+        char *wal_destination;   /* NULL: "wal/" beside the dumps in destination */
+        uint64_t wal_flush_usec; /* how often the partial segment is uploaded (the RPO) */
+        uint64_t wal_warn_bytes; /* WAL the slot retains before wal-stream warns */
 } PostgresConfig;
 
 typedef struct MirrorConfig {

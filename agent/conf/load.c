@@ -498,6 +498,8 @@ const RemoteConfig *config_find_remote(const Config *c, const char *name) {
 char *config_job_destination(const Config *c, const char *job) {
         const char *set = NULL;
 
+        if (streq(job, "basebackup")) /* base backups sit beside the dumps */
+                job = "postgres";
         if (streq(job, "postgres"))
                 set = c->postgres.destination;
         else if (streq(job, "config"))

@@ -39,6 +39,12 @@ typedef struct JobDefinition {
         const char *const *object_suffixes;
         /* Writes the data objects and records them (and job details) in m; never writes the manifest. */
         int (*backup)(JobContext *ctx, Manifest *m);
+        /* Optional: retention beyond the job's backups, after them (basebackup: the WAL that no kept base
+         * backup needs). Returns the number of objects (to be) deleted. */
+        int (*prune_more)(const Config *c, Store *s, bool dry_run, FILE *out);
+        /* Optional: verify's checks beyond the backup's objects (basebackup: the WAL chain after it).
+         * Appends each problem; returns their number. */
+        int (*verify_more)(const Config *c, const Manifest *m, char ***problems);
 } JobDefinition;
 
 extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */

@@ -13,7 +13,8 @@
 #include "pipe/pipe.h"
 #include "store/retention.h"
 
-static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config };
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config,
+                                                        &job_basebackup };
 
 const JobDefinition *job_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)
@@ -360,6 +361,7 @@ void prune_result_done(PruneResult *res) {
         }
         free(res->damaged);
         free(res->skip_message);
+        strv_free(res->more);
         failure_done(&res->failure);
         *res = (PruneResult){};
 }
@@ -443,6 +445,19 @@ static int job_prune_store_result(const Config *c, const char *job, Store *s, bo
                 log_job_event(LOG_INFO, SKYFORGE_MESSAGE_BACKUP_PRUNED, job, items[i].id, mine[i]->bytes,
                               UINT64_MAX, "Pruned backup %s of %s: %s.", items[i].id, job, items[i].reason);
         }
+        if (job_find(job) && job_find(job)->prune_more) {
+                /* Its lines join the decisions (prune_result_print, the JSON's "more"). */
+                _cleanup_free_ char *text = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&text, &len);
+                if (!f)
+                        return -ENOMEM;
+                r = job_find(job)->prune_more(c, s, dry_run, f);
+                fclose(f);
+                res->more = strv_split(strempty(text), "\n");
+                if (r < 0)
+                        return r;
+        }
         return (int) res->deleted;
 }
 
@@ -467,6 +482,8 @@ void prune_result_print(const PruneResult *res, FILE *out) {
                         break;
                 }
         }
+        STRV_FOREACH(l, res->more)
+                fprintf(out, "%s\n", *l);
         fflush(out);
 }
 
@@ -509,6 +526,12 @@ json_object *prune_result_to_json(const PruneResult *res) {
                 json_object_array_add(damaged, d);
         }
         json_object_object_add(o, "damaged", damaged);
+        if (res->more) {
+                json_object *more = json_object_new_array();
+                STRV_FOREACH(l, res->more)
+                        json_object_array_add(more, json_object_new_string(*l));
+                json_object_object_add(o, "more", more);
+        }
         return o;
 }
 

@@ -8,6 +8,7 @@
 extern const JobDefinition job_postgres;
 extern const JobDefinition job_mirror;
 extern const JobDefinition job_config;
+extern const JobDefinition job_basebackup; /* jobs/basebackup.c; run by name, not by "all" */
 
 const JobDefinition *job_find(const char *name);
 
@@ -72,6 +73,7 @@ typedef struct PruneResult {
         unsigned deleted; /* or would be */
         bool skipped; /* another node holds the job's Lease: nothing was looked at */
         char *skip_message;
+        char **more; /* lines of the job's own retention (JobDefinition.prune_more: basebackup's WAL) */
         Failure failure;
 } PruneResult;
 void prune_result_done(PruneResult *res);

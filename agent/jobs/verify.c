@@ -239,8 +239,8 @@ static void verify_result_to_journal(const VerifyResult *res) {
 }
 
 /* Checks the selected backups into res: per backup, its problems (none: intact). A store failure stops. */
-static int verify_check(Store *s, const VerifyEntry *sel, size_t n_sel, const VerifyOptions *o,
-                        VerifyResult *res) {
+static int verify_check(const Config *c, Store *s, const VerifyEntry *sel, size_t n_sel,
+                        const VerifyOptions *o, VerifyResult *res) {
         Progress p = {};
         int r = 0;
 
@@ -258,9 +258,14 @@ static int verify_check(Store *s, const VerifyEntry *sel, size_t n_sel, const Ve
                                      .n_objects = m ? m->n_objects : 0,
                                      .bytes = m ? m->bytes : 0,
                                      .problems = xcalloc(1, sizeof(char *)) };
-                if (m)
+                if (m) {
                         r = backup_check_objects(s, m, NULL, &p, &b->problems);
-                else
+                        /* A base backup is only as good as the WAL after it. */
+                        if (r >= 0 && o->verify_more) {
+                                int k = o->verify_more(c, m, &b->problems);
+                                r = k < 0 ? k : r + k;
+                        }
+                } else
                         strv_push(&b->problems, xstrdup(sel[i].manifest_problem));
                 if (r < 0) {
                         free(b->id);
@@ -302,7 +307,7 @@ int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, 
         if (r >= 0)
                 r = verify_select(&l, o, &sel, &n_sel);
         if (r >= 0)
-                r = verify_check(s, sel, n_sel, o, res);
+                r = verify_check(c, s, sel, n_sel, o, res);
         if (r < 0) {
                 /* The verify could not run: that says nothing about the backups, and is not recorded. */
                 failure_capture(&res->failure, r);

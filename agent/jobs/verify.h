@@ -14,6 +14,9 @@ typedef struct VerifyOptions {
         bool all;
         bool restore_test;
         FILE *out;      /* per-backup lines for the operator; may be NULL */
+        /* The job's checks beyond the backup's objects (JobDefinition.verify_more: basebackup's WAL chain);
+         * may be NULL. */
+        int (*verify_more)(const Config *c, const Manifest *m, char ***problems);
 } VerifyOptions;
 
 /* Verifies backups of one job (postgres or config), waits for a running backup of the job first (so

@@ -397,6 +397,9 @@ int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries) {
                 if (k <= 0)
                         break;
                 name = xstrdup(archive_entry_pathname(e));
+                /* "./x" is x: PostgreSQL's BASE_BACKUP writes "./pg_wal/archive_status/". */
+                while (name[0] == '.' && name[1] == '/')
+                        memmove(name, name + 2, strlen(name + 2) + 1);
                 type = archive_entry_filetype(e);
                 if (!name_is_safe(name)) {
                         k = err_set(-EPERM, EX_DATAERR,

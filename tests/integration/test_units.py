@@ -18,6 +18,8 @@ UNITS = [
     "skyforge-verify.service",
     "skyforge-verify.timer",
     "skyforge-agent.service",
+    "skyforge-wal.service",
+    "skyforge-backup-basebackup.timer",
 ]
 SERVICES = [u for u in UNITS if u.endswith(".service")]
 MAX_EXPOSURE = 2.5

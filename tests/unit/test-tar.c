@@ -335,6 +335,34 @@ static void untar_drops_setuid_setgid_sticky_and_group_other_write(void **state)
         playground_done(&p);
 }
 
+/* PostgreSQL's BASE_BACKUP names one member "./pg_wal/archive_status/": "./x" is x. "./" alone and "./.."
+ * stay refused. */
+static void untar_reads_dot_slash_names_as_relative(void **state) {
+        Playground p;
+        const Member ok[] = {
+                { "pg_wal/", AE_IFDIR, 0700, NULL },
+                { "./pg_wal/archive_status/", AE_IFDIR, 0700, NULL },
+                { "././f", AE_IFREG, 0600, "x" },
+        };
+        const Member up[] = { { "./../escape", AE_IFREG, 0600, "x" } };
+        const Member dot[] = { { "./", AE_IFDIR, 0700, NULL } };
+
+        playground_init(&p);
+        assert_int_equal(extract(&p, ok, ELEMENTSOF(ok), NULL), 0);
+        assert_int_equal(mode_of(&p, "pg_wal/archive_status"), 0700);
+        assert_int_equal(mode_of(&p, "f"), 0600);
+        playground_done(&p);
+
+        playground_init(&p);
+        assert_int_equal(extract(&p, up, ELEMENTSOF(up), NULL), -EPERM);
+        {
+                _cleanup_free_ char *escaped = path_join(p.base, "escape");
+                assert_int_equal(access(escaped, F_OK), -1);
+        }
+        assert_int_equal(extract(&p, dot, ELEMENTSOF(dot), NULL), -EPERM);
+        playground_done(&p);
+}
+
 /* a/l -> .. stays inside (it is out itself), but b -> a/l/.. is out's parent: a check by names alone
  * passes it. In either order, b must not be left behind, and nothing may lead outside. */
 static void untar_refuses_a_symlink_chain_that_leaves(void **state) {
@@ -423,6 +451,7 @@ int main(void) {
                 cmocka_unit_test(untar_drops_setuid_setgid_sticky_and_group_other_write),
                 cmocka_unit_test(untar_refuses_a_symlink_chain_that_leaves),
                 cmocka_unit_test(untar_never_writes_through_a_symlink),
+                cmocka_unit_test(untar_reads_dot_slash_names_as_relative),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "conf/conf.h"
+
+/* Point-in-time restore: the newest base backup before the target into a data directory, set up so that
+ * PostgreSQL replays the stored WAL (restore_command = skyforge-agent wal-fetch) up to the target. */
+
+typedef enum PitrTarget {
+        PITR_TARGET_LATEST, /* all the WAL there is */
+        PITR_TARGET_TIME,
+        PITR_TARGET_LSN,
+} PitrTarget;
+
+typedef struct PitrOptions {
+        const char *datadir;
+        const char *base_id; /* a base backup id, or NULL/"latest": the newest that fits the target */
+        PitrTarget target;
+        uint64_t time_usec;
+        uint64_t lsn;
+        bool start; /* pg_ctl start, then wait until recovery has finished */
+        char **settings; /* "name=value" lines added to postgresql.auto.conf */
+        const char *config_path; /* the agent configuration restore_command uses */
+} PitrOptions;
+
+/* "2026-12-01 10:00:00+00", "2026-12-01T10:00:00.25Z", "2026-12-01 11:00:00+01:00" -> usec since the
+ * epoch. A zone is required: without one PostgreSQL would read it in the server's zone. */
+int pitr_parse_time(const char *s, uint64_t *ret);
+/* "2026-12-01 10:00:00.250000+00": how the target is written for PostgreSQL. */
+char *pitr_format_time(uint64_t usec);
+/* A "name=value" server setting for postgresql.auto.conf: name is [a-z_.]+; the value is quoted. NULL
+ * when name is invalid. */
+char *pitr_setting_line(const char *setting);
+
+int pitr_restore(const Config *c, const PitrOptions *o, FILE *out);
