@@ -5,10 +5,10 @@
 
 (sys: the job state file, progress, child processes and files opened beneath a directory, which report
 errors through log; shared: what log itself is built on). A file may include (and so call) only its own
-folder or a folder of a lower layer, and folders of one layer may not include each other both ways. Cycles
-of files inside one folder are printed as notes; with --strict-cycles they are violations too (jobs/ has
-none since issue 15; bus/ and conf/ still have theirs). Prints one line per violation; exits 1 when there is
-one. tests/run runs it."""
+folder or a folder of a lower layer, folders of one layer may not include each other both ways, and files
+may not include each other in a cycle, inside a folder either (a .c file counts as its header's
+implementation). Prints one line per violation; exits 1 when there is one. tests/run runs it.
+--cycles-as-notes prints the cycles inside a folder as notes instead (for a tree being untangled)."""
 import os
 import re
 import sys
@@ -17,7 +17,7 @@ LAYERS = [["cli"], ["bus"], ["jobs"], ["pipe", "store", "crypto", "kube", "pg"],
           ["shared"]]
 RANK = {f: i for i, layer in enumerate(LAYERS) for f in layer}
 
-strict_cycles = "--strict-cycles" in sys.argv[1:]
+strict_cycles = "--cycles-as-notes" not in sys.argv[1:]
 top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "agent")
 include = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 edges = {}
@@ -83,8 +83,7 @@ for n in sorted(graph):
 notes = []
 for c in cycles:
     line = "include cycle: " + " -> ".join(f"agent/{x}" for x in c)
-    # Inside one folder a cycle is a note unless --strict-cycles (bus/ and conf/ still have one each, issue
-    # 15); across folders the layer order above already refuses it.
+    # Inside one folder too: no file reaches back to one that includes it (issue 15).
     (notes if len({x.split("/")[0] for x in c}) == 1 and not strict_cycles else bad).append(line)
 
 for line in notes:

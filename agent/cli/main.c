@@ -18,9 +18,9 @@ static const struct {
         const char *title;
         const char *const *names;
 } groups[] = {
-        { "Back up", (const char *const[]){ "run", NULL } },
+        { "Back up", (const char *const[]){ "run", "wal-stream", NULL } },
         { "Look", (const char *const[]){ "status", "list", "verify", NULL } },
-        { "Restore", (const char *const[]){ "restore", "recover", NULL } },
+        { "Restore", (const char *const[]){ "restore", "recover", "wal-fetch", NULL } },
         { "Maintain", (const char *const[]){ "prune", "daemon", NULL } },
         { "Set up", (const char *const[]){ "config", "keygen", "version", NULL } },
 };
@@ -34,7 +34,12 @@ static void print_wrapped(FILE *f, size_t at, size_t indent, bool space_first, c
         bool space = space_first;
 
         for (text += strspn(text, " "); *text; text += strspn(text, " ")) {
-                size_t word = strcspn(text, " ");
+                size_t word = 0;
+                int depth = 0;
+
+                /* A bracketed group ("[--postgres-to CONNINFO]") is kept on one line. */
+                for (; text[word] && (depth > 0 || text[word] != ' '); word++)
+                        depth += text[word] == '[' ? 1 : text[word] == ']' ? -1 : 0;
                 if (col > indent && col + space + word > USAGE_WIDTH) {
                         fprintf(f, "\n%*s", (int) indent, "");
                         col = indent;
@@ -66,8 +71,8 @@ static const Verb *verb_find(const char *name) {
 }
 
 static void usage_verb_line(FILE *f, const Verb *v) {
-        fprintf(f, "  %-10s", v->name);
-        print_wrapped(f, 12, 12, false, v->summary);
+        fprintf(f, "  %-11s", v->name);
+        print_wrapped(f, 13, 13, false, v->summary);
 }
 
 static void usage(FILE *f) {

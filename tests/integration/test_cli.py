@@ -77,7 +77,7 @@ def agent_cmd(*args):
 
 
 COMMANDS = ["run", "list", "status", "verify", "restore", "prune", "recover", "config", "keygen", "daemon",
-            "version"]
+            "version", "wal-stream", "wal-fetch"]
 
 
 def test_help_groups_the_commands_within_80_columns():
@@ -99,7 +99,9 @@ def test_usage_lines_fit_80_columns_one_per_alternative():
         assert usage[0].startswith("Usage: skyforge-agent"), (cmd, usage)
         assert all(len(line) <= 80 for line in usage), (cmd, usage)
     restore = agent_cmd("restore", "--help").stdout
-    assert restore.count("skyforge-agent [-c FILE] restore ") == 4, restore
+    assert restore.count("skyforge-agent [-c FILE] restore ") == 6, restore
+    # An alternative inside brackets stays one alternative, on one line.
+    assert "[--time TS | --lsn LSN]" in restore, restore
 
 
 def test_unknown_commands_and_options_get_the_closest_one():
