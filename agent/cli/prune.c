@@ -8,7 +8,7 @@
 static int run_prune(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = { { "dry-run", no_argument, NULL, 'n' }, {} };
         _cleanup_(config_freep) Config *c = NULL;
-        const char *jobs[] = { "postgres", "config", NULL };
+        const char *jobs[] = { "postgres", "config", "volumes", NULL };
         const char *only = NULL;
         bool dry_run = false;
         int r, o, total = 0;
@@ -20,8 +20,8 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
                         return EX_USAGE;
         if (optind < argc) {
                 only = argv[optind];
-                if (!streq(only, "postgres") && !streq(only, "config")) {
-                        fprintf(stderr, "skyforge-agent prune: \"%s\" has no retention (postgres, config).\n", only);
+                if (!streq(only, "postgres") && !streq(only, "config") && !streq(only, "volumes")) {
+                        fprintf(stderr, "skyforge-agent prune: \"%s\" has no retention (postgres, config, volumes).\n", only);
                         return EX_USAGE;
                 }
         }
@@ -29,7 +29,9 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
         if (r != 0)
                 return r;
         for (size_t i = 0; jobs[i]; i++) {
-                if (only ? !streq(only, jobs[i]) : (streq(jobs[i], "config") && !c->config.present))
+                if (only ? !streq(only, jobs[i])
+                         : (streq(jobs[i], "config") && !c->config.present) ||
+                                   (streq(jobs[i], "volumes") && !c->volumes.present))
                         continue;
                 r = job_prune(c, jobs[i], dry_run, stdout);
                 if (r < 0)

@@ -17,6 +17,8 @@ static char **jobs_for_all(const Config *c) {
                 strv_push(&l, xstrdup("mirror"));
         if (c->config.present)
                 strv_push(&l, xstrdup("config"));
+        if (c->volumes.present)
+                strv_push(&l, xstrdup("volumes"));
         return l;
 }
 
@@ -47,7 +49,7 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                 else
                         return EX_USAGE;
         if (optind >= argc) {
-                fputs("skyforge-agent run: name a job (postgres, mirror, config) or \"all\".\n", stderr);
+                fputs("skyforge-agent run: name a job (postgres, mirror, config, volumes) or \"all\".\n", stderr);
                 return EX_USAGE;
         }
         if (dry_run && (optind + 1 != argc || !streq(argv[optind], "mirror"))) {

@@ -8,7 +8,7 @@
 #include "sys/process.h"
 
 /* Jobs whose backups have manifests to verify (mirror copies buckets and has none). */
-static const char *const verifiable[] = { "postgres", "config", NULL };
+static const char *const verifiable[] = { "postgres", "config", "volumes", NULL };
 
 static int run_verify(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
@@ -40,7 +40,7 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                 else {
                         fprintf(stderr,
                                 "skyforge-agent verify: unexpected \"%s\" (expected a job with backups: "
-                                "postgres, config; and/or a backup id).\n",
+                                "postgres, config, volumes; and/or a backup id).\n",
                                 argv[i]);
                         return EX_USAGE;
                 }
@@ -68,7 +68,9 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
         for (size_t i = 0; verifiable[i]; i++) {
                 const char *job = verifiable[i];
 
-                if (only ? !streq(only, job) : streq(job, "config") && !c->config.present)
+                if (only ? !streq(only, job)
+                         : (streq(job, "config") && !c->config.present) ||
+                                   (streq(job, "volumes") && !c->volumes.present))
                         continue;
                 r = verify_job(c, job, &vo);
                 if (r < 0) {

@@ -13,6 +13,7 @@ typedef enum ConfSection {
         CONF_SECTION_POSTGRES,
         CONF_SECTION_MIRROR,
         CONF_SECTION_CONFIG,
+        CONF_SECTION_VOLUMES,
         _CONF_SECTION_MAX,
 } ConfSection;
 
@@ -44,6 +45,7 @@ typedef enum ConfFlags {
         CONF_F_ABSOLUTE = 1 << 3,   /* list items are absolute paths */
         CONF_F_BUCKETS = 1 << 4,    /* list items are bucket names */
         CONF_F_NAMESPACES = 1 << 5, /* list items are Kubernetes namespace names */
+        CONF_F_CLAIMS = 1 << 6,     /* list items are NAMESPACE/PVC glob patterns */
 } ConfFlags;
 
 typedef struct ConfKey {
@@ -91,6 +93,7 @@ char *conf_check_url(const char *value);
 char *conf_check_recipient(const char *value);
 char *conf_check_log_level(const char *value);
 char *conf_check_namespace(const char *value);
+char *conf_check_claim_pattern(const char *value);
 /* A key that looks like a secret written inline: a message saying where the secret goes instead. */
 char *conf_inline_secret_message(const char *key);
 

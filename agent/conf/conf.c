@@ -28,6 +28,7 @@
 #define P(f) offsetof(PostgresConfig, f)
 #define M(f) offsetof(MirrorConfig, f)
 #define C(f) offsetof(ConfigJobConfig, f)
+#define V(f) offsetof(VolumesConfig, f)
 #define MIB (UINT64_C(1) << 20)
 #define GIB (UINT64_C(1) << 30)
 
@@ -117,13 +118,42 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_CONFIG, "retention_days", CONF_UINT, C(retention_days), 0, 36500, .def = "30" },
         { CONF_SECTION_CONFIG, "keep_min", CONF_UINT, C(keep_min), 1, 100000, .def = "3" },
         { CONF_SECTION_CONFIG, "compression_level", CONF_INT, C(compression_level), 1, 19, .def = "3" },
+
+        { CONF_SECTION_VOLUMES, "paths", CONF_LIST, V(paths),
+          .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY,
+          .help = "absolute host directories, each backed up as a volume named by its path" },
+        { CONF_SECTION_VOLUMES, "claims", CONF_STAR_LIST, V(claims), .def = "*", .flags = CONF_F_CLAIMS,
+          .help = "NAMESPACE/PVC globs of local PVCs on this node (not resolved yet: use paths)" },
+        { CONF_SECTION_VOLUMES, "exclude", CONF_LIST, V(exclude), .flags = CONF_F_CLAIMS,
+          .help = "NAMESPACE/PVC globs left out (the PostgreSQL and MinIO volumes have their own jobs)" },
+        { CONF_SECTION_VOLUMES, "kubeconfig", CONF_ABS_PATH, V(kubeconfig),
+          .def = "/etc/rancher/k3s/k3s.yaml" },
+        { CONF_SECTION_VOLUMES, "destination", CONF_LOCATION, V(destination),
+          .help = "unset: minio:skyforge-backups/volumes/ with a [remote.minio], else STATE_DIR/backups/" },
+        { CONF_SECTION_VOLUMES, "recipients", CONF_RECIPIENTS, V(recipients),
+          .help = "age1... recipients; set: archives and catalogs are encrypted" },
+        { CONF_SECTION_VOLUMES, "identity_file", CONF_SECRET_FILE, V(identity_file),
+          .help = "age identity for restore, verify and a catalog not cached in state_dir" },
+        { CONF_SECTION_VOLUMES, "retention_days", CONF_UINT, V(retention_days), 0, 36500, .def = "30" },
+        { CONF_SECTION_VOLUMES, "keep_min", CONF_UINT, V(keep_min), 1, 100000, .def = "3" },
+        { CONF_SECTION_VOLUMES, "full_every_days", CONF_UINT, V(full_every_days), 0, 3650, .def = "7",
+          .help = "a full backup after this many days of incrementals; 0: every run is full" },
+        { CONF_SECTION_VOLUMES, "compression_level", CONF_INT, V(compression_level), 1, 19, .def = "3" },
+        { CONF_SECTION_VOLUMES, "compression_threads", CONF_UINT, V(compression_threads), 0, 256,
+          .def = "0", .help = "0: one per CPU" },
+        { CONF_SECTION_VOLUMES, "pre_command", CONF_STRING, V(pre_command),
+          .help = "run by /bin/sh before each volume (VOLUME and VOLUME_PATH set); failing skips it" },
+        { CONF_SECTION_VOLUMES, "post_command", CONF_STRING, V(post_command),
+          .help = "run after each volume, also after a failure" },
+        { CONF_SECTION_VOLUMES, "command_timeout", CONF_SECONDS, V(command_timeout_usec), 1, 86400,
+          .def = "300", .help = "seconds pre_command and post_command may take" },
 };
 const size_t conf_n_keys = ELEMENTSOF(conf_keys);
 
 const char *const conf_section_names[_CONF_SECTION_MAX] = {
         [CONF_SECTION_AGENT] = "agent",       [CONF_SECTION_REMOTE] = "remote",
         [CONF_SECTION_POSTGRES] = "postgres", [CONF_SECTION_MIRROR] = "mirror",
-        [CONF_SECTION_CONFIG] = "config",
+        [CONF_SECTION_CONFIG] = "config",     [CONF_SECTION_VOLUMES] = "volumes",
 };
 
 const ConfKey *conf_key_find(ConfSection section, const char *name) {
@@ -538,6 +568,8 @@ static char *parse_list(const ConfKey *k, const char *value, char ***ret) {
                                       *i);
                 else if (k->flags & CONF_F_NAMESPACES)
                         m = conf_check_namespace(*i);
+                else if (k->flags & CONF_F_CLAIMS)
+                        m = conf_check_claim_pattern(*i);
                 if (m) {
                         char *full = xasprintf("%s: %s", k->name, m);
                         free(m);
@@ -668,6 +700,8 @@ static void *section_base(Config *c, ConfSection section, size_t remote) {
                 return &c->mirror;
         case CONF_SECTION_CONFIG:
                 return &c->config;
+        case CONF_SECTION_VOLUMES:
+                return &c->volumes;
         default:
                 abort();
         }
@@ -712,6 +746,8 @@ char *config_job_destination(const Config *c, const char *job) {
                 set = c->postgres.destination;
         else if (streq(job, "config"))
                 set = c->config.destination;
+        else if (streq(job, "volumes"))
+                set = c->volumes.destination;
         else if (streq(job, "mirror"))
                 return c->mirror.destination ? xstrdup(c->mirror.destination) : NULL;
         if (set)
@@ -760,7 +796,7 @@ static char *suggest_key(ConfSection section, const char *key) {
 }
 
 static char *suggest_section(const char *name) {
-        const char *fixed[] = { "agent", "postgres", "mirror", "config" }, *m;
+        const char *fixed[] = { "agent", "postgres", "mirror", "config", "volumes" }, *m;
         const char *sep;
 
         m = closest(name, fixed, ELEMENTSOF(fixed));
@@ -836,7 +872,7 @@ static void load_key(ConfLoader *l, ConfSection section, void *base, const char 
 
 static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *sid) {
         static const ConfSection fixed[] = { CONF_SECTION_AGENT, CONF_SECTION_POSTGRES, CONF_SECTION_MIRROR,
-                                             CONF_SECTION_CONFIG };
+                                             CONF_SECTION_CONFIG, CONF_SECTION_VOLUMES };
         ConfSection section = _CONF_SECTION_MAX;
         const char *remote = startswith(sid, "remote."), **keys;
         void *base = NULL;
@@ -860,7 +896,7 @@ static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *si
                 _cleanup_free_ char *m = suggest_section(sid);
                 conf_problem(l, CONFIG_ERROR, conf_line(l, sid, NULL),
                              "unknown section [%s]%s (known: [agent], [remote.NAME], [postgres], [mirror], "
-                             "[config])",
+                             "[config], [volumes])",
                              sid, m);
                 return;
         } else
@@ -872,6 +908,8 @@ static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *si
                 c->mirror.present = true;
         else if (section == CONF_SECTION_CONFIG)
                 c->config.present = true;
+        else if (section == CONF_SECTION_VOLUMES)
+                c->volumes.present = true;
 
         n = iniparser_getsecnkeys(d, sid);
         if (n <= 0)
@@ -1092,4 +1130,5 @@ void config_show(const Config *c, FILE *f) {
         show_section(f, c, CONF_SECTION_POSTGRES, &c->postgres, "postgres", c->postgres.present);
         show_section(f, c, CONF_SECTION_MIRROR, &c->mirror, "mirror", c->mirror.present);
         show_section(f, c, CONF_SECTION_CONFIG, &c->config, "config", c->config.present);
+        show_section(f, c, CONF_SECTION_VOLUMES, &c->volumes, "volumes", c->volumes.present);
 }

@@ -7,15 +7,16 @@
 
 #include "jobs/job.h"
 #include "jobs/monitor.h"
+#include "jobs/volumes-chain.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 #include "store/retention.h"
 
 volatile sig_atomic_t job_cancel_requested = 0;
 
-const char *const job_names[] = { "postgres", "mirror", "config", NULL };
+const char *const job_names[] = { "postgres", "mirror", "config", "volumes", NULL };
 
-static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config };
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config, &job_volumes };
 
 const JobDefinition *job_find(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(job_definitions); i++)
@@ -44,6 +45,9 @@ void job_retention_settings(const Config *c, const char *job, unsigned *ret_days
         if (streq(job, "config")) {
                 *ret_days = c->config.retention_days;
                 *ret_keep_min = c->config.keep_min;
+        } else if (streq(job, "volumes")) {
+                *ret_days = c->volumes.retention_days;
+                *ret_keep_min = c->volumes.keep_min;
         } else {
                 *ret_days = c->postgres.retention_days;
                 *ret_keep_min = c->postgres.keep_min;
@@ -191,7 +195,7 @@ int job_run(const Config *c, const char *job, char **ret_id) {
         int r;
 
         if (!def)
-                return err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
+                return err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config, volumes)", job);
         r = job_lock(c->agent.state_dir, job, false, &lock_fd);
         if (r < 0) {
                 /* Not a failed run: the state belongs to the run that holds the lock. */
@@ -355,6 +359,8 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
                                             .damage = damage.items[i] };
         }
         (void) retention_select(items, n_mine, now_usec(CLOCK_REALTIME), days, keep_min);
+        if (streq(job, "volumes"))
+                volumes_retention_protect(mine, items, n_mine);
         for (size_t i = 0; i < n_mine; i++)
                 if (!items[i].remove)
                         kept[n_kept++] = mine[i];

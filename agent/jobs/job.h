@@ -36,9 +36,10 @@ typedef struct JobDefinition {
 extern const JobDefinition job_postgres;
 extern const JobDefinition job_mirror;
 extern const JobDefinition job_config;
+extern const JobDefinition job_volumes;
 
 const JobDefinition *job_find(const char *name);
-extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
+extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config, volumes */
 
 /* The job's run lock in state_dir (JOB.lock), taken by backup runs only; the fd holds it until closed. */
 int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd);

@@ -9,6 +9,7 @@
 
 #include "jobs/job.h"
 #include "jobs/verify.h"
+#include "jobs/volumes-chain.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 
@@ -127,6 +128,29 @@ static void restore_test_print(FILE *out, const RestoreTestResult *rt, int r) {
                         rt->databases[i].tables, rt->databases[i].rows);
 }
 
+/* The objects of the backups a volumes backup builds on. */
+typedef struct ChainCheck {
+        Store *s;
+        Progress *p;
+        char ***problems;
+        int n;
+} ChainCheck;
+
+static int chain_check_one(const Manifest *m, char *const *objects, const char *problem, void *userdata) {
+        ChainCheck *cc = userdata;
+        int r;
+
+        if (!m) {
+                strv_push(cc->problems, xstrdup(problem));
+                cc->n++;
+                return 0;
+        }
+        r = backup_check_objects(cc->s, m, objects, cc->p, cc->problems);
+        if (r > 0)
+                cc->n += r;
+        return r < 0 ? r : 0;
+}
+
 /* One backup a verify run checks: one with a usable manifest, or a damaged manifest (m NULL). */
 typedef struct VerifyEntry {
         const char *id;
@@ -229,6 +253,12 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
 
                 if (m)
                         r = backup_check_objects(s, m, NULL, &p, &problems);
+                /* An incremental is only as good as the backups it builds on. */
+                if (m && r >= 0 && streq(job, "volumes")) {
+                        ChainCheck cc = { .s = s, .p = &p, .problems = &problems };
+                        int k = volumes_chain_objects(&l, m, chain_check_one, &cc);
+                        r = k < 0 ? k : r + cc.n;
+                }
                 else {
                         strv_push(&problems, xstrdup(sel[i].manifest_problem));
                         r = 1;
