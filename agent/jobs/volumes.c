@@ -14,6 +14,7 @@
 #include "pipe/catalog.h"
 #include "pipe/pipe.h"
 #include "pipe/tar-volume.h"
+#include "sys/fs.h"
 #include "sys/process.h"
 #include "sys/walk.h"
 
@@ -246,7 +247,69 @@ typedef struct VolumeRun {
         json_object *flagged;
         Progress *progress;
         const char *read_hook;
+        /* The directories above the current entry; those not yet in the archive go in before the first
+         * entry below them that does, so that extracting an incremental with tar restores their mtimes
+         * too. As deep as the tree, no more. */
+        struct PendingDir {
+                char *path;
+                bool archived;
+        } *pending;
+        size_t n_pending;
 } VolumeRun;
+
+static void pending_pop_to(VolumeRun *v, const char *path) {
+        while (v->n_pending > 0) {
+                const char *top = v->pending[v->n_pending - 1].path;
+                const char *rest = isempty(top) ? path : startswith(path, top);
+
+                if (rest && (isempty(top) || rest[0] == '/'))
+                        return;
+                free(v->pending[--v->n_pending].path);
+        }
+}
+
+static int pending_archive(VolumeRun *v) {
+        for (size_t i = 0; i < v->n_pending; i++) {
+                _cleanup_close_ int fd = -EBADF;
+                _cleanup_free_ char *source = NULL;
+                VolumeTarResult res;
+                struct stat st;
+                int r;
+
+                if (v->pending[i].archived)
+                        continue;
+                fd = isempty(v->pending[i].path) ? fcntl(v->root_fd, F_DUPFD_CLOEXEC, 3)
+                                                 : open_beneath(v->root_fd, v->pending[i].path, O_RDONLY | O_DIRECTORY, 0);
+                if (fd < 0 || fstat(fd, &st) < 0)
+                        continue; /* gone meanwhile */
+                source = isempty(v->pending[i].path) ? xstrdup(v->vol->path)
+                                                     : xasprintf("%s/%s", v->vol->path, v->pending[i].path);
+                r = volume_tar_add(v->tar, isempty(v->pending[i].path) ? "." : v->pending[i].path, fd, source, &st,
+                                   NULL, NULL, &res);
+                if (r < 0)
+                        return r;
+                v->pending[i].archived = true;
+        }
+        return 0;
+}
+
+static void pending_push(VolumeRun *v, const char *path, bool archived) {
+        v->pending = xrealloc(v->pending, (v->n_pending + 1) * sizeof *v->pending);
+        v->pending[v->n_pending++] = (struct PendingDir){ .path = xstrdup(path), .archived = archived };
+}
+
+static int deleted_write(VolumeRun *v, const char *path, bool dir_only) {
+        _cleanup_free_ char *item = xasprintf("%s%s", path, dir_only ? "/" : "");
+        int r;
+
+        r = write_full(v->deleted_fd, item, strlen(item) + 1);
+        if (r < 0)
+                return err_set(r, EX_IOERR, "cannot write the list of deleted paths in work_dir: %s",
+                               strerror(-r));
+        v->deleted_bytes += strlen(item) + 1;
+        v->n_deleted++;
+        return 0;
+}
 
 static int deleted_add(VolumeRun *v, const CatalogEntry *e) {
         const char *below = v->deleted_dir ? startswith(e->path, v->deleted_dir) : NULL;
@@ -254,12 +317,9 @@ static int deleted_add(VolumeRun *v, const CatalogEntry *e) {
 
         if (below && below[0] == '/')
                 return 0;
-        r = write_full(v->deleted_fd, e->path, strlen(e->path) + 1);
+        r = deleted_write(v, e->path, false);
         if (r < 0)
-                return err_set(r, EX_IOERR, "cannot write the list of deleted paths in work_dir: %s",
-                               strerror(-r));
-        v->deleted_bytes += strlen(e->path) + 1;
-        v->n_deleted++;
+                return r;
         free(v->deleted_dir);
         v->deleted_dir = e->type == 'd' ? xstrdup(e->path) : NULL;
         return 0;
@@ -318,8 +378,14 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                         return r;
                 if (v->pe && streq(v->pe->path, e->path)) {
                         changed = catalog_entry_changed(v->pe, &cur);
-                        /* A directory that became something else: what was below it is gone. */
+                        /* A directory that became something else: it goes with what was below it,
+                         * listed as "NAME/" (remove when it is a directory), so removing the listed
+                         * paths before extracting makes room for the new entry and removing them after
+                         * leaves it be. */
                         if (v->pe->type == 'd' && cur.type != 'd') {
+                                r = deleted_write(v, e->path, true);
+                                if (r < 0)
+                                        return r;
                                 free(v->deleted_dir);
                                 v->deleted_dir = xstrdup(e->path);
                         }
@@ -331,7 +397,11 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                 }
         }
 
+        pending_pop_to(v, e->path);
         if (changed) {
+                r = pending_archive(v);
+                if (r < 0)
+                        return r;
                 st = e->st;
                 if (S_ISREG(e->st.st_mode)) {
                         fd = openat(e->parent_fd, e->name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NOATIME);
@@ -368,6 +438,8 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                 if (v->progress)
                         progress_update(v->progress, volume_tar_data_bytes(v->tar));
         }
+        if (cur.type == 'd')
+                pending_push(v, e->path, changed);
         if (cur.type == 'f') {
                 v->files++;
                 v->bytes += cur.size;
@@ -579,6 +651,9 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
                 r = prev_advance_to(&v, NULL);
         progress_done(&ctx->progress);
         free(v.deleted_dir);
+        while (v.n_pending > 0)
+                free(v.pending[--v.n_pending].path);
+        free(v.pending);
         if (r >= 0 && incremental)
                 r = volume_tar_add_fd(tar, VOLUMES_DELETED_MEMBER, deleted_fd, v.deleted_bytes);
         if (r >= 0 && job_cancel_requested)

@@ -513,8 +513,13 @@ static int apply_acl(int fd, struct archive_entry *e, int type, const char *xatt
         const char *qname;
         uint8_t buf[4 + sizeof items];
 
-        if (archive_entry_acl_reset(e, type) <= 0)
+        /* None in the archive: none on the file either, not one inherited from a default ACL of the
+         * directory it was created in. */
+        if (archive_entry_acl_reset(e, type) <= 0) {
+                if (fremovexattr(fd, xattr_name) < 0 && errno != ENODATA && errno != ENOTSUP)
+                        return -errno;
                 return 0;
+        }
         while (n < ELEMENTSOF(items) &&
                archive_entry_acl_next(e, type, &etype, &permset, &tag, &qual, &qname) == ARCHIVE_OK) {
                 uint16_t t;
@@ -547,7 +552,7 @@ static int apply_acl(int fd, struct archive_entry *e, int type, const char *xatt
                 };
         }
         if (n == 0)
-                return 0;
+                return fremovexattr(fd, xattr_name) < 0 && errno != ENODATA && errno != ENOTSUP ? -errno : 0;
         qsort(items, n, sizeof *items, acl_entry_cmp);
         buf[0] = ACL_XATTR_VERSION;
         buf[1] = buf[2] = buf[3] = 0;
@@ -572,13 +577,13 @@ static void apply_metadata(int fd, struct archive_entry *e, const char *name, bo
         const void *value;
         size_t size;
 
-        if (!is_dir) {
-                if (geteuid() == 0 && fchown(fd, (uid_t) archive_entry_uid(e), (gid_t) archive_entry_gid(e)) < 0)
-                        log_warning("Cannot set the owner of %s: %m", name);
-                /* After the owner: chown() clears setuid and setgid. */
-                if (fchmod(fd, archive_entry_perm(e) & 07777) < 0)
-                        log_warning("Cannot set the mode of %s: %m", name);
-        }
+        if (!is_dir && geteuid() == 0 &&
+            fchown(fd, (uid_t) archive_entry_uid(e), (gid_t) archive_entry_gid(e)) < 0)
+                log_warning("Cannot set the owner of %s: %m", name);
+        /* After the owner (chown() clears setuid and setgid), before the ACL: with an ACL the group bits
+         * are its mask, and libarchive's mode holds the owning group's bits instead. */
+        if (!is_dir && fchmod(fd, archive_entry_perm(e) & 07777) < 0)
+                log_warning("Cannot set the mode of %s: %m", name);
         if (apply_acl(fd, e, ARCHIVE_ENTRY_ACL_TYPE_ACCESS, "system.posix_acl_access") < 0)
                 log_warning("Cannot set the ACL of %s: %m", name);
         if (is_dir && apply_acl(fd, e, ARCHIVE_ENTRY_ACL_TYPE_DEFAULT, "system.posix_acl_default") < 0)
@@ -632,6 +637,10 @@ static int apply_deleted_list(TarReader *r, int root, const char *dir, TarApplyS
                                 path[n++] = c;
                                 continue;
                         }
+                        bool dir_only = n > 1 && path[n - 1] == '/';
+
+                        while (n > 1 && path[n - 1] == '/')
+                                n--;
                         path[n] = 0;
                         n = 0;
                         if (!name_is_safe(path))
@@ -639,6 +648,13 @@ static int apply_deleted_list(TarReader *r, int root, const char *dir, TarApplyS
                                                "the list of deleted paths holds an unsafe name \"%s\"; nothing more "
                                                "was restored",
                                                path);
+                        if (dir_only) {
+                                /* "NAME/": a directory that became something else, which an earlier
+                                 * entry of this archive may already have put there. */
+                                _cleanup_close_ int d = open_beneath(root, path, O_RDONLY | O_DIRECTORY, 0);
+                                if (d < 0)
+                                        continue;
+                        }
                         k = remove_tree_beneath(root, path);
                         if (k < 0)
                                 return err_set(k, EX_CANTCREAT, "cannot remove %s/%s: %s", dir, path,

@@ -15,6 +15,7 @@ UNITS = [
     "skyforge-backup-postgres.timer",
     "skyforge-backup-mirror.timer",
     "skyforge-backup-config.timer",
+    "skyforge-backup-volumes.timer",
     "skyforge-verify.service",
     "skyforge-verify.timer",
     "skyforge-agent.service",
@@ -100,7 +101,7 @@ def test_backup_service_runs_the_instance_job_notify_capable(unit_dir):
     assert s["LoadCredential"] and all(re.fullmatch(r"[a-z-]+:skyforge-[a-z-]+", v) for v in s["LoadCredential"])
 
 
-@pytest.mark.parametrize("job", ["postgres", "mirror", "config"])
+@pytest.mark.parametrize("job", ["postgres", "mirror", "config", "volumes"])
 def test_job_timers_are_persistent_randomized_and_start_their_instance(unit_dir, job):
     u = read_unit(unit_dir / f"skyforge-backup-{job}.timer")
     t = u["Timer"]
