@@ -463,6 +463,7 @@ static int command_run(const Config *c, const char *what, const char *cmd, const
         if (r < 0)
                 return err_set(r, EX_OSERR, "cannot run %s for volume %s: %s", what, vol->name,
                                err_message() ?: strerror(-r));
+        free(ch.name);
         ch.name = xstrdup(what);
         while (ch.pidfd >= 0) {
                 struct pollfd p[2] = { { .fd = ch.pidfd, .events = POLLIN }, { .fd = ch.stderr_fd, .events = POLLIN } };

