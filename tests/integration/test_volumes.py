@@ -210,8 +210,16 @@ def test_volumes_git_chain_restores_identical_tree(vol_agent, tmp_path):
     assert "skipped 1 sockets, FIFOs and devices" in p.stderr
 
     out = tmp_path / "restored"
+    p = subprocess.run([AGENT, "-c", str(agent.config_path), "restore", "volumes", "latest", "--volume", str(vol),
+                        "--to", str(out), "--dry-run"], capture_output=True, env=agent.env, check=True)
+    p.stdout = p.stdout.decode(errors="surrogateescape")  # the odd name is not UTF-8
+    assert f"would restore volume {vol} into {out} from {full} (full, then incrementals {inc1} {inc2})" \
+        in p.stdout
+    assert f"{out}/repos/alice/project/new.txt\n" in p.stdout and not out.exists()
     p = agent("restore", "volumes", "latest", "--volume", vol, "--to", out, check=True)
     assert_same_tree(vol, out)
+    p = agent("restore", "volumes", "latest", "--volume", vol, "--to", out)
+    assert p.returncode == 73 and "is not empty" in p.stderr
     for repo in (vol / "repos" / "alice" / "project", vol / "repos" / "alice" / "project.git"):
         rel = repo.relative_to(vol)
         rc, msg, log = git_state(out / rel)
