@@ -448,3 +448,32 @@ def test_volumes_config_checks_claims_and_paths(local_agent, tmp_path):
     assert p.returncode == 78
     assert "'relative/dir' is not an absolute path" in p.stdout + p.stderr
     assert "'gitea-data' is not a NAMESPACE/PVC pattern" in p.stdout + p.stderr
+
+
+def test_volumes_full_when_due_and_catalog_from_store_when_the_cache_is_gone(vol_agent):
+    agent, vol = vol_agent, vol_agent.vol
+    full = agent("run", "volumes", check=True).stdout.strip()
+    # No cache in state_dir: the previous catalog comes from the store, decrypted with identity_file and
+    # checked against its SHA-256.
+    import shutil
+    shutil.rmtree(agent.state_dir / "volumes-cache")
+    change_round_1(vol)
+    inc = agent("run", "volumes", check=True).stdout.strip()
+    r = record(backups(agent)[0], vol)
+    assert r["kind"] == "incremental" and r["parent"] == full and r["archived_entries"] < 40
+    # A corrupt cache is not trusted either.
+    for c in (agent.state_dir / "volumes-cache").iterdir():
+        c.write_bytes(b"garbage")
+    (vol / "misc" / "x").write_text("x\n")
+    agent("run", "volumes", check=True)
+    assert record(backups(agent)[0], vol)["parent"] == inc
+    # Encrypted, no cache and no identity to read the store's copy: a full, saying why.
+    shutil.rmtree(agent.state_dir / "volumes-cache")
+    agent.reconfigure(identity_file="")
+    p = agent("run", "volumes", check=True)
+    assert record(backups(agent)[0], vol)["kind"] == "full"
+    assert "identity_file is not set" in p.stderr
+    # full_every_days = 0: every run is a full.
+    agent.reconfigure(full_every_days=0)
+    p = agent("run", "volumes", check=True)
+    assert record(backups(agent)[0], vol)["kind"] == "full" and "full_every_days = 0" in p.stderr
