@@ -358,7 +358,7 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *source = NULL;
         VolumeTarResult res = {};
-        bool changed = true;
+        bool changed = true, in_prev = false;
         struct stat st;
         int r;
 
@@ -377,6 +377,7 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                 if (r < 0)
                         return r;
                 if (v->pe && streq(v->pe->path, e->path)) {
+                        in_prev = true;
                         changed = catalog_entry_changed(v->pe, &cur);
                         /* A directory that became something else: it goes with what was below it,
                          * listed as "NAME/" (remove when it is a directory), so removing the listed
@@ -412,14 +413,16 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                                               : openat(e->parent_fd, e->name,
                                                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (fd < 0 && !S_ISLNK(e->st.st_mode)) {
+                        /* Gone or replaced meanwhile: gone for this backup, the next run sees what is
+                         * there now. */
                         if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
-                                return 1; /* gone or replaced meanwhile: the next run sees it */
+                                return in_prev ? (deleted_write(v, e->path, false) ?: 1) : 1;
                         return err_set(-errno, EX_NOINPUT, "cannot open %s/%s: %m", v->vol->path, e->path);
                 }
                 if (fd >= 0 && fstat(fd, &st) < 0)
                         return err_set(-errno, EX_NOINPUT, "cannot read %s/%s: %m", v->vol->path, e->path);
                 if ((st.st_mode & S_IFMT) != (e->st.st_mode & S_IFMT))
-                        return 1;
+                        return in_prev ? (deleted_write(v, e->path, false) ?: 1) : 1;
                 source = isempty(e->path) ? xstrdup(v->vol->path) : xasprintf("%s/%s", v->vol->path, e->path);
                 r = volume_tar_add(v->tar, isempty(e->path) ? "." : e->path, fd, source, &st,
                                    v->read_hook ? read_hook_run : NULL, v, &res);
