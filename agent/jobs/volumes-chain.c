@@ -45,9 +45,10 @@ int volumes_record(const Manifest *m, const char *name, VolumeRecord *ret) {
                         continue;
                 if (!r.kind || !r.archive || !r.catalog || !r.catalog_sha256 || !r.full ||
                     (streq(r.kind, "incremental") && !r.parent))
-                        return err_set(-EBADMSG, EX_DATAERR,
-                                       "the manifest of volumes backup %s has an incomplete record of volume %s",
-                                       m->id, name);
+                        return err_set(
+                                -EBADMSG, EX_DATAERR,
+                                "the manifest of volumes backup %s has an incomplete record of volume %s",
+                                m->id, name);
                 if (json_object_object_get_ex(o, "files", &files))
                         r.files = (uint64_t) json_object_get_int64(files);
                 *ret = r;
@@ -100,10 +101,11 @@ int volumes_chain(const BackupList *l, const Manifest *target, const char *name,
                         break;
                 m = list_find(l, rec.parent);
                 if (!m || strcmp(rec.parent, chain[n - 1]->id) >= 0)
-                        return err_set(-ENOENT, EX_DATAERR,
-                                       "volume %s of backup %s is an incremental of backup %s, which is gone or "
-                                       "damaged; restore an older backup, or run a full backup",
-                                       name, target->id, rec.parent);
+                        return err_set(
+                                -ENOENT, EX_DATAERR,
+                                "volume %s of backup %s is an incremental of backup %s, which is gone or "
+                                "damaged; restore an older backup, or run a full backup",
+                                name, target->id, rec.parent);
         }
         for (size_t i = 0; i < n / 2; i++) {
                 const Manifest *t = chain[i];
@@ -120,7 +122,7 @@ int volumes_chain_objects(const BackupList *l, const Manifest *m, VolumesChainOb
         _cleanup_strv_free_ char **seen = xcalloc(1, sizeof(char *));
         int r;
 
-        STRV_FOREACH(name, names) {
+        STRV_FOREACH (name, names) {
                 _cleanup_free_ const Manifest **chain = NULL;
                 size_t k = 0;
 
@@ -167,4 +169,3 @@ void volumes_retention_protect(Manifest *const *mine, RetentionItem *items, size
                 }
         }
 }
-

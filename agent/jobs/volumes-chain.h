@@ -10,9 +10,9 @@
 /* One volume's record in a backup's manifest (details.volumes[]). Strings point into the manifest. */
 typedef struct VolumeRecord {
         const char *name;
-        const char *kind;    /* "full" or "incremental" */
-        const char *parent;  /* NULL for a full */
-        const char *full;    /* id of the full its chain starts with */
+        const char *kind; /* "full" or "incremental" */
+        const char *parent; /* NULL for a full */
+        const char *full; /* id of the full its chain starts with */
         const char *archive; /* object names */
         const char *catalog;
         const char *catalog_sha256; /* of the plaintext catalog */
@@ -38,4 +38,3 @@ int volumes_chain_objects(const BackupList *l, const Manifest *m, VolumesChainOb
 /* Retention in chains: marks kept every backup that a kept backup's chain needs, saying why. items and
  * mine are parallel, newest first. */
 void volumes_retention_protect(Manifest *const *mine, RetentionItem *items, size_t n);
-

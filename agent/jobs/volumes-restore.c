@@ -79,7 +79,8 @@ static int directories_fix(const Config *c, Store *s, const Manifest *m, const V
                                 missing++;
                         continue;
                 }
-                fd = isempty(e->path) ? fcntl(root, F_DUPFD_CLOEXEC, 3) : open_beneath(root, e->path, O_RDONLY | O_DIRECTORY, 0);
+                fd = isempty(e->path) ? fcntl(root, F_DUPFD_CLOEXEC, 3)
+                                      : open_beneath(root, e->path, O_RDONLY | O_DIRECTORY, 0);
                 if (fd < 0) {
                         missing++;
                         continue;
@@ -88,14 +89,16 @@ static int directories_fix(const Config *c, Store *s, const Manifest *m, const V
                         log_warning("Cannot set the owner of %s/%s: %m", dest, e->path);
                 if (fchmod(fd, e->mode) < 0)
                         log_warning("Cannot set the mode of %s/%s: %m", dest, e->path);
-                ts[1] = (struct timespec){ .tv_sec = e->mtime_ns / 1000000000, .tv_nsec = e->mtime_ns % 1000000000 };
+                ts[1] = (struct timespec){ .tv_sec = e->mtime_ns / 1000000000,
+                                           .tv_nsec = e->mtime_ns % 1000000000 };
                 ts[0] = ts[1];
                 (void) futimens(fd, ts);
         }
         if (r < 0)
                 return r;
         if (missing > 0)
-                log_warning("%" PRIu64 " entries of the catalog of backup %s are not in the restored tree %s (files "
+                log_warning("%" PRIu64
+                            " entries of the catalog of backup %s are not in the restored tree %s (files "
                             "that vanished while the backup ran).",
                             missing, m->id, dest);
         return 0;
@@ -128,14 +131,17 @@ static int restore_one(const Config *c, Store *s, const Manifest *const *chain, 
                 const char *first;
 
                 if (!S_ISDIR(st.st_mode))
-                        return err_set(-EEXIST, EX_CANTCREAT, "%s exists and is not a directory; restore into a new "
-                                       "or empty directory", dest);
+                        return err_set(-EEXIST, EX_CANTCREAT,
+                                       "%s exists and is not a directory; restore into a new "
+                                       "or empty directory",
+                                       dest);
                 fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (fd < 0 || dir_list_open(fd, NULL, 4096, &l) < 0)
                         return err_set(-errno, EX_CANTCREAT, "cannot read %s: %m", dest);
                 if (dir_list_next(l, &first) > 0)
                         return err_set(-ENOTEMPTY, EX_CANTCREAT,
-                                       "%s is not empty; restore volume %s into a new or empty directory (nothing was "
+                                       "%s is not empty; restore volume %s into a new or empty directory "
+                                       "(nothing was "
                                        "written)",
                                        dest, name);
         } else if (errno != ENOENT)
@@ -171,7 +177,8 @@ static int restore_one(const Config *c, Store *s, const Manifest *const *chain, 
         if (r >= 0) {
                 (void) rmdir(dest); /* an empty target: replaced */
                 if (rename(tmp, dest) < 0)
-                        r = err_set(-errno, EX_CANTCREAT, "cannot move the restored tree %s to %s: %m", tmp, dest);
+                        r = err_set(-errno, EX_CANTCREAT, "cannot move the restored tree %s to %s: %m", tmp,
+                                    dest);
         }
         if (r < 0) {
                 _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
@@ -179,10 +186,12 @@ static int restore_one(const Config *c, Store *s, const Manifest *const *chain, 
                 const char *tbase = strrchr(tmp, '/') + 1;
 
                 (void) remove_tree_beneath(parent, tbase);
-                return err_set(r, code, "%s; restore of volume %s failed, %s was left as it was", why, name, dest);
+                return err_set(r, code, "%s; restore of volume %s failed, %s was left as it was", why, name,
+                               dest);
         }
-        fprintf(o->out, "restored volume %s into %s (%zu backup(s): %" PRIu64 " entries, %" PRIu64
-                        " bytes, %" PRIu64 " deletions applied)\n",
+        fprintf(o->out,
+                "restored volume %s into %s (%zu backup(s): %" PRIu64 " entries, %" PRIu64 " bytes, %" PRIu64
+                " deletions applied)\n",
                 name, dest, n, stats.entries, stats.bytes, stats.deleted);
         return 0;
 }
@@ -196,18 +205,18 @@ int volumes_restore(const Config *c, Store *s, const BackupList *l, const Manife
 
         if (o->volume && !strv_contains(names, o->volume)) {
                 _cleanup_free_ char *all = NULL;
-                STRV_FOREACH(v, names) {
+                STRV_FOREACH (v, names) {
                         char *j = xasprintf("%s%s%s", strempty(all), all ? ", " : "", *v);
                         free(all);
                         all = j;
                 }
-                return err_set(-ENOENT, EX_NOINPUT, "volumes backup %s holds no volume %s (it holds: %s)", m->id,
-                               o->volume, strna(all));
+                return err_set(-ENOENT, EX_NOINPUT, "volumes backup %s holds no volume %s (it holds: %s)",
+                               m->id, o->volume, strna(all));
         }
         chains = xcalloc(strv_length(names) + 1, sizeof *chains);
         lens = xcalloc(strv_length(names) + 1, sizeof *lens);
         /* Every object of every chain first: a damaged one fails the restore before anything is written. */
-        STRV_FOREACH(v, names) {
+        STRV_FOREACH (v, names) {
                 if (o->volume && !streq(*v, o->volume))
                         continue;
                 r = volumes_chain(l, m, *v, &chains[n], &lens[n]);
@@ -229,7 +238,8 @@ int volumes_restore(const Config *c, Store *s, const BackupList *l, const Manife
                         break;
                 if (!strv_isempty(problems)) {
                         r = err_set(-EBADMSG, EX_DATAERR,
-                                    "volumes backup %s cannot be restored: %s; nothing was written (pick another "
+                                    "volumes backup %s cannot be restored: %s; nothing was written (pick "
+                                    "another "
                                     "backup from `skyforge-agent list volumes`)",
                                     m->id, problems[0]);
                         break;

@@ -29,11 +29,10 @@ static const Manifest *list_find(const BackupList *l, const char *id) {
         return NULL;
 }
 
-
 typedef struct VolumeSpec {
         char *name; /* the path, for a path volume */
         char *path;
-        char *key;  /* object and cache name: a readable slug and a hash of the name */
+        char *key; /* object and cache name: a readable slug and a hash of the name */
 } VolumeSpec;
 
 static void volume_spec_done(VolumeSpec *v) {
@@ -53,8 +52,8 @@ static char *volume_key(const char *name) {
                 char c = *p;
                 if (k == 0 && c == '/')
                         continue;
-                slug[k++] = (char) (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                                     c == '-' || c == '_')
+                slug[k++] = (char) (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                     (c >= '0' && c <= '9') || c == '-' || c == '_')
                                             ? c
                                             : '_');
         }
@@ -105,8 +104,10 @@ static int stored_chain(const VolumesConfig *vc, StoreWriter *w, Digest *stored,
                         _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
                         int code = err_exit_code(r);
                         sink_free(chain);
-                        return err_set(r, code, "cannot encrypt to the recipients in [volumes]: %s; nothing "
-                                       "was stored", why);
+                        return err_set(r, code,
+                                       "cannot encrypt to the recipients in [volumes]: %s; nothing "
+                                       "was stored",
+                                       why);
                 }
                 chain = next;
         }
@@ -159,7 +160,8 @@ static int cache_check(const char *path, const char *sha256) {
 
 /* Fetches the catalog of volume rec from backup m into the cache file path (checked against its SHA-256).
  * -ENOKEY: encrypted and no identity to read it. */
-static int cache_fetch(const Config *c, Store *s, const Manifest *m, const VolumeRecord *rec, const char *path) {
+static int cache_fetch(const Config *c, Store *s, const Manifest *m, const VolumeRecord *rec,
+                       const char *path) {
         _cleanup_(source_freep) Source *src = NULL;
         _cleanup_(sink_freep) Sink *out = NULL;
         _cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
@@ -227,7 +229,7 @@ static void cache_prune(const Config *c, const char *key, const char *keep1, con
                         continue;
                 strv_push(&gone, xstrdup(name));
         }
-        STRV_FOREACH(g, gone)
+        STRV_FOREACH (g, gone)
                 (void) unlinkat(fd, *g, 0);
 }
 
@@ -253,7 +255,7 @@ typedef struct VolumeRun {
         struct PendingDir {
                 char *path;
                 bool archived;
-        } *pending;
+        } * pending;
         size_t n_pending;
 } VolumeRun;
 
@@ -278,14 +280,15 @@ static int pending_archive(VolumeRun *v) {
 
                 if (v->pending[i].archived)
                         continue;
-                fd = isempty(v->pending[i].path) ? fcntl(v->root_fd, F_DUPFD_CLOEXEC, 3)
-                                                 : open_beneath(v->root_fd, v->pending[i].path, O_RDONLY | O_DIRECTORY, 0);
+                fd = isempty(v->pending[i].path)
+                             ? fcntl(v->root_fd, F_DUPFD_CLOEXEC, 3)
+                             : open_beneath(v->root_fd, v->pending[i].path, O_RDONLY | O_DIRECTORY, 0);
                 if (fd < 0 || fstat(fd, &st) < 0)
                         continue; /* gone meanwhile */
                 source = isempty(v->pending[i].path) ? xstrdup(v->vol->path)
                                                      : xasprintf("%s/%s", v->vol->path, v->pending[i].path);
-                r = volume_tar_add(v->tar, isempty(v->pending[i].path) ? "." : v->pending[i].path, fd, source, &st,
-                                   NULL, NULL, &res);
+                r = volume_tar_add(v->tar, isempty(v->pending[i].path) ? "." : v->pending[i].path, fd,
+                                   source, &st, NULL, NULL, &res);
                 if (r < 0)
                         return r;
                 v->pending[i].archived = true;
@@ -344,8 +347,8 @@ static int prev_advance_to(VolumeRun *v, const char *path) {
 
 static void read_hook_run(const char *source_path, void *userdata) {
         VolumeRun *v = userdata;
-        char *argv[] = { (char *) "/bin/sh", (char *) "-c", (char *) v->read_hook, (char *) "hook",
-                         (char *) source_path, NULL };
+        char *argv[] = { (char *) "/bin/sh", (char *) "-c",        (char *) v->read_hook,
+                         (char *) "hook",    (char *) source_path, NULL };
         _cleanup_(child_donep) Child c = {};
 
         if (child_spawn(argv, NULL, 0, &c) >= 0)
@@ -405,9 +408,11 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                         return r;
                 st = e->st;
                 if (S_ISREG(e->st.st_mode)) {
-                        fd = openat(e->parent_fd, e->name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NOATIME);
+                        fd = openat(e->parent_fd, e->name,
+                                    O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NOATIME);
                         if (fd < 0 && errno == EPERM)
-                                fd = openat(e->parent_fd, e->name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+                                fd = openat(e->parent_fd, e->name,
+                                            O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
                 } else if (S_ISDIR(e->st.st_mode))
                         fd = isempty(e->path) ? fcntl(v->root_fd, F_DUPFD_CLOEXEC, 3)
                                               : openat(e->parent_fd, e->name,
@@ -423,7 +428,8 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                         return err_set(-errno, EX_NOINPUT, "cannot read %s/%s: %m", v->vol->path, e->path);
                 if ((st.st_mode & S_IFMT) != (e->st.st_mode & S_IFMT))
                         return in_prev ? (deleted_write(v, e->path, false) ?: 1) : 1;
-                source = isempty(e->path) ? xstrdup(v->vol->path) : xasprintf("%s/%s", v->vol->path, e->path);
+                source =
+                        isempty(e->path) ? xstrdup(v->vol->path) : xasprintf("%s/%s", v->vol->path, e->path);
                 r = volume_tar_add(v->tar, isempty(e->path) ? "." : e->path, fd, source, &st,
                                    v->read_hook ? read_hook_run : NULL, v, &res);
                 if (r < 0)
@@ -431,7 +437,8 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                 (void) catalog_entry_from_stat(&cur, &res.st);
                 v->in_archive++;
                 if (res.changed) {
-                        log_warning("%s changed while it was read, %u times; stored as last read, flagged in the "
+                        log_warning("%s changed while it was read, %u times; stored as last read, flagged "
+                                    "in the "
                                     "manifest of this backup (pause its writer with pre_command = to get a "
                                     "consistent copy).",
                                     source, res.reads);
@@ -454,7 +461,8 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
 }
 
 static int command_run(const Config *c, const char *what, const char *cmd, const VolumeSpec *vol) {
-        _cleanup_free_ char *e1 = xasprintf("VOLUME=%s", vol->name), *e2 = xasprintf("VOLUME_PATH=%s", vol->path);
+        _cleanup_free_ char *e1 = xasprintf("VOLUME=%s", vol->name),
+                            *e2 = xasprintf("VOLUME_PATH=%s", vol->path);
         char *argv[] = { (char *) "/bin/sh", (char *) "-c", (char *) cmd, NULL };
         char *env[] = { e1, e2, NULL };
         _cleanup_(child_donep) Child ch = {};
@@ -469,7 +477,8 @@ static int command_run(const Config *c, const char *what, const char *cmd, const
         free(ch.name);
         ch.name = xstrdup(what);
         while (ch.pidfd >= 0) {
-                struct pollfd p[2] = { { .fd = ch.pidfd, .events = POLLIN }, { .fd = ch.stderr_fd, .events = POLLIN } };
+                struct pollfd p[2] = { { .fd = ch.pidfd, .events = POLLIN },
+                                       { .fd = ch.stderr_fd, .events = POLLIN } };
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
 
                 if (now >= deadline) {
@@ -495,8 +504,8 @@ static int command_run(const Config *c, const char *what, const char *cmd, const
                                what, vol->name, c->volumes.command_timeout_usec / USEC_PER_SEC);
         if (r != 0) {
                 _cleanup_free_ char *why = child_stderr_summary(&ch);
-                return err_set(-EIO, EX_SOFTWARE, "%s for volume %s failed with status %d%s%s", what, vol->name, r,
-                               isempty(why) ? "" : ": ", strempty(why));
+                return err_set(-EIO, EX_SOFTWARE, "%s for volume %s failed with status %d%s%s", what,
+                               vol->name, r, isempty(why) ? "" : ": ", strempty(why));
         }
         return 0;
 }
@@ -535,7 +544,7 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         _cleanup_close_ int root = -EBADF, deleted_fd = -EBADF, cache_fd = -EBADF, new_cache_fd = -EBADF;
         _cleanup_free_ char *archive = NULL, *catalog = NULL, *new_cache = NULL, *prev_cache = NULL;
         _cleanup_free_ char *dir = NULL;
-        Digest a_stored = {}, a_raw = {}, c_stored = {}, c_raw = {};
+        Digest a_stored = {}, c_stored = {}, c_raw = {};
         Previous p = {};
         bool have_prev, incremental = false;
         const char *why_full = "no earlier backup of it";
@@ -569,10 +578,12 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
                         r = cache_fetch(c, ctx->store, p.m, &p.rec, prev_cache);
                         if (r == -ENOKEY) {
                                 incremental = false;
-                                why_full = "the catalog of the last backup is encrypted, not cached in state_dir, "
+                                why_full = "the catalog of the last backup is encrypted, not cached in "
+                                           "state_dir, "
                                            "and identity_file is not set";
                         } else if (r < 0) {
-                                log_warning("Cannot read the catalog of volume %s in backup %s: %s; making a full "
+                                log_warning("Cannot read the catalog of volume %s in backup %s: %s; making "
+                                            "a full "
                                             "backup.",
                                             vol->name, p.m->id, err_message() ?: strerror(-r));
                                 incremental = false;
@@ -591,10 +602,13 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
                 cache_fd = TAKE_FD(fd);
         }
         log_info("Volume %s: %s backup%s%s%s.", vol->name, incremental ? "incremental" : "full",
-                 incremental ? " on top of " : " (", incremental ? p.m->id : why_full, incremental ? "" : ")");
+                 incremental ? " on top of " : " (", incremental ? p.m->id : why_full,
+                 incremental ? "" : ")");
 
-        archive = xasprintf("%s/%s.tar.zst%s", ctx->id, vol->key, strv_isempty(vc->recipients) ? "" : ".age");
-        catalog = xasprintf("%s/%s.catalog.zst%s", ctx->id, vol->key, strv_isempty(vc->recipients) ? "" : ".age");
+        archive =
+                xasprintf("%s/%s.tar.zst%s", ctx->id, vol->key, strv_isempty(vc->recipients) ? "" : ".age");
+        catalog = xasprintf("%s/%s.catalog.zst%s", ctx->id, vol->key,
+                            strv_isempty(vc->recipients) ? "" : ".age");
         r = store_writer_open(ctx->store, archive, &aw);
         if (r >= 0)
                 r = store_writer_open(ctx->store, catalog, &cw);
@@ -603,7 +617,7 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         r = stored_chain(vc, aw, &a_stored, &chain);
         if (r < 0)
                 return r;
-        r = volume_tar_new(sink_digest_new(chain, &a_raw), &tar);
+        r = volume_tar_new(chain, &tar);
         if (r < 0)
                 return r;
         r = stored_chain(vc, cw, &c_stored, &chain);
@@ -626,7 +640,8 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         if (incremental) {
                 deleted_fd = open(c->agent.work_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
                 if (deleted_fd < 0)
-                        return err_set(-errno, EX_CANTCREAT, "cannot create a temporary file in work_dir %s: %m",
+                        return err_set(-errno, EX_CANTCREAT,
+                                       "cannot create a temporary file in work_dir %s: %m",
                                        c->agent.work_dir);
         }
 
@@ -679,7 +694,7 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
 
         manifest_add_object(m, archive, a_stored.bytes, a_stored.sha256_hex);
         manifest_add_object(m, catalog, c_stored.bytes, c_stored.sha256_hex);
-        m->raw_bytes += a_raw.bytes + c_raw.bytes;
+        m->raw_bytes += volume_tar_bytes(tar) + c_raw.bytes;
         rec = json_object_new_object();
         json_object_object_add(rec, "name", json_object_new_string(vol->name));
         json_object_object_add(rec, "path", json_object_new_string(vol->path));
@@ -701,9 +716,10 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         json_object_object_add(rec, "flagged", v.flagged);
         json_object_array_add(records, rec);
         if (v.special > 0)
-                log_notice("Volume %s: skipped %" PRIu64 " sockets, FIFOs and devices.", vol->name, v.special);
-        log_info("Volume %s: %" PRIu64 " files, %" PRIu64 " entries archived, %" PRIu64 " deleted.", vol->name,
-                 v.files, v.in_archive, v.n_deleted);
+                log_notice("Volume %s: skipped %" PRIu64 " sockets, FIFOs and devices.", vol->name,
+                           v.special);
+        log_info("Volume %s: %" PRIu64 " files, %" PRIu64 " entries archived, %" PRIu64 " deleted.",
+                 vol->name, v.files, v.in_archive, v.n_deleted);
         return 0;
 }
 
@@ -711,7 +727,7 @@ static int volumes_list_specs(const VolumesConfig *vc, VolumeSpec **ret, size_t 
         VolumeSpec *v = NULL;
         size_t n = 0;
 
-        STRV_FOREACH(p, vc->paths) {
+        STRV_FOREACH (p, vc->paths) {
                 _cleanup_free_ char *clean = xstrdup(*p);
                 size_t k = strlen(clean);
 
@@ -722,10 +738,13 @@ static int volumes_list_specs(const VolumesConfig *vc, VolumeSpec **ret, size_t 
                                 for (size_t j = 0; j < n; j++)
                                         volume_spec_done(&v[j]);
                                 free(v);
-                                return err_set(-EEXIST, EX_CONFIG, "paths = in [volumes] names %s twice", clean);
+                                return err_set(-EEXIST, EX_CONFIG, "paths = in [volumes] names %s twice",
+                                               clean);
                         }
                 v = xrealloc(v, (n + 1) * sizeof *v);
-                v[n] = (VolumeSpec){ .name = xstrdup(clean), .path = xstrdup(clean), .key = volume_key(clean) };
+                v[n] = (VolumeSpec){ .name = xstrdup(clean),
+                                     .path = xstrdup(clean),
+                                     .key = volume_key(clean) };
                 n++;
         }
         *ret = v;
@@ -742,9 +761,10 @@ static int volumes_backup(JobContext *ctx, Manifest *m) {
         int r;
 
         if (strv_isempty(vc->paths))
-                return err_set(-ENOENT, EX_CONFIG,
-                               "[volumes] lists no paths; claims are not resolved through the Kubernetes API by "
-                               "this version: list the volume directories in paths = (nothing was stored)");
+                return err_set(
+                        -ENOENT, EX_CONFIG,
+                        "[volumes] lists no paths; claims are not resolved through the Kubernetes API by "
+                        "this version: list the volume directories in paths = (nothing was stored)");
         r = volumes_list_specs(vc, &specs, &n);
         if (r < 0)
                 return r;
@@ -760,7 +780,8 @@ static int volumes_backup(JobContext *ctx, Manifest *m) {
                                 int code = err_exit_code(r);
                                 /* post_command always runs, also after a failed pre_command. */
                                 if (vc->post_command)
-                                        (void) command_run(ctx->config, "post_command", vc->post_command, &specs[i]);
+                                        (void) command_run(ctx->config, "post_command", vc->post_command,
+                                                           &specs[i]);
                                 r = err_set(r, code, "%s; nothing was stored", why);
                                 break;
                         }

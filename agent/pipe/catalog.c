@@ -113,7 +113,7 @@ static bool parse_field(const char **p, const char *end, bool is_signed, int bas
         if (s >= end)
                 return false;
         *p = s + 1;
-        *ret = neg ? (uint64_t) -(int64_t) v : v;
+        *ret = neg ? (uint64_t) - (int64_t) v : v;
         return true;
 }
 
@@ -144,7 +144,8 @@ int catalog_parse_line(const char *line, size_t n, CatalogEntry *ret) {
         while (p < end) {
                 if (*p == '%') {
                         int h, l;
-                        if (end - p < 3 || (h = hex(p[1])) < 0 || (l = hex(p[2])) < 0 || (h == 0 && l == 0)) {
+                        if (end - p < 3 || (h = hex(p[1])) < 0 || (l = hex(p[2])) < 0 ||
+                            (h == 0 && l == 0)) {
                                 free(e.path);
                                 return -EBADMSG;
                         }
@@ -271,7 +272,8 @@ static int reader_line(CatalogReader *r, const char **ret, size_t *ret_n) {
                 }
                 if (r->eof) {
                         if (r->pos < r->len)
-                                return err_set(-EBADMSG, EX_DATAERR, "the catalog ends in the middle of a line");
+                                return err_set(-EBADMSG, EX_DATAERR,
+                                               "the catalog ends in the middle of a line");
                         return 0;
                 }
                 if (r->len - r->pos > CATALOG_LINE_MAX)

@@ -21,7 +21,7 @@
 
 typedef struct CatalogEntry {
         char *path; /* "" for the root */
-        char type;  /* 'f', 'd', 'l' */
+        char type; /* 'f', 'd', 'l' */
         uint32_t mode;
         uint32_t uid, gid;
         uint64_t size;

@@ -11,12 +11,14 @@
 
 struct VolumeTar {
         struct archive *archive;
-        struct archive *disk;
+        struct archive *disk;  /* finds the holes of a file that may have some */
+        struct archive *dense; /* the same without looking for holes: most files have none */
         struct archive_entry_linkresolver *links;
         Sink *out;
         int sink_error;
         bool finished, aborted;
         uint64_t data_bytes;
+        uint64_t bytes; /* of the archive */
         uint8_t *buffer;
 };
 
@@ -34,6 +36,7 @@ static la_ssize_t write_cb(struct archive *a, void *userdata, const void *buf, s
                 archive_set_error(a, -r, "%s", strerror(-r));
                 return -1;
         }
+        t->bytes += n;
         return (la_ssize_t) n;
 }
 
@@ -47,6 +50,8 @@ void volume_tar_free(VolumeTar *t) {
         }
         if (t->disk)
                 archive_read_free(t->disk);
+        if (t->dense)
+                archive_read_free(t->dense);
         if (t->links)
                 archive_entry_linkresolver_free(t->links);
         sink_free(t->out);
@@ -61,15 +66,19 @@ int volume_tar_new(Sink *out, VolumeTar **ret) {
         t->buffer = xmalloc(VOLUME_TAR_BUFFER);
         t->archive = archive_write_new();
         t->disk = archive_read_disk_new();
+        t->dense = archive_read_disk_new();
         t->links = archive_entry_linkresolver_new();
-        if (!t->archive || !t->disk || !t->links)
+        if (!t->archive || !t->disk || !t->dense || !t->links)
                 return -ENOMEM;
         archive_entry_linkresolver_set_strategy(t->links, ARCHIVE_FORMAT_TAR_PAX_INTERCHANGE);
         /* Full pax: nanosecond mtimes on every entry. No user or group names: owners are numeric. */
         if (archive_write_set_format_pax(t->archive) != ARCHIVE_OK ||
             archive_write_add_filter_none(t->archive) != ARCHIVE_OK ||
+            archive_write_set_bytes_per_block(t->archive, VOLUME_TAR_BUFFER) != ARCHIVE_OK ||
             archive_write_set_bytes_in_last_block(t->archive, 1) != ARCHIVE_OK ||
-            archive_read_disk_set_behavior(t->disk, ARCHIVE_READDISK_NO_FFLAGS) != ARCHIVE_OK)
+            archive_read_disk_set_behavior(t->disk, ARCHIVE_READDISK_NO_FFLAGS) != ARCHIVE_OK ||
+            archive_read_disk_set_behavior(t->dense, ARCHIVE_READDISK_NO_FFLAGS | ARCHIVE_READDISK_NO_SPARSE) !=
+                    ARCHIVE_OK)
                 return err_set(-EIO, EX_SOFTWARE, "cannot set up the tar writer: %s",
                                archive_error_string(t->archive) ?: archive_error_string(t->disk));
         if (archive_write_open(t->archive, t, NULL, write_cb, NULL) != ARCHIVE_OK)
@@ -139,10 +148,15 @@ static int entry_new(VolumeTar *t, const char *name, int fd, const char *source_
 
         if (!e)
                 return -ENOMEM;
+        /* A file with as many blocks as its size needs has no holes: no need to ask (several lseek()s). */
+        struct archive *disk = S_ISREG(st->st_mode) && (uint64_t) st->st_blocks * 512 < (uint64_t) st->st_size
+                                       ? t->disk
+                                       : t->dense;
+
         archive_entry_copy_sourcepath(e, source_path);
-        if (archive_read_disk_entry_from_file(t->disk, e, fd, st) < ARCHIVE_WARN) {
+        if (archive_read_disk_entry_from_file(disk, e, fd, st) < ARCHIVE_WARN) {
                 int r = err_set(-EIO, EX_NOINPUT, "cannot read %s: %s", source_path,
-                                strna(archive_error_string(t->disk)));
+                                strna(archive_error_string(disk)));
                 archive_entry_free(e);
                 return r;
         }
@@ -230,4 +244,8 @@ int volume_tar_finish(VolumeTar *t) {
 
 uint64_t volume_tar_data_bytes(const VolumeTar *t) {
         return t->data_bytes;
+}
+
+uint64_t volume_tar_bytes(const VolumeTar *t) {
+        return t->bytes;
 }

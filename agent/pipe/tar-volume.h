@@ -22,9 +22,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(VolumeTar *, volume_tar_free);
 typedef void (*VolumeTarReadHook)(const char *source_path, void *userdata);
 
 typedef struct VolumeTarResult {
-        struct stat st;  /* what the stored copy was read as (the stat before its read) */
-        unsigned reads;  /* how often the data was read */
-        bool changed;    /* still changing after VOLUME_TAR_READS_MAX reads: stored as last read */
+        struct stat st; /* what the stored copy was read as (the stat before its read) */
+        unsigned reads; /* how often the data was read */
+        bool changed; /* still changing after VOLUME_TAR_READS_MAX reads: stored as last read */
 } VolumeTarResult;
 
 /* Adds one entry named name. fd: the open file (regular file, for its data; directory, for its xattrs and
@@ -38,3 +38,5 @@ int volume_tar_add(VolumeTar *t, const char *name, int fd, const char *source_pa
 int volume_tar_add_fd(VolumeTar *t, const char *name, int fd, uint64_t size);
 int volume_tar_finish(VolumeTar *t);
 uint64_t volume_tar_data_bytes(const VolumeTar *t);
+/* The size of the archive written so far. */
+uint64_t volume_tar_bytes(const VolumeTar *t);

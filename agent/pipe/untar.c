@@ -490,7 +490,6 @@ int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t *
 
 /* ---- applying a layer of a volume chain ---- */
 
-
 /* The kernel's POSIX ACL xattr: a version, then (tag, perm, id) entries sorted by tag and id. */
 #define ACL_XATTR_VERSION 2
 typedef struct AclXattrEntry {
@@ -632,7 +631,8 @@ static int apply_deleted_list(TarReader *r, int root, const char *dir, TarApplyS
                         if (c != 0) {
                                 if (n >= PATH_MAX * 4)
                                         return err_set(-ENAMETOOLONG, EX_DATAERR,
-                                                       "the list of deleted paths holds a name longer than %d bytes",
+                                                       "the list of deleted paths holds a name longer than "
+                                                       "%d bytes",
                                                        PATH_MAX * 4);
                                 path[n++] = c;
                                 continue;
@@ -645,7 +645,8 @@ static int apply_deleted_list(TarReader *r, int root, const char *dir, TarApplyS
                         n = 0;
                         if (!name_is_safe(path))
                                 return err_set(-EPERM, EX_DATAERR,
-                                               "the list of deleted paths holds an unsafe name \"%s\"; nothing more "
+                                               "the list of deleted paths holds an unsafe name \"%s\"; "
+                                               "nothing more "
                                                "was restored",
                                                path);
                         if (dir_only) {
@@ -686,7 +687,8 @@ static int apply_entry(TarReader *r, int root, struct archive_entry *e, const ch
                         target[--len] = 0;
                 if (!name_is_safe(target))
                         return err_set(-EPERM, EX_DATAERR,
-                                       "the archive holds a hard link %s to an unsafe name \"%s\"; nothing more was "
+                                       "the archive holds a hard link %s to an unsafe name \"%s\"; nothing "
+                                       "more was "
                                        "restored",
                                        path, target);
                 tparent = open_parent_beneath(root, target, 0, &tbase);
@@ -738,18 +740,20 @@ static int apply_entry(TarReader *r, int root, struct archive_entry *e, const ch
                 if (symlinkat(strempty(archive_entry_symlink(e)), parent, base) < 0)
                         return extract_failed(path, dir, -errno);
                 if (geteuid() == 0)
-                        (void) fchownat(parent, base, (uid_t) archive_entry_uid(e), (gid_t) archive_entry_gid(e),
-                                        AT_SYMLINK_NOFOLLOW);
-                ts[1] = (struct timespec){ .tv_sec = archive_entry_mtime(e), .tv_nsec = archive_entry_mtime_nsec(e) };
+                        (void) fchownat(parent, base, (uid_t) archive_entry_uid(e),
+                                        (gid_t) archive_entry_gid(e), AT_SYMLINK_NOFOLLOW);
+                ts[1] = (struct timespec){ .tv_sec = archive_entry_mtime(e),
+                                           .tv_nsec = archive_entry_mtime_nsec(e) };
                 ts[0] = ts[1];
                 (void) utimensat(parent, base, ts, AT_SYMLINK_NOFOLLOW);
                 return 1;
         }
         default:
-                return err_set(-EPERM, EX_DATAERR,
-                               "the archive holds \"%s\", which is not a file, directory, symlink or hard link; "
-                               "nothing more was restored",
-                               path);
+                return err_set(
+                        -EPERM, EX_DATAERR,
+                        "the archive holds \"%s\", which is not a file, directory, symlink or hard link; "
+                        "nothing more was restored",
+                        path);
         }
 }
 
@@ -779,13 +783,15 @@ int tar_reader_apply(TarReader *r, int root_fd, const char *dir, const char *del
                         /* The root: its xattrs and ACLs now, owner, mode and times with the other
                          * directories at the end. */
                         if (archive_entry_filetype(e) != AE_IFDIR)
-                                return err_set(-EPERM, EX_DATAERR, "the archive's root \".\" is not a directory");
+                                return err_set(-EPERM, EX_DATAERR,
+                                               "the archive's root \".\" is not a directory");
                         apply_metadata(root_fd, e, dir, true);
                         continue;
                 }
                 if (!name_is_safe(path))
                         return err_set(-EPERM, EX_DATAERR,
-                                       "the archive holds an unsafe name \"%s\" (absolute or with ..); nothing more "
+                                       "the archive holds an unsafe name \"%s\" (absolute or with ..); "
+                                       "nothing more "
                                        "was restored",
                                        path);
                 if (deleted_member && streq(path, deleted_member) && archive_entry_filetype(e) == AE_IFREG &&

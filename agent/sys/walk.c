@@ -29,7 +29,8 @@ struct DirList {
 };
 
 static int arena_cmp(const void *a, const void *b, void *arena) {
-        return strcmp((const char *) arena + *(const size_t *) a, (const char *) arena + *(const size_t *) b);
+        return strcmp((const char *) arena + *(const size_t *) a,
+                      (const char *) arena + *(const size_t *) b);
 }
 
 static void batch_sort(DirList *l) {
@@ -232,8 +233,8 @@ static int walk_dir(Walker *w, int dir_fd, unsigned depth) {
                 return 0; /* removed while we walked */
         if (r < 0)
                 return err_message() ? r
-                                     : err_set(r, EX_NOINPUT, "cannot list directory %s/%s: %s", w->root_path,
-                                               w->path, strerror(-r));
+                                     : err_set(r, EX_NOINPUT, "cannot list directory %s/%s: %s",
+                                               w->root_path, w->path, strerror(-r));
         while ((r = dir_list_next(l, &name)) > 0) {
                 WalkEntry e = { .name = name, .parent_fd = dir_fd };
                 size_t saved;
@@ -253,8 +254,8 @@ static int walk_dir(Walker *w, int dir_fd, unsigned depth) {
                 if (r < 0)
                         return r;
                 if (r == 0 && S_ISDIR(e.st.st_mode)) {
-                        _cleanup_close_ int fd = openat(dir_fd, name,
-                                                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        _cleanup_close_ int fd =
+                                openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (fd < 0 && errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
                                 return err_set(-errno, EX_NOINPUT, "cannot open directory %s/%s: %m",
                                                w->root_path, w->path);
@@ -312,7 +313,8 @@ static int remove_children(int dir_fd, unsigned depth) {
                         return -errno;
                 }
                 if (S_ISDIR(st.st_mode)) {
-                        _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        _cleanup_close_ int fd =
+                                openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                         if (fd < 0)
                                 return -errno;
                         r = remove_children(fd, depth + 1);

@@ -12,13 +12,13 @@
  * one of a few thousand. */
 
 #define WALK_DIR_MEMORY (2U * 1024 * 1024)
-#define WALK_DEPTH_MAX 256
+#define WALK_DEPTH_MAX  256
 
 typedef struct WalkEntry {
         const char *path; /* relative to the root, "" for the root itself */
         const char *name; /* the last component ("." for the root) */
-        int parent_fd;    /* the directory holding it (the root's own fd for the root) */
-        struct stat st;   /* lstat() */
+        int parent_fd; /* the directory holding it (the root's own fd for the root) */
+        struct stat st; /* lstat() */
 } WalkEntry;
 
 /* Return < 0 to stop the walk with that error; 1 for a directory not to descend into it. */
