@@ -137,3 +137,11 @@ def test_dbus_activation_file_names_the_systemd_service():
     assert sec["SystemdService"] == "skyforge-agent.service"
     assert sec["User"] == "root"
     assert sec["Exec"].endswith("/skyforge-agent daemon") and "@" not in sec["Exec"]
+
+
+def test_volumes_instance_gets_only_the_capabilities_to_read_every_file():
+    # The shared unit gives no capabilities; the volumes job must read files of every owner and mode.
+    u = read_unit(os.path.join(os.path.dirname(__file__), "..", "..", "units", "skyforge-backup@volumes.service.d",
+                               "volumes.conf"))
+    assert u["Service"]["CapabilityBoundingSet"] == ["CAP_DAC_READ_SEARCH CAP_FOWNER"]
+    assert u["Service"]["AmbientCapabilities"] == [""]

@@ -8,7 +8,8 @@
 #include "pipe/catalog.h"
 
 static void catalog_order_is_the_sorted_walk(void **state) {
-        /* A directory's contents right after it: "a/z" before "a.b", though '.' < '/' in plain byte order. */
+        /* A directory's contents right after it: "a/z" before "a.b", though '.' < '/' in plain byte order.
+         */
         const char *walk[] = { "", "a", "a/b", "a/z", "a.b", "a0", "b", "b/\x01", "b/\xff" };
 
         for (size_t i = 0; i + 1 < ELEMENTSOF(walk); i++) {
@@ -19,13 +20,20 @@ static void catalog_order_is_the_sorted_walk(void **state) {
 }
 
 static void catalog_line_round_trips_odd_names(void **state) {
-        const char *names[] = { "", "plain", "with space", "new\nline", "pct%25", "\xff\xfe-latin1", "tab\there",
-                                "del\x7f" };
+        const char *names[] = { "",       "plain",           "with space", "new\nline",
+                                "pct%25", "\xff\xfe-latin1", "tab\there",  "del\x7f" };
 
         for (size_t i = 0; i < ELEMENTSOF(names); i++) {
-                CatalogEntry e = { .path = (char *) names[i], .type = 'f', .mode = 04755, .uid = 1000,
-                                   .gid = 4294967295U, .size = UINT64_C(1) << 40, .mtime_ns = -5,
-                                   .ctime_ns = INT64_C(1796154456681955344), .ino = 42, .nlink = 3 };
+                CatalogEntry e = { .path = (char *) names[i],
+                                   .type = 'f',
+                                   .mode = 04755,
+                                   .uid = 1000,
+                                   .gid = 4294967295U,
+                                   .size = UINT64_C(1) << 40,
+                                   .mtime_ns = -5,
+                                   .ctime_ns = INT64_C(1796154456681955344),
+                                   .ino = 42,
+                                   .nlink = 3 };
                 CatalogEntry back = {};
                 _cleanup_free_ char *line = catalog_format_line(&e);
                 size_t n = strlen(line);
@@ -44,9 +52,15 @@ static void catalog_line_round_trips_odd_names(void **state) {
 }
 
 static void catalog_parse_refuses_damaged_lines(void **state) {
-        const char *bad[] = { "", "x 644 0 0 0 0 0 0 1 a", "f 644 0 0 0 0 0 0 1", "f 648 0 0 0 0 0 0 1 a",
-                              "f 644 0 0 0 0 0 0 a", "f 644 0 0 -1 0 0 0 1 a", "f 644 0 0 0 0 0 0 1 bad%zz",
-                              "f 644 0 0 0 0 0 0 1 nul%00", "f 644 4294967296 0 0 0 0 0 1 a",
+        const char *bad[] = { "",
+                              "x 644 0 0 0 0 0 0 1 a",
+                              "f 644 0 0 0 0 0 0 1",
+                              "f 648 0 0 0 0 0 0 1 a",
+                              "f 644 0 0 0 0 0 0 a",
+                              "f 644 0 0 -1 0 0 0 1 a",
+                              "f 644 0 0 0 0 0 0 1 bad%zz",
+                              "f 644 0 0 0 0 0 0 1 nul%00",
+                              "f 644 4294967296 0 0 0 0 0 1 a",
                               "f 644 0 0 99999999999999999999 0 0 0 1 a" };
         CatalogEntry e;
 
@@ -61,8 +75,8 @@ static void catalog_changed_compares_what_marks_a_change(void **state) {
         assert_false(catalog_entry_changed(&a, &b));
         b.nlink = 9; /* a new link shows in ctime; nlink alone is no change */
         assert_false(catalog_entry_changed(&a, &b));
-        const size_t offsets[] = { offsetof(CatalogEntry, mode), offsetof(CatalogEntry, uid),
-                                   offsetof(CatalogEntry, gid), offsetof(CatalogEntry, size),
+        const size_t offsets[] = { offsetof(CatalogEntry, mode),     offsetof(CatalogEntry, uid),
+                                   offsetof(CatalogEntry, gid),      offsetof(CatalogEntry, size),
                                    offsetof(CatalogEntry, mtime_ns), offsetof(CatalogEntry, ctime_ns),
                                    offsetof(CatalogEntry, ino) };
         for (size_t i = 0; i < ELEMENTSOF(offsets); i++) {
@@ -106,7 +120,8 @@ static void catalog_streams_through_writer_and_reader(void **state) {
 }
 
 static void catalog_reader_refuses_disorder_and_strangers(void **state) {
-        const char *texts[] = { "not a catalog\n", "skyforge-catalog 1\nf 644 0 0 0 0 0 0 1 b\nf 644 0 0 0 0 0 0 1 a\n",
+        const char *texts[] = { "not a catalog\n",
+                                "skyforge-catalog 1\nf 644 0 0 0 0 0 0 1 b\nf 644 0 0 0 0 0 0 1 a\n",
                                 "skyforge-catalog 1\nf 644 0 0 0 0 0 0 1 a" };
         int expect[] = { -EBADMSG, -EBADMSG, -EBADMSG };
 
