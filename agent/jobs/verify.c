@@ -253,15 +253,15 @@ int verify_job(const Config *c, const char *job, const VerifyOptions *o) {
 
                 if (m)
                         r = backup_check_objects(s, m, NULL, &p, &problems);
+                else {
+                        strv_push(&problems, xstrdup(sel[i].manifest_problem));
+                        r = 1;
+                }
                 /* An incremental is only as good as the backups it builds on. */
                 if (m && r >= 0 && streq(job, "volumes")) {
                         ChainCheck cc = { .s = s, .p = &p, .problems = &problems };
                         int k = volumes_chain_objects(&l, m, chain_check_one, &cc);
                         r = k < 0 ? k : r + cc.n;
-                }
-                else {
-                        strv_push(&problems, xstrdup(sel[i].manifest_problem));
-                        r = 1;
                 }
                 if (r < 0) {
                         json_object_put(b);
