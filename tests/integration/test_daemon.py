@@ -550,7 +550,7 @@ def test_next_elapse_is_zero_without_systemd_and_answers_fast(daemon):
 
 def test_ready_carries_a_status_line(daemon):
     ready = daemon.notify.wait_for("READY=1")
-    assert f"STATUS=Following 3 jobs in {daemon.state_dir}" in ready.split("\n")
+    assert f"STATUS=Following 4 jobs in {daemon.state_dir}" in ready.split("\n")
 
 
 def test_sigterm_stops_cleanly_with_stopping(daemon):
