@@ -6,7 +6,7 @@ PACKAGES="
  build-essential autoconf automake libtool pkg-config
  libsystemd-dev libcurl4-openssl-dev libpq-dev libssl-dev libarchive-dev libzstd-dev libjson-c-dev
  libiniparser-dev libexpat1-dev libyaml-dev libcmocka-dev
- postgresql postgresql-client zstd age openssl
+ postgresql postgresql-client zstd age openssl tar acl attr
  python3 python3-pytest python3-boto3 python3-dbus python3-gi
  dbus systemd systemd-container debootstrap util-linux iproute2 procps man-db
  debhelper dh-autoreconf devscripts lintian fakeroot git

@@ -15,8 +15,8 @@
 #define BUS_ERROR_SYSTEMD "org.skyforge.Agent1.Error.SystemdFailed"
 
 /* The jobs the agent knows; each is a skyforge-backup@<job>.service instance with its timer. */
-#define BUS_JOB_NAMES "postgres", "mirror", "config"
-#define BUS_N_JOBS 3
+#define BUS_JOB_NAMES "postgres", "mirror", "config", "volumes"
+#define BUS_N_JOBS 4
 
 typedef struct BusJob {
         const BusContext *ctx;

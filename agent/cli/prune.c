@@ -11,7 +11,7 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
                                                  { "json", no_argument, NULL, 'j' },
                                                  {} };
         _cleanup_(config_freep) Config *c = NULL;
-        const char *jobs[] = { "postgres", "config", NULL };
+        const char *jobs[] = { "postgres", "config", "volumes", NULL };
         const char *only = NULL;
         json_object *results = NULL;
         bool dry_run = false, json = false;
@@ -26,8 +26,8 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
                         return EX_USAGE;
         if (optind < argc) {
                 only = argv[optind];
-                if (!streq(only, "postgres") && !streq(only, "config")) {
-                        fprintf(stderr, "skyforge-agent prune: \"%s\" has no retention (postgres, config).\n", only);
+                if (!streq(only, "postgres") && !streq(only, "config") && !streq(only, "volumes")) {
+                        fprintf(stderr, "skyforge-agent prune: \"%s\" has no retention (postgres, config, volumes).\n", only);
                         return EX_USAGE;
                 }
         }
@@ -39,7 +39,7 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
         for (size_t i = 0; jobs[i]; i++) {
                 _cleanup_(prune_result_done) PruneResult res = {};
 
-                if (only ? !streq(only, jobs[i]) : (streq(jobs[i], "config") && !c->config.present))
+                if (only ? !streq(only, jobs[i]) : !config_job_configured(c, jobs[i]))
                         continue;
                 r = job_prune_result(c, jobs[i], dry_run, &res);
                 if (json)

@@ -9,6 +9,7 @@
 #include "jobs/mirror.h"
 #include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
+#include "jobs/volumes.h"
 #include "log/log.h"
 #include "pg/pg.h"
 #include "sys/process.h"
@@ -18,6 +19,7 @@ typedef enum RestoreAction {
         RESTORE_POSTGRES_DATABASE,
         RESTORE_CONFIG_TO,
         RESTORE_CONFIG_SECRETS,
+        RESTORE_VOLUMES,
 } RestoreAction;
 
 typedef struct RestoreArgs {
@@ -26,6 +28,7 @@ typedef struct RestoreArgs {
         bool dry_run;
         const char *database; /* RESTORE_POSTGRES_DATABASE */
         unsigned jobs;
+        const char *volume; /* RESTORE_VOLUMES */
 } RestoreArgs;
 
 /* What a restore did: rendered as the lines on stdout and stderr, or (--json) as one object
@@ -160,6 +163,12 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
                 case RESTORE_CONFIG_SECRETS:
                         r = config_apply_secrets(c, s, m, dry_run, out);
                         break;
+                case RESTORE_VOLUMES:
+                        job_install_signal_handlers();
+                        r = volumes_restore(c, s, &l, m,
+                                            &(VolumesRestoreOptions){ .volume = a->volume, .to = to,
+                                                                      .dry_run = dry_run, .out = stdout });
+                        break;
                 }
         if (m)
                 res.id = m->id;
@@ -175,6 +184,9 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
                 fprintf(stderr, "Restored database \"%s\" of postgres backup %s.\n", a->database, m->id);
         else if (action == RESTORE_CONFIG_TO)
                 fprintf(stderr, "Restored config backup %s into %s.\n", m->id, to);
+        else if (action == RESTORE_VOLUMES)
+                fprintf(stderr, "%s volumes backup %s into %s.\n", dry_run ? "Checked (dry run)" : "Restored",
+                        m->id, to);
         else
                 fprintf(stderr, "Restored %s backup %s.\n", job, m->id);
         return 0;
@@ -214,6 +226,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 { "database", required_argument, NULL, 'd' },
                 { "jobs", required_argument, NULL, 'j' },
                 { "json", no_argument, NULL, 'J' },
+                { "volume", required_argument, NULL, 'V' },
                 /* Point-in-time restore (cli/restore-pitr.c). */
                 { "to-datadir", required_argument, NULL, 'D' },
                 { "time", required_argument, NULL, 'T' },
@@ -223,7 +236,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 {},
         };
         RestorePitrArgs pitr = {};
-        const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL;
+        const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL, *volume = NULL;
         _cleanup_free_ char *conninfo = NULL;
         bool apply_secrets = false, dry_run = false;
         uint64_t jobs = 2;
@@ -249,6 +262,9 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 case 'J':
                         ctx->json = true;
                         break;
+                case 'V':
+                        volume = optarg;
+                        break;
                 case 'j':
                         if (parse_uint64(optarg, &jobs) < 0 || jobs < 1 || jobs > 64) {
                                 fprintf(stderr, "skyforge-agent restore: --jobs takes 1..64, not \"%s\".\n",
@@ -268,7 +284,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                         return EX_USAGE;
                 }
         if (optind >= argc) {
-                fputs("skyforge-agent restore: name what to restore (postgres, config or mirror).\n", stderr);
+                fputs("skyforge-agent restore: name what to restore (postgres, config, mirror or volumes).\n", stderr);
                 return EX_USAGE;
         }
         what = argv[optind];
@@ -334,7 +350,21 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                                       apply_secrets ? RESTORE_CONFIG_SECRETS : RESTORE_CONFIG_TO,
                                       &(RestoreArgs){ .id = id, .to = to, .dry_run = dry_run });
         }
-        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, config, mirror).\n", what);
+        if (streq(what, "volumes")) {
+                if (!to || apply_secrets || database) {
+                        fputs("skyforge-agent restore volumes: [ID|latest] [--volume NAME] --to DIR [--dry-run]; "
+                              "--to is required (each volume goes to DIR/NAME, or with --volume into DIR).\n",
+                              stderr);
+                        return EX_USAGE;
+                }
+                return restore_backup(ctx, "volumes", RESTORE_VOLUMES,
+                                      &(RestoreArgs){ .id = id, .to = to, .dry_run = dry_run, .volume = volume });
+        }
+        if (volume) {
+                fputs("skyforge-agent restore: --volume is for volumes.\n", stderr);
+                return EX_USAGE;
+        }
+        fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, config, mirror, volumes).\n", what);
         return EX_USAGE;
 }
 
@@ -343,7 +373,8 @@ const Verb verb_restore = {
         .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | "
                 "postgres [BASE_ID|latest] --to-datadir DIR [--time TS | --lsn LSN] [--start] [--set NAME=VALUE] | "
                 "config [ID|latest] --to DIR | config --apply-secrets [--dry-run] [ID|latest] | "
-                "mirror [--bucket B] [--dry-run] | ... [--json]",
+                "mirror [--bucket B] [--dry-run] | volumes [ID|latest] [--volume NAME] --to DIR [--dry-run] | "
+                "... [--json]",
         .summary = "Restore a backup.",
         .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
                 "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
@@ -360,13 +391,19 @@ const Verb verb_restore = {
                 "mirror: copies the offsite buckets back to the [mirror] source remote (MinIO), creating\n"
                 "buckets, with the mirror engine in reverse; objects already equal are skipped, nothing is\n"
                 "deleted unless [mirror] delete = yes.\n"
+                "volumes --to DIR: rebuilds each volume as of the backup (its full, then its incrementals in\n"
+                "order, deletions honoured) under DIR/NAME (a path volume without its leading /), or with\n"
+                "--volume NAME into DIR itself; DIR (or DIR/NAME) must be new or empty. Every object of the\n"
+                "chain is checked first; the tree is built beside the target and renamed into place.\n"
                 "  -t, --to CONNINFO|DIR   postgres: libpq connection string of the target; config: a directory\n"
                 "      --apply-secrets     config: apply the Secrets instead of extracting\n"
                 "  -d, --database NAME     postgres: restore only this database\n"
                 "  -j, --jobs N            postgres --database: parallel pg_restore jobs (default 2; fewer\n"
                 "                          when the server has fewer free connections)\n"
                 "  -b, --bucket B          restore mirror: only bucket B\n"
-                "  -n, --dry-run           config --apply-secrets, mirror: change nothing\n"
+                "  -V, --volume NAME       volumes: only this volume\n"
+                "  -n, --dry-run           config --apply-secrets, mirror, volumes: change nothing (volumes:\n"
+                "                          list what would be written)\n"
                 "      --json              print one JSON object (job, action, id, target, result, error,\n"
                 "                          output: the lines otherwise printed on stdout)\n"
                 RESTORE_PITR_HELP,

@@ -50,7 +50,7 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                 else
                         return EX_USAGE;
         if (optind >= argc) {
-                fputs("skyforge-agent run: name a job (postgres, mirror, config) or \"all\".\n", stderr);
+                fputs("skyforge-agent run: name a job (postgres, mirror, config, volumes) or \"all\".\n", stderr);
                 return EX_USAGE;
         }
         if (dry_run && (optind + 1 != argc || !streq(argv[optind], "mirror"))) {

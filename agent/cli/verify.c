@@ -9,7 +9,7 @@
 #include "sys/process.h"
 
 /* Jobs whose backups have manifests to verify (mirror copies buckets and has none). */
-static const char *const verifiable[] = { "postgres", "config", "basebackup", NULL };
+static const char *const verifiable[] = { "postgres", "config", "volumes", "basebackup", NULL };
 
 static int run_verify(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
@@ -49,7 +49,7 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                 else {
                         fprintf(stderr,
                                 "skyforge-agent verify: unexpected \"%s\" (expected a job with backups: "
-                                "postgres, config; and/or a backup id).\n",
+                                "postgres, config, volumes; and/or a backup id).\n",
                                 argv[i]);
                         return EX_USAGE;
                 }
@@ -81,8 +81,7 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                 const char *job = verifiable[i];
 
                 /* basebackup (and its WAL chain) only when named: most nodes have no base backups. */
-                if (only ? !streq(only, job)
-                         : (streq(job, "config") && !c->config.present) || streq(job, "basebackup"))
+                if (only ? !streq(only, job) : !config_job_configured(c, job))
                         continue;
                 vo.verify_more = job_find(job) ? job_find(job)->verify_more : NULL;
                 r = verify_job_result(c, job, &vo, &res);

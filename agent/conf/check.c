@@ -71,6 +71,15 @@ char *conf_check_leader_election(const char *value) {
 }
 
 /* RFC 1123 label, as Kubernetes requires for namespace names. */
+char *conf_check_claim_pattern(const char *value) {
+        const char *slash = strchr(value, '/');
+
+        if (!slash || slash == value || !slash[1] || strchr(slash + 1, '/'))
+                return xasprintf("'%s' is not a NAMESPACE/PVC pattern (globs allowed: apps/*, */gitea-data)",
+                                 value);
+        return NULL;
+}
+
 char *conf_check_namespace(const char *value) {
         size_t n = strlen(value);
         bool ok = n >= 1 && n <= 63 && isalnum((unsigned char) value[0]) &&
@@ -427,17 +436,20 @@ static char *suggest_place(const Config *c, const JobPlace *places, size_t n, co
 }
 
 static void check_shared_locations(ConfLoader *l, const Config *c) {
-        JobPlace places[3] = {};
+        JobPlace places[4] = {};
         size_t n = 0;
 
-        /* postgres runs with defaults even without its section; mirror and config only when written. */
+        /* postgres runs with defaults even without its section; the others only when written. */
         for (size_t i = 0; i < ELEMENTSOF(places); i++) {
-                const char *job = (const char *const[]){ "postgres", "config", "mirror" }[i];
-                const char *value = streq(job, "postgres") ? c->postgres.destination
-                                    : streq(job, "config") ? c->config.destination
-                                                           : c->mirror.destination;
+                const char *job = (const char *const[]){ "postgres", "config", "mirror", "volumes" }[i];
+                const char *value = streq(job, "postgres")  ? c->postgres.destination
+                                    : streq(job, "config")  ? c->config.destination
+                                    : streq(job, "volumes") ? c->volumes.destination
+                                                            : c->mirror.destination;
                 bool present = streq(job, "postgres") ||
-                               (streq(job, "config") ? c->config.present : c->mirror.present);
+                               (streq(job, "config")    ? c->config.present
+                                : streq(job, "volumes") ? c->volumes.present
+                                                        : c->mirror.present);
                 const struct ConfLine *e = conf_key_line(l, job, "destination");
                 _cleanup_free_ char *dest = NULL;
                 JobPlace *p = places + n;
@@ -508,6 +520,15 @@ void conf_check(ConfLoader *l, const Config *c) {
                         conf_problem(l, CONFIG_ERROR, conf_line(l, "config", NULL),
                                      "[config] has no recipients; the Secrets export is always encrypted: "
                                      "add recipients = age1... (skyforge-agent keygen makes a key pair)");
+        }
+
+        if (c->volumes.present) {
+                check_section_keys(l, c, CONF_SECTION_VOLUMES, &c->volumes, "volumes");
+                if (!c->volumes.paths)
+                        conf_problem(l, CONFIG_WARNING, conf_line(l, "volumes", NULL),
+                                     "[volumes] has no paths; claims are not resolved through the Kubernetes "
+                                     "API by this version, so the volumes job has nothing to back up: list "
+                                     "the volume directories in paths =");
         }
 
         check_shared_locations(l, c);

@@ -17,6 +17,7 @@ typedef enum ConfSection {
         CONF_SECTION_POSTGRES,
         CONF_SECTION_MIRROR,
         CONF_SECTION_CONFIG,
+        CONF_SECTION_VOLUMES,
         _CONF_SECTION_MAX,
 } ConfSection;
 
@@ -51,6 +52,7 @@ typedef enum ConfFlags {
         CONF_F_BUCKETS = 1 << 4,    /* list items are bucket names */
         CONF_F_NAMESPACES = 1 << 5, /* list items are Kubernetes namespace names */
         CONF_F_OR_PATH = 1 << 6,    /* a remote name, or an absolute local directory */
+        CONF_F_CLAIMS = 1 << 7,     /* list items are NAMESPACE/PVC glob patterns */
 } ConfFlags;
 
 typedef struct ConfKey {
@@ -102,6 +104,7 @@ char *conf_check_recipient(const char *value);
 char *conf_check_log_level(const char *value);
 char *conf_check_namespace(const char *value);
 char *conf_check_leader_election(const char *value);
+char *conf_check_claim_pattern(const char *value);
 /* A key that looks like a secret written inline: a message saying where the secret goes instead. */
 char *conf_inline_secret_message(const char *key);
 

@@ -82,6 +82,25 @@ typedef struct ConfigJobConfig {
         int compression_level;
 } ConfigJobConfig;
 
+typedef struct VolumesConfig {
+        bool present;
+        char **claims;  /* NAMESPACE/PVC globs; NULL: all */
+        char **exclude; /* NAMESPACE/PVC globs */
+        char **paths;   /* absolute host directories */
+        char *kubeconfig;
+        char *destination;
+        char **recipients;
+        char *identity_file;
+        unsigned retention_days;
+        unsigned keep_min;
+        unsigned full_every_days;
+        int compression_level;
+        unsigned compression_threads;
+        char *pre_command;
+        char *post_command;
+        uint64_t command_timeout_usec;
+} VolumesConfig;
+
 typedef struct Config {
         char *path;
         bool from_file; /* false when the default file does not exist and built-in defaults apply */
@@ -91,6 +110,7 @@ typedef struct Config {
         PostgresConfig postgres;
         MirrorConfig mirror;
         ConfigJobConfig config;
+        VolumesConfig volumes;
 } Config;
 
 typedef enum ConfigSeverity {

@@ -10,6 +10,7 @@
 #define P(f) offsetof(PostgresConfig, f)
 #define M(f) offsetof(MirrorConfig, f)
 #define C(f) offsetof(ConfigJobConfig, f)
+#define V(f) offsetof(VolumesConfig, f)
 
 /* The one list of every key the agent knows: parsing, defaults, checking, `config show` and the
  * did-you-mean suggestions all walk it. Key names are an interface (PRODUCT.md §5): add, never rename. */
@@ -119,13 +120,42 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_CONFIG, "retention_days", CONF_UINT, C(retention_days), 0, 36500, .def = "30" },
         { CONF_SECTION_CONFIG, "keep_min", CONF_UINT, C(keep_min), 1, 100000, .def = "3" },
         { CONF_SECTION_CONFIG, "compression_level", CONF_INT, C(compression_level), 1, 19, .def = "3" },
+
+        { CONF_SECTION_VOLUMES, "paths", CONF_LIST, V(paths),
+          .flags = CONF_F_ABSOLUTE | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY,
+          .help = "absolute host directories, each backed up as a volume named by its path" },
+        { CONF_SECTION_VOLUMES, "claims", CONF_STAR_LIST, V(claims), .def = "*", .flags = CONF_F_CLAIMS,
+          .help = "NAMESPACE/PVC globs of local PVCs on this node (not resolved yet: use paths)" },
+        { CONF_SECTION_VOLUMES, "exclude", CONF_LIST, V(exclude), .flags = CONF_F_CLAIMS,
+          .help = "NAMESPACE/PVC globs left out (the PostgreSQL and MinIO volumes have their own jobs)" },
+        { CONF_SECTION_VOLUMES, "kubeconfig", CONF_ABS_PATH, V(kubeconfig),
+          .def = "/etc/rancher/k3s/k3s.yaml" },
+        { CONF_SECTION_VOLUMES, "destination", CONF_LOCATION, V(destination),
+          .help = "unset: minio:skyforge-backups/volumes/ with a [remote.minio], else STATE_DIR/backups/" },
+        { CONF_SECTION_VOLUMES, "recipients", CONF_RECIPIENTS, V(recipients),
+          .help = "age1... recipients; set: archives and catalogs are encrypted" },
+        { CONF_SECTION_VOLUMES, "identity_file", CONF_SECRET_FILE, V(identity_file),
+          .help = "age identity for restore, verify and a catalog not cached in state_dir" },
+        { CONF_SECTION_VOLUMES, "retention_days", CONF_UINT, V(retention_days), 0, 36500, .def = "30" },
+        { CONF_SECTION_VOLUMES, "keep_min", CONF_UINT, V(keep_min), 1, 100000, .def = "3" },
+        { CONF_SECTION_VOLUMES, "full_every_days", CONF_UINT, V(full_every_days), 0, 3650, .def = "7",
+          .help = "a full backup after this many days of incrementals; 0: every run is full" },
+        { CONF_SECTION_VOLUMES, "compression_level", CONF_INT, V(compression_level), 1, 19, .def = "3" },
+        { CONF_SECTION_VOLUMES, "compression_threads", CONF_UINT, V(compression_threads), 0, 256,
+          .def = "0", .help = "0: one per CPU" },
+        { CONF_SECTION_VOLUMES, "pre_command", CONF_STRING, V(pre_command),
+          .help = "run by /bin/sh before each volume (VOLUME and VOLUME_PATH set); failing skips it" },
+        { CONF_SECTION_VOLUMES, "post_command", CONF_STRING, V(post_command),
+          .help = "run after each volume, also after a failure" },
+        { CONF_SECTION_VOLUMES, "command_timeout", CONF_SECONDS, V(command_timeout_usec), 1, 86400,
+          .def = "300", .help = "seconds pre_command and post_command may take" },
 };
 const size_t conf_n_keys = ELEMENTSOF(conf_keys);
 
 const char *const conf_section_names[_CONF_SECTION_MAX] = {
         [CONF_SECTION_AGENT] = "agent",       [CONF_SECTION_REMOTE] = "remote",
         [CONF_SECTION_POSTGRES] = "postgres", [CONF_SECTION_MIRROR] = "mirror",
-        [CONF_SECTION_CONFIG] = "config",
+        [CONF_SECTION_CONFIG] = "config",     [CONF_SECTION_VOLUMES] = "volumes",
 };
 
 const ConfKey *conf_key_find(ConfSection section, const char *name) {

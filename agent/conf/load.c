@@ -320,6 +320,8 @@ static char *parse_list(const ConfKey *k, const char *value, char ***ret) {
                                       *i);
                 else if (k->flags & CONF_F_NAMESPACES)
                         m = conf_check_namespace(*i);
+                else if (k->flags & CONF_F_CLAIMS)
+                        m = conf_check_claim_pattern(*i);
                 if (m) {
                         char *full = xasprintf("%s: %s", k->name, m);
                         free(m);
@@ -458,6 +460,8 @@ static void *section_base(Config *c, ConfSection section, size_t remote) {
                 return &c->mirror;
         case CONF_SECTION_CONFIG:
                 return &c->config;
+        case CONF_SECTION_VOLUMES:
+                return &c->volumes;
         default:
                 abort();
         }
@@ -504,6 +508,8 @@ char *config_job_destination(const Config *c, const char *job) {
                 set = c->postgres.destination;
         else if (streq(job, "config"))
                 set = c->config.destination;
+        else if (streq(job, "volumes"))
+                set = c->volumes.destination;
         else if (streq(job, "mirror"))
                 return c->mirror.destination ? xstrdup(c->mirror.destination) : NULL;
         if (set)
@@ -520,6 +526,8 @@ bool config_job_configured(const Config *c, const char *job) {
                 return c->mirror.present;
         if (streq(job, "config"))
                 return c->config.present;
+        if (streq(job, "volumes"))
+                return c->volumes.present;
         return false;
 }
 
@@ -563,7 +571,7 @@ static char *suggest_key(ConfSection section, const char *key) {
 }
 
 static char *suggest_section(const char *name) {
-        const char *fixed[] = { "agent", "postgres", "mirror", "config" }, *m;
+        const char *fixed[] = { "agent", "postgres", "mirror", "config", "volumes" }, *m;
         const char *sep;
 
         m = closest(name, fixed, ELEMENTSOF(fixed));
@@ -639,7 +647,7 @@ static void load_key(ConfLoader *l, ConfSection section, void *base, const char 
 
 static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *sid) {
         static const ConfSection fixed[] = { CONF_SECTION_AGENT, CONF_SECTION_POSTGRES, CONF_SECTION_MIRROR,
-                                             CONF_SECTION_CONFIG };
+                                             CONF_SECTION_CONFIG, CONF_SECTION_VOLUMES };
         ConfSection section = _CONF_SECTION_MAX;
         const char *remote = startswith(sid, "remote."), **keys;
         void *base = NULL;
@@ -663,7 +671,7 @@ static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *si
                 _cleanup_free_ char *m = suggest_section(sid);
                 conf_problem(l, CONFIG_ERROR, conf_line(l, sid, NULL),
                              "unknown section [%s]%s (known: [agent], [remote.NAME], [postgres], [mirror], "
-                             "[config])",
+                             "[config], [volumes])",
                              sid, m);
                 return;
         } else
@@ -675,6 +683,8 @@ static void load_section(ConfLoader *l, Config *c, dictionary *d, const char *si
                 c->mirror.present = true;
         else if (section == CONF_SECTION_CONFIG)
                 c->config.present = true;
+        else if (section == CONF_SECTION_VOLUMES)
+                c->volumes.present = true;
 
         n = iniparser_getsecnkeys(d, sid);
         if (n <= 0)
@@ -901,4 +911,5 @@ void config_show(const Config *c, FILE *f) {
         show_section(f, c, CONF_SECTION_POSTGRES, &c->postgres, "postgres", c->postgres.present);
         show_section(f, c, CONF_SECTION_MIRROR, &c->mirror, "mirror", c->mirror.present);
         show_section(f, c, CONF_SECTION_CONFIG, &c->config, "config", c->config.present);
+        show_section(f, c, CONF_SECTION_VOLUMES, &c->volumes, "volumes", c->volumes.present);
 }

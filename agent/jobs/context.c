@@ -13,7 +13,7 @@
 
 volatile sig_atomic_t job_cancel_requested = 0;
 
-const char *const job_names[] = { "postgres", "mirror", "config", NULL };
+const char *const job_names[] = { "postgres", "mirror", "config", "volumes", NULL };
 
 static void on_cancel(int sig) {
         job_cancel_requested = 1;
@@ -35,6 +35,9 @@ void job_retention_settings(const Config *c, const char *job, unsigned *ret_days
         if (streq(job, "config")) {
                 *ret_days = c->config.retention_days;
                 *ret_keep_min = c->config.keep_min;
+        } else if (streq(job, "volumes")) {
+                *ret_days = c->volumes.retention_days;
+                *ret_keep_min = c->volumes.keep_min;
         } else {
                 *ret_days = c->postgres.retention_days;
                 *ret_keep_min = c->postgres.keep_min;

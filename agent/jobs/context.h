@@ -47,7 +47,7 @@ typedef struct JobDefinition {
         int (*verify_more)(const Config *c, const Manifest *m, char ***problems);
 } JobDefinition;
 
-extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config */
+extern const char *const job_names[]; /* NULL-terminated: postgres, mirror, config, volumes */
 
 /* The job's run lock in state_dir (JOB.lock), taken by backup runs only; the fd holds it until closed. */
 int job_lock(const char *state_dir, const char *job, bool wait, int *ret_fd);

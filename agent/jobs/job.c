@@ -9,11 +9,12 @@
 #include "jobs/job.h"
 #include "jobs/lease-guard.h"
 #include "jobs/monitor.h"
+#include "jobs/volumes-chain.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 #include "store/retention.h"
 
-static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config,
+static const JobDefinition *const job_definitions[] = { &job_postgres, &job_mirror, &job_config, &job_volumes,
                                                         &job_basebackup };
 
 const JobDefinition *job_find(const char *name) {
@@ -225,7 +226,7 @@ int job_run_result(const Config *c, const char *job, JobRunResult *res) {
 
         *res = (JobRunResult){ .job = job, .started_usec = now_usec(CLOCK_REALTIME) };
         if (!def) {
-                r = err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config)", job);
+                r = err_set(-EINVAL, EX_USAGE, "unknown job \"%s\" (jobs: postgres, mirror, config, volumes)", job);
                 failure_capture(&res->failure, r);
                 return r;
         }
@@ -414,6 +415,8 @@ static int job_prune_store_result(const Config *c, const char *job, Store *s, bo
                                             .damage = damage.items[i] };
         }
         (void) retention_select(items, n_mine, now_usec(CLOCK_REALTIME), days, keep_min);
+        if (streq(job, "volumes"))
+                volumes_retention_protect(mine, items, n_mine);
         for (size_t i = 0; i < n_mine; i++)
                 if (!items[i].remove)
                         kept[n_kept++] = mine[i];

@@ -8,6 +8,7 @@
 extern const JobDefinition job_postgres;
 extern const JobDefinition job_mirror;
 extern const JobDefinition job_config;
+extern const JobDefinition job_volumes;
 extern const JobDefinition job_basebackup; /* jobs/basebackup.c; run by name, not by "all" */
 
 const JobDefinition *job_find(const char *name);

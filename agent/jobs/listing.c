@@ -4,7 +4,7 @@
 #include "log/log.h"
 
 /* Jobs that leave backups with manifests (mirror copies buckets, it has none). */
-const char *const job_listable[] = { "postgres", "config", NULL };
+const char *const job_listable[] = { "postgres", "config", "volumes", NULL };
 
 static int manifest_cmp_newest_first(const void *a, const void *b) {
         const Manifest *x = *(Manifest *const *) a, *y = *(Manifest *const *) b;
@@ -25,6 +25,8 @@ int job_list_backups(const Config *c, const char *only, BackupList *ret) {
                         continue;
                 /* The config job's default destination exists even when the job is not configured. */
                 if (!only && streq(job_listable[i], "config") && !c->config.present)
+                        continue;
+                if (!only && streq(job_listable[i], "volumes") && !c->volumes.present)
                         continue;
                 dest = config_job_destination(c, job_listable[i]);
                 r = store_open_location(c, dest, &s);

@@ -10,6 +10,7 @@
 #include "jobs/context.h"
 #include "jobs/restore-test.h"
 #include "jobs/verify.h"
+#include "jobs/volumes-chain.h"
 #include "log/log.h"
 #include "store/objects.h"
 
@@ -59,6 +60,29 @@ static void restore_test_print(FILE *out, const RestoreTestResult *rt, const Fai
         for (size_t i = 0; i < rt->n_databases; i++)
                 fprintf(out, "  %-32s %8" PRIu64 " %14" PRIu64 "\n", rt->databases[i].name,
                         rt->databases[i].tables, rt->databases[i].rows);
+}
+
+/* The objects of the backups a volumes backup builds on. */
+typedef struct ChainCheck {
+        Store *s;
+        Progress *p;
+        char ***problems;
+        int n;
+} ChainCheck;
+
+static int chain_check_one(const Manifest *m, char *const *objects, const char *problem, void *userdata) {
+        ChainCheck *cc = userdata;
+        int r;
+
+        if (!m) {
+                strv_push(cc->problems, xstrdup(problem));
+                cc->n++;
+                return 0;
+        }
+        r = backup_check_objects(cc->s, m, objects, cc->p, cc->problems);
+        if (r > 0)
+                cc->n += r;
+        return r < 0 ? r : 0;
 }
 
 /* One backup a verify run checks: one with a usable manifest, or a damaged manifest (m NULL). */
@@ -239,7 +263,7 @@ static void verify_result_to_journal(const VerifyResult *res) {
 }
 
 /* Checks the selected backups into res: per backup, its problems (none: intact). A store failure stops. */
-static int verify_check(const Config *c, Store *s, const VerifyEntry *sel, size_t n_sel,
+static int verify_check(const Config *c, Store *s, const BackupList *l, const VerifyEntry *sel, size_t n_sel,
                         const VerifyOptions *o, VerifyResult *res) {
         Progress p = {};
         int r = 0;
@@ -264,6 +288,12 @@ static int verify_check(const Config *c, Store *s, const VerifyEntry *sel, size_
                         if (r >= 0 && o->verify_more) {
                                 int k = o->verify_more(c, m, &b->problems);
                                 r = k < 0 ? k : r + k;
+                        }
+                        /* An incremental is only as good as the backups it builds on. */
+                        if (r >= 0 && streq(res->job, "volumes")) {
+                                ChainCheck cc = { .s = s, .p = &p, .problems = &b->problems };
+                                int k = volumes_chain_objects(l, m, chain_check_one, &cc);
+                                r = k < 0 ? k : r + cc.n;
                         }
                 } else
                         strv_push(&b->problems, xstrdup(sel[i].manifest_problem));
@@ -307,7 +337,7 @@ int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, 
         if (r >= 0)
                 r = verify_select(&l, o, &sel, &n_sel);
         if (r >= 0)
-                r = verify_check(c, s, sel, n_sel, o, res);
+                r = verify_check(c, s, &l, sel, n_sel, o, res);
         if (r < 0) {
                 /* The verify could not run: that says nothing about the backups, and is not recorded. */
                 failure_capture(&res->failure, r);

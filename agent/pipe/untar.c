@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sysexits.h>
 
 #include "log/log.h"
 #include "pipe/untar.h"
 #include "sys/fs.h"
+#include "sys/walk.h"
 
 #define TAR_READ_BUFFER (64 * 1024)
 
@@ -486,5 +488,325 @@ int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t *
                 }
                 sink_memory_take(mem, ret_data, ret_size);
                 return 0;
+        }
+}
+
+/* ---- applying a layer of a volume chain ---- */
+
+/* The kernel's POSIX ACL xattr: a version, then (tag, perm, id) entries sorted by tag and id. */
+#define ACL_XATTR_VERSION 2
+typedef struct AclXattrEntry {
+        uint16_t tag;
+        uint16_t perm;
+        uint32_t id;
+} AclXattrEntry;
+
+static int acl_entry_cmp(const void *a, const void *b) {
+        const AclXattrEntry *x = a, *y = b;
+        if (x->tag != y->tag)
+                return x->tag < y->tag ? -1 : 1;
+        return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int apply_acl(int fd, struct archive_entry *e, int type, const char *xattr_name) {
+        AclXattrEntry items[512];
+        size_t n = 0;
+        int etype, permset, tag, qual;
+        const char *qname;
+        uint8_t buf[4 + sizeof items];
+
+        /* None in the archive: none on the file either, not one inherited from a default ACL of the
+         * directory it was created in. */
+        if (archive_entry_acl_reset(e, type) <= 0) {
+                if (fremovexattr(fd, xattr_name) < 0 && errno != ENODATA && errno != ENOTSUP)
+                        return -errno;
+                return 0;
+        }
+        while (n < ELEMENTSOF(items) &&
+               archive_entry_acl_next(e, type, &etype, &permset, &tag, &qual, &qname) == ARCHIVE_OK) {
+                uint16_t t;
+                switch (tag) {
+                case ARCHIVE_ENTRY_ACL_USER_OBJ:
+                        t = 0x01;
+                        break;
+                case ARCHIVE_ENTRY_ACL_USER:
+                        t = 0x02;
+                        break;
+                case ARCHIVE_ENTRY_ACL_GROUP_OBJ:
+                        t = 0x04;
+                        break;
+                case ARCHIVE_ENTRY_ACL_GROUP:
+                        t = 0x08;
+                        break;
+                case ARCHIVE_ENTRY_ACL_MASK:
+                        t = 0x10;
+                        break;
+                case ARCHIVE_ENTRY_ACL_OTHER:
+                        t = 0x20;
+                        break;
+                default:
+                        continue;
+                }
+                items[n++] = (AclXattrEntry){
+                        .tag = t,
+                        .perm = (uint16_t) (permset & 7),
+                        .id = (t == 0x02 || t == 0x08) ? (uint32_t) qual : UINT32_MAX,
+                };
+        }
+        if (n == 0)
+                return fremovexattr(fd, xattr_name) < 0 && errno != ENODATA && errno != ENOTSUP ? -errno : 0;
+        qsort(items, n, sizeof *items, acl_entry_cmp);
+        buf[0] = ACL_XATTR_VERSION;
+        buf[1] = buf[2] = buf[3] = 0;
+        for (size_t i = 0; i < n; i++) {
+                uint8_t *p = buf + 4 + 8 * i;
+                p[0] = (uint8_t) items[i].tag;
+                p[1] = (uint8_t) (items[i].tag >> 8);
+                p[2] = (uint8_t) items[i].perm;
+                p[3] = (uint8_t) (items[i].perm >> 8);
+                for (int b = 0; b < 4; b++)
+                        p[4 + b] = (uint8_t) (items[i].id >> (8 * b));
+        }
+        if (fsetxattr(fd, xattr_name, buf, 4 + 8 * n, 0) < 0)
+                return -errno;
+        return 0;
+}
+
+/* Owner, mode, ACLs, xattrs and mtime of a regular file or directory from its entry. Mode and owner of a
+ * directory come later (the caller's final pass). */
+static void apply_metadata(int fd, struct archive_entry *e, const char *name, bool is_dir) {
+        const char *xname;
+        const void *value;
+        size_t size;
+
+        if (!is_dir && geteuid() == 0 &&
+            fchown(fd, (uid_t) archive_entry_uid(e), (gid_t) archive_entry_gid(e)) < 0)
+                log_warning("Cannot set the owner of %s: %m", name);
+        /* After the owner (chown() clears setuid and setgid), before the ACL: with an ACL the group bits
+         * are its mask, and libarchive's mode holds the owning group's bits instead. */
+        if (!is_dir && fchmod(fd, archive_entry_perm(e) & 07777) < 0)
+                log_warning("Cannot set the mode of %s: %m", name);
+        if (apply_acl(fd, e, ARCHIVE_ENTRY_ACL_TYPE_ACCESS, "system.posix_acl_access") < 0)
+                log_warning("Cannot set the ACL of %s: %m", name);
+        if (is_dir && apply_acl(fd, e, ARCHIVE_ENTRY_ACL_TYPE_DEFAULT, "system.posix_acl_default") < 0)
+                log_warning("Cannot set the default ACL of %s: %m", name);
+        archive_entry_xattr_reset(e);
+        while (archive_entry_xattr_next(e, &xname, &value, &size) == ARCHIVE_OK)
+                if (fsetxattr(fd, xname, value, size, 0) < 0)
+                        log_warning("Cannot set xattr %s of %s: %m", xname, name);
+        if (!is_dir)
+                set_times(fd, e);
+}
+
+/* Makes room for a new entry at parent/base: whatever is there goes (a directory with its contents, unless
+ * the new entry is a directory too). 1 when a directory is there and stays. */
+static int make_room(int root, const char *path, int parent, const char *base, bool keep_dir) {
+        struct stat st;
+
+        if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (S_ISDIR(st.st_mode)) {
+                if (keep_dir)
+                        return 1;
+                return remove_tree_beneath(root, path);
+        }
+        if (unlinkat(parent, base, 0) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+static int apply_deleted_list(TarReader *r, int root, const char *dir, TarApplyStats *stats) {
+        _cleanup_free_ char *path = xmalloc(PATH_MAX * 4 + 1);
+        size_t n = 0;
+
+        for (;;) {
+                const void *buf;
+                size_t size;
+                la_int64_t offset;
+                int k = archive_read_data_block(r->archive, &buf, &size, &offset);
+
+                if (k == ARCHIVE_EOF)
+                        break;
+                if (k < ARCHIVE_WARN)
+                        return read_failed(r, "the list of deleted paths");
+                for (size_t i = 0; i < size; i++) {
+                        char c = ((const char *) buf)[i];
+                        if (c != 0) {
+                                if (n >= PATH_MAX * 4)
+                                        return err_set(-ENAMETOOLONG, EX_DATAERR,
+                                                       "the list of deleted paths holds a name longer than "
+                                                       "%d bytes",
+                                                       PATH_MAX * 4);
+                                path[n++] = c;
+                                continue;
+                        }
+                        bool dir_only = n > 1 && path[n - 1] == '/';
+
+                        while (n > 1 && path[n - 1] == '/')
+                                n--;
+                        path[n] = 0;
+                        n = 0;
+                        if (!name_is_safe(path))
+                                return err_set(-EPERM, EX_DATAERR,
+                                               "the list of deleted paths holds an unsafe name \"%s\"; "
+                                               "nothing more "
+                                               "was restored",
+                                               path);
+                        if (dir_only) {
+                                /* "NAME/": a directory that became something else, which an earlier
+                                 * entry of this archive may already have put there. */
+                                _cleanup_close_ int d = open_beneath(root, path, O_RDONLY | O_DIRECTORY, 0);
+                                if (d < 0)
+                                        continue;
+                        }
+                        k = remove_tree_beneath(root, path);
+                        if (k < 0)
+                                return err_set(k, EX_CANTCREAT, "cannot remove %s/%s: %s", dir, path,
+                                               strerror(-k));
+                        stats->deleted++;
+                }
+        }
+        return 0;
+}
+
+static int apply_entry(TarReader *r, int root, struct archive_entry *e, const char *path, const char *dir,
+                       TarApplyStats *stats) {
+        _cleanup_close_ int parent = -EBADF, fd = -EBADF;
+        mode_t type = archive_entry_filetype(e);
+        const char *hardlink = archive_entry_hardlink(e), *base;
+        int k;
+
+        parent = open_parent_beneath(root, path, 0700, &base);
+        if (parent < 0)
+                return extract_failed(path, dir, parent);
+
+        if (hardlink) {
+                _cleanup_free_ char *target = xstrdup(hardlink);
+                _cleanup_close_ int tparent = -EBADF;
+                const char *tbase;
+                size_t len = strlen(target);
+
+                while (len > 1 && target[len - 1] == '/')
+                        target[--len] = 0;
+                if (!name_is_safe(target))
+                        return err_set(-EPERM, EX_DATAERR,
+                                       "the archive holds a hard link %s to an unsafe name \"%s\"; nothing "
+                                       "more was "
+                                       "restored",
+                                       path, target);
+                tparent = open_parent_beneath(root, target, 0, &tbase);
+                if (tparent < 0)
+                        return extract_failed(path, dir, tparent);
+                k = make_room(root, path, parent, base, false);
+                if (k < 0)
+                        return extract_failed(path, dir, k);
+                /* No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself, never its target. */
+                if (linkat(tparent, tbase, parent, base, 0) < 0)
+                        return extract_failed(path, dir, -errno);
+                return 1;
+        }
+
+        switch (type) {
+        case AE_IFREG:
+                k = make_room(root, path, parent, base, false);
+                if (k < 0)
+                        return extract_failed(path, dir, k);
+                fd = openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd < 0)
+                        return extract_failed(path, dir, -errno);
+                k = copy_data(r, fd, path, dir);
+                if (k < 0)
+                        return k;
+                /* copy_data() truncates to the end of the data; a sparse file may end in a hole. */
+                if (archive_entry_size_is_set(e) && ftruncate(fd, (off_t) archive_entry_size(e)) < 0)
+                        return extract_failed(path, dir, -errno);
+                stats->bytes += (uint64_t) MAX(archive_entry_size(e), 0);
+                apply_metadata(fd, e, path, false);
+                return 1;
+        case AE_IFDIR:
+                k = make_room(root, path, parent, base, true);
+                if (k < 0)
+                        return extract_failed(path, dir, k);
+                if (k == 0 && mkdirat(parent, base, 0700) < 0)
+                        return extract_failed(path, dir, -errno);
+                fd = openat(parent, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0)
+                        return extract_failed(path, dir, -errno);
+                apply_metadata(fd, e, path, true);
+                return 1;
+        case AE_IFLNK: {
+                struct timespec ts[2];
+
+                k = make_room(root, path, parent, base, false);
+                if (k < 0)
+                        return extract_failed(path, dir, k);
+                if (symlinkat(strempty(archive_entry_symlink(e)), parent, base) < 0)
+                        return extract_failed(path, dir, -errno);
+                if (geteuid() == 0)
+                        (void) fchownat(parent, base, (uid_t) archive_entry_uid(e),
+                                        (gid_t) archive_entry_gid(e), AT_SYMLINK_NOFOLLOW);
+                ts[1] = (struct timespec){ .tv_sec = archive_entry_mtime(e),
+                                           .tv_nsec = archive_entry_mtime_nsec(e) };
+                ts[0] = ts[1];
+                (void) utimensat(parent, base, ts, AT_SYMLINK_NOFOLLOW);
+                return 1;
+        }
+        default:
+                return err_set(
+                        -EPERM, EX_DATAERR,
+                        "the archive holds \"%s\", which is not a file, directory, symlink or hard link; "
+                        "nothing more was restored",
+                        path);
+        }
+}
+
+int tar_reader_apply(TarReader *r, int root_fd, const char *dir, const char *deleted_member,
+                     TarApplyStats *stats) {
+        int k;
+
+        for (;;) {
+                _cleanup_free_ char *path = NULL;
+                struct archive_entry *e;
+                const char *name;
+                size_t len;
+
+                if (cancel_requested())
+                        return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled; nothing more was restored");
+                k = next_entry(r, &e);
+                if (k <= 0)
+                        return k;
+                name = archive_entry_pathname(e);
+                if (!name)
+                        return err_set(-EBADMSG, EX_DATAERR, "the archive holds a member without a name");
+                path = xstrdup(name);
+                len = strlen(path);
+                while (len > 1 && path[len - 1] == '/')
+                        path[--len] = 0;
+                if (streq(path, ".") || streq(path, "./")) {
+                        /* The root: its xattrs and ACLs now, owner, mode and times with the other
+                         * directories at the end. */
+                        if (archive_entry_filetype(e) != AE_IFDIR)
+                                return err_set(-EPERM, EX_DATAERR,
+                                               "the archive's root \".\" is not a directory");
+                        apply_metadata(root_fd, e, dir, true);
+                        continue;
+                }
+                if (!name_is_safe(path))
+                        return err_set(-EPERM, EX_DATAERR,
+                                       "the archive holds an unsafe name \"%s\" (absolute or with ..); "
+                                       "nothing more "
+                                       "was restored",
+                                       path);
+                if (deleted_member && streq(path, deleted_member) && archive_entry_filetype(e) == AE_IFREG &&
+                    !archive_entry_hardlink(e)) {
+                        k = apply_deleted_list(r, root_fd, dir, stats);
+                        if (k < 0)
+                                return k;
+                        continue;
+                }
+                k = apply_entry(r, root_fd, e, path, dir, stats);
+                if (k < 0)
+                        return k;
+                stats->entries++;
         }
 }

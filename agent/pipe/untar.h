@@ -25,3 +25,20 @@ int tar_reader_extract(TarReader *r, const char *dir, char ***ret_entries);
 /* Reads the regular file member name (at most max bytes) into memory; -ENOENT when it is not there. */
 int tar_reader_read_member(TarReader *r, const char *name, size_t max, uint8_t **ret_data,
                            size_t *ret_size);
+
+/* Applies the archive as one layer of a chain to the tree below root_fd (a restore in progress, which
+ * nobody else writes): what it holds replaces what is there (a file over a directory removes the
+ * directory), with exact modes, numeric owners (when running as root), mtimes, xattrs, POSIX ACLs, hard
+ * links (within the tree) and sparse files; symlinks are restored as they are and never followed. Every
+ * name is checked (no absolute paths, no "..") and every write goes through directories opened below
+ * root_fd without following symlinks, so nothing lands outside it. The regular file member named
+ * deleted_member (if not NULL) lists paths (NUL-terminated) that are removed instead of extracted.
+ * Directories are created 0700 (their owner, mode and times are for the caller to set at the end, as
+ * later entries change them). dir names root_fd in messages. */
+typedef struct TarApplyStats {
+        uint64_t entries;
+        uint64_t bytes;
+        uint64_t deleted;
+} TarApplyStats;
+int tar_reader_apply(TarReader *r, int root_fd, const char *dir, const char *deleted_member,
+                     TarApplyStats *stats);

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import run, timed
 
-JOBS = ("postgres", "mirror", "config")
+JOBS = ("postgres", "mirror", "config", "volumes")
 TIMERS = ("skyforge-backup-postgres.timer", "skyforge-backup-mirror.timer", "skyforge-backup-config.timer",
-          "skyforge-verify.timer")
+          "skyforge-backup-volumes.timer", "skyforge-verify.timer")
 MSG_STARTED = "b8d06561d1a7481891ca96c3ae2ef6a0"
 MSG_SUCCEEDED = "eac4d542a7f643f782ac674f5c39d97f"
 MSG_FAILED = "79a9ad08d95f43e8901fd55e2600d4ac"

@@ -25,7 +25,7 @@ NAME = "org.skyforge.Agent1"
 MANAGER_PATH = "/org/skyforge/Agent1"
 MANAGER = "org.skyforge.Agent1.Manager"
 JOB = "org.skyforge.Agent1.Job"
-JOBS = ["postgres", "mirror", "config"]
+JOBS = ["postgres", "mirror", "config", "volumes"]
 JOB_PROPERTIES = {
     "State": "s", "Progress": "d", "LastResult": "s", "LastError": "s", "LastBackupId": "s",
     "LastBytes": "t", "LastStartUSec": "t", "LastEndUSec": "t", "LastSuccessUSec": "t",
@@ -398,7 +398,8 @@ def test_list_jobs_as_root(daemon):
         time.sleep(0.05)
     assert data == [["postgres", "idle", "", job_path("postgres")],
                     ["mirror", "failed", "failed", job_path("mirror")],
-                    ["config", "idle", "", job_path("config")]]
+                    ["config", "idle", "", job_path("config")],
+                    ["volumes", "idle", "", job_path("volumes")]]
 
 
 def test_list_backups_as_root_answers_an_array(daemon):
@@ -550,7 +551,7 @@ def test_next_elapse_is_zero_without_systemd_and_answers_fast(daemon):
 
 def test_ready_carries_a_status_line(daemon):
     ready = daemon.notify.wait_for("READY=1")
-    assert f"STATUS=Following 3 jobs in {daemon.state_dir}" in ready.split("\n")
+    assert f"STATUS=Following 4 jobs in {daemon.state_dir}" in ready.split("\n")
 
 
 def test_sigterm_stops_cleanly_with_stopping(daemon):

@@ -15,6 +15,7 @@ UNITS = [
     "skyforge-backup-postgres.timer",
     "skyforge-backup-mirror.timer",
     "skyforge-backup-config.timer",
+    "skyforge-backup-volumes.timer",
     "skyforge-verify.service",
     "skyforge-verify.timer",
     "skyforge-agent.service",
@@ -102,7 +103,7 @@ def test_backup_service_runs_the_instance_job_notify_capable(unit_dir):
     assert s["LoadCredential"] and all(re.fullmatch(r"[a-z-]+:skyforge-[a-z-]+", v) for v in s["LoadCredential"])
 
 
-@pytest.mark.parametrize("job", ["postgres", "mirror", "config"])
+@pytest.mark.parametrize("job", ["postgres", "mirror", "config", "volumes"])
 def test_job_timers_are_persistent_randomized_and_start_their_instance(unit_dir, job):
     u = read_unit(unit_dir / f"skyforge-backup-{job}.timer")
     t = u["Timer"]
@@ -138,3 +139,11 @@ def test_dbus_activation_file_names_the_systemd_service():
     assert sec["SystemdService"] == "skyforge-agent.service"
     assert sec["User"] == "root"
     assert sec["Exec"].endswith("/skyforge-agent daemon") and "@" not in sec["Exec"]
+
+
+def test_volumes_instance_gets_only_the_capabilities_to_read_every_file():
+    # The shared unit gives no capabilities; the volumes job must read files of every owner and mode.
+    u = read_unit(os.path.join(os.path.dirname(__file__), "..", "..", "units", "skyforge-backup@volumes.service.d",
+                               "volumes.conf"))
+    assert u["Service"]["CapabilityBoundingSet"] == ["CAP_DAC_READ_SEARCH CAP_FOWNER"]
+    assert u["Service"]["AmbientCapabilities"] == [""]
