@@ -99,7 +99,7 @@ def test_usage_lines_fit_80_columns_one_per_alternative():
         assert usage[0].startswith("Usage: skyforge-agent"), (cmd, usage)
         assert all(len(line) <= 80 for line in usage), (cmd, usage)
     restore = agent_cmd("restore", "--help").stdout
-    assert restore.count("skyforge-agent [-c FILE] restore ") == 6, restore
+    assert restore.count("skyforge-agent [-c FILE] restore ") == 7, restore
     # An alternative inside brackets stays one alternative, on one line.
     assert "[--time TS | --lsn LSN]" in restore, restore
 

@@ -42,7 +42,7 @@ def test_commands_complete_from_their_prefix():
 
 
 def test_restore_offers_what_can_be_restored():
-    assert complete("skyforge-agent restore ") == ["config", "mirror", "postgres"]
+    assert complete("skyforge-agent restore ") == ["config", "mirror", "postgres", "volumes"]
 
 
 def test_restore_postgres_offers_the_ids_in_the_store(local_agent, pg):
