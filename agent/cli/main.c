@@ -146,21 +146,6 @@ static void usage_lines(const Verb *v, FILE *f) {
         }
 }
 
-/* The closest of candidates to word within a few edits, or NULL. */
-static const char *closest(const char *word, const char *const *candidates, size_t n) {
-        const char *best = NULL;
-        int best_d = INT32_MAX, limit = MAX(2, (int) strlen(word) / 3);
-
-        for (size_t i = 0; i < n; i++) {
-                int d = levenshtein(word, candidates[i]);
-                if (d <= limit && d < best_d) {
-                        best = candidates[i];
-                        best_d = d;
-                }
-        }
-        return best;
-}
-
 int cli_bad_option(const char *command, const char *shortopts, const struct option *options, int argc,
                    char *argv[]) {
         const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
@@ -191,7 +176,7 @@ int cli_bad_option(const char *command, const char *shortopts, const struct opti
                 if (needs_arg)
                         fprintf(stderr, "skyforge-agent%s%s: option %s needs an argument.\n", prefix, cmd, name);
                 else {
-                        const char *m = closest(startswith(name, "--") ?: name, longs, n);
+                        const char *m = closest_word(startswith(name, "--") ?: name, longs, n);
                         fprintf(stderr, "skyforge-agent%s%s: unknown option %s%s%s%s\n", prefix, cmd, name,
                                 m ? "; did you mean --" : ".", strempty(m), m ? "?" : "");
                 }
@@ -351,7 +336,7 @@ int cli_main(int argc, char *argv[]) {
         const char *names[ELEMENTSOF(verbs)];
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
                 names[i] = verbs[i]->name;
-        const char *m = closest(name, names, ELEMENTSOF(verbs));
+        const char *m = closest_word(name, names, ELEMENTSOF(verbs));
         fprintf(stderr, "skyforge-agent: unknown command \"%s\"%s%s%s Try 'skyforge-agent --help'.\n", name,
                 m ? "; did you mean \"" : ".", strempty(m), m ? "\"?" : "");
         return EX_USAGE;

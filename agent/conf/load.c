@@ -533,22 +533,6 @@ bool config_job_configured(const Config *c, const char *job) {
 
 /* ---- did you mean ---- */
 
-static const char *closest(const char *word, const char *const *candidates, size_t n) {
-        const char *best = NULL;
-        int best_d = INT32_MAX;
-        /* Close enough to be a typo, not just another short word. */
-        int limit = strlen(word) < 6 ? 1 : strlen(word) < 12 ? 2 : 3;
-
-        for (size_t i = 0; i < n; i++) {
-                int d = levenshtein(word, candidates[i]);
-                if (d <= limit && d < best_d) {
-                        best = candidates[i];
-                        best_d = d;
-                }
-        }
-        return best;
-}
-
 static char *suggest_key(ConfSection section, const char *key) {
         _cleanup_free_ const char **names = xcalloc(conf_n_keys, sizeof(char *));
         const char *m;
@@ -557,7 +541,7 @@ static char *suggest_key(ConfSection section, const char *key) {
         for (size_t i = 0; i < conf_n_keys; i++)
                 if (conf_keys[i].section == section)
                         names[n++] = conf_keys[i].name;
-        m = closest(key, names, n);
+        m = closest_word(key, names, n);
         if (m)
                 return xasprintf("; did you mean '%s'?", m);
         /* The right key in the wrong section. */
@@ -574,7 +558,7 @@ static char *suggest_section(const char *name) {
         const char *fixed[] = { "agent", "postgres", "mirror", "config", "volumes" }, *m;
         const char *sep;
 
-        m = closest(name, fixed, ELEMENTSOF(fixed));
+        m = closest_word(name, fixed, ELEMENTSOF(fixed));
         if (m)
                 return xasprintf("; did you mean [%s]?", m);
         /* [remotes.minio], [remote:minio], [remote minio], [s3.minio] */
@@ -582,7 +566,7 @@ static char *suggest_section(const char *name) {
         if (sep && sep[1]) {
                 _cleanup_free_ char *head = xstrndup(name, (size_t) (sep - name));
                 const char *r[] = { "remote" };
-                if (closest(head, r, 1) || streq(head, "s3"))
+                if (closest_word(head, r, 1) || streq(head, "s3"))
                         return xasprintf("; did you mean [remote.%s]?", sep + 1);
         }
         return xstrdup("");

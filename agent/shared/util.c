@@ -497,3 +497,19 @@ int thread_start(pthread_t *ret, void *(*f)(void *), void *userdata) {
         pthread_sigmask(SIG_SETMASK, &saved, NULL);
         return -r;
 }
+
+const char *closest_word(const char *word, const char *const *candidates, size_t n) {
+        const char *best = NULL;
+        int best_d = INT32_MAX;
+        /* Close enough to be a typo, not just another short word. */
+        int limit = strlen(word) < 6 ? 1 : strlen(word) < 12 ? 2 : 3;
+
+        for (size_t i = 0; i < n; i++) {
+                int d = levenshtein(word, candidates[i]);
+                if (d <= limit && d < best_d) {
+                        best = candidates[i];
+                        best_d = d;
+                }
+        }
+        return best;
+}

@@ -123,6 +123,9 @@ static inline bool strv_isempty(char *const *l) {
 
 char *strstrip(char *s);
 int levenshtein(const char *a, const char *b);
+/* The candidate within a typo's distance of word (1 edit up to 5 characters, 2 up to 11, else 3), the
+ * closest first; NULL when none is: the did-you-mean of config keys, commands and options. */
+const char *closest_word(const char *word, const char *const *candidates, size_t n);
 
 int parse_bool(const char *s);                                   /* 1, 0, or -EINVAL */
 int parse_uint64(const char *s, uint64_t *ret);
