@@ -130,20 +130,33 @@ int store_get_buffer(Store *s, const char *name, size_t max, char **ret, size_t 
         return 0;
 }
 
+/* Parses location into l; for a remote one also finds its [remote.NAME] (*ret_remote; NULL when local). */
+static int location_resolve(const Config *c, const char *location, Location *l, const RemoteConfig **ret_remote) {
+        int r;
+
+        r = location_parse(location, l);
+        if (r < 0)
+                return r;
+        *ret_remote = NULL;
+        if (l->type == LOCATION_LOCAL)
+                return 0;
+        *ret_remote = config_find_remote(c, l->remote);
+        if (!*ret_remote)
+                return err_set(-ENOENT, EX_CONFIG, "location %s names remote \"%s\", but there is no [remote.%s] section",
+                               location, l->remote, l->remote);
+        return 0;
+}
+
 static int open_location(const Config *c, const char *location, bool for_write, Store **ret) {
         _cleanup_(location_done) Location l = {};
         const RemoteConfig *remote;
         int r;
 
-        r = location_parse(location, &l);
+        r = location_resolve(c, location, &l, &remote);
         if (r < 0)
                 return r;
-        if (l.type == LOCATION_LOCAL)
-                return store_local_open(l.path, ret);
-        remote = config_find_remote(c, l.remote);
         if (!remote)
-                return err_set(-ENOENT, EX_CONFIG, "location %s names remote \"%s\", but there is no [remote.%s] section",
-                               location, l.remote, l.remote);
+                return store_local_open(l.path, ret);
         return store_s3_open(remote, l.bucket, l.prefix, for_write, ret);
 }
 
@@ -316,16 +329,11 @@ int store_root_open_location(const Config *c, const char *location, StoreRoot **
         const RemoteConfig *remote;
         int r;
 
-        r = location_parse(location, &l);
+        r = location_resolve(c, location, &l, &remote);
         if (r < 0)
                 return r;
-        if (l.type == LOCATION_LOCAL)
-                return store_root_local_open(l.path, ret);
-        remote = config_find_remote(c, l.remote);
         if (!remote)
-                return err_set(-ENOENT, EX_CONFIG,
-                               "location %s names remote \"%s\", but there is no [remote.%s] section", location,
-                               l.remote, l.remote);
+                return store_root_local_open(l.path, ret);
         return store_s3_root_open(remote, l.bucket, l.prefix, ret);
 }
 
