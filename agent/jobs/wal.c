@@ -409,6 +409,11 @@ static int wal_ensure_history(WalStreamer *s, uint32_t tli) {
         return 0;
 }
 
+static bool wal_leftover(const char *name, void *userdata) {
+        const WalStore *ws = userdata;
+        return !!startswith(name, ws->prefix);
+}
+
 static int wal_start(WalStreamer *s) {
         _cleanup_free_ char *pos = pg_lsn_format(s->pos);
         int r;
@@ -540,6 +545,10 @@ int wal_stream(const Config *c) {
         r = wal_start(&s);
         if (r < 0)
                 return r;
+        /* What a killed stream left half written: the slot is ours now (a second user is refused), and
+         * nobody else writes WAL objects. */
+        if (store_cleanup_matching(s.ws.store, 0, wal_leftover, &s.ws) < 0)
+                log_warning("%s, continuing.", err_message() ?: "cleanup of interrupted WAL uploads failed");
         (void) sd_notify(false, "READY=1");
         wal_notify_status(&s);
 

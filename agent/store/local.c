@@ -407,7 +407,25 @@ static int local_remove(Store *s, const char *name) {
         return 0;
 }
 
-static void local_cleanup_dir(Store *s, const char *rel, uint64_t cutoff_usec) {
+/* The object a temporary file ".BASE.tmp.XXXXXXXX" was to become, or NULL when the name is not one. */
+static char *local_tmp_object(const char *rel, const char *tmp) {
+        size_t n = strlen(tmp), m = sizeof TMP_MARKER - 1;
+
+        if (n < 1 + 1 + m + 8 || tmp[0] != '.' || memcmp(tmp + n - 8 - m, TMP_MARKER, m) != 0)
+                return NULL;
+        for (size_t i = n - 8; i < n; i++)
+                if (!strchr("0123456789abcdef", tmp[i]))
+                        return NULL;
+        return xasprintf("%s%.*s", rel, (int) (n - 1 - 8 - m), tmp + 1);
+}
+
+typedef struct LocalCleanup {
+        uint64_t cutoff_usec;
+        StoreLeftoverFilter filter;
+        void *userdata;
+} LocalCleanup;
+
+static void local_cleanup_dir(Store *s, const char *rel, const LocalCleanup *lc) {
         struct dirent *de;
         DIR *d;
 
@@ -422,9 +440,13 @@ static void local_cleanup_dir(Store *s, const char *rel, uint64_t cutoff_usec) {
                         continue;
                 if (S_ISDIR(st.st_mode)) {
                         _cleanup_free_ char *sub = xasprintf("%s%s/", rel, de->d_name);
-                        local_cleanup_dir(s, sub, cutoff_usec);
-                } else if (S_ISREG(st.st_mode) && de->d_name[0] == '.' && strstr(de->d_name, TMP_MARKER) &&
-                           (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC <= cutoff_usec) {
+                        local_cleanup_dir(s, sub, lc);
+                } else if (S_ISREG(st.st_mode) &&
+                           (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC <= lc->cutoff_usec) {
+                        _cleanup_free_ char *object = local_tmp_object(rel, de->d_name);
+
+                        if (!object || (lc->filter && !lc->filter(object, lc->userdata)))
+                                continue;
                         if (unlinkat(dirfd(d), de->d_name, 0) >= 0)
                                 log_debug("removed leftover %s/%s%s", s->location, rel, de->d_name);
                 }
@@ -432,9 +454,13 @@ static void local_cleanup_dir(Store *s, const char *rel, uint64_t cutoff_usec) {
         closedir(d);
 }
 
-static int local_cleanup(Store *s, uint64_t min_age_usec) {
+static int local_cleanup(Store *s, uint64_t min_age_usec, StoreLeftoverFilter filter, void *userdata) {
         uint64_t now = now_usec(CLOCK_REALTIME);
-        local_cleanup_dir(s, "", now > min_age_usec ? now - min_age_usec : 0);
+        LocalCleanup lc = { .cutoff_usec = now > min_age_usec ? now - min_age_usec : 0,
+                            .filter = filter,
+                            .userdata = userdata };
+
+        local_cleanup_dir(s, "", &lc);
         return 0;
 }
 

@@ -481,12 +481,10 @@ typedef struct Orphans {
         const char *keep_id;
         const char *const *suffixes;
         char **remove;
-        char *foreign; /* the first name that looks like another job's backup */
 } Orphans;
 
 static void orphans_done(Orphans *o) {
         strv_free(o->remove);
-        free(o->foreign);
 }
 
 static bool name_is_jobs(const char *name, const char *const *suffixes,
@@ -505,38 +503,27 @@ static bool name_is_jobs(const char *name, const char *const *suffixes,
         return false;
 }
 
-/* Whether some segment of the name starts like a backup's object or manifest ("<id>." or "<id>/"). */
-static bool name_looks_like_a_backup(const char *name) {
-        for (const char *p = name; p; p = strchr(p, '/'), p = p ? p + 1 : NULL) {
-                char id[BACKUP_ID_LEN + 1];
-
-                if (strlen(p) <= BACKUP_ID_LEN || (p[BACKUP_ID_LEN] != '.' && p[BACKUP_ID_LEN] != '/'))
-                        continue;
-                memcpy(id, p, BACKUP_ID_LEN);
-                id[BACKUP_ID_LEN] = 0;
-                if (backup_id_valid(id))
-                        return true;
-        }
-        return false;
-}
-
 static int collect_orphans(const StoreEntry *e, void *userdata) {
         Orphans *o = userdata;
         char id[BACKUP_ID_LEN + 1];
 
         if (manifest_name_valid(e->name, id))
                 return 0;
-        if (!name_is_jobs(e->name, o->suffixes, id)) {
-                /* Never this job's to remove. When it looks like another job's backup (here or in a
-                 * location nested in this one), that job may be writing too. */
-                if (!o->foreign && name_looks_like_a_backup(e->name))
-                        o->foreign = xstrdup(e->name);
-                return 0;
-        }
+        if (!name_is_jobs(e->name, o->suffixes, id))
+                return 0; /* never this job's to remove */
         if (streq_ptr(id, o->keep_id) || strv_contains(o->manifest_ids, id))
                 return 0;
         strv_push(&o->remove, xstrdup(e->name));
         return 0;
+}
+
+/* An interrupted write of this job's: the caller holds the job lock, so none is in flight, except the
+ * current run's own. Another writer's may be (the WAL stream beside the dumps). */
+static bool leftover_is_jobs(const char *name, void *userdata) {
+        const Orphans *o = userdata;
+        char id[BACKUP_ID_LEN + 1];
+
+        return name_is_jobs(name, o->suffixes, id) && !streq_ptr(id, o->keep_id);
 }
 
 int backup_cleanup_orphans(Store *s, const char *keep_id, const char *job, const char *const *suffixes) {
@@ -555,14 +542,7 @@ int backup_cleanup_orphans(Store *s, const char *keep_id, const char *job, const
         if (r < 0)
                 return r;
 
-        /* Interrupted writes: the caller holds the job lock, so no write of this job is in flight. Another
-         * writer's may be, where the location holds objects that are not this job's. */
-        if (o.foreign)
-                log_warning(
-                        "%s holds %s, which is no %s backup's object; interrupted uploads there are left "
-                        "alone, as another job's may be in flight. Give each job a destination of its own.",
-                        s->location, o.foreign, job);
-        else if (store_cleanup(s, 0) < 0)
+        if (store_cleanup_matching(s, 0, leftover_is_jobs, &o) < 0)
                 log_warning("%s, continuing.", err_message() ?: "cleanup of interrupted writes failed");
 
         STRV_FOREACH (name, o.remove) {

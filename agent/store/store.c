@@ -79,9 +79,15 @@ int store_remove(Store *s, const char *name) {
 }
 
 int store_cleanup(Store *s, uint64_t min_age_usec) {
+        return store_cleanup_matching(s, min_age_usec, NULL, NULL);
+}
+
+/* Other writers may share a location (the WAL stream writes beside the dumps and base backups): only the
+ * leftovers of the objects the filter names are removed. */
+int store_cleanup_matching(Store *s, uint64_t min_age_usec, StoreLeftoverFilter filter, void *userdata) {
         if (!s->iface->cleanup)
                 return 0;
-        return s->iface->cleanup(s, min_age_usec);
+        return s->iface->cleanup(s, min_age_usec, filter, userdata);
 }
 
 int store_put_buffer(Store *s, const char *name, const void *data, size_t n) {

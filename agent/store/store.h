@@ -71,6 +71,8 @@ typedef struct StoreReadOptions {
 /* Called for each entry in ascending byte order of name. Return < 0 to stop with that error, > 0 to stop
  * early without error. */
 typedef int (*StoreListFunc)(const StoreEntry *entry, void *userdata);
+/* Whether the leftover of an interrupted write of the object name may be removed. */
+typedef bool (*StoreLeftoverFilter)(const char *name, void *userdata);
 
 typedef struct StoreInterface {
         const char *type;
@@ -88,8 +90,8 @@ typedef struct StoreInterface {
         int (*stat)(Store *s, const char *name, StoreEntry *ret); /* -ENOENT when missing */
         int (*remove)(Store *s, const char *name);                /* missing is not an error */
         /* Removes leftovers of interrupted writes (temp files, unfinished uploads) older than
-         * min_age_usec; may be NULL. */
-        int (*cleanup)(Store *s, uint64_t min_age_usec);
+         * min_age_usec, of the objects the filter accepts (all without one); may be NULL. */
+        int (*cleanup)(Store *s, uint64_t min_age_usec, StoreLeftoverFilter filter, void *userdata);
         void (*done)(Store *s);
 
         /* For copying between stores (the mirror). */
@@ -165,6 +167,7 @@ int store_list(Store *s, const char *prefix, StoreListFunc f, void *userdata);
 int store_stat(Store *s, const char *name, StoreEntry *ret);
 int store_remove(Store *s, const char *name);
 int store_cleanup(Store *s, uint64_t min_age_usec);
+int store_cleanup_matching(Store *s, uint64_t min_age_usec, StoreLeftoverFilter filter, void *userdata);
 
 int store_writer_open_with(Store *s, const char *name, const StoreWriteOptions *o, StoreWriter **ret);
 int store_reader_open_with(Store *s, const char *name, const StoreReadOptions *o, StoreReader **ret);

@@ -257,9 +257,17 @@ def test_kill_9_mid_segment_then_restart_leaves_no_gap_and_rewrites_nothing(pitr
     full_before = {n: open(os.path.join(p.wal_dir(), n), "rb").read() for n in p.stored() if
                    not n.endswith(".partial.zst")}
     assert before + ".zst" in full_before
+    # What a kill in the middle of writing a segment leaves: a hidden temporary file. The restarted stream
+    # removes it (the job runs, which share the location, leave the stream's files alone).
+    leftover = os.path.join(p.wal_dir(), f".{mid}.zst.tmp.0badf00d")
+    with open(leftover, "wb") as f:
+        f.write(b"cut")
+    p.agent("run", "basebackup")
+    assert os.path.exists(leftover)
 
     p.insert_rows(91, 120)
     p.start_stream()
+    wait_for(lambda: not os.path.exists(leftover), "the restarted stream to remove its leftover")
     last = p.switch_and_wait()
     names = p.stored()
     full = [n[:24] for n in names if n.endswith(".zst") and not n.endswith(".partial.zst")]
@@ -291,8 +299,14 @@ def test_sigterm_stores_the_partial_segment_and_exits_0(pitr):
     f = p.current_file()
     lsn = p.pg.psql("SELECT pg_current_wal_lsn()").strip()
     # The stream reports what it holds as its write position.
-    wait_for(lambda: p.pg.psql(f"SELECT write_lsn >= '{lsn}' FROM pg_stat_replication").strip() == "t",
-             "the stream to receive the rows")
+    try:
+        wait_for(lambda: p.pg.psql(f"SELECT write_lsn >= '{lsn}' FROM pg_stat_replication").strip() == "t",
+                 "the stream to receive the rows")
+    except BaseException:
+        # No walsender row at all means the stream died: its log says why.
+        print("pg_stat_replication:", p.pg.psql("SELECT * FROM pg_stat_replication"))
+        print("stream log:", p.stream_log(s))
+        raise
     assert f + ".partial.zst" not in p.stored()
     s.send_signal(signal.SIGTERM)
     assert s.wait(timeout=60) == 0, p.stream_log(s)
@@ -406,8 +420,18 @@ def test_stream_follows_a_timeline_switch_and_restore_follows_it_too(pitr, stand
     b.primary.psql("".join(f"INSERT INTO r (i) VALUES ({i});\n" for i in range(11, 30)))
     lsn = b.primary.psql("SELECT pg_current_wal_lsn()").strip()
     wait_for(lambda: b.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'").strip() == "t", "the standby to replay")
-    wait_for(lambda: p.pg.psql(f"SELECT write_lsn >= '{lsn}' FROM pg_stat_replication").strip() == "t",
-             "the stream to receive the rows")
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: p.pg.psql(f"SELECT write_lsn >= '{lsn}' FROM pg_stat_replication").strip() == "t",
+                 "the stream to receive the rows")
+        print("DIAGT waited", time.monotonic() - t0)
+    except BaseException:
+        print("DIAG primary lsn", lsn, b.primary.psql("SELECT pg_current_wal_lsn()"))
+        print("DIAG standby", b.psql("SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()"))
+        print("DIAG repl", p.pg.psql("SELECT * FROM pg_stat_replication"))
+        print("DIAG slots", p.pg.psql("SELECT * FROM pg_replication_slots"))
+        print("DIAG log", p.stream_log(s))
+        raise
     hi, lo = (int(x, 16) for x in b.psql("SELECT pg_last_wal_replay_lsn()").strip().split("/"))
     segno = ((hi << 32) | lo) // (16 * 1024 * 1024)
     switch_file = f"00000001{segno // 256:08X}{segno % 256:08X}"

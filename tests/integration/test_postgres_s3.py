@@ -182,8 +182,13 @@ def test_agent_killed_mid_upload_leaves_no_manifest_and_next_run_aborts_the_uplo
     assert not any(k.endswith(".json") for k in bucket_keys(c, s3_bucket))
     assert len(c.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])) == 1
 
+    # The WAL stream writes beside the dumps: its upload in flight is not the job's to abort.
+    wal_key = "wal/00000001/000000010000000000000002.zst"
+    wal_upload = c.create_multipart_upload(Bucket=s3_bucket, Key=wal_key)["UploadId"]
     new_id = local_agent("run", "postgres", check=True).stdout.strip()
-    assert c.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert [(u["Key"], u["UploadId"]) for u in c.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])] == \
+        [(wal_key, wal_upload)]
+    c.abort_multipart_upload(Bucket=s3_bucket, Key=wal_key, UploadId=wal_upload)
     assert bucket_keys(c, s3_bucket) == [f"{new_id}.json", f"{new_id}.sql.zst"]
     (b,) = listing(local_agent)
     data = c.get_object(Bucket=s3_bucket, Key=f"{new_id}.sql.zst")["Body"].read()

@@ -353,6 +353,38 @@ static void local_cleanup_stays_inside(void **state) {
         remove_tree(outside);
 }
 
+/* A job's cleanup of interrupted writes leaves another writer's in-flight object alone: the WAL stream
+ * writes beside the dumps and base backups, and its segment must still commit after a job started. A
+ * crashed run's leftover of the job's own is removed all the same. */
+static void cleanup_leaves_another_writers_write_in_flight(void **state) {
+        Store *s = *state;
+        static const char *const base[] = { ".base/", NULL };
+        StoreWriter *wal, *crashed;
+        StoreEntry e = {};
+
+        assert_int_equal(store_writer_open(s, "wal/00000001/000000010000000000000002.zst", &wal), 0);
+        assert_int_equal(store_write(wal, "segment", 7), 0);
+        assert_int_equal(backup_cleanup_orphans(s, NULL, "basebackup", base), 0);
+        assert_int_equal(store_writer_commit(wal), 0);
+        assert_int_equal(store_stat(s, "wal/00000001/000000010000000000000002.zst", &e), 0);
+        assert_int_equal(e.size, 7);
+        store_entry_done(&e);
+        store_writer_free(wal);
+
+        /* Another job's finished backup in the same location does not stop the job's own cleanup. */
+        assert_int_equal(store_put_buffer(s, "20261101T000000Z.json", "{}", 2), 0);
+        assert_int_equal(store_put_buffer(s, "20261101T000000Z.sql.zst", "x", 1), 0);
+        assert_int_equal(store_writer_open(s, "20261104T000000Z.base/base.tar.zst", &crashed), 0);
+        assert_int_equal(store_write(crashed, "partial", 7), 0);
+        assert_int_equal(backup_cleanup_orphans(s, NULL, "basebackup", base), 0);
+        /* The crashed writer's temp file is gone: committing it now fails. */
+        assert_true(store_writer_commit(crashed) < 0);
+        store_writer_free(crashed);
+        _cleanup_free_ char *all = joined(s, "");
+        assert_string_equal(all, "20261101T000000Z.json 20261101T000000Z.sql.zst "
+                                 "wal/00000001/000000010000000000000002.zst");
+}
+
 FS_MODES_SETUPS
 
 /* The mirror's listing: one entry at a time, in the same byte order as store_list(). */
@@ -493,6 +525,7 @@ int main(void) {
                 BOTH_WAYS(local_never_follows_a_symlink_as_the_object),
                 BOTH_WAYS(local_refuses_what_is_not_a_regular_file),
                 BOTH_WAYS(local_cleanup_stays_inside),
+                BOTH_WAYS(cleanup_leaves_another_writers_write_in_flight),
                 BOTH_WAYS(local_lister_pages_in_the_order_of_list),
                 BOTH_WAYS(local_copy_keeps_attributes_and_lists_with_the_recorded_etag),
                 BOTH_WAYS(local_name_valid_refuses_what_a_directory_cannot_hold),

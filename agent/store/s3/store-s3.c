@@ -652,6 +652,8 @@ static int s3_remove(Store *s, const char *name) {
 typedef struct CleanupCtx {
         S3Store *st;
         uint64_t before_usec;
+        StoreLeftoverFilter filter;
+        void *userdata;
         unsigned aborted;
         int error;
 } CleanupCtx;
@@ -662,6 +664,12 @@ static int cleanup_one(const S3UploadInfo *u, void *userdata) {
 
         if (u->initiated_usec > ctx->before_usec)
                 return 0; /* may still be in progress in another run */
+        if (ctx->filter) {
+                /* Listed under the prefix; another writer's upload (the WAL stream's) stays. */
+                const char *name = startswith(u->key, ctx->st->prefix);
+                if (!name || !ctx->filter(name, ctx->userdata))
+                        return 0;
+        }
         r = s3_abort_multipart_upload(ctx->st->client, ctx->st->bucket, u->key, u->upload_id);
         if (r < 0) {
                 ctx->error = r;
@@ -672,10 +680,13 @@ static int cleanup_one(const S3UploadInfo *u, void *userdata) {
         return 0;
 }
 
-static int s3_cleanup(Store *s, uint64_t min_age_usec) {
+static int s3_cleanup(Store *s, uint64_t min_age_usec, StoreLeftoverFilter filter, void *userdata) {
         S3Store *st = s3_store(s);
         uint64_t now = now_usec(CLOCK_REALTIME);
-        CleanupCtx ctx = { .st = st, .before_usec = now > min_age_usec ? now - min_age_usec : 0 };
+        CleanupCtx ctx = { .st = st,
+                           .before_usec = now > min_age_usec ? now - min_age_usec : 0,
+                           .filter = filter,
+                           .userdata = userdata };
         int r;
 
         r = s3_list_multipart_uploads(st->client, st->bucket, st->prefix, cleanup_one, &ctx);
