@@ -266,7 +266,7 @@ typedef struct VolumeRun {
         int deleted_fd;
         uint64_t deleted_bytes, n_deleted;
         char *deleted_dir; /* the last deleted directory: what lies below it goes with it */
-        uint64_t files, dirs, links, special, in_archive, bytes, n_flagged;
+        uint64_t files, dirs, links, special, in_archive, bytes, n_flagged, vanished;
         json_object *flagged;
         Progress *progress;
         const char *read_hook;
@@ -376,6 +376,14 @@ static void read_hook_run(const char *source_path, void *userdata) {
                 (void) child_wait(&c);
 }
 
+/* A file listed by the walk and gone before it was read: not in this backup (nor, if it was in the last
+ * one, any longer in the tree it restores); the next run sees whatever is there then. */
+static void vanished_note(VolumeRun *v, const char *path) {
+        v->vanished++;
+        log_warning("%s/%s vanished between the walk and its read; it is not in this backup.", v->vol->path,
+                    path);
+}
+
 static int volume_visit(const WalkEntry *e, void *userdata) {
         VolumeRun *v = userdata;
         CatalogEntry cur = { .path = (char *) e->path };
@@ -386,6 +394,10 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
         struct stat st;
         int r;
 
+        if (e->vanished) {
+                vanished_note(v, e->path);
+                return 1;
+        }
         if (streq(e->path, VOLUMES_DELETED_MEMBER)) {
                 log_warning("Skipping %s/%s: the name is reserved for the list of deleted paths.",
                             v->vol->path, e->path);
@@ -441,8 +453,11 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                 if (fd < 0 && !S_ISLNK(e->st.st_mode)) {
                         /* Gone or replaced meanwhile: gone for this backup, the next run sees what is
                          * there now. */
-                        if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
+                        if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) {
+                                if (errno == ENOENT)
+                                        vanished_note(v, e->path);
                                 return in_prev ? (deleted_write(v, e->path, false) ?: 1) : 1;
+                        }
                         return err_set(-errno, EX_NOINPUT, "cannot open %s/%s: %m", v->vol->path, e->path);
                 }
                 if (fd >= 0 && fstat(fd, &st) < 0)
@@ -740,12 +755,17 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         json_object_object_add(rec, "archived_bytes", json_object_new_uint64(volume_tar_data_bytes(tar)));
         json_object_object_add(rec, "deleted", json_object_new_uint64(v.n_deleted));
         json_object_object_add(rec, "skipped_special", json_object_new_uint64(v.special));
+        json_object_object_add(rec, "vanished", json_object_new_uint64(v.vanished));
         json_object_object_add(rec, "flagged_count", json_object_new_uint64(v.n_flagged));
         json_object_object_add(rec, "flagged", v.flagged);
         json_object_array_add(records, rec);
         if (v.special > 0)
                 log_notice("Volume %s: skipped %" PRIu64 " sockets, FIFOs and devices.", vol->name,
                            v.special);
+        if (v.vanished > 0)
+                log_warning("Volume %s: %" PRIu64 " files vanished while it was backed up; they are not in "
+                            "this backup (the warnings above name them).",
+                            vol->name, v.vanished);
         log_info("Volume %s: %" PRIu64 " files, %" PRIu64 " entries archived, %" PRIu64 " deleted.",
                  vol->name, v.files, v.in_archive, v.n_deleted);
         return 0;

@@ -246,8 +246,17 @@ static int walk_dir(Walker *w, int dir_fd, unsigned depth) {
                 if (cancel_requested())
                         return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled");
                 if (fstatat(dir_fd, name, &e.st, AT_SYMLINK_NOFOLLOW) < 0) {
-                        if (errno == ENOENT)
+                        if (errno == ENOENT) {
+                                path_push(w, name, &saved);
+                                e.path = w->path;
+                                e.vanished = true;
+                                r = w->f(&e, w->userdata);
+                                w->path_len = saved;
+                                w->path[saved] = 0;
+                                if (r < 0)
+                                        return r;
                                 continue;
+                        }
                         path_push(w, name, &saved);
                         r = err_set(-errno, EX_NOINPUT, "cannot read %s/%s: %m", w->root_path, w->path);
                         return r;

@@ -409,6 +409,27 @@ def test_volumes_file_changing_while_read_is_flagged_and_backup_succeeds(vol_age
     assert "once.log" not in json.dumps(r["flagged"])
 
 
+def test_volumes_file_vanishing_between_walk_and_read_is_counted_and_warned(vol_agent, tmp_path):
+    """A file listed by the walk and deleted before it is read: the backup succeeds, the file is not in it,
+    the manifest counts it and a warning names it."""
+    agent, vol = vol_agent, vol_agent.vol
+    (vol / "misc" / "vanish-a").write_text("read first\n")
+    (vol / "misc" / "vanish-b").write_text("deleted while a is read\n")
+    # misc/ is listed whole before its entries are visited in order: deleting vanish-b while vanish-a is
+    # read makes it vanish between the walk and its read, deterministically.
+    env = {"SKYFORGE_TEST_READ_HOOK": 'case "$1" in */vanish-a) rm -f "${1%/*}/vanish-b";; esac'}
+    p = agent("run", "volumes", env=env)
+    assert p.returncode == 0, p.stderr
+    assert f"{vol}/misc/vanish-b vanished between the walk and its read" in p.stderr
+    r = record(backups(agent)[0], vol)
+    assert r["vanished"] == 1 and r["flagged_count"] == 0
+    out = tmp_path / "out"
+    agent("restore", "volumes", "latest", "--volume", vol, "--to", out, check=True)
+    assert (out / "misc" / "vanish-a").read_text() == "read first\n"
+    assert not (out / "misc" / "vanish-b").exists()
+    assert (out / "misc" / "data.bin").read_bytes() == (vol / "misc" / "data.bin").read_bytes()
+
+
 def test_volumes_prune_keeps_a_full_while_a_kept_incremental_depends_on_it(vol_agent):
     agent, vol = vol_agent, vol_agent.vol
     full = agent("run", "volumes", check=True).stdout.strip()
