@@ -18,11 +18,11 @@ typedef struct ThreadSink {
         unsigned n_buffers;
         size_t buffer_size;
         unsigned head, queued; /* queued buffers from head on; the consumer works on buffers[head] */
-        unsigned fill;         /* the producer's buffer: head + queued, moved only by the producer */
-        bool end;              /* the producer is done: finish downstream after the queue */
-        bool stop;             /* give up: leave the queue, do not finish downstream */
-        bool exited;           /* the consumer returned */
-        int error;             /* the consumer's failure, ErrSaved in failure */
+        unsigned fill; /* the producer's buffer: head + queued, moved only by the producer */
+        bool end; /* the producer is done: finish downstream after the queue */
+        bool stop; /* give up: leave the queue, do not finish downstream */
+        bool exited; /* the consumer returned */
+        int error; /* the consumer's failure, ErrSaved in failure */
         ErrSaved failure;
         bool finished;
 } ThreadSink;
@@ -192,7 +192,9 @@ Sink *sink_thread_new(Sink *next, size_t buffer_size, unsigned n_buffers, int *r
         ThreadSink *t = xcalloc(1, sizeof *t);
         int r;
 
-        t->sink = (Sink){ .write = thread_sink_write, .finish = thread_sink_finish, .free = thread_sink_free,
+        t->sink = (Sink){ .write = thread_sink_write,
+                          .finish = thread_sink_finish,
+                          .free = thread_sink_free,
                           .next = next };
         t->buffer_size = MAX(buffer_size, (size_t) 4096);
         t->n_buffers = MAX(n_buffers, 2U);
@@ -207,7 +209,8 @@ Sink *sink_thread_new(Sink *next, size_t buffer_size, unsigned n_buffers, int *r
         if (r < 0) {
                 t->sink.next = NULL;
                 thread_sink_free(&t->sink);
-                *ret_error = err_set(r, EX_OSERR, "cannot start the stream's writer thread: %s", strerror(-r));
+                *ret_error =
+                        err_set(r, EX_OSERR, "cannot start the stream's writer thread: %s", strerror(-r));
                 return NULL;
         }
         t->started = true;

@@ -157,7 +157,8 @@ static bool stat_changed(const struct stat *a, const struct stat *b) {
 
 /* Whether the entry may carry extended attributes (POSIX ACLs among them); when unsure, yes. */
 static bool has_xattrs(int fd, const char *source_path, const struct stat *st) {
-        ssize_t k = fd >= 0 && !S_ISLNK(st->st_mode) ? flistxattr(fd, NULL, 0) : llistxattr(source_path, NULL, 0);
+        ssize_t k = fd >= 0 && !S_ISLNK(st->st_mode) ? flistxattr(fd, NULL, 0)
+                                                     : llistxattr(source_path, NULL, 0);
 
         return k != 0 && !(k < 0 && (errno == ENOTSUP || errno == ENOSYS));
 }
