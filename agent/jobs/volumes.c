@@ -13,12 +13,18 @@
 #include "log/log.h"
 #include "pipe/catalog.h"
 #include "pipe/pipe.h"
+#include "pipe/sink-thread.h"
 #include "pipe/tar-volume.h"
 #include "sys/fs.h"
 #include "sys/process.h"
 #include "sys/walk.h"
 
 #define FLAGGED_NAMES_MAX 1000
+/* The queue between the tar writer and the compressing, storing thread: 8 MiB, enough to go on reading
+ * and tarring while the compressing threads wait for a CPU. */
+#define VOLUMES_QUEUE_BUFFER (1024 * 1024)
+#define VOLUMES_QUEUE_BUFFERS 8
+#define VOLUMES_CATALOG_QUEUE_BUFFER (256 * 1024)
 
 /* ---- backup ---- */
 
@@ -91,31 +97,46 @@ static Sink *sink_tee_new(Sink *next, Sink *other) {
         return &t->sink;
 }
 
-/* zstd, then age when there are recipients, then the digest of what is stored, then the writer. */
-static int stored_chain(const VolumesConfig *vc, StoreWriter *w, Digest *stored, Sink **ret) {
-        Sink *chain = sink_digest_new(sink_store_new(w), stored), *next;
-        int threads = vc->compression_threads ? (int) vc->compression_threads
-                                              : (int) sysconf(_SC_NPROCESSORS_ONLN);
+/* How a stored stream is built: zstd with zstd_threads workers (0: on the calling thread), then (when
+ * copy is set) a copy of the compressed stream to it, then age when there are recipients, then the
+ * digest of what is stored, then the writer; and all of that on a thread of its own behind a bounded
+ * queue of queue_buffers x queue_buffer bytes, so that it overlaps with walking, reading and tarring the
+ * files, as `tar | zstd` does. */
+typedef struct ChainShape {
+        int zstd_threads;
+        size_t queue_buffer;
+        unsigned queue_buffers;
+        Sink *copy; /* taken */
+} ChainShape;
+
+static int stored_chain(const VolumesConfig *vc, StoreWriter *w, ChainShape shape, Digest *stored,
+                        Sink **ret) {
+        _cleanup_(sink_freep) Sink *chain = sink_digest_new(sink_store_new(w), stored);
+        _cleanup_(sink_freep) Sink *copy = shape.copy;
+        Sink *next;
         int r;
 
         if (!strv_isempty(vc->recipients)) {
                 next = sink_age_new(chain, vc->recipients, &r);
                 if (!next) {
                         _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
-                        int code = err_exit_code(r);
-                        sink_free(chain);
-                        return err_set(r, code,
+                        return err_set(r, err_exit_code(r),
                                        "cannot encrypt to the recipients in [volumes]: %s; nothing "
                                        "was stored",
                                        why);
                 }
                 chain = next;
         }
-        next = sink_zstd_new(chain, vc->compression_level, threads, &r);
-        if (!next) {
-                sink_free(chain);
+        if (copy)
+                chain = sink_tee_new(chain, TAKE_PTR(copy));
+        next = sink_zstd_new(chain, vc->compression_level, shape.zstd_threads, &r);
+        if (!next)
                 return r;
-        }
+        chain = next;
+        next = sink_thread_new(chain, shape.queue_buffer, shape.queue_buffers, &r);
+        if (!next)
+                return r;
+        chain = NULL;
         *ret = next;
         return 0;
 }
@@ -245,7 +266,7 @@ typedef struct VolumeRun {
         int deleted_fd;
         uint64_t deleted_bytes, n_deleted;
         char *deleted_dir; /* the last deleted directory: what lies below it goes with it */
-        uint64_t files, dirs, links, special, in_archive, bytes, n_flagged;
+        uint64_t files, dirs, links, special, in_archive, bytes, n_flagged, vanished;
         json_object *flagged;
         Progress *progress;
         const char *read_hook;
@@ -355,6 +376,14 @@ static void read_hook_run(const char *source_path, void *userdata) {
                 (void) child_wait(&c);
 }
 
+/* A file listed by the walk and gone before it was read: not in this backup (nor, if it was in the last
+ * one, any longer in the tree it restores); the next run sees whatever is there then. */
+static void vanished_note(VolumeRun *v, const char *path) {
+        v->vanished++;
+        log_warning("%s/%s vanished between the walk and its read; it is not in this backup.", v->vol->path,
+                    path);
+}
+
 static int volume_visit(const WalkEntry *e, void *userdata) {
         VolumeRun *v = userdata;
         CatalogEntry cur = { .path = (char *) e->path };
@@ -365,6 +394,10 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
         struct stat st;
         int r;
 
+        if (e->vanished) {
+                vanished_note(v, e->path);
+                return 1;
+        }
         if (streq(e->path, VOLUMES_DELETED_MEMBER)) {
                 log_warning("Skipping %s/%s: the name is reserved for the list of deleted paths.",
                             v->vol->path, e->path);
@@ -420,8 +453,11 @@ static int volume_visit(const WalkEntry *e, void *userdata) {
                 if (fd < 0 && !S_ISLNK(e->st.st_mode)) {
                         /* Gone or replaced meanwhile: gone for this backup, the next run sees what is
                          * there now. */
-                        if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)
+                        if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) {
+                                if (errno == ENOENT)
+                                        vanished_note(v, e->path);
                                 return in_prev ? (deleted_write(v, e->path, false) ?: 1) : 1;
+                        }
                         return err_set(-errno, EX_NOINPUT, "cannot open %s/%s: %m", v->vol->path, e->path);
                 }
                 if (fd >= 0 && fstat(fd, &st) < 0)
@@ -538,17 +574,19 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         const Config *c = ctx->config;
         const VolumesConfig *vc = &c->volumes;
         _cleanup_(store_writer_freep) StoreWriter *aw = NULL, *cw = NULL;
+        /* Closed after the catalog's writer thread is gone (cleanups run in reverse order). */
+        _cleanup_close_ int new_cache_fd = -EBADF;
         _cleanup_(volume_tar_freep) VolumeTar *tar = NULL;
         _cleanup_(catalog_writer_freep) CatalogWriter *cat = NULL;
         _cleanup_(catalog_reader_freep) CatalogReader *prev = NULL;
-        _cleanup_close_ int root = -EBADF, deleted_fd = -EBADF, cache_fd = -EBADF, new_cache_fd = -EBADF;
+        _cleanup_close_ int root = -EBADF, deleted_fd = -EBADF, cache_fd = -EBADF;
         _cleanup_free_ char *archive = NULL, *catalog = NULL, *new_cache = NULL, *prev_cache = NULL;
         _cleanup_free_ char *dir = NULL;
         Digest a_stored = {}, c_stored = {}, c_raw = {};
         Previous p = {};
         bool have_prev, incremental = false;
         const char *why_full = "no earlier backup of it";
-        Sink *chain, *cache_sink;
+        Sink *chain;
         json_object *rec;
         int r;
 
@@ -614,27 +652,32 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
                 r = store_writer_open(ctx->store, catalog, &cw);
         if (r < 0)
                 return r;
-        r = stored_chain(vc, aw, &a_stored, &chain);
+        r = stored_chain(vc, aw,
+                         (ChainShape){ .zstd_threads = vc->compression_threads
+                                                               ? (int) vc->compression_threads
+                                                               : (int) sysconf(_SC_NPROCESSORS_ONLN),
+                                       .queue_buffer = VOLUMES_QUEUE_BUFFER,
+                                       .queue_buffers = VOLUMES_QUEUE_BUFFERS },
+                         &a_stored, &chain);
         if (r < 0)
                 return r;
         r = volume_tar_new(chain, &tar);
         if (r < 0)
                 return r;
-        r = stored_chain(vc, cw, &c_stored, &chain);
-        if (r < 0)
-                return r;
         new_cache = cache_path(c, vol->key, ctx->id);
         new_cache_fd = open(new_cache, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (new_cache_fd < 0) {
-                sink_free(chain);
+        if (new_cache_fd < 0)
                 return err_set(-errno, EX_CANTCREAT, "cannot write %s: %m", new_cache);
-        }
-        cache_sink = sink_zstd_new(sink_fd_new(new_cache_fd), 3, 0, &r);
-        if (!cache_sink) {
-                sink_free(chain);
+        /* The catalog is a hundredth of the archive: one zstd without workers, on a thread of its own, and
+         * its compressed stream is also the cache's (compressed once, not twice). */
+        r = stored_chain(vc, cw,
+                         (ChainShape){ .queue_buffer = VOLUMES_CATALOG_QUEUE_BUFFER,
+                                       .queue_buffers = 2,
+                                       .copy = sink_fd_new(new_cache_fd) },
+                         &c_stored, &chain);
+        if (r < 0)
                 return r;
-        }
-        cat = catalog_writer_new(sink_digest_new(sink_tee_new(chain, cache_sink), &c_raw));
+        cat = catalog_writer_new(sink_digest_new(chain, &c_raw));
         (void) mkdir_p(c->agent.work_dir, 0700);
 
         if (incremental) {
@@ -712,12 +755,17 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         json_object_object_add(rec, "archived_bytes", json_object_new_uint64(volume_tar_data_bytes(tar)));
         json_object_object_add(rec, "deleted", json_object_new_uint64(v.n_deleted));
         json_object_object_add(rec, "skipped_special", json_object_new_uint64(v.special));
+        json_object_object_add(rec, "vanished", json_object_new_uint64(v.vanished));
         json_object_object_add(rec, "flagged_count", json_object_new_uint64(v.n_flagged));
         json_object_object_add(rec, "flagged", v.flagged);
         json_object_array_add(records, rec);
         if (v.special > 0)
                 log_notice("Volume %s: skipped %" PRIu64 " sockets, FIFOs and devices.", vol->name,
                            v.special);
+        if (v.vanished > 0)
+                log_warning("Volume %s: %" PRIu64 " files vanished while it was backed up; they are not in "
+                            "this backup (the warnings above name them).",
+                            vol->name, v.vanished);
         log_info("Volume %s: %" PRIu64 " files, %" PRIu64 " entries archived, %" PRIu64 " deleted.",
                  vol->name, v.files, v.in_archive, v.n_deleted);
         return 0;

@@ -2,6 +2,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <sys/xattr.h>
 #include <sysexits.h>
 
 #include "log/log.h"
@@ -11,8 +12,11 @@
 
 struct VolumeTar {
         struct archive *archive;
-        struct archive *disk;  /* finds the holes of a file that may have some */
-        struct archive *dense; /* the same without looking for holes: most files have none */
+        /* Readers of an entry's metadata, by [may have holes][has extended attributes]: looking for holes
+         * costs several lseek()s and most files have none; reading ACLs and extended attributes costs
+         * three system calls (libacl's fgetxattr() and fstat(), libarchive's flistxattr()) and most files
+         * have none either, which one flistxattr() tells (an ACL is an extended attribute). */
+        struct archive *disk[2][2];
         struct archive_entry_linkresolver *links;
         Sink *out;
         int sink_error;
@@ -48,10 +52,9 @@ void volume_tar_free(VolumeTar *t) {
                 t->aborted = !t->finished;
                 archive_write_free(t->archive);
         }
-        if (t->disk)
-                archive_read_free(t->disk);
-        if (t->dense)
-                archive_read_free(t->dense);
+        for (size_t i = 0; i < 4; i++)
+                if (t->disk[i / 2][i % 2])
+                        archive_read_free(t->disk[i / 2][i % 2]);
         if (t->links)
                 archive_entry_linkresolver_free(t->links);
         sink_free(t->out);
@@ -65,22 +68,32 @@ int volume_tar_new(Sink *out, VolumeTar **ret) {
         t->out = out;
         t->buffer = xmalloc(VOLUME_TAR_BUFFER);
         t->archive = archive_write_new();
-        t->disk = archive_read_disk_new();
-        t->dense = archive_read_disk_new();
         t->links = archive_entry_linkresolver_new();
-        if (!t->archive || !t->disk || !t->dense || !t->links)
+        if (!t->archive || !t->links)
                 return -ENOMEM;
+        for (int sparse = 0; sparse < 2; sparse++)
+                for (int xattrs = 0; xattrs < 2; xattrs++) {
+                        struct archive *d = archive_read_disk_new();
+                        int flags = ARCHIVE_READDISK_NO_FFLAGS |
+                                    (sparse ? 0 : ARCHIVE_READDISK_NO_SPARSE) |
+                                    (xattrs ? 0 : ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL);
+
+                        if (!d)
+                                return -ENOMEM;
+                        t->disk[sparse][xattrs] = d;
+                        if (archive_read_disk_set_behavior(d, flags) != ARCHIVE_OK)
+                                return err_set(-EIO, EX_SOFTWARE, "cannot set up the tar writer: %s",
+                                               archive_error_string(d));
+                }
         archive_entry_linkresolver_set_strategy(t->links, ARCHIVE_FORMAT_TAR_PAX_INTERCHANGE);
-        /* Full pax: nanosecond mtimes on every entry. No user or group names: owners are numeric. */
+        /* Full pax: nanosecond mtimes on every entry. No user or group names: owners are numeric. No
+         * blocking (bytes per block 0): file data goes from our read buffer straight to the sink instead
+         * of through a copy into libarchive's block buffer; what follows pads and frames it. */
         if (archive_write_set_format_pax(t->archive) != ARCHIVE_OK ||
             archive_write_add_filter_none(t->archive) != ARCHIVE_OK ||
-            archive_write_set_bytes_per_block(t->archive, VOLUME_TAR_BUFFER) != ARCHIVE_OK ||
-            archive_write_set_bytes_in_last_block(t->archive, 1) != ARCHIVE_OK ||
-            archive_read_disk_set_behavior(t->disk, ARCHIVE_READDISK_NO_FFLAGS) != ARCHIVE_OK ||
-            archive_read_disk_set_behavior(t->dense, ARCHIVE_READDISK_NO_FFLAGS | ARCHIVE_READDISK_NO_SPARSE) !=
-                    ARCHIVE_OK)
+            archive_write_set_bytes_per_block(t->archive, 0) != ARCHIVE_OK)
                 return err_set(-EIO, EX_SOFTWARE, "cannot set up the tar writer: %s",
-                               archive_error_string(t->archive) ?: archive_error_string(t->disk));
+                               archive_error_string(t->archive));
         if (archive_write_open(t->archive, t, NULL, write_cb, NULL) != ARCHIVE_OK)
                 return err_set(t->sink_error ?: -EIO, EX_SOFTWARE, "cannot start the tar archive: %s",
                                archive_error_string(t->archive));
@@ -142,6 +155,14 @@ static bool stat_changed(const struct stat *a, const struct stat *b) {
                a->st_ctim.tv_nsec != b->st_ctim.tv_nsec;
 }
 
+/* Whether the entry may carry extended attributes (POSIX ACLs among them); when unsure, yes. */
+static bool has_xattrs(int fd, const char *source_path, const struct stat *st) {
+        ssize_t k = fd >= 0 && !S_ISLNK(st->st_mode) ? flistxattr(fd, NULL, 0)
+                                                     : llistxattr(source_path, NULL, 0);
+
+        return k != 0 && !(k < 0 && (errno == ENOTSUP || errno == ENOSYS));
+}
+
 static int entry_new(VolumeTar *t, const char *name, int fd, const char *source_path, const struct stat *st,
                      struct archive_entry **ret) {
         struct archive_entry *e = archive_entry_new();
@@ -149,9 +170,8 @@ static int entry_new(VolumeTar *t, const char *name, int fd, const char *source_
         if (!e)
                 return -ENOMEM;
         /* A file with as many blocks as its size needs has no holes: no need to ask (several lseek()s). */
-        struct archive *disk = S_ISREG(st->st_mode) && (uint64_t) st->st_blocks * 512 < (uint64_t) st->st_size
-                                       ? t->disk
-                                       : t->dense;
+        bool sparse = S_ISREG(st->st_mode) && (uint64_t) st->st_blocks * 512 < (uint64_t) st->st_size;
+        struct archive *disk = t->disk[sparse][has_xattrs(fd, source_path, st)];
 
         archive_entry_copy_sourcepath(e, source_path);
         if (archive_read_disk_entry_from_file(disk, e, fd, st) < ARCHIVE_WARN) {

@@ -16,8 +16,9 @@ typedef struct Run {
 } Run;
 
 struct DirList {
-        char *arena;
-        size_t arena_len;
+        char *arena; /* grows up to memory: most directories hold a few names, and a fixed arena of the
+                      * full size per directory costs an mmap() and munmap() each */
+        size_t arena_len, arena_cap;
         size_t *offs;
         size_t n, cap, next;
         size_t memory;
@@ -90,8 +91,10 @@ static void batch_add(DirList *l, const char *name) {
                 l->cap = l->cap ? l->cap * 2 : 64;
                 l->offs = xrealloc(l->offs, l->cap * sizeof *l->offs);
         }
-        if (!l->arena)
-                l->arena = xmalloc(l->memory + 4096);
+        if (l->arena_len + k > l->arena_cap) {
+                l->arena_cap = MIN(MAX(l->arena_cap * 2, MAX((size_t) 16384, k)), l->memory + 4096);
+                l->arena = xrealloc(l->arena, l->arena_cap);
+        }
         memcpy(l->arena + l->arena_len, name, k);
         l->offs[l->n++] = l->arena_len;
         l->arena_len += k;
@@ -157,6 +160,7 @@ int dir_list_open(int dir_fd, const char *tmp_dir, size_t memory, DirList **ret)
                 }
                 free(l->arena);
                 l->arena = NULL;
+                l->arena_cap = 0;
                 for (size_t i = 0; i < l->n_runs; i++) {
                         r = run_advance(&l->runs[i]);
                         if (r < 0)
@@ -242,8 +246,17 @@ static int walk_dir(Walker *w, int dir_fd, unsigned depth) {
                 if (cancel_requested())
                         return err_set(-ECANCELED, EX_TEMPFAIL, "cancelled");
                 if (fstatat(dir_fd, name, &e.st, AT_SYMLINK_NOFOLLOW) < 0) {
-                        if (errno == ENOENT)
+                        if (errno == ENOENT) {
+                                path_push(w, name, &saved);
+                                e.path = w->path;
+                                e.vanished = true;
+                                r = w->f(&e, w->userdata);
+                                w->path_len = saved;
+                                w->path[saved] = 0;
+                                if (r < 0)
+                                        return r;
                                 continue;
+                        }
                         path_push(w, name, &saved);
                         r = err_set(-errno, EX_NOINPUT, "cannot read %s/%s: %m", w->root_path, w->path);
                         return r;

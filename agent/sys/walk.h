@@ -19,13 +19,15 @@ typedef struct WalkEntry {
         const char *name; /* the last component ("." for the root) */
         int parent_fd; /* the directory holding it (the root's own fd for the root) */
         struct stat st; /* lstat() */
+        bool vanished; /* listed, then gone before its lstat(): st is unset, and nothing is below it */
 } WalkEntry;
 
 /* Return < 0 to stop the walk with that error; 1 for a directory not to descend into it. */
 typedef int (*WalkFunc)(const WalkEntry *e, void *userdata);
 
-/* Walks below root_fd. Entries that vanish while walking are skipped. Errors reading a directory stop the
- * walk (err_set() names it, below root_path). */
+/* Walks below root_fd. An entry that vanishes between the listing of its directory and its lstat() is
+ * passed with vanished set (the caller counts or ignores it). Errors reading a directory stop the walk
+ * (err_set() names it, below root_path). */
 int walk_tree(int root_fd, const char *root_path, const char *tmp_dir, WalkFunc f, void *userdata);
 
 /* The names of one directory (not "." and ".."), sorted by byte order, in bounded memory (see above).

@@ -88,10 +88,47 @@ static void walk_visits_in_catalog_order_without_following_links(void **state) {
         assert_true(access("/", F_OK) == 0 && access(d, F_OK) < 0);
 }
 
+typedef struct Vanish {
+        int dir_fd;
+        char **seen;
+} Vanish;
+
+/* Deletes "b" while "a" is visited: "b" was listed with its directory, so it must come back vanished. */
+static int vanish_b(const WalkEntry *e, void *userdata) {
+        Vanish *v = userdata;
+
+        strv_push(&v->seen, xasprintf("%s%s", e->path, e->vanished ? " vanished" : ""));
+        if (streq(e->path, "a"))
+                assert_int_equal(unlinkat(e->parent_fd, "b", 0), 0);
+        return 0;
+}
+
+static void walk_reports_an_entry_gone_before_its_stat_as_vanished(void **state) {
+        _cleanup_free_ char *d = tmp_dir();
+        _cleanup_close_ int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        Vanish v = { .dir_fd = fd, .seen = xcalloc(1, sizeof(char *)) };
+        const char *expect[] = { "", "a", "b vanished", "c" };
+
+        for (const char *n = "abc"; *n; n++) {
+                char name[2] = { *n, 0 };
+                _cleanup_close_ int f = openat(fd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+                assert_true(f >= 0);
+        }
+        assert_int_equal(walk_tree(fd, d, d, vanish_b, &v), 0);
+        assert_int_equal(strv_length(v.seen), ELEMENTSOF(expect));
+        for (size_t i = 0; i < ELEMENTSOF(expect); i++)
+                assert_string_equal(v.seen[i], expect[i]);
+        strv_free(v.seen);
+        (void) unlinkat(fd, "a", 0);
+        (void) unlinkat(fd, "c", 0);
+        (void) rmdir(d);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(dir_list_spills_and_merges_large_directories),
                 cmocka_unit_test(walk_visits_in_catalog_order_without_following_links),
+                cmocka_unit_test(walk_reports_an_entry_gone_before_its_stat_as_vanished),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
