@@ -288,6 +288,17 @@ def test_multipart_objects_compare_equal_on_next_run(pair):
     assert _summary(pair.run(check=True)) == (0, 1, 0, 0)
 
 
+def test_multipart_copy_holds_one_part_in_flight(pair, fault_proxy_factory):
+    # A copy's bytes come from one GET: one part uploads while the next fills, so a multipart copy holds
+    # two 8 MiB buffers, not four (peak RSS of bench/mirror: bench/RESULTS.md).
+    pair.put("parts", os.urandom(40 * 1024 * 1024))
+    proxy = fault_proxy_factory(pair.dst.port)
+    pair.configure(dst_endpoint=proxy.endpoint, multipart_threshold="5MiB")
+    assert _summary(pair.run(check=True)) == (1, 0, 0, 0)
+    assert proxy.max_parts_in_flight == 1, proxy.max_parts_in_flight
+    assert pair.dst_objects() == pair.src_objects()
+
+
 def test_multipart_object_smaller_than_one_part(pair):
     # multipart_threshold below the 8 MiB part size: one part, asked for as a range past the object's end.
     data = os.urandom(6 * 1024 * 1024 + 1)
