@@ -96,7 +96,7 @@ const ConfKey conf_keys[] = {
           .help = "remove destination objects gone at the source" },
         { CONF_SECTION_MIRROR, "transfers", CONF_UINT, M(transfers), 1, 64, .def = "8" },
         { CONF_SECTION_MIRROR, "multipart_threshold", CONF_SIZE, M(multipart_threshold), 5 * MIB, 5 * GIB,
-          .def = "64MiB" },
+          .def = "256MiB" },
         { CONF_SECTION_MIRROR, "include", CONF_LIST, M(include),
           .help = "globs (fnmatch) on KEY or BUCKET/KEY; set: only matching objects are mirrored" },
         { CONF_SECTION_MIRROR, "exclude", CONF_LIST, M(exclude),

@@ -23,6 +23,7 @@
  * run), and a bucket name that is not a valid S3 bucket name is refused before it becomes a destination
  * bucket, prefix or directory. */
 #include <inttypes.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sysexits.h>
@@ -38,6 +39,7 @@
 #define COPY_ATTEMPTS 3U
 #define COPY_CHUNK (64U * 1024)
 #define DELETE_BATCH 1000U
+#define MIRROR_MMAP_THRESHOLD (1024 * 1024)
 
 typedef struct Pair {
         char *name; /* the mirrored bucket, for filters and messages */
@@ -658,6 +660,10 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
         r = mirror_buckets(c, o, src, &buckets);
         if (r < 0)
                 return r;
+        /* glibc raises its mmap threshold to the size of each large block freed, up to 32 MiB: after the
+         * first multipart copy, part buffers would come from the threads' arenas and stay there when freed
+         * (+20 MiB peak RSS in bench/mirror). A fixed threshold hands them back to the system. */
+        (void) mallopt(M_MMAP_THRESHOLD, MIRROR_MMAP_THRESHOLD);
         pthread_mutex_init(&m.lock, NULL);
         pthread_cond_init(&m.gate, NULL);
         r = pool_new(n_workers, 4 * (size_t) MAX(n_workers, 1U), &mirror_pool_ops, &m, &m.pool);

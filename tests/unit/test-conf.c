@@ -107,7 +107,7 @@ static void conf_missing_default_file_gives_defaults(void **state) {
         assert_string_equal(c->mirror.destination, "offsite:skyforge-offsite/");
         assert_false(c->mirror.delete);
         assert_int_equal(c->mirror.transfers, 8);
-        assert_true(c->mirror.multipart_threshold == 64 * 1024 * 1024);
+        assert_true(c->mirror.multipart_threshold == 256 * 1024 * 1024);
         assert_string_equal(c->config.kubeconfig, "/etc/rancher/k3s/k3s.yaml");
         assert_int_equal(strv_length(c->config.manifests), 1);
         assert_string_equal(c->config.manifests[0], "/opt/skyforge/k8s");
@@ -940,7 +940,7 @@ static void conf_show_prints_paths_not_secrets(void **state) {
         assert_non_null(strstr(buf, "region = us-east-1\n"));
         assert_non_null(strstr(buf, "timeout = 60\n"));
         assert_non_null(strstr(buf, "buckets = a-b c-d\n"));
-        assert_non_null(strstr(buf, "multipart_threshold = 64MiB\n"));
+        assert_non_null(strstr(buf, "multipart_threshold = 256MiB\n"));
         assert_non_null(strstr(buf, "destination = minio:skyforge-backups/postgres/\n"));
 
         /* What show prints loads back to the same configuration. */

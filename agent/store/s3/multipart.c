@@ -134,6 +134,20 @@ int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutO
         return 0;
 }
 
+void s3_upload_set_workers(S3Upload *u, unsigned n) {
+        n = MAX(MIN(n, S3_WORKERS_MAX), 1U);
+        if (u->upload_id || n == u->n_workers)
+                return; /* the workers run already */
+        if (n + 1 > u->n_buffers) {
+                u->parts = xrealloc(u->parts, (n + 1) * sizeof *u->parts);
+                memset(u->parts + u->n_buffers, 0, (n + 1 - u->n_buffers) * sizeof *u->parts);
+                u->filling = &u->parts[0];
+        }
+        /* Only the first buffer holds memory yet; the others are allocated when first filled. */
+        u->n_workers = n;
+        u->n_buffers = n + 1;
+}
+
 typedef struct InitState {
         char *upload_id;
 } InitState;

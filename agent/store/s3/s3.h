@@ -151,6 +151,9 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 #define S3_UPLOAD_WORKERS 3U
 typedef struct S3Upload S3Upload;
 int s3_upload_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o, S3Upload **ret);
+/* n part workers (and n + 1 part buffers) instead of S3_UPLOAD_WORKERS; only before the first part is
+ * sent. */
+void s3_upload_set_workers(S3Upload *u, unsigned n);
 /* A multipart upload even when everything fits the first part (a copy of a multipart object). */
 void s3_upload_force_multipart(S3Upload *u);
 int s3_upload_write(S3Upload *u, const void *buf, size_t n);

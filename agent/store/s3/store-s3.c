@@ -15,6 +15,8 @@
 /* A copy's reader and streamed writer: many run at once (the mirror's transfers), each a GET or PUT that the
  * other end keeps busy, so a small ring keeps memory low. */
 #define S3_COPY_RING (64U * 1024)
+/* A multipart copy's part workers: see s3_writer_open_with(). */
+#define S3_COPY_PART_WORKERS 1U
 
 typedef struct S3Store {
         S3Client *client;
@@ -279,6 +281,10 @@ static int s3_writer_open_with(Store *s, const char *name, const StoreWriteOptio
                 }
                 if (o && o->multipart)
                         s3_upload_force_multipart(w->upload);
+                /* A copy (known size): its bytes come from one stream, so one part uploads while the
+                 * next fills; more part workers would only hold more 8 MiB buffers (bench/RESULTS.md). */
+                if (w->size != STORE_SIZE_UNKNOWN && !getenv("SKYFORGE_S3_WORKERS"))
+                        s3_upload_set_workers(w->upload, S3_COPY_PART_WORKERS);
         } else if (w->size <= STORE_BUFFER_MAX) {
                 w->mode = S3_WRITE_BUFFER;
                 w->buf = xmalloc(MAX(w->size, (uint64_t) 1));
