@@ -763,20 +763,16 @@ static int wal_prune_one(const StoreEntry *e, void *userdata) {
         return 0;
 }
 
-int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out) {
-        _cleanup_(backup_list_done) BackupList l = {};
+int wal_prune(const Config *c, Store *base_store, const Manifest *oldest, bool dry_run, FILE *out) {
         _cleanup_(wal_store_done) WalStore ws = {};
         _cleanup_strv_free_ char **doomed = NULL;
-        const Manifest *oldest;
         json_object *v;
         int r, n = 0;
 
-        r = backup_list_load(base_store, "basebackup", &l);
-        if (r < 0)
-                return r;
-        if (l.n == 0)
+        /* Not the oldest stored one: with dry_run, the base backups that retention would delete are still
+         * there, and the WAL they alone need goes with them. */
+        if (!oldest)
                 return 0;
-        oldest = l.items[l.n - 1];
         WalPrune p = { .dry_run = dry_run, .out = out };
         if (!oldest->extra || !json_object_object_get_ex(oldest->extra, "start_wal_file", &v) ||
             pg_wal_file_parse(json_object_get_string(v), PG_WAL_SEGMENT_DEFAULT, &p.tli, &p.start) < 0) {
