@@ -8,8 +8,8 @@
 
 /* The WAL stream (skyforge-wal.service) on the bus: /org/skyforge/Agent1/wal, interface
  * org.skyforge.Agent1.WalStream, read from <state_dir>/wal-stream.json like the jobs from theirs. */
-#define BUS_WAL_PATH "/org/skyforge/Agent1/wal"
-#define BUS_WAL_INTERFACE "org.skyforge.Agent1.WalStream"
+#define BUS_WAL_PATH           "/org/skyforge/Agent1/wal"
+#define BUS_WAL_INTERFACE      "org.skyforge.Agent1.WalStream"
 #define BUS_WAL_PROPERTIES_MAX 8
 
 typedef struct BusWal {

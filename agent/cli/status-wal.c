@@ -46,8 +46,8 @@ void status_wal_print(const Config *c, FILE *out) {
         if (status_wal_read(c, &w) <= 0)
                 return;
         if (streq(w.state, "running"))
-                what = xasprintf("running (PID %" PRIu64 ") on timeline %" PRIu32 ", slot %s holds %s%s", w.pid,
-                                 w.timeline, w.slot, format_bytes(w.lag_bytes, lag, sizeof lag),
+                what = xasprintf("running (PID %" PRIu64 ") on timeline %" PRIu32 ", slot %s holds %s%s",
+                                 w.pid, w.timeline, w.slot, format_bytes(w.lag_bytes, lag, sizeof lag),
                                  w.lag_warning ? " (over wal_warn_bytes: is the store reachable?)" : "");
         else if (streq(w.state, "failed"))
                 what = xasprintf("failed: %s", w.last_error);

@@ -84,8 +84,8 @@ static int physical_candidate(const Config *c, RecoverPgChoice *ch) {
                 return 0;
         }
         if (l.n == 0) {
-                ch->physical_why_not = xasprintf("no base backup in %s (`skyforge-agent run basebackup`)",
-                                                 dest);
+                ch->physical_why_not =
+                        xasprintf("no base backup in %s (`skyforge-agent run basebackup`)", dest);
                 return 0;
         }
         m = l.items[0];
@@ -145,13 +145,15 @@ static void logical_candidate(const Config *c, RecoverPgChoice *ch) {
         ch->dump_usec = l.items[0]->started_usec;
 }
 
-int recover_pg_choose(const Config *c, const RecoverOptions *o, RecoverPgChoice *ret) {
+int recover_pg_choose(const Config *c, const char *from, RecoverPgChoice *ret) {
         RecoverPgChoice ch = {};
-        const char *from = o->postgres_from ?: "auto";
+
+        from = from ?: "auto";
         int r;
 
         if (!strv_contains((char **) (const char *const[]){ "auto", "logical", "physical", NULL }, from))
-                return err_set(-EINVAL, EX_USAGE, "--postgres-from %s: give logical, physical or auto", from);
+                return err_set(-EINVAL, EX_USAGE, "--postgres-from %s: give logical, physical or auto",
+                               from);
         if (streq(from, "logical")) {
                 ch.reason = xstrdup("--postgres-from logical");
                 *ret = ch;
@@ -164,7 +166,8 @@ int recover_pg_choose(const Config *c, const RecoverOptions *o, RecoverPgChoice 
         }
         if (streq(from, "physical")) {
                 if (!ch.physical_ok) {
-                        r = err_set(-ENOENT, EX_NOINPUT, "--postgres-from physical: %s", ch.physical_why_not);
+                        r = err_set(-ENOENT, EX_NOINPUT, "--postgres-from physical: %s",
+                                    ch.physical_why_not);
                         recover_pg_choice_done(&ch);
                         return r;
                 }
@@ -182,20 +185,20 @@ int recover_pg_choose(const Config *c, const RecoverOptions *o, RecoverPgChoice 
         } else {
                 _cleanup_free_ char *w = format_iso8601(ch.wal_usec), *d = format_iso8601(ch.dump_usec);
                 ch.physical = ch.wal_usec > ch.dump_usec;
-                ch.reason = xasprintf("%s: the stored WAL reaches %s, dump %s started %s",
-                                      ch.physical ? "physical is newer" : "the dump is newer", w, ch.dump_id,
-                                      d);
+                ch.reason =
+                        xasprintf("%s: the stored WAL reaches %s, dump %s started %s",
+                                  ch.physical ? "physical is newer" : "the dump is newer", w, ch.dump_id, d);
         }
         *ret = ch;
         return 0;
 }
 
-int recover_pg_plan(const Config *c, const RecoverOptions *o, FILE *out) {
+int recover_pg_plan(const Config *c, const char *from, FILE *out) {
         _cleanup_(recover_pg_choice_done) RecoverPgChoice ch = {};
         char size[FORMAT_BYTES_MAX];
         int r;
 
-        r = recover_pg_choose(c, o, &ch);
+        r = recover_pg_choose(c, from, &ch);
         if (r < 0) {
                 fprintf(out, "postgres   cannot: %s\n", err_message() ?: strerror(-r));
                 return r;
@@ -206,7 +209,8 @@ int recover_pg_plan(const Config *c, const RecoverOptions *o, FILE *out) {
         }
         _cleanup_free_ char *w = format_iso8601(ch.wal_usec);
         fprintf(out, "postgres   physical (%s)\n", ch.reason);
-        fprintf(out, "           restore base backup %s (%s stored) and the WAL up to %s (stored %s) into %s\n",
+        fprintf(out,
+                "           restore base backup %s (%s stored) and the WAL up to %s (stored %s) into %s\n",
                 ch.base_id, format_bytes(ch.base_bytes, size, sizeof size), strna(ch.wal_newest), w,
                 c->postgres.data_directory);
         if (!isempty(c->postgres.workload))
@@ -239,7 +243,8 @@ static int workload_parse(const char *s, Workload *ret) {
                                s);
         for (size_t i = 0; i < 3; i += 2)
                 for (const char *p = parts[i]; *p; p++)
-                        if (!(islower((unsigned char) *p) || isdigit((unsigned char) *p) || strchr("-.", *p)))
+                        if (!(islower((unsigned char) *p) || isdigit((unsigned char) *p) ||
+                              strchr("-.", *p)))
                                 return err_set(-EINVAL, EX_CONFIG,
                                                "[postgres] workload = %s: \"%s\" is no Kubernetes name", s,
                                                parts[i]);
@@ -269,8 +274,8 @@ static int workload_client(const Config *c, KubeClient **ret) {
 
 /* Sets the workload's replicas; *ret_old: what they were. */
 static int workload_scale(KubeClient *k, const Workload *w, int64_t replicas, int64_t *ret_old) {
-        _cleanup_free_ char *path = xasprintf("/apis/apps/v1/namespaces/%s/%s/%s/scale", w->ns, w->resource,
-                                              w->name);
+        _cleanup_free_ char *path =
+                xasprintf("/apis/apps/v1/namespaces/%s/%s/%s/scale", w->ns, w->resource, w->name);
         _cleanup_(kube_reply_done) KubeReply get = {}, put = {};
         json_object *spec, *v, *body;
         int r;
@@ -287,7 +292,8 @@ static int workload_scale(KubeClient *k, const Workload *w, int64_t replicas, in
         if (*ret_old == replicas)
                 return 0;
         body = json_object_get(get.json);
-        if (!json_object_object_get_ex(body, "spec", &spec) || !json_object_is_type(spec, json_type_object)) {
+        if (!json_object_object_get_ex(body, "spec", &spec) ||
+            !json_object_is_type(spec, json_type_object)) {
                 spec = json_object_new_object();
                 json_object_object_add(body, "spec", spec);
         }
@@ -317,17 +323,19 @@ static int wait_server_gone(const char *datadir, bool waiting) {
 
         while (access(pid, F_OK) >= 0) {
                 if (!waiting)
-                        return err_set(-EBUSY, EX_TEMPFAIL,
-                                       "PostgreSQL runs on %s (its postmaster.pid is there): stop it, or set "
-                                       "[postgres] workload so that recover scales it to 0, then rerun",
-                                       datadir);
+                        return err_set(
+                                -EBUSY, EX_TEMPFAIL,
+                                "PostgreSQL runs on %s (its postmaster.pid is there): stop it, or set "
+                                "[postgres] workload so that recover scales it to 0, then rerun",
+                                datadir);
                 if (job_cancel_requested)
                         return err_set(-ECANCELED, EX_TEMPFAIL, "recovery was cancelled");
                 if (now_usec(CLOCK_MONOTONIC) >= deadline)
-                        return err_set(-ETIMEDOUT, EX_TEMPFAIL,
-                                       "the server of %s did not stop within %" PRIu64
-                                       " s of its workload being scaled to 0 (postmaster.pid is still there)",
-                                       datadir, RECOVER_PG_STOP_TIMEOUT_USEC / USEC_PER_SEC);
+                        return err_set(
+                                -ETIMEDOUT, EX_TEMPFAIL,
+                                "the server of %s did not stop within %" PRIu64
+                                " s of its workload being scaled to 0 (postmaster.pid is still there)",
+                                datadir, RECOVER_PG_STOP_TIMEOUT_USEC / USEC_PER_SEC);
                 (void) usleep(500 * 1000);
         }
         return 0;
@@ -371,8 +379,7 @@ static int move_aside(const char *datadir, char **ret_aside) {
         return 0;
 }
 
-static int physical_run(const Config *c, const RecoverPgChoice *ch, RecoverOutcome *ret_outcome,
-                        char **ret_note) {
+static int physical_run(const Config *c, const RecoverPgChoice *ch, bool *ret_skipped, char **ret_note) {
         const char *datadir = c->postgres.data_directory;
         _cleanup_free_ char *stamp = stamp_path(c, "physical"), *done = NULL, *want = NULL,
                             *replicas_path = stamp_path(c, "replicas"), *saved = NULL, *aside = NULL,
@@ -387,7 +394,7 @@ static int physical_run(const Config *c, const RecoverPgChoice *ch, RecoverOutco
         want = xasprintf("%s %s\n", ch->base_id, datadir);
         if (read_file_string(stamp, 4096, &done) >= 0 && streq(done, want) && access(version, F_OK) >= 0 &&
             access(signal_path, F_OK) < 0) {
-                *ret_outcome = RECOVER_SKIPPED;
+                *ret_skipped = true;
                 *ret_note = xasprintf("%s holds base backup %s recovered already", datadir, ch->base_id);
                 return 0;
         }
@@ -426,7 +433,8 @@ static int physical_run(const Config *c, const RecoverPgChoice *ch, RecoverOutco
         if (!mkdtemp(sockdir))
                 return err_set(-errno, EX_CANTCREAT, "cannot create a directory in /tmp: %m");
         if (chown(sockdir, st.st_uid, st.st_gid) < 0) {
-                r = err_set(-errno, EX_CANTCREAT, "cannot hand %s to uid %u: %m", sockdir, (unsigned) st.st_uid);
+                r = err_set(-errno, EX_CANTCREAT, "cannot hand %s to uid %u: %m", sockdir,
+                            (unsigned) st.st_uid);
                 (void) rmdir(sockdir);
                 return r;
         }
@@ -451,24 +459,23 @@ static int physical_run(const Config *c, const RecoverPgChoice *ch, RecoverOutco
                         return r;
                 (void) unlink(replicas_path);
         }
-        *ret_outcome = RECOVER_DONE;
+        *ret_skipped = false;
         *ret_note = xasprintf("restored base backup %s and the WAL up to %s into %s%s%s%s%s", ch->base_id,
                               strna(ch->wal_newest), datadir, aside ? " (the old content is in " : "",
-                              strempty(aside), aside ? ")" : "",
-                              k ? "; the workload is scaled back" : "");
+                              strempty(aside), aside ? ")" : "", k ? "; the workload is scaled back" : "");
         return 0;
 }
 
-int recover_pg_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome, char **ret_note) {
+int recover_pg_run(const Config *c, const char *from, bool *ret_skipped, char **ret_note) {
         _cleanup_(recover_pg_choice_done) RecoverPgChoice ch = {};
         int r;
 
-        r = recover_pg_choose(c, o, &ch);
+        r = recover_pg_choose(c, from, &ch);
         if (r < 0)
                 return r;
         log_info("PostgreSQL: the %s path (%s).", ch.physical ? "physical" : "logical", ch.reason);
         if (!ch.physical)
                 return 0;
-        r = physical_run(c, &ch, ret_outcome, ret_note);
+        r = physical_run(c, &ch, ret_skipped, ret_note);
         return r < 0 ? r : 1;
 }

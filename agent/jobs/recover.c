@@ -160,7 +160,7 @@ static int postgres_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                 return 0;
         }
         /* Physical (base backup + WAL) or logical (the dump, below), whichever is newer. */
-        r = recover_pg_plan(c, o, out);
+        r = recover_pg_plan(c, o->postgres_from, out);
         if (r != 0)
                 return r < 0 ? r : 0;
         r = backup_source_open(c, "postgres", &src);
@@ -204,9 +204,12 @@ static int postgres_run(const Config *c, const RecoverOptions *o, RecoverOutcome
                 *ret_note = xstrdup("[postgres] is not configured");
                 return 0;
         }
-        r = recover_pg_run(c, o, ret_outcome, ret_note);
-        if (r != 0)
+        bool skipped;
+        r = recover_pg_run(c, o->postgres_from, &skipped, ret_note);
+        if (r != 0) {
+                *ret_outcome = skipped ? RECOVER_SKIPPED : RECOVER_DONE;
                 return r < 0 ? r : 0;
+        }
         r = backup_source_open(c, "postgres", &src);
         if (r < 0)
                 return r;

@@ -5,7 +5,6 @@
 
 #include "jobs/monitor.h"
 #include "jobs/wal-status.h"
-#include "jobs/wal.h"
 #include "log/log.h"
 #include "pg/replication.h"
 #include "sys/wal-state.h"
@@ -44,7 +43,7 @@ static void wal_status_write(const Config *c) {
 }
 
 void wal_status_update(const Config *c, const WalStatusUpdate *u, bool force) {
-        _cleanup_free_ char *lsn = u->stored_lsn ? pg_lsn_format(u->stored_lsn) : xstrdup("");
+        static uint64_t stored_lsn;
 
         set_str(&current.slot, u->slot);
         if (current.timeline != u->timeline) {
@@ -56,7 +55,12 @@ void wal_status_update(const Config *c, const WalStatusUpdate *u, bool force) {
                 current.lag_warning = u->lag_warning;
                 force = true;
         }
-        set_str(&current.stored_lsn, lsn);
+        /* Formatted only when it moved: this runs for every message of a busy server. */
+        if (u->stored_lsn != stored_lsn || !current.stored_lsn) {
+                _cleanup_free_ char *lsn = u->stored_lsn ? pg_lsn_format(u->stored_lsn) : xstrdup("");
+                stored_lsn = u->stored_lsn;
+                set_str(&current.stored_lsn, lsn);
+        }
         if (force || (dirty && now_usec(CLOCK_MONOTONIC) - last_write_usec >= USEC_PER_SEC))
                 wal_status_write(c);
 }
@@ -69,12 +73,12 @@ void wal_status_segment_stored(const char *segment, uint64_t bytes) {
                       "Stored WAL segment %s.", segment);
 }
 
-int wal_stream_run(const Config *c) {
-        _cleanup_(wal_state_done) WalState before = {};
-        uint64_t start_mono = now_usec(CLOCK_MONOTONIC);
-        char size[FORMAT_BYTES_MAX];
-        int r;
+static uint64_t start_mono;
 
+void wal_status_begin(const Config *c) {
+        _cleanup_(wal_state_done) WalState before = {};
+
+        start_mono = now_usec(CLOCK_MONOTONIC);
         /* What the last run stored stays visible until this one stores a segment. */
         if (wal_state_read(c->agent.state_dir, &before) < 0)
                 err_clear();
@@ -90,27 +94,26 @@ int wal_stream_run(const Config *c) {
         wal_status_write(c);
         log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_STARTED, WAL_STATE_NAME, NULL, UINT64_MAX, UINT64_MAX,
                       "WAL stream started (slot %s).", current.slot);
+}
 
-        r = wal_stream(c);
+void wal_status_end(const Config *c, int r) {
+        ERR_KEEP_SCOPE();
+        uint64_t bytes = current.segments * PG_WAL_SEGMENT_DEFAULT,
+                 duration = now_usec(CLOCK_MONOTONIC) - start_mono;
+        char size[FORMAT_BYTES_MAX];
 
-        {
-                ERR_KEEP_SCOPE();
-                uint64_t bytes = current.segments * PG_WAL_SEGMENT_DEFAULT,
-                         duration = now_usec(CLOCK_MONOTONIC) - start_mono;
-
-                set_str(&current.state, r < 0 ? "failed" : "stopped");
-                set_str(&current.last_error, r < 0 ? err_message() ?: strerror(-r) : "");
-                current.pid = 0;
-                wal_status_write(c);
-                if (r < 0)
-                        log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, WAL_STATE_NAME, NULL, bytes,
-                                      duration, "WAL stream failed: %s", current.last_error);
-                else
-                        log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, WAL_STATE_NAME,
-                                      current.last_segment[0] ? current.last_segment : NULL, bytes, duration,
-                                      "WAL stream stopped: %" PRIu64 " segment(s) (%s) stored in %.1f s.",
-                                      current.segments, format_bytes(bytes, size, sizeof size),
-                                      (double) duration / USEC_PER_SEC);
-        }
-        return r;
+        set_str(&current.state, r < 0 ? "failed" : "stopped");
+        set_str(&current.last_error, r < 0 ? err_message() ?: strerror(-r) : "");
+        current.pid = 0;
+        wal_status_write(c);
+        if (r < 0)
+                log_job_event(LOG_ERR, SKYFORGE_MESSAGE_JOB_FAILED, WAL_STATE_NAME, NULL, bytes, duration,
+                              "WAL stream failed: %s", current.last_error);
+        else
+                log_job_event(LOG_INFO, SKYFORGE_MESSAGE_JOB_SUCCEEDED, WAL_STATE_NAME,
+                              isempty(current.last_segment) ? NULL : current.last_segment, bytes, duration,
+                              "WAL stream stopped: %" PRIu64 " segment(s) (%s) stored in %.1f s.",
+                              current.segments, format_bytes(bytes, size, sizeof size),
+                              (double) duration / USEC_PER_SEC);
+        wal_state_done(&current);
 }

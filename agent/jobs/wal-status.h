@@ -8,9 +8,10 @@
 /* What the WAL stream tells the operator besides its log lines: the state file (sys/wal-state.h) that
  * `status`, the metrics and the D-Bus daemon read, and the journal events of job "wal-stream". */
 
-/* Runs wal_stream() between a "started" and a "stopped" or "failed" record (state file, journal event,
- * metrics). */
-int wal_stream_run(const Config *c);
+/* Around wal_stream() (jobs/wal.h): the "started" record (state file, journal event, metrics) before it,
+ * and the "stopped" or "failed" one with its result r after it. */
+void wal_status_begin(const Config *c);
+void wal_status_end(const Config *c, int r);
 
 /* What the stream knows now (jobs/wal.c passes it in). */
 typedef struct WalStatusUpdate {

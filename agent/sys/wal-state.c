@@ -40,8 +40,11 @@ int wal_state_read(const char *state_dir, WalState *ret) {
 
         r = read_file_string(path, 1 << 16, &text);
         if (r == -ENOENT) {
-                *ret = (WalState){ .state = xstrdup(""), .slot = xstrdup(""), .last_segment = xstrdup(""),
-                                   .stored_lsn = xstrdup(""), .last_error = xstrdup("") };
+                *ret = (WalState){ .state = xstrdup(""),
+                                   .slot = xstrdup(""),
+                                   .last_segment = xstrdup(""),
+                                   .stored_lsn = xstrdup(""),
+                                   .last_error = xstrdup("") };
                 return 0;
         }
         if (r < 0)
@@ -49,7 +52,8 @@ int wal_state_read(const char *state_dir, WalState *ret) {
         o = json_tokener_parse(text);
         if (!o || !json_object_is_type(o, json_type_object)) {
                 json_object_put(o);
-                return err_setf(-EBADMSG, "the WAL stream's state %s is not a JSON object; remove it to reset it",
+                return err_setf(-EBADMSG,
+                                "the WAL stream's state %s is not a JSON object; remove it to reset it",
                                 path);
         }
         *ret = (WalState){
@@ -96,8 +100,8 @@ int wal_state_write(const char *state_dir, const WalState *s) {
                 r = write_file_atomic(path, text, strlen(text), 0644);
         json_object_put(o);
         if (r < 0)
-                return err_setf(r, "cannot write the WAL stream's state %s: %s (is state_dir writable?)", path,
-                                strerror(-r));
+                return err_setf(r, "cannot write the WAL stream's state %s: %s (is state_dir writable?)",
+                                path, strerror(-r));
         return 0;
 }
 
@@ -109,8 +113,9 @@ void wal_state_fix_stale(WalState *s) {
         free(s->state);
         s->state = xstrdup("failed");
         free(s->last_error);
-        s->last_error = xasprintf("the stream process (PID %" PRIu64 ") ended without recording it (killed?); "
-                                  "see journalctl -u skyforge-wal",
-                                  s->pid);
+        s->last_error =
+                xasprintf("the stream process (PID %" PRIu64 ") ended without recording it (killed?); "
+                          "see journalctl -u skyforge-wal",
+                          s->pid);
         s->pid = 0;
 }

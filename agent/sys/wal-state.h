@@ -11,16 +11,16 @@
 #define WAL_STATE_NAME "wal-stream"
 
 typedef struct WalState {
-        char *state;          /* "running", "stopped" (SIGTERM), "failed"; "" when it never ran */
-        uint64_t pid;         /* of the stream while running */
+        char *state; /* "running", "stopped" (SIGTERM), "failed"; "" when it never ran */
+        uint64_t pid; /* of the stream while running */
         char *slot;
         uint32_t timeline;
-        char *last_segment;   /* the newest complete segment stored ("" before the first) */
+        char *last_segment; /* the newest complete segment stored ("" before the first) */
         uint64_t last_segment_usec; /* when it was stored (CLOCK_REALTIME) */
-        uint64_t lag_bytes;   /* WAL the slot holds on the server: its end of WAL minus what is stored */
-        bool lag_warning;     /* lag_bytes is over wal_warn_bytes */
-        char *stored_lsn;     /* everything before it is committed in the store */
-        uint64_t segments;    /* stored since the stream started */
+        uint64_t lag_bytes; /* WAL the slot holds on the server: its end of WAL minus what is stored */
+        bool lag_warning; /* lag_bytes is over wal_warn_bytes */
+        char *stored_lsn; /* everything before it is committed in the store */
+        uint64_t segments; /* stored since the stream started */
         uint64_t started_usec;
         uint64_t updated_usec;
         char *last_error;

@@ -92,8 +92,14 @@ static void test_changed_properties(void **state) {
         assert_string_equal(props[2], "LastWalUSec");
         assert_null(props[3]);
         /* Everything at once fits the array. */
-        WalState c = { .state = "failed", .slot = "x", .timeline = 2, .last_segment = "C", .last_segment_usec = 1,
-                       .lag_bytes = 1, .lag_warning = true, .last_error = "boom" };
+        WalState c = { .state = "failed",
+                       .slot = "x",
+                       .timeline = 2,
+                       .last_segment = "C",
+                       .last_segment_usec = 1,
+                       .lag_bytes = 1,
+                       .lag_warning = true,
+                       .last_error = "boom" };
         WalState empty = {};
         assert_int_equal(bus_wal_changed_properties(&empty, &c, props), BUS_WAL_PROPERTIES_MAX);
         assert_true(bus_wal_is_state_file("wal-stream.json"));
@@ -105,8 +111,8 @@ static void test_format_age(void **state) {
         struct {
                 uint64_t sec;
                 const char *want;
-        } cases[] = { { 0, "0 s" },          { 119, "119 s" },      { 120, "2 min" },
-                      { 7199, "119 min" },   { 7200, "2 h" },       { 48 * 3600 - 1, "47 h" },
+        } cases[] = { { 0, "0 s" },           { 119, "119 s" }, { 120, "2 min" },
+                      { 7199, "119 min" },    { 7200, "2 h" },  { 48 * 3600 - 1, "47 h" },
                       { 48 * 3600, "2 days" } };
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
