@@ -20,6 +20,7 @@ static void daemon_done(Daemon *d) {
         bus_backups_stop_all(&d->backups);
         for (size_t i = 0; i < BUS_N_JOBS; i++)
                 bus_job_done(&d->jobs[i]);
+        bus_wal_done(&d->wal);
         sd_event_source_disable_unref(d->inotify_source);
         sd_bus_flush_close_unref(d->ctx.bus);
         sd_event_unref(d->ctx.event);
@@ -43,10 +44,13 @@ static int on_state_dir_event(sd_event_source *s, const struct inotify_event *ev
                 /* Events were lost: read every job again. */
                 for (size_t i = 0; i < BUS_N_JOBS; i++)
                         (void) bus_job_reload(&d->jobs[i], true);
+                (void) bus_wal_reload(&d->wal, true);
                 return 0;
         }
         if (ev->len == 0)
                 return 0;
+        if (bus_wal_is_state_file(ev->name))
+                return bus_wal_reload(&d->wal, true), 0;
         /* Only <job>.json counts: the writer's temporary files show up here too and are renamed over it. */
         suffix = endswith(ev->name, ".json");
         if (!suffix)
@@ -76,6 +80,8 @@ static int daemon_init(Daemon *d, const char *state_dir) {
                         return err_setf(r, "cannot build the object path of job %s: %m", j->name);
         }
 
+        d->wal = (BusWal){ .ctx = &d->ctx };
+
         r = mkdir_p(state_dir, 0755);
         if (r < 0)
                 return err_setf(r, "cannot create the state directory %s: %m (set [agent] state_dir)",
@@ -94,6 +100,7 @@ static int daemon_init(Daemon *d, const char *state_dir) {
         /* Read after the watch is in place, so a write in between is not missed. */
         for (size_t i = 0; i < BUS_N_JOBS; i++)
                 (void) bus_job_reload(&d->jobs[i], false);
+        (void) bus_wal_reload(&d->wal, false);
 
         r = sd_event_add_signal(d->ctx.event, NULL, SIGTERM, NULL, NULL);
         if (r >= 0)
@@ -123,6 +130,9 @@ static int daemon_connect(Daemon *d) {
                 if (r < 0)
                         return err_setf(r, "cannot export %s: %m", d->jobs[i].path);
         }
+        r = sd_bus_add_object_vtable(d->ctx.bus, NULL, BUS_WAL_PATH, BUS_WAL_INTERFACE, bus_wal_vtable, &d->wal);
+        if (r < 0)
+                return err_setf(r, "cannot export %s: %m", BUS_WAL_PATH);
         r = sd_bus_attach_event(d->ctx.bus, d->ctx.event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return err_setf(r, "cannot attach the bus to the event loop: %m");

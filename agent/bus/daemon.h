@@ -7,12 +7,14 @@
 #include "bus/backups.h"
 #include "bus/context.h"
 #include "bus/job.h"
+#include "bus/wal.h"
 
 typedef struct Daemon {
         BusContext ctx;
         BusBackups backups;
         sd_event_source *inotify_source;
         BusJob jobs[BUS_N_JOBS];
+        BusWal wal;
 } Daemon;
 
 BusJob *daemon_find_job(Daemon *d, const char *name);

@@ -20,7 +20,7 @@ static int run_list(CliContext *ctx, int argc, char *argv[]) {
         if (optind < argc) {
                 only = argv[optind];
                 if (!strv_contains((char **) job_listable, only)) {
-                        fprintf(stderr, "skyforge-agent list: \"%s\" has no backups to list (postgres, config, volumes).\n", only);
+                        fprintf(stderr, "skyforge-agent list: \"%s\" has no backups to list (postgres, config, volumes, basebackup).\n", only);
                         return EX_USAGE;
                 }
         }

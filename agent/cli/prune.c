@@ -11,7 +11,7 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
                                                  { "json", no_argument, NULL, 'j' },
                                                  {} };
         _cleanup_(config_freep) Config *c = NULL;
-        const char *jobs[] = { "postgres", "config", "volumes", NULL };
+        const char *jobs[] = { "postgres", "config", "volumes", "basebackup", NULL };
         const char *only = NULL;
         json_object *results = NULL;
         bool dry_run = false, json = false;
@@ -26,8 +26,9 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
                         return EX_USAGE;
         if (optind < argc) {
                 only = argv[optind];
-                if (!streq(only, "postgres") && !streq(only, "config") && !streq(only, "volumes")) {
-                        fprintf(stderr, "skyforge-agent prune: \"%s\" has no retention (postgres, config, volumes).\n", only);
+                if (!strv_contains((char **) jobs, only)) {
+                        fprintf(stderr, "skyforge-agent prune: \"%s\" has no retention (postgres, config, volumes, "
+                                "basebackup).\n", only);
                         return EX_USAGE;
                 }
         }
@@ -39,9 +40,14 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
         for (size_t i = 0; jobs[i]; i++) {
                 _cleanup_(prune_result_done) PruneResult res = {};
 
-                if (only ? !streq(only, jobs[i]) : !config_job_configured(c, jobs[i]))
+                /* Base backups go with [postgres] (beside its dumps). */
+                if (only ? !streq(only, jobs[i])
+                         : !config_job_configured(c, streq(jobs[i], "basebackup") ? "postgres" : jobs[i]))
                         continue;
                 r = job_prune_result(c, jobs[i], dry_run, &res);
+                /* Most nodes have no base backups: nothing to say about them then. */
+                if (!only && streq(jobs[i], "basebackup") && r >= 0 && res.n_decisions == 0 && strv_isempty(res.more))
+                        continue;
                 if (json)
                         json_object_array_add(results, prune_result_to_json(&res));
                 else

@@ -135,6 +135,7 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                 { "manifests-dir", required_argument, NULL, 'M' },
                 { "overlay", required_argument, NULL, 'O' },
                 { "health-timeout", required_argument, NULL, 'T' },
+                { "postgres-from", required_argument, NULL, 'F' },
                 { "json", no_argument, NULL, 'j' },
                 {},
         };
@@ -170,6 +171,16 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                         /* optarg points into our argv: a password in it is blanked there. */
                         free(postgres_to);
                         ro.postgres_to = postgres_to = postgres_conninfo_from_argv(optarg);
+                        break;
+                case 'F':
+                        if (!strv_contains((char **) (const char *const[]){ "auto", "logical", "physical", NULL },
+                                           optarg)) {
+                                fprintf(stderr, "skyforge-agent recover: --postgres-from takes logical, physical "
+                                                "or auto, not \"%s\".\n",
+                                        optarg);
+                                return EX_USAGE;
+                        }
+                        ro.postgres_from = optarg;
                         break;
                 case 'M':
                         ro.manifests_dir = optarg;
@@ -252,7 +263,7 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
 const Verb verb_recover = {
         .name = "recover",
         .args = "[--plan] [--step NAME] [--postgres-to CONNINFO] [--manifests-dir DIR] [--overlay PATH] "
-                "[--health-timeout SEC] [--json]",
+                "[--health-timeout SEC] [--postgres-from logical|physical|auto] [--json]",
         .summary = "Rebuild a node from its backups, step by step.",
         .help = "Steps, in order: minio (the [mirror] buckets back from offsite), postgres (the\n"
                 "newest dump that verifies, from the [postgres] destination or, when that is empty, from\n"
@@ -270,6 +281,9 @@ const Verb verb_recover = {
                 "  --overlay PATH          kustomize overlay inside DIR/manifests (default\n"
                 "                          " RECOVER_DEFAULT_OVERLAY ")\n"
                 "  --health-timeout SEC    poll [agent] healthz_url this long for HTTP 200 (default 300)\n"
+                "  --postgres-from WHICH   logical (the dump), physical (the newest complete base backup\n"
+                "                          + WAL into [postgres] data_directory) or auto (default: the\n"
+                "                          one that reaches the later moment; --plan says which and why)\n"
                 "  --json                  print one JSON object: result, error, exit_code, and per step\n"
                 "                          its outcome and note, or with --plan its plan lines\n",
         .run = run_recover,

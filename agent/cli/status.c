@@ -6,6 +6,7 @@
 #include <systemd/sd-bus.h>
 
 #include "cli/cli.h"
+#include "cli/status-wal.h"
 #include "jobs/job.h"
 #include "jobs/lease-guard.h"
 #include "log/log.h"
@@ -138,6 +139,13 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
                                streq(st.state, "running") ? st.progress_text : st.last_error);
                 }
         }
+        /* The WAL stream, once it ran here: not a job with a timer, but watched like one. */
+        if (json) {
+                json_object *w = status_wal_json(c);
+                if (w)
+                        json_object_array_add(arr, w);
+        } else
+                status_wal_print(c, stdout);
         if (json) {
                 puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(arr);

@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "jobs/job.h"
 #include "jobs/wal.h"
+#include "jobs/wal-status.h"
 #include "log/log.h"
 #include "sys/process.h"
 
@@ -25,7 +26,9 @@ static int run_wal_stream(CliContext *ctx, int argc, char *argv[]) {
                 return r;
         job_install_signal_handlers();
         child_cancel_flag = &job_cancel_requested;
+        wal_status_begin(c);
         r = wal_stream(c);
+        wal_status_end(c, r);
         if (r < 0)
                 return cli_fail(r, "wal-stream failed");
         return 0;

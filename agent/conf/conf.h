@@ -54,6 +54,8 @@ typedef struct PostgresConfig {
         char *wal_destination;   /* NULL: "wal/" beside the dumps in destination */
         uint64_t wal_flush_usec; /* how often the partial segment is uploaded (the RPO) */
         uint64_t wal_warn_bytes; /* WAL the slot retains before wal-stream warns */
+        char *data_directory;    /* the server's data directory on this node: recover's physical path */
+        char *workload;          /* NAMESPACE/deployment|statefulset/NAME running the server, or NULL */
 } PostgresConfig;
 
 typedef struct MirrorConfig {

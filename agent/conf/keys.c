@@ -84,6 +84,12 @@ const ConfKey conf_keys[] = {
           .help = "the partial WAL segment is uploaded this often (the recovery point objective)" },
         { CONF_SECTION_POSTGRES, "wal_warn_bytes", CONF_SIZE, P(wal_warn_bytes), 16 * MIB, UINT64_C(1) << 50,
           .def = "4GiB", .help = "warn when the replication slot retains more WAL than this" },
+        { CONF_SECTION_POSTGRES, "data_directory", CONF_ABS_PATH, P(data_directory),
+          .help = "the server's PGDATA on this node (its volume's directory): recover may restore a base "
+                  "backup + WAL there" },
+        { CONF_SECTION_POSTGRES, "workload", CONF_STRING, P(workload),
+          .help = "NAMESPACE/deployment/NAME or NAMESPACE/statefulset/NAME: scaled to 0 while recover "
+                  "restores data_directory" },
 
         { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio",
           .flags = CONF_F_OR_PATH | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY,

@@ -40,8 +40,9 @@ typedef struct JobDefinition {
         /* Writes the data objects and records them (and job details) in m; never writes the manifest. */
         int (*backup)(JobContext *ctx, Manifest *m);
         /* Optional: retention beyond the job's backups, after them (basebackup: the WAL that no kept base
-         * backup needs). Returns the number of objects (to be) deleted. */
-        int (*prune_more)(const Config *c, Store *s, bool dry_run, FILE *out);
+         * backup needs). oldest_kept: the oldest of the job's backups that retention keeps (also with
+         * dry_run), NULL when none. Returns the number of objects (to be) deleted. */
+        int (*prune_more)(const Config *c, Store *s, const Manifest *oldest_kept, bool dry_run, FILE *out);
         /* Optional: verify's checks beyond the backup's objects (basebackup: the WAL chain after it).
          * Appends each problem; returns their number. */
         int (*verify_more)(const Config *c, const Manifest *m, char ***problems);

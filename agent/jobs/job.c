@@ -455,7 +455,11 @@ static int job_prune_store_result(const Config *c, const char *job, Store *s, bo
                 FILE *f = open_memstream(&text, &len);
                 if (!f)
                         return -ENOMEM;
-                r = job_find(job)->prune_more(c, s, dry_run, f);
+                const Manifest *oldest_kept = NULL;
+                for (size_t i = 0; i < n_mine; i++) /* newest first */
+                        if (!items[i].remove)
+                                oldest_kept = mine[i];
+                r = job_find(job)->prune_more(c, s, oldest_kept, dry_run, f);
                 fclose(f);
                 res->more = strv_split(strempty(text), "\n");
                 if (r < 0)

@@ -86,7 +86,7 @@ void prune_result_print(const PruneResult *res, FILE *out);
  * foreign_objects_left}], damaged: [{id, error}]} (skyforge-agent(8), prune --json). */
 struct json_object *prune_result_to_json(const PruneResult *res);
 
-/* Jobs that keep backups with manifests (NULL-terminated: postgres, config). */
+/* Jobs that keep backups with manifests (NULL-terminated: postgres, config, volumes, basebackup). */
 extern const char *const job_listable[];
 /* The backups of every such job (only: just that one), newest first: what `list` shows. The config job
  * is left out unless configured or asked for. */

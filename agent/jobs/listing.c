@@ -3,13 +3,26 @@
 #include "jobs/job.h"
 #include "log/log.h"
 
-/* Jobs that leave backups with manifests (mirror copies buckets, it has none). */
-const char *const job_listable[] = { "postgres", "config", "volumes", NULL };
+/* Jobs that leave backups with manifests (mirror copies buckets, it has none). Base backups sit beside the
+ * dumps, in the postgres destination. */
+const char *const job_listable[] = { "postgres", "config", "volumes", "basebackup", NULL };
 
 static int manifest_cmp_newest_first(const void *a, const void *b) {
         const Manifest *x = *(Manifest *const *) a, *y = *(Manifest *const *) b;
         int c = strcmp(y->id, x->id);
         return c != 0 ? c : strcmp(x->job, y->job);
+}
+
+/* Drops the backups of jobs other than those named (another job's manifests in a shared location). */
+static void backup_list_keep_jobs(BackupList *l, const char *const *jobs) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < l->n; i++)
+                if (strv_contains((char **) jobs, l->items[i]->job))
+                        l->items[n++] = l->items[i];
+                else
+                        manifest_free(l->items[i]);
+        l->n = n;
 }
 
 int job_list_backups(const Config *c, const char *only, BackupList *ret) {
@@ -28,12 +41,18 @@ int job_list_backups(const Config *c, const char *only, BackupList *ret) {
                         continue;
                 if (!only && streq(job_listable[i], "volumes") && !c->volumes.present)
                         continue;
+                /* Listed together with the dumps below: one pass over the manifests of that location. */
+                if (!only && streq(job_listable[i], "basebackup"))
+                        continue;
                 dest = config_job_destination(c, job_listable[i]);
                 r = store_open_location(c, dest, &s);
                 if (r >= 0)
-                        r = backup_list_load(s, job_listable[i], &l);
+                        r = backup_list_load(s, only || !streq(job_listable[i], "postgres") ? job_listable[i] : NULL,
+                                             &l);
                 if (r < 0)
                         return r;
+                if (!only && streq(job_listable[i], "postgres"))
+                        backup_list_keep_jobs(&l, (const char *const[]){ "postgres", "basebackup", NULL });
                 all.items = xrealloc(all.items, (all.n + l.n + 1) * sizeof *all.items);
                 memcpy(all.items + all.n, l.items, l.n * sizeof *l.items);
                 all.n += l.n;

@@ -6,6 +6,7 @@
 
 #include "jobs/context.h"
 #include "jobs/monitor.h"
+#include "sys/wal-state.h"
 #include "log/log.h"
 
 #define PING_TIMEOUT_MS 10000L
@@ -112,6 +113,33 @@ static double metric_value(const JobState *s, size_t i) {
         }
 }
 
+/* The WAL stream's gauges, once it has run on this node (sys/wal-state.h). */
+static void job_monitor_wal_metrics(const char *state_dir, FILE *f) {
+        _cleanup_(wal_state_done) WalState w = {};
+
+        if (wal_state_read(state_dir, &w) < 0 || isempty(w.state)) {
+                err_clear();
+                return;
+        }
+        wal_state_fix_stale(&w);
+        fprintf(f,
+                "# HELP skyforge_wal_stream_up 1 while the WAL stream (skyforge-wal.service) runs.\n"
+                "# TYPE skyforge_wal_stream_up gauge\nskyforge_wal_stream_up %d\n"
+                "# HELP skyforge_wal_lag_bytes WAL the replication slot holds on the server that is not "
+                "stored yet.\n"
+                "# TYPE skyforge_wal_lag_bytes gauge\nskyforge_wal_lag_bytes %" PRIu64 "\n"
+                "# HELP skyforge_wal_lag_warning 1 while the slot holds more than wal_warn_bytes.\n"
+                "# TYPE skyforge_wal_lag_warning gauge\nskyforge_wal_lag_warning %d\n",
+                streq(w.state, "running") ? 1 : 0, w.lag_bytes, w.lag_warning ? 1 : 0);
+        if (w.last_segment_usec > 0)
+                fprintf(f,
+                        "# HELP skyforge_wal_last_segment_timestamp_seconds When the newest complete WAL "
+                        "segment was stored (Unix time).\n"
+                        "# TYPE skyforge_wal_last_segment_timestamp_seconds gauge\n"
+                        "skyforge_wal_last_segment_timestamp_seconds %.17g\n",
+                        (double) w.last_segment_usec / USEC_PER_SEC);
+}
+
 char *job_monitor_metrics_text(const char *state_dir) {
         JobState states[8] = {};
         size_t n = 0, len = 0;
@@ -138,6 +166,7 @@ char *job_monitor_metrics_text(const char *state_dir) {
                         fprintf(f, "%s{job=\"%s\"} %.17g\n", metrics[m].name, states[i].job,
                                 metric_value(&states[i], m));
         }
+        job_monitor_wal_metrics(state_dir, f);
         fclose(f);
         for (size_t i = 0; i < n; i++)
                 job_state_done(&states[i]);

@@ -426,7 +426,92 @@ static bool cluster_in_production(const char *datadir) {
 /* pg_ctl start as the owner of the data directory, then wait until recovery has ended: PostgreSQL removes
  * recovery.signal when it promotes, and marks the control file "in production" once the promotion is done.
  * The server stopping meanwhile (a target that the WAL never reaches) is an error with its log. */
-static int start_and_wait(const Config *c, const Manifest *m, const char *datadir, uid_t uid) {
+/* The start of a command line that runs as uid (the owner of datadir) when we are root: runuser for a user
+ * with a name, setpriv for a bare uid (a container's postgres, 999 or 70, often has no name on the node). */
+static int as_owner_argv(const char *datadir, uid_t uid, gid_t gid, char ***ret) {
+        _cleanup_strv_free_ char **argv = xcalloc(1, sizeof(char *));
+
+        if (geteuid() == 0 && uid != 0) {
+                struct passwd *pw = getpwuid(uid);
+                _cleanup_free_ char *runuser = path_find_executable("runuser"),
+                                    *setpriv = path_find_executable("setpriv");
+                if (pw && runuser) {
+                        strv_push(&argv, xstrdup(runuser));
+                        strv_push(&argv, xstrdup("-u"));
+                        strv_push(&argv, xstrdup(pw->pw_name));
+                        strv_push(&argv, xstrdup("--"));
+                } else if (setpriv) {
+                        strv_push(&argv, xstrdup(setpriv));
+                        strv_push(&argv, xasprintf("--reuid=%u", (unsigned) uid));
+                        strv_push(&argv, xasprintf("--regid=%u", (unsigned) gid));
+                        strv_push(&argv, xstrdup("--clear-groups"));
+                        strv_push(&argv, xstrdup("--"));
+                } else
+                        return err_set(-ESRCH, EX_UNAVAILABLE,
+                                       "cannot start PostgreSQL as uid %u, the owner of %s "
+                                       "(no such user, or no runuser/setpriv)",
+                                       (unsigned) uid, datadir);
+        } else if (geteuid() == 0)
+                return err_set(-EPERM, EX_USAGE,
+                               "%s is owned by root and PostgreSQL does not run as root: chown it "
+                               "to the server's user (e.g. postgres) before restoring, or start it yourself",
+                               datadir);
+        *ret = TAKE_PTR(argv);
+        return 0;
+}
+
+/* pg_ctl stop -m fast as the owner, waiting (bounded) for the shutdown checkpoint. */
+static int stop_server(const char *pg_ctl, const char *datadir, uid_t uid, gid_t gid) {
+        _cleanup_(child_donep) Child child = {};
+        _cleanup_strv_free_ char **argv = NULL;
+        int r, status;
+
+        r = as_owner_argv(datadir, uid, gid, &argv);
+        if (r < 0)
+                return r;
+        strv_push(&argv, xstrdup(pg_ctl));
+        strv_push(&argv, xstrdup("-D"));
+        strv_push(&argv, xstrdup(datadir));
+        strv_push(&argv, xstrdup("-m"));
+        strv_push(&argv, xstrdup("fast"));
+        strv_push(&argv, xstrdup("-w"));
+        strv_push(&argv, xstrdup("-t"));
+        strv_push(&argv, xstrdup("3600"));
+        strv_push(&argv, xstrdup("stop"));
+        r = child_spawn(argv, NULL, 0, &child);
+        if (r < 0)
+                return r;
+        status = child_wait(&child);
+        if (status != 0) {
+                _cleanup_free_ char *tail = child_stderr_summary(&child);
+                return err_set(-EIO, EX_SOFTWARE, "pg_ctl stop of %s failed (exit status %d): %s", datadir,
+                               status, tail);
+        }
+        return 0;
+}
+
+/* Takes our block (restore_command, the target, --set lines) out of postgresql.auto.conf again, for a
+ * data directory that goes back to its own server once recovered. */
+static int strip_recovery_settings(const char *datadir) {
+        _cleanup_free_ char *conf = path_join(datadir, "postgresql.auto.conf"), *text = NULL;
+        char *mark;
+        int r;
+
+        r = read_file_string(conf, 1 << 20, &text);
+        if (r < 0)
+                return err_set(r, EX_IOERR, "cannot read %s: %s", conf, strerror(-r));
+        mark = strstr(text, "\n# Added by skyforge-agent restore postgres from base backup ");
+        if (!mark)
+                return 0;
+        mark[1] = 0;
+        r = write_file_atomic(conf, text, strlen(text), 0600);
+        if (r < 0)
+                return err_set(r, EX_IOERR, "cannot write %s: %s", conf, strerror(-r));
+        return 0;
+}
+
+static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest *m, const char *datadir,
+                          uid_t uid, gid_t gid) {
         _cleanup_(pg_client_done) PgClient pg_ctl = {};
         _cleanup_(child_donep) Child child = {};
         _cleanup_strv_free_ char **argv = NULL;
@@ -440,29 +525,18 @@ static int start_and_wait(const Config *c, const Manifest *m, const char *datadi
                            (int) (details_uint(m, "server_version_num") / 10000), &pg_ctl);
         if (r < 0)
                 return r;
-        argv = xcalloc(1, sizeof(char *));
-        if (geteuid() == 0 && uid != 0) {
-                struct passwd *pw = getpwuid(uid);
-                _cleanup_free_ char *runuser = path_find_executable("runuser");
-                if (!pw || !runuser)
-                        return err_set(-ESRCH, EX_UNAVAILABLE,
-                                       "cannot start PostgreSQL as uid %u, the owner of %s "
-                                       "(no such user, or no runuser)",
-                                       (unsigned) uid, datadir);
-                strv_push(&argv, xstrdup(runuser));
-                strv_push(&argv, xstrdup("-u"));
-                strv_push(&argv, xstrdup(pw->pw_name));
-                strv_push(&argv, xstrdup("--"));
-        } else if (geteuid() == 0)
-                return err_set(-EPERM, EX_USAGE,
-                               "%s is owned by root and PostgreSQL does not run as root: chown it "
-                               "to the server's user (e.g. postgres) before restoring, or start it yourself",
-                               datadir);
+        r = as_owner_argv(datadir, uid, gid, &argv);
+        if (r < 0)
+                return r;
         strv_push(&argv, xstrdup(pg_ctl.path));
         strv_push(&argv, xstrdup("-D"));
         strv_push(&argv, xstrdup(datadir));
         strv_push(&argv, xstrdup("-l"));
         strv_push(&argv, xstrdup(log));
+        if (o->server_options) {
+                strv_push(&argv, xstrdup("-o"));
+                strv_push(&argv, xstrdup(o->server_options));
+        }
         strv_push(&argv, xstrdup("-w"));
         strv_push(&argv, xstrdup("-t"));
         strv_push(&argv, xstrdup("3600"));
@@ -479,8 +553,15 @@ static int start_and_wait(const Config *c, const Manifest *m, const char *datadi
         log_info("PostgreSQL started on %s; waiting for the recovery to end.", datadir);
         deadline = now_usec(CLOCK_MONOTONIC) + PITR_START_TIMEOUT_USEC;
         for (;;) {
-                if (access(sig, F_OK) < 0 && errno == ENOENT && cluster_in_production(datadir))
-                        return 0;
+                if (access(sig, F_OK) < 0 && errno == ENOENT && cluster_in_production(datadir)) {
+                        if (!o->stop_after)
+                                return 0;
+                        log_info("Recovery of %s ended; stopping the server again.", datadir);
+                        r = stop_server(pg_ctl.path, datadir, uid, gid);
+                        if (r < 0)
+                                return r;
+                        return strip_recovery_settings(datadir);
+                }
                 if (access(pid, F_OK) < 0 && errno == ENOENT)
                         return err_set(-EIO, EX_SOFTWARE,
                                        "PostgreSQL stopped during the recovery of %s (a target "
@@ -576,5 +657,5 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
                                                         : "the target LSN");
         if (!o->start)
                 return 0;
-        return start_and_wait(c, m, o->datadir, uid);
+        return start_and_wait(c, o, m, o->datadir, uid, gid);
 }

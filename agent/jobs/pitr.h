@@ -24,6 +24,8 @@ typedef struct PitrOptions {
         bool start; /* pg_ctl start, then wait until recovery has finished */
         char **settings; /* "name=value" lines added to postgresql.auto.conf */
         const char *config_path; /* the agent configuration restore_command uses */
+        const char *server_options; /* with start: pg_ctl -o for that one start (e.g. no listening) */
+        bool stop_after; /* with start: once promoted, stop the server and take the recovery settings out */
 } PitrOptions;
 
 /* "2026-12-01 10:00:00+00", "2026-12-01T10:00:00.25Z", "2026-12-01 11:00:00+01:00" -> usec since the

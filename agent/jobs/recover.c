@@ -9,6 +9,7 @@
 #include "jobs/mirror.h"
 #include "jobs/postgres.h"
 #include "jobs/recover.h"
+#include "jobs/recover-pg.h"
 #include "log/log.h"
 #include "pg/pg.h"
 #include "store/objects.h"
@@ -158,6 +159,10 @@ static int postgres_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                 fprintf(out, "postgres   skip: [postgres] is not configured\n");
                 return 0;
         }
+        /* Physical (base backup + WAL) or logical (the dump, below), whichever is newer. */
+        r = recover_pg_plan(c, o->postgres_from, out);
+        if (r != 0)
+                return r < 0 ? r : 0;
         r = backup_source_open(c, "postgres", &src);
         if (r < 0) {
                 fprintf(out, "postgres   cannot: %s\n", err_message() ?: strerror(-r));
@@ -198,6 +203,12 @@ static int postgres_run(const Config *c, const RecoverOptions *o, RecoverOutcome
                 *ret_outcome = RECOVER_SKIPPED;
                 *ret_note = xstrdup("[postgres] is not configured");
                 return 0;
+        }
+        bool skipped;
+        r = recover_pg_run(c, o->postgres_from, &skipped, ret_note);
+        if (r != 0) {
+                *ret_outcome = skipped ? RECOVER_SKIPPED : RECOVER_DONE;
+                return r < 0 ? r : 0;
         }
         r = backup_source_open(c, "postgres", &src);
         if (r < 0)

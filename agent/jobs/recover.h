@@ -22,6 +22,7 @@ typedef struct RecoverOptions {
         const char *manifests_dir; /* NULL: <work_dir>/recover-manifests */
         const char *overlay;       /* inside manifests_dir; NULL: RECOVER_DEFAULT_OVERLAY */
         uint64_t health_timeout_usec; /* 0: RECOVER_DEFAULT_HEALTH_TIMEOUT_USEC */
+        const char *postgres_from; /* "logical", "physical"; NULL/"auto": the newer (jobs/recover-pg.h) */
 } RecoverOptions;
 
 typedef struct RecoverStep {

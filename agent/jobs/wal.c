@@ -13,6 +13,7 @@
 #include "jobs/context.h"
 #include "jobs/postgres-db.h"
 #include "jobs/wal.h"
+#include "jobs/wal-status.h"
 #include "log/log.h"
 #include "pg/pg.h"
 #include "pg/replication.h"
@@ -216,6 +217,17 @@ static void wal_check_lag(WalStreamer *s) {
         wal_notify_status(s);
 }
 
+/* The state file and metrics (jobs/wal-status.c): rate-limited there. */
+static void wal_record_status(WalStreamer *s, bool force) {
+        wal_status_update(s->config,
+                          &(WalStatusUpdate){ .slot = s->slot,
+                                              .timeline = s->tli,
+                                              .lag_bytes = wal_lag(s),
+                                              .lag_warning = s->lag_warned,
+                                              .stored_lsn = s->flushed },
+                          force);
+}
+
 static int wal_send_status(WalStreamer *s, bool force) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         int r;
@@ -270,7 +282,7 @@ static int wal_upload_reap(WalStreamer *s, bool wait) {
                 const char *base = strrchr(u->name, '/');
                 snprintf(s->last_segment, sizeof s->last_segment, "%.24s", base ? base + 1 : u->name);
                 s->segments++;
-                log_debug("Stored WAL segment %s%s.", s->last_segment, u->kept ? " (already there)" : "");
+                wal_status_segment_stored(s->last_segment, u->size);
                 wal_check_lag(s);
                 if (s->conn)
                         (void) wal_send_status(s, true);
@@ -551,6 +563,7 @@ int wal_stream(const Config *c) {
                 log_warning("%s, continuing.", err_message() ?: "cleanup of interrupted WAL uploads failed");
         (void) sd_notify(false, "READY=1");
         wal_notify_status(&s);
+        wal_record_status(&s, true);
 
         for (;;) {
                 _cleanup_(pg_repl_message_done) PgReplMessage m = {};
@@ -568,6 +581,7 @@ int wal_stream(const Config *c) {
                 r = wal_send_status(&s, false);
                 if (r < 0)
                         break;
+                wal_record_status(&s, false);
                 r = pg_repl_read(s.conn, &m);
                 if (r < 0)
                         break;
@@ -758,20 +772,16 @@ static int wal_prune_one(const StoreEntry *e, void *userdata) {
         return 0;
 }
 
-int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out) {
-        _cleanup_(backup_list_done) BackupList l = {};
+int wal_prune(const Config *c, Store *base_store, const Manifest *oldest, bool dry_run, FILE *out) {
         _cleanup_(wal_store_done) WalStore ws = {};
         _cleanup_strv_free_ char **doomed = NULL;
-        const Manifest *oldest;
         json_object *v;
         int r, n = 0;
 
-        r = backup_list_load(base_store, "basebackup", &l);
-        if (r < 0)
-                return r;
-        if (l.n == 0)
+        /* Not the oldest stored one: with dry_run, the base backups that retention would delete are still
+         * there, and the WAL they alone need goes with them. */
+        if (!oldest)
                 return 0;
-        oldest = l.items[l.n - 1];
         WalPrune p = { .dry_run = dry_run, .out = out };
         if (!oldest->extra || !json_object_object_get_ex(oldest->extra, "start_wal_file", &v) ||
             pg_wal_file_parse(json_object_get_string(v), PG_WAL_SEGMENT_DEFAULT, &p.tli, &p.start) < 0) {

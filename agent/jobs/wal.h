@@ -34,11 +34,12 @@ int wal_stream(const Config *c);
  * (with nothing written). */
 int wal_fetch(const Config *c, const char *file, const char *path);
 
+struct Manifest;
 /* Deletes the WAL that no kept base backup needs: the segments (complete or partial) before the start
- * segment of the oldest base backup in base_store, on its timeline and older ones; history files stay.
- * Nothing without a base backup. With dry_run, only prints. Returns the number of objects (to be)
- * deleted. */
-int wal_prune(const Config *c, Store *base_store, bool dry_run, FILE *out);
+ * segment of oldest_kept (the oldest base backup retention keeps), on its timeline and older ones; history
+ * files stay. Nothing without a kept base backup. With dry_run, only prints. Returns the number of objects
+ * (to be) deleted. */
+int wal_prune(const Config *c, Store *base_store, const struct Manifest *oldest_kept, bool dry_run, FILE *out);
 
 struct Manifest;
 /* Checks the WAL chain of base backup m: every segment from its start to its end, then no gap on its

@@ -13,6 +13,7 @@
 #define SKYFORGE_MESSAGE_BACKUP_PRUNED "3d9ce0f7cf474da5b1e638d81f0c093d"
 #define SKYFORGE_MESSAGE_VERIFY        "79a96bf90fbe434ebc222a5f13059842"
 #define SKYFORGE_MESSAGE_JOB_SKIPPED   "5f0c7d2e8a6b4e19b3a1c4d8e2f70b96"
+#define SKYFORGE_MESSAGE_WAL_SEGMENT   "30de0dd3a74146bb9b609f4a7e252a6b"
 
 void log_setup(void);
 void log_set_max_level(int level);

@@ -213,7 +213,7 @@ def test_manager_interface_matches_the_spec(daemon):
                for m in iface.findall("method")}
     assert methods == {"ListJobs": ("", "a(ssso)"), "StartJob": ("s", "o"), "CancelJob": ("s", "o"),
                        "ListBackups": ("s", "a(sstttb)")}
-    assert [n.get("name") for n in root.findall("node")] == ["job"]
+    assert sorted(n.get("name") for n in root.findall("node")) == ["job", "wal"]
     jobs = introspect(daemon.bus, MANAGER_PATH + "/job")
     assert sorted(n.get("name") for n in jobs.findall("node")) == sorted(JOBS)
 

@@ -1,0 +1,115 @@
+"""Base backups in `list` and `prune`, and `recover`'s physical path (issue 18 items 2-3), against real
+PostgreSQL 15 servers: the newest complete base backup + the stored WAL go into [postgres] data_directory,
+replayed by a local server that is stopped again, and `pg_ctl start` on that directory shows every row
+the stream stored; --plan says which path and why, --postgres-from forces one."""
+import json
+import os
+import signal
+import subprocess
+
+from fixtures.postgres import as_postgres, free_port
+from test_pitr import pitr, wait_for  # noqa: F401 (fixture)
+
+
+def test_base_backups_are_listed_and_pruned_with_their_wal(pitr):
+    p = pitr()
+    p.configure(1, retention_days=0, keep_min=5)
+    p.start_stream()
+    p.insert_rows(1, 10)
+    dump = p.agent("run", "postgres").stdout.strip()
+    first = p.agent("run", "basebackup").stdout.strip()
+    p.insert_rows(11, 20)
+    p.switch_and_wait()
+    second = p.agent("run", "basebackup").stdout.strip()
+    p.insert_rows(21, 30)
+    p.switch_and_wait()
+
+    listed = json.loads(p.agent("list", "--json").stdout)
+    assert [(b["job"], b["id"]) for b in listed] == [("basebackup", second), ("basebackup", first),
+                                                      ("postgres", dump)]
+    assert listed[0]["details"]["start_wal_file"].startswith("00000001")
+    assert [b["id"] for b in json.loads(p.agent("list", "basebackup", "--json").stdout)] == [second, first]
+    assert [b["id"] for b in json.loads(p.agent("list", "postgres", "--json").stdout)] == [dump]
+    text = p.agent("list").stdout
+    assert any(line.startswith("basebackup") and second in line for line in text.splitlines()), text
+
+    # keep_min 1 now: the older base backup goes, and with it the WAL only it needed; the dump stays.
+    p.configure(1, retention_days=0, keep_min=1)
+    start = listed[0]["details"]["start_wal_file"]
+    dry = json.loads(p.agent("prune", "--dry-run", "--json").stdout)
+    (bb,) = [r for r in dry if r["job"] == "basebackup"]
+    assert [(b["id"], b["action"]) for b in bb["backups"]] == [(second, "keep"), (first, "would-delete")]
+    assert bb["more"] and all(line.startswith("would delete ") for line in bb["more"]), bb
+    (pg,) = [r for r in dry if r["job"] == "postgres"]
+    assert [(b["id"], b["action"]) for b in pg["backups"]] == [(dump, "keep")]
+    before = p.stored()
+    assert any(n[:24] < start for n in before)
+
+    out = p.agent("prune").stdout
+    assert f"deleted basebackup {first}" in out and f"keep   basebackup {second}" in out, out
+    assert not os.path.exists(os.path.join(p.store, f"{first}.json"))
+    assert os.path.exists(os.path.join(p.store, f"{second}.json"))
+    assert os.path.exists(os.path.join(p.store, f"{dump}.json"))
+    assert all(n[:24] >= start for n in p.stored() if n.endswith(".zst")), (start, p.stored())
+    assert p.agent("prune", "nonsense", check=False).returncode == 64
+
+
+def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pitr):
+    p = pitr()
+    data = os.path.join(p.root, "pgdata")
+    # As on a rebuilt node: the pod has made a fresh, empty cluster on the new volume. It is moved aside.
+    os.mkdir(data, 0o700)
+    os.chown(data, *(lambda pw: (pw.pw_uid, pw.pw_gid))(__import__("pwd").getpwnam("postgres")))
+    as_postgres([os.path.join(p.pg.bindir, "initdb"), "-D", data, "-A", "trust", "-U", "postgres"])
+    p.start_stream()
+    p.insert_rows(1, 20)
+    dump = p.agent("run", "postgres").stdout.strip()
+    base = p.agent("run", "basebackup").stdout.strip()
+    p.insert_rows(21, 60)
+    p.switch_and_wait()
+
+    # Without data_directory the physical path is not there: the plan says why, forcing it fails.
+    plan = p.agent("recover", "--plan", "--step", "postgres").stdout
+    assert "postgres   logical (physical: [postgres] data_directory is not set" in plan, plan
+    forced = p.agent("recover", "--plan", "--step", "postgres", "--postgres-from", "physical", check=False)
+    assert forced.returncode == 66 and "data_directory is not set" in forced.stdout + forced.stderr
+
+    p.configure(1, data_directory=data)
+    plan = p.agent("recover", "--plan", "--step", "postgres").stdout
+    assert "postgres   physical (physical is newer: the stored WAL reaches" in plan, plan
+    assert f"restore base backup {base}" in plan and data in plan and f"dump {dump}" in plan
+    forced = p.agent("recover", "--plan", "--step", "postgres", "--postgres-from", "logical").stdout
+    assert "postgres   logical (--postgres-from logical)" in forced and f"restore backup {dump}" in forced
+    assert p.agent("recover", "--postgres-from", "sideways", check=False).returncode == 64
+
+    r = p.agent("recover", "--step", "postgres", timeout=600, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "postgres   done" in r.stdout and f"restored base backup {base}" in r.stdout, r.stdout
+    aside = [n for n in os.listdir(p.root) if n.startswith("pgdata.skyforge-before-recover-")]
+    assert len(aside) == 1 and os.path.exists(os.path.join(p.root, aside[0], "PG_VERSION"))
+    # Recovered, stopped, and its own again: no recovery settings of ours left behind.
+    with open(os.path.join(data, "postgresql.auto.conf")) as f:
+        auto = f.read()
+    assert "restore_command" not in auto and "skyforge" not in auto, auto
+    assert not os.path.exists(os.path.join(data, "recovery.signal"))
+    assert not os.path.exists(os.path.join(data, "postmaster.pid"))
+
+    port = free_port()
+    log = os.path.join(p.sockets, "recovered.log")
+    started = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(p.pg.bindir, "pg_ctl"), "-D", data,
+                              "-l", log, "-w", "-o", f"-p {port} -k {p.sockets} -c listen_addresses=127.0.0.1",
+                              "start"], capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr + (open(log).read() if os.path.exists(log) else "")
+    p.restored.append(data)
+    assert p.rows_of(port) == list(range(1, 61))
+
+    # Safe to rerun: the same base backup is in place.
+    r = p.agent("recover", "--step", "postgres")
+    assert "postgres   skipped" in r.stdout and "recovered already" in r.stdout, r.stdout
+
+    # A dump newer than the stored WAL wins the automatic choice.
+    p.streams[0].send_signal(signal.SIGTERM)
+    assert p.streams[0].wait(timeout=60) == 0
+    newer = p.agent("run", "postgres").stdout.strip()
+    plan = p.agent("recover", "--plan", "--step", "postgres").stdout
+    assert "postgres   logical (the dump is newer" in plan and f"restore backup {newer}" in plan, plan
