@@ -29,6 +29,11 @@ static void *fail_with(int *ret_error, int r) {
 #define AGE_BATCH 8
 #define AGE_QUEUE 2
 
+/* A thread that runs out of chunks spins this many times (about 20-60 us) before it sleeps on the condition
+ * variable: the other thread usually brings the next round or finishes its last chunk within that, and a
+ * futex sleep and wake-up costs more than the wait (context switches are slow on VMs). */
+#define AGE_SPIN 2000
+
 typedef int (*AgeChunkFn)(void *userdata, AgeStream *s, size_t i);
 
 /* One round of chunks; claimed and done are guarded by the pool's lock. */
@@ -47,6 +52,7 @@ typedef struct AgePool {
         bool running, unavailable, quit;
         AgeRound *queue[AGE_QUEUE]; /* submitted rounds not yet waited for, oldest first */
         size_t queued;
+        size_t submitted; /* rounds ever submitted, for the spinning worker */
 } AgePool;
 
 /* Called with the lock held; drops it while fn runs. */
@@ -58,8 +64,34 @@ static void round_run_one(AgePool *pool, AgeRound *round, AgeStream *s) {
         r = round->fn(round->userdata, s, i);
         pthread_mutex_lock(&pool->lock);
         round->results[i] = r;
-        if (++round->done == round->n)
+        __atomic_store_n(&round->done, round->done + 1, __ATOMIC_RELAXED);
+        if (round->done == round->n)
                 pthread_cond_broadcast(&pool->finished);
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#else
+        __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* Spins without the lock (called with it held) until *counter differs from seen or quit is set; true if it
+ * did. Only a hint: the caller checks again under the lock. */
+static bool pool_spin(AgePool *pool, const size_t *counter, size_t seen) {
+        bool changed = false;
+
+        pthread_mutex_unlock(&pool->lock);
+        for (unsigned i = 0; i < AGE_SPIN && !changed; i++) {
+                cpu_relax();
+                changed = __atomic_load_n(counter, __ATOMIC_RELAXED) != seen ||
+                          __atomic_load_n(&pool->quit, __ATOMIC_RELAXED);
+        }
+        pthread_mutex_lock(&pool->lock);
+        return changed;
 }
 
 static AgeRound *pool_next_unclaimed(AgePool *pool) {
@@ -75,8 +107,15 @@ static void *pool_worker(void *p) {
         pthread_mutex_lock(&pool->lock);
         for (;;) {
                 AgeRound *round;
-                while (!pool->quit && !(round = pool_next_unclaimed(pool)))
+                bool spun = false;
+                while (!pool->quit && !(round = pool_next_unclaimed(pool))) {
+                        if (!spun) {
+                                spun = true;
+                                if (pool_spin(pool, &pool->submitted, pool->submitted))
+                                        continue;
+                        }
                         pthread_cond_wait(&pool->work, &pool->lock);
+                }
                 if (pool->quit)
                         break;
                 round_run_one(pool, round, pool->worker_stream);
@@ -121,6 +160,7 @@ static void pool_submit(AgePool *pool, AgeStream *s, AgeRound *round, AgeChunkFn
         pthread_mutex_lock(&pool->lock);
         assert(pool->queued < AGE_QUEUE);
         pool->queue[pool->queued++] = round;
+        __atomic_store_n(&pool->submitted, pool->submitted + 1, __ATOMIC_RELAXED);
         pthread_cond_signal(&pool->work);
         pthread_mutex_unlock(&pool->lock);
 }
@@ -136,6 +176,8 @@ static void pool_wait(AgePool *pool, AgeStream *s, AgeRound *round) {
         assert(pool->queued > 0 && pool->queue[0] == round);
         while (round->claimed < round->n)
                 round_run_one(pool, round, s);
+        if (round->done < round->n)
+                (void) pool_spin(pool, &round->done, round->done);
         while (round->done < round->n)
                 pthread_cond_wait(&pool->finished, &pool->lock);
         pool->queued--;
@@ -168,11 +210,14 @@ static void pool_done(AgePool *pool) {
 /* Encryption. The header and payload nonce go out with the first write (or at finish), so a sink that
  * fails to set up writes nothing. A full round of chunks is held back until more data arrives, because
  * only then do we know its last chunk is not the final one. Two rounds alternate: while one is sealed
- * (by the worker, and by this thread once it has nothing else to do), the next one is filled. */
+ * (by the worker, and by this thread once it has nothing else to do), the next one is filled. A round's
+ * plaintext is contiguous and sealed into a buffer of its own, so a producer can read straight into it
+ * (the sink's buffer()/commit()) and nothing is copied on the way to the cipher. */
 typedef struct SealRound {
         AgeRound job;
-        uint8_t *buf;  /* AGE_BATCH chunks, each AGE_CHUNK_SIZE plaintext + tag room */
-        size_t used;   /* plaintext bytes in the round */
+        uint8_t *plain;  /* AGE_BATCH chunks of plaintext, back to back */
+        uint8_t *cipher; /* AGE_BATCH sealed chunks, each AGE_CHUNK_SIZE + tag */
+        size_t used;     /* plaintext bytes in the round */
         uint64_t base_counter;
         size_t n_chunks;
         bool final;
@@ -188,6 +233,7 @@ typedef struct AgeSink {
         SealRound rounds[AGE_QUEUE];
         SealRound *cur; /* the round being filled */
         uint64_t next_counter;
+        size_t lent; /* bytes of cur->plain lent by buffer(), not committed yet */
         int error; /* sticky: once a write failed, the stream is broken for good */
         bool finished;
 } AgeSink;
@@ -207,14 +253,14 @@ static int age_sink_seal_one(void *userdata, AgeStream *s, size_t i) {
         SealRound *round = userdata;
         size_t off = i * AGE_CHUNK_SIZE;
         size_t n = round->used - off < AGE_CHUNK_SIZE ? round->used - off : AGE_CHUNK_SIZE;
-        uint8_t *p = round->buf + i * CIPHER_CHUNK_SIZE;
 
         age_stream_set_counter(s, round->base_counter + i);
-        return age_stream_seal(s, p, n, round->final && i == round->n_chunks - 1, p);
+        return age_stream_seal(s, round->plain + off, n, round->final && i == round->n_chunks - 1,
+                               round->cipher + i * CIPHER_CHUNK_SIZE);
 }
 
-/* Waits until the round is sealed (in place) and writes it: all chunks are full except perhaps the final
- * one, so the ciphertext is contiguous. */
+/* Waits until the round is sealed and writes it: all chunks are full except perhaps the final one, so the
+ * ciphertext is contiguous. */
 static int age_sink_write_round(AgeSink *a, SealRound *round) {
         round->in_flight = false;
         pool_wait(&a->pool, a->stream, &round->job);
@@ -222,7 +268,7 @@ static int age_sink_write_round(AgeSink *a, SealRound *round) {
                 if (round->job.results[i] < 0)
                         return err_set(round->job.results[i], EX_SOFTWARE,
                                        "ChaCha20-Poly1305 encryption failed in OpenSSL");
-        return sink_write(a->base.next, round->buf, round->used + round->n_chunks * AGE_TAG_SIZE);
+        return sink_write(a->base.next, round->cipher, round->used + round->n_chunks * AGE_TAG_SIZE);
 }
 
 /* Submits the round being filled, writes the one before it, and switches to filling that one. Only an
@@ -252,30 +298,63 @@ static int age_sink_submit(AgeSink *a, bool final) {
         return 0;
 }
 
-static int age_sink_write(Sink *s, const void *buf, size_t n) {
-        AgeSink *a = (AgeSink *) s;
-        const uint8_t *p = buf;
-
+/* Free plaintext space in the round being filled; submits a full round first. */
+static int age_sink_space(AgeSink *a, uint8_t **ret_buf, size_t *ret_size) {
         if (a->error < 0)
                 return a->error;
         if (a->finished)
                 return -ESTALE;
+        if (a->cur->used == AGE_BATCH * AGE_CHUNK_SIZE) {
+                int r = age_sink_submit(a, false);
+                if (r < 0)
+                        return a->error = r;
+        }
+        *ret_buf = a->cur->plain + a->cur->used;
+        *ret_size = AGE_BATCH * AGE_CHUNK_SIZE - a->cur->used;
+        return 0;
+}
+
+static int age_sink_write(Sink *s, const void *buf, size_t n) {
+        AgeSink *a = (AgeSink *) s;
+        const uint8_t *p = buf;
+
         while (n > 0) {
-                SealRound *round = a->cur;
-                size_t off, k;
-                if (round->used == AGE_BATCH * AGE_CHUNK_SIZE) {
-                        int r = age_sink_submit(a, false);
-                        if (r < 0)
-                                return a->error = r;
-                        round = a->cur;
-                }
-                off = round->used % AGE_CHUNK_SIZE;
-                k = AGE_CHUNK_SIZE - off < n ? AGE_CHUNK_SIZE - off : n;
-                memcpy(round->buf + (round->used / AGE_CHUNK_SIZE) * CIPHER_CHUNK_SIZE + off, p, k);
-                round->used += k;
+                uint8_t *space;
+                size_t k;
+                int r = age_sink_space(a, &space, &k);
+                if (r < 0)
+                        return r;
+                if (k > n)
+                        k = n;
+                memcpy(space, p, k);
+                a->cur->used += k;
                 p += k;
                 n -= k;
         }
+        return 0;
+}
+
+static int age_sink_buffer(Sink *s, void **ret_buf, size_t *ret_size) {
+        AgeSink *a = (AgeSink *) s;
+        uint8_t *space;
+        int r;
+
+        r = age_sink_space(a, &space, &a->lent);
+        if (r < 0)
+                return r;
+        *ret_buf = space;
+        *ret_size = a->lent;
+        return 0;
+}
+
+static int age_sink_commit(Sink *s, size_t n) {
+        AgeSink *a = (AgeSink *) s;
+
+        if (a->error < 0)
+                return a->error;
+        assert(n <= a->lent);
+        a->cur->used += n;
+        a->lent = 0;
         return 0;
 }
 
@@ -300,9 +379,10 @@ static void age_sink_free(Sink *s) {
         pool_done(&a->pool); /* before the buffers go: the worker may still be sealing into one */
         age_stream_free(a->stream);
         for (size_t i = 0; i < AGE_QUEUE; i++) {
-                if (a->rounds[i].buf)
-                        OPENSSL_cleanse(a->rounds[i].buf, AGE_BATCH * CIPHER_CHUNK_SIZE);
-                free(a->rounds[i].buf);
+                if (a->rounds[i].plain)
+                        OPENSSL_cleanse(a->rounds[i].plain, AGE_BATCH * AGE_CHUNK_SIZE);
+                free(a->rounds[i].plain);
+                free(a->rounds[i].cipher);
         }
         free(a->pending);
         free(a);
@@ -341,12 +421,14 @@ Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
 
         a = xcalloc(1, sizeof *a);
         a->base = (Sink){ .write = age_sink_write, .finish = age_sink_finish, .free = age_sink_free,
-                          .next = next };
+                          .next = next, .buffer = age_sink_buffer, .commit = age_sink_commit };
         a->pending = TAKE_PTR(header);
         a->pending_len = header_len + AGE_NONCE_SIZE;
         a->stream = stream;
-        for (size_t i = 0; i < AGE_QUEUE; i++)
-                a->rounds[i].buf = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        for (size_t i = 0; i < AGE_QUEUE; i++) {
+                a->rounds[i].plain = xmalloc(AGE_BATCH * AGE_CHUNK_SIZE);
+                a->rounds[i].cipher = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        }
         a->cur = &a->rounds[0];
         return &a->base;
 }
