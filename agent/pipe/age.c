@@ -260,10 +260,17 @@ static int age_sink_seal_one(void *userdata, AgeStream *s, size_t i) {
 }
 
 /* Waits until the round is sealed and writes it: all chunks are full except perhaps the final one, so the
- * ciphertext is contiguous. */
-static int age_sink_write_round(AgeSink *a, SealRound *round) {
+ * ciphertext is contiguous. With reseal_final, the round was submitted as not the last one and then the
+ * input ended (a producer that borrowed the buffer filled the round exactly): its plaintext is still there,
+ * so its last chunk is sealed again, now as the final one. */
+static int age_sink_write_round(AgeSink *a, SealRound *round, bool reseal_final) {
         round->in_flight = false;
         pool_wait(&a->pool, a->stream, &round->job);
+        if (reseal_final) {
+                round->final = true;
+                round->job.results[round->n_chunks - 1] =
+                        age_sink_seal_one(round, a->stream, round->n_chunks - 1);
+        }
         for (size_t i = 0; i < round->n_chunks; i++)
                 if (round->job.results[i] < 0)
                         return err_set(round->job.results[i], EX_SOFTWARE,
@@ -287,12 +294,12 @@ static int age_sink_submit(AgeSink *a, bool final) {
         pool_submit(&a->pool, a->stream, &round->job, age_sink_seal_one, round, round->n_chunks);
         round->in_flight = true;
         if (other->in_flight) {
-                r = age_sink_write_round(a, other);
+                r = age_sink_write_round(a, other, false);
                 if (r < 0)
                         return r;
         }
         if (final)
-                return age_sink_write_round(a, round);
+                return age_sink_write_round(a, round, false);
         other->used = 0;
         a->cur = other;
         return 0;
@@ -360,13 +367,18 @@ static int age_sink_commit(Sink *s, size_t n) {
 
 static int age_sink_finish(Sink *s) {
         AgeSink *a = (AgeSink *) s;
+        SealRound *other;
         int r;
 
         if (a->error < 0)
                 return a->error;
         if (a->finished)
                 return 0;
-        r = age_sink_submit(a, true);
+        other = &a->rounds[a->cur == &a->rounds[0]];
+        if (a->cur->used == 0 && other->in_flight)
+                r = age_sink_write_round(a, other, true);
+        else /* only an empty payload has an empty final chunk */
+                r = age_sink_submit(a, true);
         if (r < 0)
                 return a->error = r;
         a->finished = true;
