@@ -29,11 +29,6 @@ static void *fail_with(int *ret_error, int r) {
 #define AGE_BATCH 8
 #define AGE_QUEUE 2
 
-/* A thread that runs out of chunks spins this many times (about 20-60 us) before it sleeps on the condition
- * variable: the other thread usually brings the next round or finishes its last chunk within that, and a
- * futex sleep and wake-up costs more than the wait (context switches are slow on VMs). */
-#define AGE_SPIN 2000
-
 typedef int (*AgeChunkFn)(void *userdata, AgeStream *s, size_t i);
 
 /* One round of chunks; claimed and done are guarded by the pool's lock. */
@@ -52,7 +47,6 @@ typedef struct AgePool {
         bool running, unavailable, quit;
         AgeRound *queue[AGE_QUEUE]; /* submitted rounds not yet waited for, oldest first */
         size_t queued;
-        size_t submitted; /* rounds ever submitted, for the spinning worker */
 } AgePool;
 
 /* Called with the lock held; drops it while fn runs. */
@@ -64,34 +58,8 @@ static void round_run_one(AgePool *pool, AgeRound *round, AgeStream *s) {
         r = round->fn(round->userdata, s, i);
         pthread_mutex_lock(&pool->lock);
         round->results[i] = r;
-        __atomic_store_n(&round->done, round->done + 1, __ATOMIC_RELAXED);
-        if (round->done == round->n)
+        if (++round->done == round->n)
                 pthread_cond_broadcast(&pool->finished);
-}
-
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-#else
-        __asm__ __volatile__("" ::: "memory");
-#endif
-}
-
-/* Spins without the lock (called with it held) until *counter differs from seen or quit is set; true if it
- * did. Only a hint: the caller checks again under the lock. */
-static bool pool_spin(AgePool *pool, const size_t *counter, size_t seen) {
-        bool changed = false;
-
-        pthread_mutex_unlock(&pool->lock);
-        for (unsigned i = 0; i < AGE_SPIN && !changed; i++) {
-                cpu_relax();
-                changed = __atomic_load_n(counter, __ATOMIC_RELAXED) != seen ||
-                          __atomic_load_n(&pool->quit, __ATOMIC_RELAXED);
-        }
-        pthread_mutex_lock(&pool->lock);
-        return changed;
 }
 
 static AgeRound *pool_next_unclaimed(AgePool *pool) {
@@ -107,15 +75,8 @@ static void *pool_worker(void *p) {
         pthread_mutex_lock(&pool->lock);
         for (;;) {
                 AgeRound *round;
-                bool spun = false;
-                while (!pool->quit && !(round = pool_next_unclaimed(pool))) {
-                        if (!spun) {
-                                spun = true;
-                                if (pool_spin(pool, &pool->submitted, pool->submitted))
-                                        continue;
-                        }
+                while (!pool->quit && !(round = pool_next_unclaimed(pool)))
                         pthread_cond_wait(&pool->work, &pool->lock);
-                }
                 if (pool->quit)
                         break;
                 round_run_one(pool, round, pool->worker_stream);
@@ -160,7 +121,6 @@ static void pool_submit(AgePool *pool, AgeStream *s, AgeRound *round, AgeChunkFn
         pthread_mutex_lock(&pool->lock);
         assert(pool->queued < AGE_QUEUE);
         pool->queue[pool->queued++] = round;
-        __atomic_store_n(&pool->submitted, pool->submitted + 1, __ATOMIC_RELAXED);
         pthread_cond_signal(&pool->work);
         pthread_mutex_unlock(&pool->lock);
 }
@@ -176,8 +136,6 @@ static void pool_wait(AgePool *pool, AgeStream *s, AgeRound *round) {
         assert(pool->queued > 0 && pool->queue[0] == round);
         while (round->claimed < round->n)
                 round_run_one(pool, round, s);
-        if (round->done < round->n)
-                (void) pool_spin(pool, &round->done, round->done);
         while (round->done < round->n)
                 pthread_cond_wait(&pool->finished, &pool->lock);
         pool->queued--;
