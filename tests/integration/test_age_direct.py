@@ -1,6 +1,6 @@
-"""Encryption reads straight into the age stage's plaintext rounds (no copy) from pipes grown to 1 MiB, on two
-threads: sizes at chunk and round boundaries stay byte-compatible with the age CLI both ways, and damage is
-refused with EX_DATAERR (65)."""
+"""Encryption reads straight into the age stage's plaintext rounds (no copy) from pipes grown to 1 MiB, on
+two threads: sizes at chunk and round boundaries stay byte-compatible with the age CLI both ways, and damage
+is refused with EX_DATAERR (65)."""
 import fcntl
 import os
 import subprocess
@@ -93,7 +93,8 @@ def test_input_and_output_pipes_are_grown_to_1_mib(agekit, key):
     p = subprocess.Popen([AGE_TOOL, "-r", recipient], stdin=in_r, stdout=out_w)
     os.close(out_w)  # in_r stays open here too, so its size can be read after the agent is gone
     got = []
-    reader = threading.Thread(target=lambda: got.append(b"".join(iter(lambda: os.read(out_r, 1 << 20), b""))))
+    reader = threading.Thread(
+        target=lambda: got.append(b"".join(iter(lambda: os.read(out_r, 1 << 20), b""))))
     reader.start()
     with os.fdopen(in_w, "wb") as w:
         w.write(data)
