@@ -168,11 +168,14 @@ static void pool_done(AgePool *pool) {
 /* Encryption. The header and payload nonce go out with the first write (or at finish), so a sink that
  * fails to set up writes nothing. A full round of chunks is held back until more data arrives, because
  * only then do we know its last chunk is not the final one. Two rounds alternate: while one is sealed
- * (by the worker, and by this thread once it has nothing else to do), the next one is filled. */
+ * (by the worker, and by this thread once it has nothing else to do), the next one is filled. A round's
+ * plaintext is contiguous and sealed into a buffer of its own, so a producer can read straight into it
+ * (the sink's buffer()/commit()) and nothing is copied on the way to the cipher. */
 typedef struct SealRound {
         AgeRound job;
-        uint8_t *buf;  /* AGE_BATCH chunks, each AGE_CHUNK_SIZE plaintext + tag room */
-        size_t used;   /* plaintext bytes in the round */
+        uint8_t *plain;  /* AGE_BATCH chunks of plaintext, back to back */
+        uint8_t *cipher; /* AGE_BATCH sealed chunks, each AGE_CHUNK_SIZE + tag */
+        size_t used;     /* plaintext bytes in the round */
         uint64_t base_counter;
         size_t n_chunks;
         bool final;
@@ -188,6 +191,7 @@ typedef struct AgeSink {
         SealRound rounds[AGE_QUEUE];
         SealRound *cur; /* the round being filled */
         uint64_t next_counter;
+        size_t lent; /* bytes of cur->plain lent by buffer(), not committed yet */
         int error; /* sticky: once a write failed, the stream is broken for good */
         bool finished;
 } AgeSink;
@@ -207,22 +211,29 @@ static int age_sink_seal_one(void *userdata, AgeStream *s, size_t i) {
         SealRound *round = userdata;
         size_t off = i * AGE_CHUNK_SIZE;
         size_t n = round->used - off < AGE_CHUNK_SIZE ? round->used - off : AGE_CHUNK_SIZE;
-        uint8_t *p = round->buf + i * CIPHER_CHUNK_SIZE;
 
         age_stream_set_counter(s, round->base_counter + i);
-        return age_stream_seal(s, p, n, round->final && i == round->n_chunks - 1, p);
+        return age_stream_seal(s, round->plain + off, n, round->final && i == round->n_chunks - 1,
+                               round->cipher + i * CIPHER_CHUNK_SIZE);
 }
 
-/* Waits until the round is sealed (in place) and writes it: all chunks are full except perhaps the final
- * one, so the ciphertext is contiguous. */
-static int age_sink_write_round(AgeSink *a, SealRound *round) {
+/* Waits until the round is sealed and writes it: all chunks are full except perhaps the final one, so the
+ * ciphertext is contiguous. With reseal_final, the round was submitted as not the last one and then the
+ * input ended (a producer that borrowed the buffer filled the round exactly): its plaintext is still there,
+ * so its last chunk is sealed again, now as the final one. */
+static int age_sink_write_round(AgeSink *a, SealRound *round, bool reseal_final) {
         round->in_flight = false;
         pool_wait(&a->pool, a->stream, &round->job);
+        if (reseal_final) {
+                round->final = true;
+                round->job.results[round->n_chunks - 1] =
+                        age_sink_seal_one(round, a->stream, round->n_chunks - 1);
+        }
         for (size_t i = 0; i < round->n_chunks; i++)
                 if (round->job.results[i] < 0)
                         return err_set(round->job.results[i], EX_SOFTWARE,
                                        "ChaCha20-Poly1305 encryption failed in OpenSSL");
-        return sink_write(a->base.next, round->buf, round->used + round->n_chunks * AGE_TAG_SIZE);
+        return sink_write(a->base.next, round->cipher, round->used + round->n_chunks * AGE_TAG_SIZE);
 }
 
 /* Submits the round being filled, writes the one before it, and switches to filling that one. Only an
@@ -241,14 +252,30 @@ static int age_sink_submit(AgeSink *a, bool final) {
         pool_submit(&a->pool, a->stream, &round->job, age_sink_seal_one, round, round->n_chunks);
         round->in_flight = true;
         if (other->in_flight) {
-                r = age_sink_write_round(a, other);
+                r = age_sink_write_round(a, other, false);
                 if (r < 0)
                         return r;
         }
         if (final)
-                return age_sink_write_round(a, round);
+                return age_sink_write_round(a, round, false);
         other->used = 0;
         a->cur = other;
+        return 0;
+}
+
+/* Free plaintext space in the round being filled; submits a full round first. */
+static int age_sink_space(AgeSink *a, uint8_t **ret_buf, size_t *ret_size) {
+        if (a->error < 0)
+                return a->error;
+        if (a->finished)
+                return -ESTALE;
+        if (a->cur->used == AGE_BATCH * AGE_CHUNK_SIZE) {
+                int r = age_sink_submit(a, false);
+                if (r < 0)
+                        return a->error = r;
+        }
+        *ret_buf = a->cur->plain + a->cur->used;
+        *ret_size = AGE_BATCH * AGE_CHUNK_SIZE - a->cur->used;
         return 0;
 }
 
@@ -256,38 +283,60 @@ static int age_sink_write(Sink *s, const void *buf, size_t n) {
         AgeSink *a = (AgeSink *) s;
         const uint8_t *p = buf;
 
-        if (a->error < 0)
-                return a->error;
-        if (a->finished)
-                return -ESTALE;
         while (n > 0) {
-                SealRound *round = a->cur;
-                size_t off, k;
-                if (round->used == AGE_BATCH * AGE_CHUNK_SIZE) {
-                        int r = age_sink_submit(a, false);
-                        if (r < 0)
-                                return a->error = r;
-                        round = a->cur;
-                }
-                off = round->used % AGE_CHUNK_SIZE;
-                k = AGE_CHUNK_SIZE - off < n ? AGE_CHUNK_SIZE - off : n;
-                memcpy(round->buf + (round->used / AGE_CHUNK_SIZE) * CIPHER_CHUNK_SIZE + off, p, k);
-                round->used += k;
+                uint8_t *space;
+                size_t k;
+                int r = age_sink_space(a, &space, &k);
+                if (r < 0)
+                        return r;
+                if (k > n)
+                        k = n;
+                memcpy(space, p, k);
+                a->cur->used += k;
                 p += k;
                 n -= k;
         }
         return 0;
 }
 
+static int age_sink_buffer(Sink *s, void **ret_buf, size_t *ret_size) {
+        AgeSink *a = (AgeSink *) s;
+        uint8_t *space;
+        int r;
+
+        r = age_sink_space(a, &space, &a->lent);
+        if (r < 0)
+                return r;
+        *ret_buf = space;
+        *ret_size = a->lent;
+        return 0;
+}
+
+static int age_sink_commit(Sink *s, size_t n) {
+        AgeSink *a = (AgeSink *) s;
+
+        if (a->error < 0)
+                return a->error;
+        assert(n <= a->lent);
+        a->cur->used += n;
+        a->lent = 0;
+        return 0;
+}
+
 static int age_sink_finish(Sink *s) {
         AgeSink *a = (AgeSink *) s;
+        SealRound *other;
         int r;
 
         if (a->error < 0)
                 return a->error;
         if (a->finished)
                 return 0;
-        r = age_sink_submit(a, true);
+        other = &a->rounds[a->cur == &a->rounds[0]];
+        if (a->cur->used == 0 && other->in_flight)
+                r = age_sink_write_round(a, other, true);
+        else /* only an empty payload has an empty final chunk */
+                r = age_sink_submit(a, true);
         if (r < 0)
                 return a->error = r;
         a->finished = true;
@@ -300,9 +349,10 @@ static void age_sink_free(Sink *s) {
         pool_done(&a->pool); /* before the buffers go: the worker may still be sealing into one */
         age_stream_free(a->stream);
         for (size_t i = 0; i < AGE_QUEUE; i++) {
-                if (a->rounds[i].buf)
-                        OPENSSL_cleanse(a->rounds[i].buf, AGE_BATCH * CIPHER_CHUNK_SIZE);
-                free(a->rounds[i].buf);
+                if (a->rounds[i].plain)
+                        OPENSSL_cleanse(a->rounds[i].plain, AGE_BATCH * AGE_CHUNK_SIZE);
+                free(a->rounds[i].plain);
+                free(a->rounds[i].cipher);
         }
         free(a->pending);
         free(a);
@@ -341,12 +391,14 @@ Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
 
         a = xcalloc(1, sizeof *a);
         a->base = (Sink){ .write = age_sink_write, .finish = age_sink_finish, .free = age_sink_free,
-                          .next = next };
+                          .next = next, .buffer = age_sink_buffer, .commit = age_sink_commit };
         a->pending = TAKE_PTR(header);
         a->pending_len = header_len + AGE_NONCE_SIZE;
         a->stream = stream;
-        for (size_t i = 0; i < AGE_QUEUE; i++)
-                a->rounds[i].buf = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        for (size_t i = 0; i < AGE_QUEUE; i++) {
+                a->rounds[i].plain = xmalloc(AGE_BATCH * AGE_CHUNK_SIZE);
+                a->rounds[i].cipher = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        }
         a->cur = &a->rounds[0];
         return &a->base;
 }

@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+
 #include "shared/stream.h"
 
 int sink_write(Sink *s, const void *buf, size_t n) {
@@ -9,6 +11,18 @@ int sink_write(Sink *s, const void *buf, size_t n) {
 
 int sink_finish(Sink *s) {
         return s->finish(s);
+}
+
+int sink_buffer(Sink *s, void **ret_buf, size_t *ret_size) {
+        if (!s->buffer)
+                return -EOPNOTSUPP;
+        return s->buffer(s, ret_buf, ret_size);
+}
+
+int sink_commit(Sink *s, size_t n) {
+        if (n == 0)
+                return 0;
+        return s->commit(s, n);
 }
 
 void sink_free(Sink *s) {

@@ -15,10 +15,18 @@ struct Sink {
         int (*finish)(Sink *s); /* flush all buffered data downstream and finish the downstream too */
         void (*free)(Sink *s);
         Sink *next;
+        /* Optional, for a stage that would only copy what write() gets into a buffer of its own: buffer()
+         * lends the producer the free space of that buffer (at least one byte), commit() takes the n bytes
+         * put there, as write() would. Saves a copy (pipe_pump reads straight into it). */
+        int (*buffer)(Sink *s, void **ret_buf, size_t *ret_size);
+        int (*commit)(Sink *s, size_t n);
 };
 
 int sink_write(Sink *s, const void *buf, size_t n);
 int sink_finish(Sink *s);
+/* -EOPNOTSUPP unless the stage lends its buffer; use sink_write() then. */
+int sink_buffer(Sink *s, void **ret_buf, size_t *ret_size);
+int sink_commit(Sink *s, size_t n);
 void sink_free(Sink *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Sink *, sink_free);
 

@@ -542,6 +542,106 @@ static void age_rejects_tampering(void **state) {
         free(c.data);
 }
 
+/* The sink lends its plaintext round to a producer (pipe_pump reads straight into it): the free space is
+ * contiguous and shrinks by what was committed, a full round is sealed before more is lent, writes and
+ * commits mix, and the result decrypts at every size around chunks and rounds. */
+static void age_sink_lends_its_buffer(void **state) {
+        static const size_t sizes[] = { 0, 1, 65535, 65536, 65537, 2 * 65536, 8 * 65536, 8 * 65536 + 1,
+                                        16 * 65536 + 7, 5 * 1024 * 1024 + 3 };
+        static const size_t steps[] = { 1000, 65536, 100000, 8 * 65536 };
+        _cleanup_(keys_done) Keys k = {};
+
+        keys_make(&k);
+        for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
+                _cleanup_free_ uint8_t *plain = pattern(sizes[i]), *out = NULL;
+                _cleanup_(sink_freep) Sink *s = NULL;
+                size_t step = steps[i % ELEMENTSOF(steps)], n;
+                _cleanup_(source_freep) Source *src = mem_source_new(plain, sizes[i], step);
+                MemSink c;
+                int r;
+
+                mem_sink_init(&c);
+                s = sink_age_new(&c.base, k.recipient, &r);
+                assert_non_null(s);
+                assert_int_equal(pipe_pump(src, s), 0);
+                assert_true(c.finished);
+                r = decrypt(c.data, c.len, 0, k.identity_file_text[0], &out, &n);
+                if (r < 0)
+                        fprintf(stderr, "size %zu, reads of %zu: %s\n", sizes[i], step, err_message());
+                assert_int_equal(r, 0);
+                assert_int_equal(n, sizes[i]);
+                assert_true(n == 0 || memcmp(out, plain, n) == 0);
+                free(c.data);
+        }
+
+        {
+                _cleanup_free_ uint8_t *plain = pattern(3 * 8 * 65536), *out = NULL;
+                _cleanup_(sink_freep) Sink *s = NULL;
+                size_t used = 0, n, size;
+                void *buf;
+                MemSink c;
+                int r;
+
+                mem_sink_init(&c);
+                s = sink_age_new(&c.base, k.recipient, &r);
+                assert_non_null(s);
+                assert_int_equal(sink_buffer(s, &buf, &size), 0);
+                assert_int_equal(size, 8 * 65536);
+                memcpy(buf, plain, 1000);
+                assert_int_equal(sink_commit(s, 1000), 0);
+                used += 1000;
+                assert_int_equal(sink_write(s, plain + used, 70000), 0);
+                used += 70000;
+                assert_int_equal(sink_buffer(s, &buf, &size), 0);
+                assert_int_equal(size, 8 * 65536 - used);
+                memcpy(buf, plain + used, size);
+                assert_int_equal(sink_commit(s, size), 0);
+                used += size;
+                assert_int_equal(c.len, 0); /* a full round is held until we know it is not the last */
+                assert_int_equal(sink_buffer(s, &buf, &size), 0);
+                assert_int_equal(size, 8 * 65536);
+                memcpy(buf, plain + used, 5);
+                assert_int_equal(sink_commit(s, 5), 0);
+                used += 5;
+                assert_int_equal(sink_write(s, plain + used, sizeof plain[0] * (3 * 8 * 65536 - used)), 0);
+                assert_int_equal(sink_finish(s), 0);
+                assert_int_equal(sink_buffer(s, &buf, &size), -ESTALE);
+                assert_int_equal(decrypt(c.data, c.len, 0, k.identity_file_text[1], &out, &n), 0);
+                assert_int_equal(n, 3 * 8 * 65536);
+                assert_memory_equal(out, plain, n);
+                free(c.data);
+        }
+
+        {
+                /* A downstream failure sticks for lenders too. */
+                _cleanup_free_ uint8_t *plain = pattern(4 * 8 * 65536);
+                _cleanup_(source_freep) Source *src = mem_source_new(plain, 4 * 8 * 65536, 0);
+                _cleanup_(sink_freep) Sink *s = NULL;
+                void *buf;
+                size_t size;
+                MemSink m;
+                int r;
+
+                mem_sink_init(&m);
+                m.fail_after = 1;
+                s = sink_age_new(&m.base, k.recipient, &r);
+                assert_non_null(s);
+                assert_int_equal(pipe_pump(src, s), -ENOSPC);
+                assert_int_equal(sink_buffer(s, &buf, &size), -ENOSPC);
+                assert_false(m.finished);
+                free(m.data);
+        }
+
+        {
+                /* Other stages do not lend: their producers write. */
+                MemSink m;
+                void *buf;
+                size_t size;
+                mem_sink_init(&m);
+                assert_int_equal(sink_buffer(&m.base, &buf, &size), -EOPNOTSUPP);
+        }
+}
+
 /* Failing closed: bad recipients give no sink (the downstream stays the caller's), nothing is written
  * before the first byte of payload, and a downstream error sticks. */
 static void age_sink_fails_closed(void **state) {
@@ -596,6 +696,7 @@ int main(void) {
                 cmocka_unit_test(age_round_trips_across_chunk_boundaries),
                 cmocka_unit_test(age_rejects_tampering),
                 cmocka_unit_test(age_sink_fails_closed),
+                cmocka_unit_test(age_sink_lends_its_buffer),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
