@@ -277,7 +277,7 @@ int volumes_claims_for_backup(const Config *c, VolumeClaims *ret) {
                 int code = err_exit_code(r);
 
                 return err_set(r, code,
-                               "cannot resolve claims = %s of [volumes] through the Kubernetes API: %s — %s "
+                               "cannot resolve claims = %s of [volumes] through the Kubernetes API: %s; %s "
                                "(nothing was stored)",
                                patterns, why,
                                volumes_kube_unreachable(r)
