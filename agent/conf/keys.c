@@ -28,9 +28,9 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_AGENT, "metrics_file", CONF_ABS_PATH, A(metrics_file),
           .help = "Prometheus textfile written after each job" },
         { CONF_SECTION_AGENT, "node_name", CONF_STRING, A(node_name),
-          .help = "this node's name in the Leases of cluster-wide jobs; unset: the host name" },
+          .help = "this node's name in Leases and PV node affinities; unset: the host name" },
         { CONF_SECTION_AGENT, "kubeconfig", CONF_ABS_PATH, A(kubeconfig), .def = "/etc/rancher/k3s/k3s.yaml",
-          .help = "the cluster holding the Leases (and the config job's, unless overridden)" },
+          .help = "the cluster holding the Leases (and the config and volumes jobs', unless overridden)" },
         { CONF_SECTION_AGENT, "leader_election", CONF_LEADER_ELECTION, A(leader_election), .def = "auto",
           .help = "auto (Leases when the cluster has more than one node), yes (always; fail without the "
                   "API) or no" },
