@@ -95,6 +95,28 @@ static int volumes_source_open(const Config *c, VolumesSource *ret) {
         return 0;
 }
 
+/* The backup to restore claim from: the newest that holds it from another PersistentVolume than pv, the
+ * one it is bound to now. A backup of the current PV was taken on the rebuilt node (its volumes timer ran
+ * before this step) and holds the new, likely empty volume, not what the rebuild should bring back. */
+static const Manifest *backup_for_claim(const VolumesSource *src, const char *claim, const char *pv) {
+        const Manifest *newest = NULL;
+
+        for (size_t i = 0; i < src->list.n; i++) {
+                VolumeRecord rec;
+
+                if (volumes_record(src->list.items[i], claim, &rec) < 0)
+                        continue;
+                if (!newest)
+                        newest = src->list.items[i];
+                if (!streq_ptr(rec.pv, pv))
+                        return src->list.items[i];
+                log_info("Passing over volumes backup %s for claim %s: it was taken of PersistentVolume %s, "
+                         "the rebuilt volume.",
+                         src->list.items[i]->id, claim, pv);
+        }
+        return newest;
+}
+
 /* ---- the state file ---- */
 
 static char *state_path(const Config *c) {
@@ -302,6 +324,7 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         _cleanup_strv_free_ char **workloads = NULL;
         _cleanup_free_ char *ns = xstrndup(claim, strcspn(claim, "/")), *first = NULL, *note = NULL;
         const char *pvc = claim + strlen(ns) + 1;
+        const Manifest *m;
         json_object *e, *reps;
         int r;
 
@@ -313,13 +336,14 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         }
         if (r < 0)
                 return r;
+        m = backup_for_claim(src, claim, vc.pv);
 
-        e = state_claim(state, claim, src->m->id, vc.pv);
+        e = state_claim(state, claim, m->id, vc.pv);
         reps = state_replicas(e);
         if (obj_bool(e, "restored")) {
                 if (json_object_object_length(reps) == 0) {
                         *ret_outcome = CLAIM_DONE_ALREADY;
-                        *ret_note = xasprintf("%s: restored from %s into %s already", claim, src->m->id,
+                        *ret_note = xasprintf("%s: restored from %s into %s already", claim, m->id,
                                               vc.path);
                         return 0;
                 }
@@ -377,7 +401,7 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
                                vc.path, claim, first);
 
         VolumesRestoreOptions ro = { .volume = claim, .to = vc.path, .replace = o->force, .out = stderr };
-        r = volumes_restore(c, src->store, &src->list, src->m, &ro);
+        r = volumes_restore(c, src->store, &src->list, m, &ro);
         if (r < 0) {
                 _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
                 return err_set(r, err_exit_code(r),
@@ -395,8 +419,8 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         if (r < 0)
                 return r;
         *ret_outcome = CLAIM_RESTORED;
-        *ret_note = xasprintf("%s into %s%s%s%s", claim, vc.path, first ? " (replaced, --force)" : "",
-                              note ? "; " : "", strempty(note));
+        *ret_note = xasprintf("%s from %s into %s%s%s%s", claim, m->id, vc.path,
+                              first ? " (replaced, --force)" : "", note ? "; " : "", strempty(note));
         return 0;
 }
 
@@ -436,6 +460,7 @@ int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                 _cleanup_(volume_claim_done) VolumeClaim vc = {};
                 _cleanup_strv_free_ char **workloads = NULL;
                 _cleanup_free_ char *ns = xstrndup(*claim, strcspn(*claim, "/")), *first = NULL;
+                const Manifest *m;
 
                 r = volumes_claim_lookup(c, client, *claim, &vc);
                 if (r == -EAGAIN) {
@@ -448,6 +473,11 @@ int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                         continue;
                 }
                 first = dir_first_entry(vc.path);
+                m = backup_for_claim(&src, *claim, vc.pv);
+                if (m != src.m)
+                        fprintf(out, "           %s: from volumes backup %s (newer ones hold the rebuilt "
+                                     "volume)\n",
+                                *claim, m->id);
                 fprintf(out, "           %s: PersistentVolume %s in %s (%s)", *claim, vc.pv, vc.path,
                         !first     ? "empty"
                         : o->force ? "not empty: replaced (--force)"
@@ -513,8 +543,8 @@ int recover_volumes_run(const Config *c, const RecoverOptions *o, RecoverOutcome
         if (r < 0)
                 return r;
         *ret_outcome = n_done > 0 ? RECOVER_DONE : RECOVER_SKIPPED;
-        *ret_note = xasprintf("volumes backup %s: %zu claim(s) restored%s%s%s, %zu skipped%s%s%s", src.m->id,
-                              n_done, done ? " (" : "", strempty(done), done ? ")" : "", n_skipped,
-                              skipped ? " (" : "", strempty(skipped), skipped ? ")" : "");
+        *ret_note = xasprintf("%zu claim(s) restored%s%s%s, %zu skipped%s%s%s", n_done, done ? " (" : "",
+                              strempty(done), done ? ")" : "", n_skipped, skipped ? " (" : "", strempty(skipped),
+                              skipped ? ")" : "");
         return 0;
 }

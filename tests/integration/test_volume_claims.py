@@ -177,6 +177,9 @@ def test_recover_volumes_step(cluster, tmp_path):
     backup = cluster.agent("run", "volumes", check=True).stdout.strip()
 
     new, new_pv = rebuild(cluster, "apps", "gitea-data")
+    # The rebuilt node's volumes timer ran before the step: its backup of the new, empty PV is the newest,
+    # and not what the rebuild restores.
+    empty = cluster.agent("run", "volumes", check=True).stdout.strip()
     # Another workload in the namespace that does not mount the claim is left alone.
     cluster.st.add_deployment("apps", "web", replicas=3)
     seen = []
@@ -184,7 +187,8 @@ def test_recover_volumes_step(cluster, tmp_path):
         (kind, name, n, sorted(os.listdir(new)), cluster.st.pods_of("apps", "gitea-data")))
 
     p = cluster.agent("recover", "--plan", "--step", "volumes", check=True)
-    assert f"volumes    restore 1 claim(s) of volumes backup {backup}" in p.stdout
+    assert f"volumes    restore 1 claim(s) of volumes backup {empty}" in p.stdout
+    assert f"apps/gitea-data: from volumes backup {backup} (newer ones hold the rebuilt volume)" in p.stdout
     assert f"apps/gitea-data: PersistentVolume {new_pv} in {new} (empty); scales to 0: deployments/gitea (2)" \
         in p.stdout
     assert cluster.st.scale_log == []  # the plan changed nothing
@@ -192,7 +196,8 @@ def test_recover_volumes_step(cluster, tmp_path):
 
     p = cluster.agent("recover", "--step", "volumes")
     assert p.returncode == 0, p.stderr
-    assert "volumes    done" in p.stdout and f"volumes backup {backup}: 1 claim(s) restored" in p.stdout
+    assert "volumes    done" in p.stdout and f"1 claim(s) restored (apps/gitea-data from {backup} into {new}" \
+        in p.stdout
     assert_same_tree(keep, new)
     # Scaled to 0 while the directory was still empty, and back to 2 once the tree was in place, through
     # GET and PUT of the Scale subresource.
