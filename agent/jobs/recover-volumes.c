@@ -255,12 +255,13 @@ static int wait_pods_gone(KubeClient *client, const RecoverOptions *o, const cha
                 if (n == 0)
                         return 0;
                 if (now_usec(CLOCK_MONOTONIC) - start >= bind_timeout(o))
-                        return err_set(-ETIMEDOUT, EX_UNAVAILABLE,
-                                       "%zu pod(s) still mount claim %s (%s) %" PRIu64
-                                       " s after its workloads were scaled to 0: nothing was restored; a pod "
-                                       "not owned by a Deployment or StatefulSet must be deleted by hand, then "
-                                       "rerun (or wait longer with --bind-timeout)",
-                                       n, claim, strna(first), bind_timeout(o) / USEC_PER_SEC);
+                        return err_set(
+                                -ETIMEDOUT, EX_UNAVAILABLE,
+                                "%zu pod(s) still mount claim %s (%s) %" PRIu64
+                                " s after its workloads were scaled to 0: nothing was restored; a pod "
+                                "not owned by a Deployment or StatefulSet must be deleted by hand, then "
+                                "rerun (or wait longer with --bind-timeout)",
+                                n, claim, strna(first), bind_timeout(o) / USEC_PER_SEC);
                 if (polls++ % 10 == 0)
                         log_info("Waiting for %zu pod(s) mounting claim %s to end (%s).", n, claim,
                                  strna(first));
@@ -283,7 +284,7 @@ static int scale_back(const Config *c, KubeClient *client, json_object *state, j
         _cleanup_strv_free_ char **done = xcalloc(1, sizeof(char *));
         int r = 0;
 
-        json_object_object_foreach (reps, w, v) {
+        json_object_object_foreach(reps, w, v) {
                 unsigned n = (unsigned) MAX(json_object_get_int64(v), (int64_t) 0);
 
                 r = kube_scale_set(client, ns, w, n, NULL);
@@ -343,8 +344,7 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         if (obj_bool(e, "restored")) {
                 if (json_object_object_length(reps) == 0) {
                         *ret_outcome = CLAIM_DONE_ALREADY;
-                        *ret_note = xasprintf("%s: restored from %s into %s already", claim, m->id,
-                                              vc.path);
+                        *ret_note = xasprintf("%s: restored from %s into %s already", claim, m->id, vc.path);
                         return 0;
                 }
                 r = scale_back(c, client, state, e, ns, claim, &note);
@@ -379,7 +379,7 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         r = state_save(c, state);
         if (r < 0)
                 return r;
-        json_object_object_foreach (reps, wl, count) {
+        json_object_object_foreach(reps, wl, count) {
                 r = kube_scale_set(client, ns, wl, 0, NULL);
                 if (r < 0 && r != -ENOENT)
                         return r;
@@ -404,11 +404,12 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         r = volumes_restore(c, src->store, &src->list, m, &ro);
         if (r < 0) {
                 _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
-                return err_set(r, err_exit_code(r),
-                               "%s; the workloads of claim %s were left at 0 so that they do not start on an "
-                               "empty volume (their counts are kept in state_dir/recover-volumes.json: a "
-                               "rerun restores them)",
-                               why, claim);
+                return err_set(
+                        r, err_exit_code(r),
+                        "%s; the workloads of claim %s were left at 0 so that they do not start on an "
+                        "empty volume (their counts are kept in state_dir/recover-volumes.json: a "
+                        "rerun restores them)",
+                        why, claim);
         }
         json_object_object_add(e, "restored", json_object_new_boolean(true));
         json_object_object_add(e, "path", json_object_new_string(vc.path));
@@ -442,13 +443,15 @@ int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                 return r;
         }
         if (strv_isempty(src.claims)) {
-                fprintf(out, "volumes    skip: volumes backup %s holds no claims (restore its paths with "
-                             "restore volumes --to)\n",
+                fprintf(out,
+                        "volumes    skip: volumes backup %s holds no claims (restore its paths with "
+                        "restore volumes --to)\n",
                         src.m->id);
                 return 0;
         }
-        fprintf(out, "volumes    restore %zu claim(s) of volumes backup %s (%s) from %s into their rebuilt "
-                     "PersistentVolumes, workloads scaled to 0 meanwhile%s\n",
+        fprintf(out,
+                "volumes    restore %zu claim(s) of volumes backup %s (%s) from %s into their rebuilt "
+                "PersistentVolumes, workloads scaled to 0 meanwhile%s\n",
                 strv_length(src.claims), src.m->id, format_bytes(src.m->bytes, size, sizeof size),
                 src.location, o->force ? " (--force: non-empty directories replaced)" : "");
         r = volumes_kube_open(c, &client);
@@ -475,8 +478,9 @@ int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                 first = dir_first_entry(vc.path);
                 m = backup_for_claim(&src, *claim, vc.pv);
                 if (m != src.m)
-                        fprintf(out, "           %s: from volumes backup %s (newer ones hold the rebuilt "
-                                     "volume)\n",
+                        fprintf(out,
+                                "           %s: from volumes backup %s (newer ones hold the rebuilt "
+                                "volume)\n",
                                 *claim, m->id);
                 fprintf(out, "           %s: PersistentVolume %s in %s (%s)", *claim, vc.pv, vc.path,
                         !first     ? "empty"
@@ -486,8 +490,8 @@ int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                         STRV_FOREACH (w, workloads) {
                                 unsigned n;
                                 if (kube_scale_get(client, ns, *w, &n, NULL) >= 0)
-                                        fprintf(out, "%s %s (%u)", w == workloads ? "; scales to 0:" : ",", *w,
-                                                n);
+                                        fprintf(out, "%s %s (%u)", w == workloads ? "; scales to 0:" : ",",
+                                                *w, n);
                         }
                 fputc('\n', out);
         }
@@ -544,7 +548,7 @@ int recover_volumes_run(const Config *c, const RecoverOptions *o, RecoverOutcome
                 return r;
         *ret_outcome = n_done > 0 ? RECOVER_DONE : RECOVER_SKIPPED;
         *ret_note = xasprintf("%zu claim(s) restored%s%s%s, %zu skipped%s%s%s", n_done, done ? " (" : "",
-                              strempty(done), done ? ")" : "", n_skipped, skipped ? " (" : "", strempty(skipped),
-                              skipped ? ")" : "");
+                              strempty(done), done ? ")" : "", n_skipped, skipped ? " (" : "",
+                              strempty(skipped), skipped ? ")" : "");
         return 0;
 }

@@ -74,8 +74,8 @@ static json_object *pv_find(json_object *pvs, const char *name) {
         for (size_t i = 0; i < json_object_array_length(pvs); i++) {
                 json_object *pv = json_object_array_get_idx(pvs, i), *meta, *n;
                 if (json_object_object_get_ex(pv, "metadata", &meta) &&
-                    json_object_object_get_ex(meta, "name", &n) && json_object_is_type(n, json_type_string) &&
-                    streq(json_object_get_string(n), name))
+                    json_object_object_get_ex(meta, "name", &n) &&
+                    json_object_is_type(n, json_type_string) && streq(json_object_get_string(n), name))
                         return pv;
         }
         return NULL;
@@ -134,9 +134,10 @@ int volumes_claims_resolve(const Config *c, KubeClient *client, VolumeClaims *re
                 int q;
 
                 if (kube_claim_parse(json_object_array_get_idx(pvcs, i), &k) < 0) {
-                        log_warning("Skipping a PersistentVolumeClaim from the Kubernetes API at %s without a "
-                                    "valid namespace and name.",
-                                    kube_client_server(client));
+                        log_warning(
+                                "Skipping a PersistentVolumeClaim from the Kubernetes API at %s without a "
+                                "valid namespace and name.",
+                                kube_client_server(client));
                         continue;
                 }
                 name = xasprintf("%s/%s", k.namespace, k.name);
@@ -150,16 +151,17 @@ int volumes_claims_resolve(const Config *c, KubeClient *client, VolumeClaims *re
                 }
                 pv = pv_find(pvs, k.volume);
                 if (!pv) {
-                        log_warning("Skipping claim %s: its PersistentVolume %s is not in the cluster.", name,
-                                    k.volume);
+                        log_warning("Skipping claim %s: its PersistentVolume %s is not in the cluster.",
+                                    name, k.volume);
                         continue;
                 }
                 q = claim_pv_check(&k, pv, node, &path, &why);
                 if (q == -EXDEV) {
-                        log_full_errno(all ? LOG_INFO : LOG_NOTICE, 0,
-                                       "Skipping claim %s: PersistentVolume %s is not a directory on this node "
-                                       "(%s).",
-                                       name, k.volume, why);
+                        log_full_errno(
+                                all ? LOG_INFO : LOG_NOTICE, 0,
+                                "Skipping claim %s: PersistentVolume %s is not a directory on this node "
+                                "(%s).",
+                                name, k.volume, why);
                         continue;
                 }
                 if (q < 0) {
@@ -263,8 +265,8 @@ int volumes_claims_for_backup(const Config *c, VolumeClaims *ret) {
         if (r == -ECANCELED)
                 return r;
         if (volumes_kube_unreachable(r) && !vc->claims_set) {
-                /* claims = * is the default: on a node without a cluster (or before k3s), the paths alone are
-                 * what the operator asked for; said in the journal, never silently. */
+                /* claims = * is the default: on a node without a cluster (or before k3s), the paths alone
+                 * are what the operator asked for; said in the journal, never silently. */
                 log_full_errno(r == -ENOENT ? LOG_NOTICE : LOG_WARNING, 0,
                                "Claims are not resolved (claims = * by default): %s. This backup holds the "
                                "paths = of [volumes] only.",

@@ -125,8 +125,9 @@ static int volumes_swap_in(int parent, const char *tmp, const char *dest) {
         if (errno != EINVAL && errno != ENOSYS && errno != ENOENT) {
                 int e = errno;
                 (void) remove_tree_beneath(parent, tbase);
-                return err_set(-e, EX_CANTCREAT, "cannot swap the restored tree into %s: %s; %s was left as it "
-                               "was", dest, strerror(e), dest);
+                return err_set(-e, EX_CANTCREAT,
+                               "cannot swap the restored tree into %s: %s; %s was left as it was", dest,
+                               strerror(e), dest);
         }
         aside = xasprintf("%s.skyforge-old", tmp);
         if (rename(dest, aside) < 0 && errno != ENOENT) {

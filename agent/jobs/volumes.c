@@ -772,8 +772,8 @@ static int volumes_add_claims(const Config *c, VolumeSpec **specs, size_t *n) {
                 for (size_t j = 0; j < *n && !dup; j++)
                         dup = streq((*specs)[j].path, l.items[i].path);
                 if (dup) {
-                        log_warning("Claim %s: its directory %s is in paths = of [volumes] already; backed up "
-                                    "once, as that path.",
+                        log_warning("Claim %s: its directory %s is in paths = of [volumes] already; "
+                                    "backed up once, as that path.",
                                     l.items[i].name, l.items[i].path);
                         continue;
                 }

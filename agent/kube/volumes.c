@@ -5,9 +5,9 @@
 #include "kube/volumes.h"
 #include "log/log.h"
 
-#define LIST_PAGE_SIZE 500U
-#define LIST_PAGES_MAX 10000U
-#define LIST_RESTARTS_MAX 3
+#define LIST_PAGE_SIZE         500U
+#define LIST_PAGES_MAX         10000U
+#define LIST_RESTARTS_MAX      3
 #define SCALE_CONFLICT_RETRIES 5
 
 static json_object *member(json_object *o, const char *key, json_type type) {
@@ -71,10 +71,11 @@ int kube_list_all(KubeClient *c, const char *path, const char *what, json_object
                 const char *next;
 
                 if (++pages > LIST_PAGES_MAX) {
-                        r = err_set(-ELOOP, EX_PROTOCOL,
-                                    "the Kubernetes API at %s answered more than %u pages to %s; the listing "
-                                    "cannot finish (an API server bug?)",
-                                    kube_client_server(c), LIST_PAGES_MAX, what);
+                        r = err_set(
+                                -ELOOP, EX_PROTOCOL,
+                                "the Kubernetes API at %s answered more than %u pages to %s; the listing "
+                                "cannot finish (an API server bug?)",
+                                kube_client_server(c), LIST_PAGES_MAX, what);
                         break;
                 }
                 esc = cont ? url_escape(cont) : NULL;
@@ -181,15 +182,15 @@ bool kube_local_path_valid(const char *p) {
 
 /* Whether one of the node selector terms requires kubernetes.io/hostname In [..., node, ...]. */
 static bool affinity_names_node(json_object *pv, const char *node, bool *ret_has_affinity) {
-        json_object *req = member(member(member(pv, "spec", json_type_object), "nodeAffinity",
-                                         json_type_object),
-                                  "required", json_type_object);
+        json_object *req =
+                member(member(member(pv, "spec", json_type_object), "nodeAffinity", json_type_object),
+                       "required", json_type_object);
         json_object *terms = member(req, "nodeSelectorTerms", json_type_array);
 
         *ret_has_affinity = array_length(terms) > 0;
         for (size_t i = 0; i < array_length(terms); i++) {
-                json_object *exprs = member(json_object_array_get_idx(terms, i), "matchExpressions",
-                                            json_type_array);
+                json_object *exprs =
+                        member(json_object_array_get_idx(terms, i), "matchExpressions", json_type_array);
                 for (size_t j = 0; j < array_length(exprs); j++) {
                         json_object *e = json_object_array_get_idx(exprs, j);
                         json_object *values = member(e, "values", json_type_array);
@@ -268,9 +269,8 @@ bool kube_workload_mounts_claim(json_object *workload, const char *claim) {
         if (volumes_name_claim(member(tmpl, "volumes", json_type_array), claim))
                 return true;
         for (size_t i = 0; name && i < array_length(vcts); i++) {
-                const char *t = member_string(member(json_object_array_get_idx(vcts, i), "metadata",
-                                                     json_type_object),
-                                              "name");
+                const char *t = member_string(
+                        member(json_object_array_get_idx(vcts, i), "metadata", json_type_object), "name");
                 _cleanup_free_ char *prefix = t ? xasprintf("%s-%s-", t, name) : NULL;
                 const char *ordinal = prefix ? startswith(claim, prefix) : NULL;
 
@@ -313,7 +313,8 @@ int kube_workloads_using_claim(KubeClient *c, const char *ns, const char *claim,
         return 0;
 }
 
-int kube_pods_using_claim(KubeClient *c, const char *ns, const char *claim, size_t *ret_n, char **ret_first) {
+int kube_pods_using_claim(KubeClient *c, const char *ns, const char *claim, size_t *ret_n,
+                          char **ret_first) {
         _cleanup_free_ char *path = NULL, *what = NULL;
         json_object *items = NULL;
         const char *first = NULL;

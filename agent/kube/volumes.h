@@ -27,7 +27,7 @@ bool kube_name_valid(const char *s, size_t max);
 typedef struct KubeClaim {
         const char *namespace;
         const char *name;
-        const char *phase;  /* status.phase: "Bound", "Pending", "Lost" */
+        const char *phase; /* status.phase: "Bound", "Pending", "Lost" */
         const char *volume; /* spec.volumeName */
 } KubeClaim;
 /* -EBADMSG when namespace or name is missing or not a valid name; volume is NULL when invalid. */

@@ -13,8 +13,8 @@ static json_object *parse(const char *text) {
         return o;
 }
 
-#define AFFINITY(node)                                                                                       \
-        "\"nodeAffinity\":{\"required\":{\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":"            \
+#define AFFINITY(node)                                                                            \
+        "\"nodeAffinity\":{\"required\":{\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":" \
         "\"kubernetes.io/hostname\",\"operator\":\"In\",\"values\":[\"" node "\"]}]}]}}"
 
 static int pv_path(const char *text, const char *node, const char **ret_path, char **ret_why) {
@@ -37,23 +37,25 @@ static void test_pv_on_this_node_gives_its_directory(void **state) {
         char *why = NULL;
 
         (void) state;
-        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/var/lib/rancher/k3s/storage/pvc-1\"}," AFFINITY(
-                                         "node-a") "}}",
+        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/var/lib/rancher/k3s/storage/"
+                                 "pvc-1\"}," AFFINITY("node-a") "}}",
                                  "node-a", &path, &why),
                          0);
         assert_string_equal(path, "/var/lib/rancher/k3s/storage/pvc-1");
-        assert_int_equal(pv_path("{\"spec\":{\"local\":{\"path\":\"/mnt/disk/vol\"}," AFFINITY("node-a") "}}",
-                                 "node-a", &path, &why),
-                         0);
+        assert_int_equal(
+                pv_path("{\"spec\":{\"local\":{\"path\":\"/mnt/disk/vol\"}," AFFINITY("node-a") "}}",
+                        "node-a", &path, &why),
+                0);
         assert_string_equal(path, "/mnt/disk/vol");
         /* Terms are ORed: the second names this node. */
-        assert_int_equal(pv_path("{\"spec\":{\"local\":{\"path\":\"/v\"},\"nodeAffinity\":{\"required\":{"
-                                 "\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":\"kubernetes.io/"
-                                 "hostname\",\"operator\":\"In\",\"values\":[\"b\"]}]},{\"matchExpressions\":[{"
-                                 "\"key\":\"kubernetes.io/hostname\",\"operator\":\"In\",\"values\":[\"c\","
-                                 "\"node-a\"]}]}]}}}}",
-                                 "node-a", &path, &why),
-                         0);
+        assert_int_equal(
+                pv_path("{\"spec\":{\"local\":{\"path\":\"/v\"},\"nodeAffinity\":{\"required\":{"
+                        "\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":\"kubernetes.io/"
+                        "hostname\",\"operator\":\"In\",\"values\":[\"b\"]}]},{\"matchExpressions\":[{"
+                        "\"key\":\"kubernetes.io/hostname\",\"operator\":\"In\",\"values\":[\"c\","
+                        "\"node-a\"]}]}]}}}}",
+                        "node-a", &path, &why),
+                0);
 }
 
 static void test_pv_elsewhere_or_hostile_is_refused(void **state) {
@@ -61,21 +63,23 @@ static void test_pv_elsewhere_or_hostile_is_refused(void **state) {
         char *why = NULL;
 
         (void) state;
-        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/v\"}," AFFINITY("node-b") "}}", "node-a",
-                                 &path, &why),
+        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/v\"}," AFFINITY("node-b") "}}",
+                                 "node-a", &path, &why),
                          -EXDEV);
         assert_non_null(strstr(why, "does not name this node (node-a)"));
         free(why);
         /* No node affinity at all, NotIn, another key, a value that is not a string: not this node's. */
-        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/v\"}}}", "node-a", &path, &why), -EXDEV);
-        free(why);
-        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/v\"},\"nodeAffinity\":{\"required\":{"
-                                 "\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":\"kubernetes.io/"
-                                 "hostname\",\"operator\":\"NotIn\",\"values\":[\"node-a\"]},{\"key\":\"zone\","
-                                 "\"operator\":\"In\",\"values\":[\"node-a\"]},{\"key\":\"kubernetes.io/"
-                                 "hostname\",\"operator\":\"In\",\"values\":[7]}]}]}}}}",
-                                 "node-a", &path, &why),
+        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/v\"}}}", "node-a", &path, &why),
                          -EXDEV);
+        free(why);
+        assert_int_equal(
+                pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/v\"},\"nodeAffinity\":{\"required\":{"
+                        "\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":\"kubernetes.io/"
+                        "hostname\",\"operator\":\"NotIn\",\"values\":[\"node-a\"]},{\"key\":\"zone\","
+                        "\"operator\":\"In\",\"values\":[\"node-a\"]},{\"key\":\"kubernetes.io/"
+                        "hostname\",\"operator\":\"In\",\"values\":[7]}]}]}}}}",
+                        "node-a", &path, &why),
+                -EXDEV);
         free(why);
         /* An NFS volume, no spec, not an object. */
         assert_int_equal(pv_path("{\"spec\":{\"nfs\":{\"path\":\"/v\"}}}", "node-a", &path, &why), -EXDEV);
@@ -89,10 +93,10 @@ static void test_pv_elsewhere_or_hostile_is_refused(void **state) {
                          -EXDEV);
         free(why);
         /* Hostile paths on this node. */
-        assert_int_equal(pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/var/lib/../../etc\"}," AFFINITY(
-                                         "node-a") "}}",
-                                 "node-a", &path, &why),
-                         -EBADMSG);
+        assert_int_equal(
+                pv_path("{\"spec\":{\"hostPath\":{\"path\":\"/var/lib/../../etc\"}," AFFINITY("node-a") "}}",
+                        "node-a", &path, &why),
+                -EBADMSG);
         assert_non_null(strstr(why, "not a clean absolute path"));
         free(why);
         assert_int_equal(pv_path("{\"spec\":{\"local\":{\"path\":\"relative/dir\"}," AFFINITY("node-a") "}}",
@@ -128,7 +132,8 @@ static void test_claim_parse(void **state) {
         assert_true(kube_claim_bound(&k));
         assert_string_equal(k.volume, "pvc-1");
         json_object_put(o);
-        o = parse("{\"metadata\":{\"namespace\":\"apps\",\"name\":\"x\"},\"status\":{\"phase\":\"Pending\"}}");
+        o = parse(
+                "{\"metadata\":{\"namespace\":\"apps\",\"name\":\"x\"},\"status\":{\"phase\":\"Pending\"}}");
         assert_int_equal(kube_claim_parse(o, &k), 0);
         assert_false(kube_claim_bound(&k));
         json_object_put(o);
@@ -150,7 +155,8 @@ static void test_workload_mounts_claim(void **state) {
         json_object *d, *s;
 
         (void) state;
-        d = parse("{\"metadata\":{\"name\":\"gitea\"},\"spec\":{\"template\":{\"spec\":{\"volumes\":[{\"name\":"
+        d = parse("{\"metadata\":{\"name\":\"gitea\"},\"spec\":{\"template\":{\"spec\":{\"volumes\":[{"
+                  "\"name\":"
                   "\"tmp\",\"emptyDir\":{}},{\"name\":\"data\",\"persistentVolumeClaim\":{\"claimName\":"
                   "\"gitea-data\"}}]}}}}");
         assert_true(kube_workload_mounts_claim(d, "gitea-data"));
