@@ -78,7 +78,11 @@ def test_claims_are_resolved_through_the_api(cluster, tmp_path):
     cluster.st.claim("apps", "file", path=str(cluster.storage / "a-file"))
     # A PV that claims to be another PVC's: not the claim's volume.
     cluster.st.add_pvc("apps", "stolen", volume=pv)
-    cluster.configure(exclude="db/*")
+    # More claims than one page of the listing holds, sorted before the ones backed up: the agent follows
+    # the continue token to find those.
+    for i in range(520):
+        cluster.st.add_pvc("aaa-bulk", f"claim-{i:03d}")
+    cluster.configure(exclude="db/* aaa-bulk/*")
 
     p = cluster.agent("run", "volumes")
     assert p.returncode == 0, p.stderr
@@ -95,6 +99,8 @@ def test_claims_are_resolved_through_the_api(cluster, tmp_path):
     # Lists were asked for cluster-wide, paged.
     paths = [r[1] for r in cluster.api.requests]
     assert "/api/v1/persistentvolumeclaims?limit=500" in paths and "/api/v1/persistentvolumes?limit=500" in paths
+    assert any(p.startswith("/api/v1/persistentvolumeclaims?limit=500&continue=") for p in paths)
+    assert "aaa-bulk/" not in p.stderr
 
     # restore volumes of a claim, by its name.
     out = tmp_path / "restored"
