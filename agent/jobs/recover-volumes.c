@@ -168,16 +168,23 @@ static bool obj_bool(json_object *o, const char *key) {
 
 /* The entry of claim, reset when it belongs to another backup or PV (a new recovery). */
 static json_object *state_claim(json_object *state, const char *claim, const char *backup, const char *pv) {
-        json_object *e = NULL;
+        json_object *e = NULL, *old = NULL, *reps = NULL;
 
-        if (json_object_object_get_ex(state, claim, &e) && json_object_is_type(e, json_type_object) &&
-            streq_ptr(obj_string(e, "backup"), backup) && streq_ptr(obj_string(e, "pv"), pv))
-                return e;
+        if (json_object_object_get_ex(state, claim, &old) && json_object_is_type(old, json_type_object) &&
+            streq_ptr(obj_string(old, "backup"), backup) && streq_ptr(obj_string(old, "pv"), pv))
+                return old;
+        /* Counts saved by an interrupted run that scaled the workloads down are still the ones to come
+         * back to, whatever the claim is restored from now. */
+        if (old && json_object_is_type(old, json_type_object) &&
+            json_object_object_get_ex(old, "replicas", &reps) && json_object_is_type(reps, json_type_object))
+                reps = json_object_get(reps);
+        else
+                reps = json_object_new_object();
         e = json_object_new_object();
         json_object_object_add(e, "backup", json_object_new_string(backup));
         json_object_object_add(e, "pv", json_object_new_string(pv));
         json_object_object_add(e, "restored", json_object_new_boolean(false));
-        json_object_object_add(e, "replicas", json_object_new_object());
+        json_object_object_add(e, "replicas", reps);
         json_object_object_add(state, claim, e);
         return e;
 }
