@@ -136,6 +136,8 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                 { "overlay", required_argument, NULL, 'O' },
                 { "health-timeout", required_argument, NULL, 'T' },
                 { "postgres-from", required_argument, NULL, 'F' },
+                { "force", no_argument, NULL, 'f' },
+                { "bind-timeout", required_argument, NULL, 'B' },
                 { "json", no_argument, NULL, 'j' },
                 {},
         };
@@ -162,7 +164,7 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                                 fprintf(stderr,
                                         "skyforge-agent recover: unknown step \"%s\" (steps: minio, "
                                         "postgres, "
-                                        "secrets, manifests, health).\n",
+                                        "secrets, manifests, volumes, health).\n",
                                         optarg);
                                 return EX_USAGE;
                         }
@@ -197,6 +199,20 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                                 return EX_USAGE;
                         }
                         ro.health_timeout_usec = sec * USEC_PER_SEC;
+                        break;
+                }
+                case 'f':
+                        ro.force = true;
+                        break;
+                case 'B': {
+                        uint64_t sec;
+                        if (parse_uint64(optarg, &sec) < 0 || sec < 1 || sec > 86400) {
+                                fprintf(stderr, "skyforge-agent recover: --bind-timeout takes 1..86400 "
+                                                "seconds, not \"%s\".\n",
+                                        optarg);
+                                return EX_USAGE;
+                        }
+                        ro.bind_timeout_usec = sec * USEC_PER_SEC;
                         break;
                 }
                 default:
@@ -263,13 +279,16 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
 const Verb verb_recover = {
         .name = "recover",
         .args = "[--plan] [--step NAME] [--postgres-to CONNINFO] [--manifests-dir DIR] [--overlay PATH] "
-                "[--health-timeout SEC] [--postgres-from logical|physical|auto] [--json]",
+                "[--health-timeout SEC] [--postgres-from logical|physical|auto] [--force] "
+                "[--bind-timeout SEC] [--json]",
         .summary = "Rebuild a node from its backups, step by step.",
         .help = "Steps, in order: minio (the [mirror] buckets back from offsite), postgres (the\n"
                 "newest dump that verifies, from the [postgres] destination or, when that is empty, from\n"
                 "its offsite copy), secrets (the newest config backup's Secrets export through the API of\n"
                 "[config] kubeconfig), manifests (extract it and kubectl apply -k its overlay when\n"
-                "kubectl is on PATH), health (poll [agent] healthz_url until HTTP 200).\n"
+                "kubectl is on PATH), volumes (each claim of the volumes backups into the directory of\n"
+                "the PersistentVolume it is bound to again, its Deployments and StatefulSets scaled to\n"
+                "0 meanwhile and back afterwards), health (poll [agent] healthz_url until HTTP 200).\n"
                 "Every step is safe to rerun: one that finds its work done says so and skips; a step whose\n"
                 "job is not configured is skipped. Stops at the first failing step.\n"
                 "  --plan                  print what each step would use (backup ids, sizes, sources),\n"
@@ -284,6 +303,9 @@ const Verb verb_recover = {
                 "  --postgres-from WHICH   logical (the dump), physical (the newest complete base backup\n"
                 "                          + WAL into [postgres] data_directory) or auto (default: the\n"
                 "                          one that reaches the later moment; --plan says which and why)\n"
+                "  --force                 volumes: replace the content of a non-empty PV directory\n"
+                "  --bind-timeout SEC      volumes: wait this long for a claim to be bound and for its\n"
+                "                          pods to end (default 300)\n"
                 "  --json                  print one JSON object: result, error, exit_code, and per step\n"
                 "                          its outcome and note, or with --plan its plan lines\n",
         .run = run_recover,

@@ -524,11 +524,6 @@ void conf_check(ConfLoader *l, const Config *c) {
 
         if (c->volumes.present) {
                 check_section_keys(l, c, CONF_SECTION_VOLUMES, &c->volumes, "volumes");
-                if (!c->volumes.paths)
-                        conf_problem(l, CONFIG_WARNING, conf_line(l, "volumes", NULL),
-                                     "[volumes] has no paths; claims are not resolved through the Kubernetes "
-                                     "API by this version, so the volumes job has nothing to back up: list "
-                                     "the volume directories in paths =");
         }
 
         check_shared_locations(l, c);

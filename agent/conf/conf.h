@@ -87,6 +87,7 @@ typedef struct ConfigJobConfig {
 typedef struct VolumesConfig {
         bool present;
         char **claims;  /* NAMESPACE/PVC globs; NULL: all */
+        bool claims_set; /* claims = was written: without a Kubernetes API the job fails */
         char **exclude; /* NAMESPACE/PVC globs */
         char **paths;   /* absolute host directories */
         char *kubeconfig;

@@ -714,6 +714,12 @@ static int config_load_text(const char *text, const char *path, Config **ret_con
                 free(c->config.kubeconfig);
                 c->config.kubeconfig = xstrdup(c->agent.kubeconfig);
         }
+        /* The same for the volumes job's claims. */
+        if (conf_key_line(&l, "agent", "kubeconfig") && !conf_key_line(&l, "volumes", "kubeconfig")) {
+                free(c->volumes.kubeconfig);
+                c->volumes.kubeconfig = xstrdup(c->agent.kubeconfig);
+        }
+        c->volumes.claims_set = conf_key_line(&l, "volumes", "claims") != NULL;
         conf_check(&l, c);
         loader_done(&l);
         conf_problems_sort(&problems);

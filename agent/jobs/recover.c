@@ -606,6 +606,8 @@ const RecoverStep recover_steps[] = {
         { "postgres", "restore the newest good PostgreSQL dump", postgres_plan, postgres_run },
         { "secrets", "apply the Secrets export", secrets_plan, secrets_run },
         { "manifests", "kubectl apply -k the restored manifests", manifests_plan, manifests_run },
+        { "volumes", "restore the claims into their rebuilt volumes", recover_volumes_plan,
+          recover_volumes_run },
         { "health", "wait until healthz_url answers", health_plan, health_run },
 };
 const size_t recover_n_steps = ELEMENTSOF(recover_steps);

@@ -10,6 +10,7 @@
 #define RECOVER_DEFAULT_OVERLAY "k8s/overlays/k3s-traefik"
 #define RECOVER_DEFAULT_HEALTH_TIMEOUT_USEC (300 * USEC_PER_SEC)
 #define RECOVER_HEALTH_INTERVAL_USEC (2 * USEC_PER_SEC)
+#define RECOVER_DEFAULT_BIND_TIMEOUT_USEC (300 * USEC_PER_SEC)
 
 typedef enum RecoverOutcome {
         RECOVER_DONE,
@@ -23,6 +24,8 @@ typedef struct RecoverOptions {
         const char *overlay;       /* inside manifests_dir; NULL: RECOVER_DEFAULT_OVERLAY */
         uint64_t health_timeout_usec; /* 0: RECOVER_DEFAULT_HEALTH_TIMEOUT_USEC */
         const char *postgres_from; /* "logical", "physical"; NULL/"auto": the newer (jobs/recover-pg.h) */
+        bool force;                   /* volumes: replace the content of a non-empty PV directory */
+        uint64_t bind_timeout_usec;   /* volumes: wait for a PVC to bind, its pods to end; 0: default */
 } RecoverOptions;
 
 typedef struct RecoverStep {
@@ -37,3 +40,7 @@ typedef struct RecoverStep {
 extern const RecoverStep recover_steps[];
 extern const size_t recover_n_steps;
 const RecoverStep *recover_step_find(const char *name);
+
+/* The volumes step (recover-volumes.c). */
+int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out);
+int recover_volumes_run(const Config *c, const RecoverOptions *o, RecoverOutcome *ret_outcome, char **ret_note);

@@ -39,6 +39,7 @@ int volumes_record(const Manifest *m, const char *name, VolumeRecord *ret) {
                         .archive = json_str(o, "archive"),
                         .catalog = json_str(o, "catalog"),
                         .catalog_sha256 = json_str(o, "catalog_sha256"),
+                        .pv = json_str(o, "pv"),
                 };
 
                 if (!streq_ptr(r.name, name))

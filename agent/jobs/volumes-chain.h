@@ -16,6 +16,7 @@ typedef struct VolumeRecord {
         const char *archive; /* object names */
         const char *catalog;
         const char *catalog_sha256; /* of the plaintext catalog */
+        const char *pv; /* a claim's PersistentVolume when it was backed up; NULL for a path */
         uint64_t files;
 } VolumeRecord;
 

@@ -104,6 +104,49 @@ static int directories_fix(const Config *c, Store *s, const Manifest *m, const V
         return 0;
 }
 
+static void restore_report(const VolumesRestoreOptions *o, const char *name, const char *dest, size_t n,
+                           const TarApplyStats *stats) {
+        fprintf(o->out,
+                "restored volume %s into %s (%zu backup(s): %" PRIu64 " entries, %" PRIu64 " bytes, %" PRIu64
+                " deletions applied)\n",
+                name, dest, n, stats->entries, stats->bytes, stats->deleted);
+}
+
+/* The restored tree tmp takes the place of dest in one step (RENAME_EXCHANGE); the old content, now at
+ * tmp, is removed. Where the file system cannot exchange, dest is moved aside first. */
+static int volumes_swap_in(int parent, const char *tmp, const char *dest) {
+        const char *tbase = strrchr(tmp, '/') + 1;
+        _cleanup_free_ char *aside = NULL;
+
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dest, RENAME_EXCHANGE) >= 0) {
+                (void) remove_tree_beneath(parent, tbase);
+                return 0;
+        }
+        if (errno != EINVAL && errno != ENOSYS && errno != ENOENT) {
+                int e = errno;
+                (void) remove_tree_beneath(parent, tbase);
+                return err_set(-e, EX_CANTCREAT,
+                               "cannot swap the restored tree into %s: %s; %s was left as it was", dest,
+                               strerror(e), dest);
+        }
+        aside = xasprintf("%s.skyforge-old", tmp);
+        if (rename(dest, aside) < 0 && errno != ENOENT) {
+                int e = errno;
+                (void) remove_tree_beneath(parent, tbase);
+                return err_set(-e, EX_CANTCREAT, "cannot move %s aside: %s; it was left as it was", dest,
+                               strerror(e));
+        }
+        if (rename(tmp, dest) < 0) {
+                int e = errno;
+                (void) rename(aside, dest);
+                (void) remove_tree_beneath(parent, tbase);
+                return err_set(-e, EX_CANTCREAT, "cannot move the restored tree to %s: %s", dest,
+                               strerror(e));
+        }
+        (void) remove_tree_beneath(parent, strrchr(aside, '/') + 1);
+        return 0;
+}
+
 static int restore_one(const Config *c, Store *s, const Manifest *const *chain, size_t n, const char *name,
                        const char *dest, const VolumesRestoreOptions *o) {
         _cleanup_free_ char *d1 = xstrdup(dest), *d2 = xstrdup(dest), *tmp = NULL;
@@ -138,7 +181,7 @@ static int restore_one(const Config *c, Store *s, const Manifest *const *chain, 
                 fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 if (fd < 0 || dir_list_open(fd, NULL, 4096, &l) < 0)
                         return err_set(-errno, EX_CANTCREAT, "cannot read %s: %m", dest);
-                if (dir_list_next(l, &first) > 0)
+                if (dir_list_next(l, &first) > 0 && !o->replace)
                         return err_set(-ENOTEMPTY, EX_CANTCREAT,
                                        "%s is not empty; restore volume %s into a new or empty directory "
                                        "(nothing was "
@@ -174,6 +217,10 @@ static int restore_one(const Config *c, Store *s, const Manifest *const *chain, 
         }
         if (r >= 0)
                 r = directories_fix(c, s, chain[n - 1], &last, root, dest, o->out, false);
+        if (r >= 0 && o->replace) {
+                r = volumes_swap_in(parent, tmp, dest);
+                return r < 0 ? r : (restore_report(o, name, dest, n, &stats), 0);
+        }
         if (r >= 0) {
                 (void) rmdir(dest); /* an empty target: replaced */
                 if (rename(tmp, dest) < 0)
@@ -189,10 +236,7 @@ static int restore_one(const Config *c, Store *s, const Manifest *const *chain, 
                 return err_set(r, code, "%s; restore of volume %s failed, %s was left as it was", why, name,
                                dest);
         }
-        fprintf(o->out,
-                "restored volume %s into %s (%zu backup(s): %" PRIu64 " entries, %" PRIu64 " bytes, %" PRIu64
-                " deletions applied)\n",
-                name, dest, n, stats.entries, stats.bytes, stats.deleted);
+        restore_report(o, name, dest, n, &stats);
         return 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "jobs/context.h"
 #include "jobs/volumes-chain.h"
+#include "jobs/volumes-claims.h"
 #include "jobs/volumes.h"
 #include "log/log.h"
 #include "pipe/catalog.h"
@@ -39,12 +40,14 @@ typedef struct VolumeSpec {
         char *name; /* the path, for a path volume */
         char *path;
         char *key; /* object and cache name: a readable slug and a hash of the name */
+        char *pv; /* a claim's PersistentVolume; NULL for a path */
 } VolumeSpec;
 
 static void volume_spec_done(VolumeSpec *v) {
         free(v->name);
         free(v->path);
         free(v->key);
+        free(v->pv);
 }
 
 static char *volume_key(const char *name) {
@@ -592,8 +595,8 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
 
         root = open(vol->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (root < 0)
-                return err_set(-errno, EX_NOINPUT, "cannot open volume %s: %m (fix paths = in [volumes])",
-                               vol->path);
+                return err_set(-errno, EX_NOINPUT, "cannot open volume %s (%s): %m%s", vol->name, vol->path,
+                               vol->pv ? "" : " (fix paths = in [volumes])");
 
         have_prev = previous_find(l, vol->name, &p);
         if (have_prev) {
@@ -741,6 +744,8 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         rec = json_object_new_object();
         json_object_object_add(rec, "name", json_object_new_string(vol->name));
         json_object_object_add(rec, "path", json_object_new_string(vol->path));
+        if (vol->pv)
+                json_object_object_add(rec, "pv", json_object_new_string(vol->pv));
         json_object_object_add(rec, "kind", json_object_new_string(incremental ? "incremental" : "full"));
         json_object_object_add(rec, "parent", incremental ? json_object_new_string(p.m->id) : NULL);
         json_object_object_add(rec, "full", json_object_new_string(incremental ? p.rec.full : ctx->id));
@@ -800,6 +805,38 @@ static int volumes_list_specs(const VolumesConfig *vc, VolumeSpec **ret, size_t 
         return 0;
 }
 
+/* Appends the claims of this node (volumes-claims.c); a claim whose directory is a path volume already is
+ * backed up once, as the path. */
+static int volumes_add_claims(const Config *c, VolumeSpec **specs, size_t *n) {
+        _cleanup_(volume_claims_done) VolumeClaims l = {};
+        int r;
+
+        r = volumes_claims_for_backup(c, &l);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < l.n; i++) {
+                bool dup = false;
+
+                for (size_t j = 0; j < *n && !dup; j++)
+                        dup = streq((*specs)[j].path, l.items[i].path);
+                if (dup) {
+                        log_warning("Claim %s: its directory %s is in paths = of [volumes] already; "
+                                    "backed up once, as that path.",
+                                    l.items[i].name, l.items[i].path);
+                        continue;
+                }
+                log_info("Claim %s: PersistentVolume %s in %s.", l.items[i].name, l.items[i].pv,
+                         l.items[i].path);
+                *specs = xrealloc(*specs, (*n + 1) * sizeof **specs);
+                (*specs)[(*n)++] = (VolumeSpec){ .name = TAKE_PTR(l.items[i].name),
+                                                 .path = TAKE_PTR(l.items[i].path),
+                                                 .key = NULL,
+                                                 .pv = TAKE_PTR(l.items[i].pv) };
+                (*specs)[*n - 1].key = volume_key((*specs)[*n - 1].name);
+        }
+        return 0;
+}
+
 static int volumes_backup(JobContext *ctx, Manifest *m) {
         const VolumesConfig *vc = &ctx->config->volumes;
         _cleanup_(backup_list_done) BackupList l = {};
@@ -808,14 +845,21 @@ static int volumes_backup(JobContext *ctx, Manifest *m) {
         json_object *records;
         int r;
 
-        if (strv_isempty(vc->paths))
-                return err_set(
-                        -ENOENT, EX_CONFIG,
-                        "[volumes] lists no paths; claims are not resolved through the Kubernetes API by "
-                        "this version: list the volume directories in paths = (nothing was stored)");
         r = volumes_list_specs(vc, &specs, &n);
         if (r < 0)
                 return r;
+        r = volumes_add_claims(ctx->config, &specs, &n);
+        if (r >= 0 && n == 0)
+                r = err_set(-ENOENT, EX_CONFIG,
+                            "[volumes] has nothing to back up: no paths =, and no bound claim whose "
+                            "PersistentVolume is a directory on this node matches claims = (see the journal "
+                            "for the claims passed over); nothing was stored");
+        if (r < 0) {
+                for (size_t i = 0; i < n; i++)
+                        volume_spec_done(&specs[i]);
+                free(specs);
+                return r;
+        }
         r = backup_list_load(ctx->store, "volumes", &l);
         records = json_object_new_array();
         for (size_t i = 0; i < n && r >= 0; i++) {

@@ -16,6 +16,9 @@ typedef struct VolumesRestoreOptions {
         const char *volume; /* NULL: every volume of the backup, each under to/NAME */
         const char *to;
         bool dry_run;
+        /* A non-empty target is replaced (recover --force): the tree is built beside it as always, then
+         * swapped in, and the old content removed. */
+        bool replace;
         FILE *out;
 } VolumesRestoreOptions;
 
