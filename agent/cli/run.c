@@ -84,7 +84,7 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                 else if (o == 'j')
                         json = true;
                 else
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "n", options, argc, argv);
         if (optind >= argc) {
                 fputs("skyforge-agent run: name a job (postgres, mirror, config, volumes) or \"all\".\n", stderr);
                 return EX_USAGE;
