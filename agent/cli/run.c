@@ -158,15 +158,20 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_run = {
         .name = "run",
-        .args = "JOB...|all [--json] | mirror --dry-run",
+        .args = "JOB...|all [--json] | JOB... --dry-run [--json]",
         .summary = "Run backup jobs now and print the new backup ids.",
         .help = "Jobs: postgres (pg_dumpall to the store), mirror (MinIO to offsite S3), config (manifests and\n"
                 "encrypted Secrets). \"all\" runs every configured job. Each job takes a lock, writes its state\n"
                 "to state_dir/JOB.json, logs to the journal, and applies retention after a successful backup.\n"
                 "On a terminal, progress is shown on stderr.\n"
-                "  -n, --dry-run   with mirror: list both sides and print what would be copied, deleted and\n"
-                "                  skipped (objects and bytes); change nothing\n"
+                "  -n, --dry-run   show what the run would do and change nothing (no lock, state, store\n"
+                "                  object or directory). mirror: what would be copied, deleted, skipped.\n"
+                "                  postgres: server, databases and sizes, the pg_dumpall used, destination,\n"
+                "                  encryption, what retention would then delete. config: manifest\n"
+                "                  directories and file counts, Secrets per namespace (names only),\n"
+                "                  destination, encryption, retention\n"
                 "      --json      print a JSON array with one result per job (job, result, error, id,\n"
-                "                  bytes, ...) instead of the new backup ids\n",
+                "                  bytes, ...) instead of the new backup ids; with --dry-run (postgres,\n"
+                "                  config) the dry run's findings\n",
         .run = run_run,
 };
