@@ -227,7 +227,7 @@ static int dry_run_retention(const Config *c, const char *job, Store *s, DryRunR
         _cleanup_(backup_list_done) BackupList all = {};
         _cleanup_free_ RetentionItem *items = NULL;
         _cleanup_free_ Manifest **mine = NULL;
-        _cleanup_strv_free_ char **damage = NULL;
+        _cleanup_free_ char **damage = NULL; /* NULL where intact: freed one by one below */
         PruneResult *pr = &res->retention;
         size_t n_mine = 0;
         unsigned intact = 1; /* the new backup */
@@ -266,6 +266,8 @@ static int dry_run_retention(const Config *c, const char *job, Store *s, DryRunR
                 if (items[i].remove)
                         pr->deleted++;
         }
+        for (size_t i = 0; i < n_mine; i++)
+                free(damage[i]);
         pr->damaged = xcalloc(all.n_damaged + 1, sizeof *pr->damaged);
         for (size_t i = 0; i < all.n_damaged; i++)
                 pr->damaged[pr->n_damaged++] = (PruneDamaged){ .id = xstrdup(all.damaged[i].id),
