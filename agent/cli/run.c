@@ -99,8 +99,8 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                                 return EX_USAGE;
                         }
         if (dry_run && json && strv_contains(argv + optind, "mirror")) {
-                fputs("skyforge-agent run: --json is for backup runs and the dry runs of postgres and config, "
-                      "not \"run mirror --dry-run\".\n",
+                fputs("skyforge-agent run: --json is for backup runs and the dry runs of postgres and "
+                      "config, not \"run mirror --dry-run\".\n",
                       stderr);
                 return EX_USAGE;
         }
@@ -166,10 +166,10 @@ const Verb verb_run = {
                 "On a terminal, progress is shown on stderr.\n"
                 "  -n, --dry-run   show what the run would do and change nothing (no lock, state, store\n"
                 "                  object or directory). mirror: what would be copied, deleted, skipped.\n"
-                "                  postgres: server, databases and sizes, the pg_dumpall used, destination,\n"
-                "                  encryption, what retention would then delete. config: manifest\n"
-                "                  directories and file counts, Secrets per namespace (names only),\n"
-                "                  destination, encryption, retention\n"
+                "                  postgres: server, databases and sizes, the pg_dumpall used,\n"
+                "                  destination, encryption, what retention would then delete.\n"
+                "                  config: manifest directories and file counts, Secrets per namespace\n"
+                "                  (names only), destination, encryption, retention\n"
                 "      --json      print a JSON array with one result per job (job, result, error, id,\n"
                 "                  bytes, ...) instead of the new backup ids; with --dry-run (postgres,\n"
                 "                  config) the dry run's findings\n",

@@ -50,7 +50,8 @@ bool job_dry_run_supported(const char *job) {
         return streq(job, "postgres") || streq(job, "config");
 }
 
-static void dry_run_add_tool(DryRunResult *res, const PgClient *client, const char *program, const char *use) {
+static void dry_run_add_tool(DryRunResult *res, const PgClient *client, const char *program,
+                             const char *use) {
         res->tools = xrealloc(res->tools, (res->n_tools + 1) * sizeof *res->tools);
         res->tools[res->n_tools++] = (DryRunTool){ .program = xstrdup(program),
                                                    .path = xstrdup(client->path),
@@ -85,8 +86,9 @@ static int dry_run_postgres(const Config *c, DryRunResult *res) {
         res->n_databases = strv_length(info.databases);
         res->databases = xcalloc(res->n_databases + 1, sizeof *res->databases);
         for (size_t i = 0; i < res->n_databases; i++)
-                res->databases[i] = (DryRunDatabase){ .name = xstrdup(info.databases[i]),
-                                                      .bytes = info.database_sizes ? info.database_sizes[i] : 0 };
+                res->databases[i] =
+                        (DryRunDatabase){ .name = xstrdup(info.databases[i]),
+                                          .bytes = info.database_sizes ? info.database_sizes[i] : 0 };
 
         r = pg_find_client("pg_dumpall", pc->pg_bindir, info.version_num / 10000, &dumpall);
         if (r < 0)
@@ -97,9 +99,10 @@ static int dry_run_postgres(const Config *c, DryRunResult *res) {
         r = pg_find_client("pg_dump", pc->pg_bindir, info.version_num / 10000, &dump);
         if (r < 0)
                 return r;
-        dry_run_add_tool(res, &dump, "pg_dump", "dumps each database (per_database = yes), except template1");
+        dry_run_add_tool(res, &dump, "pg_dump",
+                         "dumps each database (per_database = yes), except template1");
         strv_push(&res->objects, xasprintf("ID/globals.sql.zst%s", age));
-        STRV_FOREACH(d, info.databases)
+        STRV_FOREACH (d, info.databases)
                 if (!streq(*d, "template1")) {
                         _cleanup_free_ char *enc = postgres_db_object_encode(*d);
                         strv_push(&res->objects, xasprintf("ID/db/%s.dump%s", enc, age));
@@ -120,7 +123,7 @@ static int tree_count(const char *path, const struct stat *st, int flag, struct 
 /* The checks of config.c's manifest_prefixes(), with the count of what each directory holds. */
 static int dry_run_manifests(const ConfigJobConfig *cc, DryRunResult *res) {
         res->directories = xcalloc(strv_length(cc->manifests) + 1, sizeof *res->directories);
-        STRV_FOREACH(d, cc->manifests) {
+        STRV_FOREACH (d, cc->manifests) {
                 const char *base = strrchr(*d, '/');
                 DryRunDirectory *dir = res->directories + res->n_directories;
                 struct stat st;
@@ -136,7 +139,8 @@ static int dry_run_manifests(const ConfigJobConfig *cc, DryRunResult *res) {
                 tree_files = tree_bytes = 0;
                 (void) nftw(*d, tree_count, 16, FTW_PHYS);
                 *dir = (DryRunDirectory){ .path = xstrdup(*d),
-                                          .member = xasprintf("manifests/%s", base && base[1] ? base + 1 : "root"),
+                                          .member = xasprintf("manifests/%s",
+                                                              base && base[1] ? base + 1 : "root"),
                                           .files = tree_files,
                                           .bytes = tree_bytes };
                 res->n_directories++;
@@ -155,8 +159,8 @@ static DryRunNamespace *dry_run_namespace(DryRunResult *res, const char *name) {
                 if (streq(res->namespaces[i].name, name))
                         return res->namespaces + i;
         res->namespaces = xrealloc(res->namespaces, (res->n_namespaces + 1) * sizeof *res->namespaces);
-        res->namespaces[res->n_namespaces] = (DryRunNamespace){ .name = xstrdup(name),
-                                                                .secrets = xcalloc(1, sizeof(char *)) };
+        res->namespaces[res->n_namespaces] =
+                (DryRunNamespace){ .name = xstrdup(name), .secrets = xcalloc(1, sizeof(char *)) };
         return res->namespaces + res->n_namespaces++;
 }
 
@@ -176,7 +180,7 @@ static int dry_run_secrets(const ConfigJobConfig *cc, DryRunResult *res) {
         kube_client_set_cancel(client, &job_cancel_requested);
         res->kube_server = xstrdup(kc->server);
         /* A namespace with no Secrets is still listed: the operator named it. */
-        STRV_FOREACH(n, cc->namespaces)
+        STRV_FOREACH (n, cc->namespaces)
                 (void) dry_run_namespace(res, *n);
         r = kube_list_secrets(client, cc->namespaces, &list);
         if (r < 0)
@@ -214,7 +218,7 @@ static int dry_run_config(const Config *c, DryRunResult *res) {
         r = dry_run_manifests(cc, res);
         if (r < 0)
                 return r;
-        STRV_FOREACH(f, cc->extra_secret_files)
+        STRV_FOREACH (f, cc->extra_secret_files)
                 if (access(*f, R_OK) < 0)
                         return err_set(-errno, errno == EACCES ? EX_NOPERM : EX_NOINPUT,
                                        "cannot read %s (extra_secret_files in [config]): %m", *f);
@@ -253,7 +257,8 @@ static int dry_run_retention(const Config *c, const char *job, Store *s, DryRunR
                                                 .time_usec = mine[i]->started_usec,
                                                 .damage = damage[i] };
         }
-        (void) retention_select(items, n_mine + 1, now_usec(CLOCK_REALTIME), res->retention_days, res->keep_min);
+        (void) retention_select(items, n_mine + 1, now_usec(CLOCK_REALTIME), res->retention_days,
+                                res->keep_min);
 
         pr->decisions = xcalloc(n_mine + 1, sizeof *pr->decisions);
         for (size_t i = 1; i <= n_mine; i++) {
@@ -333,16 +338,16 @@ void dry_run_result_print(const DryRunResult *res, FILE *out) {
                 for (size_t i = 0; i < res->n_namespaces; i++) {
                         fprintf(out, "    %s: %zu", res->namespaces[i].name,
                                 strv_length(res->namespaces[i].secrets));
-                        STRV_FOREACH(n, res->namespaces[i].secrets)
+                        STRV_FOREACH (n, res->namespaces[i].secrets)
                                 fprintf(out, "%s%s", n == res->namespaces[i].secrets ? " (" : ", ", *n);
                         fputs(strv_isempty(res->namespaces[i].secrets) ? "\n" : ")\n", out);
                 }
         }
-        STRV_FOREACH(f, res->extra_secret_files)
+        STRV_FOREACH (f, res->extra_secret_files)
                 fprintf(out, "  encrypt     %s into the archive\n", *f);
         if (res->destination) {
                 fprintf(out, "  write to    %s:", res->destination);
-                STRV_FOREACH(o, res->objects)
+                STRV_FOREACH (o, res->objects)
                         fprintf(out, " %s", *o);
                 fputc('\n', out);
         }
@@ -359,19 +364,24 @@ void dry_run_result_print(const DryRunResult *res, FILE *out) {
         prune_result_print(&res->retention, out);
 }
 
+static json_object *string_or_null(const char *s) {
+        return s ? json_object_new_string(s) : NULL;
+}
+
 json_object *dry_run_result_to_json(const DryRunResult *res) {
         json_object *o = json_object_new_object(), *a, *e;
 
         json_object_object_add(o, "job", json_object_new_string(res->job));
-        json_object_object_add(o, "result", json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
+        json_object_object_add(o, "result",
+                               json_object_new_string(res->failure.error < 0 ? "failed" : "ok"));
         json_object_object_add(o, "dry_run", json_object_new_boolean(true));
         if (res->failure.error < 0) {
                 json_object_object_add(o, "error", json_object_new_string(failure_message(&res->failure)));
                 json_object_object_add(o, "exit_code", json_object_new_int(res->failure.exit_code));
         }
-        json_object_object_add(o, "destination", res->destination ? json_object_new_string(res->destination) : NULL);
+        json_object_object_add(o, "destination", string_or_null(res->destination));
         a = json_object_new_array();
-        STRV_FOREACH(n, res->objects)
+        STRV_FOREACH (n, res->objects)
                 json_object_array_add(a, json_object_new_string(*n));
         json_object_object_add(o, "objects", a);
         e = json_object_new_object();
@@ -380,8 +390,8 @@ json_object *dry_run_result_to_json(const DryRunResult *res) {
         json_object_object_add(o, "encryption", e);
         if (streq(res->job, "postgres")) {
                 json_object *s = json_object_new_object();
-                json_object_object_add(s, "target", res->server_target ? json_object_new_string(res->server_target) : NULL);
-                json_object_object_add(s, "version", res->server_version ? json_object_new_string(res->server_version) : NULL);
+                json_object_object_add(s, "target", string_or_null(res->server_target));
+                json_object_object_add(s, "version", string_or_null(res->server_version));
                 json_object_object_add(s, "version_num", json_object_new_int(res->server_version_num));
                 json_object_object_add(o, "server", s);
                 a = json_object_new_array();
@@ -407,21 +417,27 @@ json_object *dry_run_result_to_json(const DryRunResult *res) {
                 a = json_object_new_array();
                 for (size_t i = 0; i < res->n_directories; i++) {
                         json_object *d = json_object_new_object();
-                        json_object_object_add(d, "directory", json_object_new_string(res->directories[i].path));
-                        json_object_object_add(d, "member", json_object_new_string(res->directories[i].member));
-                        json_object_object_add(d, "files", json_object_new_uint64(res->directories[i].files));
-                        json_object_object_add(d, "bytes", json_object_new_uint64(res->directories[i].bytes));
+                        json_object_object_add(d, "directory",
+                                               json_object_new_string(res->directories[i].path));
+                        json_object_object_add(d, "member",
+                                               json_object_new_string(res->directories[i].member));
+                        json_object_object_add(d, "files",
+                                               json_object_new_uint64(res->directories[i].files));
+                        json_object_object_add(d, "bytes",
+                                               json_object_new_uint64(res->directories[i].bytes));
                         json_object_array_add(a, d);
                 }
                 json_object_object_add(o, "manifests", a);
-                json_object_object_add(sec, "server", res->kube_server ? json_object_new_string(res->kube_server) : NULL);
+                json_object_object_add(sec, "server", string_or_null(res->kube_server));
                 json_object_object_add(sec, "count", json_object_new_uint64(res->n_secrets));
                 for (size_t i = 0; i < res->n_namespaces; i++) {
                         json_object *ns = json_object_new_object(), *names = json_object_new_array();
-                        json_object_object_add(ns, "namespace", json_object_new_string(res->namespaces[i].name));
-                        json_object_object_add(ns, "count",
-                                               json_object_new_uint64(strv_length(res->namespaces[i].secrets)));
-                        STRV_FOREACH(n, res->namespaces[i].secrets)
+                        json_object_object_add(ns, "namespace",
+                                               json_object_new_string(res->namespaces[i].name));
+                        json_object_object_add(
+                                ns, "count",
+                                json_object_new_uint64(strv_length(res->namespaces[i].secrets)));
+                        STRV_FOREACH (n, res->namespaces[i].secrets)
                                 json_object_array_add(names, json_object_new_string(*n));
                         json_object_object_add(ns, "names", names);
                         json_object_array_add(nss, ns);
@@ -429,7 +445,7 @@ json_object *dry_run_result_to_json(const DryRunResult *res) {
                 json_object_object_add(sec, "namespaces", nss);
                 json_object_object_add(o, "secrets", sec);
                 a = json_object_new_array();
-                STRV_FOREACH(f, res->extra_secret_files)
+                STRV_FOREACH (f, res->extra_secret_files)
                         json_object_array_add(a, json_object_new_string(*f));
                 json_object_object_add(o, "extra_secret_files", a);
         }
@@ -437,7 +453,7 @@ json_object *dry_run_result_to_json(const DryRunResult *res) {
                 json_object *ret = prune_result_to_json(&res->retention);
                 json_object_object_add(ret, "retention_days", json_object_new_uint64(res->retention_days));
                 json_object_object_add(ret, "keep_min", json_object_new_uint64(res->keep_min));
-                json_object_object_add(ret, "note", res->retention_note ? json_object_new_string(res->retention_note) : NULL);
+                json_object_object_add(ret, "note", string_or_null(res->retention_note));
                 json_object_object_add(o, "retention", ret);
         }
         return o;

@@ -18,7 +18,7 @@ typedef struct DryRunTool {
         char *program; /* pg_dumpall, pg_dump */
         char *path;
         char *version; /* its --version line */
-        char *use;     /* what the run does with it */
+        char *use; /* what the run does with it */
 } DryRunTool;
 
 typedef struct DryRunDirectory {
