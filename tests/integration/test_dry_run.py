@@ -136,9 +136,10 @@ def test_dry_run_refuses_jobs_without_one(local_agent, pg, tmp_path):
 
 
 def test_postgres_dry_run_retention_agrees_with_the_run_around_a_damaged_backup(local_agent, pg, tmp_path):
-    configure_local(local_agent, pg, tmp_path, keep_min=2, retention_days=0)
+    configure_local(local_agent, pg, tmp_path)
     dest = local_agent.store / "postgres"
     ids = [local_agent("run", "postgres", check=True).stdout.strip() for _ in range(3)]
+    configure_local(local_agent, pg, tmp_path, keep_min=2, retention_days=0)
     # The newest one loses bytes: it no longer counts toward keep_min, so an older one must stay.
     obj = dest / f"{ids[-1]}.sql.zst.age"
     obj.write_bytes(obj.read_bytes()[:-10])
@@ -146,6 +147,7 @@ def test_postgres_dry_run_retention_agrees_with_the_run_around_a_damaged_backup(
     (d,) = json.loads(local_agent("run", "postgres", "--dry-run", "--json", check=True).stdout)
     assert tree(local_agent.store, local_agent.state_dir) == before
     decided = {b["id"]: b["action"] for b in d["retention"]["backups"]}
+    assert ids[-1] in decided, (ids, d)
     assert decided[ids[-1]] == "keep" and decided[ids[1]] == "keep" and decided[ids[0]] == "would-delete", d
     r = json.loads(local_agent("run", "postgres", "--json", check=True).stdout)[0]
     assert r["retention"]["pruned"] == d["retention"]["deleted"] == 1
