@@ -872,8 +872,8 @@ int store_local_open_existing(const char *directory, Store **ret) {
 
         if (r == -ENOENT)
                 return err_set(-ENOENT, EX_NOINPUT,
-                               "no backups yet: %s does not exist (the first backup run creates it; check "
-                               "destination = if one has run)",
+                               "no backups yet: %s does not exist (the first backup run creates it; if "
+                               "one has run, check destination = and `skyforge-agent list`)",
                                directory);
         return r;
 }
