@@ -74,7 +74,7 @@ def test_read_only_commands_do_not_create_the_destination(local_agent, pg, tmp_p
     assert not dest.exists()
 
     p = local_agent("verify", "postgres")
-    assert p.returncode == 66 and f"no backups yet: {dest} does not exist" in p.stderr, p.stderr
+    assert p.returncode == 66 and f"no backups of postgres at {dest}; has the job run?" in p.stderr, p.stderr
     p = local_agent("restore", "postgres", "--to", pg.conninfo)
     assert p.returncode == 66 and f"no backups yet: {dest} does not exist" in p.stderr, p.stderr
     p = local_agent("prune", "--dry-run")
