@@ -37,6 +37,8 @@ int cli_parse_json_option(int argc, char *argv[], bool *ret_json);
 struct option;
 int cli_bad_option(const char *command, const char *shortopts, const struct option *options, int argc,
                    char *argv[]);
+/* An argument beyond those command takes: says so with its usage line(s); returns EX_USAGE. */
+int cli_unexpected_argument(const char *command, const char *arg);
 /* Prints one JSON document (pretty, no escaped slashes) to stdout, then frees it. */
 struct json_object;
 void cli_json_print(struct json_object *o);

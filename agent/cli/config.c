@@ -162,8 +162,7 @@ static int verb_config_run(CliContext *ctx, int argc, char *argv[]) {
                         ctx->json = true;
                         break;
                 default:
-                        config_usage(stderr);
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "h", options, argc, argv);
                 }
 
         if (optind >= argc) {

@@ -59,12 +59,10 @@ static int run_daemon(CliContext *ctx, int argc, char *argv[]) {
                         state_dir = optarg;
                         break;
                 default:
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "h", options, argc, argv);
                 }
-        if (optind < argc) {
-                fprintf(stderr, "skyforge-agent daemon: unexpected argument '%s'\n", argv[optind]);
-                return EX_USAGE;
-        }
+        if (optind < argc)
+                return cli_unexpected_argument(argv[0], argv[optind]);
 
         /* A configuration with errors is refused here, before the service claims the bus name. */
         r = cli_load_config(ctx, &config);

@@ -159,7 +159,7 @@ static int verb_keygen_run(CliContext *ctx, int argc, char *argv[]) {
                         printf("Usage: skyforge-agent keygen %s\n\n%s", verb_keygen.args, verb_keygen.help);
                         return EX_OK;
                 default:
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "o:yh", options, argc, argv);
                 }
 
         if (convert) {

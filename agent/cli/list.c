@@ -17,6 +17,8 @@ static int run_list(CliContext *ctx, int argc, char *argv[]) {
 
         if (cli_parse_json_option(argc, argv, &json) != 0)
                 return EX_USAGE;
+        if (optind + 1 < argc)
+                return cli_unexpected_argument(argv[0], argv[optind + 1]);
         if (optind < argc) {
                 only = argv[optind];
                 if (!strv_contains((char **) job_listable, only)) {

@@ -151,7 +151,8 @@ int cli_bad_option(const char *command, const char *shortopts, const struct opti
         const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
         const char *prefix = command ? " " : "", *cmd = strempty(command);
 
-        if (optopt != 0) {
+        /* A long option's optopt is its val, not a letter the operator typed: go by what was typed. */
+        if (optopt != 0 && !startswith(arg, "--")) {
                 const char *known = strchr(shortopts, optopt);
                 if (known && known[1] == ':')
                         fprintf(stderr, "skyforge-agent%s%s: option -%c needs an argument.\n", prefix, cmd, optopt);
@@ -182,6 +183,15 @@ int cli_bad_option(const char *command, const char *shortopts, const struct opti
                 }
         }
         fprintf(stderr, "Try 'skyforge-agent %s%s--help'.\n", cmd, command ? " " : "");
+        return EX_USAGE;
+}
+
+int cli_unexpected_argument(const char *command, const char *arg) {
+        const Verb *v = verb_find(command);
+
+        fprintf(stderr, "skyforge-agent %s: unexpected argument '%s'\n", command, arg);
+        if (v)
+                usage_lines(v, stderr);
         return EX_USAGE;
 }
 
@@ -237,7 +247,7 @@ int cli_parse_json_option(int argc, char *argv[], bool *ret_json) {
                 if (o == 'j')
                         *ret_json = true;
                 else
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "", options, argc, argv);
         return 0;
 }
 
@@ -258,6 +268,8 @@ int cli_fail(int r, const char *what) {
 }
 
 static int verb_version_run(CliContext *ctx, int argc, char *argv[]) {
+        if (argc > 1)
+                return cli_unexpected_argument("version", argv[1]);
         printf("skyforge-agent %s\n", PACKAGE_VERSION);
         return 0;
 }
@@ -328,7 +340,7 @@ int cli_main(int argc, char *argv[]) {
                         }
                 }
                 optind = 0; /* reset getopt for the command's own options */
-                opterr = 1;
+                opterr = 0; /* their loops call cli_bad_option(): the option, and the closest one */
                 int r = verbs[i]->run(&ctx, sub_argc, sub_argv);
                 log_journal_sync();
                 return r;

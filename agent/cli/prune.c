@@ -23,7 +23,9 @@ static int run_prune(CliContext *ctx, int argc, char *argv[]) {
                 else if (o == 'j')
                         json = true;
                 else
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "n", options, argc, argv);
+        if (optind + 1 < argc)
+                return cli_unexpected_argument(argv[0], argv[optind + 1]);
         if (optind < argc) {
                 only = argv[optind];
                 if (!strv_contains((char **) jobs, only)) {

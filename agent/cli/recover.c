@@ -216,12 +216,10 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                         break;
                 }
                 default:
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "", options, argc, argv);
                 }
-        if (optind < argc) {
-                fprintf(stderr, "skyforge-agent recover: unexpected \"%s\".\n", argv[optind]);
-                return EX_USAGE;
-        }
+        if (optind < argc)
+                return cli_unexpected_argument(argv[0], argv[optind]);
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;

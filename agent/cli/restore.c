@@ -281,7 +281,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                                 return EX_USAGE;
                         break;
                 default:
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "t:b:nd:j:", options, argc, argv);
                 }
         if (optind >= argc) {
                 fputs("skyforge-agent restore: name what to restore (postgres, config, mirror or volumes).\n", stderr);
@@ -296,6 +296,8 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 }
                 return restore_mirror(ctx, bucket, dry_run);
         }
+        if (optind + 2 < argc)
+                return cli_unexpected_argument(argv[0], argv[optind + 2]);
         id = optind + 1 < argc ? argv[optind + 1] : "latest";
         if (streq(what, "postgres") && restore_pitr_wanted(&pitr)) {
                 if (to || database || apply_secrets || dry_run || bucket) {

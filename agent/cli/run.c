@@ -3,6 +3,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "jobs/dry-run.h"
 #include "jobs/job.h"
 #include "jobs/mirror.h"
 #include "log/log.h"
@@ -32,6 +33,41 @@ static int run_mirror_dry(const Config *c) {
         return 0;
 }
 
+/* What each job's run would do, changing nothing: mirror's plan, or the dry run of postgres and config. */
+static int run_dry(const Config *c, int n, char *jobs[], bool json) {
+        json_object *results = json ? json_object_new_array() : NULL;
+        int ret = 0;
+
+        for (int i = 0; i < n; i++) {
+                _cleanup_(dry_run_result_done) DryRunResult res = {};
+                bool twice = false;
+                int r;
+
+                for (int j = 0; j < i; j++)
+                        twice = twice || streq(jobs[j], jobs[i]);
+                if (twice)
+                        continue;
+                if (streq(jobs[i], "mirror")) {
+                        r = run_mirror_dry(c);
+                        ret = ret ?: r;
+                        continue;
+                }
+                job_install_signal_handlers();
+                r = job_dry_run_result(c, jobs[i], &res);
+                if (json)
+                        json_object_array_add(results, dry_run_result_to_json(&res));
+                else
+                        dry_run_result_print(&res, stdout);
+                if (r < 0) {
+                        (void) failure_raise(&res.failure);
+                        ret = ret ?: cli_fail(r, "dry run failed");
+                }
+        }
+        if (json)
+                cli_json_print(results);
+        return ret;
+}
+
 static int run_run(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = { { "dry-run", no_argument, NULL, 'n' },
                                                  { "json", no_argument, NULL, 'j' },
@@ -48,25 +84,31 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
                 else if (o == 'j')
                         json = true;
                 else
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "n", options, argc, argv);
         if (optind >= argc) {
                 fputs("skyforge-agent run: name a job (postgres, mirror, config, volumes) or \"all\".\n", stderr);
                 return EX_USAGE;
         }
-        if (dry_run && (optind + 1 != argc || !streq(argv[optind], "mirror"))) {
-                fputs("skyforge-agent run: --dry-run is for \"run mirror\" only.\n", stderr);
+        if (dry_run)
+                for (int i = optind; i < argc; i++)
+                        if (!streq(argv[i], "mirror") && !job_dry_run_supported(argv[i])) {
+                                fprintf(stderr,
+                                        "skyforge-agent run: --dry-run is for postgres, config and mirror, "
+                                        "not \"%s\".\n",
+                                        argv[i]);
+                                return EX_USAGE;
+                        }
+        if (dry_run && json && strv_contains(argv + optind, "mirror")) {
+                fputs("skyforge-agent run: --json is for backup runs and the dry runs of postgres and "
+                      "config, not \"run mirror --dry-run\".\n",
+                      stderr);
                 return EX_USAGE;
         }
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;
-        if (dry_run && json) {
-                fputs("skyforge-agent run: --json is for backup runs, not \"run mirror --dry-run\".\n",
-                      stderr);
-                return EX_USAGE;
-        }
         if (dry_run)
-                return run_mirror_dry(c);
+                return run_dry(c, argc - optind, argv + optind, json);
         for (int i = optind; i < argc; i++) {
                 if (streq(argv[i], "all")) {
                         _cleanup_strv_free_ char **all = jobs_for_all(c);
@@ -116,15 +158,20 @@ static int run_run(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_run = {
         .name = "run",
-        .args = "JOB...|all [--json] | mirror --dry-run",
+        .args = "JOB...|all [--json] | JOB... --dry-run [--json]",
         .summary = "Run backup jobs now and print the new backup ids.",
         .help = "Jobs: postgres (pg_dumpall to the store), mirror (MinIO to offsite S3), config (manifests and\n"
                 "encrypted Secrets). \"all\" runs every configured job. Each job takes a lock, writes its state\n"
                 "to state_dir/JOB.json, logs to the journal, and applies retention after a successful backup.\n"
                 "On a terminal, progress is shown on stderr.\n"
-                "  -n, --dry-run   with mirror: list both sides and print what would be copied, deleted and\n"
-                "                  skipped (objects and bytes); change nothing\n"
+                "  -n, --dry-run   show what the run would do and change nothing (no lock, state, store\n"
+                "                  object or directory). mirror: what would be copied, deleted, skipped.\n"
+                "                  postgres: server, databases and sizes, the pg_dumpall used,\n"
+                "                  destination, encryption, what retention would then delete.\n"
+                "                  config: manifest directories and file counts, Secrets per namespace\n"
+                "                  (names only), destination, encryption, retention\n"
                 "      --json      print a JSON array with one result per job (job, result, error, id,\n"
-                "                  bytes, ...) instead of the new backup ids\n",
+                "                  bytes, ...) instead of the new backup ids; with --dry-run (postgres,\n"
+                "                  config) the dry run's findings\n",
         .run = run_run,
 };

@@ -58,6 +58,8 @@ static int run_status(CliContext *ctx, int argc, char *argv[]) {
 
         if (cli_parse_json_option(argc, argv, &json) != 0)
                 return EX_USAGE;
+        if (optind < argc)
+                return cli_unexpected_argument(argv[0], argv[optind]);
         /* status always works: it needs only state_dir, so a configuration with errors elsewhere is
          * reported in one line and the state shown anyway. */
         r = config_load(ctx->config_path, ctx->config_explicit, &c, &problems);

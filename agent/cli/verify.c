@@ -39,7 +39,7 @@ static int run_verify(CliContext *ctx, int argc, char *argv[]) {
                         json = true;
                         break;
                 default:
-                        return EX_USAGE;
+                        return cli_bad_option(argv[0], "", options, argc, argv);
                 }
         for (int i = optind; i < argc; i++) {
                 if (!only && strv_contains((char **) verifiable, argv[i]))

@@ -17,10 +17,8 @@ static int run_wal_stream(CliContext *ctx, int argc, char *argv[]) {
         _cleanup_(config_freep) Config *c = NULL;
         int r;
 
-        if (argc > 1) {
-                fputs("skyforge-agent wal-stream: takes no arguments.\n", stderr);
-                return EX_USAGE;
-        }
+        if (argc > 1)
+                return cli_unexpected_argument(argv[0], argv[1]);
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return r;

@@ -123,6 +123,13 @@ static void check_location(const Config *c, const char *location, const char *ro
                 return; /* the static check reported it */
         what = l.type == LOCATION_REMOTE ? xasprintf("remote %s", l.remote) : xstrdup("store");
         r = store_open_location(c, location, &s);
+        if (r == -ENOENT && !s && l.type == LOCATION_LOCAL && write) {
+                /* The first backup run creates it; a check creates nothing. */
+                err_clear();
+                return add(rep, CONNECT_OK, 0, what,
+                           xasprintf("%s (%s): directory does not exist yet; the first run creates it",
+                                     location, role));
+        }
         if (r >= 0)
                 r = store_list(s, "", stop_at_first, NULL);
         if (r < 0) {

@@ -574,6 +574,13 @@ int job_prune_result(const Config *c, const char *job, bool dry_run, PruneResult
         }
         if (r >= 0)
                 r = store_open_location(c, destination, &store);
+        if (r == -ENOENT && !store) {
+                /* A local destination no run has written to: nothing to delete, nothing created. */
+                _cleanup_(failure_done) Failure f = failure_take(r);
+                res->more = strv_split(failure_message(&f), "\n");
+                lease_guard_end(lease, NULL, NULL);
+                return 0;
+        }
         if (r >= 0)
                 r = lease_guard_check(lease, 0, "deleting backups");
         if (r >= 0)

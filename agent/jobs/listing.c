@@ -46,6 +46,12 @@ int job_list_backups(const Config *c, const char *only, BackupList *ret) {
                         continue;
                 dest = config_job_destination(c, job_listable[i]);
                 r = store_open_location(c, dest, &s);
+                if (r == -ENOENT && !s) {
+                        /* A local destination no run has written to: no backups, and it stays uncreated. */
+                        _cleanup_(failure_done) Failure f = failure_take(r);
+                        log_notice("%s.", failure_message(&f));
+                        continue;
+                }
                 if (r >= 0)
                         r = backup_list_load(s, only || !streq(job_listable[i], "postgres") ? job_listable[i] : NULL,
                                              &l);

@@ -332,7 +332,11 @@ int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, 
         r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &lock_fd);
         if (r >= 0)
                 r = store_open_location(c, dest, &s);
-        if (r >= 0)
+        if (r == -ENOENT && !s) {
+                /* A local destination never written to: no backups, as in an empty one; it stays so. */
+                _cleanup_(failure_done) Failure missing = failure_take(r);
+                r = 0;
+        } else if (r >= 0)
                 r = backup_list_load(s, job, &l);
         if (r >= 0)
                 r = verify_select(&l, o, &sel, &n_sel);
@@ -349,7 +353,7 @@ int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, 
         /* Nothing to verify is no good news: a weekly verify must not stay green while no backup is made. */
         if (n_sel == 0) {
                 res->none = xasprintf("no backups of %s at %s; has the job run? see `skyforge-agent status`",
-                                      job, s->location);
+                                      job, s ? s->location : dest);
                 if (o->out)
                         fprintf(o->out, "%s: %s\n", job, res->none);
         }
@@ -362,7 +366,7 @@ int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, 
                         r = err_set(-ENOENT, EX_NOINPUT,
                                     "no postgres backup to restore-test in %s; run "
                                     "`skyforge-agent run postgres` first",
-                                    s->location);
+                                    s ? s->location : dest);
                 else if (!target)
                         r = err_set(-EBADMSG, EX_DATAERR,
                                     "no postgres backup in %s has a usable manifest to restore-test",

@@ -13,6 +13,7 @@ void pg_server_info_done(PgServerInfo *i) {
         free(i->target);
         free(i->user);
         strv_free(i->databases);
+        free(i->database_sizes);
         *i = (PgServerInfo){};
 }
 
@@ -93,11 +94,13 @@ int pg_preflight(const char *conninfo, PgServerInfo *ret) {
                 return r;
         }
         info.databases = xcalloc(1, sizeof(char *));
+        info.database_sizes = xcalloc((size_t) PQntuples(res) + 1, sizeof(uint64_t));
         for (int i = 0; i < PQntuples(res); i++) {
                 uint64_t size = 0;
                 strv_push(&info.databases, xstrdup(PQgetvalue(res, i, 0)));
                 if (parse_uint64(PQgetvalue(res, i, 1), &size) >= 0)
                         info.size_estimate += size;
+                info.database_sizes[i] = size;
         }
         *ret = info;
         return 0;

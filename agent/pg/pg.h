@@ -14,6 +14,7 @@ typedef struct PgServerInfo {
         char *target;           /* "host=127.0.0.1 port=5432 user=postgres" for messages, never a password */
         char *user;
         char **databases;       /* names of databases that allow connections, sorted */
+        uint64_t *database_sizes; /* pg_database_size() of each, in the order of databases */
 } PgServerInfo;
 
 void pg_server_info_done(PgServerInfo *i);

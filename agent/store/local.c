@@ -893,6 +893,17 @@ int store_local_open(const char *directory, Store **ret) {
         return local_open(directory, true, ret);
 }
 
+int store_local_open_existing(const char *directory, Store **ret) {
+        int r = local_open(directory, false, ret);
+
+        if (r == -ENOENT)
+                return err_set(-ENOENT, EX_NOINPUT,
+                               "no backups yet: %s does not exist (the first backup run creates it; if "
+                               "one has run, check destination = and `skyforge-agent list`)",
+                               directory);
+        return r;
+}
+
 /* ---- a directory whose subdirectories are buckets ---- */
 
 static int local_root_list(StoreRoot *root, char ***ret) {

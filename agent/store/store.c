@@ -32,7 +32,32 @@ void store_free(Store *s) {
         free(s);
 }
 
+const char *store_content_type(const char *name) {
+        static const struct {
+                const char *suffix, *type;
+        } types[] = {
+                { ".age", "application/age-encrypted" },
+                { ".zst", "application/zstd" },
+                { ".tar", "application/x-tar" },
+                { ".json", "application/json" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(types); i++)
+                if (endswith(name, types[i].suffix))
+                        return types[i].type;
+        return NULL;
+}
+
 int store_writer_open(Store *s, const char *name, StoreWriter **ret) {
+        const char *type = store_content_type(name);
+
+        /* The same writer, with the Content-Type kept (S3: sent with the upload; local: user.skyforge.*). */
+        if (type && s->iface->writer_open_with)
+                return s->iface->writer_open_with(
+                        s, name,
+                        &(StoreWriteOptions){ .attrs = &(StoreAttrs){ .content_type = (char *) type },
+                                              .size = STORE_SIZE_UNKNOWN },
+                        ret);
         return s->iface->writer_open(s, name, ret);
 }
 
@@ -162,7 +187,7 @@ static int open_location(const Config *c, const char *location, bool for_write, 
         if (r < 0)
                 return r;
         if (!remote)
-                return store_local_open(l.path, ret);
+                return for_write ? store_local_open(l.path, ret) : store_local_open_existing(l.path, ret);
         return store_s3_open(remote, l.bucket, l.prefix, for_write, ret);
 }
 

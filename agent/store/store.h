@@ -152,7 +152,11 @@ Store *store_new(const StoreInterface *iface, const char *location, void *data);
 void store_free(Store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
 
+/* A writer for a backup object: its Content-Type follows from its name (store_content_type()). */
 int store_writer_open(Store *s, const char *name, StoreWriter **ret);
+/* By the name's last suffix: .age application/age-encrypted, .zst application/zstd, .tar application/x-tar,
+ * .json application/json; NULL for others (the server's default). */
+const char *store_content_type(const char *name);
 int store_write(StoreWriter *w, const void *buf, size_t n);
 int store_writer_commit(StoreWriter *w);
 void store_writer_free(StoreWriter *w);
@@ -223,11 +227,13 @@ int store_put_buffer(Store *s, const char *name, const void *data, size_t n);
 int store_get_buffer(Store *s, const char *name, size_t max, char **ret, size_t *ret_len);
 
 /* Backends. */
-int store_local_open(const char *directory, Store **ret);
+int store_local_open(const char *directory, Store **ret); /* creates the directory when missing */
+/* For reading: a missing directory is -ENOENT ("no backups yet: DIR does not exist"), never created. */
+int store_local_open_existing(const char *directory, Store **ret);
 
 struct Config;
 /* Opens the store for a location, resolving remotes from the configuration, for reading (and pruning):
- * nothing is created. */
+ * nothing is created; a local directory that does not exist is -ENOENT (store_local_open_existing()). */
 int store_open_location(const struct Config *c, const char *location, Store **ret);
 /* The same for a backup run that writes into it: on a remote with create_bucket = yes a missing bucket
  * is created. */

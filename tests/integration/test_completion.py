@@ -90,3 +90,18 @@ def test_every_option_offered_is_one_the_command_takes():
             if o != "--help":
                 assert o in usage, f"{cmd} {o} is not in `skyforge-agent {cmd} --help`"
         assert complete(f"skyforge-agent {cmd} -") == sorted(opts.split())
+
+
+def test_run_dry_run_offers_the_jobs_that_have_one(local_agent, pg):
+    local_agent.configure(postgres={"conninfo": pg.conninfo},
+                          config={"manifests": local_agent.store, "recipients": "age1" + "q" * 58},
+                          volumes={"destination": local_agent.store / "volumes"})
+    assert "volumes" in complete(f"skyforge-agent -c {local_agent.config_path} run ")
+    got = complete(f"skyforge-agent -c {local_agent.config_path} run --dry-run ")
+    assert got == ["config", "postgres"], got
+    assert complete(f"skyforge-agent -c {local_agent.config_path} run postgres -n c") == ["config"]
+
+
+def test_global_options_include_progress():
+    assert complete("skyforge-agent --pro") == ["--progress"]
+    assert complete("skyforge-agent --no-") == ["--no-progress"]

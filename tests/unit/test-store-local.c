@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include "log/log.h"
 #include "sys/fs.h"
@@ -513,8 +514,50 @@ static void local_root_lists_subdirectories_as_buckets(void **state) {
         store_root_free(r);
 }
 
+/* Opening for reading creates nothing: a missing directory is "no backups yet", and stays missing. */
+static void local_open_existing_creates_nothing(void **state) {
+        _cleanup_free_ char *missing = path_join(root, "not-yet");
+        struct stat st;
+        Store *s = NULL;
+
+        assert_int_equal(store_local_open_existing(missing, &s), -ENOENT);
+        assert_null(s);
+        assert_non_null(strstr(err_message(), "no backups yet: "));
+        assert_non_null(strstr(err_message(), "not-yet does not exist"));
+        assert_int_equal(stat(missing, &st), -1);
+        assert_int_equal(store_local_open_existing(root, &s), 0);
+        store_free(s);
+}
+
+static void content_type_follows_the_outermost_suffix(void **state) {
+        assert_string_equal(store_content_type("20261201T000000Z.sql.zst.age"), "application/age-encrypted");
+        assert_string_equal(store_content_type("20261201T000000Z.tar.zst"), "application/zstd");
+        assert_string_equal(store_content_type("x/base.tar"), "application/x-tar");
+        assert_string_equal(store_content_type("20261201T000000Z.json"), "application/json");
+        assert_null(store_content_type("20261201T000000Z/db/gitea.dump"));
+        assert_null(store_content_type("zst"));
+}
+
+/* The writer keeps it with the file (where the file system has user extended attributes). */
+static void local_writer_keeps_the_content_type(void **state) {
+        Store *s = *state;
+        _cleanup_free_ char *path = path_join(root, "a.sql.zst.age");
+        char buf[64] = "";
+        ssize_t n;
+
+        assert_int_equal(store_put_buffer(s, "a.sql.zst.age", "x", 1), 0);
+        n = getxattr(path, "user.skyforge.content-type", buf, sizeof buf - 1);
+        if (n < 0 && (errno == ENOTSUP || errno == EOPNOTSUPP))
+                skip();
+        assert_true(n > 0);
+        assert_string_equal(buf, "application/age-encrypted");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                BOTH_WAYS(local_open_existing_creates_nothing),
+                cmocka_unit_test(content_type_follows_the_outermost_suffix),
+                BOTH_WAYS(local_writer_keeps_the_content_type),
                 BOTH_WAYS(local_uncommitted_write_leaves_nothing),
                 BOTH_WAYS(local_commit_makes_object_visible),
                 BOTH_WAYS(local_list_is_sorted_bytewise_with_prefix),
