@@ -14,6 +14,7 @@
 #include "jobs/wal.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
+#include "kube/volumes.h"
 #include "log/log.h"
 #include "pg/pg.h"
 #include "pg/replication.h"
@@ -272,41 +273,22 @@ static int workload_client(const Config *c, KubeClient **ret) {
         return 0;
 }
 
-/* Sets the workload's replicas; *ret_old: what they were. */
+/* Sets the workload's replicas through its Scale (kube/volumes.h, as the volumes step does); *ret_old: what
+ * they were. */
 static int workload_scale(KubeClient *k, const Workload *w, int64_t replicas, int64_t *ret_old) {
-        _cleanup_free_ char *path =
-                xasprintf("/apis/apps/v1/namespaces/%s/%s/%s/scale", w->ns, w->resource, w->name);
-        _cleanup_(kube_reply_done) KubeReply get = {}, put = {};
-        json_object *spec, *v, *body;
+        _cleanup_free_ char *workload = xasprintf("%s/%s", w->resource, w->name);
+        unsigned old = 0;
         int r;
 
-        r = kube_request_json(k, "GET", path, NULL, &get);
+        if (replicas < 0 || replicas > UINT32_MAX)
+                return err_set(-ERANGE, EX_SOFTWARE, "internal error: %" PRId64 " replicas", replicas);
+        r = kube_scale_set(k, w->ns, workload, (unsigned) replicas, &old);
         if (r < 0)
                 return r;
-        if (get.status != 200 || !get.json)
-                return kube_reply_error(k, &get, "reading the scale of the PostgreSQL workload");
-        *ret_old = json_object_object_get_ex(get.json, "spec", &spec) &&
-                                   json_object_object_get_ex(spec, "replicas", &v)
-                           ? json_object_get_int64(v)
-                           : 0;
-        if (*ret_old == replicas)
-                return 0;
-        body = json_object_get(get.json);
-        if (!json_object_object_get_ex(body, "spec", &spec) ||
-            !json_object_is_type(spec, json_type_object)) {
-                spec = json_object_new_object();
-                json_object_object_add(body, "spec", spec);
-        }
-        json_object_object_add(spec, "replicas", json_object_new_int64(replicas));
-        json_object_object_del(body, "status");
-        r = kube_request_json(k, "PUT", path, body, &put);
-        json_object_put(body);
-        if (r < 0)
-                return r;
-        if (put.status != 200)
-                return kube_reply_error(k, &put, "scaling the PostgreSQL workload");
-        log_info("Scaled %s/%s/%s from %" PRId64 " to %" PRId64 " replica(s).", w->ns, w->resource, w->name,
-                 *ret_old, replicas);
+        *ret_old = old;
+        if (old != replicas)
+                log_info("Scaled %s/%s/%s from %u to %" PRId64 " replica(s).", w->ns, w->resource, w->name, old,
+                         replicas);
         return 0;
 }
 

@@ -54,10 +54,10 @@ class Pitr:
         self.env.pop("JOURNAL_STREAM", None)
         self.env["SKYFORGE_NO_PROGRESS"] = "1"
 
-    def configure(self, flush_seconds, **postgres):
+    def configure(self, flush_seconds, agent=None, **postgres):
         from pathlib import Path
         write_config(Path(self.conf), {
-            "agent": {"state_dir": os.path.join(self.root, "state")},
+            "agent": {"state_dir": os.path.join(self.root, "state"), **(agent or {})},
             "postgres": {"conninfo": self.pg.conninfo, "destination": self.store,
                          "wal_flush_seconds": flush_seconds, **postgres},
         })

@@ -54,8 +54,15 @@ def test_base_backups_are_listed_and_pruned_with_their_wal(pitr):
     assert p.agent("prune", "nonsense", check=False).returncode == 64
 
 
-def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pitr):
+def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pitr, kube_api):
     p = pitr()
+    # The database's workload, scaled to 0 through its Scale for the copy and back afterwards.
+    kube_api.storage.add_deployment("db", "postgres", replicas=1)
+    scaled_while = []
+    kube_api.storage.on_scale = lambda kind, ns, name, n: scaled_while.append(
+        (kind, ns, name, n, os.path.exists(os.path.join(data, "PG_VERSION"))))
+    workload = {"workload": "db/deployment/postgres"}
+    agent = {"kubeconfig": kube_api.kubeconfig()}
     data = os.path.join(p.root, "pgdata")
     # As on a rebuilt node: the pod has made a fresh, empty cluster on the new volume. It is moved aside.
     os.mkdir(data, 0o700)
@@ -74,7 +81,7 @@ def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pit
     forced = p.agent("recover", "--plan", "--step", "postgres", "--postgres-from", "physical", check=False)
     assert forced.returncode == 66 and "data_directory is not set" in forced.stdout + forced.stderr
 
-    p.configure(1, data_directory=data)
+    p.configure(1, agent=agent, data_directory=data, **workload)
     plan = p.agent("recover", "--plan", "--step", "postgres").stdout
     assert "postgres   physical (physical is newer: the stored WAL reaches" in plan, plan
     assert f"restore base backup {base}" in plan and data in plan and f"dump {dump}" in plan
@@ -85,6 +92,9 @@ def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pit
     r = p.agent("recover", "--step", "postgres", timeout=600, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "postgres   done" in r.stdout and f"restored base backup {base}" in r.stdout, r.stdout
+    # Down to 0 before the old cluster went aside, back to 1 with the recovered one in place.
+    assert scaled_while == [("deployments", "db", "postgres", 0, True), ("deployments", "db", "postgres", 1, True)]
+    assert kube_api.storage.workloads[("deployments", "db", "postgres")]["spec"]["replicas"] == 1
     aside = [n for n in os.listdir(p.root) if n.startswith("pgdata.skyforge-before-recover-")]
     assert len(aside) == 1 and os.path.exists(os.path.join(p.root, aside[0], "PG_VERSION"))
     # Recovered, stopped, and its own again: no recovery settings of ours left behind.
@@ -106,6 +116,7 @@ def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pit
     # Safe to rerun: the same base backup is in place.
     r = p.agent("recover", "--step", "postgres")
     assert "postgres   skipped" in r.stdout and "recovered already" in r.stdout, r.stdout
+    assert len(scaled_while) == 2
 
     # A dump newer than the stored WAL wins the automatic choice.
     p.streams[0].send_signal(signal.SIGTERM)
