@@ -460,11 +460,32 @@ static int as_owner_argv(const char *datadir, uid_t uid, gid_t gid, char ***ret)
         return 0;
 }
 
+/* Runs "pg_ctl ... -w -t 3600 ACTION" (argv holds the rest) and waits for it; log: the server's, named in the
+ * error. */
+static int pg_ctl_wait(char ***argv, const char *action, const char *datadir, const char *log) {
+        _cleanup_(child_donep) Child child = {};
+        int r, status;
+
+        strv_push(argv, xstrdup("-w"));
+        strv_push(argv, xstrdup("-t"));
+        strv_push(argv, xstrdup("3600"));
+        strv_push(argv, xstrdup(action));
+        r = child_spawn(*argv, NULL, 0, &child);
+        if (r < 0)
+                return r;
+        status = child_wait(&child);
+        if (status != 0) {
+                _cleanup_free_ char *tail = child_stderr_summary(&child);
+                return err_set(-EIO, EX_SOFTWARE, "pg_ctl %s of %s failed (exit status %d): %s%s%s", action,
+                               datadir, status, tail, log ? "; see " : "", strempty(log));
+        }
+        return 0;
+}
+
 /* pg_ctl stop -m fast as the owner, waiting (bounded) for the shutdown checkpoint. */
 static int stop_server(const char *pg_ctl, const char *datadir, uid_t uid, gid_t gid) {
-        _cleanup_(child_donep) Child child = {};
         _cleanup_strv_free_ char **argv = NULL;
-        int r, status;
+        int r;
 
         r = as_owner_argv(datadir, uid, gid, &argv);
         if (r < 0)
@@ -474,20 +495,7 @@ static int stop_server(const char *pg_ctl, const char *datadir, uid_t uid, gid_t
         strv_push(&argv, xstrdup(datadir));
         strv_push(&argv, xstrdup("-m"));
         strv_push(&argv, xstrdup("fast"));
-        strv_push(&argv, xstrdup("-w"));
-        strv_push(&argv, xstrdup("-t"));
-        strv_push(&argv, xstrdup("3600"));
-        strv_push(&argv, xstrdup("stop"));
-        r = child_spawn(argv, NULL, 0, &child);
-        if (r < 0)
-                return r;
-        status = child_wait(&child);
-        if (status != 0) {
-                _cleanup_free_ char *tail = child_stderr_summary(&child);
-                return err_set(-EIO, EX_SOFTWARE, "pg_ctl stop of %s failed (exit status %d): %s", datadir,
-                               status, tail);
-        }
-        return 0;
+        return pg_ctl_wait(&argv, "stop", datadir, NULL);
 }
 
 /* Takes our block (restore_command, the target, --set lines) out of postgresql.auto.conf again, for a
@@ -513,13 +521,12 @@ static int strip_recovery_settings(const char *datadir) {
 static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest *m, const char *datadir,
                           uid_t uid, gid_t gid) {
         _cleanup_(pg_client_done) PgClient pg_ctl = {};
-        _cleanup_(child_donep) Child child = {};
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *log = path_join(datadir, "skyforge-restore.log"),
                             *sig = path_join(datadir, "recovery.signal"),
                             *pid = path_join(datadir, "postmaster.pid");
         uint64_t deadline;
-        int r, status;
+        int r;
 
         r = pg_find_client("pg_ctl", c->postgres.pg_bindir,
                            (int) (details_uint(m, "server_version_num") / 10000), &pg_ctl);
@@ -537,19 +544,9 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
                 strv_push(&argv, xstrdup("-o"));
                 strv_push(&argv, xstrdup(o->server_options));
         }
-        strv_push(&argv, xstrdup("-w"));
-        strv_push(&argv, xstrdup("-t"));
-        strv_push(&argv, xstrdup("3600"));
-        strv_push(&argv, xstrdup("start"));
-        r = child_spawn(argv, NULL, 0, &child);
+        r = pg_ctl_wait(&argv, "start", datadir, log);
         if (r < 0)
                 return r;
-        status = child_wait(&child);
-        if (status != 0) {
-                _cleanup_free_ char *tail = child_stderr_summary(&child);
-                return err_set(-EIO, EX_SOFTWARE, "pg_ctl start of %s failed (exit status %d): %s; see %s",
-                               datadir, status, tail, log);
-        }
         log_info("PostgreSQL started on %s; waiting for the recovery to end.", datadir);
         deadline = now_usec(CLOCK_MONOTONIC) + PITR_START_TIMEOUT_USEC;
         for (;;) {

@@ -48,14 +48,14 @@ json_object *job_state_to_json(const JobState *s) {
         return o;
 }
 
-static char *get_str(json_object *o, const char *k) {
+char *state_json_str(json_object *o, const char *k) {
         json_object *v;
         if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
                 return xstrdup("");
         return xstrdup(json_object_get_string(v));
 }
 
-static uint64_t get_u64(json_object *o, const char *k) {
+uint64_t state_json_u64(json_object *o, const char *k) {
         json_object *v;
         if (!json_object_object_get_ex(o, k, &v))
                 return 0;
@@ -68,20 +68,20 @@ int job_state_from_json(json_object *o, JobState *ret) {
         if (!json_object_is_type(o, json_type_object))
                 return -EBADMSG;
         *ret = (JobState){
-                .job = get_str(o, "job"),
-                .state = get_str(o, "state"),
-                .last_result = get_str(o, "last_result"),
-                .last_error = get_str(o, "last_error"),
-                .last_backup_id = get_str(o, "last_backup_id"),
-                .last_bytes = get_u64(o, "last_bytes"),
-                .last_start_usec = get_u64(o, "last_start_usec"),
-                .last_end_usec = get_u64(o, "last_end_usec"),
-                .last_success_usec = get_u64(o, "last_success_usec"),
+                .job = state_json_str(o, "job"),
+                .state = state_json_str(o, "state"),
+                .last_result = state_json_str(o, "last_result"),
+                .last_error = state_json_str(o, "last_error"),
+                .last_backup_id = state_json_str(o, "last_backup_id"),
+                .last_bytes = state_json_u64(o, "last_bytes"),
+                .last_start_usec = state_json_u64(o, "last_start_usec"),
+                .last_end_usec = state_json_u64(o, "last_end_usec"),
+                .last_success_usec = state_json_u64(o, "last_success_usec"),
                 .progress = json_object_object_get_ex(o, "progress", &v) ? json_object_get_double(v) : -1,
-                .progress_text = get_str(o, "progress_text"),
-                .last_verify = get_str(o, "last_verify"),
-                .pid = get_u64(o, "pid"),
-                .lease_holder = get_str(o, "lease_holder"),
+                .progress_text = state_json_str(o, "progress_text"),
+                .last_verify = state_json_str(o, "last_verify"),
+                .pid = state_json_u64(o, "pid"),
+                .lease_holder = state_json_str(o, "lease_holder"),
         };
         if (isempty(ret->state)) {
                 free(ret->state);

@@ -36,3 +36,6 @@ char *job_state_path(const char *state_dir, const char *job);
 struct json_object;
 struct json_object *job_state_to_json(const JobState *s);
 int job_state_from_json(struct json_object *o, JobState *ret);
+/* A state file's members: a string (copied; "" when missing or of another type), a number (0 when missing). */
+char *state_json_str(struct json_object *o, const char *key);
+uint64_t state_json_u64(struct json_object *o, const char *key);

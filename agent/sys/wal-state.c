@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include "log/log.h"
+#include "sys/state.h"
 #include "sys/wal-state.h"
 
 void wal_state_done(WalState *s) {
@@ -17,20 +18,6 @@ void wal_state_done(WalState *s) {
 
 char *wal_state_path(const char *state_dir) {
         return xasprintf("%s/%s.json", state_dir, WAL_STATE_NAME);
-}
-
-static char *get_str(json_object *o, const char *k) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-                return xstrdup("");
-        return xstrdup(json_object_get_string(v));
-}
-
-static uint64_t get_u64(json_object *o, const char *k) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, k, &v))
-                return 0;
-        return json_object_get_uint64(v);
 }
 
 int wal_state_read(const char *state_dir, WalState *ret) {
@@ -57,19 +44,19 @@ int wal_state_read(const char *state_dir, WalState *ret) {
                                 path);
         }
         *ret = (WalState){
-                .state = get_str(o, "state"),
-                .pid = get_u64(o, "pid"),
-                .slot = get_str(o, "slot"),
-                .timeline = (uint32_t) get_u64(o, "timeline"),
-                .last_segment = get_str(o, "last_segment"),
-                .last_segment_usec = get_u64(o, "last_segment_usec"),
-                .lag_bytes = get_u64(o, "lag_bytes"),
+                .state = state_json_str(o, "state"),
+                .pid = state_json_u64(o, "pid"),
+                .slot = state_json_str(o, "slot"),
+                .timeline = (uint32_t) state_json_u64(o, "timeline"),
+                .last_segment = state_json_str(o, "last_segment"),
+                .last_segment_usec = state_json_u64(o, "last_segment_usec"),
+                .lag_bytes = state_json_u64(o, "lag_bytes"),
                 .lag_warning = json_object_object_get_ex(o, "lag_warning", &v) && json_object_get_boolean(v),
-                .stored_lsn = get_str(o, "stored_lsn"),
-                .segments = get_u64(o, "segments"),
-                .started_usec = get_u64(o, "started_usec"),
-                .updated_usec = get_u64(o, "updated_usec"),
-                .last_error = get_str(o, "last_error"),
+                .stored_lsn = state_json_str(o, "stored_lsn"),
+                .segments = state_json_u64(o, "segments"),
+                .started_usec = state_json_u64(o, "started_usec"),
+                .updated_usec = state_json_u64(o, "updated_usec"),
+                .last_error = state_json_str(o, "last_error"),
         };
         json_object_put(o);
         return 0;
