@@ -460,8 +460,8 @@ static int as_owner_argv(const char *datadir, uid_t uid, gid_t gid, char ***ret)
         return 0;
 }
 
-/* Runs "pg_ctl ... -w -t 3600 ACTION" (argv holds the rest) and waits for it; log: the server's, named in the
- * error. */
+/* Runs "pg_ctl ... -w -t 3600 ACTION" (argv holds the rest) and waits for it; log: the server's log, named
+ * in the error. */
 static int pg_ctl_wait(char ***argv, const char *action, const char *datadir, const char *log) {
         _cleanup_(child_donep) Child child = {};
         int r, status;
