@@ -583,9 +583,9 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
         _cleanup_(backup_list_done) BackupList l = {};
         _cleanup_free_ char *dest = config_job_destination(c, "basebackup");
         _cleanup_close_ int read_fd = -EBADF;
-        const Manifest *m;
-        uid_t uid;
-        gid_t gid;
+        const Manifest *m = NULL;
+        uid_t uid = 0;
+        gid_t gid = 0;
         int r;
 
         r = job_read_lock(c->agent.state_dir, "basebackup", false, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
