@@ -14,27 +14,6 @@
 #include "sys/fs.h"
 #include "sys/walk.h"
 
-/* The plaintext of one object of backup m: decrypted when m is encrypted, decompressed. */
-static int object_open(const Config *c, Store *s, const Manifest *m, const char *name, Source **ret) {
-        _cleanup_(source_freep) Source *src = NULL;
-        StoreReader *rd = NULL;
-        int r;
-
-        r = store_reader_open(s, name, 0, &rd);
-        if (r < 0)
-                return r;
-        src = source_store_new(rd);
-        if (m->encrypted) {
-                Source *dec;
-                r = job_source_decrypt(TAKE_PTR(src), m, c->volumes.identity_file, "volumes", &dec);
-                if (r < 0)
-                        return r;
-                src = dec;
-        }
-        *ret = source_zstd_new(TAKE_PTR(src));
-        return 0;
-}
-
 static char *volume_dest(const VolumesRestoreOptions *o, const char *name) {
         const char *rel = name;
 
@@ -55,7 +34,7 @@ static int directories_fix(const Config *c, Store *s, const Manifest *m, const V
         uint64_t missing = 0;
         int r;
 
-        r = object_open(c, s, m, rec->catalog, &src);
+        r = volumes_object_open(c, s, m, rec->catalog, &src);
         if (r < 0)
                 return r;
         r = catalog_reader_new(src, &cr);
@@ -209,7 +188,7 @@ static int restore_one(const Config *c, Store *s, const Manifest *const *chain, 
 
                 r = volumes_record(chain[i], name, &rec);
                 if (r >= 0)
-                        r = object_open(c, s, chain[i], rec.archive, &src);
+                        r = volumes_object_open(c, s, chain[i], rec.archive, &src);
                 if (r >= 0)
                         r = tar_reader_new(src, &tr);
                 if (r >= 0)

@@ -182,23 +182,13 @@ static int cache_check(const char *path, const char *sha256) {
         return streq(got, sha256) ? 0 : -EBADMSG;
 }
 
-/* Fetches the catalog of volume rec from backup m into the cache file path (checked against its SHA-256).
- * -ENOKEY: encrypted and no identity to read it. */
-static int cache_fetch(const Config *c, Store *s, const Manifest *m, const VolumeRecord *rec,
-                       const char *path) {
+/* The plaintext of one object of backup m: decrypted when m is encrypted, decompressed. */
+int volumes_object_open(const Config *c, Store *s, const Manifest *m, const char *name, Source **ret) {
         _cleanup_(source_freep) Source *src = NULL;
-        _cleanup_(sink_freep) Sink *out = NULL;
-        _cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
-        _cleanup_free_ uint8_t *buf = NULL;
-        _cleanup_close_ int fd = -EBADF;
         StoreReader *rd = NULL;
-        Digest plain = {};
-        ssize_t k;
         int r;
 
-        if (m->encrypted && isempty(c->volumes.identity_file))
-                return -ENOKEY;
-        r = store_reader_open(s, rec->catalog, 0, &rd);
+        r = store_reader_open(s, name, 0, &rd);
         if (r < 0)
                 return r;
         src = source_store_new(rd);
@@ -209,7 +199,29 @@ static int cache_fetch(const Config *c, Store *s, const Manifest *m, const Volum
                         return r;
                 src = dec;
         }
-        src = source_digest_new(source_zstd_new(TAKE_PTR(src)), &plain);
+        *ret = source_zstd_new(TAKE_PTR(src));
+        return 0;
+}
+
+/* Fetches the catalog of volume rec from backup m into the cache file path (checked against its SHA-256).
+ * -ENOKEY: encrypted and no identity to read it. */
+static int cache_fetch(const Config *c, Store *s, const Manifest *m, const VolumeRecord *rec,
+                       const char *path) {
+        _cleanup_(source_freep) Source *src = NULL;
+        _cleanup_(sink_freep) Sink *out = NULL;
+        _cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
+        _cleanup_free_ uint8_t *buf = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        Digest plain = {};
+        ssize_t k;
+        int r;
+
+        if (m->encrypted && isempty(c->volumes.identity_file))
+                return -ENOKEY;
+        r = volumes_object_open(c, s, m, rec->catalog, &src);
+        if (r < 0)
+                return r;
+        src = source_digest_new(TAKE_PTR(src), &plain);
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
                 return err_set(-errno, EX_CANTCREAT, "cannot write %s: %m", tmp);

@@ -5,6 +5,7 @@
 
 #include "conf/conf.h"
 #include "store/manifest.h"
+#include "shared/stream.h"
 #include "store/store.h"
 #include "jobs/volumes-chain.h"
 
@@ -21,6 +22,9 @@ typedef struct VolumesRestoreOptions {
         bool replace;
         FILE *out;
 } VolumesRestoreOptions;
+
+/* The plaintext of one object of backup m: decrypted when m is encrypted, decompressed. */
+int volumes_object_open(const Config *c, Store *s, const Manifest *m, const char *name, Source **ret);
 
 /* Restores backup m (chains checked first: every object's SHA-256, before anything is written). */
 int volumes_restore(const Config *c, Store *s, const BackupList *l, const Manifest *m,

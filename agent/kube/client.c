@@ -478,8 +478,8 @@ static int status_error(KubeClient *c, const Response *r, const char *what) {
 }
 
 /* Names go into URL paths unescaped, so they are checked against the API's own rules first. */
-static bool dns_name_valid(const char *s, size_t max) {
-        size_t n = strlen(s);
+bool kube_name_valid(const char *s, size_t max) {
+        size_t n = s ? strlen(s) : 0;
 
         if (n == 0 || n > max || s[0] == '-' || s[0] == '.' || s[n - 1] == '-' || s[n - 1] == '.')
                 return false;
@@ -489,8 +489,8 @@ static bool dns_name_valid(const char *s, size_t max) {
                         return false;
         return true;
 }
-#define namespace_valid(s) dns_name_valid(s, 63)
-#define secret_name_valid(s) dns_name_valid(s, 253)
+#define namespace_valid(s) kube_name_valid(s, 63)
+#define secret_name_valid(s) kube_name_valid(s, 253)
 
 /* Metadata the API server sets; a restore must not carry them over (uid and resourceVersion would be
  * rejected, the rest is noise in the export). */

@@ -20,6 +20,8 @@ typedef enum KubeApplyResult {
 const char *kube_apply_result_to_string(KubeApplyResult r); /* "created", "replaced", "unchanged" */
 
 int kube_client_new(const KubeConfig *config, KubeClient **ret);
+/* A DNS-1123 label (max 63: namespaces) or subdomain (max 253: object names); false for NULL. */
+bool kube_name_valid(const char *s, size_t max);
 void kube_client_free(KubeClient *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KubeClient *, kube_client_free);
 

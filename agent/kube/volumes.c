@@ -28,18 +28,6 @@ static size_t array_length(json_object *a) {
         return a ? json_object_array_length(a) : 0;
 }
 
-bool kube_name_valid(const char *s, size_t max) {
-        size_t n = s ? strlen(s) : 0;
-
-        if (n == 0 || n > max || s[0] == '-' || s[0] == '.' || s[n - 1] == '-' || s[n - 1] == '.')
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
-                      (*p == '.' && max > 63)))
-                        return false;
-        return true;
-}
-
 /* Continue tokens are opaque: escaped whole. */
 static char *url_escape(const char *s) {
         static const char hex[] = "0123456789ABCDEF";

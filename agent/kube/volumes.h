@@ -20,9 +20,6 @@
  * continue tokens (a 410 restarts the listing, a repeated token or too many pages is an error). */
 int kube_list_all(KubeClient *c, const char *path, const char *what, json_object **ret_items);
 
-/* A DNS-1123 label (max 63: namespaces) or subdomain (max 253: object names). */
-bool kube_name_valid(const char *s, size_t max);
-
 /* The fields of a PVC; strings point into pvc. phase and volume are NULL when absent. */
 typedef struct KubeClaim {
         const char *namespace;
