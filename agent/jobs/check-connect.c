@@ -4,6 +4,7 @@
 
 #include "jobs/check-connect.h"
 #include "jobs/context.h"
+#include "jobs/volumes-claims.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
 #include "log/log.h"
@@ -265,6 +266,32 @@ static void check_kubernetes(const Config *c, ConnectReport *rep) {
                                                    : ""));
 }
 
+/* The claims of [volumes] are resolved through the API: one page of PVCs and of PVs proves the listing the
+ * job does. Without a cluster and with claims = left at its default, the job backs up paths = only. */
+static void check_volumes_kubernetes(const Config *c, ConnectReport *rep) {
+        _cleanup_(kube_client_freep) KubeClient *client = NULL;
+        int r;
+
+        r = volumes_kube_open(c, &client);
+        if (r >= 0)
+                r = kube_check_list(client, "/api/v1/persistentvolumeclaims?limit=1",
+                                    "list PersistentVolumeClaims in all namespaces");
+        if (r >= 0)
+                r = kube_check_list(client, "/api/v1/persistentvolumes?limit=1", "list PersistentVolumes");
+        if (r >= 0)
+                return add(rep, CONNECT_OK, 0, "kubernetes [volumes]",
+                           xasprintf("%s (kubeconfig %s): may list PersistentVolumeClaims and "
+                                     "PersistentVolumes",
+                                     kube_client_server(client), kube_client_kubeconfig_path(client)));
+        if (volumes_kube_unreachable(r) && !c->volumes.claims_set) {
+                _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
+                err_clear();
+                return add(rep, CONNECT_SKIP, 0, "kubernetes [volumes]",
+                           xasprintf("%s; claims = is not set, so the job backs up paths = only", why));
+        }
+        add_fail(rep, "kubernetes [volumes]", r);
+}
+
 /* ---- age ---- */
 
 static void check_age(char *const *recipients, const char *identity_file, const char *section,
@@ -353,6 +380,13 @@ void config_connect_check(const Config *c, ConnectReport *ret) {
                 check_age(c->config.recipients, c->config.identity_file, "config", &rep);
         } else
                 add(&rep, CONNECT_SKIP, 0, "kubernetes", xstrdup("[config] is not configured"));
+
+        if (c->volumes.present) {
+                _cleanup_free_ char *dest = config_job_destination(c, "volumes");
+                check_volumes_kubernetes(c, &rep);
+                check_location(c, dest, "volumes destination", true, &rep);
+                check_age(c->volumes.recipients, c->volumes.identity_file, "volumes", &rep);
+        }
         *ret = rep;
 }
 

@@ -82,7 +82,6 @@ static int export_write(const void *p, size_t n, void *userdata) {
  * ciphertext buffer is sized once from the text's length (age adds a header and 16 bytes per 64 KiB). */
 static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t *ret_size, size_t *ret_count,
                           char **ret_server) {
-        _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
         _cleanup_(kube_client_freep) KubeClient *client = NULL;
         _cleanup_(kube_export_freep) KubeExport *e = NULL;
         _cleanup_(sink_freep) Sink *mem = NULL, *age = NULL;
@@ -90,10 +89,7 @@ static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t 
         size_t count;
         int r;
 
-        r = kubeconfig_load(cc->kubeconfig, &kc);
-        if (r < 0)
-                return r;
-        r = kube_client_new(kc, &client);
+        r = kube_client_open(cc->kubeconfig, &client);
         if (r < 0)
                 return r;
         r = kube_export_secrets(client, cc->namespaces, &e);
@@ -114,7 +110,7 @@ static int export_secrets(const ConfigJobConfig *cc, uint8_t **ret_data, size_t 
                 return r;
         sink_memory_take(age->next, ret_data, ret_size);
         *ret_count = count;
-        *ret_server = xstrdup(kc->server);
+        *ret_server = xstrdup(kube_client_server(client));
         return 0;
 }
 
@@ -347,7 +343,6 @@ static const char *secret_field(json_object *secret, const char *key) {
 }
 
 int config_apply_secrets(const Config *c, Store *s, const Manifest *m, bool dry_run, FILE *out) {
-        _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
         _cleanup_(kube_client_freep) KubeClient *client = NULL;
         _cleanup_(failure_done) Failure first = {};
         json_object *list = NULL, *items;
@@ -357,9 +352,7 @@ int config_apply_secrets(const Config *c, Store *s, const Manifest *m, bool dry_
         r = secrets_load(c, s, m, &list);
         if (r < 0)
                 return r;
-        r = kubeconfig_load(c->config.kubeconfig, &kc);
-        if (r >= 0)
-                r = kube_client_new(kc, &client);
+        r = kube_client_open(c->config.kubeconfig, &client);
         if (r < 0) {
                 json_object_put(list);
                 return r;

@@ -166,19 +166,15 @@ static DryRunNamespace *dry_run_namespace(DryRunResult *res, const char *name) {
 
 /* The Secrets the export would hold, by namespace: the same list request, names kept, values dropped. */
 static int dry_run_secrets(const ConfigJobConfig *cc, DryRunResult *res) {
-        _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
         _cleanup_(kube_client_freep) KubeClient *client = NULL;
         json_object *list = NULL, *items;
         int r;
 
-        r = kubeconfig_load(cc->kubeconfig, &kc);
-        if (r < 0)
-                return r;
-        r = kube_client_new(kc, &client);
+        r = kube_client_open(cc->kubeconfig, &client);
         if (r < 0)
                 return r;
         kube_client_set_cancel(client, &job_cancel_requested);
-        res->kube_server = xstrdup(kc->server);
+        res->kube_server = xstrdup(kube_client_server(client));
         /* A namespace with no Secrets is still listed: the operator named it. */
         STRV_FOREACH (n, cc->namespaces)
                 (void) dry_run_namespace(res, *n);

@@ -182,7 +182,10 @@ void job_monitor_write_metrics(const Config *c) {
         text = job_monitor_metrics_text(c->agent.state_dir);
         /* Atomic: node_exporter may read the file at any moment. */
         r = write_file_atomic(c->agent.metrics_file, text, strlen(text), 0644);
-        if (r < 0)
-                log_warning("cannot write metrics_file %s: %s; the job goes on", c->agent.metrics_file,
-                            strerror(-r));
+        if (r < 0) {
+                const char *f = c->agent.metrics_file;
+                _cleanup_free_ char *dir = xstrndup(f, strrchr(f, '/') - f);
+                _cleanup_free_ char *hint = read_only_hint(r, dir);
+                log_warning("cannot write metrics_file %s: %s%s; the job goes on", f, strerror(-r), hint);
+        }
 }

@@ -28,19 +28,14 @@ const char *volumes_node_name(const Config *c, char *buf, size_t n) {
 }
 
 int volumes_kube_open(const Config *c, KubeClient **ret) {
-        _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
         const char *path = c->volumes.kubeconfig ?: KUBECONFIG_DEFAULT_PATH;
-        int r;
 
         if (access(path, F_OK) < 0 && errno == ENOENT)
                 return err_set(-ENOENT, EX_UNAVAILABLE,
                                "no kubeconfig at %s, so no Kubernetes API to resolve claims through (is k3s "
                                "installed? or set kubeconfig = in [volumes] or [agent])",
                                path);
-        r = kubeconfig_load(path, &kc);
-        if (r < 0)
-                return r;
-        return kube_client_new(kc, ret);
+        return kube_client_open(path, ret);
 }
 
 bool volumes_kube_unreachable(int r) {

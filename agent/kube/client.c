@@ -232,6 +232,16 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *userdata) {
         return n;
 }
 
+int kube_client_open(const char *kubeconfig, KubeClient **ret) {
+        _cleanup_(kubeconfig_freep) KubeConfig *kc = NULL;
+        int r;
+
+        r = kubeconfig_load(kubeconfig, &kc);
+        if (r < 0)
+                return r;
+        return kube_client_new(kc, ret);
+}
+
 int kube_client_new(const KubeConfig *config, KubeClient **ret) {
         _cleanup_(kube_client_freep) KubeClient *c = NULL;
         CURLcode e = CURLE_OK;
@@ -458,8 +468,8 @@ static int status_error_json(KubeClient *c, long status, json_object *j, const c
         case 403:
                 return err_set(-EACCES, EX_NOPERM,
                                "user \"%s\" in %s may not %s (%s): use a kubeconfig whose "
-                               "user may read and write Secrets, such as the cluster admin's",
-                               c->user, c->kubeconfig_path, what, reason);
+                               "user may, such as the cluster admin's (k3s: %s)",
+                               c->user, c->kubeconfig_path, what, reason, KUBECONFIG_DEFAULT_PATH);
         case 422:
         case 400:
                 return err_set(-EINVAL, EX_DATAERR,
@@ -1048,7 +1058,6 @@ int kube_check_list_secrets(KubeClient *c, char *const *namespaces) {
          * export needs without reading the Secrets. */
         for (size_t i = 0; namespaces ? namespaces[i] != NULL : i == 0; i++) {
                 _cleanup_free_ char *path = NULL, *what = NULL;
-                _cleanup_(response_done) Response r = {};
                 int k;
 
                 if (namespaces) {
@@ -1066,12 +1075,22 @@ int kube_check_list_secrets(KubeClient *c, char *const *namespaces) {
                         path = xstrdup("/api/v1/secrets?limit=1");
                         what = xstrdup("list Secrets in all namespaces");
                 }
-                k = request(c, "GET", path, NULL, &r);
+                k = kube_check_list(c, path, what);
                 if (k < 0)
                         return k;
-                if (r.status != 200)
-                        return status_error(c, &r, what);
         }
+        return 0;
+}
+
+int kube_check_list(KubeClient *c, const char *path, const char *what) {
+        _cleanup_(response_done) Response r = {};
+        int k;
+
+        k = request(c, "GET", path, NULL, &r);
+        if (k < 0)
+                return k;
+        if (r.status != 200)
+                return status_error(c, &r, what);
         return 0;
 }
 

@@ -20,6 +20,8 @@ typedef enum KubeApplyResult {
 const char *kube_apply_result_to_string(KubeApplyResult r); /* "created", "replaced", "unchanged" */
 
 int kube_client_new(const KubeConfig *config, KubeClient **ret);
+/* kubeconfig_load() + kube_client_new(): a client for the kubeconfig at path. */
+int kube_client_open(const char *kubeconfig, KubeClient **ret);
 /* A DNS-1123 label (max 63: namespaces) or subdomain (max 253: object names); false for NULL. */
 bool kube_name_valid(const char *s, size_t max);
 void kube_client_free(KubeClient *c);
@@ -57,6 +59,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(KubeExport *, kube_export_free);
 /* Whether the credentials may list Secrets in the namespaces (NULL: all), with one list of at most one
  * Secret each (`config check --connect`); err_set() naming user, kubeconfig and fix otherwise. */
 int kube_check_list_secrets(KubeClient *c, char *const *namespaces);
+/* One GET of path (a list with ?limit=1): 0 when it is allowed, else the API's Status as the error
+ * ("may not WHAT"). */
+int kube_check_list(KubeClient *c, const char *path, const char *what);
 
 /* Creates the Secret, or replaces it when one of that name exists and differs. dry_run asks the API
  * server to check everything and persist nothing (dryRun=All). */

@@ -318,6 +318,32 @@ char *format_bytes(uint64_t n, char *buf, size_t len) {
         return buf;
 }
 
+char *read_only_hint(int r, const char *path) {
+        _cleanup_free_ char *top = NULL;
+        struct stat st;
+
+        if (r != -EROFS)
+                return xstrdup("");
+        /* What to allow: the first directory of path that does not exist yet (what mkdir -p would
+         * create first), else path itself. */
+        if (path[0] != '/')
+                top = xstrdup(path);
+        for (const char *p = top ? NULL : strchr(path + 1, '/'); !top; p = p ? strchr(p + 1, '/') : NULL) {
+                _cleanup_free_ char *prefix = p ? xstrndup(path, p - path) : xstrdup(path);
+
+                if (!p || (stat(prefix, &st) < 0 && errno == ENOENT))
+                        top = TAKE_PTR(prefix);
+        }
+        /* systemd sets INVOCATION_ID for every unit it starts; ProtectSystem=strict makes all but the
+         * state directory and ReadWritePaths= read-only. */
+        if (getenv("INVOCATION_ID"))
+                return xasprintf(" (the service may write only its state directory and the paths its unit "
+                                 "allows: create %s, then `systemctl edit skyforge-backup@.service` and add "
+                                 "[Service] ReadWritePaths=%s)",
+                                 top, top);
+        return xasprintf(" (%s is on a read-only file system: choose a writable directory)", top);
+}
+
 int mkdir_p(const char *path, mode_t mode) {
         _cleanup_free_ char *p = xstrdup(path);
 

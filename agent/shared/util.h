@@ -149,6 +149,9 @@ char *format_bytes(uint64_t n, char *buf, size_t len);           /* "1.2 GiB" */
 #define FORMAT_BYTES_MAX 32
 
 int mkdir_p(const char *path, mode_t mode);
+/* For an error r on path: "" or, for -EROFS, a hint naming the fix (under systemd: the unit's
+ * ReadWritePaths=). Never NULL; free it. */
+char *read_only_hint(int r, const char *path);
 int fsync_directory_of(const char *path);
 int write_full(int fd, const void *buf, size_t n);
 ssize_t read_full(int fd, void *buf, size_t n);

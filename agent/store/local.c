@@ -110,6 +110,10 @@ static int local_writer_open(Store *s, const char *name, StoreWriter **ret) {
                 free(tmp);
                 tmp = xasprintf(".%s" TMP_MARKER "%08" PRIx32, base, rnd);
                 fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+                if (fd < 0 && errno == EROFS) {
+                        _cleanup_free_ char *hint = read_only_hint(-EROFS, s->location);
+                        return err_setf(-EROFS, "cannot create %s/%s: %m%s", s->location, name, hint);
+                }
                 if (fd < 0 && errno != EEXIST)
                         return err_setf(-errno, "cannot create %s/%s: %m (is the store writable?)",
                                         s->location, name);
@@ -876,8 +880,10 @@ static int local_open(const char *directory, bool create, Store **ret) {
                 return err_set(-EINVAL, EX_CONFIG, "local store path \"%s\" must be absolute", strempty(directory));
         if (create) {
                 r = mkdir_p(directory, 0750);
-                if (r < 0)
-                        return err_setf(r, "cannot create store directory %s: %m", directory);
+                if (r < 0) {
+                        _cleanup_free_ char *hint = read_only_hint(r, directory);
+                        return err_setf(r, "cannot create store directory %s: %m%s", directory, hint);
+                }
         }
         fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)

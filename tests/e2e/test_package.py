@@ -215,6 +215,34 @@ def test_failure_explained_by_catalog(box, pg):
     assert box.exec(BUS + ["get-property"] + JOB_PG + ["LastResult"]).stdout.strip() == 's "failed"'
 
 
+def test_metrics_file_and_a_destination_the_unit_cannot_write(box, pg):
+    """The units run with ProtectSystem=strict: node_exporter's textfile directory is writable for
+    metrics_file, and a local destination elsewhere fails with the drop-in that fixes it."""
+    prom = "/var/lib/prometheus/node-exporter"
+    box.exec(["mkdir", "-p", prom, "/srv"])
+    box.write("/etc/skyforge/agent.conf",
+              f"[agent]\nmetrics_file = {prom}/skyforge-agent.prom\n"
+              f"[postgres]\nconninfo = {pg.conninfo}\n"
+              "[mirror]\nsource = /var/lib/skyforge-agent/backups\ndestination = /srv/offsite\n", mode=0o640)
+    try:
+        # PostgreSQL is still stopped: the run fails, and the metrics say so.
+        p = box.exec(["systemctl", "start", "skyforge-backup@postgres"], check=False, timeout=300)
+        assert p.returncode != 0
+        with open(box.path(f"{prom}/skyforge-agent.prom")) as f:
+            metrics = f.read()
+        assert 'skyforge_job_last_success{job="postgres"} 0' in metrics, metrics
+        assert not os.path.exists(box.path("/srv/offsite"))
+        p = box.exec(["systemctl", "start", "skyforge-backup@mirror"], check=False, timeout=300)
+        assert p.returncode != 0
+        out = box.exec(["journalctl", "--no-pager", "-u", "skyforge-backup@mirror", "-p", "err"]).stdout
+        assert "cannot create store directory /srv/offsite/postgres: Read-only file system" in out, out
+        assert "create /srv/offsite, then `systemctl edit skyforge-backup@.service`" in out, out
+        assert "ReadWritePaths=/srv/offsite" in out, out
+        assert not os.path.exists(box.path("/srv/offsite"))
+    finally:
+        box.write("/etc/skyforge/agent.conf", f"[postgres]\nconninfo = {pg.conninfo}\n", mode=0o640)
+
+
 def test_units_exposure_at_most_2_5(box):
     units = [f"skyforge-backup@{j}.service" for j in JOBS] + ["skyforge-agent.service", "skyforge-verify.service"]
     out = box.exec(["systemd-analyze", "security", "--no-pager"] + units).stdout

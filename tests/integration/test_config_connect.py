@@ -141,3 +141,45 @@ def test_connect_usage(local_agent):
     assert p.returncode == 64 and "--connect is for config check" in p.stderr
     p = local_agent("config", "--help")
     assert "--connect" in p.stdout
+
+
+def test_connect_checks_what_the_volumes_job_needs(local_agent, pg, kube_api, tmp_path):
+    """[volumes]: its destination, its age identity, and the right to list the claims it resolves."""
+    key, recipient = age_keypair(tmp_path, "volumes.key")
+
+    def check(user=None, kubeconfig=None, **volumes):
+        kc = kubeconfig or kube_api.kubeconfig(user=user, name=f"{user}.yaml")
+        local_agent.configure(agent={"kubeconfig": kc}, postgres={"conninfo": pg.conninfo},
+                              volumes={"destination": local_agent.store / "volumes", "recipients": recipient,
+                                       "identity_file": key, **volumes})
+        p = local_agent("config", "check", "--connect")
+        return p, lines(p)
+
+    kube_api.requests.clear()
+    p, r = check("admin")
+    assert p.returncode == 0, p.stdout + p.stderr
+    st, detail = find(r, "kubernetes [volumes]")
+    assert st == "ok" and "may list PersistentVolumeClaims and PersistentVolumes" in detail, detail
+    assert "(volumes destination)" in find(r, "store", "volumes destination")[1]
+    assert find(r, "age [volumes]")[0] == "ok"
+    assert [q[1] for q in kube_api.requests if "persistentvolume" in q[1]] == [
+        "/api/v1/persistentvolumeclaims?limit=1", "/api/v1/persistentvolumes?limit=1"]
+    assert not (local_agent.store / "volumes").exists() or not os.listdir(local_agent.store / "volumes")
+
+    # A user the API refuses: the line says who may not do what, and the exit status is 77.
+    p, r = check("viewer")
+    st, detail = find(r, "kubernetes [volumes]")
+    assert st == "FAIL" and 'user "viewer"' in detail, detail
+    assert "may not list PersistentVolumeClaims in all namespaces" in detail, detail
+    assert p.returncode == EX_NOPERM, p.stdout
+
+    # No cluster: with claims = at its default the job backs up paths = only, which is not a failure;
+    # with claims = written it is.
+    missing = str(tmp_path / "no-kubeconfig.yaml")
+    p, r = check(kubeconfig=missing, paths=str(tmp_path))
+    st, detail = find(r, "kubernetes [volumes]")
+    assert st == "skip" and "backs up paths = only" in detail and missing in detail, detail
+    assert p.returncode == 0, p.stdout
+    p, r = check(kubeconfig=missing, claims="gitea/*")
+    assert find(r, "kubernetes [volumes]")[0] == "FAIL", r
+    assert p.returncode != 0

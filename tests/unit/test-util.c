@@ -50,6 +50,25 @@ static void path_join_normalises_slashes(void **state) {
         assert_string_equal(b, "/a");
 }
 
+static void read_only_hint_names_the_directory_to_allow(void **state) {
+        _cleanup_free_ char *none = read_only_hint(-EACCES, "/srv/x"), *a = NULL, *b = NULL, *c = NULL;
+
+        assert_string_equal(none, "");
+        /* Outside systemd: the first directory that does not exist, or the path when all do. */
+        unsetenv("INVOCATION_ID");
+        a = read_only_hint(-EROFS, "/proc/skyforge-no-such-dir/postgres");
+        assert_non_null(strstr(a, " (/proc/skyforge-no-such-dir is on a read-only file system"));
+        /* Under systemd: the drop-in that allows it. */
+        setenv("INVOCATION_ID", "0123", 1);
+        b = read_only_hint(-EROFS, "/proc/skyforge-no-such-dir/postgres");
+        assert_non_null(strstr(b, "create /proc/skyforge-no-such-dir, then `systemctl edit "
+                                  "skyforge-backup@.service` and add [Service] "
+                                  "ReadWritePaths=/proc/skyforge-no-such-dir)"));
+        c = read_only_hint(-EROFS, "/proc");
+        assert_non_null(strstr(c, "ReadWritePaths=/proc)"));
+        unsetenv("INVOCATION_ID");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(backup_id_round_trips),
@@ -57,6 +76,7 @@ int main(void) {
                 cmocka_unit_test(parse_bool_is_strict),
                 cmocka_unit_test(levenshtein_counts_edits),
                 cmocka_unit_test(path_join_normalises_slashes),
+                cmocka_unit_test(read_only_hint_names_the_directory_to_allow),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
