@@ -127,6 +127,18 @@ static json_object *recover_to_json(json_object *steps, int code) {
         return o;
 }
 
+/* --health-timeout / --bind-timeout SECONDS, 1..86400. */
+static int timeout_option(const char *option, const char *arg, uint64_t *ret_usec) {
+        uint64_t sec;
+
+        if (parse_uint64(arg, &sec) < 0 || sec < 1 || sec > 86400) {
+                fprintf(stderr, "skyforge-agent recover: %s takes 1..86400 seconds, not \"%s\".\n", option, arg);
+                return -EINVAL;
+        }
+        *ret_usec = sec * USEC_PER_SEC;
+        return 0;
+}
+
 static int run_recover(CliContext *ctx, int argc, char *argv[]) {
         static const struct option options[] = {
                 { "plan", no_argument, NULL, 'p' },
@@ -190,31 +202,17 @@ static int run_recover(CliContext *ctx, int argc, char *argv[]) {
                 case 'O':
                         ro.overlay = optarg;
                         break;
-                case 'T': {
-                        uint64_t sec;
-                        if (parse_uint64(optarg, &sec) < 0 || sec < 1 || sec > 86400) {
-                                fprintf(stderr, "skyforge-agent recover: --health-timeout takes 1..86400 "
-                                                "seconds, not \"%s\".\n",
-                                        optarg);
+                case 'T':
+                        if (timeout_option("--health-timeout", optarg, &ro.health_timeout_usec) < 0)
                                 return EX_USAGE;
-                        }
-                        ro.health_timeout_usec = sec * USEC_PER_SEC;
                         break;
-                }
                 case 'f':
                         ro.force = true;
                         break;
-                case 'B': {
-                        uint64_t sec;
-                        if (parse_uint64(optarg, &sec) < 0 || sec < 1 || sec > 86400) {
-                                fprintf(stderr, "skyforge-agent recover: --bind-timeout takes 1..86400 "
-                                                "seconds, not \"%s\".\n",
-                                        optarg);
+                case 'B':
+                        if (timeout_option("--bind-timeout", optarg, &ro.bind_timeout_usec) < 0)
                                 return EX_USAGE;
-                        }
-                        ro.bind_timeout_usec = sec * USEC_PER_SEC;
                         break;
-                }
                 default:
                         return cli_bad_option(argv[0], "", options, argc, argv);
                 }

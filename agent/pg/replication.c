@@ -355,23 +355,40 @@ static void put_u64(uint8_t *p, uint64_t v) {
         memcpy(p, &v, 8);
 }
 
+/* One CopyData message without blocking: its length (*ret_buf: libpq's, PQfreemem() it), 0 when none is
+ * there yet, -1 at the end of the COPY, or an error naming what (the replication stream, BASE_BACKUP). */
+static int copy_data_read(PGconn *c, const char *what, char **ret_buf) {
+        _cleanup_free_ char *target = NULL, *msg = NULL;
+        int n;
+
+        /* What libpq holds first: PQconsumeInput() moves its whole buffer each time, so calling it for every
+         * message costs quadratic time when many are queued. */
+        n = PQgetCopyData(c, ret_buf, 1);
+        if (n == 0) {
+                if (PQconsumeInput(c) == 0) {
+                        msg = repl_error(c);
+                        target = repl_target(c);
+                        return err_set(-ECONNRESET, EX_UNAVAILABLE, "lost the connection to %s during %s: %s",
+                                       target, what, msg);
+                }
+                n = PQgetCopyData(c, ret_buf, 1);
+        }
+        if (n < -1) {
+                msg = repl_error(c);
+                target = repl_target(c);
+                return err_set(-ECONNRESET, EX_UNAVAILABLE, "%s from %s failed: %s", what, target, msg);
+        }
+        return n;
+}
+
 int pg_repl_read(PGconn *c, PgReplMessage *ret) {
         _cleanup_free_ char *target = NULL;
         char *buf = NULL;
         int n;
 
-        /* What libpq holds first: PQconsumeInput() moves its whole buffer each time, so calling it for every
-         * message costs quadratic time when many are queued. */
-        n = PQgetCopyData(c, &buf, 1);
-        if (n == 0) {
-                if (PQconsumeInput(c) == 0) {
-                        _cleanup_free_ char *msg = repl_error(c);
-                        target = repl_target(c);
-                        return err_set(-ECONNRESET, EX_UNAVAILABLE,
-                                       "lost the replication connection to %s: %s", target, msg);
-                }
-                n = PQgetCopyData(c, &buf, 1);
-        }
+        n = copy_data_read(c, "the replication stream", &buf);
+        if (n < -1)
+                return n;
         if (n == 0) {
                 *ret = (PgReplMessage){ .kind = PG_REPL_NOTHING };
                 return 0;
@@ -379,12 +396,6 @@ int pg_repl_read(PGconn *c, PgReplMessage *ret) {
         if (n == -1) {
                 *ret = (PgReplMessage){ .kind = PG_REPL_END };
                 return 0;
-        }
-        if (n < 0) {
-                _cleanup_free_ char *msg = repl_error(c);
-                target = repl_target(c);
-                return err_set(-ECONNRESET, EX_UNAVAILABLE, "replication stream from %s failed: %s", target,
-                               msg);
         }
         PgReplMessage m = { .buffer = buf };
         const uint8_t *p = (const uint8_t *) buf;
@@ -552,18 +563,9 @@ int pg_repl_base_backup_read(PGconn *c, PgBackupMessage *ret) {
         char *buf = NULL;
         int n;
 
-        n = PQgetCopyData(c, &buf, 1);
-        if (n == 0) {
-                if (PQconsumeInput(c) == 0) {
-                        _cleanup_free_ char *msg = repl_error(c);
-                        target = repl_target(c);
-                        return err_set(-ECONNRESET, EX_UNAVAILABLE,
-                                       "lost the connection to %s during "
-                                       "BASE_BACKUP: %s",
-                                       target, msg);
-                }
-                n = PQgetCopyData(c, &buf, 1);
-        }
+        n = copy_data_read(c, "BASE_BACKUP", &buf);
+        if (n < -1)
+                return n;
         if (n == 0) {
                 *ret = (PgBackupMessage){ .kind = PG_BACKUP_NOTHING };
                 return 0;
@@ -571,11 +573,6 @@ int pg_repl_base_backup_read(PGconn *c, PgBackupMessage *ret) {
         if (n == -1) {
                 *ret = (PgBackupMessage){ .kind = PG_BACKUP_END };
                 return 0;
-        }
-        if (n < 0) {
-                _cleanup_free_ char *msg = repl_error(c);
-                target = repl_target(c);
-                return err_set(-ECONNRESET, EX_UNAVAILABLE, "BASE_BACKUP from %s failed: %s", target, msg);
         }
         PgBackupMessage m = { .buffer = buf };
         const char *end = buf + n;
