@@ -37,8 +37,7 @@ char *postgres_db_object_encode(const char *name) {
 
 int postgres_sink_chain(const PostgresConfig *pc, StoreWriter *w, Digest *stored, Sink **ret) {
         Sink *chain = sink_digest_new(sink_store_new(w), stored), *next;
-        int threads = pc->compression_threads ? (int) pc->compression_threads
-                                              : (int) sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = zstd_threads(pc->compression_threads);
         int r;
 
         /* Fail closed: with recipients set, the age stage is set up before anything is stored, and a dump

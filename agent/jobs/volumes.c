@@ -668,9 +668,7 @@ static int volume_backup(JobContext *ctx, Manifest *m, const BackupList *l, cons
         if (r < 0)
                 return r;
         r = stored_chain(vc, aw,
-                         (ChainShape){ .zstd_threads = vc->compression_threads
-                                                               ? (int) vc->compression_threads
-                                                               : (int) sysconf(_SC_NPROCESSORS_ONLN),
+                         (ChainShape){ .zstd_threads = zstd_threads(vc->compression_threads),
                                        .queue_buffer = VOLUMES_QUEUE_BUFFER,
                                        .queue_buffers = VOLUMES_QUEUE_BUFFERS },
                          &a_stored, &chain);

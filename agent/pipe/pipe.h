@@ -25,6 +25,11 @@ Source *source_digest_new(Source *upstream, Digest *ret);
 
 /* zstd; threads = 0 means single-threaded. Frames carry a content checksum. */
 Sink *sink_zstd_new(Sink *next, int level, int threads, int *ret_error);
+/* The workers for compression_threads = configured: configured, or for 0 one per CPU but at most
+ * ZSTD_THREADS_DEFAULT_MAX (each worker holds its own buffers: memory must not grow with a big node). */
+#define ZSTD_THREADS_DEFAULT_MAX 4
+int zstd_threads(unsigned configured);
+int zstd_threads_for(unsigned configured, long cpus); /* the same for a node with cpus CPUs */
 Source *source_zstd_new(Source *upstream);
 
 /* age v1 (X25519 recipients "age1..."). On failure they return NULL and leave next/upstream to the

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <unistd.h>
 #include <zstd.h>
 
 #include "log/log.h"
@@ -55,6 +56,16 @@ static void zstd_sink_free(Sink *s) {
         ZSTD_freeCCtx(z->cctx);
         free(z->out);
         free(z);
+}
+
+int zstd_threads_for(unsigned configured, long cpus) {
+        if (configured > 0)
+                return (int) configured;
+        return (int) MAX(MIN(cpus, (long) ZSTD_THREADS_DEFAULT_MAX), 1L);
+}
+
+int zstd_threads(unsigned configured) {
+        return zstd_threads_for(configured, sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 Sink *sink_zstd_new(Sink *next, int level, int threads, int *ret_error) {

@@ -140,6 +140,14 @@ static void zstd_source_rejects_truncated_and_corrupt(void **state) {
         free(out.data);
 }
 
+static void zstd_threads_default_is_bounded(void **state) {
+        assert_int_equal(zstd_threads_for(0, 64), ZSTD_THREADS_DEFAULT_MAX);
+        assert_int_equal(zstd_threads_for(0, 2), 2);
+        assert_int_equal(zstd_threads_for(0, -1), 1); /* sysconf failed */
+        assert_int_equal(zstd_threads_for(9, 64), 9);  /* what is configured is used */
+        assert_int_equal(zstd_threads(3), 3);
+}
+
 static void digest_matches_known_sha256(void **state) {
         Mem out = {};
         Digest d;
@@ -160,6 +168,7 @@ int main(void) {
                 cmocka_unit_test(zstd_round_trips_with_digests),
                 cmocka_unit_test(zstd_source_rejects_truncated_and_corrupt),
                 cmocka_unit_test(digest_matches_known_sha256),
+                cmocka_unit_test(zstd_threads_default_is_bounded),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
