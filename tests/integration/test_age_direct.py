@@ -1,6 +1,6 @@
-"""Encryption reads straight into the age stage's plaintext rounds (no copy) from pipes grown to 1 MiB, on
-two threads: sizes at chunk and round boundaries stay byte-compatible with the age CLI both ways, and damage
-is refused with EX_DATAERR (65)."""
+"""Encryption reads straight into the age stage's plaintext rounds (no copy) from pipes grown to 1 MiB, or
+seals a file on stdin straight from its mapping, on two threads: sizes at chunk, round and mapping window
+boundaries stay byte-compatible with the age CLI both ways, and damage is refused with EX_DATAERR (65)."""
 import fcntl
 import os
 import subprocess
@@ -15,8 +15,9 @@ CIPHER = CHUNK + 16
 ROUND = 8  # chunks per round (agent/pipe/age.c AGE_BATCH)
 EX_DATAERR = 65
 
+WINDOW = 4 * 1024 * 1024  # a file on stdin is mapped this much at a time (agent/pipe/file-map.h)
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, ROUND * CHUNK, ROUND * CHUNK + 1, 2 * ROUND * CHUNK,
-         5 * 1024 * 1024 + 3, 8 * 1024 * 1024]
+         5 * 1024 * 1024 + 3, 8 * 1024 * 1024, WINDOW - 1, WINDOW + 1, 3 * WINDOW + CHUNK]
 
 
 @pytest.fixture
@@ -51,6 +52,11 @@ def test_boundary_sizes_from_a_pipe_and_a_file_both_ways(agekit, key, tmp_path, 
         assert p.stdout == data
     cli = subprocess.run(["age", "-r", recipient], input=data, capture_output=True, check=True).stdout
     p = agekit.decrypt(cli, identity)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == data
+    (tmp_path / "cli.age").write_bytes(cli)
+    with open(tmp_path / "cli.age", "rb") as f:
+        p = subprocess.run([AGE_TOOL, "-d", "-i", str(identity)], stdin=f, capture_output=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout == data
 
