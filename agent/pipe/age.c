@@ -143,12 +143,6 @@ static void pool_wait(AgePool *pool, AgeStream *s, AgeRound *round) {
         pthread_mutex_unlock(&pool->lock);
 }
 
-static void pool_run(AgePool *pool, AgeStream *s, AgeRound *round, AgeChunkFn fn, void *userdata,
-                     size_t n) {
-        pool_submit(pool, s, round, fn, userdata, n);
-        pool_wait(pool, s, round);
-}
-
 /* Stops the worker; a chunk it is running is finished first, queued ones are dropped. */
 static void pool_done(AgePool *pool) {
         if (pool->running) {
@@ -404,21 +398,33 @@ Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
 }
 
 /* Decryption. The header is read and checked when the source is created, so a wrong identity or a
- * corrupt header fails before any plaintext exists. A round of chunks is opened at once; plaintext is
- * released only for chunks that authenticated, in order, up to the first one that did not. */
+ * corrupt header fails before any plaintext exists. A round of chunks is opened at once, and two rounds
+ * alternate: while one is opened (by the worker, and by this thread once it has read the next one), the
+ * ciphertext of the next round is read into the other. Plaintext is released only for chunks that
+ * authenticated, in order, up to the first one that did not; a round read ahead past the final chunk is
+ * trailing data. */
+typedef struct OpenRound {
+        AgeRound job;
+        uint8_t *cipher; /* up to AGE_BATCH encrypted chunks, back to back */
+        size_t cipher_len;
+        uint8_t *plain; /* AGE_BATCH chunks of plaintext */
+        uint64_t base_counter;
+        size_t n_chunks;
+        bool is_last[AGE_BATCH];
+        bool in_flight; /* submitted, not yet waited for */
+} OpenRound;
+
 typedef struct AgeSource {
         Source base;
         AgeStream *stream;
         AgePool pool;
-        AgeRound round;
+        OpenRound rounds[AGE_QUEUE];
+        OpenRound *cur; /* the round whose plaintext is being read */
         uint8_t *carry; /* bytes read past the header, consumed before upstream */
         size_t carry_pos, carry_len;
-        uint8_t *cipher; /* one round of encrypted chunks */
-        size_t cipher_len;
-        uint64_t base_counter;
-        bool is_last[AGE_BATCH];
-        uint8_t *plain; /* AGE_BATCH chunks of plaintext */
-        size_t pos, len; /* unread plaintext in plain[] */
+        uint64_t next_counter; /* of the first chunk of the next round read */
+        size_t pos, len; /* unread plaintext in cur->plain */
+        bool input_end; /* upstream ended: a round was read short */
         bool last_seen, eof;
         int deferred; /* an error to return once the plaintext before it was read */
         int error;
@@ -454,20 +460,20 @@ static int payload_fail(const char *what) {
 #define CHUNK_EMPTY_FINAL -2 /* an empty final chunk after data */
 
 static int age_source_open_one(void *userdata, AgeStream *s, size_t i) {
-        AgeSource *a = userdata;
+        OpenRound *round = userdata;
         size_t off = i * CIPHER_CHUNK_SIZE;
-        size_t n = a->cipher_len - off < CIPHER_CHUNK_SIZE ? a->cipher_len - off : CIPHER_CHUNK_SIZE;
-        uint64_t counter = a->base_counter + i;
-        uint8_t *in = a->cipher + off, *out = a->plain + i * AGE_CHUNK_SIZE;
+        size_t n = round->cipher_len - off < CIPHER_CHUNK_SIZE ? round->cipher_len - off : CIPHER_CHUNK_SIZE;
+        uint64_t counter = round->base_counter + i;
+        uint8_t *in = round->cipher + off, *out = round->plain + i * AGE_CHUNK_SIZE;
 
-        a->is_last[i] = false;
+        round->is_last[i] = false;
         age_stream_set_counter(s, counter);
         if (n < CIPHER_CHUNK_SIZE) {
                 if (n == AGE_TAG_SIZE && counter > 0)
                         return CHUNK_EMPTY_FINAL;
                 if (age_stream_open(s, in, n, true, out) < 0)
                         return CHUNK_BAD;
-                a->is_last[i] = true;
+                round->is_last[i] = true;
                 return 0;
         }
         if (age_stream_open(s, in, n, false, out) >= 0)
@@ -476,21 +482,53 @@ static int age_source_open_one(void *userdata, AgeStream *s, size_t i) {
         age_stream_set_counter(s, counter);
         if (age_stream_open(s, in, n, true, out) < 0)
                 return CHUNK_BAD;
-        a->is_last[i] = true;
+        round->is_last[i] = true;
         return 0;
 }
 
+/* Reads the next round's ciphertext into round and submits it to be opened; at the end of the input there
+ * is nothing to submit and round stays idle. */
+static int age_source_read_round(AgeSource *a, OpenRound *round) {
+        ssize_t n;
+
+        assert(!round->in_flight);
+        if (a->input_end)
+                return 0;
+        n = age_source_fill(a, round->cipher, AGE_BATCH * CIPHER_CHUNK_SIZE);
+        if (n < 0)
+                return (int) n;
+        if ((size_t) n < AGE_BATCH * CIPHER_CHUNK_SIZE)
+                a->input_end = true;
+        if (n == 0)
+                return 0;
+        round->cipher_len = (size_t) n;
+        round->base_counter = a->next_counter;
+        round->n_chunks = (round->cipher_len + CIPHER_CHUNK_SIZE - 1) / CIPHER_CHUNK_SIZE;
+        a->next_counter += round->n_chunks;
+        pool_submit(&a->pool, a->stream, &round->job, age_source_open_one, round, round->n_chunks);
+        round->in_flight = true;
+        return 0;
+}
+
+/* Called once the current round's plaintext was read: releases the next round's. */
 static int age_source_next_round(AgeSource *a) {
-        uint64_t counter = age_stream_counter(a->stream);
-        size_t n_chunks, released = 0;
+        OpenRound *next = &a->rounds[a->cur == &a->rounds[0]];
+        uint64_t counter = age_stream_counter(a->stream); /* chunks released so far */
+        size_t released = 0;
         ssize_t n;
         uint8_t extra;
+        int r, ahead;
 
         if (a->deferred < 0)
                 return a->deferred;
         if (a->last_seen) {
                 /* Like age: the last chunk was released; anything after it is an error, not ignored. */
-                n = age_source_fill(a, &extra, 1);
+                if (next->in_flight) {
+                        pool_wait(&a->pool, a->stream, &next->job);
+                        next->in_flight = false;
+                        return payload_fail("has trailing data after the final chunk");
+                }
+                n = a->input_end ? 0 : age_source_fill(a, &extra, 1);
                 if (n < 0)
                         return (int) n;
                 if (n > 0)
@@ -499,47 +537,51 @@ static int age_source_next_round(AgeSource *a) {
                 return 0;
         }
 
-        n = age_source_fill(a, a->cipher, AGE_BATCH * CIPHER_CHUNK_SIZE);
-        if (n < 0)
-                return (int) n;
-        if (n == 0)
-                return payload_fail(counter == 0 ? "has no chunks" : "ends without a final chunk");
-        a->cipher_len = (size_t) n;
-        a->base_counter = counter;
-        n_chunks = (a->cipher_len + CIPHER_CHUNK_SIZE - 1) / CIPHER_CHUNK_SIZE;
-        pool_run(&a->pool, a->stream, &a->round, age_source_open_one, a, n_chunks);
+        if (!next->in_flight) { /* the first round, or the input ended */
+                r = age_source_read_round(a, next);
+                if (r < 0)
+                        return r;
+                if (!next->in_flight)
+                        return payload_fail(counter == 0 ? "has no chunks" : "ends without a final chunk");
+        }
+        /* Read ahead into the round just read while the next one is opened. An error there is reported
+         * once the plaintext before it was read. */
+        ahead = age_source_read_round(a, a->cur);
+        pool_wait(&a->pool, a->stream, &next->job);
+        next->in_flight = false;
+        a->cur = next;
 
         a->pos = a->len = 0;
-        for (size_t i = 0; i < n_chunks; i++) {
-                int k = a->round.results[i];
-                size_t chunk_len = a->cipher_len - i * CIPHER_CHUNK_SIZE;
+        for (size_t i = 0; i < next->n_chunks; i++) {
+                int k = next->job.results[i];
+                size_t chunk_len = next->cipher_len - i * CIPHER_CHUNK_SIZE;
 
                 if (chunk_len > CIPHER_CHUNK_SIZE)
                         chunk_len = CIPHER_CHUNK_SIZE;
                 if (k == CHUNK_EMPTY_FINAL)
                         a->deferred = payload_fail("has an empty final chunk after data");
                 else if (k < 0)
-                        a->deferred = payload_fail(counter + i == 0 && chunk_len < AGE_TAG_SIZE ?
+                        a->deferred = payload_fail(next->base_counter + i == 0 && chunk_len < AGE_TAG_SIZE ?
                                                    "is shorter than one chunk" : "does not authenticate");
                 if (a->deferred < 0)
                         break;
                 a->len += chunk_len - AGE_TAG_SIZE;
                 released++;
-                if (a->is_last[i]) {
+                if (next->is_last[i]) {
                         a->last_seen = true;
-                        if (i + 1 < n_chunks)
+                        if (i + 1 < next->n_chunks)
                                 a->deferred = payload_fail("has trailing data after the final chunk");
                         break;
                 }
         }
-        age_stream_set_counter(a->stream, counter + released);
+        if (a->deferred == 0 && ahead < 0)
+                a->deferred = ahead;
+        age_stream_set_counter(a->stream, next->base_counter + released);
         return released > 0 ? 0 : a->deferred;
 }
 
-static ssize_t age_source_read(Source *s, void *buf, size_t n) {
-        AgeSource *a = (AgeSource *) s;
-        size_t k;
-
+/* > 0 once there is plaintext to read, 0 at the end. */
+static int age_source_ready(AgeSource *a) {
         if (a->error < 0)
                 return a->error;
         while (a->pos == a->len) {
@@ -550,8 +592,31 @@ static ssize_t age_source_read(Source *s, void *buf, size_t n) {
                 if (r < 0)
                         return a->error = r;
         }
+        return 1;
+}
+
+static ssize_t age_source_read(Source *s, void *buf, size_t n) {
+        AgeSource *a = (AgeSource *) s;
+        int r = age_source_ready(a);
+        size_t k;
+
+        if (r <= 0)
+                return r;
         k = a->len - a->pos < n ? a->len - a->pos : n;
-        memcpy(buf, a->plain + a->pos, k);
+        memcpy(buf, a->cur->plain + a->pos, k);
+        a->pos += k;
+        return (ssize_t) k;
+}
+
+static ssize_t age_source_lend(Source *s, const void **ret_buf, size_t n) {
+        AgeSource *a = (AgeSource *) s;
+        int r = age_source_ready(a);
+        size_t k;
+
+        if (r <= 0)
+                return r;
+        k = a->len - a->pos < n ? a->len - a->pos : n;
+        *ret_buf = a->cur->plain + a->pos;
         a->pos += k;
         return (ssize_t) k;
 }
@@ -559,12 +624,14 @@ static ssize_t age_source_read(Source *s, void *buf, size_t n) {
 static void age_source_free(Source *s) {
         AgeSource *a = (AgeSource *) s;
 
-        pool_done(&a->pool);
+        pool_done(&a->pool); /* before the buffers go: the worker may still be opening into one */
         age_stream_free(a->stream);
-        if (a->plain)
-                OPENSSL_cleanse(a->plain, AGE_BATCH * AGE_CHUNK_SIZE);
-        free(a->plain);
-        free(a->cipher);
+        for (size_t i = 0; i < AGE_QUEUE; i++) {
+                if (a->rounds[i].plain)
+                        OPENSSL_cleanse(a->rounds[i].plain, AGE_BATCH * AGE_CHUNK_SIZE);
+                free(a->rounds[i].plain);
+                free(a->rounds[i].cipher);
+        }
         free(a->carry);
         free(a);
 }
@@ -624,7 +691,8 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
                 return fail_with(ret_error, r);
 
         a = xcalloc(1, sizeof *a);
-        a->base = (Source){ .read = age_source_read, .free = age_source_free, .upstream = upstream };
+        a->base = (Source){ .read = age_source_read, .free = age_source_free, .upstream = upstream,
+                            .lend = age_source_lend };
         a->carry = TAKE_PTR(carry);
         a->carry_len = carry_len;
         n = age_source_fill(a, nonce, sizeof nonce);
@@ -644,7 +712,10 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
                 return fail_with(ret_error, r);
         }
         a->stream = stream;
-        a->cipher = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
-        a->plain = xmalloc(AGE_BATCH * AGE_CHUNK_SIZE);
+        for (size_t i = 0; i < AGE_QUEUE; i++) {
+                a->rounds[i].cipher = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+                a->rounds[i].plain = xmalloc(AGE_BATCH * AGE_CHUNK_SIZE);
+        }
+        a->cur = &a->rounds[0];
         return &a->base;
 }

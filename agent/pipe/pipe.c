@@ -32,9 +32,29 @@ static int pipe_pump_direct(Source *from, Sink *to) {
         return sink_finish(to);
 }
 
+/* Writes straight from the memory the source lends (e.g. age's opened round): no copy, no buffer here. */
+static int pipe_pump_lent(Source *from, Sink *to) {
+        for (;;) {
+                const void *buf;
+                ssize_t k = source_lend(from, &buf, SIZE_MAX);
+                int r;
+
+                if (k < 0)
+                        return (int) k;
+                if (k == 0)
+                        break;
+                r = sink_write(to, buf, (size_t) k);
+                if (r < 0)
+                        return r;
+        }
+        return sink_finish(to);
+}
+
 int pipe_pump(Source *from, Sink *to) {
         _cleanup_free_ uint8_t *buf = NULL;
 
+        if (from->lend)
+                return pipe_pump_lent(from, to);
         if (to->buffer)
                 return pipe_pump_direct(from, to);
         buf = xmalloc(PUMP_BUFFER_SIZE);
@@ -135,31 +155,7 @@ Source *source_digest_new(Source *upstream, Digest *ret) {
         return &d->source;
 }
 
-/* --- store and fd ends --- */
-
-typedef struct StoreSink {
-        Sink sink;
-        StoreWriter *w;
-} StoreSink;
-
-static int store_sink_write(Sink *s, const void *buf, size_t n) {
-        return store_write(((StoreSink *) s)->w, buf, n);
-}
-
-static int store_sink_finish(Sink *s) {
-        return 0;
-}
-
-static void free_plain_sink(Sink *s) {
-        free(s);
-}
-
-Sink *sink_store_new(StoreWriter *w) {
-        StoreSink *s = xcalloc(1, sizeof *s);
-        s->sink = (Sink){ .write = store_sink_write, .finish = store_sink_finish, .free = free_plain_sink };
-        s->w = w;
-        return &s->sink;
-}
+/* --- fd ends (the store's are in store-ends.c, so a program using only these does not link the store) --- */
 
 typedef struct FdEnd {
         union {
@@ -168,6 +164,14 @@ typedef struct FdEnd {
         };
         int fd;
 } FdEnd;
+
+static int fd_sink_finish(Sink *s) {
+        return 0;
+}
+
+static void free_plain_sink(Sink *s) {
+        free(s);
+}
 
 static int fd_sink_write(Sink *s, const void *buf, size_t n) {
         return write_full(((FdEnd *) s)->fd, buf, n);
@@ -186,7 +190,7 @@ static void fd_grow_pipe(int fd) {
 
 Sink *sink_fd_new(int fd) {
         FdEnd *e = xcalloc(1, sizeof *e);
-        e->sink = (Sink){ .write = fd_sink_write, .finish = store_sink_finish, .free = free_plain_sink };
+        e->sink = (Sink){ .write = fd_sink_write, .finish = fd_sink_finish, .free = free_plain_sink };
         e->fd = fd;
         fd_grow_pipe(fd);
         return &e->sink;
@@ -212,25 +216,4 @@ Source *source_fd_new(int fd) {
         e->fd = fd;
         fd_grow_pipe(fd);
         return &e->source;
-}
-
-typedef struct StoreSource {
-        Source source;
-        StoreReader *r;
-} StoreSource;
-
-static ssize_t store_source_read(Source *s, void *buf, size_t n) {
-        return store_read(((StoreSource *) s)->r, buf, n);
-}
-
-static void store_source_free(Source *s) {
-        store_reader_free(((StoreSource *) s)->r);
-        free(s);
-}
-
-Source *source_store_new(StoreReader *r) {
-        StoreSource *s = xcalloc(1, sizeof *s);
-        s->source = (Source){ .read = store_source_read, .free = store_source_free };
-        s->r = r;
-        return &s->source;
 }

@@ -37,6 +37,12 @@ ssize_t source_read(Source *s, void *buf, size_t n) {
         return s->read(s, buf, n);
 }
 
+ssize_t source_lend(Source *s, const void **ret_buf, size_t n) {
+        if (!s->lend)
+                return -EOPNOTSUPP;
+        return s->lend(s, ret_buf, n);
+}
+
 void source_free(Source *s) {
         if (!s)
                 return;

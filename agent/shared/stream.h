@@ -35,8 +35,14 @@ struct Source {
         ssize_t (*read)(Source *s, void *buf, size_t n); /* 0 at end */
         void (*free)(Source *s);
         Source *upstream;
+        /* Optional, for a stage that holds the bytes in memory anyway (age's opened round): like read(),
+         * but instead of copying up to n bytes it points *ret_buf at them; they stay valid until the next
+         * call on the source. Saves a copy (pipe_pump writes straight from it). */
+        ssize_t (*lend)(Source *s, const void **ret_buf, size_t n);
 };
 
 ssize_t source_read(Source *s, void *buf, size_t n);
+/* -EOPNOTSUPP unless the stage lends; use source_read() then. */
+ssize_t source_lend(Source *s, const void **ret_buf, size_t n);
 void source_free(Source *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Source *, source_free);

@@ -684,6 +684,94 @@ static void age_sink_fails_closed(void **state) {
         free(m.data);
 }
 
+/* Decryption reads the next round while one is opened and lends its plaintext (pipe_pump writes from it):
+ * across several rounds the bytes are the same whether read or lent, and damage in a round that was read
+ * ahead still releases every authenticated chunk before it, and nothing after. */
+static void age_source_lends_and_reads_ahead(void **state) {
+        static const size_t round = 8 * 65536, cipher_round = 8 * (65536 + AGE_TAG_SIZE);
+        static const size_t sizes[] = { 1, 65536, round, round + 1, 2 * round, 3 * round + 5, 5 * round };
+        _cleanup_(keys_done) Keys k = {};
+        _cleanup_unlink_ char *id = NULL;
+
+        keys_make(&k);
+        id = write_temp(k.identity_file_text[0]);
+        for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
+                _cleanup_free_ uint8_t *plain = pattern(sizes[i]);
+                MemSink c, lent;
+                size_t payload;
+
+                encrypt(plain, sizes[i], 65536 * 3, k.recipient, &c);
+                payload = (size_t) age_header_find_end((const char *) c.data, c.len) + AGE_NONCE_SIZE;
+                {
+                        _cleanup_(source_freep) Source *up = mem_source_new(c.data, c.len, 0), *src = NULL;
+                        int r;
+                        src = source_age_new(up, id, &r);
+                        assert_non_null(src);
+                        up = NULL;
+                        mem_sink_init(&lent);
+                        assert_int_equal(pipe_pump(src, &lent.base), 0);
+                        assert_int_equal(lent.len, sizes[i]);
+                        assert_memory_equal(lent.data, plain, sizes[i]);
+                        free(lent.data);
+                }
+                {
+                        /* Lent and read in turns, a few bytes at a time. */
+                        _cleanup_(source_freep) Source *up = mem_source_new(c.data, c.len, 0), *src = NULL;
+                        _cleanup_free_ uint8_t *got = xmalloc(sizes[i] + 1);
+                        size_t n = 0;
+                        int r;
+                        src = source_age_new(up, id, &r);
+                        assert_non_null(src);
+                        up = NULL;
+                        for (unsigned turn = 0;; turn++) {
+                                const void *buf;
+                                ssize_t m;
+                                if (turn % 2) {
+                                        m = source_lend(src, &buf, 10000);
+                                        if (m > 0)
+                                                memcpy(got + n, buf, (size_t) m);
+                                } else
+                                        m = source_read(src, got + n, 7777);
+                                assert_true(m >= 0);
+                                if (m == 0)
+                                        break;
+                                n += (size_t) m;
+                        }
+                        assert_int_equal(n, sizes[i]);
+                        assert_memory_equal(got, plain, n);
+                }
+                if (sizes[i] > 2 * round) {
+                        /* A flipped bit in the third round; the first two come out whole. */
+                        _cleanup_free_ uint8_t *out = NULL;
+                        size_t n;
+                        c.data[payload + 2 * cipher_round + 100] ^= 1;
+                        assert_int_equal(decrypt(c.data, c.len, 0, k.identity_file_text[0], &out, &n),
+                                         -EPROTO);
+                        assert_int_equal(n, 2 * round);
+                        assert_memory_equal(out, plain, n);
+                        c.data[payload + 2 * cipher_round + 100] ^= 1;
+                        /* Cut at a round boundary: two rounds out, then "ends without a final chunk". */
+                        free(TAKE_PTR(out));
+                        assert_int_equal(decrypt(c.data, payload + 2 * cipher_round, 0,
+                                                 k.identity_file_text[0], &out, &n), -EPROTO);
+                        assert_int_equal(n, 2 * round);
+                        assert_non_null(strstr(err_message(), "ends without a final chunk"));
+                }
+                if (sizes[i] % round == 0) {
+                        /* The final chunk ends a round: a round read ahead after it is trailing data. */
+                        _cleanup_free_ uint8_t *bad = xmalloc(c.len + cipher_round), *out = NULL;
+                        size_t n;
+                        memcpy(bad, c.data, c.len);
+                        memcpy(bad + c.len, c.data + payload, cipher_round);
+                        assert_int_equal(decrypt(bad, c.len + cipher_round, 0, k.identity_file_text[0], &out,
+                                                 &n), -EPROTO);
+                        assert_int_equal(n, sizes[i]);
+                        assert_non_null(strstr(err_message(), "trailing data"));
+                }
+                free(c.data);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(bech32_round_trips),
@@ -697,6 +785,7 @@ int main(void) {
                 cmocka_unit_test(age_rejects_tampering),
                 cmocka_unit_test(age_sink_fails_closed),
                 cmocka_unit_test(age_sink_lends_its_buffer),
+                cmocka_unit_test(age_source_lends_and_reads_ahead),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
