@@ -251,7 +251,8 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
 
         if (big)
                 big_enter(m);
-        StoreWriteOptions wo = { .attrs = &out, .size = in->size, .multipart = big };
+        StoreWriteOptions wo = { .attrs = &out, .size = in->size, .multipart = big || part_size > 0,
+                                 .part_size = part_size };
         r = store_writer_open_with(w->dst, t->key, &wo, &wr);
         if (r >= 0 && small)
                 r = store_write(wr, buf, (size_t) total);
@@ -607,7 +608,12 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
 
         log_info("%s %s: %s -> %s", m->o->dry_run ? "Planning" : "Mirroring", p->name, p->src->location,
                  p->dst->location);
-        if (!m->o->dry_run) {
+        /* Both listings' first pages are on their way while the destination's unfinished uploads are listed:
+         * over a WAN three round trips at once instead of one after the other. */
+        r = store_lister_open(p->src, "", &ls);
+        if (r >= 0)
+                r = store_lister_open(p->dst, "", &ld);
+        if (r >= 0 && !m->o->dry_run) {
                 /* A run killed during a copy leaves its multipart upload (or temporary file) behind: nobody
                  * else writes here (the job lock), so every leftover is ours. */
                 r = store_cleanup(p->dst, 0);
@@ -617,11 +623,8 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
                 else if (r > 0)
                         log_info("Aborted %i unfinished upload(s) in %s from an interrupted run.", r,
                                  p->dst->location);
+                r = 0;
         }
-
-        r = store_lister_open(p->src, "", &ls);
-        if (r >= 0)
-                r = store_lister_open(p->dst, "", &ld);
         /* The merge: both sides ascend in byte order. */
         if (r >= 0)
                 r = side_next(m, p, ls, &s);
