@@ -201,8 +201,8 @@ static uint64_t source_part_size(Worker *w, const Task *t) {
         }
         if (parts != n || !mirror_part_layout_valid(t->size, part_size, n)) {
                 log_debug("%s/%s: %" PRIu64 " bytes in %u parts (ETag %s) do not make parts of %" PRIu64
-                          " bytes (%u parts reported); copying it in parts of our own, later runs compare it "
-                          "by one HEAD.",
+                          " bytes (%u parts reported); copying it in parts of our own, later runs compare "
+                          "it by one HEAD.",
                           t->pair->name, t->key, t->size, n, t->version, part_size, parts);
                 return 0;
         }

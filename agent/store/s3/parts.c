@@ -11,7 +11,7 @@
 #include "log/log.h"
 #include "s3-internal.h"
 
-#define PARTS_RING (64U * 1024)
+#define PARTS_RING    (64U * 1024)
 #define PARTS_SENDERS 2U
 
 int s3_head_part_layout(S3Client *c, const char *bucket, const char *key, uint64_t *ret_part_size,
@@ -54,7 +54,7 @@ struct S3PartStream {
         pthread_cond_t cond;
         uint8_t *ring;
         size_t head, fill;
-        uint64_t pulled;    /* bytes the part PUTs took from the ring so far */
+        uint64_t pulled; /* bytes the part PUTs took from the ring so far */
         unsigned next_part; /* the next part a sender takes, 1-based */
         unsigned done_parts;
         bool closing;
@@ -123,8 +123,8 @@ static void *sender_main(void *userdata) {
                 pthread_mutex_unlock(&ps->lock);
 
                 r = s3_multipart_put_part_stream(s->client, ps->bucket, ps->key, ps->upload_id, p.part,
-                                                 part_end(ps, p.part) - part_start(ps, p.part), part_pull, &p,
-                                                 &etag);
+                                                 part_end(ps, p.part) - part_start(ps, p.part), part_pull,
+                                                 &p, &etag);
 
                 pthread_mutex_lock(&ps->lock);
                 if (r < 0)
@@ -139,13 +139,14 @@ static void *sender_main(void *userdata) {
         return NULL;
 }
 
-int s3_part_stream_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o, uint64_t size,
-                       uint64_t part_size, S3PartStream **ret) {
+int s3_part_stream_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o,
+                       uint64_t size, uint64_t part_size, S3PartStream **ret) {
         S3PartStream *ps;
 
         if (size == 0 || part_size == 0 || (size + part_size - 1) / part_size > S3_PARTS_LIMIT)
-                return err_set(-EINVAL, EX_SOFTWARE, "%s/%s: %" PRIu64 " bytes cannot go in parts of %" PRIu64,
-                               bucket, key, size, part_size);
+                return err_set(-EINVAL, EX_SOFTWARE,
+                               "%s/%s: %" PRIu64 " bytes cannot go in parts of %" PRIu64, bucket, key, size,
+                               part_size);
         ps = xcalloc(1, sizeof *ps);
         ps->c = c;
         ps->bucket = xstrdup(bucket);
@@ -269,7 +270,8 @@ void s3_part_stream_free(S3PartStream *ps) {
                 int r = s3_abort_multipart_upload(ps->c, ps->bucket, ps->key, ps->upload_id);
                 if (r < 0)
                         log_warning("could not abort multipart upload %s of %s/%s (cleanup will remove "
-                                    "it): %s", ps->upload_id, ps->bucket, ps->key, strna(err_message()));
+                                    "it): %s",
+                                    ps->upload_id, ps->bucket, ps->key, strna(err_message()));
         }
         for (unsigned i = 0; ps->etags && i < ps->n_parts; i++)
                 free(ps->etags[i]);
