@@ -336,6 +336,31 @@ def test_multipart_source_objects_keep_their_etag_and_resync_only_lists(pair):
     assert [(m, path.split("?")[0].rsplit("/", 1)[-1]) for m, path in named] == [("HEAD", "uneven")], named
 
 
+def test_failed_part_of_a_copy_in_parts_starts_it_over_and_leaves_no_upload(pair, fault_proxy_factory):
+    # A copy in the source's parts streams each part: a part that fails after its first byte cannot be sent
+    # again, so the copy starts over; the upload it gave up is aborted.
+    mib = 1 << 20
+    _put_multipart(pair.src.client(), pair.bucket, "parts", [os.urandom(5 * mib), os.urandom(5 * mib),
+                                                              os.urandom(mib)])
+    dp = fault_proxy_factory(pair.dst.port)
+    failed = []
+
+    def fail(method, path):
+        if method == "PUT" and "partNumber=2" in path and not failed:
+            failed.append(path)
+            return True
+        return None
+
+    dp.fail_if = fail
+    pair.configure(dst_endpoint=dp.endpoint)
+    assert _summary(pair.run(check=True)) == (1, 0, 0, 0)
+    assert failed
+    assert pair.dst_objects() == pair.src_objects()
+    key = f"{PREFIX}{pair.bucket}/parts"
+    assert _etag(pair.dst, pair.offsite_bucket, key) == _etag(pair.src, pair.bucket, "parts")
+    assert pair.dst.client().list_multipart_uploads(Bucket=pair.offsite_bucket).get("Uploads", []) == []
+
+
 def test_multipart_copy_holds_one_part_in_flight(pair, fault_proxy_factory):
     # A copy's bytes come from one GET: one part uploads while the next fills, so a multipart copy holds
     # two 8 MiB buffers, not four (peak RSS of bench/mirror: bench/RESULTS.md).
