@@ -182,12 +182,12 @@ static ssize_t read_full_store(StoreReader *rd, uint8_t *buf, size_t n) {
  * one HEAD per such object and run. 0: copy it the usual way. One part is the whole object and needs no
  * request; else the source says how it was uploaded (one HEAD), and a layout that its size and part count
  * do not confirm (parts of different sizes) is not guessed at. */
-static uint64_t source_part_size(Worker *w, const Task *t) {
+static uint64_t source_part_size(const Mirror *m, Worker *w, const Task *t) {
         unsigned n = mirror_etag_parts(t->version), parts = 0;
         uint64_t part_size = 0;
         int r;
 
-        if (n == 0 || !store_etag_of_parts(w->dst))
+        if (n == 0 || !m->mc->keep_etags || !store_etag_of_parts(w->dst))
                 return 0;
         if (n == 1)
                 return mirror_part_layout_valid(t->size, t->size, 1) ? t->size : 0;
@@ -218,7 +218,7 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
         const StoreAttrs *in;
         char sha[65];
         bool small, big;
-        uint64_t total = 0, part_size = source_part_size(w, t);
+        uint64_t total = 0, part_size = source_part_size(m, w, t);
         ssize_t k;
         int r;
 
