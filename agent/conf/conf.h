@@ -66,6 +66,7 @@ typedef struct MirrorConfig {
         bool delete;
         unsigned transfers;
         uint64_t multipart_threshold;
+        bool keep_etags; /* copy a source's multipart object in its part sizes: the same ETag */
         char **include; /* globs on the key (or bucket/key); NULL: everything */
         char **exclude;
 } MirrorConfig;

@@ -103,6 +103,9 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_MIRROR, "transfers", CONF_UINT, M(transfers), 1, 64, .def = "8" },
         { CONF_SECTION_MIRROR, "multipart_threshold", CONF_SIZE, M(multipart_threshold), 5 * MIB, 5 * GIB,
           .def = "256MiB" },
+        { CONF_SECTION_MIRROR, "keep_etags", CONF_BOOL, M(keep_etags), .def = "yes",
+          .help = "copy objects that are multipart at the source in its part sizes, so that the copies keep "
+                  "their ETags and later runs compare them by listing alone" },
         { CONF_SECTION_MIRROR, "include", CONF_LIST, M(include),
           .help = "globs (fnmatch) on KEY or BUCKET/KEY; set: only matching objects are mirrored" },
         { CONF_SECTION_MIRROR, "exclude", CONF_LIST, M(exclude),

@@ -60,6 +60,31 @@ char *mirror_version(const char *etag, uint64_t size, uint64_t mtime_usec) {
         return xasprintf("size-%" PRIu64 "-mtime-%" PRIu64, size, mtime_usec);
 }
 
+unsigned mirror_etag_parts(const char *etag) {
+        const char *dash;
+        uint64_t n;
+
+        if (!etag || !(dash = strchr(etag, '-')) || dash - etag != 32)
+                return 0;
+        for (const char *p = etag; p < dash; p++)
+                if (!strchr("0123456789abcdefABCDEF", *p))
+                        return 0;
+        if (!dash[1] || dash[1] == '0' || strspn(dash + 1, "0123456789") != strlen(dash + 1) ||
+            parse_uint64(dash + 1, &n) < 0 || n > 10000)
+                return 0;
+        return (unsigned) n;
+}
+
+bool mirror_part_layout_valid(uint64_t size, uint64_t part_size, unsigned n) {
+        const uint64_t min = 5ULL * 1024 * 1024, max = 5ULL * 1024 * 1024 * 1024;
+
+        if (n == 0 || n > 10000 || size == 0 || part_size == 0 || part_size > max)
+                return false;
+        if (n > 1 && part_size < min)
+                return false;
+        return (size - 1) / part_size + 1 == n;
+}
+
 MirrorDecision mirror_decide(const MirrorEntry *s, const MirrorEntry *d) {
         _cleanup_free_ char *version = NULL;
 

@@ -8,9 +8,10 @@
  * objects: a listing page per side, the queue, and fixed buffers per transfer.
  *
  * Content identity: every offsite copy records the source's ETag (and the SHA-256 where the object was
- * read whole before it was written) in destination metadata, so a multipart object, whose destination
- * ETag never equals the source's, compares by one HEAD, and same-size edits are caught because the source
- * ETag changes with the content. Equal ETags need no request at all, so a no-op resync only lists. A
+ * read whole before it was written) in destination metadata, so an object whose destination ETag differs
+ * from the source's compares by one HEAD, and same-size edits are caught because the source ETag changes
+ * with the content. Equal ETags need no request at all, so a no-op resync only lists; that is why a source
+ * object that is multipart is copied in its own part sizes (the same parts give the same ETag). A
  * local file has no ETag: a local destination keeps the source's ETag with the file (store/local.c), so it
  * lists like the object it was copied from; a local source file that carries none is identified by its
  * size and modification time (a copy made after the file last changed is current, as rsync decides).
@@ -176,6 +177,38 @@ static ssize_t read_full_store(StoreReader *rd, uint8_t *buf, size_t n) {
         return (ssize_t) got;
 }
 
+/* The part size of a source object that is multipart (its listed ETag "<md5>-N") where a copy in the same
+ * parts gets the same ETag at the destination: then the next run decides by the listings alone, instead of
+ * one HEAD per such object and run. 0: copy it the usual way. One part is the whole object and needs no
+ * request; else the source says how it was uploaded (one HEAD), and a layout that its size and part count
+ * do not confirm (parts of different sizes) is not guessed at. */
+static uint64_t source_part_size(const Mirror *m, Worker *w, const Task *t) {
+        unsigned n = mirror_etag_parts(t->version), parts = 0;
+        uint64_t part_size = 0;
+        int r;
+
+        if (n == 0 || !m->mc->keep_etags || !store_etag_of_parts(w->dst))
+                return 0;
+        if (n == 1)
+                return mirror_part_layout_valid(t->size, t->size, 1) ? t->size : 0;
+        r = store_part_layout(w->src, t->key, &part_size, &parts);
+        if (r < 0) {
+                /* The copy's GET tells whether it is gone; the copy itself does not need the layout. */
+                log_debug("%s/%s: its part layout is unknown (%s); copying it in parts of our own.",
+                          t->pair->name, t->key, strna(err_message()));
+                err_clear();
+                return 0;
+        }
+        if (parts != n || !mirror_part_layout_valid(t->size, part_size, n)) {
+                log_debug("%s/%s: %" PRIu64 " bytes in %u parts (ETag %s) do not make parts of %" PRIu64
+                          " bytes (%u parts reported); copying it in parts of our own, later runs compare "
+                          "it by one HEAD.",
+                          t->pair->name, t->key, t->size, n, t->version, part_size, parts);
+                return 0;
+        }
+        return part_size;
+}
+
 /* One read of the source into one writer of the destination. */
 static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
         _cleanup_(store_reader_freep) StoreReader *rd = NULL;
@@ -185,7 +218,7 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
         const StoreAttrs *in;
         char sha[65];
         bool small, big;
-        uint64_t total = 0;
+        uint64_t total = 0, part_size = source_part_size(m, w, t);
         ssize_t k;
         int r;
 
@@ -194,8 +227,13 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
                 r = store_reader_attrs(rd, &in);
         if (r < 0)
                 return r;
+        /* Changed since it was listed: the layout asked for may not be its own. */
+        if (part_size > 0 && (!streq_ptr(in->etag, t->version) ||
+                              !mirror_part_layout_valid(in->size, part_size, mirror_etag_parts(in->etag))))
+                part_size = 0;
         small = in->size <= STORE_BUFFER_MAX;
-        big = in->size >= m->mc->multipart_threshold;
+        /* A copy in the source's parts streams them: no part buffers, no need to wait at the gate. */
+        big = part_size == 0 && in->size >= m->mc->multipart_threshold;
         if (small) {
                 /* Read whole first: its SHA-256 goes into the destination's metadata. */
                 buf = xmalloc(in->size + 1);
@@ -213,7 +251,8 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
 
         if (big)
                 big_enter(m);
-        StoreWriteOptions wo = { .attrs = &out, .size = in->size, .multipart = big };
+        StoreWriteOptions wo = { .attrs = &out, .size = in->size, .multipart = big || part_size > 0,
+                                 .part_size = part_size };
         r = store_writer_open_with(w->dst, t->key, &wo, &wr);
         if (r >= 0 && small)
                 r = store_write(wr, buf, (size_t) total);
@@ -569,7 +608,12 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
 
         log_info("%s %s: %s -> %s", m->o->dry_run ? "Planning" : "Mirroring", p->name, p->src->location,
                  p->dst->location);
-        if (!m->o->dry_run) {
+        /* Both listings' first pages are on their way while the destination's unfinished uploads are listed:
+         * over a WAN three round trips at once instead of one after the other. */
+        r = store_lister_open(p->src, "", &ls);
+        if (r >= 0)
+                r = store_lister_open(p->dst, "", &ld);
+        if (r >= 0 && !m->o->dry_run) {
                 /* A run killed during a copy leaves its multipart upload (or temporary file) behind: nobody
                  * else writes here (the job lock), so every leftover is ours. */
                 r = store_cleanup(p->dst, 0);
@@ -579,11 +623,8 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
                 else if (r > 0)
                         log_info("Aborted %i unfinished upload(s) in %s from an interrupted run.", r,
                                  p->dst->location);
+                r = 0;
         }
-
-        r = store_lister_open(p->src, "", &ls);
-        if (r >= 0)
-                r = store_lister_open(p->dst, "", &ld);
         /* The merge: both sides ascend in byte order. */
         if (r >= 0)
                 r = side_next(m, p, ls, &s);

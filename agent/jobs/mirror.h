@@ -64,6 +64,12 @@ MirrorDecision mirror_decide(const MirrorEntry *s, const MirrorEntry *d);
 /* What identifies the source's content, recorded with a copy: its ETag, or its size and time. */
 char *mirror_version(const char *etag, uint64_t size, uint64_t mtime_usec);
 
+/* The number of parts of a multipart object by its ETag ("<32 hex digits>-N"), 0 for any other ETag. */
+unsigned mirror_etag_parts(const char *etag);
+/* Whether size bytes in parts of part_size (the last one the rest) make exactly n parts that S3 takes: at
+ * least 5 MiB each but the last, at most 5 GiB, at most 10,000 of them. */
+bool mirror_part_layout_valid(uint64_t size, uint64_t part_size, unsigned n);
+
 /* The two sides as sets of buckets: the source ([mirror] source: a remote, or a directory whose
  * subdirectories are the buckets) and the destination location, whose prefixes or subdirectories hold
  * one bucket each. */

@@ -321,6 +321,16 @@ uint64_t store_retry_time_usec(Store *s) {
         return s->iface->retry_time_usec ? s->iface->retry_time_usec(s) : 0;
 }
 
+int store_part_layout(Store *s, const char *name, uint64_t *ret_part_size, unsigned *ret_parts) {
+        if (!s->iface->part_layout)
+                return unsupported(s, "tell how an object was uploaded in parts");
+        return s->iface->part_layout(s, name, ret_part_size, ret_parts);
+}
+
+bool store_etag_of_parts(Store *s) {
+        return s->iface->etag_of_parts;
+}
+
 /* ---- sets of buckets ---- */
 
 StoreRoot *store_root_new(const StoreRootInterface *iface, const char *location, const char *what, void *data) {

@@ -61,6 +61,10 @@ typedef struct StoreWriteOptions {
                                   * etag: local only, the source's, so that a copy lists like it); NULL */
         uint64_t size;           /* the exact size, or STORE_SIZE_UNKNOWN */
         bool multipart;          /* S3: a multipart upload even when the object fits one part */
+        /* With multipart and a known size: parts of exactly this size (the last one the rest), each
+         * streamed as it comes, none held in memory; a copy sent in the source's part sizes gets the
+         * source's ETag (store_part_layout()). 0: the backend's own part size. */
+        uint64_t part_size;
 } StoreWriteOptions;
 
 typedef struct StoreReadOptions {
@@ -124,6 +128,12 @@ typedef struct StoreInterface {
         int (*clone)(Store *s, Store **ret);
         /* How long one operation may keep failing before it gives up (S3: retry_time); 0: none. */
         uint64_t (*retry_time_usec)(Store *s);
+        /* How a multipart object was uploaded (S3: one HEAD with partNumber=1): the size of its first part
+         * and how many parts it has. -ENOENT when missing; NULL where objects have no parts (local). */
+        int (*part_layout)(Store *s, const char *name, uint64_t *ret_part_size, unsigned *ret_parts);
+        /* A multipart object's ETag here is the MD5 of its parts' MD5s and their count (S3): a copy sent
+         * in the source's part sizes lists with the source's ETag, and later runs need no request. */
+        bool etag_of_parts;
 } StoreInterface;
 
 struct Store {
@@ -185,6 +195,8 @@ int store_remove_many(Store *s, char *const *names, size_t n);
 bool store_name_valid(Store *s, const char *name);
 int store_clone(Store *s, Store **ret);
 uint64_t store_retry_time_usec(Store *s);
+int store_part_layout(Store *s, const char *name, uint64_t *ret_part_size, unsigned *ret_parts);
+bool store_etag_of_parts(Store *s);
 
 /* A set of buckets, each a store: every bucket of a remote, the prefixes PREFIX<bucket>/ under a location
  * on a remote, or the subdirectories of a local directory (MinIO's on-disk layout, or DEST/<bucket>/). */

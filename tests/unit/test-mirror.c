@@ -126,6 +126,38 @@ static void decide_needs_no_request_for_unchanged_objects(void **state) {
         assert_string_equal(v, "e-1");
 }
 
+/* Which ETags name a multipart object, and which part sizes rebuild one: a copy in the same parts gets
+ * the same ETag, so later runs need no request for it. */
+static void multipart_etags_and_their_part_layouts(void **state) {
+        const uint64_t MiB = 1024 * 1024;
+
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789ABCDEF-8"), 8);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef-1"), 1);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef-10000"), 10000);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef-10001"), 0);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef"), 0);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef-0"), 0);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef-"), 0);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef-8x"), 0);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdef-+8"), 0);
+        assert_int_equal(mirror_etag_parts("0123456789abcdef0123456789abcdeg-8"), 0);
+        assert_int_equal(mirror_etag_parts("abc-2"), 0);
+        assert_int_equal(mirror_etag_parts("size-10-mtime-5"), 0);
+        assert_int_equal(mirror_etag_parts(NULL), 0);
+
+        assert_true(mirror_part_layout_valid(64 * MiB, 8 * MiB, 8));
+        assert_true(mirror_part_layout_valid(64 * MiB + 1, 8 * MiB, 9));
+        assert_true(mirror_part_layout_valid(12 * MiB, 5 * MiB, 3));
+        assert_true(mirror_part_layout_valid(100, 100, 1)); /* one part may be small */
+        assert_false(mirror_part_layout_valid(64 * MiB, 8 * MiB, 9));
+        assert_false(mirror_part_layout_valid(12 * MiB, 6 * MiB, 3)); /* parts of other sizes */
+        assert_false(mirror_part_layout_valid(8 * MiB, 4 * MiB, 2));  /* below S3's 5 MiB */
+        assert_false(mirror_part_layout_valid(0, 0, 1));
+        assert_false(mirror_part_layout_valid(100, 0, 1));
+        assert_false(mirror_part_layout_valid(6ULL << 30, 6ULL << 30, 1)); /* past 5 GiB */
+        assert_false(mirror_part_layout_valid(10001 * 5 * MiB, 5 * MiB, 10001));
+}
+
 static void progress_shows_objects_and_bytes(void **state) {
         Progress p;
         char *s;
@@ -150,6 +182,7 @@ int main(void) {
                 cmocka_unit_test(restore_writes_no_bookkeeping_and_drops_ours),
                 cmocka_unit_test(bookkeeping_stays_within_the_metadata_limit),
                 cmocka_unit_test(decide_needs_no_request_for_unchanged_objects),
+                cmocka_unit_test(multipart_etags_and_their_part_layouts),
                 cmocka_unit_test(progress_shows_objects_and_bytes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -910,6 +910,7 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
                 resp->content_length = 0;
                 resp->range_total = 0;
                 resp->mtime_usec = 0;
+                resp->parts_count = 0;
                 return n;
         }
         colon = strchr(line, ':');
@@ -936,6 +937,10 @@ static size_t on_header(char *p, size_t size, size_t nitems, void *ud) {
                 const char *slash = strrchr(value, '/');
                 if (slash)
                         (void) parse_uint64(slash + 1, &resp->range_total);
+        } else if (streq(line, "x-amz-mp-parts-count")) {
+                uint64_t v;
+                if (parse_uint64(value, &v) >= 0 && v <= 1000000) /* S3 allows 10,000 */
+                        resp->parts_count = (unsigned) v;
         } else if (streq(line, "last-modified")) {
                 time_t t = curl_getdate(value, NULL);
                 if (t > 0)

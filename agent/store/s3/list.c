@@ -358,6 +358,11 @@ int s3_lister_new(S3Client *c, const char *bucket, const char *prefix, S3Lister 
         l->bucket = xstrdup(bucket);
         l->prefix = xstrdup(strempty(prefix));
         atomic_init(&l->cancel, false);
+        /* The first page is on its way at once (a failure shows at the first s3_lister_next()): two
+         * listings opened one after the other, like the mirror's source and destination, and whatever the
+         * caller sends meanwhile overlap instead of costing a round trip each. */
+        if (s3_client_clone(c, &l->clone) >= 0)
+                l->fetching = thread_start(&l->thread, lister_thread, l) >= 0;
         *ret = l;
         return 0;
 }

@@ -71,6 +71,7 @@ typedef struct S3Response {
         uint64_t range_total; /* the object's size from Content-Range (206 replies); 0: none */
         uint64_t mtime_usec;
         char **metadata;
+        unsigned parts_count; /* x-amz-mp-parts-count (a GET or HEAD with partNumber); 0: none */
 } S3Response;
 
 void s3_response_done(S3Response *r);

@@ -164,6 +164,25 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(S3Upload *, s3_upload_free);
 int s3_put_source(S3Client *c, const char *bucket, const char *key, Source *src, const S3PutOptions *o,
                   char **ret_etag);
 
+/* S3's limit on the parts of one upload. */
+#define S3_PARTS_LIMIT 10000U
+
+/* How a multipart object was uploaded: HEAD with partNumber=1 gives the first part's size and the number of
+ * parts (*ret_parts 0: the server did not say, e.g. the object is not multipart). */
+int s3_head_part_layout(S3Client *c, const char *bucket, const char *key, uint64_t *ret_part_size,
+                        unsigned *ret_parts);
+/* A multipart upload of exactly size bytes in parts of part_size (the last one the rest), each part streamed
+ * (UNSIGNED-PAYLOAD) as write() brings its bytes, nothing held beyond a small ring; two part PUTs take
+ * turns, each on a client of its own. The upload is created at the first write; o must live as long as
+ * the stream. Freeing an uncommitted stream aborts the upload. A part that fails after its first byte is
+ * not retried: the caller starts the object over. */
+typedef struct S3PartStream S3PartStream;
+int s3_part_stream_new(S3Client *c, const char *bucket, const char *key, const S3PutOptions *o, uint64_t size,
+                       uint64_t part_size, S3PartStream **ret);
+int s3_part_stream_write(S3PartStream *ps, const void *buf, size_t n);
+int s3_part_stream_commit(S3PartStream *ps, char **ret_etag);
+void s3_part_stream_free(S3PartStream *ps);
+
 typedef struct S3UploadInfo {
         const char *key;
         const char *upload_id;

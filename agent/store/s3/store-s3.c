@@ -28,13 +28,15 @@ typedef enum S3WriteMode {
         S3_WRITE_UPLOAD, /* S3Upload: one PUT when it fits a part, else multipart through its part workers */
         S3_WRITE_BUFFER, /* a known small size: in memory, one signed PUT at commit */
         S3_WRITE_STREAM, /* a known size: one PUT streamed from a ring by a thread, unsigned payload */
+        S3_WRITE_PARTS,  /* a known size in given part sizes (a copy of a multipart object): parts.c */
 } S3WriteMode;
 
 typedef struct S3Writer {
         StoreWriter base;
         S3WriteMode mode;
         S3Upload *upload;
-        uint64_t size; /* BUFFER, STREAM: exactly this many bytes */
+        S3PartStream *parts;
+        uint64_t size; /* BUFFER, STREAM, PARTS: exactly this many bytes */
         uint64_t written;
         uint8_t *buf;
         S3PutOptions opts;
@@ -187,6 +189,8 @@ static int s3_writer_write(StoreWriter *base, const void *buf, size_t n) {
                 return err_set(-EFBIG, EX_SOFTWARE, "%s/%s: more than the %" PRIu64 " bytes announced",
                                base->store->location, base->name, w->size);
         w->written += n;
+        if (w->mode == S3_WRITE_PARTS)
+                return s3_part_stream_write(w->parts, buf, n);
         if (w->mode == S3_WRITE_BUFFER) {
                 memcpy(w->buf + w->written - n, buf, n);
                 return 0;
@@ -205,6 +209,8 @@ static int s3_writer_commit(StoreWriter *base) {
         if (w->written != w->size)
                 return err_set(-EIO, EX_SOFTWARE, "%s/%s: %" PRIu64 " bytes of the %" PRIu64 " announced",
                                base->store->location, base->name, w->written, w->size);
+        if (w->mode == S3_WRITE_PARTS)
+                return s3_part_stream_commit(w->parts, NULL);
         if (w->mode == S3_WRITE_BUFFER) {
                 key = full_key(st, base->name);
                 return s3_put_object(st->client, st->bucket, key, w->buf, (size_t) w->size, &w->opts, NULL);
@@ -229,6 +235,7 @@ static void s3_writer_free(StoreWriter *base) {
         if (!w)
                 return;
         s3_upload_free(w->upload); /* aborts an uncommitted multipart upload */
+        s3_part_stream_free(w->parts);
         if (w->started) {
                 pthread_mutex_lock(&w->lock);
                 w->closing = true; /* the PUT fails at its next pull: nothing becomes visible */
@@ -272,7 +279,14 @@ static int s3_writer_open_with(Store *s, const char *name, const StoreWriteOptio
                 s3_writer_free(&w->base);
                 return r;
         }
-        if (w->size == STORE_SIZE_UNKNOWN || (o && o->multipart)) {
+        if (w->size != STORE_SIZE_UNKNOWN && w->size > 0 && o && o->multipart && o->part_size > 0) {
+                w->mode = S3_WRITE_PARTS;
+                r = s3_part_stream_new(st->client, st->bucket, key, &w->opts, w->size, o->part_size, &w->parts);
+                if (r < 0) {
+                        s3_writer_free(&w->base);
+                        return r;
+                }
+        } else if (w->size == STORE_SIZE_UNKNOWN || (o && o->multipart)) {
                 w->mode = S3_WRITE_UPLOAD;
                 r = s3_upload_new(st->client, st->bucket, key, &w->opts, &w->upload);
                 if (r < 0) {
@@ -634,6 +648,13 @@ static uint64_t s3_retry_time(Store *s) {
 
 static int s3_clone(Store *s, Store **ret);
 
+static int s3_part_layout(Store *s, const char *name, uint64_t *ret_part_size, unsigned *ret_parts) {
+        S3Store *st = s3_store(s);
+        _cleanup_free_ char *key = full_key(st, name);
+
+        return s3_head_part_layout(st->client, st->bucket, key, ret_part_size, ret_parts);
+}
+
 static int s3_stat(Store *s, const char *name, StoreEntry *ret) {
         S3Store *st = s3_store(s);
         _cleanup_free_ char *key = full_key(st, name);
@@ -738,6 +759,8 @@ static const StoreInterface s3_store_interface = {
         .name_valid = s3_name_valid,
         .clone = s3_clone,
         .retry_time_usec = s3_retry_time,
+        .part_layout = s3_part_layout,
+        .etag_of_parts = true,
 };
 
 static int s3_clone(Store *s, Store **ret) {
