@@ -65,8 +65,8 @@ int backup_source_open(const Config *c, const char *job, BackupSource *ret) {
                                "no %s backup in %s%s%s and no offsite copy configured "
                                "([mirror] does not copy it)",
                                job, primary, primary_error ? ": " : "", strempty(primary_error));
-        log_info("No %s backup in %s%s%s%s; looking offsite in %s.", job, primary,
-                 primary_error ? " (" : "", strempty(primary_error), primary_error ? ")" : "", offsite);
+        log_info("No %s backup in %s%s%s%s; looking offsite in %s.", job, primary, primary_error ? " (" : "",
+                 strempty(primary_error), primary_error ? ")" : "", offsite);
         r = backup_source_try(c, job, offsite, true, ret);
         if (r < 0)
                 return r;
@@ -108,8 +108,8 @@ static int physical_base_open(const Config *c, BackupSource *ret) {
                                "there is no base backup in %s; run `skyforge-agent run basebackup` "
                                "(skyforge-backup-basebackup.timer runs it weekly)",
                                primary);
-        log_info("No base backup in %s%s%s%s; looking offsite in %s.", primary, why ? " (" : "", strempty(why),
-                 why ? ")" : "", offsite);
+        log_info("No base backup in %s%s%s%s; looking offsite in %s.", primary, why ? " (" : "",
+                 strempty(why), why ? ")" : "", offsite);
         r = backup_source_try(c, "basebackup", offsite, true, ret);
         if (r < 0)
                 return r;

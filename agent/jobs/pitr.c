@@ -328,7 +328,8 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                 target = xasprintf("recovery_target_lsn = '%s'\n", l);
         } else
                 target = xstrdup("");
-        end_command = offline ? xasprintf("recovery_end_command = '%s wal-fetch --spool %s --clean'\n", exe, spool)
+        end_command = offline ? xasprintf("recovery_end_command = '%s wal-fetch --spool %s --clean'\n", exe,
+                                          spool)
                               : xstrdup("");
         text = xasprintf("\n# Added by skyforge-agent restore postgres from base backup %s.\n"
                          "restore_command = '%s wal-fetch --spool %s %%f %%p'\n"
@@ -553,7 +554,8 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
                 /* It stopped before it was consistent: at a WAL file the agent could not fetch. */
                 _cleanup_free_ char *why = xstrdup(strempty(err_message()));
                 return err_set(r, EX_UNAVAILABLE,
-                               "the recovery of %s stopped at a WAL file the agent could not fetch: %s (see %s)",
+                               "the recovery of %s stopped at a WAL file the agent could not fetch: %s "
+                               "(see %s)",
                                datadir, why, log);
         }
         if (r < 0)
@@ -590,7 +592,8 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
                 if (now_usec(CLOCK_MONOTONIC) >= deadline)
                         return err_set(-ETIMEDOUT, EX_TEMPFAIL,
                                        "the recovery of %s has not ended after 24 h; without the "
-                                       "agent fetching its WAL the server stops at the next WAL file (see %s)",
+                                       "agent fetching its WAL the server stops at the next WAL file "
+                                       "(see %s)",
                                        datadir, log);
                 (void) usleep(200 * 1000);
         }
@@ -615,10 +618,10 @@ static int offline_space_check(const WalStore *ws, const Manifest *m, const char
         if (avail < m->raw_bytes + need + WAL_SPOOL_RESERVE) {
                 char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], f[FORMAT_BYTES_MAX];
                 return err_set(-ENOSPC, EX_CANTCREAT,
-                               "base backup %s (%s) and the stored WAL after it (%zu file(s), %s) do not fit into "
-                               "%s (%s free); nothing was written. Free space there, or restore with --start, "
-                               "which fetches the WAL while PostgreSQL replays it (at most [postgres] "
-                               "wal_prefetch segments ahead)",
+                               "base backup %s (%s) and the stored WAL after it (%zu file(s), %s) do not "
+                               "fit into %s (%s free); nothing was written. Free space there, or restore "
+                               "with --start, which fetches the WAL while PostgreSQL replays it (at most "
+                               "[postgres] wal_prefetch segments ahead)",
                                m->id, format_bytes(m->raw_bytes, a, sizeof a), files,
                                format_bytes(need, b, sizeof b), datadir, format_bytes(avail, f, sizeof f));
         }

@@ -432,8 +432,9 @@ static int physical_run(const Config *c, const RecoverPgChoice *ch, bool *ret_sk
         }
         *ret_skipped = false;
         *ret_note = xasprintf("restored base backup %s and the WAL up to %s from %s%s into %s%s%s%s%s",
-                              ch->base_id, strna(ch->wal_newest), ch->source, ch->offsite ? " (offsite)" : "",
-                              datadir, aside ? " (the old content is in " : "",
+                              ch->base_id, strna(ch->wal_newest), ch->source,
+                              ch->offsite ? " (offsite)" : "", datadir,
+                              aside ? " (the old content is in " : "",
                               strempty(aside), aside ? ")" : "", k ? "; the workload is scaled back" : "");
         return 0;
 }

@@ -20,12 +20,12 @@
 /* History files are a line per timeline switch: far below this. */
 #define WAL_SPOOL_HISTORY_MAX (UINT64_C(1) << 20)
 /* Entries one scan of the spool looks at: its owner could fill it with anything. */
-#define WAL_SPOOL_SCAN_MAX 4096
+#define WAL_SPOOL_SCAN_MAX   4096
 #define WAL_SPOOL_ANSWER_MAX 4096
-#define WAL_SPOOL_COMPLETE "complete"
+#define WAL_SPOOL_COMPLETE   "complete"
 /* The page header fields checked (XLogLongPageHeaderData, unchanged since PostgreSQL 9.3): xlp_info at 2,
  * xlp_pageaddr at 8, xlp_sysid at 24, xlp_seg_size at 32. */
-#define XLP_LONG_HEADER 0x0002
+#define XLP_LONG_HEADER     0x0002
 #define WAL_LONG_HEADER_LEN 40
 
 /* ---- the pure parts ---- */
@@ -127,7 +127,8 @@ int wal_spool_create(const char *datadir, uid_t uid, gid_t gid, char **ret_path)
         /* A leftover of an earlier run inside a directory we restore into would be our own: start empty. */
         r = wal_spool_remove(path);
         if (r < 0)
-                return err_set(r, EX_CANTCREAT, "cannot remove the old WAL spool %s: %s", path, strerror(-r));
+                return err_set(r, EX_CANTCREAT, "cannot remove the old WAL spool %s: %s", path,
+                               strerror(-r));
         if (mkdir(path, 0700) < 0)
                 return err_set(-errno, EX_CANTCREAT, "cannot create the WAL spool %s: %m", path);
         fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -221,8 +222,8 @@ static int wal_find_object(const WalStore *ws, const char *file, bool history, b
 }
 
 static int spool_write_object(const Config *c, const WalStore *ws, const SpoolDir *sd, const char *object,
-                              const char *file, bool history, bool partial, uint64_t segno, uint64_t system_id,
-                              int fd, const char *tmp) {
+                              const char *file, bool history, bool partial, uint64_t segno,
+                              uint64_t system_id, int fd, const char *tmp) {
         _cleanup_(source_freep) Source *src = NULL;
         _cleanup_free_ char *buf = NULL;
         StoreReader *rd = NULL;
@@ -240,14 +241,15 @@ static int spool_write_object(const Config *c, const WalStore *ws, const SpoolDi
         if (endswith(object, ".age")) {
                 Source *dec;
                 if (isempty(c->postgres.identity_file))
-                        return err_set(-ENOKEY, EX_CONFIG,
-                                       "WAL object %s is encrypted; set identity_file = in [postgres] to the "
-                                       "age identity of one of [postgres] recipients",
-                                       object);
+                        return err_set(
+                                -ENOKEY, EX_CONFIG,
+                                "WAL object %s is encrypted; set identity_file = in [postgres] to the "
+                                "age identity of one of [postgres] recipients",
+                                object);
                 dec = source_age_new(src, c->postgres.identity_file, &r);
                 if (!dec)
-                        return err_set(r, err_exit_code(r), "cannot decrypt WAL object %s with %s: %s", object,
-                                       c->postgres.identity_file, err_message() ?: strerror(-r));
+                        return err_set(r, err_exit_code(r), "cannot decrypt WAL object %s with %s: %s",
+                                       object, c->postgres.identity_file, err_message() ?: strerror(-r));
                 src = dec;
         }
         src = source_zstd_new(TAKE_PTR(src));
@@ -255,14 +257,16 @@ static int spool_write_object(const Config *c, const WalStore *ws, const SpoolDi
         for (;;) {
                 ssize_t n = source_read(src, buf, 256 * 1024);
                 if (n < 0)
-                        return err_set((int) n, err_exit_code((int) n), "cannot read WAL object %s from %s: %s",
-                                       object, ws->store->location, err_message() ?: strerror((int) -n));
+                        return err_set((int) n, err_exit_code((int) n),
+                                       "cannot read WAL object %s from %s: %s", object, ws->store->location,
+                                       err_message() ?: strerror((int) -n));
                 if (n == 0)
                         break;
                 if (total + (uint64_t) n > max)
                         return err_set(-EFBIG, EX_DATAERR,
                                        "WAL object %s in %s is larger than a %s; it is damaged", object,
-                                       ws->store->location, history ? "timeline history file" : "WAL segment");
+                                       ws->store->location,
+                                       history ? "timeline history file" : "WAL segment");
                 if (head_n < sizeof head) {
                         size_t k = MIN(sizeof head - head_n, (size_t) n);
                         memcpy(head + head_n, buf, k);
@@ -272,11 +276,13 @@ static int spool_write_object(const Config *c, const WalStore *ws, const SpoolDi
                 r = write_full(fd, buf, (size_t) n);
                 if (r < 0)
                         return err_set(r, EX_IOERR, "cannot write %s/%s: %s%s", sd->path, tmp, strerror(-r),
-                                       r == -ENOSPC ? " (free space on the data directory's file system)" : "");
+                                       r == -ENOSPC ? " (free space on the data directory's file system)"
+                                                    : "");
         }
         if (!history && total != SEG)
                 return err_set(-EBADMSG, EX_DATAERR,
-                               "WAL object %s in %s holds %" PRIu64 " bytes, not a 16 MiB segment; it is damaged",
+                               "WAL object %s in %s holds %" PRIu64
+                               " bytes, not a 16 MiB segment; it is damaged",
                                object, ws->store->location, total);
         if (!history && wal_segment_header_check(head, head_n, segno, system_id, partial, &why) < 0)
                 return err_set(-EBADMSG, EX_DATAERR, "WAL object %s in %s is not segment %s: %s", object,
@@ -537,7 +543,8 @@ static void *prefetch_main(void *userdata) {
 
         while (!prefetch_stopping(p)) {
                 _cleanup_(spool_scan_done) SpoolScan sc = {};
-                struct pollfd fds[2] = { { .fd = p->ifd, .events = POLLIN }, { .fd = p->efd, .events = POLLIN } };
+                struct pollfd fds[2] = { { .fd = p->ifd, .events = POLLIN },
+                                         { .fd = p->efd, .events = POLLIN } };
                 char buf[4096];
 
                 if (spool_scan(p, &sc) >= 0) {
@@ -583,7 +590,8 @@ int wal_prefetch_start(const Config *c, const WalStore *ws, const char *spool, u
         /* The directory we opened, even if its name were moved. */
         proc = xasprintf("/proc/self/fd/%d", p->sd.fd);
         if (p->efd < 0 || p->ifd < 0 ||
-            inotify_add_watch(p->ifd, proc, IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR) < 0)
+            inotify_add_watch(p->ifd, proc,
+                              IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR) < 0)
                 return err_set(-errno, EX_OSERR, "cannot watch the WAL spool %s: %m", spool);
         r = store_clone(ws->store, &p->ws.store);
         if (r < 0)
@@ -618,7 +626,8 @@ void wal_prefetch_stop(WalPrefetch *p) {
                 pthread_mutex_unlock(&p->lock);
                 (void) !write(p->efd, &one, sizeof one);
                 pthread_join(p->thread, NULL);
-                log_debug("WAL prefetch stopped; %" PRIu64 " file(s) fetched into %s.", p->fetched, p->sd.path);
+                log_debug("WAL prefetch stopped; %" PRIu64 " file(s) fetched into %s.", p->fetched,
+                          p->sd.path);
         }
         if (p->ifd >= 0)
                 close(p->ifd);
@@ -687,9 +696,11 @@ static int fill_one(const StoreEntry *e, void *userdata) {
                 f->cap = f->cap ? f->cap * 2 : 256;
                 f->items = xrealloc(f->items, f->cap * sizeof *f->items);
         }
-        f->items[f->n] = (FillItem){
-                .object = xstrdup(e->name), .tli = tli, .segno = segno, .history = history, .partial = partial
-        };
+        f->items[f->n] = (FillItem){ .object = xstrdup(e->name),
+                                     .tli = tli,
+                                     .segno = segno,
+                                     .history = history,
+                                     .partial = partial };
         memcpy(f->items[f->n].file, file, len + 1);
         f->n++;
         return 0;
@@ -740,7 +751,8 @@ static int fill_plan(const WalStore *ws, uint32_t tli, uint64_t start_segno, Fil
         return 0;
 }
 
-int wal_spool_need(const WalStore *ws, uint32_t tli, uint64_t start_segno, size_t *ret_files, uint64_t *ret_bytes) {
+int wal_spool_need(const WalStore *ws, uint32_t tli, uint64_t start_segno, size_t *ret_files,
+                   uint64_t *ret_bytes) {
         Fill f;
         uint64_t need;
         int r;
@@ -754,8 +766,8 @@ int wal_spool_need(const WalStore *ws, uint32_t tli, uint64_t start_segno, size_
         return 0;
 }
 
-int wal_spool_fill(const Config *c, const WalStore *ws, const char *spool, uid_t uid, gid_t gid, uint32_t tli,
-                   uint64_t start_segno, uint64_t system_id, uint64_t *ret_bytes) {
+int wal_spool_fill(const Config *c, const WalStore *ws, const char *spool, uid_t uid, gid_t gid,
+                   uint32_t tli, uint64_t start_segno, uint64_t system_id, uint64_t *ret_bytes) {
         _cleanup_close_ int fd = -EBADF, done = -EBADF;
         _cleanup_(fill_done) Fill f = {};
         SpoolDir sd = { .path = spool, .uid = uid, .gid = gid };
@@ -774,18 +786,20 @@ int wal_spool_fill(const Config *c, const WalStore *ws, const char *spool, uid_t
                 return r;
         if (avail < need + WAL_SPOOL_RESERVE) {
                 char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], k[FORMAT_BYTES_MAX];
-                return err_set(-ENOSPC, EX_CANTCREAT,
-                               "the stored WAL from this base backup on (%zu file(s), %s) does not fit into %s "
-                               "(%s free, %s to be kept free): free space there, or restore with --start, which "
-                               "fetches the WAL while PostgreSQL replays it (at most [postgres] wal_prefetch "
-                               "segments ahead)",
-                               f.n, format_bytes(need, a, sizeof a), spool, format_bytes(avail, b, sizeof b),
-                               format_bytes(WAL_SPOOL_RESERVE, k, sizeof k));
+                return err_set(
+                        -ENOSPC, EX_CANTCREAT,
+                        "the stored WAL from this base backup on (%zu file(s), %s) does not fit into %s "
+                        "(%s free, %s to be kept free): free space there, or restore with --start, which "
+                        "fetches the WAL while PostgreSQL replays it (at most [postgres] wal_prefetch "
+                        "segments ahead)",
+                        f.n, format_bytes(need, a, sizeof a), spool, format_bytes(avail, b, sizeof b),
+                        format_bytes(WAL_SPOOL_RESERVE, k, sizeof k));
         }
         for (size_t i = 0; i < f.n; i++) {
                 if (cancel_requested())
                         return err_set(-ECANCELED, EX_TEMPFAIL, "the restore was cancelled");
-                r = spool_fetch(c, ws, &sd, f.items[i].object, f.items[i].file, f.items[i].partial, system_id);
+                r = spool_fetch(c, ws, &sd, f.items[i].object, f.items[i].file, f.items[i].partial,
+                                system_id);
                 if (r < 0)
                         return r;
         }
@@ -929,11 +943,12 @@ int wal_spool_take(const char *spool, const char *file, const char *path) {
                         r = spool_take_answer(dfd, spool, file, history, path);
                         if (r != 0)
                                 return r < 0 ? r : 0;
-                        return err_set(-ESRCH, EX_UNAVAILABLE,
-                                       "no skyforge-agent serves the WAL spool %s any more (the `restore "
-                                       "postgres --start` or `recover` that fetches WAL for this recovery has "
-                                       "stopped); recovery cannot go on without it: restore again",
-                                       spool);
+                        return err_set(
+                                -ESRCH, EX_UNAVAILABLE,
+                                "no skyforge-agent serves the WAL spool %s any more (the `restore "
+                                "postgres --start` or `recover` that fetches WAL for this recovery has "
+                                "stopped); recovery cannot go on without it: restore again",
+                                spool);
                 }
                 if (!asked) {
                         _cleanup_close_ int fd =

@@ -55,8 +55,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(WalPrefetch *, wal_prefetch_stop);
 /* What wal_spool_fill() would fetch: the number of files and the bytes they take in the spool. */
 int wal_spool_need(const WalStore *ws, uint32_t tli, uint64_t start_segno, size_t *ret_files,
                    uint64_t *ret_bytes);
-int wal_spool_fill(const Config *c, const WalStore *ws, const char *spool, uid_t uid, gid_t gid, uint32_t tli,
-                   uint64_t start_segno, uint64_t system_id, uint64_t *ret_bytes);
+int wal_spool_fill(const Config *c, const WalStore *ws, const char *spool, uid_t uid, gid_t gid,
+                   uint32_t tli, uint64_t start_segno, uint64_t system_id, uint64_t *ret_bytes);
 
 /* restore_command's side, as the data directory's owner, without the configuration: FILE into path.
  * 0: done; -ENOENT with no err_message(): the store does not hold FILE; else an error with its message

@@ -32,9 +32,9 @@ static void names_restore_command_asks_for(void **state) {
         assert_int_equal(tli, 3);
         assert_true(history);
         /* What the archive never holds, and what must never become a path. */
-        assert_int_equal(wal_spool_file_parse("000000010000000000000002.00000028.backup", &tli, &segno,
-                                              &history),
-                         -EINVAL);
+        assert_int_equal(
+                wal_spool_file_parse("000000010000000000000002.00000028.backup", &tli, &segno, &history),
+                -EINVAL);
         assert_int_equal(wal_spool_file_parse("../../etc/passwd", &tli, &segno, &history), -EINVAL);
         assert_int_equal(wal_spool_file_parse("00000000.history", &tli, &segno, &history), -EINVAL);
         assert_int_equal(wal_spool_file_parse("", &tli, &segno, &history), -EINVAL);
@@ -141,7 +141,8 @@ static void restore_command_takes_the_answers_of_the_agent(void **state) {
         assert_non_null(strstr(err_message(), "corrupted"));
         /* Names the archive never holds are "not there" without asking. */
         err_clear();
-        assert_int_equal(wal_spool_take(d->spool, "000000010000000000000002.00000028.backup", d->out), -ENOENT);
+        assert_int_equal(wal_spool_take(d->spool, "000000010000000000000002.00000028.backup", d->out),
+                         -ENOENT);
         assert_null(err_message());
 }
 
@@ -197,10 +198,10 @@ int main(void) {
                 cmocka_unit_test(first_page_must_fit_the_segment),
                 cmocka_unit_test_setup_teardown(restore_command_takes_the_answers_of_the_agent, dir_setup,
                                                 dir_teardown),
-                cmocka_unit_test_setup_teardown(restore_command_asks_and_waits_while_the_agent_serves, dir_setup,
-                                                dir_teardown),
-                cmocka_unit_test_setup_teardown(without_an_agent_nothing_looks_like_the_end_of_wal, dir_setup,
-                                                dir_teardown),
+                cmocka_unit_test_setup_teardown(restore_command_asks_and_waits_while_the_agent_serves,
+                                                dir_setup, dir_teardown),
+                cmocka_unit_test_setup_teardown(without_an_agent_nothing_looks_like_the_end_of_wal,
+                                                dir_setup, dir_teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
