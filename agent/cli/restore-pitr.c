@@ -54,8 +54,7 @@ int restore_pitr(CliContext *ctx, const char *id, RestorePitrArgs *a) {
         PitrOptions o = { .datadir = a->datadir,
                           .base_id = id,
                           .start = a->start,
-                          .settings = settings,
-                          .config_path = ctx->config_path };
+                          .settings = settings };
         int r;
 
         if (!a->datadir) {

@@ -5,6 +5,7 @@
 #include "jobs/job.h"
 #include "jobs/wal.h"
 #include "jobs/wal-status.h"
+#include "jobs/wal-spool.h"
 #include "log/log.h"
 #include "sys/process.h"
 
@@ -48,23 +49,78 @@ const Verb verb_wal_stream = {
         .run = run_wal_stream,
 };
 
-static int run_wal_fetch(CliContext *ctx, int argc, char *argv[]) {
-        _cleanup_(config_freep) Config *c = NULL;
+/* restore_command through the spool the restore fills (jobs/wal-spool.h): no configuration is read, so it
+ * runs as the data directory's owner, who cannot read agent.conf, the identity or the store. */
+static int wal_fetch_spool(const char *spool, bool clean, int argc, char *argv[]) {
         int r;
 
-        if (argc != 3) {
-                fputs("skyforge-agent wal-fetch: give the WAL file name and the path to write it to "
-                      "(restore_command = 'skyforge-agent wal-fetch %f %p').\n",
-                      stderr);
-                return EX_USAGE;
+        if (clean) {
+                if (argc != 0) {
+                        fputs("skyforge-agent wal-fetch: --clean takes no FILE or PATH.\n", stderr);
+                        return WAL_FETCH_EXIT_FAILED;
+                }
+                r = wal_spool_clean(spool);
+                if (r < 0) {
+                        (void) cli_fail(r, "wal-fetch --clean failed");
+                        return WAL_FETCH_EXIT_FAILED;
+                }
+                return 0;
         }
+        r = wal_spool_take(spool, argv[0], argv[1]);
+        if (r == -ENOENT && !err_message()) {
+                log_debug("WAL file %s is not in the store.", argv[0]);
+                return WAL_FETCH_EXIT_NOT_FOUND;
+        }
+        if (r < 0) {
+                if (err_message())
+                        log_error("WAL file %s: %s", argv[0], err_message());
+                else
+                        log_error_errno(r, "WAL file %s: %m", argv[0]);
+                return WAL_FETCH_EXIT_FAILED;
+        }
+        return 0;
+}
+
+static int run_wal_fetch(CliContext *ctx, int argc, char *argv[]) {
+        static const struct option options[] = { { "spool", required_argument, NULL, 's' },
+                                                  { "clean", no_argument, NULL, 'C' },
+                                                  {} };
+        _cleanup_(config_freep) Config *c = NULL;
+        const char *spool = NULL;
+        bool clean = false;
+        int r, o;
+
+        /* Every usage error exits 126 as well: PostgreSQL would take a lower status for "no such file". */
+        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                if (o == 's')
+                        spool = optarg;
+                else if (o == 'C')
+                        clean = true;
+                else {
+                        (void) cli_bad_option(argv[0], "", options, argc, argv);
+                        return WAL_FETCH_EXIT_FAILED;
+                }
+        if (clean && !spool) {
+                fputs("skyforge-agent wal-fetch: --clean goes with --spool DIR.\n", stderr);
+                return WAL_FETCH_EXIT_FAILED;
+        }
+        if (spool && clean)
+                return wal_fetch_spool(spool, true, argc - optind, argv + optind);
+        if (argc - optind != 2) {
+                fputs("skyforge-agent wal-fetch: give the WAL file name and the path to write it to "
+                      "(restore_command = 'skyforge-agent wal-fetch [--spool DIR] %f %p').\n",
+                      stderr);
+                return WAL_FETCH_EXIT_FAILED;
+        }
+        if (spool)
+                return wal_fetch_spool(spool, false, argc - optind, argv + optind);
         r = cli_load_config(ctx, &c);
         if (r != 0)
                 return WAL_FETCH_EXIT_FAILED;
         job_install_signal_handlers();
-        r = wal_fetch(c, argv[1], argv[2]);
+        r = wal_fetch(c, argv[optind], argv[optind + 1]);
         if (r == -ENOENT && !err_message()) {
-                log_debug("WAL file %s is not in the store.", argv[1]);
+                log_debug("WAL file %s is not in the store.", argv[optind]);
                 return WAL_FETCH_EXIT_NOT_FOUND;
         }
         if (r < 0) {
@@ -76,13 +132,20 @@ static int run_wal_fetch(CliContext *ctx, int argc, char *argv[]) {
 
 const Verb verb_wal_fetch = {
         .name = "wal-fetch",
-        .args = "FILE PATH",
-        .summary = "Fetch one WAL file from the store (PostgreSQL's restore_command).",
-        .help = "Writes WAL file FILE (a segment or a timeline history file) to PATH, decrypted with\n"
-                "[postgres] identity_file and decompressed; a segment that is only stored as .partial is "
-                "served\n"
-                "from it. Exit status 1 when the store does not hold FILE (recovery ends there); 126 on "
-                "any\n"
-                "other failure, which makes PostgreSQL stop rather than take it for the end of WAL.\n",
+        .args = "[--spool DIR] FILE PATH",
+        .summary = "Fetch one WAL file (PostgreSQL's restore_command).",
+        .help = "Writes WAL file FILE (a segment or a timeline history file) to PATH. Without --spool: from "
+                "the\n"
+                "store, decrypted with [postgres] identity_file and decompressed; a segment that is only "
+                "stored\n"
+                "as .partial is served from it. With --spool DIR (what `restore postgres --to-datadir` "
+                "sets as\n"
+                "restore_command): from the spool that restore fills, reading no configuration, so it "
+                "runs as\n"
+                "the server's user; it waits while the agent fetches FILE.\n"
+                "  --spool DIR  take FILE from the spool DIR (the data directory's skyforge-wal)\n"
+                "  --clean      with --spool: remove the spool (recovery_end_command)\n"
+                "Exit status 1 when the store does not hold FILE (recovery ends there); 126 on any other\n"
+                "failure, which makes PostgreSQL stop rather than take it for the end of WAL.\n",
         .run = run_wal_fetch,
 };

@@ -56,6 +56,7 @@ typedef struct PostgresConfig {
         uint64_t wal_warn_bytes; /* WAL the slot retains before wal-stream warns */
         char *data_directory;    /* the server's data directory on this node: recover's physical path */
         char *workload;          /* NAMESPACE/deployment|statefulset/NAME running the server, or NULL */
+        unsigned wal_prefetch;   /* WAL segments a restore fetches ahead of PostgreSQL's replay */
 } PostgresConfig;
 
 typedef struct MirrorConfig {

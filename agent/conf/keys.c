@@ -90,6 +90,8 @@ const ConfKey conf_keys[] = {
         { CONF_SECTION_POSTGRES, "workload", CONF_STRING, P(workload),
           .help = "NAMESPACE/deployment/NAME or NAMESPACE/statefulset/NAME: scaled to 0 while recover "
                   "restores data_directory" },
+        { CONF_SECTION_POSTGRES, "wal_prefetch", CONF_UINT, P(wal_prefetch), 1, 1024, .def = "8",
+          .help = "WAL segments (16 MiB each) a point-in-time restore fetches ahead of the replay" },
 
         { CONF_SECTION_MIRROR, "source", CONF_REMOTE, M(source), .def = "minio",
           .flags = CONF_F_OR_PATH | CONF_F_EXISTS_WARN | CONF_F_DIRECTORY,

@@ -7,13 +7,16 @@
 #include <json-c/json.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sysexits.h>
 #include <time.h>
 
+#include "jobs/backup-source.h"
 #include "jobs/context.h"
 #include "jobs/pitr.h"
 #include "jobs/verify.h"
 #include "jobs/wal.h"
+#include "jobs/wal-spool.h"
 #include "log/log.h"
 #include "pg/pg.h"
 #include "pg/replication.h"
@@ -170,8 +173,7 @@ static bool base_fits(const Manifest *m, const PitrOptions *o) {
 
 /* Every WAL segment from the backup's start to its end must be in the store, or the copy never becomes
  * consistent: checked before anything is written. */
-static int check_wal_chain(const Config *c, const Manifest *m) {
-        _cleanup_(wal_store_done) WalStore ws = {};
+static int check_wal_chain(const WalStore *ws, const Manifest *m) {
         uint64_t start, end, segsize = details_uint(m, "wal_segment_size");
         uint32_t tli = (uint32_t) details_uint(m, "timeline");
         int r;
@@ -183,18 +185,15 @@ static int check_wal_chain(const Config *c, const Manifest *m) {
                                "base backup %s: its manifest lacks start_lsn, end_lsn, "
                                "timeline or wal_segment_size",
                                m->id);
-        r = wal_store_open(c, false, &ws);
-        if (r < 0)
-                return r;
         for (uint64_t lsn = start - start % segsize; lsn <= end; lsn += segsize) {
                 char file[PG_WAL_FILE_NAME_LEN + 1];
                 bool found = false;
 
                 pg_wal_file_name(tli, lsn, segsize, file);
                 for (unsigned i = 0; i < 4 && !found; i++) {
-                        _cleanup_free_ char *name = wal_object_name(&ws, file, i >= 2, i % 2 == 0);
+                        _cleanup_free_ char *name = wal_object_name(ws, file, i >= 2, i % 2 == 0);
                         StoreEntry e = {};
-                        r = store_stat(ws.store, name, &e);
+                        r = store_stat(ws->store, name, &e);
                         if (r >= 0) {
                                 store_entry_done(&e);
                                 found = true;
@@ -206,7 +205,7 @@ static int check_wal_chain(const Config *c, const Manifest *m) {
                                 -ENOENT, EX_DATAERR,
                                 "base backup %s needs WAL segment %s, which is not in "
                                 "%s (is skyforge-wal.service running? `systemctl status skyforge-wal`)",
-                                m->id, file, ws.store->location);
+                                m->id, file, ws->store->location);
         }
         return 0;
 }
@@ -299,10 +298,13 @@ static int chown_one(const char *path, const struct stat *st, int flag, struct F
         return 0;
 }
 
-static int write_recovery_settings(const PitrOptions *o, const Manifest *m, const char *datadir) {
+/* restore_command takes WAL from the spool (jobs/wal-spool.h), which needs neither our configuration nor
+ * the identity; without a live agent (offline), recovery_end_command removes the spool when done. */
+static int write_recovery_settings(const PitrOptions *o, const Manifest *m, const char *datadir,
+                                   const char *spool, bool offline) {
         _cleanup_free_ char *conf = path_join(datadir, "postgresql.auto.conf"),
                             *signal_path = path_join(datadir, "recovery.signal"), *text = NULL, *exe = NULL,
-                            *cfg = NULL, *target = NULL;
+                            *target = NULL, *end_command = NULL;
         _cleanup_close_ int fd = -EBADF, sfd = -EBADF;
         char buf[4096];
         ssize_t n;
@@ -313,14 +315,11 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                 return err_set(-errno, EX_OSERR, "cannot find our own executable: %m");
         buf[n] = 0;
         exe = xstrdup(buf);
-        cfg = realpath(o->config_path, NULL);
-        if (!cfg)
-                cfg = xstrdup(o->config_path);
-        if (!command_path_ok(exe) || !command_path_ok(cfg))
+        if (!command_path_ok(exe) || !command_path_ok(spool))
                 return err_set(-EINVAL, EX_USAGE,
                                "cannot write restore_command: the paths %s and %s must be "
                                "absolute and consist of letters, digits and /._+-@, only",
-                               exe, cfg);
+                               exe, spool);
         if (o->target == PITR_TARGET_TIME) {
                 _cleanup_free_ char *t = pitr_format_time(o->time_usec);
                 target = xasprintf("recovery_target_time = '%s'\n", t);
@@ -329,12 +328,15 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                 target = xasprintf("recovery_target_lsn = '%s'\n", l);
         } else
                 target = xstrdup("");
+        end_command = offline ? xasprintf("recovery_end_command = '%s wal-fetch --spool %s --clean'\n", exe,
+                                          spool)
+                              : xstrdup("");
         text = xasprintf("\n# Added by skyforge-agent restore postgres from base backup %s.\n"
-                         "restore_command = '%s -c %s wal-fetch %%f %%p'\n"
-                         "%s"
+                         "restore_command = '%s wal-fetch --spool %s %%f %%p'\n"
+                         "%s%s"
                          "recovery_target_action = 'promote'\n"
                          "recovery_target_timeline = 'latest'\n",
-                         m->id, exe, cfg, target);
+                         m->id, exe, spool, end_command, target);
         STRV_FOREACH (s, o->settings) {
                 _cleanup_free_ char *line = pitr_setting_line(*s);
                 char *t;
@@ -500,7 +502,7 @@ static int stop_server(const char *pg_ctl, const char *datadir, uid_t uid, gid_t
 
 /* Takes our block (restore_command, the target, --set lines) out of postgresql.auto.conf again, for a
  * data directory that goes back to its own server once recovered. */
-static int strip_recovery_settings(const char *datadir) {
+static int strip_recovery_settings(const char *datadir, uid_t uid, gid_t gid) {
         _cleanup_free_ char *conf = path_join(datadir, "postgresql.auto.conf"), *text = NULL;
         char *mark;
         int r;
@@ -515,11 +517,14 @@ static int strip_recovery_settings(const char *datadir) {
         r = write_file_atomic(conf, text, strlen(text), 0600);
         if (r < 0)
                 return err_set(r, EX_IOERR, "cannot write %s: %s", conf, strerror(-r));
+        /* The server's again: one it cannot read it skips as if missing, with every ALTER SYSTEM setting. */
+        if (geteuid() == 0 && lchown(conf, uid, gid) < 0)
+                return err_set(-errno, EX_IOERR, "cannot hand %s to uid %u: %m", conf, (unsigned) uid);
         return 0;
 }
 
 static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest *m, const char *datadir,
-                          uid_t uid, gid_t gid) {
+                          uid_t uid, gid_t gid, WalPrefetch *pf) {
         _cleanup_(pg_client_done) PgClient pg_ctl = {};
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *log = path_join(datadir, "skyforge-restore.log"),
@@ -545,6 +550,14 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
                 strv_push(&argv, xstrdup(o->server_options));
         }
         r = pg_ctl_wait(&argv, "start", datadir, log);
+        if (r < 0 && wal_prefetch_failure(pf) < 0) {
+                /* It stopped before it was consistent: at a WAL file the agent could not fetch. */
+                _cleanup_free_ char *why = xstrdup(strempty(err_message()));
+                return err_set(r, EX_UNAVAILABLE,
+                               "the recovery of %s stopped at a WAL file the agent could not fetch: %s "
+                               "(see %s)",
+                               datadir, why, log);
+        }
         if (r < 0)
                 return r;
         log_info("PostgreSQL started on %s; waiting for the recovery to end.", datadir);
@@ -557,7 +570,14 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
                         r = stop_server(pg_ctl.path, datadir, uid, gid);
                         if (r < 0)
                                 return r;
-                        return strip_recovery_settings(datadir);
+                        return strip_recovery_settings(datadir, uid, gid);
+                }
+                if (access(pid, F_OK) < 0 && errno == ENOENT && (r = wal_prefetch_failure(pf)) < 0) {
+                        _cleanup_free_ char *why = xstrdup(strempty(err_message()));
+                        return err_set(r, err_exit_code(r),
+                                       "the recovery of %s stopped at a WAL file the agent could not "
+                                       "fetch: %s (see %s)",
+                                       datadir, why, log);
                 }
                 if (access(pid, F_OK) < 0 && errno == ENOENT)
                         return err_set(-EIO, EX_SOFTWARE,
@@ -566,38 +586,66 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
                                        datadir, log);
                 if (cancel_requested())
                         return err_set(-ECANCELED, EX_TEMPFAIL,
-                                       "stopped waiting for the recovery of %s; the "
-                                       "server goes on",
+                                       "stopped waiting for the recovery of %s; without the agent "
+                                       "fetching its WAL the server stops at the next WAL file",
                                        datadir);
                 if (now_usec(CLOCK_MONOTONIC) >= deadline)
                         return err_set(-ETIMEDOUT, EX_TEMPFAIL,
-                                       "the recovery of %s has not ended after 24 h; the "
-                                       "server goes on (see %s)",
+                                       "the recovery of %s has not ended after 24 h; without the "
+                                       "agent fetching its WAL the server stops at the next WAL file "
+                                       "(see %s)",
                                        datadir, log);
                 (void) usleep(200 * 1000);
         }
 }
 
+/* Without --start no agent stays to serve the spool: everything recovery can ask for goes in first, if it
+ * fits (checked before anything is written into the data directory). */
+static int offline_space_check(const WalStore *ws, const Manifest *m, const char *datadir) {
+        uint64_t start, need, avail;
+        uint32_t tli = (uint32_t) details_uint(m, "timeline");
+        size_t files;
+        struct statvfs st;
+        int r;
+
+        (void) pg_lsn_parse(details_string(m, "start_lsn"), &start);
+        r = wal_spool_need(ws, tli, start / PG_WAL_SEGMENT_DEFAULT, &files, &need);
+        if (r < 0)
+                return r;
+        if (statvfs(datadir, &st) < 0)
+                return err_set(-errno, EX_IOERR, "cannot look at the file system of %s: %m", datadir);
+        avail = (uint64_t) st.f_bavail * st.f_frsize;
+        if (avail < m->raw_bytes + need + WAL_SPOOL_RESERVE) {
+                char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], f[FORMAT_BYTES_MAX];
+                return err_set(-ENOSPC, EX_CANTCREAT,
+                               "base backup %s (%s) and the stored WAL after it (%zu file(s), %s) do not "
+                               "fit into %s (%s free); nothing was written. Free space there, or restore "
+                               "with --start, which fetches the WAL while PostgreSQL replays it (at most "
+                               "[postgres] wal_prefetch segments ahead)",
+                               m->id, format_bytes(m->raw_bytes, a, sizeof a), files,
+                               format_bytes(need, b, sizeof b), datadir, format_bytes(avail, f, sizeof f));
+        }
+        return 0;
+}
+
 int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
-        _cleanup_(store_freep) Store *s = NULL;
-        _cleanup_(backup_list_done) BackupList l = {};
-        _cleanup_free_ char *dest = config_job_destination(c, "basebackup");
+        _cleanup_(physical_source_done) PhysicalSource src = {};
+        _cleanup_(wal_prefetch_stopp) WalPrefetch *pf = NULL;
         _cleanup_close_ int read_fd = -EBADF;
+        _cleanup_free_ char *spool = NULL;
         const Manifest *m = NULL;
+        uint64_t system_id = 0, start = 0, bytes = 0;
         uid_t uid = 0;
         gid_t gid = 0;
-        int r;
+        int r, k;
 
         r = job_read_lock(c->agent.state_dir, "basebackup", false, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
         if (r < 0)
                 return r;
-        r = store_open_location(c, dest, &s);
+        r = physical_source_open(c, &src);
         if (r < 0)
                 return r;
-        r = backup_list_load(s, "basebackup", &l);
-        if (r < 0)
-                return r;
-        r = pick_base_backup(&l, o, &m);
+        r = pick_base_backup(&src.base.list, o, &m);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < m->n_objects; i++) {
@@ -609,24 +657,35 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
                                        "other than the main one is not supported yet",
                                        m->id, m->objects[i].name);
         }
-        r = check_wal_chain(c, m);
+        r = check_wal_chain(&src.wal, m);
         if (r < 0)
                 return r;
-        r = backup_verify_objects(s, m, true);
+        r = backup_verify_objects(src.base.store, m, true);
         if (r < 0)
                 return r;
         r = prepare_datadir(o->datadir, &uid, &gid);
         if (r < 0)
                 return r;
+        if (!o->start) {
+                r = offline_space_check(&src.wal, m, o->datadir);
+                if (r < 0)
+                        return r;
+        }
+        if (src.base.offsite)
+                log_info("Reading base backup %s and its WAL from the offsite copy %s.", m->id,
+                         src.base.location);
         log_info("Restoring base backup %s (%s to %s) into %s.", m->id, details_string(m, "start_lsn"),
                  details_string(m, "end_lsn"), o->datadir);
         for (size_t i = 0; i < m->n_objects; i++) {
                 bool is_manifest = strstr(m->objects[i].name, ".base/backup_manifest.zst");
-                r = extract_object(c, s, m, m->objects + i, o->datadir, is_manifest);
+                r = extract_object(c, src.base.store, m, m->objects + i, o->datadir, is_manifest);
                 if (r < 0)
                         return r;
         }
-        r = write_recovery_settings(o, m, o->datadir);
+        r = wal_spool_create(o->datadir, uid, gid, &spool);
+        if (r < 0)
+                return r;
+        r = write_recovery_settings(o, m, o->datadir, spool, !o->start);
         if (r < 0)
                 return r;
         {
@@ -647,12 +706,38 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
                         return err_set(r < 0 ? r : -EIO, EX_IOERR, "cannot hand %s over to uid %u: %s",
                                        o->datadir, (unsigned) uid, strerror(r < 0 ? -r : EIO));
         }
-        if (out)
-                fprintf(out, "Restored base backup %s into %s; recovery set up to %s.\n", m->id, o->datadir,
+        (void) pg_lsn_parse(details_string(m, "start_lsn"), &start);
+        system_id = strtoull(strempty(details_string(m, "system_identifier")), NULL, 10);
+        if (!o->start) {
+                r = wal_spool_fill(c, &src.wal, spool, uid, gid, (uint32_t) details_uint(m, "timeline"),
+                                   start / PG_WAL_SEGMENT_DEFAULT, system_id, &bytes);
+                if (r < 0)
+                        return r;
+        }
+        if (out) {
+                char size[FORMAT_BYTES_MAX];
+                fprintf(out, "Restored base backup %s%s into %s; recovery set up to %s", m->id,
+                        src.base.offsite ? " (from the offsite copy)" : "", o->datadir,
                         o->target == PITR_TARGET_LATEST ? "the end of the stored WAL"
                         : o->target == PITR_TARGET_TIME ? "the target time"
                                                         : "the target LSN");
+                if (!o->start)
+                        fprintf(out, "; %d WAL file(s) (%s) wait in %s for it.\n", r,
+                                format_bytes(bytes, size, sizeof size), spool);
+                else
+                        fputs(".\n", out);
+        }
         if (!o->start)
                 return 0;
-        return start_and_wait(c, o, m, o->datadir, uid, gid);
+        r = wal_prefetch_start(c, &src.wal, spool, uid, gid, c->postgres.wal_prefetch, system_id, &pf);
+        if (r < 0)
+                return r;
+        r = start_and_wait(c, o, m, o->datadir, uid, gid, pf);
+        /* Recovery is over (or failed): nobody asks for WAL any more. */
+        wal_prefetch_stop(TAKE_PTR(pf));
+        ERR_KEEP_SCOPE();
+        k = wal_spool_remove(spool);
+        if (k < 0)
+                log_warning("Cannot remove the WAL spool %s (%s); remove it by hand.", spool, strerror(-k));
+        return r;
 }

@@ -7,7 +7,10 @@
 #include "conf/conf.h"
 
 /* Point-in-time restore: the newest base backup before the target into a data directory, set up so that
- * PostgreSQL replays the stored WAL (restore_command = skyforge-agent wal-fetch) up to the target. */
+ * PostgreSQL replays the stored WAL up to the target. The base backups and the WAL come from the configured
+ * store, or from its offsite copy when that has no base backup (jobs/backup-source.h). restore_command
+ * takes the WAL from a spool in the data directory that this process fills (jobs/wal-spool.h): with start,
+ * while PostgreSQL replays; without, all of it up front. */
 
 typedef enum PitrTarget {
         PITR_TARGET_LATEST, /* all the WAL there is */
@@ -23,7 +26,6 @@ typedef struct PitrOptions {
         uint64_t lsn;
         bool start; /* pg_ctl start, then wait until recovery has finished */
         char **settings; /* "name=value" lines added to postgresql.auto.conf */
-        const char *config_path; /* the agent configuration restore_command uses */
         const char *server_options; /* with start: pg_ctl -o for that one start (e.g. no listening) */
         bool stop_after; /* with start: once promoted, stop the server and take the recovery settings out */
 } PitrOptions;

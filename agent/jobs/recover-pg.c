@@ -8,6 +8,7 @@
 #include <sysexits.h>
 #include <time.h>
 
+#include "jobs/backup-source.h"
 #include "jobs/context.h"
 #include "jobs/pitr.h"
 #include "jobs/recover-pg.h"
@@ -33,6 +34,7 @@ void recover_pg_choice_done(RecoverPgChoice *ch) {
         free(ch->physical_why_not);
         free(ch->base_id);
         free(ch->wal_newest);
+        free(ch->source);
         free(ch->dump_id);
         *ch = (RecoverPgChoice){};
 }
@@ -60,10 +62,7 @@ static int wal_newest_one(const StoreEntry *e, void *userdata) {
 }
 
 static int physical_candidate(const Config *c, RecoverPgChoice *ch) {
-        _cleanup_free_ char *dest = config_job_destination(c, "basebackup");
-        _cleanup_(store_freep) Store *s = NULL;
-        _cleanup_(backup_list_done) BackupList l = {};
-        _cleanup_(wal_store_done) WalStore ws = {};
+        _cleanup_(physical_source_done) PhysicalSource src = {};
         _cleanup_(pg_client_done) PgClient pg_ctl = {};
         _cleanup_strv_free_ char **problems = NULL;
         WalNewest newest = {};
@@ -76,25 +75,21 @@ static int physical_candidate(const Config *c, RecoverPgChoice *ch) {
                                                "directory on this node)");
                 return 0;
         }
-        r = store_open_location(c, dest, &s);
-        if (r >= 0)
-                r = backup_list_load(s, "basebackup", &l);
+        /* The base backups' destination, or its offsite copy when that has none (as pitr_restore reads). */
+        r = physical_source_open(c, &src);
         if (r < 0) {
-                ch->physical_why_not = xasprintf("cannot list the base backups in %s: %s", dest,
-                                                 err_message() ?: strerror(-r));
+                ch->physical_why_not = xstrdup(err_message() ?: strerror(-r));
+                err_clear();
                 return 0;
         }
-        if (l.n == 0) {
-                ch->physical_why_not =
-                        xasprintf("no base backup in %s (`skyforge-agent run basebackup`)", dest);
-                return 0;
-        }
-        m = l.items[0];
+        m = src.base.list.items[0];
         ch->base_id = xstrdup(m->id);
         ch->base_bytes = m->bytes;
+        ch->source = xstrdup(src.base.location);
+        ch->offsite = src.base.offsite;
         /* Complete: every segment from the backup's start on is stored, without a gap. */
         problems = xcalloc(1, sizeof(char *));
-        r = wal_check_chain(c, m, &problems);
+        r = wal_check_chain_in(&src.wal, m, &problems);
         if (r < 0) {
                 ch->physical_why_not = xasprintf("cannot check the WAL of base backup %s: %s", m->id,
                                                  err_message() ?: strerror(-r));
@@ -115,11 +110,8 @@ static int physical_candidate(const Config *c, RecoverPgChoice *ch) {
                 err_clear();
                 return 0;
         }
-        r = wal_store_open(c, false, &ws);
-        if (r >= 0) {
-                newest.prefix = ws.prefix;
-                r = store_list(ws.store, ws.prefix, wal_newest_one, &newest);
-        }
+        newest.prefix = src.wal.prefix;
+        r = store_list(src.wal.store, src.wal.prefix, wal_newest_one, &newest);
         if (r < 0) {
                 free(newest.name);
                 ch->physical_why_not = xasprintf("cannot list the WAL: %s", err_message() ?: strerror(-r));
@@ -131,19 +123,16 @@ static int physical_candidate(const Config *c, RecoverPgChoice *ch) {
         return 0;
 }
 
+/* The newest dump, from where the logical path would restore it (the destination, or offsite). */
 static void logical_candidate(const Config *c, RecoverPgChoice *ch) {
-        _cleanup_free_ char *dest = config_job_destination(c, "postgres");
-        _cleanup_(store_freep) Store *s = NULL;
-        _cleanup_(backup_list_done) BackupList l = {};
+        _cleanup_(backup_source_done) BackupSource src = {};
 
-        if (store_open_location(c, dest, &s) < 0 || backup_list_load(s, "postgres", &l) < 0) {
+        if (backup_source_open(c, "postgres", &src) < 0) {
                 err_clear();
                 return;
         }
-        if (l.n == 0)
-                return;
-        ch->dump_id = xstrdup(l.items[0]->id);
-        ch->dump_usec = l.items[0]->started_usec;
+        ch->dump_id = xstrdup(src.list.items[0]->id);
+        ch->dump_usec = src.list.items[0]->started_usec;
 }
 
 int recover_pg_choose(const Config *c, const char *from, RecoverPgChoice *ret) {
@@ -214,6 +203,7 @@ int recover_pg_plan(const Config *c, const char *from, FILE *out) {
                 "           restore base backup %s (%s stored) and the WAL up to %s (stored %s) into %s\n",
                 ch.base_id, format_bytes(ch.base_bytes, size, sizeof size), strna(ch.wal_newest), w,
                 c->postgres.data_directory);
+        fprintf(out, "           from %s%s\n", ch.source, ch.offsite ? " (offsite)" : "");
         if (!isempty(c->postgres.workload))
                 fprintf(out, "           with workload %s scaled to 0, then back\n", c->postgres.workload);
         if (ch.dump_id)
@@ -426,8 +416,7 @@ static int physical_run(const Config *c, const RecoverPgChoice *ch, bool *ret_sk
                            .target = PITR_TARGET_LATEST,
                            .start = true,
                            .stop_after = true,
-                           .server_options = options,
-                           .config_path = c->path };
+                           .server_options = options };
         r = pitr_restore(c, &po, stderr);
         (void) rmdir(sockdir);
         if (r < 0)
@@ -442,8 +431,10 @@ static int physical_run(const Config *c, const RecoverPgChoice *ch, bool *ret_sk
                 (void) unlink(replicas_path);
         }
         *ret_skipped = false;
-        *ret_note = xasprintf("restored base backup %s and the WAL up to %s into %s%s%s%s%s", ch->base_id,
-                              strna(ch->wal_newest), datadir, aside ? " (the old content is in " : "",
+        *ret_note = xasprintf("restored base backup %s and the WAL up to %s from %s%s into %s%s%s%s%s",
+                              ch->base_id, strna(ch->wal_newest), ch->source,
+                              ch->offsite ? " (offsite)" : "", datadir,
+                              aside ? " (the old content is in " : "",
                               strempty(aside), aside ? ")" : "", k ? "; the workload is scaled back" : "");
         return 0;
 }

@@ -20,6 +20,8 @@ typedef struct RecoverPgChoice {
         uint64_t base_bytes;
         uint64_t wal_usec; /* when the newest WAL object was stored: the physical recovery point */
         char *wal_newest; /* its name */
+        char *source;     /* where the base backup and the WAL are read from */
+        bool offsite;     /* ... the offsite copy (the configured store has no base backup) */
         /* The logical path (from the configured destination): */
         char *dump_id;
         uint64_t dump_usec; /* when the newest dump started */

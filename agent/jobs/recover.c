@@ -4,6 +4,7 @@
 #include <json-c/json.h>
 #include <sysexits.h>
 
+#include "jobs/backup-source.h"
 #include "jobs/config.h"
 #include "jobs/context.h"
 #include "jobs/mirror.h"
@@ -14,89 +15,6 @@
 #include "pg/pg.h"
 #include "store/objects.h"
 #include "sys/process.h"
-
-/* Where the mirror job keeps its copy of a location on the mirror's source remote: DEST/<bucket>/<prefix>.
- * NULL when the location is not mirrored. */
-static char *offsite_location_of(const Config *c, const char *location) {
-        _cleanup_(location_done) Location l = {};
-        const char *dest = c->mirror.destination;
-
-        if (!c->mirror.present || isempty(dest) || isempty(c->mirror.source))
-                return NULL;
-        if (location_parse(location, &l) < 0 || l.type != LOCATION_REMOTE ||
-            !streq(l.remote, c->mirror.source))
-                return NULL;
-        if (!strv_isempty(c->mirror.buckets) && !strv_contains(c->mirror.buckets, "*") &&
-            !strv_contains(c->mirror.buckets, l.bucket))
-                return NULL;
-        return xasprintf("%s%s%s/%s", dest, endswith(dest, "/") ? "" : "/", l.bucket, strempty(l.prefix));
-}
-
-typedef struct BackupSource {
-        Store *store;
-        BackupList list;
-        char *location;
-        bool offsite;
-} BackupSource;
-
-static void backup_source_done(BackupSource *p) {
-        backup_list_done(&p->list);
-        store_free(p->store);
-        free(p->location);
-        *p = (BackupSource){};
-}
-
-static int backup_source_try(const Config *c, const char *job, const char *location, bool offsite,
-                             BackupSource *ret) {
-        BackupSource p = { .location = xstrdup(location), .offsite = offsite };
-        int r;
-
-        r = store_open_location(c, location, &p.store);
-        if (r >= 0)
-                r = backup_list_load(p.store, job, &p.list);
-        if (r < 0) {
-                backup_source_done(&p);
-                return r;
-        }
-        *ret = p;
-        return 0;
-}
-
-/* The backups of job to restore from: the configured destination (MinIO), or the offsite copy when that
- * has none (a rebuilt node whose MinIO is still empty). */
-static int backup_source_open(const Config *c, const char *job, BackupSource *ret) {
-        _cleanup_free_ char *primary = config_job_destination(c, job);
-        _cleanup_free_ char *offsite = offsite_location_of(c, primary);
-        _cleanup_(failure_done) Failure primary_failure = {};
-        const char *primary_error = NULL;
-        int r;
-
-        r = backup_source_try(c, job, primary, false, ret);
-        if (r >= 0 && ret->list.n > 0)
-                return 0;
-        if (r >= 0)
-                backup_source_done(ret);
-        else {
-                failure_capture(&primary_failure, r);
-                primary_error = failure_message(&primary_failure);
-        }
-        if (!offsite)
-                return err_set(-ENOENT, EX_NOINPUT,
-                               "no %s backup in %s%s%s and no offsite copy configured "
-                               "([mirror] does not copy it)",
-                               job, primary, primary_error ? ": " : "", strempty(primary_error));
-        log_info("No %s backup in %s%s%s%s; looking offsite in %s.", job, primary,
-                 primary_error ? " (" : "", strempty(primary_error), primary_error ? ")" : "", offsite);
-        r = backup_source_try(c, job, offsite, true, ret);
-        if (r < 0)
-                return r;
-        if (ret->list.n == 0) {
-                backup_source_done(ret);
-                return err_set(-ENOENT, EX_NOINPUT, "no %s backup in %s nor offsite in %s", job, primary,
-                               offsite);
-        }
-        return 0;
-}
 
 /* The newest backup that checks out: a damaged one is passed over, never half-applied. */
 static int backup_source_newest_good(const BackupSource *src, const char *job, const Manifest **ret) {

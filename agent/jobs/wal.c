@@ -30,26 +30,33 @@ void wal_store_done(WalStore *w) {
         *w = (WalStore){};
 }
 
-int wal_store_open(const Config *c, bool for_write, WalStore *ret) {
-        _cleanup_free_ char *location = NULL;
+char *wal_store_location(const Config *c, char **ret_prefix) {
+        if (c->postgres.wal_destination) {
+                *ret_prefix = xstrdup("");
+                return xstrdup(c->postgres.wal_destination);
+        }
+        *ret_prefix = xstrdup("wal/");
+        return config_job_destination(c, "postgres");
+}
+
+int wal_store_open_location(const Config *c, const char *location, const char *prefix, bool for_write,
+                            WalStore *ret) {
         WalStore w = {};
         int r;
 
-        if (c->postgres.wal_destination) {
-                location = xstrdup(c->postgres.wal_destination);
-                w.prefix = xstrdup("");
-        } else {
-                location = config_job_destination(c, "postgres");
-                w.prefix = xstrdup("wal/");
-        }
         r = for_write ? store_open_location_for_write(c, location, &w.store)
                       : store_open_location(c, location, &w.store);
-        if (r < 0) {
-                free(w.prefix);
+        if (r < 0)
                 return r;
-        }
+        w.prefix = xstrdup(prefix);
         *ret = w;
         return 0;
+}
+
+int wal_store_open(const Config *c, bool for_write, WalStore *ret) {
+        _cleanup_free_ char *prefix = NULL, *location = wal_store_location(c, &prefix);
+
+        return wal_store_open_location(c, location, prefix, for_write, ret);
 }
 
 char *wal_object_name(const WalStore *w, const char *file, bool partial, bool encrypted) {
@@ -873,6 +880,16 @@ static char *wal_name_of(uint32_t tli, uint64_t segno) {
 
 int wal_check_chain(const Config *c, const Manifest *m, char ***problems) {
         _cleanup_(wal_store_done) WalStore ws = {};
+        int r;
+
+        r = wal_store_open(c, false, &ws);
+        if (r < 0)
+                return r;
+        return wal_check_chain_in(&ws, m, problems);
+}
+
+int wal_check_chain_in(const WalStore *wsp, const Manifest *m, char ***problems) {
+        const WalStore ws = *wsp;
         _cleanup_free_ WalSeen *items = NULL;
         json_object *v;
         uint32_t tli, end_tli;
@@ -888,9 +905,6 @@ int wal_check_chain(const Config *c, const Manifest *m, char ***problems) {
         }
         start /= PG_WAL_SEGMENT_DEFAULT;
         end /= PG_WAL_SEGMENT_DEFAULT;
-        r = wal_store_open(c, false, &ws);
-        if (r < 0)
-                return r;
         WalChain ch = { .ws = &ws };
         r = store_list(ws.store, ws.prefix, wal_chain_one, &ch);
         items = ch.items;

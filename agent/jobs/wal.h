@@ -21,6 +21,11 @@ typedef struct WalStore {
 
 void wal_store_done(WalStore *w);
 int wal_store_open(const Config *c, bool for_write, WalStore *ret);
+/* Where the archive is: [postgres] wal_destination (prefix ""), else "wal/" in the dumps' destination. */
+char *wal_store_location(const Config *c, char **ret_prefix);
+/* The archive at location (e.g. its offsite copy), with the prefix wal_store_location() gave. */
+int wal_store_open_location(const Config *c, const char *location, const char *prefix, bool for_write,
+                            WalStore *ret);
 
 /* The object name of WAL file `file` (a segment "000000010000000000000003" or a history file
  * "00000002.history"); NULL when file is neither. */
@@ -46,3 +51,5 @@ struct Manifest;
  * timeline up to the newest stored segment, nor on any later timeline. Each problem is appended to
  * *problems; returns their number, or a negative errno when the store failed. */
 int wal_check_chain(const Config *c, const struct Manifest *m, char ***problems);
+/* The same for the archive ws (the configured one, or its offsite copy). */
+int wal_check_chain_in(const WalStore *ws, const struct Manifest *m, char ***problems);

@@ -1,10 +1,10 @@
 """Point-in-time recovery against real PostgreSQL 15 servers (wal_level=replica, the initdb default, with
 initdb's replication lines in pg_hba.conf): `wal-stream` stores WAL from a physical slot, `run basebackup`
-stores a base backup, `wal-fetch` serves WAL to restore_command, and `restore postgres --to-datadir`
-brings a fresh data directory to a moment. Waits are on events (objects appearing in the store, positions
+stores a base backup, and `restore postgres --to-datadir` brings a fresh data directory to a moment, its
+WAL fetched by the agent (root, with a root-only configuration, store and identity) into a spool that
+restore_command (`wal-fetch --spool`, as the postgres user) takes it from. Waits are on events (objects appearing in the store, positions
 reported by the server), never on the clock."""
 import decimal
-import grp
 import os
 import shutil
 import signal
@@ -18,8 +18,6 @@ import pytest
 from fixtures.agent import AGENT, write_config
 from fixtures.postgres import as_postgres, free_port
 
-POSTGRES_GID = grp.getgrnam("postgres").gr_gid
-
 
 def wait_for(cond, what, timeout=90):
     deadline = time.monotonic() + timeout
@@ -32,17 +30,15 @@ def wait_for(cond, what, timeout=90):
 
 
 class Pitr:
-    """A cluster, an agent configuration and a local store that the postgres user can read (restore_command
-    runs as the server's user: the store directory is setgid postgres, the configuration group-readable)."""
+    """A cluster, an agent configuration and a local store, both root's alone (mode 0700/0600, as on a node:
+    restore_command runs as the server's user and takes the WAL from the spool the agent fills)."""
 
     def __init__(self, cluster, flush_seconds=1):
         self.pg = cluster
         self.root = tempfile.mkdtemp(prefix="skyforge-pitr-")
         os.chmod(self.root, 0o755)
         self.store = os.path.join(self.root, "store")
-        os.mkdir(self.store)
-        os.chown(self.store, 0, POSTGRES_GID)
-        os.chmod(self.store, 0o2750)
+        os.mkdir(self.store, 0o700)
         self.conf = os.path.join(self.root, "agent.conf")
         self.sockets = os.path.join(self.root, "sockets")
         os.mkdir(self.sockets)
@@ -61,7 +57,7 @@ class Pitr:
             "postgres": {"conninfo": self.pg.conninfo, "destination": self.store,
                          "wal_flush_seconds": flush_seconds, **postgres},
         })
-        os.chown(self.conf, 0, POSTGRES_GID)
+        os.chmod(self.conf, 0o600)
 
     def agent(self, *args, check=True, timeout=300):
         p = subprocess.run([AGENT, "-c", self.conf] + [str(a) for a in args], capture_output=True, text=True,
@@ -230,11 +226,12 @@ def test_base_backup_restored_without_start_passes_pg_verifybackup(pitr):
     d = p.new_datadir()
     p.agent("restore", "postgres", "--to-datadir", d)
     v = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(p.pg.bindir, "pg_verifybackup"), "-n",
-                        "-i", "postgresql.auto.conf", "-i", "recovery.signal", d], capture_output=True, text=True)
+                        "-i", "postgresql.auto.conf", "-i", "recovery.signal", "-i", "skyforge-wal", d],
+                       capture_output=True, text=True)
     assert v.returncode == 0, v.stdout + v.stderr
     with open(os.path.join(d, "postgresql.auto.conf")) as f:
         auto = f.read()
-    assert "wal-fetch %f %p" in auto and "recovery_target_action = 'promote'" in auto
+    assert f"wal-fetch --spool {d}/skyforge-wal %f %p" in auto and "recovery_target_action = 'promote'" in auto
     assert os.path.exists(os.path.join(d, "recovery.signal"))
     # A directory that is not empty is refused, and left alone.
     r = p.agent("restore", "postgres", "--to-datadir", d, check=False)
@@ -555,7 +552,7 @@ def test_encrypted_wal_and_base_backup_restore_and_open_with_stock_tools(pitr):
     from fixtures.age import age_keypair
     p = pitr()
     identity, recipient = age_keypair(Path(p.root), "age.key")
-    shutil.chown(identity, "postgres")  # wal-fetch runs as the server's user
+    assert os.stat(identity).st_uid == 0 and os.stat(identity).st_mode & 0o077 == 0  # root's alone
     p.configure(1, recipients=recipient, identity_file=identity)
     p.start_stream()
     p.insert_rows(1, 10)

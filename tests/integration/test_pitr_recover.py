@@ -4,6 +4,7 @@ replayed by a local server that is stopped again, and `pg_ctl start` on that dir
 the stream stored; --plan says which path and why, --postgres-from forces one."""
 import json
 import os
+import pwd
 import signal
 import subprocess
 
@@ -101,6 +102,10 @@ def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pit
     with open(os.path.join(data, "postgresql.auto.conf")) as f:
         auto = f.read()
     assert "restore_command" not in auto and "skyforge" not in auto, auto
+    # Still the server's: a postgresql.auto.conf it cannot read, it skips (with its ALTER SYSTEM settings).
+    assert os.stat(os.path.join(data, "postgresql.auto.conf")).st_uid == pwd.getpwnam("postgres").pw_uid
+    # The WAL spool is gone.
+    assert not os.path.exists(os.path.join(data, "skyforge-wal"))
     assert not os.path.exists(os.path.join(data, "recovery.signal"))
     assert not os.path.exists(os.path.join(data, "postmaster.pid"))
 
@@ -124,3 +129,91 @@ def test_recover_restores_the_newest_base_backup_and_wal_into_data_directory(pit
     newer = p.agent("run", "postgres").stdout.strip()
     plan = p.agent("recover", "--plan", "--step", "postgres").stdout
     assert "postgres   logical (the dump is newer" in plan and f"restore backup {newer}" in plan, plan
+
+
+def test_recover_physical_path_reads_base_backup_and_wal_offsite_when_minio_is_empty(pitr, s3_server,
+                                                                                       s3_offsite):
+    """A rebuilt node: MinIO (moto) is empty, the offsite copy (a second moto, filled by the mirror job)
+    holds the base backup and the WAL. The physical path reads both from there."""
+    import uuid
+    from pathlib import Path
+    from fixtures.agent import write_config
+    # Listings with a prefix ("postgres/") trip moto 5.2.1's signature check (shared/TESTING.md).
+    s3_server.set_auth(False)
+    s3_offsite.set_auth(False)
+    try:
+        p = pitr()
+        bucket, offsite = f"node-{uuid.uuid4().hex[:8]}", f"off-{uuid.uuid4().hex[:8]}"
+        s3_server.client().create_bucket(Bucket=bucket)
+        s3_offsite.client().create_bucket(Bucket=offsite)
+        secrets = {}
+        for side, srv in (("minio", s3_server), ("offsite", s3_offsite)):
+            secrets[side] = os.path.join(p.root, f"{side}.secret")
+            fd = os.open(secrets[side], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(srv.secret_key + "\n")
+        data = os.path.join(p.root, "pgdata")
+        os.mkdir(data, 0o700)
+        os.chown(data, *(lambda pw: (pw.pw_uid, pw.pw_gid))(__import__("pwd").getpwnam("postgres")))
+
+        def remote(srv, side):
+            return {"endpoint": srv.endpoint, "region": "us-east-1", "access_key_id": srv.access_key,
+                    "secret_access_key_file": secrets[side], "path_style": "yes"}
+
+        write_config(Path(p.conf), {
+            "agent": {"state_dir": os.path.join(p.root, "state")},
+            "remote.minio": remote(s3_server, "minio"),
+            "remote.offsite": remote(s3_offsite, "offsite"),
+            "mirror": {"source": "minio", "buckets": bucket, "destination": f"offsite:{offsite}/off/"},
+            "postgres": {"conninfo": p.pg.conninfo, "destination": f"minio:{bucket}/postgres/",
+                         "wal_flush_seconds": 1, "data_directory": data},
+        })
+        os.chmod(p.conf, 0o600)
+        client = s3_server.client()
+
+        def in_minio(key):
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+                return True
+            except Exception:
+                return False
+
+        s = p.start_stream()
+        p.insert_rows(1, 20)
+        base = p.agent("run", "basebackup").stdout.strip()
+        p.insert_rows(21, 60)
+        f = p.current_file()
+        p.pg.psql("SELECT pg_switch_wal()")
+        wait_for(lambda: in_minio(f"postgres/wal/00000001/{f}.zst"), f"segment {f} in MinIO")
+        s.send_signal(signal.SIGTERM)
+        assert s.wait(timeout=60) == 0, p.stream_log(s)
+        p.agent("run", "mirror")
+
+        # The node's MinIO is empty (a rebuilt node before `restore mirror`).
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=o["Key"])
+        where = f"offsite:{offsite}/off/{bucket}/postgres/"
+        plan = p.agent("recover", "--plan", "--step", "postgres").stdout
+        assert "postgres   physical (there is no dump)" in plan, plan
+        assert f"restore base backup {base}" in plan and f"from {where} (offsite)" in plan, plan
+
+        r = p.agent("recover", "--step", "postgres", "--postgres-from", "physical", timeout=600, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "postgres   done" in r.stdout and f"from {where} (offsite)" in r.stdout, r.stdout
+        assert "looking offsite" in r.stderr, r.stderr
+        # Nothing came back into MinIO: both were read offsite.
+        assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+        port = free_port()
+        log = os.path.join(p.sockets, "offsite.log")
+        started = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(p.pg.bindir, "pg_ctl"), "-D",
+                                  data, "-l", log, "-w", "-o",
+                                  f"-p {port} -k {p.sockets} -c listen_addresses=127.0.0.1", "start"],
+                                 capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr + (open(log).read() if os.path.exists(log) else "")
+        p.restored.append(data)
+        assert p.rows_of(port) == list(range(1, 61))
+    finally:
+        s3_server.set_auth(True)
+        s3_offsite.set_auth(True)
