@@ -298,6 +298,25 @@ static int chown_one(const char *path, const struct stat *st, int flag, struct F
         return 0;
 }
 
+/* What restore_command runs: skyforge-wal-fetch (libc alone, it starts in a fraction of the agent's time
+ * and recovery runs it once per WAL file), beside this binary (a build tree) or in PKGLIBEXECDIR (the
+ * package); without it, this binary's `wal-fetch`, which does the same. */
+static char *wal_fetch_command(const char *self, const char **ret_verb) {
+        const char *slash = strrchr(self, '/');
+        _cleanup_free_ char *beside = xasprintf("%.*s/skyforge-wal-fetch", (int) (slash ? slash - self : 0),
+                                                self);
+
+        *ret_verb = "";
+        if (access(beside, X_OK) == 0)
+                return TAKE_PTR(beside);
+        if (access(PKGLIBEXECDIR "/skyforge-wal-fetch", X_OK) == 0)
+                return xstrdup(PKGLIBEXECDIR "/skyforge-wal-fetch");
+        log_debug("No skyforge-wal-fetch beside %s or in %s: restore_command runs %s wal-fetch.", self,
+                  PKGLIBEXECDIR, self);
+        *ret_verb = " wal-fetch";
+        return xstrdup(self);
+}
+
 /* restore_command takes WAL from the spool (jobs/wal-spool.h), which needs neither our configuration nor
  * the identity; without a live agent (offline), recovery_end_command removes the spool when done. */
 static int write_recovery_settings(const PitrOptions *o, const Manifest *m, const char *datadir,
@@ -306,6 +325,7 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                             *signal_path = path_join(datadir, "recovery.signal"), *text = NULL, *exe = NULL,
                             *target = NULL, *end_command = NULL;
         _cleanup_close_ int fd = -EBADF, sfd = -EBADF;
+        const char *verb;
         char buf[4096];
         ssize_t n;
         int r;
@@ -314,7 +334,7 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
         if (n <= 0)
                 return err_set(-errno, EX_OSERR, "cannot find our own executable: %m");
         buf[n] = 0;
-        exe = xstrdup(buf);
+        exe = wal_fetch_command(buf, &verb);
         if (!command_path_ok(exe) || !command_path_ok(spool))
                 return err_set(-EINVAL, EX_USAGE,
                                "cannot write restore_command: the paths %s and %s must be "
@@ -328,15 +348,15 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                 target = xasprintf("recovery_target_lsn = '%s'\n", l);
         } else
                 target = xstrdup("");
-        end_command = offline ? xasprintf("recovery_end_command = '%s wal-fetch --spool %s --clean'\n", exe,
-                                          spool)
+        end_command = offline ? xasprintf("recovery_end_command = '%s%s --spool %s --clean'\n", exe,
+                                          verb, spool)
                               : xstrdup("");
         text = xasprintf("\n# Added by skyforge-agent restore postgres from base backup %s.\n"
-                         "restore_command = '%s wal-fetch --spool %s %%f %%p'\n"
+                         "restore_command = '%s%s --spool %s %%f %%p'\n"
                          "%s%s"
                          "recovery_target_action = 'promote'\n"
                          "recovery_target_timeline = 'latest'\n",
-                         m->id, exe, spool, end_command, target);
+                         m->id, exe, verb, spool, end_command, target);
         STRV_FOREACH (s, o->settings) {
                 _cleanup_free_ char *line = pitr_setting_line(*s);
                 char *t;
