@@ -122,15 +122,11 @@ static int physical_base_open(const Config *c, BackupSource *ret) {
         return backup_source_find(c, "basebackup", &wording, ret);
 }
 
-int physical_source_open(const Config *c, PhysicalSource *ret) {
-        _cleanup_(physical_source_done) PhysicalSource p = {};
+/* The WAL archive on the side p->base comes from. */
+static int physical_wal_open(const Config *c, PhysicalSource *p) {
         _cleanup_free_ char *prefix = NULL, *location = wal_store_location(c, &prefix), *offsite = NULL;
-        int r;
 
-        r = physical_base_open(c, &p.base);
-        if (r < 0)
-                return r;
-        if (p.base.offsite) {
+        if (p->base.offsite) {
                 /* The base backups come from offsite: their WAL must too (the node's store is empty or
                  * unreachable, and a base backup is nothing without the WAL written after it). */
                 offsite = backup_offsite_location(c, location);
@@ -139,11 +135,40 @@ int physical_source_open(const Config *c, PhysicalSource *ret) {
                                        "the base backups are read from their offsite copy %s, but the WAL "
                                        "archive %s has none ([mirror] does not copy it: put "
                                        "wal_destination in a mirrored bucket)",
-                                       p.base.location, location);
+                                       p->base.location, location);
                 free(location);
                 location = TAKE_PTR(offsite);
         }
-        r = wal_store_open_location(c, location, prefix, false, &p.wal);
+        return wal_store_open_location(c, location, prefix, false, &p->wal);
+}
+
+int physical_source_open(const Config *c, PhysicalSource *ret) {
+        _cleanup_(physical_source_done) PhysicalSource p = {};
+        int r;
+
+        r = physical_base_open(c, &p.base);
+        if (r < 0)
+                return r;
+        r = physical_wal_open(c, &p);
+        if (r < 0)
+                return r;
+        *ret = p;
+        p = (PhysicalSource){};
+        return 0;
+}
+
+int physical_source_open_offsite(const Config *c, PhysicalSource *ret) {
+        _cleanup_(physical_source_done) PhysicalSource p = {};
+        _cleanup_free_ char *primary = config_job_destination(c, "basebackup");
+        _cleanup_free_ char *offsite = backup_offsite_location(c, primary);
+        int r;
+
+        if (!offsite)
+                return -ENOENT;
+        r = backup_source_try(c, "basebackup", offsite, true, &p.base);
+        if (r < 0)
+                return r;
+        r = physical_wal_open(c, &p);
         if (r < 0)
                 return r;
         *ret = p;

@@ -242,6 +242,34 @@ static int pick_base_backup(const BackupList *l, const PitrOptions *o, const Man
         return 0;
 }
 
+/* A base backup named by id that the destination does not hold (its other base backups do not hide the
+ * offsite copy's): from the offsite copy, with its WAL, when that holds it. Else the destination's "no
+ * backup" stays the error. */
+static int pick_offsite_base_backup(const Config *c, const PitrOptions *o, PhysicalSource *src,
+                                    const Manifest **ret) {
+        _cleanup_(physical_source_done) PhysicalSource off = {};
+        const Manifest *m;
+        int r;
+
+        {
+                ERR_KEEP_SCOPE();
+                r = physical_source_open_offsite(c, &off);
+                if (r >= 0 && backup_list_find(&off.base.list, o->base_id, &m) < 0)
+                        r = -ENOENT;
+                if (r < 0)
+                        log_debug("Base backup %s is not offsite either (%s).", o->base_id,
+                                  r == -ENOENT ? "not there" : strempty(err_message()));
+        }
+        if (r < 0)
+                return -ENOENT; /* the destination's message, still set */
+        log_info("Base backup %s is not in %s; reading it and its WAL from the offsite copy %s.", o->base_id,
+                 src->base.location, off.base.location);
+        physical_source_done(src);
+        *src = off;
+        off = (PhysicalSource){};
+        return pick_base_backup(&src->base.list, o, ret);
+}
+
 static int extract_object(const Config *c, Store *s, const Manifest *m, const ManifestObject *obj,
                           const char *datadir, bool is_manifest) {
         _cleanup_(source_freep) Source *src = NULL;
@@ -520,9 +548,17 @@ static int stop_server(const char *pg_ctl, const char *datadir, uid_t uid, gid_t
         return pg_ctl_wait(&argv, "stop", datadir, NULL);
 }
 
+/* Whether line (of our block in postgresql.auto.conf) is one of the recovery settings we wrote. */
+static bool is_recovery_line(const char *line) {
+        return startswith(line, "restore_command ") || startswith(line, "recovery_end_command ") ||
+               startswith(line, "recovery_target");
+}
+
 /* Takes our block (restore_command, the target, --set lines) out of postgresql.auto.conf again, for a
- * data directory that goes back to its own server once recovered. */
-static int strip_recovery_settings(const char *datadir, uid_t uid, gid_t gid) {
+ * data directory that goes back to its own server once recovered; keep_set: only the recovery settings,
+ * which name a spool that is gone once recovery is over, and the --set lines stay (the copy `restore
+ * --start` leaves running keeps the port and the rest it was given across restarts). */
+static int strip_recovery_settings(const char *datadir, uid_t uid, gid_t gid, bool keep_set) {
         _cleanup_free_ char *conf = path_join(datadir, "postgresql.auto.conf"), *text = NULL;
         char *mark;
         int r;
@@ -533,7 +569,26 @@ static int strip_recovery_settings(const char *datadir, uid_t uid, gid_t gid) {
         mark = strstr(text, "\n# Added by skyforge-agent restore postgres from base backup ");
         if (!mark)
                 return 0;
-        mark[1] = 0;
+        if (!keep_set)
+                mark[1] = 0;
+        else {
+                /* After the comment line, every line but ours. */
+                char *w = strchrnul(mark + 1, '\n'), *rd;
+
+                if (*w)
+                        w++;
+                for (rd = w; *rd;) {
+                        char *eol = strchrnul(rd, '\n');
+                        size_t len = (size_t) (eol - rd) + (*eol ? 1 : 0);
+
+                        if (!is_recovery_line(rd)) {
+                                memmove(w, rd, len);
+                                w += len;
+                        }
+                        rd += len;
+                }
+                *w = 0;
+        }
         r = write_file_atomic(conf, text, strlen(text), 0600);
         if (r < 0)
                 return err_set(r, EX_IOERR, "cannot write %s: %s", conf, strerror(-r));
@@ -584,13 +639,15 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
         deadline = now_usec(CLOCK_MONOTONIC) + PITR_START_TIMEOUT_USEC;
         for (;;) {
                 if (access(sig, F_OK) < 0 && errno == ENOENT && cluster_in_production(datadir)) {
+                        /* Promoted: restore_command and the target name a spool that goes away now and
+                         * a recovery that is over; they must not outlive it in the copy. */
                         if (!o->stop_after)
-                                return 0;
+                                return strip_recovery_settings(datadir, uid, gid, true);
                         log_info("Recovery of %s ended; stopping the server again.", datadir);
                         r = stop_server(pg_ctl.path, datadir, uid, gid);
                         if (r < 0)
                                 return r;
-                        return strip_recovery_settings(datadir, uid, gid);
+                        return strip_recovery_settings(datadir, uid, gid, false);
                 }
                 if (access(pid, F_OK) < 0 && errno == ENOENT && (r = wal_prefetch_failure(pf)) < 0) {
                         _cleanup_free_ char *why = xstrdup(strempty(err_message()));
@@ -666,6 +723,8 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
         if (r < 0)
                 return r;
         r = pick_base_backup(&src.base.list, o, &m);
+        if (r == -ENOENT && !src.base.offsite && o->base_id && !streq(o->base_id, "latest"))
+                r = pick_offsite_base_backup(c, o, &src, &m);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < m->n_objects; i++) {
