@@ -103,8 +103,10 @@ def test_restore_of_a_base_backup_only_offsite_when_the_destination_holds_others
         d = p.new_datadir()
         r = p.agent("restore", "postgres", older, "--to-datadir", d, timeout=600, check=False)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert f"Restored base backup {older} (from the offsite copy)" in r.stdout, r.stdout
-        assert "reading it and its WAL from the offsite copy" in r.stderr, r.stderr
+        said = r.stdout + r.stderr
+        assert f"Restored base backup {older} (from the offsite copy)" in said, said
+        assert f"Base backup {older} is not in minio:{bucket}/" in said, said
+        assert "reading it and its WAL from the offsite copy" in said, said
 
         port = free_port()
         log = os.path.join(p.sockets, "offsite.log")
