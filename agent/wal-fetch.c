@@ -23,7 +23,8 @@ static int usage(const char *why) {
                 "skyforge-wal-fetch: %s\n"
                 "usage: skyforge-wal-fetch --spool DIR FILE PATH    (restore_command, with %%f %%p)\n"
                 "       skyforge-wal-fetch --spool DIR --clean      (recovery_end_command)\n"
-                "`skyforge-agent restore postgres --to-datadir` writes these lines into postgresql.auto.conf.\n",
+                "`skyforge-agent restore postgres --to-datadir` writes these lines into "
+                "postgresql.auto.conf.\n",
                 why);
         return EXIT_FAILED;
 }

@@ -98,8 +98,9 @@ int backup_source_open(const Config *c, const char *job, BackupSource *ret) {
         return backup_source_find(c, job,
                                   &(SourceWording){ .what = what,
                                                     .none = none,
-                                                    .no_offsite = " and no offsite copy configured ([mirror] "
-                                                                  "does not copy it)" },
+                                                    .no_offsite =
+                                                            " and no offsite copy configured ([mirror] "
+                                                            "does not copy it)" },
                                   ret);
 }
 
@@ -113,8 +114,9 @@ static int physical_base_open(const Config *c, BackupSource *ret) {
         static const SourceWording wording = {
                 .what = "base backup",
                 .none = "there is no base backup",
-                .no_offsite = "; run `skyforge-agent run basebackup` (skyforge-backup-basebackup.timer runs it "
-                              "weekly)",
+                .no_offsite =
+                        "; run `skyforge-agent run basebackup` (skyforge-backup-basebackup.timer runs it "
+                        "weekly)",
                 .list_failed = "cannot list the base backups",
                 .why_offsite = true,
         };

@@ -655,8 +655,8 @@ static ssize_t wal_object_read(void *userdata, void *buf, size_t size) {
         ssize_t n = source_read(w->src, buf, size);
 
         if (n < 0)
-                return err_set((int) n, err_exit_code((int) n), "cannot read WAL object %s from %s: %s", w->name,
-                               w->ws->store->location, err_message() ?: strerror((int) -n));
+                return err_set((int) n, err_exit_code((int) n), "cannot read WAL object %s from %s: %s",
+                               w->name, w->ws->store->location, err_message() ?: strerror((int) -n));
         w->total += (uint64_t) n;
         if (w->total > WAL_FETCH_MAX)
                 return err_set(-EFBIG, EX_DATAERR, "WAL object %s is larger than any WAL file; refused",
