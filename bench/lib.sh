@@ -13,12 +13,12 @@ bench_build() {
                 b=/tmp/skyforge-bench-build
                 rm -rf "$b" && mkdir -p "$b"
                 git -C "$bench_top" archive HEAD | tar -x -C "$b"
-                (cd "$b" && ./autogen.sh >/dev/null 2>&1 && ./configure -q && make -j"$(nproc)" -s skyforge-agent skyforge-agentd) >&2
+                (cd "$b" && ./autogen.sh >/dev/null 2>&1 && ./configure -q && make -j"$(nproc)" -s skyforge-agent skyforge-agentd skyforge-wal-fetch) >&2
                 echo "$b/skyforge-agent"
                 return
         fi
         [ -f "$b/config.status" ] || (cd "$b" && "$bench_top/configure" -q) >&2
-        make -C "$b" -j"$(nproc)" -s skyforge-agent skyforge-agentd >&2
+        make -C "$b" -j"$(nproc)" -s skyforge-agent skyforge-agentd skyforge-wal-fetch >&2
         echo "$b/skyforge-agent"
 }
 

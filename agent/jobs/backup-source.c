@@ -44,11 +44,22 @@ static int backup_source_try(const Config *c, const char *job, const char *locat
         return 0;
 }
 
-int backup_source_open(const Config *c, const char *job, BackupSource *ret) {
+/* How backup_source_find() tells the operator what it did not find; each job's messages stay its own. */
+typedef struct SourceWording {
+        const char *what;        /* "postgres backup": "No postgres backup in LOCATION; looking offsite" */
+        const char *none;        /* the error's start: "no postgres backup" (in LOCATION ...) */
+        const char *no_offsite;  /* the error's end when [mirror] copies nothing of the location */
+        const char *list_failed; /* NULL: an unreadable destination is one with nothing in it; else the
+                                  * error's start ("cannot list the base backups") when nothing is offsite */
+        bool why_offsite;        /* the destination's error goes into "... nor offsite in" */
+} SourceWording;
+
+/* job's backups: the destination's when it has any, else the offsite copy's. */
+static int backup_source_find(const Config *c, const char *job, const SourceWording *w, BackupSource *ret) {
         _cleanup_free_ char *primary = config_job_destination(c, job);
         _cleanup_free_ char *offsite = backup_offsite_location(c, primary);
         _cleanup_(failure_done) Failure primary_failure = {};
-        const char *primary_error = NULL;
+        const char *why = NULL;
         int r;
 
         r = backup_source_try(c, job, primary, false, ret);
@@ -58,24 +69,39 @@ int backup_source_open(const Config *c, const char *job, BackupSource *ret) {
                 backup_source_done(ret);
         else {
                 failure_capture(&primary_failure, r);
-                primary_error = failure_message(&primary_failure);
+                why = failure_message(&primary_failure);
+                if (!offsite && w->list_failed)
+                        return err_set(r, primary_failure.exit_code ?: err_exit_code(r), "%s in %s: %s",
+                                       w->list_failed, primary, why);
         }
         if (!offsite)
-                return err_set(-ENOENT, EX_NOINPUT,
-                               "no %s backup in %s%s%s and no offsite copy configured "
-                               "([mirror] does not copy it)",
-                               job, primary, primary_error ? ": " : "", strempty(primary_error));
-        log_info("No %s backup in %s%s%s%s; looking offsite in %s.", job, primary, primary_error ? " (" : "",
-                 strempty(primary_error), primary_error ? ")" : "", offsite);
+                return err_set(-ENOENT, EX_NOINPUT, "%s in %s%s%s%s", w->none, primary, why ? ": " : "",
+                               strempty(why), w->no_offsite);
+        log_info("No %s in %s%s%s%s; looking offsite in %s.", w->what, primary, why ? " (" : "",
+                 strempty(why), why ? ")" : "", offsite);
         r = backup_source_try(c, job, offsite, true, ret);
         if (r < 0)
                 return r;
         if (ret->list.n == 0) {
+                if (!w->why_offsite)
+                        why = NULL;
                 backup_source_done(ret);
-                return err_set(-ENOENT, EX_NOINPUT, "no %s backup in %s nor offsite in %s", job, primary,
-                               offsite);
+                return err_set(-ENOENT, EX_NOINPUT, "%s in %s%s%s%s nor offsite in %s", w->none, primary,
+                               why ? " (" : "", strempty(why), why ? ")" : "", offsite);
         }
         return 0;
+}
+
+int backup_source_open(const Config *c, const char *job, BackupSource *ret) {
+        _cleanup_free_ char *what = xasprintf("%s backup", job), *none = xasprintf("no %s backup", job);
+
+        return backup_source_find(c, job,
+                                  &(SourceWording){ .what = what,
+                                                    .none = none,
+                                                    .no_offsite =
+                                                            " and no offsite copy configured ([mirror] "
+                                                            "does not copy it)" },
+                                  ret);
 }
 
 void physical_source_done(PhysicalSource *p) {
@@ -85,51 +111,24 @@ void physical_source_done(PhysicalSource *p) {
 
 /* The base backups: the destination's, else the offsite copy's. */
 static int physical_base_open(const Config *c, BackupSource *ret) {
-        _cleanup_free_ char *primary = config_job_destination(c, "basebackup");
-        _cleanup_free_ char *offsite = backup_offsite_location(c, primary);
-        _cleanup_(failure_done) Failure primary_failure = {};
-        const char *why = NULL;
-        int r;
+        static const SourceWording wording = {
+                .what = "base backup",
+                .none = "there is no base backup",
+                .no_offsite =
+                        "; run `skyforge-agent run basebackup` (skyforge-backup-basebackup.timer runs it "
+                        "weekly)",
+                .list_failed = "cannot list the base backups",
+                .why_offsite = true,
+        };
 
-        r = backup_source_try(c, "basebackup", primary, false, ret);
-        if (r >= 0 && ret->list.n > 0)
-                return 0;
-        if (r >= 0)
-                backup_source_done(ret);
-        else {
-                failure_capture(&primary_failure, r);
-                why = failure_message(&primary_failure);
-                if (!offsite)
-                        return err_set(r, primary_failure.exit_code ?: err_exit_code(r),
-                                       "cannot list the base backups in %s: %s", primary, why);
-        }
-        if (!offsite)
-                return err_set(-ENOENT, EX_NOINPUT,
-                               "there is no base backup in %s; run `skyforge-agent run basebackup` "
-                               "(skyforge-backup-basebackup.timer runs it weekly)",
-                               primary);
-        log_info("No base backup in %s%s%s%s; looking offsite in %s.", primary, why ? " (" : "",
-                 strempty(why), why ? ")" : "", offsite);
-        r = backup_source_try(c, "basebackup", offsite, true, ret);
-        if (r < 0)
-                return r;
-        if (ret->list.n == 0) {
-                backup_source_done(ret);
-                return err_set(-ENOENT, EX_NOINPUT, "there is no base backup in %s%s%s%s nor offsite in %s",
-                               primary, why ? " (" : "", strempty(why), why ? ")" : "", offsite);
-        }
-        return 0;
+        return backup_source_find(c, "basebackup", &wording, ret);
 }
 
-int physical_source_open(const Config *c, PhysicalSource *ret) {
-        _cleanup_(physical_source_done) PhysicalSource p = {};
+/* The WAL archive on the side p->base comes from. */
+static int physical_wal_open(const Config *c, PhysicalSource *p) {
         _cleanup_free_ char *prefix = NULL, *location = wal_store_location(c, &prefix), *offsite = NULL;
-        int r;
 
-        r = physical_base_open(c, &p.base);
-        if (r < 0)
-                return r;
-        if (p.base.offsite) {
+        if (p->base.offsite) {
                 /* The base backups come from offsite: their WAL must too (the node's store is empty or
                  * unreachable, and a base backup is nothing without the WAL written after it). */
                 offsite = backup_offsite_location(c, location);
@@ -138,11 +137,40 @@ int physical_source_open(const Config *c, PhysicalSource *ret) {
                                        "the base backups are read from their offsite copy %s, but the WAL "
                                        "archive %s has none ([mirror] does not copy it: put "
                                        "wal_destination in a mirrored bucket)",
-                                       p.base.location, location);
+                                       p->base.location, location);
                 free(location);
                 location = TAKE_PTR(offsite);
         }
-        r = wal_store_open_location(c, location, prefix, false, &p.wal);
+        return wal_store_open_location(c, location, prefix, false, &p->wal);
+}
+
+int physical_source_open(const Config *c, PhysicalSource *ret) {
+        _cleanup_(physical_source_done) PhysicalSource p = {};
+        int r;
+
+        r = physical_base_open(c, &p.base);
+        if (r < 0)
+                return r;
+        r = physical_wal_open(c, &p);
+        if (r < 0)
+                return r;
+        *ret = p;
+        p = (PhysicalSource){};
+        return 0;
+}
+
+int physical_source_open_offsite(const Config *c, PhysicalSource *ret) {
+        _cleanup_(physical_source_done) PhysicalSource p = {};
+        _cleanup_free_ char *primary = config_job_destination(c, "basebackup");
+        _cleanup_free_ char *offsite = backup_offsite_location(c, primary);
+        int r;
+
+        if (!offsite)
+                return -ENOENT;
+        r = backup_source_try(c, "basebackup", offsite, true, &p.base);
+        if (r < 0)
+                return r;
+        r = physical_wal_open(c, &p);
         if (r < 0)
                 return r;
         *ret = p;

@@ -35,3 +35,6 @@ typedef struct PhysicalSource {
 
 void physical_source_done(PhysicalSource *p);
 int physical_source_open(const Config *c, PhysicalSource *ret);
+/* The same from the offsite copy alone (a base backup the destination does not hold); -ENOENT without a
+ * message when [mirror] does not copy the base backups' destination. */
+int physical_source_open_offsite(const Config *c, PhysicalSource *ret);

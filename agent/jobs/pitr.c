@@ -242,6 +242,34 @@ static int pick_base_backup(const BackupList *l, const PitrOptions *o, const Man
         return 0;
 }
 
+/* A base backup named by id that the destination does not hold (its other base backups do not hide the
+ * offsite copy's): from the offsite copy, with its WAL, when that holds it. Else the destination's "no
+ * backup" stays the error. */
+static int pick_offsite_base_backup(const Config *c, const PitrOptions *o, PhysicalSource *src,
+                                    const Manifest **ret) {
+        _cleanup_(physical_source_done) PhysicalSource off = {};
+        const Manifest *m;
+        int r;
+
+        {
+                ERR_KEEP_SCOPE();
+                r = physical_source_open_offsite(c, &off);
+                if (r >= 0 && backup_list_find(&off.base.list, o->base_id, &m) < 0)
+                        r = -ENOENT;
+                if (r < 0)
+                        log_debug("Base backup %s is not offsite either (%s).", o->base_id,
+                                  r == -ENOENT ? "not there" : strempty(err_message()));
+        }
+        if (r < 0)
+                return -ENOENT; /* the destination's message, still set */
+        log_info("Base backup %s is not in %s; reading it and its WAL from the offsite copy %s.", o->base_id,
+                 src->base.location, off.base.location);
+        physical_source_done(src);
+        *src = off;
+        off = (PhysicalSource){};
+        return pick_base_backup(&src->base.list, o, ret);
+}
+
 static int extract_object(const Config *c, Store *s, const Manifest *m, const ManifestObject *obj,
                           const char *datadir, bool is_manifest) {
         _cleanup_(source_freep) Source *src = NULL;
@@ -298,6 +326,25 @@ static int chown_one(const char *path, const struct stat *st, int flag, struct F
         return 0;
 }
 
+/* What restore_command runs: skyforge-wal-fetch (libc alone, it starts in a fraction of the agent's time
+ * and recovery runs it once per WAL file), beside this binary (a build tree) or in PKGLIBEXECDIR (the
+ * package); without it, this binary's `wal-fetch`, which does the same. */
+static char *wal_fetch_command(const char *self, const char **ret_verb) {
+        const char *slash = strrchr(self, '/');
+        _cleanup_free_ char *beside = xasprintf("%.*s/skyforge-wal-fetch", (int) (slash ? slash - self : 0),
+                                                self);
+
+        *ret_verb = "";
+        if (access(beside, X_OK) == 0)
+                return TAKE_PTR(beside);
+        if (access(PKGLIBEXECDIR "/skyforge-wal-fetch", X_OK) == 0)
+                return xstrdup(PKGLIBEXECDIR "/skyforge-wal-fetch");
+        log_debug("No skyforge-wal-fetch beside %s or in %s: restore_command runs %s wal-fetch.", self,
+                  PKGLIBEXECDIR, self);
+        *ret_verb = " wal-fetch";
+        return xstrdup(self);
+}
+
 /* restore_command takes WAL from the spool (jobs/wal-spool.h), which needs neither our configuration nor
  * the identity; without a live agent (offline), recovery_end_command removes the spool when done. */
 static int write_recovery_settings(const PitrOptions *o, const Manifest *m, const char *datadir,
@@ -306,6 +353,7 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                             *signal_path = path_join(datadir, "recovery.signal"), *text = NULL, *exe = NULL,
                             *target = NULL, *end_command = NULL;
         _cleanup_close_ int fd = -EBADF, sfd = -EBADF;
+        const char *verb;
         char buf[4096];
         ssize_t n;
         int r;
@@ -314,7 +362,7 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
         if (n <= 0)
                 return err_set(-errno, EX_OSERR, "cannot find our own executable: %m");
         buf[n] = 0;
-        exe = xstrdup(buf);
+        exe = wal_fetch_command(buf, &verb);
         if (!command_path_ok(exe) || !command_path_ok(spool))
                 return err_set(-EINVAL, EX_USAGE,
                                "cannot write restore_command: the paths %s and %s must be "
@@ -328,15 +376,15 @@ static int write_recovery_settings(const PitrOptions *o, const Manifest *m, cons
                 target = xasprintf("recovery_target_lsn = '%s'\n", l);
         } else
                 target = xstrdup("");
-        end_command = offline ? xasprintf("recovery_end_command = '%s wal-fetch --spool %s --clean'\n", exe,
-                                          spool)
+        end_command = offline ? xasprintf("recovery_end_command = '%s%s --spool %s --clean'\n", exe,
+                                          verb, spool)
                               : xstrdup("");
         text = xasprintf("\n# Added by skyforge-agent restore postgres from base backup %s.\n"
-                         "restore_command = '%s wal-fetch --spool %s %%f %%p'\n"
+                         "restore_command = '%s%s --spool %s %%f %%p'\n"
                          "%s%s"
                          "recovery_target_action = 'promote'\n"
                          "recovery_target_timeline = 'latest'\n",
-                         m->id, exe, spool, end_command, target);
+                         m->id, exe, verb, spool, end_command, target);
         STRV_FOREACH (s, o->settings) {
                 _cleanup_free_ char *line = pitr_setting_line(*s);
                 char *t;
@@ -500,9 +548,17 @@ static int stop_server(const char *pg_ctl, const char *datadir, uid_t uid, gid_t
         return pg_ctl_wait(&argv, "stop", datadir, NULL);
 }
 
+/* Whether line (of our block in postgresql.auto.conf) is one of the recovery settings we wrote. */
+static bool is_recovery_line(const char *line) {
+        return startswith(line, "restore_command ") || startswith(line, "recovery_end_command ") ||
+               startswith(line, "recovery_target");
+}
+
 /* Takes our block (restore_command, the target, --set lines) out of postgresql.auto.conf again, for a
- * data directory that goes back to its own server once recovered. */
-static int strip_recovery_settings(const char *datadir, uid_t uid, gid_t gid) {
+ * data directory that goes back to its own server once recovered; keep_set: only the recovery settings,
+ * which name a spool that is gone once recovery is over, and the --set lines stay (the copy `restore
+ * --start` leaves running keeps the port and the rest it was given across restarts). */
+static int strip_recovery_settings(const char *datadir, uid_t uid, gid_t gid, bool keep_set) {
         _cleanup_free_ char *conf = path_join(datadir, "postgresql.auto.conf"), *text = NULL;
         char *mark;
         int r;
@@ -513,7 +569,26 @@ static int strip_recovery_settings(const char *datadir, uid_t uid, gid_t gid) {
         mark = strstr(text, "\n# Added by skyforge-agent restore postgres from base backup ");
         if (!mark)
                 return 0;
-        mark[1] = 0;
+        if (!keep_set)
+                mark[1] = 0;
+        else {
+                /* After the comment line, every line but ours. */
+                char *w = strchrnul(mark + 1, '\n'), *rd;
+
+                if (*w)
+                        w++;
+                for (rd = w; *rd;) {
+                        char *eol = strchrnul(rd, '\n');
+                        size_t len = (size_t) (eol - rd) + (*eol ? 1 : 0);
+
+                        if (!is_recovery_line(rd)) {
+                                memmove(w, rd, len);
+                                w += len;
+                        }
+                        rd += len;
+                }
+                *w = 0;
+        }
         r = write_file_atomic(conf, text, strlen(text), 0600);
         if (r < 0)
                 return err_set(r, EX_IOERR, "cannot write %s: %s", conf, strerror(-r));
@@ -564,13 +639,15 @@ static int start_and_wait(const Config *c, const PitrOptions *o, const Manifest 
         deadline = now_usec(CLOCK_MONOTONIC) + PITR_START_TIMEOUT_USEC;
         for (;;) {
                 if (access(sig, F_OK) < 0 && errno == ENOENT && cluster_in_production(datadir)) {
+                        /* Promoted: restore_command and the target name a spool that goes away now and
+                         * a recovery that is over; they must not outlive it in the copy. */
                         if (!o->stop_after)
-                                return 0;
+                                return strip_recovery_settings(datadir, uid, gid, true);
                         log_info("Recovery of %s ended; stopping the server again.", datadir);
                         r = stop_server(pg_ctl.path, datadir, uid, gid);
                         if (r < 0)
                                 return r;
-                        return strip_recovery_settings(datadir, uid, gid);
+                        return strip_recovery_settings(datadir, uid, gid, false);
                 }
                 if (access(pid, F_OK) < 0 && errno == ENOENT && (r = wal_prefetch_failure(pf)) < 0) {
                         _cleanup_free_ char *why = xstrdup(strempty(err_message()));
@@ -646,6 +723,8 @@ int pitr_restore(const Config *c, const PitrOptions *o, FILE *out) {
         if (r < 0)
                 return r;
         r = pick_base_backup(&src.base.list, o, &m);
+        if (r == -ENOENT && !src.base.offsite && o->base_id && !streq(o->base_id, "latest"))
+                r = pick_offsite_base_backup(c, o, &src, &m);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < m->n_objects; i++) {

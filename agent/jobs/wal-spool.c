@@ -21,34 +21,12 @@
 #define WAL_SPOOL_HISTORY_MAX (UINT64_C(1) << 20)
 /* Entries one scan of the spool looks at: its owner could fill it with anything. */
 #define WAL_SPOOL_SCAN_MAX   4096
-#define WAL_SPOOL_ANSWER_MAX 4096
-#define WAL_SPOOL_COMPLETE   "complete"
 /* The page header fields checked (XLogLongPageHeaderData, unchanged since PostgreSQL 9.3): xlp_info at 2,
  * xlp_pageaddr at 8, xlp_sysid at 24, xlp_seg_size at 32. */
 #define XLP_LONG_HEADER     0x0002
 #define WAL_LONG_HEADER_LEN 40
 
 /* ---- the pure parts ---- */
-
-int wal_spool_file_parse(const char *file, uint32_t *ret_tli, uint64_t *ret_segno, bool *ret_history) {
-        uint32_t tli;
-        uint64_t lsn;
-
-        if (!file)
-                return -EINVAL;
-        if (pg_history_file_parse(file, &tli) >= 0) {
-                *ret_tli = tli;
-                *ret_segno = 0;
-                *ret_history = true;
-                return 0;
-        }
-        if (pg_wal_file_parse(file, SEG, &tli, &lsn) < 0)
-                return -EINVAL;
-        *ret_tli = tli;
-        *ret_segno = lsn / SEG;
-        *ret_history = false;
-        return 0;
-}
 
 int wal_segment_header_check(const uint8_t *page, size_t n, uint64_t segno, uint64_t system_id, bool partial,
                              const char **ret_why) {
@@ -88,36 +66,6 @@ int wal_segment_header_check(const uint8_t *page, size_t n, uint64_t segno, uint
 }
 
 /* ---- the spool directory ---- */
-
-int wal_spool_remove(const char *path) {
-        int r = 0;
-
-        for (unsigned pass = 0; pass < 3; pass++) {
-                int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                struct dirent *e;
-                DIR *d;
-
-                if (fd < 0)
-                        return errno == ENOENT ? 0 : -errno;
-                d = fdopendir(fd);
-                if (!d) {
-                        r = -errno;
-                        close(fd);
-                        return r;
-                }
-                while ((e = readdir(d)))
-                        if (!streq(e->d_name, ".") && !streq(e->d_name, "..") &&
-                            unlinkat(dirfd(d), e->d_name, 0) < 0 && (errno == EISDIR || errno == EPERM))
-                                (void) unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
-                closedir(d);
-                if (rmdir(path) >= 0 || errno == ENOENT)
-                        return 0;
-                r = -errno;
-                if (r != -ENOTEMPTY)
-                        break;
-        }
-        return r;
-}
 
 int wal_spool_create(const char *datadir, uid_t uid, gid_t gid, char **ret_path) {
         _cleanup_free_ char *path = path_join(datadir, WAL_SPOOL_NAME);
@@ -812,174 +760,4 @@ int wal_spool_fill(const Config *c, const WalStore *ws, const char *spool, uid_t
         if (ret_bytes)
                 *ret_bytes = need;
         return (int) MIN(f.n, (size_t) INT32_MAX);
-}
-
-/* ---- restore_command's side (the data directory's owner, no configuration) ---- */
-
-/* Copies name out of the spool into path (atomically). 0 when there is no such file. */
-static int spool_copy_out(int dfd, const char *spool, const char *name, const char *path) {
-        _cleanup_close_ int in = -EBADF, out = -EBADF;
-        _cleanup_free_ char *tmp = xasprintf("%s.skyforge-tmp", path), *buf = xmalloc(256 * 1024);
-        int r = 0;
-
-        in = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (in < 0)
-                return errno == ENOENT ? 0 : err_set(-errno, EX_IOERR, "cannot open %s/%s: %m", spool, name);
-        (void) unlink(tmp);
-        out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (out < 0)
-                return err_set(-errno, EX_CANTCREAT, "cannot create %s: %m", tmp);
-        for (;;) {
-                ssize_t n = read(in, buf, 256 * 1024);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        r = err_set(-errno, EX_IOERR, "cannot read %s/%s: %m", spool, name);
-                        break;
-                }
-                if (n == 0)
-                        break;
-                r = write_full(out, buf, (size_t) n);
-                if (r < 0) {
-                        r = err_set(r, EX_IOERR, "cannot write %s: %s", tmp, strerror(-r));
-                        break;
-                }
-        }
-        if (r >= 0 && fsync(out) < 0)
-                r = err_set(-errno, EX_IOERR, "cannot write %s: %m", tmp);
-        if (r >= 0 && rename(tmp, path) < 0)
-                r = err_set(-errno, EX_IOERR, "cannot rename %s to %s: %m", tmp, path);
-        if (r < 0) {
-                (void) unlink(tmp);
-                return r;
-        }
-        return 1;
-}
-
-/* 1: file is at path; -ENOENT (no message): the agent answered that the store does not hold it; another
- * error: the agent's answer why it could not be fetched; 0: no answer yet. */
-static int spool_take_answer(int dfd, const char *spool, const char *file, bool history, const char *path) {
-        _cleanup_free_ char *missing = xasprintf("%s.missing", file), *error = xasprintf("%s.error", file);
-        _cleanup_close_ int efd = -EBADF;
-        char text[WAL_SPOOL_ANSWER_MAX];
-        ssize_t n;
-        int r;
-
-        if (history)
-                r = spool_copy_out(dfd, spool, file, path); /* PostgreSQL reads them more than once */
-        else if (renameat(dfd, file, AT_FDCWD, path) >= 0)
-                r = 1;
-        else if (errno == ENOENT)
-                r = 0;
-        else if (errno == EXDEV) {
-                r = spool_copy_out(dfd, spool, file, path);
-                if (r > 0)
-                        (void) unlinkat(dfd, file, 0);
-        } else
-                r = err_set(-errno, EX_IOERR, "cannot move %s/%s to %s: %m", spool, file, path);
-        if (r != 0)
-                return r;
-        if (unlinkat(dfd, missing, 0) >= 0) {
-                err_clear();
-                return -ENOENT;
-        }
-        efd = openat(dfd, error, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (efd < 0)
-                return 0;
-        n = read(efd, text, sizeof text - 1);
-        text[MAX(n, (ssize_t) 0)] = 0;
-        (void) unlinkat(dfd, error, 0);
-        return err_set(-EIO, EX_UNAVAILABLE, "%s", n > 0 ? text : "the agent could not fetch it");
-}
-
-/* Whether an agent serves the spool: it holds the directory's flock. */
-static bool spool_served(int dfd) {
-        if (flock(dfd, LOCK_SH | LOCK_NB) >= 0) {
-                (void) flock(dfd, LOCK_UN);
-                return false;
-        }
-        return errno == EWOULDBLOCK;
-}
-
-int wal_spool_take(const char *spool, const char *file, const char *path) {
-        _cleanup_close_ int dfd = -EBADF, ifd = -EBADF;
-        _cleanup_free_ char *want = NULL, *proc = NULL;
-        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + WAL_SPOOL_WAIT_USEC;
-        bool asked = false, history;
-        uint32_t tli;
-        uint64_t segno;
-        int r;
-
-        if (wal_spool_file_parse(file, &tli, &segno, &history) < 0) {
-                err_clear();
-                return -ENOENT; /* backup history files and the like: never stored */
-        }
-        dfd = open(spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return err_set(-errno, EX_UNAVAILABLE,
-                               "cannot open the WAL spool %s: %m (the restore that set up this recovery "
-                               "is over; restore again)",
-                               spool);
-        ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-        proc = xasprintf("/proc/self/fd/%d", dfd);
-        if (ifd < 0 || inotify_add_watch(ifd, proc, IN_CREATE | IN_MOVED_TO | IN_ONLYDIR) < 0)
-                return err_set(-errno, EX_OSERR, "cannot watch the WAL spool %s: %m", spool);
-        want = xasprintf("%s.want", file);
-        for (;;) {
-                struct pollfd pfd = { .fd = ifd, .events = POLLIN };
-                char buf[4096];
-                bool served;
-
-                r = spool_take_answer(dfd, spool, file, history, path);
-                if (r != 0)
-                        return r < 0 ? r : 0;
-                if (faccessat(dfd, WAL_SPOOL_COMPLETE, F_OK, AT_SYMLINK_NOFOLLOW) >= 0) {
-                        err_clear();
-                        return -ENOENT; /* everything there is was put here up front */
-                }
-                served = spool_served(dfd);
-                if (!served) {
-                        /* It may have answered just before it stopped. */
-                        r = spool_take_answer(dfd, spool, file, history, path);
-                        if (r != 0)
-                                return r < 0 ? r : 0;
-                        return err_set(
-                                -ESRCH, EX_UNAVAILABLE,
-                                "no skyforge-agent serves the WAL spool %s any more (the `restore "
-                                "postgres --start` or `recover` that fetches WAL for this recovery has "
-                                "stopped); recovery cannot go on without it: restore again",
-                                spool);
-                }
-                if (!asked) {
-                        _cleanup_close_ int fd =
-                                openat(dfd, want, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-                        if (fd < 0)
-                                return err_set(-errno, EX_IOERR, "cannot ask for %s in %s: %m", file, spool);
-                        asked = true;
-                        continue; /* an answer may have come meanwhile */
-                }
-                if (now_usec(CLOCK_MONOTONIC) >= deadline)
-                        return err_set(-ETIMEDOUT, EX_UNAVAILABLE,
-                                       "skyforge-agent did not answer for WAL file %s within %" PRIu64
-                                       " s (the store is slow or unreachable?)",
-                                       file, WAL_SPOOL_WAIT_USEC / USEC_PER_SEC);
-                if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
-                        return err_set(-errno, EX_OSERR, "cannot wait on the WAL spool %s: %m", spool);
-                while (read(ifd, buf, sizeof buf) > 0)
-                        ;
-        }
-}
-
-int wal_spool_clean(const char *spool) {
-        _cleanup_close_ int dfd = open(spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        int r;
-
-        if (dfd < 0)
-                return errno == ENOENT ? 0 : err_set(-errno, EX_IOERR, "cannot open %s: %m", spool);
-        if (spool_served(dfd))
-                return 0; /* the agent that serves it removes it */
-        r = wal_spool_remove(spool);
-        if (r < 0)
-                return err_set(r, EX_IOERR, "cannot remove the WAL spool %s: %s", spool, strerror(-r));
-        return 0;
 }

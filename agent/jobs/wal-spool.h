@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include "conf/conf.h"
+#include "jobs/wal-spool-take.h"
 #include "jobs/wal.h"
 
 /* The WAL spool: how the agent, running as root with the configuration, the age identity and the store,
@@ -25,13 +26,9 @@
 #define WAL_SPOOL_NAME "skyforge-wal"
 /* The live prefetch keeps at least this much free on the data directory's file system. */
 #define WAL_SPOOL_RESERVE (UINT64_C(64) * 1024 * 1024)
-/* How long restore_command waits for one answer while the agent serves the spool. */
-#define WAL_SPOOL_WAIT_USEC (600 * USEC_PER_SEC)
 
 /* Creates DATADIR/skyforge-wal (mode 0700, owned by uid:gid); *ret_path: its path. */
 int wal_spool_create(const char *datadir, uid_t uid, gid_t gid, char **ret_path);
-/* Removes the spool and what it holds (never following a link); missing is fine. */
-int wal_spool_remove(const char *path);
 
 /* The live prefetch (restore --start, recover): a thread that answers restore_command's requests from the
  * store ws (cloned: the caller keeps its own) and fetches up to `ahead` segments beyond the newest one asked
@@ -58,18 +55,8 @@ int wal_spool_need(const WalStore *ws, uint32_t tli, uint64_t start_segno, size_
 int wal_spool_fill(const Config *c, const WalStore *ws, const char *spool, uid_t uid, gid_t gid,
                    uint32_t tli, uint64_t start_segno, uint64_t system_id, uint64_t *ret_bytes);
 
-/* restore_command's side, as the data directory's owner, without the configuration: FILE into path.
- * 0: done; -ENOENT with no err_message(): the store does not hold FILE; else an error with its message
- * (the agent could not fetch it, no agent serves the spool, or no answer within WAL_SPOOL_WAIT_USEC). */
-int wal_spool_take(const char *spool, const char *file, const char *path);
-/* recovery_end_command's: removes a complete spool once recovery has ended (as its owner). */
-int wal_spool_clean(const char *spool);
-
 /* ---- the pure parts (unit tests) ---- */
 
-/* FILE as restore_command gets it: a segment (*ret_segno set) or a timeline history file. -EINVAL for
- * anything else (backup history files and the like, which the archive never holds). */
-int wal_spool_file_parse(const char *file, uint32_t *ret_tli, uint64_t *ret_segno, bool *ret_history);
 /* Checks the first page of WAL segment segno: a long page header for that position, the segment size, and
  * (system_id != 0) the cluster's system identifier. A partial segment may still be all zeros there. -EBADMSG
  * with *ret_why set when it does not fit. */

@@ -13,6 +13,7 @@
 #include "jobs/context.h"
 #include "jobs/postgres-db.h"
 #include "jobs/wal.h"
+#include "jobs/wal-spool-take.h"
 #include "jobs/wal-status.h"
 #include "log/log.h"
 #include "pg/pg.h"
@@ -642,12 +643,30 @@ int wal_stream(const Config *c) {
 
 /* ---- fetching ---- */
 
+typedef struct WalObjectRead {
+        Source *src;
+        const char *name;
+        const WalStore *ws;
+        uint64_t total;
+} WalObjectRead;
+
+static ssize_t wal_object_read(void *userdata, void *buf, size_t size) {
+        WalObjectRead *w = userdata;
+        ssize_t n = source_read(w->src, buf, size);
+
+        if (n < 0)
+                return err_set((int) n, err_exit_code((int) n), "cannot read WAL object %s from %s: %s",
+                               w->name, w->ws->store->location, err_message() ?: strerror((int) -n));
+        w->total += (uint64_t) n;
+        if (w->total > WAL_FETCH_MAX)
+                return err_set(-EFBIG, EX_DATAERR, "WAL object %s is larger than any WAL file; refused",
+                               w->name);
+        return n;
+}
+
 static int wal_fetch_object(const Config *c, const WalStore *ws, const char *name, const char *path) {
         _cleanup_(source_freep) Source *src = NULL;
-        _cleanup_free_ char *tmp = NULL, *buf = NULL;
-        _cleanup_close_ int fd = -EBADF;
         StoreReader *rd = NULL;
-        uint64_t total = 0;
         int r;
 
         r = store_reader_open(ws->store, name, 0, &rd);
@@ -668,43 +687,8 @@ static int wal_fetch_object(const Config *c, const WalStore *ws, const char *nam
                 src = dec;
         }
         src = source_zstd_new(TAKE_PTR(src));
-
-        tmp = xasprintf("%s.skyforge-tmp", path);
-        (void) unlink(tmp);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return err_set(-errno, EX_CANTCREAT, "cannot create %s: %m", tmp);
-        buf = xmalloc(256 * 1024);
-        for (;;) {
-                ssize_t n = source_read(src, buf, 256 * 1024);
-                if (n < 0) {
-                        r = err_set((int) n, err_exit_code((int) n), "cannot read WAL object %s from %s: %s",
-                                    name, ws->store->location, err_message() ?: strerror((int) -n));
-                        break;
-                }
-                if (n == 0)
-                        break;
-                total += (uint64_t) n;
-                if (total > WAL_FETCH_MAX) {
-                        r = err_set(-EFBIG, EX_DATAERR, "WAL object %s is larger than any WAL file; refused",
-                                    name);
-                        break;
-                }
-                r = write_full(fd, buf, (size_t) n);
-                if (r < 0) {
-                        r = err_set(r, EX_IOERR, "cannot write %s: %s", tmp, strerror(-r));
-                        break;
-                }
-        }
-        if (r >= 0 && fsync(fd) < 0)
-                r = err_set(-errno, EX_IOERR, "cannot write %s: %m", tmp);
-        if (r >= 0 && rename(tmp, path) < 0)
-                r = err_set(-errno, EX_IOERR, "cannot rename %s to %s: %m", tmp, path);
-        if (r < 0) {
-                (void) unlink(tmp);
-                return r;
-        }
-        return 0;
+        return wal_file_write_atomic(path, wal_object_read,
+                                     &(WalObjectRead){ .src = src, .name = name, .ws = ws });
 }
 
 int wal_fetch(const Config *c, const char *file, const char *path) {

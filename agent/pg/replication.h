@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
+#include "pg/wal-name.h"
 #include "shared/util.h"
 
 /* The physical replication protocol over libpq (replication=true): what the WAL streamer and the base
@@ -11,21 +12,11 @@
  * with a timeout, and gives up on cancel_requested() (SIGTERM). */
 
 #define PG_LSN_INVALID         UINT64_C(0)
-#define PG_WAL_SEGMENT_DEFAULT (UINT64_C(16) * 1024 * 1024)
-/* "00000001000000000000000A": timeline, then segment number in two parts. */
-#define PG_WAL_FILE_NAME_LEN 24
 
 /* "16/B374D848" <-> 0x16B374D848. */
 int pg_lsn_parse(const char *s, uint64_t *ret);
 char *pg_lsn_format(uint64_t lsn); /* to free */
 
-/* The WAL file name of the segment holding lsn on timeline tli. */
-void pg_wal_file_name(uint32_t tli, uint64_t lsn, uint64_t segment_size,
-                      char ret[static PG_WAL_FILE_NAME_LEN + 1]);
-/* Parses a WAL file name (24 hex digits) into timeline and the segment's start LSN. */
-int pg_wal_file_parse(const char *name, uint64_t segment_size, uint32_t *ret_tli, uint64_t *ret_lsn);
-/* "00000002.history" -> 2. */
-int pg_history_file_parse(const char *name, uint32_t *ret_tli);
 /* "16MB" (SHOW wal_segment_size) -> bytes; a power of two between 1 MiB and 1 GiB. */
 int pg_parse_segment_size(const char *s, uint64_t *ret);
 

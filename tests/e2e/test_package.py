@@ -53,7 +53,8 @@ def test_lintian_clean(package):
 def test_package_contents(package):
     deb, _ = package
     listing = run(["dpkg-deb", "-c", deb]).stdout
-    for path in ("./usr/sbin/skyforge-agent", "./usr/libexec/skyforge-agent/skyforge-agentd", "./lib/systemd/system/skyforge-backup@.service",
+    for path in ("./usr/sbin/skyforge-agent", "./usr/libexec/skyforge-agent/skyforge-agentd",
+                 "./usr/libexec/skyforge-agent/skyforge-wal-fetch", "./lib/systemd/system/skyforge-backup@.service",
                  "./lib/systemd/system/skyforge-agent.service", "./usr/share/dbus-1/system.d/org.skyforge.Agent1.conf",
                  "./usr/share/dbus-1/system-services/org.skyforge.Agent1.service",
                  "./usr/lib/systemd/catalog/skyforge-agent.catalog", "./usr/share/man/man8/skyforge-agent.8.gz",

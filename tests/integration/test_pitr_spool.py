@@ -67,8 +67,9 @@ def test_restore_to_a_time_with_start_as_postgres_without_access_to_config_store
     assert p.rows_of(port) == list(range(1, k + 1))
     with open(os.path.join(d, "postgresql.auto.conf")) as f:
         auto = f.read()
-    # No configuration in restore_command; the spool is gone once recovery is over.
-    assert f"wal-fetch --spool {spool_of(d)} %f %p" in auto and p.conf not in auto, auto
+    # The spool is gone once recovery is over, and so is the restore_command that named it (which named no
+    # configuration either: the offline test sees it before recovery).
+    assert "restore_command" not in auto and p.conf not in auto, auto
     assert not os.path.exists(spool_of(d))
 
 
@@ -178,7 +179,9 @@ def test_restore_without_start_fetches_all_wal_up_front_and_pg_ctl_start_recover
     assert last in held and os.path.exists(os.path.join(spool, "complete")), held
     assert all(os.stat(os.path.join(spool, n)).st_uid == os.stat(d).st_uid for n in os.listdir(spool))
     with open(os.path.join(d, "postgresql.auto.conf")) as f:
-        assert "recovery_end_command" in f.read()
+        auto = f.read()
+    # No configuration in restore_command: it runs as the server's user.
+    assert "recovery_end_command" in auto and f"--spool {spool} %f %p" in auto and p.conf not in auto, auto
 
     # No agent runs now: the operator starts the copy by hand, as the postgres user.
     port = free_port()
