@@ -6,6 +6,7 @@ with checks on (shared/TESTING.md), so the destination runs with checks off. Odd
 both sides for the same reason."""
 import datetime
 import hashlib
+import json
 import os
 import re
 import signal
@@ -171,6 +172,39 @@ def test_streamed_copies_cost_one_get_and_one_put(pair):
     assert _summary(pair.run(check=True)) == (0, 2, 0, 0)
     reqs = _requests_since(pair.src, so) + _requests_since(pair.dst, do)
     assert reqs and all(m == "GET" and ("list-type=2" in path or "uploads" in path) for m, path in reqs), reqs
+
+
+def _proxy_log(path):
+    """The WAN proxy's log: one dict per connection (moto closes each after one request)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_small_objects_are_read_while_earlier_ones_upload(pair, wan_proxy_factory, tmp_path):
+    # Over a WAN a small copy is the source's reply plus the destination's round trip; the next objects are
+    # read while a transfer waits for its upload's reply, so a transfer spends only the round trip. With
+    # one transfer every source GET but the first then starts before the upload of the object before it
+    # has its reply.
+    keys = [f"small/{i:02d}" for i in range(8)]
+    for k in keys:
+        pair.put(k, os.urandom(3000))
+    src = wan_proxy_factory(pair.src.port, delay=0, log=tmp_path / "src.jsonl")
+    dst = wan_proxy_factory(pair.dst.port, delay=0.25, log=tmp_path / "dst.jsonl")
+    pair.configure(src_endpoint=src.endpoint, dst_endpoint=dst.endpoint, transfers=1)
+    assert _summary(pair.run(check=True)) == (8, 0, 0, 0)
+    assert pair.dst_objects() == pair.src_objects()
+    src.close()
+    dst.close()
+
+    get_list = [r for r in _proxy_log(tmp_path / "src.jsonl")
+                if r["request"].startswith("GET ") and "list-type" not in r["request"]]
+    gets = {r["request"].split()[1].split("?")[0].split("/", 2)[2]: r for r in get_list}
+    puts = {r["request"].split()[1].split("?")[0].split(f"/{pair.bucket}/", 1)[1]: r
+            for r in _proxy_log(tmp_path / "dst.jsonl") if r["request"].startswith("PUT ")}
+    assert sorted(gets) == keys and sorted(puts) == keys, (gets.keys(), puts.keys())
+    ahead = [k for prev, k in zip(keys, keys[1:]) if gets[k]["accepted"] < puts[prev]["closed"]]
+    assert len(ahead) >= len(keys) - 2, ahead
+    assert len(get_list) == len(keys), get_list  # each object read once
 
 
 @pytest.mark.parametrize("new_size", [2 * 1024 * 1024 + 3, 12 * 1024 * 1024, 100])
