@@ -45,7 +45,7 @@
 /* Small objects read ahead of their upload, all together at most (bytes). */
 #define PREFETCH_MAX (4U * 1024 * 1024)
 /* Threads reading ahead: a source reply takes a fraction of the destination's round trip over a WAN. */
-#define MIRROR_FETCHERS(transfers) MAX((transfers) / 4, 1U)
+#define MIRROR_FETCHERS(transfers) MAX((transfers) / 2, 1U)
 
 typedef struct Pair {
         char *name; /* the mirrored bucket, for filters and messages */
