@@ -523,7 +523,8 @@ static int fetch_small(Mirror *m, Worker *w, Task *t) {
         if (r < 0)
                 return r;
         if (in->size != t->size || mirror_etag_parts(in->etag) > 0)
-                return -ESTALE; /* changed since it was listed: the transfer decides how to copy it */
+                /* Changed since it was listed: the transfer decides how to copy it. */
+                return err_set(-ESTALE, EX_TEMPFAIL, "changed since it was listed");
         f->data = xmalloc(t->size + 1);
         k = read_full_store(rd, f->data, t->size + 1);
         if (k < 0 || (uint64_t) k != t->size) {
