@@ -554,8 +554,8 @@ static void fetch_run(void *item, void **slot, void *userdata) {
                 ERR_KEEP_SCOPE();
                 int r = fetch_small(m, w, t);
                 if (r < 0) {
-                        log_debug("reading %s/%s ahead failed (%s); its transfer reads it again.", t->pair->name,
-                                  t->key, err_message() ?: strerror(-r));
+                        log_debug("reading %s/%s ahead failed (%s); its transfer reads it again.",
+                                  t->pair->name, t->key, err_message() ?: strerror(-r));
                         pthread_mutex_lock(&m->lock);
                         m->fetched_bytes -= t->size;
                         pthread_mutex_unlock(&m->lock);

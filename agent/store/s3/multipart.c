@@ -455,8 +455,8 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
 }
 
 int s3_multipart_complete_algo(S3Client *c, const char *bucket, const char *key, const char *upload_id,
-                               char *const *etags, char *const *checksums, const char *algo, unsigned n_parts,
-                               char **ret_etag) {
+                               char *const *etags, char *const *checksums, const char *algo,
+                               unsigned n_parts, char **ret_etag) {
         _cleanup_(s3_response_done) S3Response resp = {};
         _cleanup_free_ char *body = NULL;
         CompleteState s = {};

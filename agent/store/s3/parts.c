@@ -152,8 +152,8 @@ static ssize_t framed_pull(void *buf, size_t n, void *userdata) {
                 char b64[16];
 
                 EVP_EncodeBlock((unsigned char *) b64, be, 4);
-                f->tail_len = (size_t) snprintf(f->tail, sizeof f->tail, "\r\n0\r\n" TRAILER_NAME ":%s\r\n\r\n",
-                                                b64);
+                f->tail_len = (size_t) snprintf(f->tail, sizeof f->tail,
+                                                "\r\n0\r\n" TRAILER_NAME ":%s\r\n\r\n", b64);
         }
         k = MIN(n, f->tail_len - f->tail_pos);
         memcpy(buf, f->tail + f->tail_pos, k);
@@ -194,7 +194,8 @@ static int put_part_with_crc(S3Client *c, S3PartStream *ps, Pull *p, char **ret_
         if (r < 0)
                 return r;
         if (isempty(resp.etag))
-                return err_set(-EBADMSG, EX_PROTOCOL, "UploadPart reply from %s (bucket %s, key %s) has no ETag",
+                return err_set(-EBADMSG, EX_PROTOCOL,
+                               "UploadPart reply from %s (bucket %s, key %s) has no ETag",
                                s3_client_endpoint(c), ps->bucket, ps->key);
         *ret_crc = xstrndup(f.tail + strlen("\r\n0\r\n" TRAILER_NAME ":"), 8);
         *ret_etag = TAKE_PTR(resp.etag);
@@ -224,7 +225,8 @@ static void *sender_main(void *userdata) {
                 if (ps->trailers)
                         r = put_part_with_crc(s->client, ps, &p, &etag, &crc);
                 else
-                        r = s3_multipart_put_part_stream(s->client, ps->bucket, ps->key, ps->upload_id, p.part,
+                        r = s3_multipart_put_part_stream(s->client, ps->bucket, ps->key, ps->upload_id,
+                                                         p.part,
                                                          part_end(ps, p.part) - part_start(ps, p.part),
                                                          part_pull, &p, &etag);
 

@@ -146,8 +146,8 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
                           char *const *etags, char *const *checksums, unsigned n_parts, char **ret_etag);
 /* The same with checksums of the algorithm algo ("SHA256", "CRC32"). */
 int s3_multipart_complete_algo(S3Client *c, const char *bucket, const char *key, const char *upload_id,
-                               char *const *etags, char *const *checksums, const char *algo, unsigned n_parts,
-                               char **ret_etag);
+                               char *const *etags, char *const *checksums, const char *algo,
+                               unsigned n_parts, char **ret_etag);
 
 /* An upload of unknown length: buffered into parts; a single PutObject when everything fits in the first
  * part, multipart otherwise. Part size doubles every 1000 parts so the 10,000-part limit is never hit.
