@@ -181,9 +181,13 @@ static int put_part_with_crc(S3Client *c, S3PartStream *ps, Pull *p, char **ret_
                           .body_len = f.head_len + (size_t) size + TRAILER_LEN, .read_body = framed_pull,
                           .read_userdata = &f, .payload_sha256 = "STREAMING-UNSIGNED-PAYLOAD-TRAILER" };
         r = s3_request(c, &req, &resp);
-        if (r < 0 && p->part == 1 && (resp.status == 400 || resp.status == 403 || resp.status == 501)) {
-                /* A server that does not take trailers (or a real 400 or 403: then the copy without them
-                 * fails the same way, with the server's own message). */
+        pthread_mutex_lock(&ps->lock);
+        bool first = ps->done_parts == 0; /* the other sender's part may be refused first */
+        pthread_mutex_unlock(&ps->lock);
+        if (r < 0 && first && (resp.status == 400 || resp.status == 403 || resp.status == 501)) {
+                /* Refused before any part of the upload was taken: a server that does not take trailers (or
+                 * a real 400 or 403: then the copy without them fails the same way, with the server's own
+                 * message). */
                 log_info("%s refused a part with a trailing checksum (HTTP %ld: %s); sending parts without "
                          "checksums from now on.",
                          s3_client_endpoint(c), resp.status, strna(err_message()));
