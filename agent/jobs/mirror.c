@@ -23,6 +23,7 @@
  * key or not at all (a local directory cannot hold "a/../b": such keys are named, counted and fail the
  * run), and a bucket name that is not a valid S3 bucket name is refused before it becomes a destination
  * bucket, prefix or directory. */
+#include <assert.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <openssl/evp.h>
@@ -41,6 +42,10 @@
 #define COPY_CHUNK (64U * 1024)
 #define DELETE_BATCH 1000U
 #define MIRROR_MMAP_THRESHOLD (1024 * 1024)
+/* Small objects read ahead of their upload, all together at most (bytes). */
+#define PREFETCH_MAX (4U * 1024 * 1024)
+/* Threads reading ahead: a source reply takes a fraction of the destination's round trip over a WAN. */
+#define MIRROR_FETCHERS(transfers) MAX((transfers) / 2, 1U)
 
 typedef struct Pair {
         char *name; /* the mirrored bucket, for filters and messages */
@@ -53,6 +58,13 @@ typedef enum TaskKind {
         TASK_CHECK, /* same size, different ETag: compare the stored source ETag first */
 } TaskKind;
 
+/* A small object read whole by a fetcher before a transfer takes it: the transfer then only uploads. */
+typedef struct Fetched {
+        uint8_t *data;
+        StoreAttrs attrs; /* from the GET's reply */
+        char sha[65];
+} Fetched;
+
 typedef struct Task {
         TaskKind kind;
         const Pair *pair;
@@ -60,6 +72,7 @@ typedef struct Task {
         char *version; /* the source's ETag, or its size and time when it has none */
         uint64_t size;
         char *dst_etag; /* TASK_CHECK: the destination's listed ETag */
+        Fetched *fetched; /* read ahead; NULL: the transfer reads it */
 } Task;
 
 typedef struct Mirror {
@@ -67,7 +80,8 @@ typedef struct Mirror {
         const MirrorConfig *mc;
         const MirrorOptions *o;
         Progress *progress;
-        Pool *pool; /* `transfers` threads taking copies */
+        Pool *pool;  /* `transfers` threads taking copies */
+        Pool *fetch; /* threads reading small objects ahead, then handing them to pool */
 
         pthread_mutex_t lock;
         pthread_cond_t gate;           /* a multipart copy finished */
@@ -75,6 +89,7 @@ typedef struct Mirror {
         MirrorStats stats;
         uint64_t done_bytes;       /* for progress: copied, skipped or failed */
         uint64_t seen, seen_bytes; /* source objects selected so far */
+        uint64_t fetched_bytes;    /* held by Fetched, at most PREFETCH_MAX */
         ErrSaved first;            /* the first failure: its message and exit code */
 } Mirror;
 
@@ -84,9 +99,22 @@ typedef struct Worker {
         Store *src, *dst;
 } Worker;
 
+static void fetched_free(Mirror *m, Task *t) {
+        if (!t->fetched)
+                return;
+        pthread_mutex_lock(&m->lock);
+        m->fetched_bytes -= t->size;
+        pthread_mutex_unlock(&m->lock);
+        free(t->fetched->data);
+        store_attrs_done(&t->fetched->attrs);
+        free(t->fetched);
+        t->fetched = NULL;
+}
+
 static void task_free(Task *t) {
         if (!t)
                 return;
+        assert(!t->fetched);
         free(t->key);
         free(t->version);
         free(t->dst_etag);
@@ -209,8 +237,8 @@ static uint64_t source_part_size(const Mirror *m, Worker *w, const Task *t) {
         return part_size;
 }
 
-/* One read of the source into one writer of the destination. */
-static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
+/* One read of the source into one writer of the destination; pre: the object read ahead. */
+static int copy_once(Mirror *m, Worker *w, const Task *t, Fetched *pre, uint64_t *ret_bytes) {
         _cleanup_(store_reader_freep) StoreReader *rd = NULL;
         _cleanup_(store_writer_freep) StoreWriter *wr = NULL;
         _cleanup_(store_attrs_done) StoreAttrs out = {};
@@ -222,11 +250,15 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
         ssize_t k;
         int r;
 
-        r = store_reader_open_with(w->src, t->key, NULL, &rd);
-        if (r >= 0)
-                r = store_reader_attrs(rd, &in);
-        if (r < 0)
-                return r;
+        if (pre)
+                in = &pre->attrs;
+        else {
+                r = store_reader_open_with(w->src, t->key, NULL, &rd);
+                if (r >= 0)
+                        r = store_reader_attrs(rd, &in);
+                if (r < 0)
+                        return r;
+        }
         /* Changed since it was listed: the layout asked for may not be its own. */
         if (part_size > 0 && (!streq_ptr(in->etag, t->version) ||
                               !mirror_part_layout_valid(in->size, part_size, mirror_etag_parts(in->etag))))
@@ -234,7 +266,11 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, uint64_t *ret_bytes) {
         small = in->size <= STORE_BUFFER_MAX;
         /* A copy in the source's parts streams them: no part buffers, no need to wait at the gate. */
         big = part_size == 0 && in->size >= m->mc->multipart_threshold;
-        if (small) {
+        if (small && pre) {
+                buf = TAKE_PTR(pre->data);
+                memcpy(sha, pre->sha, sizeof sha);
+                total = in->size;
+        } else if (small) {
                 /* Read whole first: its SHA-256 goes into the destination's metadata. */
                 buf = xmalloc(in->size + 1);
                 k = read_full_store(rd, buf, in->size + 1);
@@ -338,7 +374,7 @@ static int confirm_vanished(Worker *w, const char *key, const char *get_error) {
         return 0;
 }
 
-static void task_copy(Mirror *m, Worker *w, const Task *t) {
+static void task_copy(Mirror *m, Worker *w, Task *t) {
         uint64_t bytes = 0, failing_since = 0;
         uint64_t budget = MAX(store_retry_time_usec(w->src), store_retry_time_usec(w->dst));
         int r = 0;
@@ -346,7 +382,9 @@ static void task_copy(Mirror *m, Worker *w, const Task *t) {
         for (unsigned attempt = 1; attempt <= COPY_ATTEMPTS; attempt++) {
                 if (job_cancel_requested)
                         break;
-                r = copy_once(m, w, t, &bytes);
+                /* What was read ahead serves the first attempt; another one reads again. */
+                r = copy_once(m, w, t, t->fetched, &bytes);
+                fetched_free(m, t);
                 if (r >= 0 || !copy_retryable(r))
                         break;
                 /* Started over only within retry_time of the first failure: a source whose reads stall
@@ -399,7 +437,7 @@ static int check_needs_copy(const Mirror *m, Store *src, Store *dst, const char 
         return 0;
 }
 
-static void task_do(Mirror *m, Worker *w, const Task *t) {
+static void task_do(Mirror *m, Worker *w, Task *t) {
         bool copy;
         int r;
 
@@ -442,6 +480,7 @@ static void task_run(void *item, void **slot, void *userdata) {
 
         if (!job_cancel_requested)
                 task_do(userdata, w, item);
+        fetched_free(userdata, item);
         task_free(item);
 }
 
@@ -456,6 +495,76 @@ static void worker_done(void *slot, void *userdata) {
 }
 
 static const PoolOps mirror_pool_ops = { .run = task_run, .slot_done = worker_done };
+
+/* ---- reading small objects ahead (fetcher threads) ---- */
+
+/* Over a WAN a small copy is the source's reply plus the destination's round trip: read ahead, a transfer
+ * spends only the upload. What fails here is left to the transfer, which reads the object again and
+ * handles the error as for any copy. */
+static int fetch_small(Mirror *m, Worker *w, Task *t) {
+        _cleanup_(store_reader_freep) StoreReader *rd = NULL;
+        _cleanup_free_ Fetched *f = xcalloc(1, sizeof *f);
+        const StoreAttrs *in;
+        ssize_t k;
+        int r;
+
+        if (w->gen != t->pair->gen) {
+                store_free(w->src);
+                w->src = NULL;
+                w->gen = 0;
+                r = store_clone(t->pair->src, &w->src);
+                if (r < 0)
+                        return r;
+                w->gen = t->pair->gen;
+        }
+        r = store_reader_open_with(w->src, t->key, NULL, &rd);
+        if (r >= 0)
+                r = store_reader_attrs(rd, &in);
+        if (r < 0)
+                return r;
+        if (in->size != t->size || mirror_etag_parts(in->etag) > 0)
+                /* Changed since it was listed: the transfer decides how to copy it. */
+                return err_set(-ESTALE, EX_TEMPFAIL, "changed since it was listed");
+        f->data = xmalloc(t->size + 1);
+        k = read_full_store(rd, f->data, t->size + 1);
+        if (k < 0 || (uint64_t) k != t->size) {
+                free(f->data);
+                return k < 0 ? (int) k : -EBADMSG;
+        }
+        sha256_hex(f->data, t->size, f->sha);
+        store_attrs_copy(&f->attrs, in);
+        t->fetched = TAKE_PTR(f);
+        return 0;
+}
+
+static void fetch_run(void *item, void **slot, void *userdata) {
+        Mirror *m = userdata;
+        Worker *w = *slot ?: (*slot = xcalloc(1, sizeof(Worker)));
+        Task *t = item;
+        bool take;
+
+        /* Only what copy_once() would read whole and send in one PUT, within the memory bound. */
+        pthread_mutex_lock(&m->lock);
+        take = !job_cancel_requested && t->kind == TASK_COPY && t->size <= STORE_BUFFER_MAX &&
+               mirror_etag_parts(t->version) == 0 && m->fetched_bytes + t->size <= PREFETCH_MAX;
+        if (take)
+                m->fetched_bytes += t->size;
+        pthread_mutex_unlock(&m->lock);
+        if (take) {
+                ERR_KEEP_SCOPE();
+                int r = fetch_small(m, w, t);
+                if (r < 0) {
+                        log_debug("reading %s/%s ahead failed (%s); its transfer reads it again.",
+                                  t->pair->name, t->key, err_message() ?: strerror(-r));
+                        pthread_mutex_lock(&m->lock);
+                        m->fetched_bytes -= t->size;
+                        pthread_mutex_unlock(&m->lock);
+                }
+        }
+        pool_push(m->pool, t);
+}
+
+static const PoolOps fetch_pool_ops = { .run = fetch_run, .slot_done = worker_done };
 
 /* ---- the main thread: listings, decisions ---- */
 
@@ -533,7 +642,7 @@ static int decide(PairRun *pr, const StoreEntry *s, const StoreEntry *d) {
                 .size = s->size,
                 .dst_etag = what == MIRROR_CHECK ? xstrdup(strempty(d->etag)) : NULL,
         };
-        pool_push(m->pool, t);
+        pool_push(m->fetch ?: m->pool, t);
         return 0;
 }
 
@@ -656,6 +765,8 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
                         r = side_next(m, p, ld, &d);
                 mirror_show_progress(m);
         }
+        if (m->fetch)
+                pool_wait_idle(m->fetch, show_progress);
         pool_wait_idle(m->pool, show_progress);
         if (r < 0) {
                 /* A listing that failed or stopped early says nothing about what is missing: no deletes. */
@@ -708,6 +819,8 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
         pthread_mutex_init(&m.lock, NULL);
         pthread_cond_init(&m.gate, NULL);
         r = pool_new(n_workers, 4 * (size_t) MAX(n_workers, 1U), &mirror_pool_ops, &m, &m.pool);
+        if (r >= 0 && n_workers > 0)
+                r = pool_new(MIRROR_FETCHERS(n_workers), n_workers, &fetch_pool_ops, &m, &m.fetch);
 
         STRV_FOREACH(b, buckets) {
                 int k;
@@ -726,6 +839,7 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
                         mirror_fail(&m, k, what);
                 }
         }
+        pool_free(m.fetch); /* it hands its items to m.pool */
         pool_free(m.pool);
         pthread_cond_destroy(&m.gate);
         pthread_mutex_destroy(&m.lock);

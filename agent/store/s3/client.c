@@ -70,6 +70,7 @@ struct S3Share {
         CURLSH *sh;
         pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
         atomic_uint n_ref;
+        atomic_bool no_trailers; /* the server refused a body with a trailing checksum */
 };
 
 static void share_lock(CURL *e, curl_lock_data data, curl_lock_access access, void *userdata) {
@@ -108,6 +109,14 @@ static S3Share *share_new(void) {
 static S3Share *share_ref(S3Share *s) {
         atomic_fetch_add(&s->n_ref, 1);
         return s;
+}
+
+bool s3_client_trailers(const S3Client *c) {
+        return !atomic_load(&c->share->no_trailers);
+}
+
+void s3_client_refuse_trailers(S3Client *c) {
+        atomic_store(&c->share->no_trailers, true);
 }
 
 static void share_unref(S3Share *s) {
@@ -1163,7 +1172,7 @@ int s3_request(S3Client *c, const S3Request *req, S3Response *ret) {
                                c->endpoint, req->bucket);
 
         if (req->read_body)
-                strcpy(payload_hash, "UNSIGNED-PAYLOAD");
+                snprintf(payload_hash, sizeof payload_hash, "%s", req->payload_sha256 ?: "UNSIGNED-PAYLOAD");
         else if (req->payload_sha256)
                 snprintf(payload_hash, sizeof payload_hash, "%s", req->payload_sha256);
         else

@@ -176,6 +176,8 @@ int s3_multipart_create(S3Client *c, const char *bucket, const char *key, const 
         nh = s3_put_headers(o, &h, &names);
         if (o && o->checksum_sha256)
                 h[nh++] = (S3Header){ "x-amz-checksum-algorithm", "SHA256" };
+        else if (o && o->checksum_crc32)
+                h[nh++] = (S3Header){ "x-amz-checksum-algorithm", "CRC32" };
         S3Request req = { .method = "POST", .bucket = bucket, .key = key, .params = q, .n_params = 1,
                           .headers = h, .n_headers = nh, .body = "", .body_len = 0 };
         r = s3_request(c, &req, &resp);
@@ -448,6 +450,13 @@ static int complete_xml(const char *path, const char *text, void *userdata) {
 
 int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, const char *upload_id,
                           char *const *etags, char *const *checksums, unsigned n_parts, char **ret_etag) {
+        return s3_multipart_complete_algo(c, bucket, key, upload_id, etags, checksums, "SHA256", n_parts,
+                                          ret_etag);
+}
+
+int s3_multipart_complete_algo(S3Client *c, const char *bucket, const char *key, const char *upload_id,
+                               char *const *etags, char *const *checksums, const char *algo,
+                               unsigned n_parts, char **ret_etag) {
         _cleanup_(s3_response_done) S3Response resp = {};
         _cleanup_free_ char *body = NULL;
         CompleteState s = {};
@@ -459,7 +468,7 @@ int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, cons
                 _cleanup_free_ char *sum = NULL, *part = NULL;
 
                 if (checksums)
-                        sum = xasprintf("<ChecksumSHA256>%s</ChecksumSHA256>", checksums[i]);
+                        sum = xasprintf("<Checksum%s>%s</Checksum%s>", algo, checksums[i], algo);
                 part = xasprintf("<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag>%s</Part>", i + 1,
                                  etags[i], strempty(sum));
                 body = s3_strbuf_append(body, &len, part);

@@ -23,7 +23,8 @@ typedef struct S3Request {
         const void *body;
         size_t body_len;
         /* Hex SHA-256 of body when the caller already has it (parts are hashed once for the payload
-         * signature and their checksum); NULL: computed here. */
+         * signature and their checksum); NULL: computed here. With read_body: the x-amz-content-sha256
+         * of the streamed body (STREAMING-UNSIGNED-PAYLOAD-TRAILER); NULL: UNSIGNED-PAYLOAD. */
         const char *payload_sha256;
         /* Returns < 0 to abort the transfer with that error. */
         int (*on_body)(const void *p, size_t n, void *userdata);
@@ -75,6 +76,11 @@ typedef struct S3Response {
 } S3Response;
 
 void s3_response_done(S3Response *r);
+
+/* Whether the server takes a body in aws-chunked encoding with a trailing checksum; false once
+ * s3_client_refuse_trailers() was called on the client or any of its clones. */
+bool s3_client_trailers(const S3Client *c);
+void s3_client_refuse_trailers(S3Client *c);
 
 /* Sends the request with retries. Returns 0 for a 2xx reply, a negative errno with err_set() otherwise
  * (-ENOENT for 404, -EACCES for auth errors, -ECONNREFUSED etc. for transport failures). */

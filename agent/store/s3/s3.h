@@ -117,6 +117,8 @@ typedef struct S3PutOptions {
         /* Multipart only: the server keeps a SHA-256 checksum of every part (x-amz-checksum-algorithm),
          * so each part must carry x-amz-checksum-sha256 and CompleteMultipartUpload lists them. */
         bool checksum_sha256;
+        /* Multipart only: the same with CRC32 (x-amz-checksum-crc32 per part, here in a trailer). */
+        bool checksum_crc32;
 } S3PutOptions;
 
 int s3_put_object(S3Client *c, const char *bucket, const char *key, const void *data, size_t n,
@@ -142,6 +144,10 @@ int s3_multipart_put_part_stream(S3Client *c, const char *bucket, const char *ke
  * checksum_sha256). */
 int s3_multipart_complete(S3Client *c, const char *bucket, const char *key, const char *upload_id,
                           char *const *etags, char *const *checksums, unsigned n_parts, char **ret_etag);
+/* The same with checksums of the algorithm algo ("SHA256", "CRC32"). */
+int s3_multipart_complete_algo(S3Client *c, const char *bucket, const char *key, const char *upload_id,
+                               char *const *etags, char *const *checksums, const char *algo,
+                               unsigned n_parts, char **ret_etag);
 
 /* An upload of unknown length: buffered into parts; a single PutObject when everything fits in the first
  * part, multipart otherwise. Part size doubles every 1000 parts so the 10,000-part limit is never hit.
