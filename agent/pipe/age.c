@@ -8,6 +8,7 @@
 
 #include "crypto/age.h"
 #include "log/log.h"
+#include "pipe/bigbuf.h"
 #include "pipe/pipe.h"
 
 #define CIPHER_CHUNK_SIZE (AGE_CHUNK_SIZE + AGE_TAG_SIZE)
@@ -19,15 +20,27 @@ static void *fail_with(int *ret_error, int r) {
 
 /* STREAM chunks are independent (the nonce is the chunk counter), so a round of up to AGE_BATCH chunks is
  * sealed or opened by AGE_THREADS threads at once. Rounds are handed to a worker thread; the caller's
- * thread goes on with its own work (reading and copying the next round for encryption) and, when it needs
- * a round's result, claims that round's unclaimed chunks itself before waiting for the rest. So the split
- * of the crypto between the two threads follows whatever else the caller has to do. Output order is kept
- * because every chunk has its fixed place in its round's buffer, and memory stays at AGE_QUEUE rounds of
+ * thread goes on with its own work (reading the next round) and, when it needs a round's result, seals or
+ * opens unclaimed chunks itself until that round is done: the oldest round's first, then those of the
+ * rounds after it, so it never sleeps while there is work (sleeping and being woken cost more than a
+ * chunk's crypto on a VM, and the caller waiting for the worker's last chunk left a core idle). So the
+ * split of the crypto between the two threads follows whatever else the caller has to do. Output order is
+ * kept because every chunk has its fixed place in its round's buffer, and memory stays at a few rounds of
  * buffers whatever the stream's size. The worker starts with the first round of more than one chunk, so
  * small payloads never start a thread. */
 #define AGE_THREADS 2
 #define AGE_BATCH 8
-#define AGE_QUEUE 2
+#define AGE_QUEUE 2       /* decryption's rounds */
+#define AGE_SEAL_ROUNDS 3 /* encryption's */
+#define AGE_POOL_QUEUE 3  /* the most rounds either side submits and has not waited for yet */
+#define PLAIN_ROUND_SIZE (AGE_BATCH * AGE_CHUNK_SIZE)
+#define CIPHER_ROUND_SIZE (AGE_BATCH * CIPHER_CHUNK_SIZE)
+
+/* The buffers of n rounds live in one block (bigbuf.h: huge pages, as they are touched throughout): the
+ * plaintext of every round, then the ciphertext of every round. */
+#define ROUNDS_SIZE(n) ((n) * (PLAIN_ROUND_SIZE + CIPHER_ROUND_SIZE))
+#define ROUND_PLAIN(block, i) ((block) + (i) * PLAIN_ROUND_SIZE)
+#define ROUND_CIPHER(block, n, i) ((block) + (n) * PLAIN_ROUND_SIZE + (i) * CIPHER_ROUND_SIZE)
 
 typedef int (*AgeChunkFn)(void *userdata, AgeStream *s, size_t i);
 
@@ -45,7 +58,7 @@ typedef struct AgePool {
         pthread_mutex_t lock;
         pthread_cond_t work, finished; /* the worker waits on work, the caller on finished */
         bool running, unavailable, quit;
-        AgeRound *queue[AGE_QUEUE]; /* submitted rounds not yet waited for, oldest first */
+        AgeRound *queue[AGE_POOL_QUEUE]; /* submitted rounds not yet waited for, oldest first */
         size_t queued;
 } AgePool;
 
@@ -62,6 +75,7 @@ static void round_run_one(AgePool *pool, AgeRound *round, AgeStream *s) {
                 pthread_cond_broadcast(&pool->finished);
 }
 
+/* The oldest round with unclaimed chunks: rounds are finished in the order they are waited for. */
 static AgeRound *pool_next_unclaimed(AgePool *pool) {
         for (size_t i = 0; i < pool->queued; i++)
                 if (pool->queue[i]->claimed < pool->queue[i]->n)
@@ -119,14 +133,14 @@ static void pool_submit(AgePool *pool, AgeStream *s, AgeRound *round, AgeChunkFn
                 return;
         }
         pthread_mutex_lock(&pool->lock);
-        assert(pool->queued < AGE_QUEUE);
+        assert(pool->queued < AGE_POOL_QUEUE);
         pool->queue[pool->queued++] = round;
         pthread_cond_signal(&pool->work);
         pthread_mutex_unlock(&pool->lock);
 }
 
-/* Waits for the oldest submitted round, doing its unclaimed chunks on the caller's thread meanwhile;
- * results[] then holds what each chunk's fn returned. */
+/* Waits for the oldest submitted round, doing unclaimed chunks (its own first, then later rounds') on the
+ * caller's thread meanwhile; results[] then holds what each chunk's fn returned. */
 static void pool_wait(AgePool *pool, AgeStream *s, AgeRound *round) {
         if (!pool->running) {
                 assert(round->done == round->n);
@@ -134,10 +148,13 @@ static void pool_wait(AgePool *pool, AgeStream *s, AgeRound *round) {
         }
         pthread_mutex_lock(&pool->lock);
         assert(pool->queued > 0 && pool->queue[0] == round);
-        while (round->claimed < round->n)
-                round_run_one(pool, round, s);
-        while (round->done < round->n)
-                pthread_cond_wait(&pool->finished, &pool->lock);
+        while (round->done < round->n) {
+                AgeRound *next = pool_next_unclaimed(pool);
+                if (next)
+                        round_run_one(pool, next, s);
+                else
+                        pthread_cond_wait(&pool->finished, &pool->lock);
+        }
         pool->queued--;
         memmove(pool->queue, pool->queue + 1, pool->queued * sizeof pool->queue[0]);
         pthread_mutex_unlock(&pool->lock);
@@ -161,19 +178,21 @@ static void pool_done(AgePool *pool) {
 
 /* Encryption. The header and payload nonce go out with the first write (or at finish), so a sink that
  * fails to set up writes nothing. A full round of chunks is held back until more data arrives, because
- * only then do we know its last chunk is not the final one. Two rounds alternate: while one is sealed
- * (by the worker, and by this thread once it has nothing else to do), the next one is filled. A round's
- * plaintext is contiguous and sealed into a buffer of its own, so a producer can read straight into it
- * (the sink's buffer()/commit()) and nothing is copied on the way to the cipher. */
+ * only then do we know its last chunk is not the final one. AGE_SEAL_ROUNDS rounds go round a ring:
+ * while the submitted ones are sealed (by the worker, and by this thread once it has to wait for the
+ * oldest), the next one is filled, and the oldest is waited for and written only when all are in flight,
+ * so the worker has work queued while this thread reads. A round's plaintext is contiguous and sealed
+ * into a buffer of its own, so a producer can read straight into it (the sink's buffer()/commit()) and
+ * nothing is copied on the way to the cipher. */
 typedef struct SealRound {
         AgeRound job;
         uint8_t *plain;  /* AGE_BATCH chunks of plaintext, back to back */
         uint8_t *cipher; /* AGE_BATCH sealed chunks, each AGE_CHUNK_SIZE + tag */
         size_t used;     /* plaintext bytes in the round */
+        size_t wipe;     /* plaintext bytes the buffer ever held or lent: wiped at the end */
         uint64_t base_counter;
         size_t n_chunks;
         bool final;
-        bool in_flight; /* submitted, not yet written */
 } SealRound;
 
 typedef struct AgeSink {
@@ -182,8 +201,10 @@ typedef struct AgeSink {
         size_t pending_len;
         AgeStream *stream;
         AgePool pool;
-        SealRound rounds[AGE_QUEUE];
+        uint8_t *block; /* the rounds' buffers */
+        SealRound rounds[AGE_SEAL_ROUNDS];
         SealRound *cur; /* the round being filled */
+        size_t in_flight; /* submitted and not written: the rounds before cur in the ring, oldest first */
         uint64_t next_counter;
         size_t lent; /* bytes of cur->plain lent by buffer(), not committed yet */
         int error; /* sticky: once a write failed, the stream is broken for good */
@@ -216,7 +237,6 @@ static int age_sink_seal_one(void *userdata, AgeStream *s, size_t i) {
  * input ended (a producer that borrowed the buffer filled the round exactly): its plaintext is still there,
  * so its last chunk is sealed again, now as the final one. */
 static int age_sink_write_round(AgeSink *a, SealRound *round, bool reseal_final) {
-        round->in_flight = false;
         pool_wait(&a->pool, a->stream, &round->job);
         if (reseal_final) {
                 round->final = true;
@@ -230,10 +250,24 @@ static int age_sink_write_round(AgeSink *a, SealRound *round, bool reseal_final)
         return sink_write(a->base.next, round->cipher, round->used + round->n_chunks * AGE_TAG_SIZE);
 }
 
-/* Submits the round being filled, writes the one before it, and switches to filling that one. Only an
- * empty payload has an empty final chunk. */
+static SealRound *age_sink_oldest(AgeSink *a) {
+        size_t cur = (size_t) (a->cur - a->rounds);
+        return &a->rounds[(cur + AGE_SEAL_ROUNDS - a->in_flight) % AGE_SEAL_ROUNDS];
+}
+
+/* Writes the oldest round in flight; see age_sink_write_round() for reseal_final. */
+static int age_sink_write_oldest(AgeSink *a, bool reseal_final) {
+        SealRound *round = age_sink_oldest(a);
+
+        assert(a->in_flight > 0);
+        a->in_flight--;
+        return age_sink_write_round(a, round, reseal_final);
+}
+
+/* Submits the round being filled and moves on to the next one in the ring, writing the oldest round first
+ * when all are in flight. Only an empty payload has an empty final chunk. */
 static int age_sink_submit(AgeSink *a, bool final) {
-        SealRound *round = a->cur, *other = &a->rounds[round == &a->rounds[0]];
+        SealRound *round = a->cur;
         int r;
 
         r = age_sink_flush_pending(a);
@@ -244,16 +278,22 @@ static int age_sink_submit(AgeSink *a, bool final) {
         round->base_counter = a->next_counter;
         a->next_counter += round->n_chunks;
         pool_submit(&a->pool, a->stream, &round->job, age_sink_seal_one, round, round->n_chunks);
-        round->in_flight = true;
-        if (other->in_flight) {
-                r = age_sink_write_round(a, other, false);
+        a->in_flight++;
+        a->cur = &a->rounds[(size_t) (round - a->rounds + 1) % AGE_SEAL_ROUNDS];
+        if (final) {
+                while (a->in_flight > 0) {
+                        r = age_sink_write_oldest(a, false);
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        }
+        if (a->in_flight == AGE_SEAL_ROUNDS) {
+                r = age_sink_write_oldest(a, false);
                 if (r < 0)
                         return r;
         }
-        if (final)
-                return age_sink_write_round(a, round, false);
-        other->used = 0;
-        a->cur = other;
+        a->cur->used = 0;
         return 0;
 }
 
@@ -263,13 +303,13 @@ static int age_sink_space(AgeSink *a, uint8_t **ret_buf, size_t *ret_size) {
                 return a->error;
         if (a->finished)
                 return -ESTALE;
-        if (a->cur->used == AGE_BATCH * AGE_CHUNK_SIZE) {
+        if (a->cur->used == PLAIN_ROUND_SIZE) {
                 int r = age_sink_submit(a, false);
                 if (r < 0)
                         return a->error = r;
         }
         *ret_buf = a->cur->plain + a->cur->used;
-        *ret_size = AGE_BATCH * AGE_CHUNK_SIZE - a->cur->used;
+        *ret_size = PLAIN_ROUND_SIZE - a->cur->used;
         return 0;
 }
 
@@ -287,6 +327,7 @@ static int age_sink_write(Sink *s, const void *buf, size_t n) {
                         k = n;
                 memcpy(space, p, k);
                 a->cur->used += k;
+                a->cur->wipe = MAX(a->cur->wipe, a->cur->used);
                 p += k;
                 n -= k;
         }
@@ -301,6 +342,7 @@ static int age_sink_buffer(Sink *s, void **ret_buf, size_t *ret_size) {
         r = age_sink_space(a, &space, &a->lent);
         if (r < 0)
                 return r;
+        a->cur->wipe = PLAIN_ROUND_SIZE; /* the producer may write anywhere in what it borrows */
         *ret_buf = space;
         *ret_size = a->lent;
         return 0;
@@ -319,17 +361,17 @@ static int age_sink_commit(Sink *s, size_t n) {
 
 static int age_sink_finish(Sink *s) {
         AgeSink *a = (AgeSink *) s;
-        SealRound *other;
-        int r;
+        int r = 0;
 
         if (a->error < 0)
                 return a->error;
         if (a->finished)
                 return 0;
-        other = &a->rounds[a->cur == &a->rounds[0]];
-        if (a->cur->used == 0 && other->in_flight)
-                r = age_sink_write_round(a, other, true);
-        else /* only an empty payload has an empty final chunk */
+        if (a->cur->used == 0 && a->in_flight > 0) {
+                /* The input ended right after a full round: the newest round in flight is the last. */
+                while (r >= 0 && a->in_flight > 0)
+                        r = age_sink_write_oldest(a, a->in_flight == 1);
+        } else /* only an empty payload has an empty final chunk */
                 r = age_sink_submit(a, true);
         if (r < 0)
                 return a->error = r;
@@ -342,12 +384,10 @@ static void age_sink_free(Sink *s) {
 
         pool_done(&a->pool); /* before the buffers go: the worker may still be sealing into one */
         age_stream_free(a->stream);
-        for (size_t i = 0; i < AGE_QUEUE; i++) {
-                if (a->rounds[i].plain)
-                        OPENSSL_cleanse(a->rounds[i].plain, AGE_BATCH * AGE_CHUNK_SIZE);
-                free(a->rounds[i].plain);
-                free(a->rounds[i].cipher);
-        }
+        for (size_t i = 0; i < AGE_SEAL_ROUNDS; i++)
+                if (a->rounds[i].wipe > 0)
+                        OPENSSL_cleanse(a->rounds[i].plain, a->rounds[i].wipe);
+        bigbuf_free(a->block, ROUNDS_SIZE(AGE_SEAL_ROUNDS), 0);
         free(a->pending);
         free(a);
 }
@@ -389,9 +429,10 @@ Sink *sink_age_new(Sink *next, char *const *recipients, int *ret_error) {
         a->pending = TAKE_PTR(header);
         a->pending_len = header_len + AGE_NONCE_SIZE;
         a->stream = stream;
-        for (size_t i = 0; i < AGE_QUEUE; i++) {
-                a->rounds[i].plain = xmalloc(AGE_BATCH * AGE_CHUNK_SIZE);
-                a->rounds[i].cipher = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
+        a->block = bigbuf_alloc(ROUNDS_SIZE(AGE_SEAL_ROUNDS));
+        for (size_t i = 0; i < AGE_SEAL_ROUNDS; i++) {
+                a->rounds[i].plain = ROUND_PLAIN(a->block, i);
+                a->rounds[i].cipher = ROUND_CIPHER(a->block, AGE_SEAL_ROUNDS, i);
         }
         a->cur = &a->rounds[0];
         return &a->base;
@@ -408,6 +449,7 @@ typedef struct OpenRound {
         uint8_t *cipher; /* up to AGE_BATCH encrypted chunks, back to back */
         size_t cipher_len;
         uint8_t *plain; /* AGE_BATCH chunks of plaintext */
+        size_t wipe;    /* plaintext bytes the buffer ever held: wiped at the end */
         uint64_t base_counter;
         size_t n_chunks;
         bool is_last[AGE_BATCH];
@@ -418,6 +460,7 @@ typedef struct AgeSource {
         Source base;
         AgeStream *stream;
         AgePool pool;
+        uint8_t *block; /* the rounds' buffers */
         OpenRound rounds[AGE_QUEUE];
         OpenRound *cur; /* the round whose plaintext is being read */
         uint8_t *carry; /* bytes read past the header, consumed before upstream */
@@ -494,16 +537,17 @@ static int age_source_read_round(AgeSource *a, OpenRound *round) {
         assert(!round->in_flight);
         if (a->input_end)
                 return 0;
-        n = age_source_fill(a, round->cipher, AGE_BATCH * CIPHER_CHUNK_SIZE);
+        n = age_source_fill(a, round->cipher, CIPHER_ROUND_SIZE);
         if (n < 0)
                 return (int) n;
-        if ((size_t) n < AGE_BATCH * CIPHER_CHUNK_SIZE)
+        if ((size_t) n < CIPHER_ROUND_SIZE)
                 a->input_end = true;
         if (n == 0)
                 return 0;
         round->cipher_len = (size_t) n;
         round->base_counter = a->next_counter;
         round->n_chunks = (round->cipher_len + CIPHER_CHUNK_SIZE - 1) / CIPHER_CHUNK_SIZE;
+        round->wipe = MAX(round->wipe, round->n_chunks * AGE_CHUNK_SIZE);
         a->next_counter += round->n_chunks;
         pool_submit(&a->pool, a->stream, &round->job, age_source_open_one, round, round->n_chunks);
         round->in_flight = true;
@@ -626,12 +670,10 @@ static void age_source_free(Source *s) {
 
         pool_done(&a->pool); /* before the buffers go: the worker may still be opening into one */
         age_stream_free(a->stream);
-        for (size_t i = 0; i < AGE_QUEUE; i++) {
-                if (a->rounds[i].plain)
-                        OPENSSL_cleanse(a->rounds[i].plain, AGE_BATCH * AGE_CHUNK_SIZE);
-                free(a->rounds[i].plain);
-                free(a->rounds[i].cipher);
-        }
+        for (size_t i = 0; i < AGE_QUEUE; i++)
+                if (a->rounds[i].wipe > 0)
+                        OPENSSL_cleanse(a->rounds[i].plain, a->rounds[i].wipe);
+        bigbuf_free(a->block, ROUNDS_SIZE(AGE_QUEUE), 0);
         free(a->carry);
         free(a);
 }
@@ -712,9 +754,10 @@ Source *source_age_new(Source *upstream, const char *identity_file, int *ret_err
                 return fail_with(ret_error, r);
         }
         a->stream = stream;
+        a->block = bigbuf_alloc(ROUNDS_SIZE(AGE_QUEUE));
         for (size_t i = 0; i < AGE_QUEUE; i++) {
-                a->rounds[i].cipher = xmalloc(AGE_BATCH * CIPHER_CHUNK_SIZE);
-                a->rounds[i].plain = xmalloc(AGE_BATCH * AGE_CHUNK_SIZE);
+                a->rounds[i].plain = ROUND_PLAIN(a->block, i);
+                a->rounds[i].cipher = ROUND_CIPHER(a->block, AGE_QUEUE, i);
         }
         a->cur = &a->rounds[0];
         return &a->base;

@@ -544,10 +544,12 @@ static void age_rejects_tampering(void **state) {
 
 /* The sink lends its plaintext round to a producer (pipe_pump reads straight into it): the free space is
  * contiguous and shrinks by what was committed, a full round is sealed before more is lent, writes and
- * commits mix, and the result decrypts at every size around chunks and rounds. */
+ * commits mix, and the result decrypts at every size around chunks and rounds (up to and past the ring of
+ * rounds in flight, ending on a full round, whose last chunk is sealed again as the final one). */
 static void age_sink_lends_its_buffer(void **state) {
         static const size_t sizes[] = { 0, 1, 65535, 65536, 65537, 2 * 65536, 8 * 65536, 8 * 65536 + 1,
-                                        16 * 65536 + 7, 5 * 1024 * 1024 + 3 };
+                                        16 * 65536 + 7, 24 * 65536, 24 * 65536 + 1, 32 * 65536,
+                                        5 * 1024 * 1024 + 3 };
         static const size_t steps[] = { 1000, 65536, 100000, 8 * 65536 };
         _cleanup_(keys_done) Keys k = {};
 
