@@ -154,7 +154,7 @@ static int folder_load(const Config *c, VolumesFolders *f, const char *node, Sto
 int volumes_folders_open(const Config *c, const char *only, VolumesFolders *ret) {
         _cleanup_(volumes_folders_done) VolumesFolders f = {};
         _cleanup_(store_freep) Store *root = NULL;
-        NodeNames nn = { .names = xcalloc(1, sizeof(char *)) };
+        NodeNames nn = {};
         _cleanup_strv_free_ char **names = NULL;
         int r;
 
@@ -173,9 +173,9 @@ int volumes_folders_open(const Config *c, const char *only, VolumesFolders *ret)
                 _cleanup_(failure_done) Failure missing = failure_take(r);
                 *ret = f;
                 f = (VolumesFolders){};
-                strv_free(nn.names);
                 return 0;
         }
+        nn.names = xcalloc(1, sizeof(char *));
         if (r >= 0)
                 r = store_list(root, "", collect_node, &nn);
         names = nn.names;
@@ -290,7 +290,7 @@ static int manifest_cmp_newest_first(const void *a, const void *b) {
 }
 
 int volumes_folders_take_all(VolumesFolders *f, BackupList *ret) {
-        BackupList all = {};
+        BackupList all = { .items = xcalloc(1, sizeof(Manifest *)) };
 
         for (size_t i = 0; i < f->n; i++) {
                 BackupList *l = &f->items[i].list;
