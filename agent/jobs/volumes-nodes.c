@@ -41,7 +41,7 @@ static char *location_append(const char *dest, const char *node) {
         _cleanup_(location_done) Location l = {};
 
         if (location_parse(dest, &l) >= 0 && l.type == LOCATION_REMOTE)
-                return xasprintf("%s%s%s/", dest, endswith(dest, "/") || !strchr(dest, '/') ? "" : "/", node);
+                return xasprintf("%s%s%s/", dest, endswith(dest, "/") ? "" : "/", node);
         return path_join(dest, node);
 }
 
@@ -56,12 +56,6 @@ int volumes_node_location(const Config *c, const char *node, char **ret) {
                 node = self;
         } else if (!volumes_node_name_valid(node))
                 return err_set(-EINVAL, EX_USAGE, "\"%s\" is not a node name", node);
-        /* "remote:bucket" alone gets its '/' before the node: "remote:bucket/NODE/". */
-        if (!endswith(dest, "/") && strchr(dest, ':') && !strchr(strchr(dest, ':'), '/')) {
-                char *t = xasprintf("%s/", dest);
-                free(dest);
-                dest = t;
-        }
         *ret = location_append(dest, node);
         return 0;
 }
