@@ -11,7 +11,6 @@
 #include "jobs/volumes-chain.h"
 #include "jobs/volumes-claims.h"
 #include "jobs/volumes.h"
-#include "jobs/volumes-nodes.h"
 #include "log/log.h"
 #include "pipe/catalog.h"
 #include "pipe/pipe.h"
@@ -851,7 +850,7 @@ static int volumes_add_claims(const Config *c, VolumeSpec **specs, size_t *n) {
 static int volumes_backup(JobContext *ctx, Manifest *m) {
         const VolumesConfig *vc = &ctx->config->volumes;
         _cleanup_(backup_list_done) BackupList l = {};
-        _cleanup_free_ char *node = NULL;
+        char node[256];
         VolumeSpec *specs = NULL;
         size_t n = 0;
         json_object *records;
@@ -918,9 +917,10 @@ static int volumes_backup(JobContext *ctx, Manifest *m) {
         m->extra = json_object_new_object();
         json_object_object_add(m->extra, "volumes", records);
         json_object_object_add(m->extra, "full_every_days", json_object_new_uint64(vc->full_every_days));
-        /* The node whose folder holds it (DEST/NODE/, volumes-nodes.h), for whoever finds a copy. */
-        if (volumes_this_node(ctx->config, &node) >= 0)
-                json_object_object_add(m->extra, "node", json_object_new_string(node));
+        /* The node whose folder holds it (DEST/NODE/, volumes-nodes.h; the runner checked the name), for
+         * whoever finds a copy. */
+        json_object_object_add(m->extra, "node",
+                               json_object_new_string(volumes_node_name(ctx->config, node, sizeof node)));
         return 0;
 }
 
