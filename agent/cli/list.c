@@ -38,20 +38,34 @@ static int run_list(CliContext *ctx, int argc, char *argv[]) {
 
         if (json) {
                 json_object *arr = json_object_new_array();
-                for (size_t i = 0; i < n_all; i++)
-                        json_object_array_add(arr, manifest_to_json(all[i]));
+                for (size_t i = 0; i < n_all; i++) {
+                        json_object *o = manifest_to_json(all[i]);
+                        /* volumes: the node folder it is in; null for the shared one (before node folders) */
+                        if (streq_ptr(all[i]->job, "volumes"))
+                                json_object_object_add(o, "node", all[i]->node
+                                                                          ? json_object_new_string(all[i]->node)
+                                                                          : NULL);
+                        json_object_array_add(arr, o);
+                }
                 puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 json_object_put(arr);
         } else if (n_all == 0) {
                 fputs("No backups.\n", stderr);
         } else {
-                printf("%-9s %-17s %-20s %10s %5s %s\n", "JOB", "ID", "FINISHED", "SIZE", "ENC", "OBJECTS");
+                bool nodes = false;
+                for (size_t i = 0; i < n_all; i++)
+                        nodes = nodes || streq_ptr(all[i]->job, "volumes");
+                printf("%-9s %-17s %-20s %10s %5s %s%s\n", "JOB", "ID", "FINISHED", "SIZE", "ENC", "OBJECTS",
+                       nodes ? "  NODE" : "");
                 for (size_t i = 0; i < n_all; i++) {
                         _cleanup_free_ char *fin = format_iso8601(all[i]->finished_usec);
                         char size[FORMAT_BYTES_MAX];
-                        printf("%-9s %-17s %-20s %10s %5s %zu\n", all[i]->job, all[i]->id, fin,
-                               format_bytes(all[i]->bytes, size, sizeof size), all[i]->encrypted ? "yes" : "no",
-                               all[i]->n_objects);
+                        printf("%-9s %-17s %-20s %10s %5s ", all[i]->job, all[i]->id, fin,
+                               format_bytes(all[i]->bytes, size, sizeof size), all[i]->encrypted ? "yes" : "no");
+                        if (streq_ptr(all[i]->job, "volumes"))
+                                printf("%-7zu  %s\n", all[i]->n_objects, all[i]->node ?: ". (shared)");
+                        else
+                                printf("%zu\n", all[i]->n_objects);
                 }
         }
         return 0;

@@ -10,6 +10,7 @@
 #include "jobs/postgres-db.h"
 #include "jobs/postgres.h"
 #include "jobs/volumes.h"
+#include "jobs/volumes-nodes.h"
 #include "log/log.h"
 #include "pg/pg.h"
 #include "sys/process.h"
@@ -29,6 +30,7 @@ typedef struct RestoreArgs {
         const char *database; /* RESTORE_POSTGRES_DATABASE */
         unsigned jobs;
         const char *volume; /* RESTORE_VOLUMES */
+        const char *node; /* RESTORE_VOLUMES: another node's folder, "." the shared one; NULL: found by id */
 } RestoreArgs;
 
 /* What a restore did: rendered as the lines on stdout and stderr, or (--json) as one object
@@ -122,6 +124,7 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
                 .action = action == RESTORE_POSTGRES            ? "postgres"
                           : action == RESTORE_POSTGRES_DATABASE ? "database"
                           : action == RESTORE_CONFIG_TO         ? "config-files"
+                          : action == RESTORE_VOLUMES           ? "volumes"
                                                                 : "apply-secrets",
                 .id = id,
                 .target = to ? xstrdup(to) : NULL,
@@ -141,6 +144,21 @@ static int restore_backup(CliContext *ctx, const char *job, RestoreAction action
         dest = config_job_destination(c, job);
         /* Shared with verify: prune and retention wait until the restore has read the backup. */
         r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &read_fd);
+        if (r >= 0 && action == RESTORE_VOLUMES) {
+                /* From the node folders (volumes-nodes.h): this node's, another's with --node. */
+                _cleanup_free_ char *vid = NULL;
+                job_install_signal_handlers();
+                r = volumes_restore_from_folders(c, a->node, id,
+                                                 &(VolumesRestoreOptions){ .volume = a->volume, .to = to,
+                                                                           .dry_run = dry_run, .out = stdout },
+                                                 &vid);
+                res.id = vid;
+                r = restore_result_finish(ctx, &res, out, r);
+                if (r == 0 && !ctx->json)
+                        fprintf(stderr, "%s volumes backup %s into %s.\n",
+                                dry_run ? "Checked (dry run)" : "Restored", vid, to);
+                return r;
+        }
         if (r >= 0)
                 r = store_open_location(c, dest, &s);
         if (r >= 0)
@@ -227,6 +245,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 { "jobs", required_argument, NULL, 'j' },
                 { "json", no_argument, NULL, 'J' },
                 { "volume", required_argument, NULL, 'V' },
+                { "node", required_argument, NULL, 'N' },
                 /* Point-in-time restore (cli/restore-pitr.c). */
                 { "to-datadir", required_argument, NULL, 'D' },
                 { "time", required_argument, NULL, 'T' },
@@ -236,7 +255,7 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                 {},
         };
         RestorePitrArgs pitr = {};
-        const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL, *volume = NULL;
+        const char *to = NULL, *bucket = NULL, *what, *id, *database = NULL, *volume = NULL, *node = NULL;
         _cleanup_free_ char *conninfo = NULL;
         bool apply_secrets = false, dry_run = false;
         uint64_t jobs = 2;
@@ -264,6 +283,9 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                         break;
                 case 'V':
                         volume = optarg;
+                        break;
+                case 'N':
+                        node = optarg;
                         break;
                 case 'j':
                         if (parse_uint64(optarg, &jobs) < 0 || jobs < 1 || jobs > 64) {
@@ -360,10 +382,11 @@ static int run_restore(CliContext *ctx, int argc, char *argv[]) {
                         return EX_USAGE;
                 }
                 return restore_backup(ctx, "volumes", RESTORE_VOLUMES,
-                                      &(RestoreArgs){ .id = id, .to = to, .dry_run = dry_run, .volume = volume });
+                                      &(RestoreArgs){ .id = id, .to = to, .dry_run = dry_run, .volume = volume,
+                                                      .node = node });
         }
-        if (volume) {
-                fputs("skyforge-agent restore: --volume is for volumes.\n", stderr);
+        if (volume || node) {
+                fprintf(stderr, "skyforge-agent restore: --%s is for volumes.\n", volume ? "volume" : "node");
                 return EX_USAGE;
         }
         fprintf(stderr, "skyforge-agent restore: cannot restore \"%s\" (postgres, config, mirror, volumes).\n", what);
@@ -375,8 +398,8 @@ const Verb verb_restore = {
         .args = "postgres [ID|latest] --to CONNINFO [--database NAME [--jobs N]] | "
                 "postgres [BASE_ID|latest] --to-datadir DIR [--time TS | --lsn LSN] [--start] [--set NAME=VALUE] | "
                 "config [ID|latest] --to DIR | config --apply-secrets [--dry-run] [ID|latest] | "
-                "mirror [--bucket B] [--dry-run] | volumes [ID|latest] [--volume NAME] --to DIR [--dry-run] | "
-                "... [--json]",
+                "mirror [--bucket B] [--dry-run] | volumes [ID|latest] [--volume NAME] [--node NODE] --to DIR "
+                "[--dry-run] | ... [--json]",
         .summary = "Restore a backup.",
         .help = "postgres and config check every object of the backup against the SHA-256 in its manifest\n"
                 "first: a damaged backup is refused before anything is restored. ID defaults to latest.\n"
@@ -397,6 +420,8 @@ const Verb verb_restore = {
                 "order, deletions honoured) under DIR/NAME (a path volume without its leading /), or with\n"
                 "--volume NAME into DIR itself; DIR (or DIR/NAME) must be new or empty. Every object of the\n"
                 "chain is checked first; the tree is built beside the target and renamed into place.\n"
+                "Each node keeps its volumes backups in DEST/NODE/: latest is this node's newest; an ID is\n"
+                "looked for in every node's folder (this node's wins; in several others: pick with --node).\n"
                 "  -t, --to CONNINFO|DIR   postgres: libpq connection string of the target; config: a directory\n"
                 "      --apply-secrets     config: apply the Secrets instead of extracting\n"
                 "  -d, --database NAME     postgres: restore only this database\n"
@@ -404,6 +429,8 @@ const Verb verb_restore = {
                 "                          when the server has fewer free connections)\n"
                 "  -b, --bucket B          restore mirror: only bucket B\n"
                 "  -V, --volume NAME       volumes: only this volume\n"
+                "      --node NODE         volumes: from NODE's folder (a rebuilt node restoring its old\n"
+                "                          name's backups); \".\" the backups made before node folders\n"
                 "  -n, --dry-run           config --apply-secrets, mirror, volumes: change nothing (volumes:\n"
                 "                          list what would be written)\n"
                 "      --json              print one JSON object (job, action, id, target, result, error,\n"

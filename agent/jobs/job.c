@@ -10,6 +10,7 @@
 #include "jobs/lease-guard.h"
 #include "jobs/monitor.h"
 #include "jobs/volumes-chain.h"
+#include "jobs/volumes-nodes.h"
 #include "log/log.h"
 #include "pipe/pipe.h"
 #include "store/retention.h"
@@ -134,11 +135,15 @@ static void job_run_result_to_monitor(const Config *c, const JobRunResult *res) 
 /* The backup step and everything it needs: store, id, leftovers, manifest. */
 static int job_run_work(const Config *c, const JobDefinition *def, JobContext *ctx, uint64_t started,
                         LeaseGuard *lease, Store **store, Manifest **ret_m) {
-        _cleanup_free_ char *destination = config_job_destination(c, def->name);
+        _cleanup_free_ char *destination = NULL;
         _cleanup_(manifest_freep) Manifest *m = NULL;
         char hostname[256] = "";
         int r;
 
+        /* volumes: this node's folder, DEST/NODE/ (volumes-nodes.h). */
+        r = volumes_job_location(c, def->name, &destination);
+        if (r < 0)
+                return r;
         if (def->no_manifest) {
                 /* The id names the run in the state and the journal; nothing is stored under it. */
                 backup_id_format(started, ctx->id);
@@ -554,12 +559,18 @@ int job_prune_store(const Config *c, const char *job, Store *s, bool dry_run, FI
 
 int job_prune_result(const Config *c, const char *job, bool dry_run, PruneResult *res) {
         _cleanup_(store_freep) Store *store = NULL;
-        _cleanup_free_ char *destination = config_job_destination(c, job);
+        _cleanup_free_ char *destination = NULL;
         _cleanup_close_ int read_fd = -EBADF;
         _cleanup_(lease_guard_freep) LeaseGuard *lease = NULL;
         int r = 0;
 
         *res = (PruneResult){ .job = job, .dry_run = dry_run };
+        /* volumes: this node's folder only; never another node's, nor the shared one (volumes-nodes.h). */
+        r = volumes_job_location(c, job, &destination);
+        if (r < 0) {
+                failure_capture(&res->failure, r);
+                return r;
+        }
         if (!dry_run) {
                 /* It deletes from a location the whole cluster shares: under the job's Lease. */
                 r = lease_guard_begin(c, job, job_find(job) && job_find(job)->cluster_wide, &lease);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The backups of all jobs, as `list` prints them and the daemon's ListBackups answers. */
 #include "jobs/job.h"
+#include "jobs/volumes-nodes.h"
 #include "log/log.h"
 
 /* Jobs that leave backups with manifests (mirror copies buckets, it has none). Base backups sit beside the
@@ -44,17 +45,27 @@ int job_list_backups(const Config *c, const char *only, BackupList *ret) {
                 /* Listed together with the dumps below: one pass over the manifests of that location. */
                 if (!only && streq(job_listable[i], "basebackup"))
                         continue;
-                dest = config_job_destination(c, job_listable[i]);
-                r = store_open_location(c, dest, &s);
-                if (r == -ENOENT && !s) {
-                        /* A local destination no run has written to: no backups, and it stays uncreated. */
-                        _cleanup_(failure_done) Failure f = failure_take(r);
-                        log_notice("%s.", failure_message(&f));
-                        continue;
+                if (streq(job_listable[i], "volumes")) {
+                        /* Every node's folder, and the shared one (volumes-nodes.h). */
+                        _cleanup_(volumes_folders_done) VolumesFolders f = {};
+                        r = volumes_folders_open(c, NULL, &f);
+                        if (r >= 0)
+                                r = volumes_folders_take_all(&f, &l);
+                } else {
+                        dest = config_job_destination(c, job_listable[i]);
+                        r = store_open_location(c, dest, &s);
+                        if (r == -ENOENT && !s) {
+                                /* A local destination no run has written to: no backups, and it stays
+                                 * uncreated. */
+                                _cleanup_(failure_done) Failure f = failure_take(r);
+                                log_notice("%s.", failure_message(&f));
+                                continue;
+                        }
+                        if (r >= 0)
+                                r = backup_list_load(
+                                        s, only || !streq(job_listable[i], "postgres") ? job_listable[i] : NULL,
+                                        &l);
                 }
-                if (r >= 0)
-                        r = backup_list_load(s, only || !streq(job_listable[i], "postgres") ? job_listable[i] : NULL,
-                                             &l);
                 if (r < 0)
                         return r;
                 if (!only && streq(job_listable[i], "postgres"))

@@ -17,6 +17,7 @@
 #include "jobs/recover.h"
 #include "jobs/volumes-chain.h"
 #include "jobs/volumes-claims.h"
+#include "jobs/volumes-nodes.h"
 #include "jobs/volumes.h"
 #include "kube/volumes.h"
 #include "log/log.h"
@@ -52,17 +53,17 @@ static int cancelled(void) {
 
 /* ---- the backup ---- */
 
+/* Every node's folder of volumes backups (volumes-nodes.h): a rebuilt node, perhaps under a new name,
+ * finds each claim wherever its last backup went. */
 typedef struct VolumesSource {
-        Store *store;
-        BackupList list;
+        VolumesFolders folders;
         char *location;
-        const Manifest *m;
-        char **claims; /* the backup's volumes that are claims (NAMESPACE/PVC), not paths */
+        const Manifest *m; /* the newest backup of all */
+        char **claims; /* the claims (NAMESPACE/PVC, not paths) of each folder's newest backup */
 } VolumesSource;
 
 static void volumes_source_done(VolumesSource *s) {
-        backup_list_done(&s->list);
-        store_free(s->store);
+        volumes_folders_done(&s->folders);
         free(s->location);
         strv_free(s->claims);
         *s = (VolumesSource){};
@@ -70,51 +71,75 @@ static void volumes_source_done(VolumesSource *s) {
 
 static int volumes_source_open(const Config *c, VolumesSource *ret) {
         _cleanup_(volumes_source_done) VolumesSource s = {};
-        _cleanup_strv_free_ char **names = NULL;
         int r;
 
         s.location = config_job_destination(c, "volumes");
-        r = store_open_location(c, s.location, &s.store);
-        if (r >= 0)
-                r = backup_list_load(s.store, "volumes", &s.list);
+        r = volumes_folders_open(c, NULL, &s.folders);
         if (r < 0)
                 return r;
-        if (s.list.n == 0)
+        s.claims = xcalloc(1, sizeof(char *));
+        for (size_t i = 0; i < s.folders.n; i++) {
+                const BackupList *l = &s.folders.items[i].list;
+                _cleanup_strv_free_ char **names = NULL;
+
+                if (l->n == 0)
+                        continue;
+                if (!s.m || strcmp(l->items[0]->id, s.m->id) > 0)
+                        s.m = l->items[0];
+                names = volumes_names(l->items[0]);
+                STRV_FOREACH (n, names)
+                        if ((*n)[0] != '/' && strchr(*n, '/') && !strv_contains(s.claims, *n))
+                                strv_push(&s.claims, xstrdup(*n));
+        }
+        if (!s.m)
                 return err_set(-ENOENT, EX_NOINPUT,
                                "no volumes backup in %s (the minio step brings MinIO's buckets back from "
                                "offsite first)",
                                s.location);
-        s.m = s.list.items[0];
-        names = volumes_names(s.m);
-        s.claims = xcalloc(1, sizeof(char *));
-        STRV_FOREACH (n, names)
-                if ((*n)[0] != '/' && strchr(*n, '/'))
-                        strv_push(&s.claims, xstrdup(*n));
         *ret = s;
         s = (VolumesSource){};
         return 0;
 }
 
-/* The backup to restore claim from: the newest that holds it from another PersistentVolume than pv, the
- * one it is bound to now. A backup of the current PV was taken on the rebuilt node (its volumes timer ran
- * before this step) and holds the new, likely empty volume, not what the rebuild should bring back. */
-static const Manifest *backup_for_claim(const VolumesSource *src, const char *claim, const char *pv) {
-        const Manifest *newest = NULL;
+/* The backup to restore claim from, in any node's folder: the newest that holds it from another
+ * PersistentVolume than pv, the one it is bound to now. A backup of the current PV was taken on the
+ * rebuilt node (its volumes timer ran before this step) and holds the new, likely empty volume, not what
+ * the rebuild should bring back. */
+static const Manifest *backup_for_claim(const VolumesSource *src, const char *claim, const char *pv,
+                                        const VolumesFolder **ret_folder, bool *ret_passed_over) {
+        const Manifest *newest = NULL, *other = NULL;
+        const VolumesFolder *newest_f = NULL, *other_f = NULL;
 
-        for (size_t i = 0; i < src->list.n; i++) {
-                VolumeRecord rec;
+        for (size_t f = 0; f < src->folders.n; f++) {
+                const VolumesFolder *v = src->folders.items + f;
 
-                if (volumes_record(src->list.items[i], claim, &rec) < 0)
-                        continue;
-                if (!newest)
-                        newest = src->list.items[i];
-                if (!streq_ptr(rec.pv, pv))
-                        return src->list.items[i];
+                for (size_t i = 0; i < v->list.n; i++) {
+                        const Manifest *m = v->list.items[i];
+                        VolumeRecord rec;
+
+                        if (volumes_record(m, claim, &rec) < 0)
+                                continue;
+                        if (!newest || strcmp(m->id, newest->id) > 0) {
+                                newest = m;
+                                newest_f = v;
+                        }
+                        if (!streq_ptr(rec.pv, pv)) {
+                                if (!other || strcmp(m->id, other->id) > 0) {
+                                        other = m;
+                                        other_f = v;
+                                }
+                                break; /* the folder's newest such: older ones lose anyway */
+                        }
+                }
+        }
+        if (other && other != newest)
                 log_info("Passing over volumes backup %s for claim %s: it was taken of PersistentVolume %s, "
                          "the rebuilt volume.",
-                         src->list.items[i]->id, claim, pv);
-        }
-        return newest;
+                         newest->id, claim, pv);
+        *ret_folder = other ? other_f : newest_f;
+        if (ret_passed_over)
+                *ret_passed_over = other && other != newest;
+        return other ?: newest;
 }
 
 /* ---- the state file ---- */
@@ -332,6 +357,7 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         _cleanup_strv_free_ char **workloads = NULL;
         _cleanup_free_ char *ns = xstrndup(claim, strcspn(claim, "/")), *first = NULL, *note = NULL;
         const char *pvc = claim + strlen(ns) + 1;
+        const VolumesFolder *folder = NULL;
         const Manifest *m;
         json_object *e, *reps;
         int r;
@@ -344,7 +370,7 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
         }
         if (r < 0)
                 return r;
-        m = backup_for_claim(src, claim, vc.pv);
+        m = backup_for_claim(src, claim, vc.pv, &folder, NULL);
 
         e = state_claim(state, claim, m->id, vc.pv);
         reps = state_replicas(e);
@@ -408,7 +434,7 @@ static int claim_recover(const Config *c, const RecoverOptions *o, VolumesSource
                                vc.path, claim, first);
 
         VolumesRestoreOptions ro = { .volume = claim, .to = vc.path, .replace = o->force, .out = stderr };
-        r = volumes_restore(c, src->store, &src->list, m, &ro);
+        r = volumes_restore(c, folder->store, &folder->list, m, &ro);
         if (r < 0) {
                 _cleanup_free_ char *why = xstrdup(err_message() ?: strerror(-r));
                 return err_set(
@@ -470,7 +496,9 @@ int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                 _cleanup_(volume_claim_done) VolumeClaim vc = {};
                 _cleanup_strv_free_ char **workloads = NULL;
                 _cleanup_free_ char *ns = xstrndup(*claim, strcspn(*claim, "/")), *first = NULL;
+                const VolumesFolder *folder = NULL;
                 const Manifest *m;
+                bool passed = false;
 
                 r = volumes_claim_lookup(c, client, *claim, &vc);
                 if (r == -EAGAIN) {
@@ -483,12 +511,14 @@ int recover_volumes_plan(const Config *c, const RecoverOptions *o, FILE *out) {
                         continue;
                 }
                 first = dir_first_entry(vc.path);
-                m = backup_for_claim(&src, *claim, vc.pv);
-                if (m != src.m)
-                        fprintf(out,
-                                "           %s: from volumes backup %s (newer ones hold the rebuilt "
-                                "volume)\n",
-                                *claim, m->id);
+                m = backup_for_claim(&src, *claim, vc.pv, &folder, &passed);
+                if (m != src.m || !streq_ptr(folder->node, src.folders.self)) {
+                        _cleanup_free_ char *what = volumes_folder_describe(folder);
+                        fprintf(out, "           %s: from volumes backup %s (%s%s%s)\n", *claim, m->id,
+                                passed ? "newer ones hold the rebuilt volume" : "",
+                                passed && !streq_ptr(folder->node, src.folders.self) ? "; " : "",
+                                streq_ptr(folder->node, src.folders.self) ? "" : what);
+                }
                 fprintf(out, "           %s: PersistentVolume %s in %s (%s)", *claim, vc.pv, vc.path,
                         !first     ? "empty"
                         : o->force ? "not empty: replaced (--force)"

@@ -11,6 +11,7 @@
 #include "jobs/restore-test.h"
 #include "jobs/verify.h"
 #include "jobs/volumes-chain.h"
+#include "jobs/volumes-nodes.h"
 #include "log/log.h"
 #include "store/objects.h"
 
@@ -320,7 +321,7 @@ int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, 
         _cleanup_close_ int lock_fd = -EBADF;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(backup_list_done) BackupList l = {};
-        _cleanup_free_ char *dest = config_job_destination(c, job);
+        _cleanup_free_ char *dest = NULL;
         _cleanup_free_ VerifyEntry *sel = NULL;
         size_t n_sel = 0;
         uint64_t start = now_usec(CLOCK_MONOTONIC);
@@ -329,7 +330,9 @@ int verify_job_result(const Config *c, const char *job, const VerifyOptions *o, 
         *res = (VerifyResult){ .job = job };
         /* The read lock, shared: a backup run of the job goes on beside the verify (its retention waits
          * for the lock, so it cannot delete what is being read), and so does another verify. */
-        r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &lock_fd);
+        r = volumes_job_location(c, job, &dest); /* volumes: this node's folder */
+        if (r >= 0)
+                r = job_read_lock(c->agent.state_dir, job, false, JOB_READ_LOCK_TIMEOUT_USEC, &lock_fd);
         if (r >= 0)
                 r = store_open_location(c, dest, &s);
         if (r == -ENOENT && !s) {

@@ -850,6 +850,7 @@ static int volumes_add_claims(const Config *c, VolumeSpec **specs, size_t *n) {
 static int volumes_backup(JobContext *ctx, Manifest *m) {
         const VolumesConfig *vc = &ctx->config->volumes;
         _cleanup_(backup_list_done) BackupList l = {};
+        char node[256];
         VolumeSpec *specs = NULL;
         size_t n = 0;
         json_object *records;
@@ -916,6 +917,10 @@ static int volumes_backup(JobContext *ctx, Manifest *m) {
         m->extra = json_object_new_object();
         json_object_object_add(m->extra, "volumes", records);
         json_object_object_add(m->extra, "full_every_days", json_object_new_uint64(vc->full_every_days));
+        /* The node whose folder holds it (DEST/NODE/, volumes-nodes.h; the runner checked the name), for
+         * whoever finds a copy. */
+        json_object_object_add(m->extra, "node",
+                               json_object_new_string(volumes_node_name(ctx->config, node, sizeof node)));
         return 0;
 }
 

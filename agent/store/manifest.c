@@ -22,6 +22,7 @@ void manifest_free(Manifest *m) {
         free(m->tool_version);
         free(m->server_version);
         free(m->hostname);
+        free(m->node);
         for (size_t i = 0; i < m->n_objects; i++) {
                 free(m->objects[i].name);
                 free(m->objects[i].sha256);

@@ -35,6 +35,7 @@ typedef struct Manifest {
         ManifestObject *objects;
         size_t n_objects;
         struct json_object *extra; /* job-specific details, may be NULL */
+        char *node; /* volumes: the node folder it was found in (NULL: the shared one); not stored */
 } Manifest;
 
 void manifest_free(Manifest *m);
