@@ -565,7 +565,7 @@ int recover_volumes_run(const Config *c, const RecoverOptions *o, RecoverOutcome
         state = state_load(c);
         STRV_FOREACH (claim, src.claims) {
                 _cleanup_free_ char *note = NULL;
-                ClaimOutcome outcome;
+                ClaimOutcome outcome = CLAIM_ELSEWHERE;
                 char **list;
 
                 r = claim_recover(c, o, &src, client, state, *claim, &outcome, &note);
