@@ -4,7 +4,7 @@
 set -e
 PACKAGES="
  build-essential autoconf automake libtool pkg-config
- libsystemd-dev libcurl4-openssl-dev libpq-dev libssl-dev libarchive-dev libzstd-dev libjson-c-dev
+ libsystemd-dev libcurl4-openssl-dev libpq-dev libssl-dev libarchive-dev libzstd-dev libjson-c-dev zlib1g-dev
  libiniparser-dev libexpat1-dev libyaml-dev libcmocka-dev
  postgresql postgresql-client zstd age openssl tar acl attr
  python3 python3-pytest python3-boto3 python3-dbus python3-gi
