@@ -89,14 +89,7 @@ static int stop_at_first_object(const S3Object *o, void *userdata) {
 }
 
 static char *join(char *const *l) {
-        char *s = xstrdup("");
-
-        for (size_t i = 0; l && l[i]; i++) {
-                char *n = xasprintf("%s%s%s", s, *s ? ", " : "", l[i]);
-                free(s);
-                s = n;
-        }
-        return s;
+        return strv_join(l, ", ") ?: xstrdup("");
 }
 
 static char *probe_name(void) {

@@ -134,15 +134,10 @@ int job_read_lock(const char *state_dir, const char *job, bool exclusive, uint64
 int job_source_decrypt(Source *upstream, const Manifest *m, const char *identity_file, const char *section,
                        Source **ret) {
         _cleanup_(source_freep) Source *up = upstream;
-        _cleanup_free_ char *recipients = NULL;
+        _cleanup_free_ char *recipients = strv_join(m->recipients, ", ");
         Source *s;
         int r;
 
-        STRV_FOREACH(p, m->recipients) {
-                char *j = xasprintf("%s%s%s", strempty(recipients), recipients ? ", " : "", *p);
-                free(recipients);
-                recipients = j;
-        }
         if (isempty(identity_file))
                 return err_set(-ENOKEY, EX_CONFIG,
                                "backup %s is encrypted (to %s); set identity_file = in [%s] to the age "

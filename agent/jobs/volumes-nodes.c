@@ -195,12 +195,7 @@ int volumes_folders_open(const Config *c, const char *only, VolumesFolders *ret)
         }
         f.picked = only;
         if (only && f.n == 0 && !streq(only, VOLUMES_SHARED_FOLDER)) {
-                _cleanup_free_ char *all = NULL;
-                STRV_FOREACH (n, names) {
-                        char *t = xasprintf("%s%s%s", strempty(all), all ? ", " : "", *n);
-                        free(all);
-                        all = t;
-                }
+                _cleanup_free_ char *all = strv_join(names, ", ");
                 return err_set(-ENOENT, EX_NOINPUT, "node %s has no volumes backups in %s (nodes there: %s)",
                                only, f.destination, all ?: "none");
         }

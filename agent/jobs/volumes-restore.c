@@ -227,12 +227,7 @@ int volumes_restore(const Config *c, Store *s, const BackupList *l, const Manife
         int r = 0;
 
         if (o->volume && !strv_contains(names, o->volume)) {
-                _cleanup_free_ char *all = NULL;
-                STRV_FOREACH (v, names) {
-                        char *j = xasprintf("%s%s%s", strempty(all), all ? ", " : "", *v);
-                        free(all);
-                        all = j;
-                }
+                _cleanup_free_ char *all = strv_join(names, ", ");
                 return err_set(-ENOENT, EX_NOINPUT, "volumes backup %s holds no volume %s (it holds: %s)",
                                m->id, o->volume, strna(all));
         }

@@ -493,6 +493,28 @@ char **strv_copy(char *const *l) {
         return c;
 }
 
+char *strv_join(char *const *l, const char *sep) {
+        size_t n = 0, k = 0, sep_len = strlen(sep);
+        char *s;
+
+        if (strv_isempty(l))
+                return NULL;
+        for (size_t i = 0; l[i]; i++)
+                n += strlen(l[i]) + (i > 0 ? sep_len : 0);
+        s = xmalloc(n + 1);
+        for (size_t i = 0; l[i]; i++) {
+                size_t len = strlen(l[i]);
+                if (i > 0) {
+                        memcpy(s + k, sep, sep_len);
+                        k += sep_len;
+                }
+                memcpy(s + k, l[i], len);
+                k += len;
+        }
+        s[k] = 0;
+        return s;
+}
+
 int lock_file(const char *path, mode_t mode, bool wait, const volatile sig_atomic_t *cancel, int *ret_fd) {
         _cleanup_close_ int fd = -EBADF;
 

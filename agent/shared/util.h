@@ -165,3 +165,5 @@ char *path_join(const char *a, const char *b);
  * it. With wait: blocks until it is free, or -ECANCELED once *cancel is set (a signal handler sets it). */
 int lock_file(const char *path, mode_t mode, bool wait, const volatile sig_atomic_t *cancel, int *ret_fd);
 char **strv_copy(char *const *l); /* NULL for NULL */
+/* The strings of l with sep between them; NULL when l is empty or NULL. */
+char *strv_join(char *const *l, const char *sep);

@@ -69,6 +69,17 @@ static void read_only_hint_names_the_directory_to_allow(void **state) {
         unsetenv("INVOCATION_ID");
 }
 
+static void strv_join_puts_the_separator_between(void **state) {
+        char *one[] = { (char *) "a", NULL }, *three[] = { (char *) "a", (char *) "", (char *) "ccc", NULL };
+        char *empty[] = { NULL };
+        _cleanup_free_ char *j1 = strv_join(one, ", "), *j3 = strv_join(three, ", ");
+
+        assert_string_equal(j1, "a");
+        assert_string_equal(j3, "a, , ccc");
+        assert_null(strv_join(empty, ", "));
+        assert_null(strv_join(NULL, ", "));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(backup_id_round_trips),
@@ -76,6 +87,7 @@ int main(void) {
                 cmocka_unit_test(parse_bool_is_strict),
                 cmocka_unit_test(levenshtein_counts_edits),
                 cmocka_unit_test(path_join_normalises_slashes),
+                cmocka_unit_test(strv_join_puts_the_separator_between),
                 cmocka_unit_test(read_only_hint_names_the_directory_to_allow),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
