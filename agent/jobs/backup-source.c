@@ -144,6 +144,18 @@ static int physical_wal_open(const Config *c, PhysicalSource *p) {
         return wal_store_open_location(c, location, prefix, false, &p->wal);
 }
 
+/* p->base is open: the WAL on its side, then all of it into ret. */
+static int physical_source_finish(const Config *c, PhysicalSource *p, PhysicalSource *ret) {
+        int r;
+
+        r = physical_wal_open(c, p);
+        if (r < 0)
+                return r;
+        *ret = *p;
+        *p = (PhysicalSource){};
+        return 0;
+}
+
 int physical_source_open(const Config *c, PhysicalSource *ret) {
         _cleanup_(physical_source_done) PhysicalSource p = {};
         int r;
@@ -151,12 +163,7 @@ int physical_source_open(const Config *c, PhysicalSource *ret) {
         r = physical_base_open(c, &p.base);
         if (r < 0)
                 return r;
-        r = physical_wal_open(c, &p);
-        if (r < 0)
-                return r;
-        *ret = p;
-        p = (PhysicalSource){};
-        return 0;
+        return physical_source_finish(c, &p, ret);
 }
 
 int physical_source_open_offsite(const Config *c, PhysicalSource *ret) {
@@ -170,10 +177,5 @@ int physical_source_open_offsite(const Config *c, PhysicalSource *ret) {
         r = backup_source_try(c, "basebackup", offsite, true, &p.base);
         if (r < 0)
                 return r;
-        r = physical_wal_open(c, &p);
-        if (r < 0)
-                return r;
-        *ret = p;
-        p = (PhysicalSource){};
-        return 0;
+        return physical_source_finish(c, &p, ret);
 }
