@@ -137,6 +137,37 @@ class Pitr:
                                  (open(log).read() if os.path.exists(log) else ""))
         return d, port
 
+    def history_with_an_lsn(self):
+        """Rows 1-60, one transaction each, a base backup after row 20, all of it in the store; returns the
+        insert position after row 40."""
+        self.start_stream()
+        self.insert_rows(1, 20)
+        self.agent("run", "basebackup")
+        self.insert_rows(21, 40)
+        lsn = self.pg.psql("SELECT pg_current_wal_insert_lsn()").strip()
+        self.insert_rows(41, 60)
+        self.switch_and_wait()
+        return lsn
+
+    def start_copy(self, d, log_name):
+        """Starts the restored data directory d as the postgres user, as an operator would (no agent runs),
+        and waits until it is promoted; returns its port."""
+        port = free_port()
+        log = os.path.join(self.sockets, log_name)
+        started = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(self.pg.bindir, "pg_ctl"), "-D",
+                                  d, "-l", log, "-w", "-o",
+                                  f"-p {port} -k {self.sockets} -c listen_addresses=127.0.0.1", "start"],
+                                 capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr + (open(log).read() if os.path.exists(log) else "")
+
+        def promoted():
+            r = subprocess.run([os.path.join(self.pg.bindir, "psql"), "-X", "-At", "-d",
+                                f"host=127.0.0.1 port={port} user=postgres dbname=postgres", "-c",
+                                "SELECT pg_is_in_recovery()"], capture_output=True, text=True)
+            return r.returncode == 0 and r.stdout.strip() == "f"
+        wait_for(promoted, "the copy to be promoted")
+        return port
+
     def rows_of(self, port):
         p = subprocess.run([os.path.join(self.pg.bindir, "psql"), "-X", "-At", "-d",
                             f"host=127.0.0.1 port={port} user=postgres dbname=postgres", "-c",
@@ -204,13 +235,7 @@ def test_restore_to_time_has_exactly_the_rows_committed_before_it(pitr):
 
 def test_restore_to_lsn_and_latest(pitr):
     p = pitr()
-    p.start_stream()
-    p.insert_rows(1, 20)
-    p.agent("run", "basebackup")
-    p.insert_rows(21, 40)
-    lsn = p.pg.psql("SELECT pg_current_wal_insert_lsn()").strip()
-    p.insert_rows(41, 60)
-    p.switch_and_wait()
+    lsn = p.history_with_an_lsn()
 
     _, port = p.restore_and_start("--lsn", lsn)
     assert p.rows_of(port) == list(range(1, 41))

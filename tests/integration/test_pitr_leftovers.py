@@ -8,20 +8,13 @@ import uuid
 from pathlib import Path
 
 from fixtures.agent import write_config
-from fixtures.postgres import free_port
 from test_pitr import pitr, wait_for  # noqa: F401 (fixture)
 from test_pitr_spool import psql_at
 
 
 def test_restore_start_removes_the_recovery_settings_once_promoted_and_keeps_the_set_lines(pitr):
     p = pitr()
-    p.start_stream()
-    p.insert_rows(1, 20)
-    p.agent("run", "basebackup")
-    p.insert_rows(21, 40)
-    lsn = p.pg.psql("SELECT pg_current_wal_insert_lsn()").strip()
-    p.insert_rows(41, 60)
-    p.switch_and_wait()
+    lsn = p.history_with_an_lsn()
 
     d, port = p.restore_and_start("--lsn", lsn)
     with open(os.path.join(d, "postgresql.auto.conf")) as f:
@@ -108,13 +101,7 @@ def test_restore_of_a_base_backup_only_offsite_when_the_destination_holds_others
         assert f"Base backup {older} is not in minio:{bucket}/" in said, said
         assert "reading it and its WAL from the offsite copy" in said, said
 
-        port = free_port()
-        log = os.path.join(p.sockets, "offsite.log")
-        started = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(p.pg.bindir, "pg_ctl"), "-D", d,
-                                  "-l", log, "-w", "-o", f"-p {port} -k {p.sockets} -c listen_addresses=127.0.0.1",
-                                  "start"], capture_output=True, text=True)
-        assert started.returncode == 0, started.stderr + (open(log).read() if os.path.exists(log) else "")
-        wait_for(lambda: psql_at(p, port, "SELECT pg_is_in_recovery()") == "f", "the copy to be promoted")
+        port = p.start_copy(d, "offsite.log")
         assert p.rows_of(port) == list(range(1, 61))
 
         # A base backup neither side holds is still "no backup ID", naming the destination's id.

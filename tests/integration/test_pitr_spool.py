@@ -184,13 +184,7 @@ def test_restore_without_start_fetches_all_wal_up_front_and_pg_ctl_start_recover
     assert "recovery_end_command" in auto and f"--spool {spool} %f %p" in auto and p.conf not in auto, auto
 
     # No agent runs now: the operator starts the copy by hand, as the postgres user.
-    port = free_port()
-    log = os.path.join(p.sockets, "offline.log")
-    started = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(p.pg.bindir, "pg_ctl"), "-D", d, "-l",
-                              log, "-w", "-o", f"-p {port} -k {p.sockets} -c listen_addresses=127.0.0.1", "start"],
-                             capture_output=True, text=True)
-    assert started.returncode == 0, started.stderr + (open(log).read() if os.path.exists(log) else "")
-    wait_for(lambda: psql_at(p, port, "SELECT pg_is_in_recovery()") == "f", "the copy to be promoted")
+    port = p.start_copy(d, "offline.log")
     assert p.rows_of(port) == list(range(1, 81))
     # recovery_end_command removed the spool.
     assert not os.path.exists(spool)

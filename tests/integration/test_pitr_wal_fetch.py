@@ -13,9 +13,7 @@ import tempfile
 import pytest
 
 from fixtures.agent import AGENT, BUILDDIR
-from fixtures.postgres import free_port
 from test_pitr import pitr, wait_for  # noqa: F401 (fixture)
-from test_pitr_spool import psql_at
 
 LEAN = os.path.join(BUILDDIR, "skyforge-wal-fetch")
 SEG = "000000010000000000000003"
@@ -156,13 +154,7 @@ def test_wal_fetch_clean_keeps_a_served_spool_and_removes_a_finished_one(fetch):
 
 def test_restore_writes_the_helper_into_restore_command_and_recovery_uses_it(pitr):
     p = pitr()
-    p.start_stream()
-    p.insert_rows(1, 20)
-    p.agent("run", "basebackup")
-    p.insert_rows(21, 40)
-    lsn = p.pg.psql("SELECT pg_current_wal_insert_lsn()").strip()
-    p.insert_rows(41, 60)
-    p.switch_and_wait()
+    lsn = p.history_with_an_lsn()
 
     d = p.new_datadir()
     p.agent("restore", "postgres", "--lsn", lsn, "--to-datadir", d)
@@ -173,12 +165,6 @@ def test_restore_writes_the_helper_into_restore_command_and_recovery_uses_it(pit
     assert f"recovery_end_command = '{LEAN} --spool {spool} --clean'" in auto, auto
 
     # The server, as postgres, recovers through the helper alone (no agent runs now).
-    port = free_port()
-    log = os.path.join(p.sockets, "offline.log")
-    started = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(p.pg.bindir, "pg_ctl"), "-D", d, "-l",
-                              log, "-w", "-o", f"-p {port} -k {p.sockets} -c listen_addresses=127.0.0.1", "start"],
-                             capture_output=True, text=True)
-    assert started.returncode == 0, started.stderr + (open(log).read() if os.path.exists(log) else "")
-    wait_for(lambda: psql_at(p, port, "SELECT pg_is_in_recovery()") == "f", "the copy to be promoted")
+    port = p.start_copy(d, "offline.log")
     assert not os.path.exists(spool)  # recovery_end_command removed it
     assert p.rows_of(port) == list(range(1, 41))
