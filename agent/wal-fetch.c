@@ -15,9 +15,6 @@
 #include "jobs/wal-spool-take.h"
 #include "log/log.h"
 
-#define EXIT_NOT_FOUND 1
-#define EXIT_FAILED    126
-
 static int usage(const char *why) {
         fprintf(stderr,
                 "skyforge-wal-fetch: %s\n"
@@ -26,12 +23,12 @@ static int usage(const char *why) {
                 "`skyforge-agent restore postgres --to-datadir` writes these lines into "
                 "postgresql.auto.conf.\n",
                 why);
-        return EXIT_FAILED;
+        return WAL_FETCH_EXIT_FAILED;
 }
 
 static int fail(const char *what, int r) {
         fprintf(stderr, "skyforge-wal-fetch: %s: %s\n", what, err_message() ?: strerror(-r));
-        return EXIT_FAILED;
+        return WAL_FETCH_EXIT_FAILED;
 }
 
 int main(int argc, char *argv[]) {
@@ -62,7 +59,7 @@ int main(int argc, char *argv[]) {
 
         r = wal_spool_take(spool, argv[optind], argv[optind + 1]);
         if (r == -ENOENT && !err_message())
-                return EXIT_NOT_FOUND;
+                return WAL_FETCH_EXIT_NOT_FOUND;
         if (r < 0) {
                 _cleanup_free_ char *what = xasprintf("WAL file %s", argv[optind]);
                 return fail(what, r);

@@ -9,11 +9,6 @@
 #include "log/log.h"
 #include "sys/process.h"
 
-/* PostgreSQL takes any exit status up to 125 from restore_command for "no such file" and ends recovery
- * there; above 125 it stops instead. A store it cannot reach must never look like the end of WAL. */
-#define WAL_FETCH_EXIT_NOT_FOUND 1
-#define WAL_FETCH_EXIT_FAILED    126
-
 static int run_wal_stream(CliContext *ctx, int argc, char *argv[]) {
         _cleanup_(config_freep) Config *c = NULL;
         int r;

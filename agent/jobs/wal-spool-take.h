@@ -12,6 +12,13 @@
  * log/err.c and pg/wal-name.c), so that skyforge-wal-fetch, PostgreSQL's restore_command, starts in a
  * fraction of the full agent's time: recovery runs it once per WAL file. */
 
+/* restore_command's exit status (skyforge-wal-fetch and `skyforge-agent wal-fetch`). PostgreSQL takes any
+ * status up to 125 for "no such file" and ends recovery there; above 125 it stops instead. So: 1 when the
+ * store does not hold FILE, 126 for every other failure, usage errors too (a store it cannot reach must
+ * never look like the end of WAL). */
+#define WAL_FETCH_EXIT_NOT_FOUND 1
+#define WAL_FETCH_EXIT_FAILED    126
+
 /* How long restore_command waits for one answer while the agent serves the spool. */
 #define WAL_SPOOL_WAIT_USEC (600 * USEC_PER_SEC)
 /* The spool holds everything recovery can ask for (jobs/wal-spool.h). */
