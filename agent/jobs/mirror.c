@@ -437,26 +437,35 @@ static int check_needs_copy(const Mirror *m, Store *src, Store *dst, const char 
         return 0;
 }
 
+/* A new bucket: handles of this thread's own on the pair's source and (with_dst) destination. */
+static int worker_bind(Worker *w, const Pair *p, bool with_dst) {
+        int r;
+
+        if (w->gen == p->gen)
+                return 0;
+        store_free(w->src);
+        store_free(w->dst);
+        w->src = w->dst = NULL;
+        w->gen = 0;
+        r = store_clone(p->src, &w->src);
+        if (r >= 0 && with_dst)
+                r = store_clone(p->dst, &w->dst);
+        if (r < 0)
+                return r;
+        w->gen = p->gen;
+        return 0;
+}
+
 static void task_do(Mirror *m, Worker *w, Task *t) {
         bool copy;
         int r;
 
-        if (w->gen != t->pair->gen) {
-                /* A new bucket: handles of this thread's own on its two stores. */
-                store_free(w->src);
-                store_free(w->dst);
-                w->src = w->dst = NULL;
-                w->gen = t->pair->gen;
-                r = store_clone(t->pair->src, &w->src);
-                if (r >= 0)
-                        r = store_clone(t->pair->dst, &w->dst);
-                if (r < 0) {
-                        _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", t->pair->name, t->key);
-                        w->gen = 0;
-                        mirror_fail(m, r, what);
-                        stats_add(m, &m->stats.failed, &m->stats.failed_bytes, t->size, t->size);
-                        return;
-                }
+        r = worker_bind(w, t->pair, true);
+        if (r < 0) {
+                _cleanup_free_ char *what = xasprintf("cannot copy %s/%s", t->pair->name, t->key);
+                mirror_fail(m, r, what);
+                stats_add(m, &m->stats.failed, &m->stats.failed_bytes, t->size, t->size);
+                return;
         }
         if (t->kind == TASK_CHECK) {
                 r = check_needs_copy(m, w->src, w->dst, t->key, t->version, t->dst_etag, &copy);
@@ -508,15 +517,9 @@ static int fetch_small(Mirror *m, Worker *w, Task *t) {
         ssize_t k;
         int r;
 
-        if (w->gen != t->pair->gen) {
-                store_free(w->src);
-                w->src = NULL;
-                w->gen = 0;
-                r = store_clone(t->pair->src, &w->src);
-                if (r < 0)
-                        return r;
-                w->gen = t->pair->gen;
-        }
+        r = worker_bind(w, t->pair, false);
+        if (r < 0)
+                return r;
         r = store_reader_open_with(w->src, t->key, NULL, &rd);
         if (r >= 0)
                 r = store_reader_attrs(rd, &in);
