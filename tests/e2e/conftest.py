@@ -168,12 +168,14 @@ class Container:
                  f"--bind={self.archives}:/var/cache/apt/archives"],
                 stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
             self.pid = self._find_init()
-            # Until systemd has its private socket up, systemctl cannot connect and prints no state.
+            # Until systemd has its private socket up, systemctl cannot connect and prints no state;
+            # until it has made /run/systemd/system (sd_booted()), systemctl prints "offline".
+            # Both mean "not yet": the new PID 1 is found within milliseconds of its exec.
             deadline = time.monotonic() + 120
             while True:
                 p = self.exec(["systemctl", "is-system-running", "--wait"], check=False, timeout=120)
                 state = p.stdout.strip()
-                if state or time.monotonic() > deadline:
+                if state not in ("", "offline") or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
             assert state in ("running", "degraded"), \
