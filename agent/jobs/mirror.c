@@ -11,7 +11,9 @@
  * read whole before it was written) in destination metadata, so an object whose destination ETag differs
  * from the source's compares by one HEAD, and same-size edits are caught because the source ETag changes
  * with the content. Equal ETags need no request at all, so a no-op resync only lists; that is why a source
- * object that is multipart is copied in its own part sizes (the same parts give the same ETag). A
+ * object that is multipart is copied in its own part sizes (the same parts give the same ETag) from
+ * multipart_threshold up, and below it, in one PUT, noted in the records (jobs/mirror-record.h): the copy's
+ * ETag with the source ETag it was made from, which the next run's listings then match. A
  * local file has no ETag: a local destination keeps the source's ETag with the file (store/local.c), so it
  * lists like the object it was copied from; a local source file that carries none is identified by its
  * size and modification time (a copy made after the file last changed is current, as rsync decides).
@@ -33,6 +35,7 @@
 
 #include "jobs/context.h"
 #include "jobs/mirror.h"
+#include "jobs/mirror-record.h"
 #include "log/log.h"
 #include "store/store.h"
 #include "sys/pool.h"
@@ -46,6 +49,8 @@
 #define PREFETCH_MAX (4U * 1024 * 1024)
 /* Threads reading ahead: a source reply takes a fraction of the destination's round trip over a WAN. */
 #define MIRROR_FETCHERS(transfers) MAX((transfers) / 2, 1U)
+/* In state_dir: jobs/mirror-record.h. */
+#define MIRROR_RECORDS_FILE "mirror-records"
 
 typedef struct Pair {
         char *name; /* the mirrored bucket, for filters and messages */
@@ -82,6 +87,7 @@ typedef struct Mirror {
         Progress *progress;
         Pool *pool;  /* `transfers` threads taking copies */
         Pool *fetch; /* threads reading small objects ahead, then handing them to pool */
+        MirrorRecords *records; /* copies listed with another ETag than their source's; NULL restoring */
 
         pthread_mutex_t lock;
         pthread_cond_t gate;           /* a multipart copy finished */
@@ -215,7 +221,9 @@ static uint64_t source_part_size(const Mirror *m, Worker *w, const Task *t) {
         uint64_t part_size = 0;
         int r;
 
-        if (n == 0 || !m->mc->keep_etags || !store_etag_of_parts(w->dst))
+        /* Below multipart_threshold one PUT costs the destination less than parts (S3: one request instead
+         * of n + 2; moto: no concatenation at the Complete), and the records keep the next run to listings. */
+        if (n == 0 || !m->mc->keep_etags || !store_etag_of_parts(w->dst) || t->size < m->mc->multipart_threshold)
                 return 0;
         if (n == 1)
                 return mirror_part_layout_valid(t->size, t->size, 1) ? t->size : 0;
@@ -313,6 +321,8 @@ static int copy_once(Mirror *m, Worker *w, const Task *t, Fetched *pre, uint64_t
                             t->pair->name, t->key, total, in->size);
         if (r >= 0)
                 r = store_writer_commit(wr);
+        if (r >= 0)
+                mirror_records_note(m->records, t->pair->name, t->key, out.etag, wr->etag);
         if (r < 0 && !small)
                 log_debug("copy of %s/%s stopped after %" PRIu64 " bytes", t->pair->name, t->key, total);
         store_writer_free(wr);
@@ -476,6 +486,7 @@ static void task_do(Mirror *m, Worker *w, Task *t) {
                         return;
                 }
                 if (!copy) {
+                        mirror_records_note(m->records, t->pair->name, t->key, t->version, t->dst_etag);
                         stats_add(m, &m->stats.skipped, &m->stats.skipped_bytes, t->size, t->size);
                         return;
                 }
@@ -609,6 +620,8 @@ static int decide(PairRun *pr, const StoreEntry *s, const StoreEntry *d) {
         m->seen_bytes += s->size;
         pthread_mutex_unlock(&m->lock);
 
+        if (what == MIRROR_CHECK && mirror_records_match(m->records, pr->p->name, s->name, version, d->etag))
+                what = MIRROR_SKIP; /* copied from this version into this very object by an earlier run */
         if (what == MIRROR_SKIP) {
                 stats_add(m, &m->stats.skipped, &m->stats.skipped_bytes, s->size, s->size);
                 return 0;
@@ -776,8 +789,10 @@ static int mirror_pair(Mirror *m, const Pair *p, bool dst_may_be_missing) {
                 if (pr.n_deletes > 0)
                         log_warning("%s: not deleting %" PRIu64 " destination objects, the listings did not "
                                     "complete.", p->name, pr.n_deletes);
-        } else
+        } else {
+                mirror_records_listed(m->records, p->name);
                 r = apply_deletes(&pr);
+        }
         spool_free(pr.deletes);
         return r;
 }
@@ -819,6 +834,10 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
          * first multipart copy, part buffers would come from the threads' arenas and stay there when freed
          * (+20 MiB peak RSS in bench/mirror). A fixed threshold hands them back to the system. */
         (void) mallopt(M_MMAP_THRESHOLD, MIRROR_MMAP_THRESHOLD);
+        if (o->direction == MIRROR_FORWARD) {
+                _cleanup_free_ char *path = path_join(c->agent.state_dir, MIRROR_RECORDS_FILE);
+                m.records = mirror_records_load(path, mc->destination);
+        }
         pthread_mutex_init(&m.lock, NULL);
         pthread_cond_init(&m.gate, NULL);
         r = pool_new(n_workers, 4 * (size_t) MAX(n_workers, 1U), &mirror_pool_ops, &m, &m.pool);
@@ -844,6 +863,12 @@ int mirror_run(const Config *c, const MirrorOptions *o, Progress *progress, Mirr
         }
         pool_free(m.fetch); /* it hands its items to m.pool */
         pool_free(m.pool);
+        if (m.records && !o->dry_run && mirror_records_save(m.records) < 0) {
+                log_warning("%s; the next run compares objects copied in one PUT from a multipart source by "
+                            "one HEAD each.", strna(err_message()));
+                err_clear();
+        }
+        mirror_records_free(m.records);
         pthread_cond_destroy(&m.gate);
         pthread_mutex_destroy(&m.lock);
         if (progress) {

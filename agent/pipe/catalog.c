@@ -83,16 +83,6 @@ char *catalog_format_line(const CatalogEntry *e) {
         return line;
 }
 
-static int hex(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        return -1;
-}
-
 static bool parse_field(const char **p, const char *end, bool is_signed, int base, uint64_t *ret) {
         const char *s = *p;
         bool neg = false;
@@ -144,7 +134,7 @@ int catalog_parse_line(const char *line, size_t n, CatalogEntry *ret) {
         while (p < end) {
                 if (*p == '%') {
                         int h, l;
-                        if (end - p < 3 || (h = hex(p[1])) < 0 || (l = hex(p[2])) < 0 ||
+                        if (end - p < 3 || (h = unhexchar(p[1])) < 0 || (l = unhexchar(p[2])) < 0 ||
                             (h == 0 && l == 0)) {
                                 free(e.path);
                                 return -EBADMSG;

@@ -72,8 +72,11 @@ int store_writer_commit(StoreWriter *w) {
 void store_writer_free(StoreWriter *w) {
         ERR_KEEP_SCOPE();
 
-        if (w)
-                w->store->iface->writer_free(w);
+        if (!w)
+                return;
+        free(w->etag);
+        w->etag = NULL;
+        w->store->iface->writer_free(w);
 }
 
 int store_reader_open(Store *s, const char *name, uint64_t offset, StoreReader **ret) {

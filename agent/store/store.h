@@ -146,6 +146,7 @@ struct Store {
 struct StoreWriter {
         Store *store;
         char *name;
+        char *etag; /* after a commit: the object's ETag where the backend's reply tells it, else NULL */
 };
 struct StoreReader {
         Store *store;

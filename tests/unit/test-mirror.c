@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "jobs/mirror-record.h"
 #include "jobs/mirror.h"
 #include "sys/progress.h"
 #include "store/s3/s3.h"
@@ -175,6 +176,104 @@ static void progress_shows_objects_and_bytes(void **state) {
         progress_done(&p);
 }
 
+static char *records_path(void) {
+        char dir[] = "/tmp/test-mirror-records.XXXXXX";
+
+        assert_non_null(mkdtemp(dir));
+        return path_join(dir, "mirror-records");
+}
+
+static void records_remove(char *path) {
+        unlink(path);
+        *strrchr(path, '/') = '\0';
+        rmdir(path);
+        free(path);
+}
+
+static void records_match_only_both_etags_as_noted(void **state) {
+        char *path = records_path();
+        MirrorRecords *r = mirror_records_load(path, "offsite:b/"); /* no file yet: empty */
+
+        assert_false(mirror_records_match(r, "bk", "k", "aaa-2", "bbb"));
+        mirror_records_note(r, "bk", "k", "aaa-2", "bbb");
+        mirror_records_note(r, "bk", "same", "ccc", "ccc"); /* equal ETags need no record */
+        mirror_records_note(r, "bk", "bad", "a b", "bbb");  /* not a short word: not recorded */
+        mirror_records_note(r, "bk", "quoted", "\"aaa-2\"", "bbb");
+        assert_true(mirror_records_match(r, "bk", "k", "aaa-2", "bbb"));
+        assert_false(mirror_records_match(r, "bk", "k", "aaa-3", "bbb")); /* the source changed */
+        assert_false(mirror_records_match(r, "bk", "k", "aaa-2", "bbc")); /* the copy changed */
+        assert_false(mirror_records_match(r, "bk2", "k", "aaa-2", "bbb"));
+        assert_false(mirror_records_match(r, "b", "kk", "aaa-2", "bbb"));
+        assert_false(mirror_records_match(r, "bk", "same", "ccc", "ccc"));
+        assert_false(mirror_records_match(r, "bk", "bad", "a b", "bbb"));
+        assert_false(mirror_records_match(r, "bk", "quoted", "\"aaa-2\"", "bbb"));
+        assert_int_equal(mirror_records_save(r), 0);
+        mirror_records_free(r);
+
+        /* Read back; another destination's records never answer. */
+        r = mirror_records_load(path, "offsite:b/");
+        assert_true(mirror_records_match(r, "bk", "k", "aaa-2", "bbb"));
+        mirror_records_free(r);
+        r = mirror_records_load(path, "offsite:c/");
+        assert_false(mirror_records_match(r, "bk", "k", "aaa-2", "bbb"));
+        mirror_records_free(r);
+        records_remove(path);
+}
+
+static void records_of_a_listed_bucket_keep_only_what_the_run_met(void **state) {
+        char *path = records_path();
+        MirrorRecords *r = mirror_records_load(path, "d");
+
+        for (unsigned i = 0; i < 3000; i++) { /* past the first table size */
+                char key[32];
+                snprintf(key, sizeof key, "key-%u", i);
+                mirror_records_note(r, i % 2 ? "odd" : "even", key, "v-2", "e");
+        }
+        assert_int_equal(mirror_records_save(r), 0);
+        mirror_records_free(r);
+
+        r = mirror_records_load(path, "d");
+        assert_true(mirror_records_match(r, "even", "key-0", "v-2", "e"));
+        assert_true(mirror_records_match(r, "odd", "key-1", "v-2", "e"));
+        mirror_records_listed(r, "even"); /* key-2, key-4... were not met: gone or changed */
+        assert_int_equal(mirror_records_save(r), 0);
+        mirror_records_free(r);
+
+        r = mirror_records_load(path, "d");
+        assert_true(mirror_records_match(r, "even", "key-0", "v-2", "e"));
+        assert_false(mirror_records_match(r, "even", "key-2", "v-2", "e"));
+        assert_true(mirror_records_match(r, "odd", "key-1", "v-2", "e"));
+        assert_true(mirror_records_match(r, "odd", "key-2999", "v-2", "e")); /* not listed: all kept */
+        mirror_records_free(r);
+        records_remove(path);
+}
+
+static void damaged_records_are_left_out(void **state) {
+        char *path = records_path();
+        MirrorRecords *r = mirror_records_load(path, "d");
+        _cleanup_free_ char *text = NULL, *bad = NULL;
+        char *good;
+
+        mirror_records_note(r, "b", "k", "v-2", "e");
+        assert_int_equal(mirror_records_save(r), 0);
+        mirror_records_free(r);
+        assert_true(read_file_string(path, 4096, &text) >= 0);
+        good = strchr(text, '\n') + 1;
+        /* A line too long, one not hex, one with a value of a forbidden byte, then the good one, cut. */
+        bad = xasprintf("skyforge-mirror-records 1\n%0*d\nzz%s%s%.*s\x01\n%.*s", 5000, 0, good, good,
+                        (int) strlen(good) - 2, good, (int) strlen(good) - 1, good);
+        assert_int_equal(write_file_atomic(path, bad, strlen(bad), 0600), 0);
+        r = mirror_records_load(path, "d");
+        assert_true(mirror_records_match(r, "b", "k", "v-2", "e")); /* the one good line */
+        mirror_records_free(r);
+
+        assert_int_equal(write_file_atomic(path, "not records\n", 12, 0600), 0);
+        r = mirror_records_load(path, "d");
+        assert_false(mirror_records_match(r, "b", "k", "v-2", "e"));
+        mirror_records_free(r);
+        records_remove(path);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(filters_select_by_key_or_bucket_key),
@@ -184,6 +283,9 @@ int main(void) {
                 cmocka_unit_test(decide_needs_no_request_for_unchanged_objects),
                 cmocka_unit_test(multipart_etags_and_their_part_layouts),
                 cmocka_unit_test(progress_shows_objects_and_bytes),
+                cmocka_unit_test(records_match_only_both_etags_as_noted),
+                cmocka_unit_test(records_of_a_listed_bucket_keep_only_what_the_run_met),
+                cmocka_unit_test(damaged_records_are_left_out),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

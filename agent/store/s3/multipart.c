@@ -439,7 +439,9 @@ typedef struct CompleteState {
 static int complete_xml(const char *path, const char *text, void *userdata) {
         CompleteState *s = userdata;
 
-        if (streq(path, "/CompleteMultipartUploadResult/ETag") && !s->etag)
+        /* S3 and MinIO name the root CompleteMultipartUploadResult, moto CompleteMultipartUploadResponse. */
+        if ((streq(path, "/CompleteMultipartUploadResult/ETag") ||
+             streq(path, "/CompleteMultipartUploadResponse/ETag")) && !s->etag)
                 s->etag = s3_strip_quotes(text);
         else if (streq(path, "/Error/Code") && !s->code)
                 s->code = xstrdup(text);

@@ -133,12 +133,14 @@ static ssize_t stream_pull(void *buf, size_t n, void *userdata) {
 static void *stream_main(void *userdata) {
         S3Writer *w = userdata;
         S3Store *st = s3_store(w->base.store);
-        _cleanup_free_ char *key = full_key(st, w->base.name);
+        _cleanup_free_ char *key = full_key(st, w->base.name), *etag = NULL;
         int r;
 
-        r = s3_put_object_stream(st->client, st->bucket, key, w->size, stream_pull, w, &w->opts, NULL);
+        r = s3_put_object_stream(st->client, st->bucket, key, w->size, stream_pull, w, &w->opts, &etag);
         pthread_mutex_lock(&w->lock);
         err_save(&w->error, r);
+        if (r >= 0)
+                w->base.etag = TAKE_PTR(etag); /* read by the commit after the thread ends */
         w->done = true;
         pthread_cond_broadcast(&w->cond);
         pthread_mutex_unlock(&w->lock);
@@ -205,15 +207,16 @@ static int s3_writer_commit(StoreWriter *base) {
         int r;
 
         if (w->mode == S3_WRITE_UPLOAD)
-                return s3_upload_commit(w->upload, NULL);
+                return s3_upload_commit(w->upload, &base->etag);
         if (w->written != w->size)
                 return err_set(-EIO, EX_SOFTWARE, "%s/%s: %" PRIu64 " bytes of the %" PRIu64 " announced",
                                base->store->location, base->name, w->written, w->size);
         if (w->mode == S3_WRITE_PARTS)
-                return s3_part_stream_commit(w->parts, NULL);
+                return s3_part_stream_commit(w->parts, &base->etag);
         if (w->mode == S3_WRITE_BUFFER) {
                 key = full_key(st, base->name);
-                return s3_put_object(st->client, st->bucket, key, w->buf, (size_t) w->size, &w->opts, NULL);
+                return s3_put_object(st->client, st->bucket, key, w->buf, (size_t) w->size, &w->opts,
+                                     &base->etag);
         }
         if (!w->started) { /* nothing written: an empty object */
                 r = stream_push(w, "", 0);
