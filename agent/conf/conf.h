@@ -67,7 +67,7 @@ typedef struct MirrorConfig {
         bool delete;
         unsigned transfers;
         uint64_t multipart_threshold;
-        bool keep_etags; /* copy a source's multipart object in its part sizes: the same ETag */
+        bool keep_etags; /* from multipart_threshold up, copy a multipart object in its source part sizes */
         char **include; /* globs on the key (or bucket/key); NULL: everything */
         char **exclude;
 } MirrorConfig;
