@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The mirror's records of copies whose ETag differs from their source's (jobs/mirror-record.h): a hash
- * table of fixed-size entries, keyed by a SHA-256 that is already uniformly spread. About 170 bytes per
- * recorded object; objects are only recorded when their source is multipart and below multipart_threshold
- * (at least 5 MiB each), so this is under 40 bytes per MiB mirrored. */
+ * table of fixed-size entries (digests only, no strings from any server), keyed by a SHA-256 that is
+ * already uniformly spread. 58 bytes a slot, at most half of them used: under 120 bytes per recorded
+ * object, and objects are only recorded when their source is multipart and below multipart_threshold (at
+ * least 5 MiB each), so this is under 24 bytes per MiB mirrored. */
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <sysexits.h>
@@ -10,19 +11,22 @@
 #include "jobs/mirror-record.h"
 #include "log/log.h"
 
-#define RECORDS_HEADER "skyforge-mirror-records 1"
-#define TAG_SIZE 8
-#define RECORD_VALUE_MAX 63
-/* Beyond this many, objects are not recorded (they are compared by a HEAD, as without records). */
-#define RECORDS_MAX (4U * 1024 * 1024)
-/* A line: the id and the bucket's tag in hex, two values and their separators. */
-#define RECORD_LINE_MAX (64 + 1 + 2 * TAG_SIZE + 2 * (RECORD_VALUE_MAX + 1) + 1)
+#define RECORDS_HEADER "skyforge-mirror-records 2"
+#define ID_SIZE 16  /* of SHA-256(destination, bucket, key) */
+#define TAG_SIZE 8  /* of SHA-256(destination, bucket) */
+#define HASH_SIZE 16 /* of SHA-256 of an ETag */
+/* Beyond this many (at least 5 TB of objects of 5 MiB to multipart_threshold), objects are not recorded:
+ * they are compared by a HEAD, as without records. The table is then at most 116 MiB. */
+#define RECORDS_MAX (1024U * 1024)
+/* A line: the four fields in hex, three spaces and the newline. */
+#define RECORD_LINE_LEN (2 * (ID_SIZE + TAG_SIZE + 2 * HASH_SIZE) + 3 + 1)
 
 typedef struct Record {
-        uint8_t id[32];          /* of (destination, bucket, key) */
-        uint8_t tag[TAG_SIZE];   /* of (destination, bucket) */
-        char version[RECORD_VALUE_MAX + 1]; /* "" for a free slot */
-        char etag[RECORD_VALUE_MAX + 1];
+        uint8_t id[ID_SIZE];
+        uint8_t tag[TAG_SIZE];
+        uint8_t version[HASH_SIZE]; /* the source's ETag (or size and time) the copy was made from */
+        uint8_t etag[HASH_SIZE];    /* the copy's ETag */
+        bool used;
         bool keep; /* matched or noted by this run: saved */
 } Record;
 
@@ -37,49 +41,37 @@ struct MirrorRecords {
         size_t n_listed;
 };
 
-/* ETags and versions as they come from servers: only short words of a safe alphabet are recorded. */
-static bool value_valid(const char *v) {
-        size_t n = v ? strlen(v) : 0;
-
-        if (n == 0 || n > RECORD_VALUE_MAX)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
-                      strchr("-_.:", v[i])))
-                        return false;
-        return true;
-}
-
-/* SHA-256 of (destination, bucket[, key]); the NULs keep ("a", "b/c") and ("a/b", "c") apart: none of the
- * three can hold one. */
-static void digest(const MirrorRecords *r, const char *bucket, const char *key, uint8_t ret[static 32]) {
+/* The first n bytes of SHA-256 of the strings in l (each with its NUL but the last: the NULs keep
+ * ("a", "b/c") and ("a/b", "c") apart, and none of them can hold one). */
+static void digest(const char *const *l, size_t n, uint8_t *ret) {
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        uint8_t md[EVP_MAX_MD_SIZE];
         unsigned len = 0;
 
         if (!ctx)
                 abort();
         EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-        EVP_DigestUpdate(ctx, r->destination, strlen(r->destination) + 1);
-        EVP_DigestUpdate(ctx, bucket, strlen(bucket) + 1);
-        if (key)
-                EVP_DigestUpdate(ctx, key, strlen(key));
-        EVP_DigestFinal_ex(ctx, ret, &len);
+        for (size_t i = 0; l[i]; i++)
+                EVP_DigestUpdate(ctx, l[i], strlen(l[i]) + !!l[i + 1]);
+        EVP_DigestFinal_ex(ctx, md, &len);
         EVP_MD_CTX_free(ctx);
+        memcpy(ret, md, n);
 }
 
-static void bucket_tag(const MirrorRecords *r, const char *bucket, uint8_t ret[static TAG_SIZE]) {
-        uint8_t md[32];
-
-        digest(r, bucket, NULL, md);
-        memcpy(ret, md, TAG_SIZE);
+static void record_of(const MirrorRecords *r, const char *bucket, const char *key, const char *version,
+                      const char *etag, Record *ret) {
+        digest((const char *const[]){ r->destination, bucket, key, NULL }, ID_SIZE, ret->id);
+        digest((const char *const[]){ r->destination, bucket, "", NULL }, TAG_SIZE, ret->tag);
+        digest((const char *const[]){ version, NULL }, HASH_SIZE, ret->version);
+        digest((const char *const[]){ etag, NULL }, HASH_SIZE, ret->etag);
 }
 
-static size_t slot_of(const MirrorRecords *r, const uint8_t id[static 32]) {
+static size_t slot_of(const MirrorRecords *r, const uint8_t id[static ID_SIZE]) {
         uint64_t h;
 
         memcpy(&h, id, sizeof h);
         for (size_t i = (size_t) h & (r->n_slots - 1);; i = (i + 1) & (r->n_slots - 1))
-                if (!r->slots[i].version[0] || memcmp(r->slots[i].id, id, 32) == 0)
+                if (!r->slots[i].used || memcmp(r->slots[i].id, id, ID_SIZE) == 0)
                         return i;
 }
 
@@ -90,28 +82,24 @@ static void grow(MirrorRecords *r) {
         r->n_slots = n_old ? 2 * n_old : 1024;
         r->slots = xcalloc(r->n_slots, sizeof(Record));
         for (size_t i = 0; i < n_old; i++)
-                if (old[i].version[0])
+                if (old[i].used)
                         r->slots[slot_of(r, old[i].id)] = old[i];
         free(old);
 }
 
 /* Under the lock. */
-static void put(MirrorRecords *r, const uint8_t id[static 32], const uint8_t tag[static TAG_SIZE],
-                const char *version, const char *etag, bool keep) {
+static void put(MirrorRecords *r, const Record *rec) {
         Record *e;
 
         if (r->n_used >= RECORDS_MAX)
                 return;
         if (2 * (r->n_used + 1) > r->n_slots)
                 grow(r);
-        e = &r->slots[slot_of(r, id)];
-        if (!e->version[0])
+        e = &r->slots[slot_of(r, rec->id)];
+        if (!e->used)
                 r->n_used++;
-        memcpy(e->id, id, 32);
-        memcpy(e->tag, tag, TAG_SIZE);
-        strcpy(e->version, version);
-        strcpy(e->etag, etag);
-        e->keep = keep;
+        *e = *rec;
+        e->used = true;
 }
 
 static int unhex(const char *s, size_t n, uint8_t *ret) {
@@ -124,29 +112,28 @@ static int unhex(const char *s, size_t n, uint8_t *ret) {
         return 0;
 }
 
-/* One line "<id: 64 hex> <tag: 16 hex> <version> <etag>" (its newline removed); false: damaged. */
-static bool parse_line(MirrorRecords *r, char *line) {
-        char *version, *etag;
-        uint8_t id[32], tag[TAG_SIZE];
+/* One line "<id> <tag> <version> <etag>", each in hex, with its newline; false: damaged. */
+static bool parse_line(MirrorRecords *r, const char *line) {
+        const size_t sizes[] = { ID_SIZE, TAG_SIZE, HASH_SIZE, HASH_SIZE };
+        Record rec = {};
+        uint8_t *fields[] = { rec.id, rec.tag, rec.version, rec.etag };
+        const char *p = line;
 
-        if (strlen(line) < 64 + 1 + 2 * TAG_SIZE + 4 || line[64] != ' ' || line[65 + 2 * TAG_SIZE] != ' ' ||
-            unhex(line, 32, id) < 0 || unhex(line + 65, TAG_SIZE, tag) < 0)
+        if (strlen(line) != RECORD_LINE_LEN)
                 return false;
-        version = line + 66 + 2 * TAG_SIZE;
-        etag = strchr(version, ' ');
-        if (!etag)
-                return false;
-        *etag++ = '\0';
-        if (!value_valid(version) || !value_valid(etag))
-                return false;
-        put(r, id, tag, version, etag, false);
+        for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
+                if (unhex(p, sizes[i], fields[i]) < 0 || p[2 * sizes[i]] != (i + 1 < ELEMENTSOF(sizes) ? ' ' : '\n'))
+                        return false;
+                p += 2 * sizes[i] + 1;
+        }
+        put(r, &rec);
         return true;
 }
 
 MirrorRecords *mirror_records_load(const char *path, const char *destination) {
         MirrorRecords *r = xcalloc(1, sizeof *r);
         _cleanup_fclose_ FILE *f = NULL;
-        char line[RECORD_LINE_MAX + 2];
+        char line[RECORD_LINE_LEN + 2];
         unsigned long damaged = 0, n = 0;
 
         r->path = xstrdup(path);
@@ -168,16 +155,13 @@ MirrorRecords *mirror_records_load(const char *path, const char *destination) {
         while (fgets(line, sizeof line, f)) {
                 size_t len = strlen(line);
 
-                if (len == 0 || line[len - 1] != '\n') {
-                        /* Too long (its rest is skipped) or cut short at the end of the file. */
+                if (line[len - 1] != '\n' && len == sizeof line - 1) {
+                        /* Too long: its rest is skipped. */
                         int c;
-                        while (len == sizeof line - 1 && (c = fgetc(f)) != EOF && c != '\n')
+                        while ((c = fgetc(f)) != EOF && c != '\n')
                                 ;
-                        damaged++;
-                        continue;
                 }
-                line[len - 1] = '\0';
-                if (parse_line(r, line))
+                if (parse_line(r, line)) /* a line cut short at the end of the file has no newline */
                         n++;
                 else
                         damaged++;
@@ -202,16 +186,17 @@ void mirror_records_free(MirrorRecords *r) {
 
 bool mirror_records_match(MirrorRecords *r, const char *bucket, const char *key, const char *version,
                           const char *dst_etag) {
-        uint8_t id[32];
+        Record rec;
         bool match;
         Record *e;
 
-        if (!r || !value_valid(version) || !value_valid(dst_etag))
+        if (!r || isempty(version) || isempty(dst_etag))
                 return false;
-        digest(r, bucket, key, id);
+        record_of(r, bucket, key, version, dst_etag, &rec);
         pthread_mutex_lock(&r->lock);
-        e = &r->slots[slot_of(r, id)];
-        match = e->version[0] && streq(e->version, version) && streq(e->etag, dst_etag);
+        e = &r->slots[slot_of(r, rec.id)];
+        match = e->used && memcmp(e->version, rec.version, HASH_SIZE) == 0 &&
+                memcmp(e->etag, rec.etag, HASH_SIZE) == 0;
         if (match)
                 e->keep = true;
         pthread_mutex_unlock(&r->lock);
@@ -220,23 +205,26 @@ bool mirror_records_match(MirrorRecords *r, const char *bucket, const char *key,
 
 void mirror_records_note(MirrorRecords *r, const char *bucket, const char *key, const char *version,
                          const char *dst_etag) {
-        uint8_t id[32], tag[TAG_SIZE];
+        Record rec;
 
-        if (!r || !value_valid(version) || !value_valid(dst_etag) || streq(version, dst_etag))
+        if (!r || isempty(version) || isempty(dst_etag) || streq(version, dst_etag))
                 return;
-        digest(r, bucket, key, id);
-        bucket_tag(r, bucket, tag);
+        record_of(r, bucket, key, version, dst_etag, &rec);
+        rec.keep = true;
         pthread_mutex_lock(&r->lock);
-        put(r, id, tag, version, dst_etag, true);
+        put(r, &rec);
         pthread_mutex_unlock(&r->lock);
 }
 
 void mirror_records_listed(MirrorRecords *r, const char *bucket) {
+        Record rec;
+
         if (!r)
                 return;
+        record_of(r, bucket, "", "", "", &rec);
         pthread_mutex_lock(&r->lock);
         r->listed = xrealloc(r->listed, (r->n_listed + 1) * TAG_SIZE);
-        bucket_tag(r, bucket, r->listed[r->n_listed++]);
+        memcpy(r->listed[r->n_listed++], rec.tag, TAG_SIZE);
         pthread_mutex_unlock(&r->lock);
 }
 
@@ -249,6 +237,12 @@ static bool worth_saving(const MirrorRecords *r, const Record *e) {
                 if (memcmp(r->listed[i], e->tag, TAG_SIZE) == 0)
                         return false;
         return true;
+}
+
+static void put_hex(FILE *f, const uint8_t *p, size_t n, char end) {
+        for (size_t i = 0; i < n; i++)
+                fprintf(f, "%02x", p[i]);
+        fputc(end, f);
 }
 
 int mirror_records_save(MirrorRecords *r) {
@@ -264,14 +258,12 @@ int mirror_records_save(MirrorRecords *r) {
         pthread_mutex_lock(&r->lock);
         for (size_t i = 0; i < r->n_slots; i++) {
                 const Record *e = &r->slots[i];
-                if (!e->version[0] || !worth_saving(r, e))
+                if (!e->used || !worth_saving(r, e))
                         continue;
-                for (unsigned j = 0; j < 32; j++)
-                        fprintf(f, "%02x", e->id[j]);
-                fputc(' ', f);
-                for (unsigned j = 0; j < TAG_SIZE; j++)
-                        fprintf(f, "%02x", e->tag[j]);
-                fprintf(f, " %s %s\n", e->version, e->etag);
+                put_hex(f, e->id, ID_SIZE, ' ');
+                put_hex(f, e->tag, TAG_SIZE, ' ');
+                put_hex(f, e->version, HASH_SIZE, ' ');
+                put_hex(f, e->etag, HASH_SIZE, '\n');
         }
         pthread_mutex_unlock(&r->lock);
         if (fclose(f) != 0)

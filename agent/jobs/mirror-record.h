@@ -9,9 +9,9 @@
  * the two listings decide: the source's ETag and the copy's ETag are both as they were recorded.
  *
  * A cache, never the truth: a missing, unreadable or damaged file only means HEADs again, and the records
- * are learned back from them. An entry is the SHA-256 of (destination, bucket, key) and the two ETags, so
- * neither keys nor bucket names are ever parsed back from the file; ETags that are not short printable
- * words are not recorded. A record matches only while both ETags are as recorded, so an old one is never
+ * are learned back from them. An entry is made of digests only (SHA-256 of the destination, bucket and
+ * key, and of each of the two ETags), so nothing a server sent is ever parsed back from the file, and
+ * every line has the same length. A record matches only while both ETags are as recorded, so an old one is never
  * wrong, only useless: a bucket listed to its end keeps only the records this run met, so the file does
  * not outgrow the objects that need it. Thread-safe. */
 typedef struct MirrorRecords MirrorRecords;
@@ -25,7 +25,7 @@ void mirror_records_free(MirrorRecords *r);
  * ETag is `dst_etag`; a match is kept for the next save. */
 bool mirror_records_match(MirrorRecords *r, const char *bucket, const char *key, const char *version,
                           const char *dst_etag);
-/* Records a copy (or a HEAD that confirmed one). Values that are not short printable words are ignored. */
+/* Records a copy (or a HEAD that confirmed one); nothing for empty or equal ETags. */
 void mirror_records_note(MirrorRecords *r, const char *bucket, const char *key, const char *version,
                          const char *dst_etag);
 /* The listings of bucket were read to their end: its records that this run did not match or note are
