@@ -58,10 +58,14 @@ static void digest(const char *const *l, size_t n, uint8_t *ret) {
         memcpy(ret, md, n);
 }
 
+static void bucket_tag(const MirrorRecords *r, const char *bucket, uint8_t ret[static TAG_SIZE]) {
+        digest((const char *const[]){ r->destination, bucket, "", NULL }, TAG_SIZE, ret);
+}
+
 static void record_of(const MirrorRecords *r, const char *bucket, const char *key, const char *version,
                       const char *etag, Record *ret) {
         digest((const char *const[]){ r->destination, bucket, key, NULL }, ID_SIZE, ret->id);
-        digest((const char *const[]){ r->destination, bucket, "", NULL }, TAG_SIZE, ret->tag);
+        bucket_tag(r, bucket, ret->tag);
         digest((const char *const[]){ version, NULL }, HASH_SIZE, ret->version);
         digest((const char *const[]){ etag, NULL }, HASH_SIZE, ret->etag);
 }
@@ -155,7 +159,7 @@ MirrorRecords *mirror_records_load(const char *path, const char *destination) {
         while (fgets(line, sizeof line, f)) {
                 size_t len = strlen(line);
 
-                if (line[len - 1] != '\n' && len == sizeof line - 1) {
+                if (len == sizeof line - 1 && line[len - 1] != '\n') { /* len 0: a line starting with NUL */
                         /* Too long: its rest is skipped. */
                         int c;
                         while ((c = fgetc(f)) != EOF && c != '\n')
@@ -217,14 +221,14 @@ void mirror_records_note(MirrorRecords *r, const char *bucket, const char *key, 
 }
 
 void mirror_records_listed(MirrorRecords *r, const char *bucket) {
-        Record rec;
+        uint8_t tag[TAG_SIZE];
 
         if (!r)
                 return;
-        record_of(r, bucket, "", "", "", &rec);
+        bucket_tag(r, bucket, tag);
         pthread_mutex_lock(&r->lock);
         r->listed = xrealloc(r->listed, (r->n_listed + 1) * TAG_SIZE);
-        memcpy(r->listed[r->n_listed++], rec.tag, TAG_SIZE);
+        memcpy(r->listed[r->n_listed++], tag, TAG_SIZE);
         pthread_mutex_unlock(&r->lock);
 }
 

@@ -268,6 +268,15 @@ static void damaged_records_are_left_out(void **state) {
         assert_true(mirror_records_match(r, "b", "k", "v-2", "e")); /* the one good line */
         mirror_records_free(r);
 
+        /* A line that starts with a NUL byte, then the good one. */
+        free(bad);
+        bad = xasprintf("%.*s@x\n%s", (int) (good - text), text, good);
+        *strchr(bad, '@') = '\0';
+        assert_int_equal(write_file_atomic(path, bad, (good - text) + 3 + strlen(good), 0600), 0);
+        r = mirror_records_load(path, "d");
+        assert_true(mirror_records_match(r, "b", "k", "v-2", "e"));
+        mirror_records_free(r);
+
         assert_int_equal(write_file_atomic(path, "not records\n", 12, 0600), 0);
         r = mirror_records_load(path, "d");
         assert_false(mirror_records_match(r, "b", "k", "v-2", "e"));
