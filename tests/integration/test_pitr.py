@@ -137,16 +137,17 @@ class Pitr:
                                  (open(log).read() if os.path.exists(log) else ""))
         return d, port
 
-    def history_with_an_lsn(self):
-        """Rows 1-60, one transaction each, a base backup after row 20, all of it in the store; returns the
-        insert position after row 40."""
+    def history_with_an_lsn(self, step=20, switch=True):
+        """Rows 1 to 3 x step, one transaction each, a base backup after row step; returns the insert
+        position after row 2 x step. switch: the last segment switched and in the store too."""
         self.start_stream()
-        self.insert_rows(1, 20)
+        self.insert_rows(1, step)
         self.agent("run", "basebackup")
-        self.insert_rows(21, 40)
+        self.insert_rows(step + 1, 2 * step)
         lsn = self.pg.psql("SELECT pg_current_wal_insert_lsn()").strip()
-        self.insert_rows(41, 60)
-        self.switch_and_wait()
+        self.insert_rows(2 * step + 1, 3 * step)
+        if switch:
+            self.switch_and_wait()
         return lsn
 
     def start_copy(self, d, log_name):

@@ -77,12 +77,7 @@ def test_look_ahead_never_holds_more_than_wal_prefetch_segments(pitr):
     p = pitr()
     p.configure(1, wal_prefetch=2)
     private(p)
-    p.start_stream()
-    p.insert_rows(1, 10)
-    p.agent("run", "basebackup")
-    p.insert_rows(11, 20)
-    lsn = p.pg.psql("SELECT pg_current_wal_insert_lsn()").strip()
-    p.insert_rows(21, 30)
+    lsn = p.history_with_an_lsn(step=10, switch=False)
     # Six more segments after the target: far more than the look-ahead may fetch.
     for i in range(6):
         p.insert_rows(100 + 10 * i, 109 + 10 * i)
