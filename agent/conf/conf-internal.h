@@ -40,6 +40,7 @@ typedef enum ConfType {
         CONF_CONNINFO,    /* char *, a libpq connection string */
         CONF_LEADER_ELECTION, /* char *: auto|yes|no */
         CONF_NAMESPACE,   /* char *, a Kubernetes namespace name */
+        CONF_NODE_NAME,   /* char *, a node name (node_name_valid()) */
 } ConfType;
 
 /* What the file-system check wants of a path (or of every item of a list). */

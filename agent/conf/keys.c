@@ -27,7 +27,7 @@ const ConfKey conf_keys[] = {
           .help = "pinged by each job: URL/start, URL on success, URL/fail; %j is the job's name" },
         { CONF_SECTION_AGENT, "metrics_file", CONF_ABS_PATH, A(metrics_file),
           .help = "Prometheus textfile written after each job" },
-        { CONF_SECTION_AGENT, "node_name", CONF_STRING, A(node_name),
+        { CONF_SECTION_AGENT, "node_name", CONF_NODE_NAME, A(node_name),
           .help = "this node's name in Leases and PV node affinities; unset: the host name" },
         { CONF_SECTION_AGENT, "kubeconfig", CONF_ABS_PATH, A(kubeconfig), .def = "/etc/rancher/k3s/k3s.yaml",
           .help = "the cluster holding the Leases (and the config and volumes jobs', unless overridden)" },

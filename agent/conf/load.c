@@ -354,6 +354,13 @@ static char *parse_string(const ConfKey *k, const char *value) {
         case CONF_NAMESPACE:
                 m = conf_check_namespace(value);
                 break;
+        case CONF_NODE_NAME:
+                if (!node_name_valid(value))
+                        m = xasprintf("'%s' is not a node name (" NODE_NAME_RULE "): it names this node's "
+                                      "folder of volumes backups and its Lease holder; use the node's "
+                                      "Kubernetes name",
+                                      value);
+                break;
         case CONF_REMOTE:
                 if ((k->flags & CONF_F_OR_PATH) && value[0] == '/')
                         return NULL;

@@ -7,31 +7,16 @@
 #include "jobs/volumes-nodes.h"
 #include "log/log.h"
 
-#define NODE_NAME_MAX 253
-
-bool volumes_node_name_valid(const char *name) {
-        size_t n = name ? strlen(name) : 0;
-
-        if (n == 0 || n > NODE_NAME_MAX || name[0] == '.' || name[0] == '-' || backup_id_valid(name))
-                return false;
-        for (const char *p = name; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                      *p == '-' || *p == '_' || *p == '.'))
-                        return false;
-        return true;
-}
-
 int volumes_this_node(const Config *c, char **ret) {
         char buf[256];
         const char *node = lease_guard_node_name(c, buf, sizeof buf);
 
-        if (!volumes_node_name_valid(node))
+        if (!node_name_valid(node))
                 return err_set(-EINVAL, EX_CONFIG,
                                "the node name \"%s\"%s cannot name this node's folder of volumes backups: it "
-                               "must be 1 to %u of the letters, digits, '-', '_' and '.', not starting with "
-                               "'.' or '-', and not a backup id; set node_name = in [agent] to the node's "
+                               "must be " NODE_NAME_RULE "; set node_name = in [agent] to the node's "
                                "Kubernetes name",
-                               node, isempty(c->agent.node_name) ? " (the host name)" : "", NODE_NAME_MAX);
+                               node, isempty(c->agent.node_name) ? " (the host name)" : "");
         *ret = xstrdup(node);
         return 0;
 }
@@ -54,7 +39,7 @@ int volumes_node_location(const Config *c, const char *node, char **ret) {
                 if (r < 0)
                         return r;
                 node = self;
-        } else if (!volumes_node_name_valid(node))
+        } else if (!node_name_valid(node))
                 return err_set(-EINVAL, EX_USAGE, "\"%s\" is not a node name", node);
         *ret = location_append(dest, node);
         return 0;
@@ -105,7 +90,7 @@ static int collect_node(const StoreEntry *e, void *userdata) {
         if (!slash || !manifest_name_valid(slash + 1, id))
                 return 0;
         node = xstrndup(e->name, (size_t) (slash - e->name));
-        if (!volumes_node_name_valid(node) || (nn->n > 0 && streq(nn->names[nn->n - 1], node)))
+        if (!node_name_valid(node) || (nn->n > 0 && streq(nn->names[nn->n - 1], node)))
                 return 0;
         if (nn->n >= 100000)
                 return err_set(-E2BIG, EX_DATAERR, "more than 100000 node folders in the volumes destination");
@@ -156,7 +141,7 @@ int volumes_folders_open(const Config *c, const char *only, VolumesFolders *ret)
         r = volumes_this_node(c, &f.self);
         if (r < 0)
                 return r;
-        if (only && !streq(only, VOLUMES_SHARED_FOLDER) && !volumes_node_name_valid(only))
+        if (only && !streq(only, VOLUMES_SHARED_FOLDER) && !node_name_valid(only))
                 return err_set(-EINVAL, EX_USAGE,
                                "--node %s: not a node name (letters, digits, '-', '_', '.'; or \".\" for the "
                                "shared folder of backups made before node folders)",

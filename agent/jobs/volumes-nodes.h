@@ -13,10 +13,6 @@
 /* How the shared folder (DEST itself) is named where a node name is expected: `--node .`. */
 #define VOLUMES_SHARED_FOLDER "."
 
-/* Whether name can be a node folder: 1 to 253 of [A-Za-z0-9._-], not starting with '.' or '-', and not a
- * backup id (DEST/<id>/ holds a backup of the shared folder). */
-bool volumes_node_name_valid(const char *name);
-
 /* This node's name, checked (an error naming [agent] node_name otherwise). */
 int volumes_this_node(const Config *c, char **ret);
 

@@ -266,6 +266,18 @@ bool backup_id_valid(const char *id) {
         return true;
 }
 
+bool node_name_valid(const char *name) {
+        size_t n = name ? strlen(name) : 0;
+
+        if (n == 0 || n > NODE_NAME_MAX || name[0] == '.' || name[0] == '-' || backup_id_valid(name))
+                return false;
+        for (const char *p = name; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      *p == '-' || *p == '_' || *p == '.'))
+                        return false;
+        return true;
+}
+
 int backup_id_parse(const char *id, uint64_t *ret_usec) {
         struct tm tm = {};
         const char *e;

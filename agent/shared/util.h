@@ -152,6 +152,13 @@ uint64_t now_usec(int clock);                                    /* CLOCK_REALTI
 int backup_id_format(uint64_t usec, char ret[static BACKUP_ID_LEN + 1]);
 int backup_id_parse(const char *id, uint64_t *ret_usec);
 bool backup_id_valid(const char *id);
+/* Whether name can name a node ([agent] node_name, else the host name): it names the node's folder of
+ * volumes backups and its Lease holder, so 1 to NODE_NAME_MAX of [A-Za-z0-9._-], not starting with '.' or
+ * '-', and not a backup id (DEST/<id>/ holds a backup of the volumes' shared folder). */
+#define NODE_NAME_MAX 253
+#define NODE_NAME_RULE                                                                                       \
+        "1 to 253 of the letters, digits, '-', '_' and '.', not starting with '.' or '-', and not a backup id"
+bool node_name_valid(const char *name);
 /* ISO 8601 "2026-11-25T14:25:46Z" for manifests and JSON output. */
 char *format_iso8601(uint64_t usec);
 int parse_iso8601(const char *s, uint64_t *ret_usec);

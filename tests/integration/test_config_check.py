@@ -72,6 +72,48 @@ retention_days = 7
     assert p.stderr.startswith(f"{conf}:5: warning: tls_verify = no")
 
 
+def test_config_check_refuses_a_node_name_that_cannot_name_a_folder(write, tmp_path):
+    # node_name names this node's folder of volumes backups (DEST/NODE/) and its Lease holder.
+    conf = write("agent.conf", f"""[agent]
+node_name = ../node-a
+
+[volumes]
+destination = {tmp_path}/volumes
+""")
+    p = config(conf, "check")
+    assert p.returncode == EX_CONFIG, p.stderr
+    assert p.stderr.splitlines() == [
+        f"{conf}:2: node_name: '../node-a' is not a node name (1 to 253 of the letters, digits, '-', '_' and "
+        f"'.', not starting with '.' or '-', and not a backup id): it names this node's folder of volumes "
+        f"backups and its Lease holder; use the node's Kubernetes name"]
+    conf.write_text(conf.read_text().replace("../node-a", "node-a"))
+    p = config(conf, "check")
+    assert (p.returncode, p.stdout, p.stderr) == (0, f"{conf}: OK\n", "")
+
+
+def test_config_check_warns_when_the_host_name_cannot_stand_in_for_node_name(write, tmp_path):
+    # Unset node_name means the host name; in a UTS namespace of its own the host name can be one that
+    # cannot name a folder.
+    conf = write("agent.conf", f"""[volumes]
+destination = {tmp_path}/volumes
+""")
+    # hostname(1) refuses "node a"; sethostname(2) takes it, as the kernel does.
+    run = ["unshare", "--uts", "/usr/bin/python3", "-c",
+           "import os, socket, sys; socket.sethostname(sys.argv[1]); "
+           "os.execv(sys.argv[2], [sys.argv[2], '-c', sys.argv[3], 'config', 'check'])"]
+    p = subprocess.run(run + ["node a", AGENT, str(conf)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{conf}: OK (1 warning)\n"
+    assert p.stderr.startswith(f'{conf}:1: warning: [volumes] stores into a folder named after this node, and '
+                               f'node_name is unset, so the host name "node a" would name it'), p.stderr
+    assert "set in [agent] to the node's Kubernetes name" in p.stderr
+    p = subprocess.run(run + ["node-a", AGENT, str(conf)], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, f"{conf}: OK\n", "")
+    conf.write_text("[agent]\nnode_name = node-a\n" + conf.read_text())
+    p = subprocess.run(run + ["node a", AGENT, str(conf)], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, f"{conf}: OK\n", "")
+
+
 def test_config_check_missing_explicit_file(tmp_path):
     missing = tmp_path / "nope.conf"
     p = config(missing, "check")

@@ -1095,7 +1095,9 @@ static void conf_leader_election_keys(void **state) {
                         "min_interval = 0\n");
         Loaded over = load("[agent]\nkubeconfig = /etc/skyforge/cluster.yaml\n"
                            "[config]\nkubeconfig = /etc/skyforge/other.yaml\nrecipients = " R62 "\n");
-        Loaded bad = load("[agent]\nleader_election = maybe\nlease_namespace = Kube_System\nlease_duration = 1\n");
+        Loaded bad = load("[agent]\nleader_election = maybe\nlease_namespace = Kube_System\nlease_duration = 1\n"
+                          "node_name = ../node-a\n");
+        Loaded id = load("[agent]\nnode_name = 20261202T050000Z\n");
 
         (void) state;
         expect_clean(&d);
@@ -1121,10 +1123,15 @@ static void conf_leader_election_keys(void **state) {
         expect(&bad, 2, CONFIG_ERROR, "leader_election: 'maybe' is not auto, yes or no");
         expect(&bad, 3, CONFIG_ERROR, "lease_namespace:");
         expect(&bad, 4, CONFIG_ERROR, "lease_duration: 1 is out of range");
+        /* It names a folder and a Lease holder: never a path, never a backup id. */
+        expect(&bad, 5, CONFIG_ERROR, "node_name: '../node-a' is not a node name (1 to 253 of the letters");
+        assert_null(bad.c->agent.node_name);
+        expect(&id, 2, CONFIG_ERROR, "node_name: '20261202T050000Z' is not a node name");
         loaded_done(&d);
         loaded_done(&l);
         loaded_done(&over);
         loaded_done(&bad);
+        loaded_done(&id);
 }
 
 int main(void) {

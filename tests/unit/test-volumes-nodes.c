@@ -8,30 +8,30 @@
 #include "log/log.h"
 
 static void node_names_are_one_safe_path_segment(void **state) {
-        assert_true(volumes_node_name_valid("k3s-server"));
-        assert_true(volumes_node_name_valid("node-a.example.org"));
-        assert_true(volumes_node_name_valid("Node_2"));
-        assert_false(volumes_node_name_valid(NULL));
-        assert_false(volumes_node_name_valid(""));
-        assert_false(volumes_node_name_valid("."));
-        assert_false(volumes_node_name_valid(".."));
-        assert_false(volumes_node_name_valid("../x"));
-        assert_false(volumes_node_name_valid("a/b"));
-        assert_false(volumes_node_name_valid(".hidden"));
-        assert_false(volumes_node_name_valid("-n"));
-        assert_false(volumes_node_name_valid("a b"));
-        assert_false(volumes_node_name_valid("a\nb"));
-        assert_false(volumes_node_name_valid("n\xc3\xa9"));
-        assert_false(volumes_node_name_valid("a+b"));
+        assert_true(node_name_valid("k3s-server"));
+        assert_true(node_name_valid("node-a.example.org"));
+        assert_true(node_name_valid("Node_2"));
+        assert_false(node_name_valid(NULL));
+        assert_false(node_name_valid(""));
+        assert_false(node_name_valid("."));
+        assert_false(node_name_valid(".."));
+        assert_false(node_name_valid("../x"));
+        assert_false(node_name_valid("a/b"));
+        assert_false(node_name_valid(".hidden"));
+        assert_false(node_name_valid("-n"));
+        assert_false(node_name_valid("a b"));
+        assert_false(node_name_valid("a\nb"));
+        assert_false(node_name_valid("n\xc3\xa9"));
+        assert_false(node_name_valid("a+b"));
         /* DEST/<id>/ holds a backup of the shared folder: a node folder must never look like one. */
-        assert_false(volumes_node_name_valid("20261202T050000Z"));
+        assert_false(node_name_valid("20261202T050000Z"));
         char long_name[300];
         memset(long_name, 'x', sizeof long_name);
         long_name[253] = 0;
-        assert_true(volumes_node_name_valid(long_name));
+        assert_true(node_name_valid(long_name));
         long_name[253] = 'x';
         long_name[254] = 0;
-        assert_false(volumes_node_name_valid(long_name));
+        assert_false(node_name_valid(long_name));
 }
 
 static void location_of(const char *dest, const char *node, const char *want) {
