@@ -25,6 +25,7 @@ struct BackupsCall {
         char *buf;
         size_t len, cap;
         bool eof, replied;
+        bool with_node; /* ListBackupsWithNode: the node in every entry */
         BackupsCall *next;
 };
 
@@ -106,13 +107,18 @@ static int reply_error(BackupsCall *c, const char *fmt, ...) {
         return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED, "cannot list backups: %s", msg);
 }
 
-static int reply_empty(sd_bus_message *request) {
+/* The array's element type, "(sstttb)" or "(ssstttb)": the signature without its 'a'. */
+static const char *entry_type(bool with_node) {
+        return (with_node ? BUS_BACKUPS_NODE_SIGNATURE : BUS_BACKUPS_SIGNATURE) + 1;
+}
+
+static int reply_empty(sd_bus_message *request, bool with_node) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
         r = sd_bus_message_new_method_return(request, &reply);
         if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', "(sstttb)");
+                r = sd_bus_message_open_container(reply, 'a', entry_type(with_node));
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         if (r >= 0)
@@ -184,7 +190,7 @@ static int reply_from_output(BackupsCall *c, int status) {
         c->replied = true;
         if (status == EX_USAGE)
                 /* The daemon passed a job it knows; `list` refusing it means the job keeps no backups (mirror). */
-                return reply_empty(c->request);
+                return reply_empty(c->request, c->with_node);
         if (status != 0) {
                 _cleanup_free_ char *why = child_error(c);
                 if (why)
@@ -203,12 +209,14 @@ static int reply_from_output(BackupsCall *c, int status) {
         r = sd_bus_message_new_method_return(c->request, &reply);
         if (r < 0)
                 return r;
-        r = sd_bus_message_open_container(reply, 'a', "(sstttb)");
+        r = sd_bus_message_open_container(reply, 'a', entry_type(c->with_node));
         if (r < 0)
                 return r;
         for (size_t i = 0; i < json_object_array_length(list); i++) {
                 json_object *m = json_object_array_get_idx(list, i), *enc;
                 const char *job = json_str(m, "job"), *id = json_str(m, "id");
+                /* volumes backups name their node folder; null (the shared folder) and the other jobs: "" */
+                const char *node = json_str(m, "node");
                 uint64_t s, f, b;
 
                 if (!job || !id || !json_u64(m, "started_usec", &s) || !json_u64(m, "finished_usec", &f) ||
@@ -216,7 +224,12 @@ static int reply_from_output(BackupsCall *c, int status) {
                         return sd_bus_reply_method_errorf(c->request, SD_BUS_ERROR_FAILED,
                                                           "cannot list backups: garbled answer from the "
                                                           "listing process");
-                r = sd_bus_message_append(reply, "(sstttb)", job, id, s, f, b, json_object_get_boolean(enc));
+                if (c->with_node)
+                        r = sd_bus_message_append(reply, "(ssstttb)", job, strempty(node), id, s, f, b,
+                                                  json_object_get_boolean(enc));
+                else
+                        r = sd_bus_message_append(reply, "(sstttb)", job, id, s, f, b,
+                                                  json_object_get_boolean(enc));
                 if (r < 0)
                         return r;
         }
@@ -298,7 +311,8 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 
-int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, sd_bus_error *error) {
+int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, bool with_node,
+                      sd_bus_error *error) {
         int fds[2];
         BackupsCall *c;
         size_t pending = 0;
@@ -306,7 +320,7 @@ int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, s
 
         /* A daemon started without the agent to list with answers that there is nothing. */
         if (!b->agent_path)
-                return reply_empty(request);
+                return reply_empty(request, with_node);
         for (BackupsCall *p = b->calls; p; p = p->next)
                 pending++;
         if (pending >= BUS_BACKUPS_MAX_PENDING)
@@ -314,7 +328,8 @@ int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, s
                                          "%zu listings of backups are already running; try again when they end",
                                          pending);
         c = xmalloc(sizeof *c);
-        *c = (BackupsCall){ .owner = b, .request = sd_bus_message_ref(request), .fd = -EBADF, .err_fd = -EBADF };
+        *c = (BackupsCall){ .owner = b, .request = sd_bus_message_ref(request), .fd = -EBADF, .err_fd = -EBADF,
+                            .with_node = with_node };
         c->err_fd = memfd_create("skyforge-list-stderr", MFD_CLOEXEC);
         if (c->err_fd < 0 || pipe2(fds, O_CLOEXEC) < 0) {
                 r = -errno;

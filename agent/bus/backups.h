@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
+#include <stdbool.h>
 #include <systemd/sd-bus.h>
 
 #include "bus/context.h"
@@ -8,6 +9,10 @@
 /* ListBackups answer: per backup (newest first) job, id, started and finished (CLOCK_REALTIME usec), bytes,
  * encrypted — the fields of `skyforge-agent list --json`. */
 #define BUS_BACKUPS_SIGNATURE "a(sstttb)"
+/* ListBackupsWithNode answer: the same with the node after the job: the node folder a volumes backup is in
+ * (each node keeps its own, and two nodes' backups may share an id), "" for the other jobs and for volumes
+ * backups from before node folders. */
+#define BUS_BACKUPS_NODE_SIGNATURE "a(ssstttb)"
 
 /* At most this many listings at once; more are refused with LimitsExceeded until one ends. */
 #define BUS_BACKUPS_MAX_PENDING 4
@@ -31,10 +36,11 @@ typedef struct BusBackups {
         BackupsCall *calls;
 } BusBackups;
 
-/* Answers the ListBackups call request for job (NULL: all jobs) later, from the event loop: the stores are
+/* Answers the ListBackups (with_node: ListBackupsWithNode) call request for job (NULL: all jobs) later, from the event loop: the stores are
  * listed in a child process (S3 retries can take minutes; the daemon keeps answering and feeding the
  * watchdog meanwhile, and a stop kills the child). Without agent_path the answer, an empty array, is
  * sent at once. Returns 1 when the answer is on its way, negative with error set. */
-int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, sd_bus_error *error);
+int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, bool with_node,
+                      sd_bus_error *error);
 /* Kills and forgets every listing still running (the daemon is stopping). */
 void bus_backups_stop_all(BusBackups *b);

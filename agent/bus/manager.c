@@ -146,7 +146,7 @@ static int method_cancel_job(sd_bus_message *m, void *userdata, sd_bus_error *er
         return call_systemd_for_job(m, userdata, error, "StopUnit", "stop");
 }
 
-static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+static int list_backups(sd_bus_message *m, void *userdata, bool with_node, sd_bus_error *error) {
         Daemon *d = userdata;
         const char *name;
         BusJob *j = NULL;
@@ -165,7 +165,15 @@ static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
         /* Answered later: the stores are read off the event loop. */
-        return bus_backups_start(&d->backups, m, isempty(name) ? NULL : name, error);
+        return bus_backups_start(&d->backups, m, isempty(name) ? NULL : name, with_node, error);
+}
+
+static int method_list_backups(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return list_backups(m, userdata, false, error);
+}
+
+static int method_list_backups_with_node(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return list_backups(m, userdata, true, error);
 }
 
 const sd_bus_vtable bus_manager_vtable[] = {
@@ -179,5 +187,8 @@ const sd_bus_vtable bus_manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("ListBackups", SD_BUS_ARGS("s", job),
                                 SD_BUS_RESULT(BUS_BACKUPS_SIGNATURE, backups), method_list_backups,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListBackupsWithNode", SD_BUS_ARGS("s", job),
+                                SD_BUS_RESULT(BUS_BACKUPS_NODE_SIGNATURE, backups),
+                                method_list_backups_with_node, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
 };

@@ -212,7 +212,7 @@ def test_manager_interface_matches_the_spec(daemon):
                                "".join(a.get("type") for a in m.findall("arg[@direction='out']")))
                for m in iface.findall("method")}
     assert methods == {"ListJobs": ("", "a(ssso)"), "StartJob": ("s", "o"), "CancelJob": ("s", "o"),
-                       "ListBackups": ("s", "a(sstttb)")}
+                       "ListBackups": ("s", "a(sstttb)"), "ListBackupsWithNode": ("s", "a(ssstttb)")}
     assert sorted(n.get("name") for n in root.findall("node")) == ["job", "wal"]
     jobs = introspect(daemon.bus, MANAGER_PATH + "/job")
     assert sorted(n.get("name") for n in jobs.findall("node")) == sorted(JOBS)
@@ -430,6 +430,46 @@ def test_list_backups_equals_list_json(system_bus, local_agent, pg_factory, tmp_
         p = busctl(system_bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s",
                    "mirror")
         assert json.loads(p.stdout)["data"] == [[]]  # mirror keeps no manifests
+    finally:
+        d.stop()
+
+
+def test_list_backups_with_node_names_each_volumes_backups_node(system_bus, pg_factory, tmp_path):
+    """Each node keeps its volumes backups in a folder of its own, and two nodes' backups may share an id:
+    ListBackupsWithNode tells them apart ("" for the cluster-wide jobs); ListBackups keeps its six fields."""
+    from fixtures.agent import write_config
+    from test_volumes_nodes import node_agent, tree
+    dest = tmp_path / "store" / "volumes"
+    agents = {}
+    for n in ("node-a", "node-b"):
+        agents[n] = node_agent(tmp_path, n, dest, paths=tree(tmp_path / f"src-{n}", n))
+        agents[n]("run", "volumes", check=True)
+    a = agents["node-a"]
+    write_config(a.config_path, {
+        "agent": {"state_dir": a.state_dir, "work_dir": tmp_path / "work-node-a", "node_name": "node-a"},
+        "postgres": {"conninfo": pg_factory().conninfo, "destination": tmp_path / "store" / "postgres"},
+        "volumes": {"destination": dest, "paths": tmp_path / "src-node-a"}})
+    a("run", "postgres", check=True)
+    listed = json.loads(a("list", "--json", check=True).stdout)
+    assert sorted((b["job"], b.get("node")) for b in listed) == [
+        ("postgres", None), ("volumes", "node-a"), ("volumes", "node-b")]
+    with_node = [[b["job"], b.get("node") or "", b["id"], b["started_usec"], b["finished_usec"], b["bytes"],
+                  b["encrypted"]] for b in listed]
+
+    d = Daemon(system_bus, str(agents["node-a"].state_dir), str(tmp_path),
+               command=[AGENT, "-c", str(agents["node-a"].config_path), "daemon"])
+    try:
+        for job in ("volumes", "postgres", ""):
+            want = [e for e in with_node if job in ("", e[0])]
+            p = busctl(system_bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackupsWithNode",
+                       "s", job)
+            assert json.loads(p.stdout) == {"type": "a(ssstttb)", "data": [want]}
+            p = busctl(system_bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s", job)
+            assert json.loads(p.stdout) == {"type": "a(sstttb)", "data": [[e[:1] + e[2:] for e in want]]}
+        # A job outside node folders: "" for its node.
+        p = busctl(system_bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackupsWithNode",
+                   "s", "mirror")
+        assert json.loads(p.stdout) == {"type": "a(ssstttb)", "data": [[]]}
     finally:
         d.stop()
 
