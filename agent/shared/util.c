@@ -138,28 +138,36 @@ char *strstrip(char *s) {
         return s;
 }
 
-int levenshtein(const char *a, const char *b) {
+static bool same_letter(char x, char y) {
+        return tolower((unsigned char) x) == tolower((unsigned char) y);
+}
+
+int edit_distance(const char *a, const char *b) {
         size_t la = strlen(a), lb = strlen(b);
-        _cleanup_free_ int *row = xcalloc(lb + 1, sizeof(int));
+        /* Three rows of the table: two rows back (for a swap), the previous one and the one being filled. */
+        _cleanup_free_ int *rows = xcalloc(3 * (lb + 1), sizeof(int));
+        int *back2 = rows, *prev = rows + lb + 1, *cur = rows + 2 * (lb + 1);
 
         for (size_t j = 0; j <= lb; j++)
-                row[j] = (int) j;
+                prev[j] = (int) j;
         for (size_t i = 1; i <= la; i++) {
-                int prev = row[0];
-                row[0] = (int) i;
+                int *t;
+
+                cur[0] = (int) i;
                 for (size_t j = 1; j <= lb; j++) {
-                        int cur = row[j];
-                        int cost = tolower((unsigned char) a[i - 1]) != tolower((unsigned char) b[j - 1]);
-                        int best = prev + cost;
-                        if (row[j] + 1 < best)
-                                best = row[j] + 1;
-                        if (row[j - 1] + 1 < best)
-                                best = row[j - 1] + 1;
-                        row[j] = best;
-                        prev = cur;
+                        int best = prev[j - 1] + !same_letter(a[i - 1], b[j - 1]);
+                        best = MIN(best, prev[j] + 1);
+                        best = MIN(best, cur[j - 1] + 1);
+                        if (i > 1 && j > 1 && same_letter(a[i - 1], b[j - 2]) && same_letter(a[i - 2], b[j - 1]))
+                                best = MIN(best, back2[j - 2] + 1);
+                        cur[j] = best;
                 }
+                t = back2;
+                back2 = prev;
+                prev = cur;
+                cur = t;
         }
-        return row[lb];
+        return prev[lb];
 }
 
 int parse_bool(const char *s) {
@@ -565,7 +573,7 @@ const char *closest_word(const char *word, const char *const *candidates, size_t
         int limit = strlen(word) < 6 ? 1 : strlen(word) < 12 ? 2 : 3;
 
         for (size_t i = 0; i < n; i++) {
-                int d = levenshtein(word, candidates[i]);
+                int d = edit_distance(word, candidates[i]);
                 if (d <= limit && d < best_d) {
                         best = candidates[i];
                         best_d = d;

@@ -133,7 +133,9 @@ static inline bool strv_isempty(char *const *l) {
 #define STRV_FOREACH(s, l) for (char **s = (l); s && *s; s++)
 
 char *strstrip(char *s);
-int levenshtein(const char *a, const char *b);
+/* Edits between a and b, ignoring case: insertions, deletions, substitutions and swaps of two neighbouring
+ * characters ("josn" is one edit from "json"), each counted once (the optimal string alignment distance). */
+int edit_distance(const char *a, const char *b);
 /* The candidate within a typo's distance of word (1 edit up to 5 characters, 2 up to 11, else 3), the
  * closest first; NULL when none is: the did-you-mean of config keys, commands and options. */
 const char *closest_word(const char *word, const char *const *candidates, size_t n);

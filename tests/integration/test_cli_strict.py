@@ -24,6 +24,8 @@ from test_postgres_s3 import bucket_keys, remote_keys
     (["config", "check", "--conect"], "--conect", "--connect"),
     (["keygen", "--outptu", "k"], "--outptu", "--output"),
     (["daemon", "--stat-dir", "d"], "--stat-dir", "--state-dir"),
+    # Two neighbours swapped count as one edit: a short name gets its suggestion too.
+    (["list", "--josn"], "--josn", "--json"),
 ])
 def test_unknown_command_option_gets_the_closest_one(args, typed, meant):
     p = agent_cmd("-c", "/nonexistent/agent.conf", *args)

@@ -38,10 +38,19 @@ static void parse_bool_is_strict(void **state) {
         assert_int_equal(parse_bool("maybe"), -EINVAL);
 }
 
-static void levenshtein_counts_edits(void **state) {
-        assert_int_equal(levenshtein("retention_days", "retention_day"), 1);
-        assert_int_equal(levenshtein("conninfo", "conninfo"), 0);
-        assert_int_equal(levenshtein("abc", "xyz"), 3);
+static void edit_distance_counts_edits(void **state) {
+        assert_int_equal(edit_distance("retention_days", "retention_day"), 1);
+        assert_int_equal(edit_distance("conninfo", "conninfo"), 0);
+        assert_int_equal(edit_distance("abc", "xyz"), 3);
+        assert_int_equal(edit_distance("", "abc"), 3);
+        assert_int_equal(edit_distance("abc", ""), 3);
+        assert_int_equal(edit_distance("Status", "status"), 0);
+        /* A swap of two neighbours is one edit ("josn" was two, too far for a 4-letter word). */
+        assert_int_equal(edit_distance("josn", "json"), 1);
+        assert_int_equal(edit_distance("stauts", "status"), 1);
+        assert_int_equal(edit_distance("ab", "ba"), 1);
+        assert_int_equal(edit_distance("abc", "ca"), 3);
+        assert_int_equal(edit_distance("kitten", "sitting"), 3);
 }
 
 static void path_join_normalises_slashes(void **state) {
@@ -85,7 +94,7 @@ int main(void) {
                 cmocka_unit_test(backup_id_round_trips),
                 cmocka_unit_test(parse_size_accepts_units),
                 cmocka_unit_test(parse_bool_is_strict),
-                cmocka_unit_test(levenshtein_counts_edits),
+                cmocka_unit_test(edit_distance_counts_edits),
                 cmocka_unit_test(path_join_normalises_slashes),
                 cmocka_unit_test(strv_join_puts_the_separator_between),
                 cmocka_unit_test(read_only_hint_names_the_directory_to_allow),
