@@ -372,7 +372,8 @@ def test_reading_and_introspection_are_open_to_any_user(daemon):
 
 
 @pytest.mark.parametrize("method,args", [("ListJobs", []), ("StartJob", ["s", "postgres"]),
-                                         ("CancelJob", ["s", "postgres"]), ("ListBackups", ["s", ""])])
+                                         ("CancelJob", ["s", "postgres"]), ("ListBackups", ["s", ""]),
+                                         ("ListBackupsWithNode", ["s", ""])])
 def test_methods_are_refused_for_non_root(daemon, method, args):
     p = busctl(daemon.bus, "call", NAME, MANAGER_PATH, MANAGER, method, *args, user="nobody", check=False)
     assert p.returncode != 0
@@ -406,6 +407,9 @@ def test_list_backups_as_root_answers_an_array(daemon):
     p = busctl(daemon.bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackups", "s",
                "postgres")
     assert json.loads(p.stdout) == {"type": "a(sstttb)", "data": [[]]}
+    p = busctl(daemon.bus, "--json=short", "call", NAME, MANAGER_PATH, MANAGER, "ListBackupsWithNode", "s",
+               "volumes")
+    assert json.loads(p.stdout) == {"type": "a(ssstttb)", "data": [[]]}
 
 
 def test_list_backups_equals_list_json(system_bus, local_agent, pg_factory, tmp_path):
