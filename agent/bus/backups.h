@@ -36,10 +36,11 @@ typedef struct BusBackups {
         BackupsCall *calls;
 } BusBackups;
 
-/* Answers the ListBackups (with_node: ListBackupsWithNode) call request for job (NULL: all jobs) later, from the event loop: the stores are
- * listed in a child process (S3 retries can take minutes; the daemon keeps answering and feeding the
- * watchdog meanwhile, and a stop kills the child). Without agent_path the answer, an empty array, is
- * sent at once. Returns 1 when the answer is on its way, negative with error set. */
+/* Answers the ListBackups call request (with_node: ListBackupsWithNode) for job (NULL: all jobs) later,
+ * from the event loop: the stores are listed in a child process (S3 retries can take minutes; the daemon
+ * keeps answering and feeding the watchdog meanwhile, and a stop kills the child). Without agent_path the
+ * answer, an empty array, is sent at once. Returns 1 when the answer is on its way, negative with error
+ * set. */
 int bus_backups_start(BusBackups *b, sd_bus_message *request, const char *job, bool with_node,
                       sd_bus_error *error);
 /* Kills and forgets every listing still running (the daemon is stopping). */
