@@ -526,12 +526,13 @@ void conf_check(ConfLoader *l, const Config *c) {
                 char host[HOST_NAME_MAX + 1] = "";
 
                 check_section_keys(l, c, CONF_SECTION_VOLUMES, &c->volumes, "volumes");
-                /* A written node_name was checked while parsing; the host name stands in for an unset one. */
+                /* A written node_name was checked while parsing; the host name stands in for an unset
+                 * one. */
                 if (isempty(c->agent.node_name) && gethostname(host, sizeof host - 1) >= 0 && host[0] &&
                     !node_name_valid(host))
                         conf_problem(l, CONFIG_WARNING, conf_line(l, "volumes", NULL),
-                                     "[volumes] stores into a folder named after this node, and node_name is "
-                                     "unset, so the host name \"%s\" would name it, which it cannot ("
+                                     "[volumes] stores into a folder named after this node, and node_name "
+                                     "is unset, so the host name \"%s\" would name it, which it cannot ("
                                      NODE_NAME_RULE "): the volumes job fails until node_name = is set in "
                                      "[agent] to the node's Kubernetes name",
                                      host);

@@ -158,7 +158,8 @@ int edit_distance(const char *a, const char *b) {
                         int best = prev[j - 1] + !same_letter(a[i - 1], b[j - 1]);
                         best = MIN(best, prev[j] + 1);
                         best = MIN(best, cur[j - 1] + 1);
-                        if (i > 1 && j > 1 && same_letter(a[i - 1], b[j - 2]) && same_letter(a[i - 2], b[j - 1]))
+                        if (i > 1 && j > 1 && same_letter(a[i - 1], b[j - 2]) &&
+                            same_letter(a[i - 2], b[j - 1]))
                                 best = MIN(best, back2[j - 2] + 1);
                         cur[j] = best;
                 }

@@ -158,8 +158,9 @@ bool backup_id_valid(const char *id);
  * volumes backups and its Lease holder, so 1 to NODE_NAME_MAX of [A-Za-z0-9._-], not starting with '.' or
  * '-', and not a backup id (DEST/<id>/ holds a backup of the volumes' shared folder). */
 #define NODE_NAME_MAX 253
-#define NODE_NAME_RULE                                                                                       \
-        "1 to 253 of the letters, digits, '-', '_' and '.', not starting with '.' or '-', and not a backup id"
+#define NODE_NAME_RULE                                                                                      \
+        "1 to 253 of the letters, digits, '-', '_' and '.', not starting with '.' or '-', and not a " \
+        "backup id"
 bool node_name_valid(const char *name);
 /* ISO 8601 "2026-11-25T14:25:46Z" for manifests and JSON output. */
 char *format_iso8601(uint64_t usec);

@@ -1095,8 +1095,8 @@ static void conf_leader_election_keys(void **state) {
                         "min_interval = 0\n");
         Loaded over = load("[agent]\nkubeconfig = /etc/skyforge/cluster.yaml\n"
                            "[config]\nkubeconfig = /etc/skyforge/other.yaml\nrecipients = " R62 "\n");
-        Loaded bad = load("[agent]\nleader_election = maybe\nlease_namespace = Kube_System\nlease_duration = 1\n"
-                          "node_name = ../node-a\n");
+        Loaded bad = load("[agent]\nleader_election = maybe\nlease_namespace = Kube_System\n"
+                          "lease_duration = 1\nnode_name = ../node-a\n");
         Loaded id = load("[agent]\nnode_name = 20261202T050000Z\n");
 
         (void) state;
