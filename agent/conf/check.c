@@ -523,13 +523,14 @@ void conf_check(ConfLoader *l, const Config *c) {
         }
 
         if (c->volumes.present) {
-                char host[HOST_NAME_MAX + 1] = "";
+                char buf[HOST_NAME_MAX + 1];
+                const char *host;
 
                 check_section_keys(l, c, CONF_SECTION_VOLUMES, &c->volumes, "volumes");
                 /* A written node_name was checked while parsing; the host name stands in for an unset
-                 * one. */
-                if (isempty(c->agent.node_name) && gethostname(host, sizeof host - 1) >= 0 && host[0] &&
-                    !node_name_valid(host))
+                 * one (as in the jobs: node_name_or_host()). */
+                host = node_name_or_host(c->agent.node_name, buf, sizeof buf);
+                if (isempty(c->agent.node_name) && !node_name_valid(host))
                         conf_problem(l, CONFIG_WARNING, conf_line(l, "volumes", NULL),
                                      "[volumes] stores into a folder named after this node, and node_name "
                                      "is unset, so the host name \"%s\" would name it, which it cannot ("

@@ -51,12 +51,7 @@ struct LeaseGuard {
 };
 
 const char *lease_guard_node_name(const Config *c, char *buf, size_t n) {
-        if (!isempty(c->agent.node_name))
-                return c->agent.node_name;
-        if (gethostname(buf, n - 1) < 0 || !buf[0])
-                snprintf(buf, n, "localhost");
-        buf[n - 1] = 0;
-        return buf;
+        return node_name_or_host(c->agent.node_name, buf, n);
 }
 
 static uint64_t renew_interval(const LeaseGuard *g) {

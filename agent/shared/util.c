@@ -287,6 +287,15 @@ bool node_name_valid(const char *name) {
         return true;
 }
 
+const char *node_name_or_host(const char *configured, char *buf, size_t n) {
+        if (!isempty(configured))
+                return configured;
+        if (gethostname(buf, n - 1) < 0 || !buf[0])
+                snprintf(buf, n, "localhost");
+        buf[n - 1] = 0;
+        return buf;
+}
+
 int backup_id_parse(const char *id, uint64_t *ret_usec) {
         struct tm tm = {};
         const char *e;

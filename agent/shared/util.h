@@ -162,6 +162,9 @@ bool backup_id_valid(const char *id);
         "1 to 253 of the letters, digits, '-', '_' and '.', not starting with '.' or '-', and not a " \
         "backup id"
 bool node_name_valid(const char *name);
+/* This node's name: configured ([agent] node_name) unless empty, else the host name (in buf, n bytes),
+ * else "localhost". Not checked: see node_name_valid(). */
+const char *node_name_or_host(const char *configured, char *buf, size_t n);
 /* ISO 8601 "2026-11-25T14:25:46Z" for manifests and JSON output. */
 char *format_iso8601(uint64_t usec);
 int parse_iso8601(const char *s, uint64_t *ret_usec);
