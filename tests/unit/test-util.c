@@ -53,6 +53,33 @@ static void edit_distance_counts_edits(void **state) {
         assert_int_equal(edit_distance("kitten", "sitting"), 3);
 }
 
+static void node_names_are_one_safe_path_segment(void **state) {
+        assert_true(node_name_valid("k3s-server"));
+        assert_true(node_name_valid("node-a.example.org"));
+        assert_true(node_name_valid("Node_2"));
+        assert_false(node_name_valid(NULL));
+        assert_false(node_name_valid(""));
+        assert_false(node_name_valid("."));
+        assert_false(node_name_valid(".."));
+        assert_false(node_name_valid("../x"));
+        assert_false(node_name_valid("a/b"));
+        assert_false(node_name_valid(".hidden"));
+        assert_false(node_name_valid("-n"));
+        assert_false(node_name_valid("a b"));
+        assert_false(node_name_valid("a\nb"));
+        assert_false(node_name_valid("n\xc3\xa9"));
+        assert_false(node_name_valid("a+b"));
+        /* DEST/<id>/ holds a backup of the shared folder: a node folder must never look like one. */
+        assert_false(node_name_valid("20261202T050000Z"));
+        char long_name[300];
+        memset(long_name, 'x', sizeof long_name);
+        long_name[253] = 0;
+        assert_true(node_name_valid(long_name));
+        long_name[253] = 'x';
+        long_name[254] = 0;
+        assert_false(node_name_valid(long_name));
+}
+
 static void path_join_normalises_slashes(void **state) {
         _cleanup_free_ char *a = path_join("/var/lib/", "/x"), *b = path_join("/a", "");
         assert_string_equal(a, "/var/lib/x");
@@ -95,6 +122,7 @@ int main(void) {
                 cmocka_unit_test(parse_size_accepts_units),
                 cmocka_unit_test(parse_bool_is_strict),
                 cmocka_unit_test(edit_distance_counts_edits),
+                cmocka_unit_test(node_names_are_one_safe_path_segment),
                 cmocka_unit_test(path_join_normalises_slashes),
                 cmocka_unit_test(strv_join_puts_the_separator_between),
                 cmocka_unit_test(read_only_hint_names_the_directory_to_allow),

@@ -7,33 +7,6 @@
 #include "jobs/volumes-nodes.h"
 #include "log/log.h"
 
-static void node_names_are_one_safe_path_segment(void **state) {
-        assert_true(node_name_valid("k3s-server"));
-        assert_true(node_name_valid("node-a.example.org"));
-        assert_true(node_name_valid("Node_2"));
-        assert_false(node_name_valid(NULL));
-        assert_false(node_name_valid(""));
-        assert_false(node_name_valid("."));
-        assert_false(node_name_valid(".."));
-        assert_false(node_name_valid("../x"));
-        assert_false(node_name_valid("a/b"));
-        assert_false(node_name_valid(".hidden"));
-        assert_false(node_name_valid("-n"));
-        assert_false(node_name_valid("a b"));
-        assert_false(node_name_valid("a\nb"));
-        assert_false(node_name_valid("n\xc3\xa9"));
-        assert_false(node_name_valid("a+b"));
-        /* DEST/<id>/ holds a backup of the shared folder: a node folder must never look like one. */
-        assert_false(node_name_valid("20261202T050000Z"));
-        char long_name[300];
-        memset(long_name, 'x', sizeof long_name);
-        long_name[253] = 0;
-        assert_true(node_name_valid(long_name));
-        long_name[253] = 'x';
-        long_name[254] = 0;
-        assert_false(node_name_valid(long_name));
-}
-
 static void location_of(const char *dest, const char *node, const char *want) {
         Config c = { .volumes = { .destination = (char *) dest }, .agent = { .node_name = (char *) "self" } };
         _cleanup_free_ char *got = NULL;
@@ -67,7 +40,6 @@ static void a_bad_node_name_is_an_error_naming_node_name(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(node_names_are_one_safe_path_segment),
                 cmocka_unit_test(the_node_folder_is_one_level_below_the_destination),
                 cmocka_unit_test(a_bad_node_name_is_an_error_naming_node_name),
         };
