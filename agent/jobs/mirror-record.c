@@ -126,7 +126,8 @@ static bool parse_line(MirrorRecords *r, const char *line) {
         if (strlen(line) != RECORD_LINE_LEN)
                 return false;
         for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
-                if (unhex(p, sizes[i], fields[i]) < 0 || p[2 * sizes[i]] != (i + 1 < ELEMENTSOF(sizes) ? ' ' : '\n'))
+                char end = i + 1 < ELEMENTSOF(sizes) ? ' ' : '\n';
+                if (unhex(p, sizes[i], fields[i]) < 0 || p[2 * sizes[i]] != end)
                         return false;
                 p += 2 * sizes[i] + 1;
         }

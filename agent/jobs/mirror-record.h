@@ -11,9 +11,9 @@
  * A cache, never the truth: a missing, unreadable or damaged file only means HEADs again, and the records
  * are learned back from them. An entry is made of digests only (SHA-256 of the destination, bucket and
  * key, and of each of the two ETags), so nothing a server sent is ever parsed back from the file, and
- * every line has the same length. A record matches only while both ETags are as recorded, so an old one is never
- * wrong, only useless: a bucket listed to its end keeps only the records this run met, so the file does
- * not outgrow the objects that need it. Thread-safe. */
+ * every line has the same length. A record matches only while both ETags are as recorded, so an old one
+ * is never wrong, only useless: a bucket listed to its end keeps only the records this run met, so the
+ * file does not outgrow the objects that need it. Thread-safe. */
 typedef struct MirrorRecords MirrorRecords;
 
 /* path: the file (a missing one is an empty set); destination: names the other side, so that records of
